@@ -1,0 +1,60 @@
+// Package admin serves the proxy's admin endpoints: Prometheus metrics,
+// readiness and liveness probes, and a loopback-only shutdown trigger.
+package admin
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+)
+
+// Config says what the admin endpoints report and do.
+type Config struct {
+	// Metrics serves /metrics.
+	Metrics http.Handler
+	// Ready reports whether the proxy should receive traffic (/ready).
+	Ready func() bool
+	// Shutdown starts a graceful shutdown of the proxy (POST /shutdown).
+	// It must not block.
+	Shutdown func()
+}
+
+// Handler returns the admin mux:
+//
+//	GET  /metrics   Prometheus text format
+//	GET  /ready     200 "ready" once the proxy serves traffic, else 503
+//	GET  /live      200 "live" while the process runs
+//	POST /shutdown  graceful shutdown; only from loopback, since any pod on
+//	                the network can reach the admin port
+func Handler(cfg Config) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", cfg.Metrics)
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !cfg.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("live\n"))
+	})
+	mux.HandleFunc("POST /shutdown", func(w http.ResponseWriter, r *http.Request) {
+		if !fromLoopback(r) {
+			http.Error(w, "shutdown is only allowed from loopback", http.StatusForbidden)
+			return
+		}
+		cfg.Shutdown()
+		w.Write([]byte("shutting down\n"))
+	})
+	return mux
+}
+
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	addr, err := netip.ParseAddr(host)
+	return err == nil && addr.Unmap().IsLoopback()
+}

@@ -1,0 +1,104 @@
+// Package proxy assembles the sidecar data plane: the inbound and outbound
+// listeners, protocol detection, HTTP and opaque forwarding, metrics and
+// the admin server.
+package proxy
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/mesh-dev/mesh/proxy/detect"
+	"github.com/mesh-dev/mesh/proxy/ports"
+)
+
+// Config is everything mesh-proxy's flags set. DefaultConfig gives the
+// zero-config values of DESIGN.md.
+type Config struct {
+	InboundAddr  string // traffic redirected to the pod; default 0.0.0.0:4143
+	OutboundAddr string // traffic the pod sends; default 127.0.0.1:4140
+	AdminAddr    string // metrics, probes, shutdown; default 0.0.0.0:4191
+
+	// DetectTimeout is how long the proxy waits for a client's first bytes
+	// before it treats the connection as opaque TCP and remembers the
+	// destination as server-speaks-first.
+	DetectTimeout time.Duration
+	// OpaquePorts are forwarded as TCP without detection, on both sides.
+	OpaquePorts ports.Set
+	// ConnectTimeout bounds dialing a target (502/504 or a reset past it).
+	ConnectTimeout time.Duration
+	// ResponseTimeout bounds the wait for HTTP response headers; 0 is none.
+	ResponseTimeout time.Duration
+	// HeaderReadTimeout bounds how long an HTTP/1 client may take to send
+	// its request headers (slow-loris protection).
+	HeaderReadTimeout time.Duration
+	// MaxHeaderBytes bounds request headers; larger ones get 431.
+	MaxHeaderBytes int
+	// MaxConcurrentStreams bounds concurrent HTTP/2 streams per client
+	// connection; more are refused with RST_STREAM.
+	MaxConcurrentStreams uint32
+	// ShutdownGrace is how long in-flight requests and connections may
+	// take to finish after SIGTERM or /shutdown.
+	ShutdownGrace time.Duration
+
+	LogLevel  slog.Level
+	LogFormat string // "json" or "text"
+}
+
+// DefaultConfig returns the configuration mesh-proxy runs with no flags.
+func DefaultConfig() Config {
+	return Config{
+		InboundAddr:    "0.0.0.0:4143",
+		OutboundAddr:   "127.0.0.1:4140",
+		AdminAddr:      "0.0.0.0:4191",
+		DetectTimeout:  500 * time.Millisecond,
+		OpaquePorts:    detect.DefaultOpaquePorts,
+		ConnectTimeout: time.Second,
+		ShutdownGrace:  25 * time.Second,
+
+		HeaderReadTimeout:    10 * time.Second,
+		MaxHeaderBytes:       64 << 10,
+		MaxConcurrentStreams: 1000,
+		LogLevel:             slog.LevelInfo,
+		LogFormat:            "json",
+	}
+}
+
+// AddFlags binds every field to a flag on fs, with c's values as defaults.
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.InboundAddr, "inbound-addr", c.InboundAddr, "address of the inbound listener")
+	fs.StringVar(&c.OutboundAddr, "outbound-addr", c.OutboundAddr, "address of the outbound listener")
+	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "address of the admin server (/metrics, /ready, /live, /shutdown)")
+	fs.DurationVar(&c.DetectTimeout, "detect-timeout", c.DetectTimeout, "wait this long for a client's first bytes before forwarding as opaque TCP")
+	fs.TextVar(&c.OpaquePorts, "opaque-ports", c.OpaquePorts, "ports forwarded as opaque TCP without protocol detection (e.g. 25,3306,4000-4010)")
+	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", c.ConnectTimeout, "timeout for connecting to a target")
+	fs.DurationVar(&c.ResponseTimeout, "response-timeout", c.ResponseTimeout, "timeout for a target's HTTP response headers (0: none)")
+	fs.DurationVar(&c.HeaderReadTimeout, "header-read-timeout", c.HeaderReadTimeout, "time an HTTP/1 client may take to send its request headers")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request header block accepted (431 past it)")
+	fs.Uint32Var(&c.MaxConcurrentStreams, "max-concurrent-streams", c.MaxConcurrentStreams, "concurrent HTTP/2 streams allowed per client connection")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time in-flight work may take to finish on shutdown")
+	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
+}
+
+// Validate reports configuration a proxy cannot run with.
+func (c Config) Validate() error {
+	if c.DetectTimeout <= 0 {
+		return fmt.Errorf("detect-timeout must be positive, got %s", c.DetectTimeout)
+	}
+	if c.ConnectTimeout <= 0 {
+		return fmt.Errorf("connect-timeout must be positive, got %s", c.ConnectTimeout)
+	}
+	if c.HeaderReadTimeout <= 0 || c.MaxHeaderBytes <= 0 || c.MaxConcurrentStreams == 0 {
+		return fmt.Errorf("header-read-timeout, max-header-bytes and max-concurrent-streams must be positive")
+	}
+	if c.ResponseTimeout < 0 || c.ShutdownGrace < 0 {
+		return fmt.Errorf("response-timeout and shutdown-grace must not be negative")
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return fmt.Errorf("log-format must be json or text, got %q", c.LogFormat)
+	}
+	return nil
+}

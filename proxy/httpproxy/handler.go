@@ -1,0 +1,206 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// ServeHTTP forwards one request to the target of the connection it came on.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	target, ok := targetFrom(r.Context())
+	if !ok {
+		http.Error(w, "mesh-proxy: no target for this connection", http.StatusInternalServerError)
+		return
+	}
+	route := p.cfg.Metrics.Route(p.cfg.Direction, r.Host, target.String())
+	route.Request()
+	rec := &recorder{ResponseWriter: w, start: time.Now()}
+	defer func() {
+		// A panic with http.ErrAbortHandler means the response broke after
+		// it started (the target reset the stream): count it, then let the
+		// server reset the client's stream.
+		v := recover()
+		success := v == nil && rec.succeeded()
+		route.Response(rec.code(), success, rec.took())
+		if v != nil {
+			panic(v)
+		}
+	}()
+	p.rp.ServeHTTP(rec, r)
+}
+
+// rewrite makes the outgoing request differ from the incoming one only in
+// where it is sent: the proxy is transparent, so it adds no X-Forwarded-*
+// headers and keeps the ones (and the raw query) the client sent, which
+// ReverseProxy strips before calling Rewrite.
+func rewrite(pr *httputil.ProxyRequest) {
+	target, _ := targetFrom(pr.In.Context())
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = target.String()
+	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+	pr.Out.Host = pr.In.Host
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		if v, ok := pr.In.Header[h]; ok {
+			pr.Out.Header[h] = v
+		}
+	}
+}
+
+// roundTripper sends HTTP/2 requests over HTTP/2 (h2c) and the rest over
+// HTTP/1.1, so the target sees the protocol its client chose.
+type roundTripper struct {
+	h1              *http.Transport
+	h2              *http2.Transport
+	responseTimeout time.Duration
+}
+
+func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.ProtoMajor != 2 {
+		return rt.h1.RoundTrip(r)
+	}
+	if rt.responseTimeout <= 0 {
+		return rt.h2.RoundTrip(r)
+	}
+	// http2.Transport has no response-header timeout of its own.
+	ctx, cancel := context.WithCancel(r.Context())
+	timer := time.AfterFunc(rt.responseTimeout, func() { cancel() })
+	res, err := rt.h2.RoundTrip(r.WithContext(ctx))
+	if !timer.Stop() && err != nil {
+		cancel()
+		return nil, errResponseTimeout
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	res.Body = &cancelOnClose{ioReadCloser: res.Body, cancel: cancel}
+	return res, nil
+}
+
+var errResponseTimeout = timeoutError{}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string { return "timeout awaiting response headers" }
+func (timeoutError) Timeout() bool { return true }
+
+type cancelOnClose struct {
+	ioReadCloser
+	cancel context.CancelFunc
+}
+
+type ioReadCloser = interface {
+	Read([]byte) (int, error)
+	Close() error
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ioReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// writeError answers a request the target could not: 504 when the failure
+// was a timeout, 502 otherwise, and for gRPC a trailers-only response with
+// the matching grpc-status, which gRPC clients understand (gRPC over HTTP/2
+// spec, "Responses").
+func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		// The client went away; nobody reads this answer.
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	target, _ := targetFrom(r.Context())
+	code, grpcCode, what := http.StatusBadGateway, 14, "unreachable" // 14: UNAVAILABLE
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		code, grpcCode, what = http.StatusGatewayTimeout, 4, "timed out" // 4: DEADLINE_EXCEEDED
+	}
+	msg := fmt.Sprintf("mesh-proxy: target %s %s: %v", target, what, err)
+	p.cfg.Log.Info("request failed", "direction", p.cfg.Direction, "target", target.String(),
+		"authority", r.Host, "status", code, "err", err)
+	w.Header().Set("Mesh-Proxy-Error", what)
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Status", fmt.Sprint(grpcCode))
+		w.Header().Set("Grpc-Message", msg)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	http.Error(w, msg, code)
+}
+
+// recorder notes the status and timing of the response for metrics. It
+// keeps http.ResponseController working (flush, hijack for upgrades) by
+// unwrapping to the server's writer.
+type recorder struct {
+	http.ResponseWriter
+	start  time.Time
+	status int
+	after  time.Duration
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		r.status = code
+		r.after = time.Since(r.start)
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+		r.after = time.Since(r.start)
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (r *recorder) code() int {
+	if r.status == 0 {
+		return http.StatusOK
+	}
+	return r.status
+}
+
+func (r *recorder) took() time.Duration {
+	if r.status == 0 {
+		return time.Since(r.start)
+	}
+	return r.after
+}
+
+// succeeded classifies the exchange: a 5xx fails, and so does a gRPC
+// response whose grpc-status (a header in trailers-only responses, else a
+// trailer that ReverseProxy has copied into the header map) is not 0.
+func (r *recorder) succeeded() bool {
+	if r.code() >= 500 {
+		return false
+	}
+	h := r.Header()
+	status := h.Get("Grpc-Status")
+	if status == "" {
+		status = h.Get(http.TrailerPrefix + "Grpc-Status")
+	}
+	return status == "" || status == "0"
+}
+
+// bufferPool lends ReverseProxy its copy buffers, so streaming a body costs
+// one pooled buffer instead of a fresh allocation per request.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }

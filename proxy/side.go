@@ -1,0 +1,206 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mesh-dev/mesh/proxy/detect"
+	"github.com/mesh-dev/mesh/proxy/httpproxy"
+	"github.com/mesh-dev/mesh/proxy/metrics"
+	"github.com/mesh-dev/mesh/proxy/tcp"
+)
+
+type sideConfig struct {
+	dir     metrics.Direction
+	ln      net.Listener
+	cfg     *Config
+	metrics *metrics.Metrics
+	opaque  *detect.OpaqueCache // shared by both sides
+	log     *slog.Logger
+	// lookup finds a connection's original destination: origdst.Lookup,
+	// or a fixed target in tests that run without iptables.
+	lookup func(*net.TCPConn) (netip.AddrPort, error)
+}
+
+// side is one direction of the proxy: a listener whose connections were
+// redirected by iptables, each forwarded to its original destination.
+type side struct {
+	sideConfig
+	http *httpproxy.Proxy
+
+	// connCtx is the parent of every connection's work; cancelling it
+	// closes opaque streams still open when the grace period ends.
+	connCtx    context.Context
+	cancelConn context.CancelFunc
+	conns      sync.WaitGroup // handle calls and opaque streams in progress
+	dialer     net.Dialer
+}
+
+func newSide(sc sideConfig) *side {
+	s := &side{sideConfig: sc, dialer: net.Dialer{Timeout: sc.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}}
+	s.connCtx, s.cancelConn = context.WithCancel(context.Background())
+	s.http = httpproxy.New(httpproxy.Config{
+		Direction:       sc.dir,
+		Metrics:         sc.metrics,
+		Log:             sc.log,
+		ConnectTimeout:  sc.cfg.ConnectTimeout,
+		ResponseTimeout: sc.cfg.ResponseTimeout,
+
+		ReadHeaderTimeout:    sc.cfg.HeaderReadTimeout,
+		MaxHeaderBytes:       sc.cfg.MaxHeaderBytes,
+		MaxConcurrentStreams: sc.cfg.MaxConcurrentStreams,
+	})
+	return s
+}
+
+// serve accepts until the listener is closed. Temporary accept errors
+// (EMFILE) are retried after a pause instead of ending the proxy.
+func (s *side) serve() error {
+	var delay time.Duration
+	for {
+		c, err := s.ln.Accept()
+		if errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", "err", err, "in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		s.conns.Add(1)
+		go func() {
+			defer s.conns.Done()
+			s.handle(c.(*net.TCPConn))
+		}()
+	}
+}
+
+// drain stops accepting, lets HTTP requests and opaque streams finish
+// until ctx ends, then closes whatever is still open.
+func (s *side) drain(ctx context.Context) {
+	s.ln.Close()
+	s.http.Shutdown(ctx)
+	done := make(chan struct{})
+	go func() { s.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.cancelConn()
+		<-done
+	}
+	s.cancelConn()
+}
+
+// handle finds where c was going, what it speaks, and forwards it there.
+func (s *side) handle(c *net.TCPConn) {
+	dst, err := s.lookup(c)
+	if err != nil {
+		// Not redirected: someone dialed the proxy port itself. Forwarding
+		// to ourselves would loop, so refuse.
+		s.log.Debug("refusing connection without an original destination",
+			"client", c.RemoteAddr().String(), "err", err)
+		c.SetLinger(0)
+		c.Close()
+		return
+	}
+	mc := &meteredConn{Conn: c, tcp: c, m: s.metrics.OpenConn(s.dir, dst.String())}
+
+	res, conn, err := s.detect(c, dst)
+	if err != nil {
+		mc.Close() // the client left before sending anything
+		return
+	}
+	s.metrics.Detected(s.dir, res.Protocol.String(), res.Reason)
+	mc.Conn = conn
+	switch res.Protocol {
+	case detect.HTTP1:
+		s.http.ServeHTTP1(mc, dst)
+	case detect.HTTP2:
+		s.http.ServeHTTP2(s.connCtx, mc, dst)
+	default:
+		s.forwardOpaque(mc, conn, dst)
+	}
+}
+
+// detect decides the protocol, skipping the wait for clients that will
+// not speak first: opaque ports, and destinations already seen silent.
+func (s *side) detect(c *net.TCPConn, dst netip.AddrPort) (detect.Result, net.Conn, error) {
+	if s.cfg.OpaquePorts.Contains(dst.Port()) {
+		return detect.Result{Protocol: detect.Opaque, Reason: "opaque-port"}, c, nil
+	}
+	if s.opaque.Contains(dst) {
+		return detect.Result{Protocol: detect.Opaque, Reason: "remembered-opaque"}, c, nil
+	}
+	res, pc, err := detect.Peek(s.connCtx, c, s.cfg.DetectTimeout)
+	if err != nil {
+		return res, nil, err
+	}
+	if res.Reason == "timeout" && len(pc.Buffered()) == 0 {
+		// The client waited for the server to speak first (SMTP, MySQL,
+		// NATS...). Remember it so the next client does not wait too.
+		s.opaque.Remember(dst)
+		s.log.Info("destination is server-speaks-first; forwarding it as opaque from now on",
+			"target", dst.String(), "waited", s.cfg.DetectTimeout)
+	}
+	return res, pc, nil
+}
+
+func (s *side) forwardOpaque(mc *meteredConn, client net.Conn, dst netip.AddrPort) {
+	ctx, cancel := context.WithTimeout(s.connCtx, s.cfg.ConnectTimeout)
+	up, err := s.dialer.DialContext(ctx, "tcp", dst.String())
+	cancel()
+	if err != nil {
+		s.log.Info("opaque target unreachable; resetting client", "target", dst.String(), "err", err)
+		mc.tcp.SetLinger(0) // a reset tells the client what a silent close would hide
+		mc.Close()
+		return
+	}
+	st, err := tcp.Forward(s.connCtx, client, up)
+	if err != nil {
+		s.log.Debug("opaque stream ended with an error", "target", dst.String(), "err", err)
+	}
+	mc.closeWithStats(st.FromClient, st.ToClient)
+}
+
+// meteredConn counts the bytes of a connection served as HTTP and reports
+// them, with the close, to the TCP metrics when the server closes it.
+type meteredConn struct {
+	net.Conn
+	tcp     *net.TCPConn
+	m       *metrics.Conn
+	read    atomic.Int64
+	written atomic.Int64
+	once    sync.Once
+}
+
+func (c *meteredConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c *meteredConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+func (c *meteredConn) Close() error {
+	c.closeWithStats(c.read.Load(), c.written.Load())
+	return c.tcp.Close()
+}
+
+// CloseWrite lets the HTTP server half-close after an upgraded stream.
+func (c *meteredConn) CloseWrite() error { return c.tcp.CloseWrite() }
+
+func (c *meteredConn) closeWithStats(read, written int64) {
+	c.once.Do(func() { c.m.Close(read, written) })
+}
