@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
@@ -106,7 +105,7 @@ func h1Client(t testing.TB) *http.Client {
 }
 
 func h2cClient(t testing.TB) *http.Client {
-	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
+	tr := &http2.Transport{AllowHTTP: true, DisableCompression: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, n, a)
 	}}
 	closeIdle(t, tr)
@@ -269,15 +268,15 @@ func TestTargetErrors(t *testing.T) {
 	slow := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
-		case <-time.After(5 * time.Second):
+		case <-time.After(2 * time.Second):
 		}
 	}))
 	tests := []struct {
-		name       string
-		target     string
-		grpc       bool
-		wantCode   int
-		wantGRPC   string
+		name     string
+		target   string
+		grpc     bool
+		wantCode int
+		wantGRPC string
 	}{
 		{name: "refused is 502", target: closed, wantCode: 502},
 		{name: "slow is 504", target: slow, wantCode: 504},

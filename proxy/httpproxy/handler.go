@@ -90,8 +90,13 @@ var errResponseTimeout = timeoutError{}
 
 type timeoutError struct{}
 
-func (timeoutError) Error() string { return "timeout awaiting response headers" }
-func (timeoutError) Timeout() bool { return true }
+func (timeoutError) Error() string   { return "timeout awaiting response headers" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+
+// Is makes errors.Is(err, context.DeadlineExceeded) hold, as for the
+// HTTP/1 transport's own timeout.
+func (timeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
 
 type cancelOnClose struct {
 	ioReadCloser
