@@ -79,6 +79,7 @@ type Proxy struct {
 	rp      *httputil.ReverseProxy
 	h1tr    *http.Transport
 	h2tr    *http2.Transport
+	up      *upstreams
 	served  chan struct{} // closed when the HTTP/1 server loop has returned
 
 	wg      sync.WaitGroup // ServeHTTP2 calls in progress
@@ -100,9 +101,9 @@ type targetConn struct {
 func New(cfg Config) *Proxy {
 	cfg.setDefaults()
 	p := &Proxy{cfg: cfg, h1conns: newConnQueue(), served: make(chan struct{}), h2conns: map[net.Conn]struct{}{}}
-	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+	p.up = newUpstreams(&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second})
 	p.h1tr = &http.Transport{
-		DialContext:           dialer.DialContext,
+		DialContext:           p.up.DialContext,
 		MaxIdleConns:          0, // no global cap: one pod talks to many targets
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       cfg.IdleTimeout,
@@ -115,7 +116,7 @@ func New(cfg Config) *Proxy {
 	p.h2tr = &http2.Transport{
 		AllowHTTP: true,
 		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return dialer.DialContext(ctx, network, addr) // h2c: prior knowledge, no TLS
+			return p.up.DialContext(ctx, network, addr) // h2c: prior knowledge, no TLS
 		},
 		DisableCompression: true,
 		ReadIdleTimeout:    30 * time.Second,
@@ -207,6 +208,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.h1tr.CloseIdleConnections()
 	p.h2tr.CloseIdleConnections()
+	p.up.closeAll() // no request is left to use them
 	return err
 }
 

@@ -1,0 +1,72 @@
+package httpproxy
+
+import (
+	"context"
+	"net"
+	"sync"
+)
+
+// upstreams dials target connections and remembers the open ones, so that
+// Shutdown can close every one of them once no request is left. The
+// transports' CloseIdleConnections misses a connection whose last stream
+// is still being torn down (an HTTP/2 RST_STREAM in flight), which would
+// otherwise outlive the proxy. Safe for concurrent use; mu guards open.
+type upstreams struct {
+	dialer *net.Dialer
+
+	mu   sync.Mutex
+	open map[*upstreamConn]struct{}
+}
+
+func newUpstreams(d *net.Dialer) *upstreams {
+	return &upstreams{dialer: d, open: map[*upstreamConn]struct{}{}}
+}
+
+func (u *upstreams) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := u.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	uc := &upstreamConn{Conn: c, owner: u}
+	u.mu.Lock()
+	u.open[uc] = struct{}{}
+	u.mu.Unlock()
+	return uc, nil
+}
+
+// closeAll closes every connection still open.
+func (u *upstreams) closeAll() {
+	u.mu.Lock()
+	conns := make([]*upstreamConn, 0, len(u.open))
+	for c := range u.open {
+		conns = append(conns, c)
+	}
+	u.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+type upstreamConn struct {
+	net.Conn
+	owner *upstreams
+	once  sync.Once
+}
+
+func (c *upstreamConn) Close() error {
+	c.once.Do(func() {
+		c.owner.mu.Lock()
+		delete(c.owner.open, c)
+		c.owner.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// CloseWrite keeps half-close working for upgraded (WebSocket) streams,
+// which ReverseProxy copies in both directions.
+func (c *upstreamConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
