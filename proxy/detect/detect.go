@@ -103,16 +103,21 @@ func classifyHTTP1(b []byte) (Protocol, bool) {
 		return Opaque, true
 	}
 	eol := bytes.Index(b, []byte("\r\n"))
+	line := b
+	if eol >= 0 {
+		line = b[:eol]
+	}
+	// Checked in the complete line too, so the verdict does not depend on
+	// whether the CRLF arrived in the same read.
+	if bytes.IndexByte(line, '\n') >= 0 || bytes.IndexByte(line[sp+1:], 0) >= 0 {
+		return Opaque, true // a bare LF or a NUL: not a request line we forward as HTTP
+	}
 	if eol < 0 {
-		if bytes.IndexByte(b, '\n') >= 0 || bytes.IndexByte(b[sp+1:], 0) >= 0 {
-			return Opaque, true // a bare LF or a NUL: not a request line we forward as HTTP
-		}
 		if len(b) >= PeekLimit && isKnownMethod(method) {
 			return HTTP1, true // a very long target; the server answers 414
 		}
 		return Opaque, false
 	}
-	line := b[:eol]
 	last := bytes.LastIndexByte(line, ' ')
 	if last <= sp {
 		return Opaque, true // no version: HTTP/0.9 or not HTTP

@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -171,6 +172,17 @@ func (r *recorder) Write(b []byte) (int, error) {
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Hijack is called by ReverseProxy only after the target answered 101
+// Switching Protocols, which it then writes to the hijacked connection
+// itself, bypassing WriteHeader: record the 101 here.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if r.status == 0 {
+		r.status = http.StatusSwitchingProtocols
+		r.after = time.Since(r.start)
+	}
+	return http.NewResponseController(r.ResponseWriter).Hijack()
+}
 
 func (r *recorder) code() int {
 	if r.status == 0 {
