@@ -55,7 +55,16 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 		dir  metrics.Direction
 		addr string
 	}{{metrics.Inbound, cfg.InboundAddr}, {metrics.Outbound, cfg.OutboundAddr}} {
-		ln, err := listen(string(d.dir), d.addr)
+		var ln net.Listener
+		var err error
+		if d.dir == metrics.Outbound {
+			ln, err = listenOutbound(&lc, d.addr, log)
+			if err != nil {
+				err = fmt.Errorf("outbound listener: %w", err)
+			}
+		} else {
+			ln, err = listen(string(d.dir), d.addr)
+		}
 		if err != nil {
 			p.closeListeners()
 			return nil, err

@@ -73,3 +73,23 @@ func TestCurlKeepAlive(t *testing.T) {
 		t.Errorf("client proxy accepted %v connections for two keep-alive requests, want 1", got)
 	}
 }
+
+// TestIPv6 sends HTTP over IPv6 through both proxies: `mesh-proxy init`
+// installs the same rules with ip6tables, and the proxies recover the
+// original IPv6 destination (SO_ORIGINAL_DST at SOL_IPV6).
+func TestIPv6(t *testing.T) {
+	netnstestRequire(t, "curl", "ip6tables")
+	_, client, server := newLab(t)
+	port := serveHTTP(t, server, echoHandler())
+	c := watch(t, client, server)
+	url := fmt.Sprintf("http://[%s]:%d/v6", server.IP6, port)
+	out := client.Run(t, "curl", "-sS", "--fail-with-body", "-g", url)
+	if want := fmt.Sprintf("HTTP/1.1 GET /v6 host=[%s]:%d", server.IP6, port); !strings.Contains(out, want) {
+		t.Errorf("curl over IPv6 got %q, want it to contain %q", out, want)
+	}
+	c.requests(t, 1)
+	after := client.scrape(t)
+	if after.sum("mesh_proxy_http_requests_total", "target_addr", fmt.Sprintf("[%s]:%d", server.IP6, port)) < 1 {
+		t.Errorf("the client proxy did not count a request to the IPv6 target")
+	}
+}

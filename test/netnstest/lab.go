@@ -52,7 +52,7 @@ func RequireTools(t testing.TB, tools ...string) {
 	}
 }
 
-// Lab is a set of pods on one bridge in 10.251.<n>.0/24.
+// Lab is a set of pods on one bridge in 10.251.<n>.0/24 and fd51:0:0:<n>::/64.
 type Lab struct {
 	t      testing.TB
 	id     string // short random name prefix, so parallel labs never collide
@@ -87,7 +87,8 @@ type Pod struct {
 	lab  *Lab
 	Name string
 	NS   string     // namespace name
-	IP   netip.Addr // address of eth0
+	IP   netip.Addr // IPv4 address of eth0
+	IP6  netip.Addr // IPv6 (ULA) address of eth0
 }
 
 // NSPath is the file that names the pod's namespace, for nsenter --net.
@@ -99,7 +100,9 @@ func (l *Lab) Pod(name string) *Pod {
 	l.mu.Lock()
 	n := len(l.pods) + 2 // .1 is left free
 	p := &Pod{lab: l, Name: name, NS: fmt.Sprintf("%s-%s", l.id, name)}
-	p.IP = netip.AddrFrom4([4]byte{10, 251, l.subnet.Addr().As4()[2], byte(n)})
+	third := l.subnet.Addr().As4()[2]
+	p.IP = netip.AddrFrom4([4]byte{10, 251, third, byte(n)})
+	p.IP6 = netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x51, 7: third, 15: byte(n)})
 	l.pods = append(l.pods, p)
 	l.mu.Unlock()
 
@@ -108,6 +111,8 @@ func (l *Lab) Pod(name string) *Pod {
 	l.mustIP("-n", l.sw, "link", "add", host, "type", "veth", "peer", "name", peer, "netns", p.NS)
 	l.mustIP("-n", l.sw, "link", "set", host, "master", "br0", "up")
 	l.mustIP("-n", p.NS, "addr", "add", netip.PrefixFrom(p.IP, 24).String(), "dev", peer)
+	// nodad: the address is usable at once, without duplicate detection.
+	l.mustIP("-n", p.NS, "addr", "add", netip.PrefixFrom(p.IP6, 64).String(), "dev", peer, "nodad")
 	l.mustIP("-n", p.NS, "link", "set", peer, "up")
 	l.mustIP("-n", p.NS, "link", "set", "lo", "up")
 	return p
