@@ -20,8 +20,19 @@ missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Go-built tools the suites run, at pinned versions, into /usr/local/bin.
+install_go_tools() {
+	local go=${GO:-go}
+	command -v "$go" >/dev/null || go=/usr/local/go/bin/go
+	if ! command -v h2spec >/dev/null; then
+		echo "deps: installing h2spec (HTTP/2 conformance suite) from the Go module proxy"
+		GOBIN=/usr/local/bin "$go" install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
+	fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
 	echo "deps: all ${#packages[@]} packages present"
+	install_go_tools
 	exit 0
 fi
 echo "deps: installing ${missing[*]}"
@@ -32,3 +43,4 @@ chmod +x /usr/sbin/policy-rc.d
 trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_go_tools

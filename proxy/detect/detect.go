@@ -171,8 +171,13 @@ func Peek(ctx context.Context, conn net.Conn, timeout time.Duration) (Result, *C
 	buf := make([]byte, 0, 1024)
 	conn.SetReadDeadline(time.Now().Add(timeout))
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-	defer conn.SetReadDeadline(time.Time{})
+	defer func() {
+		// Stop the cancel hook before clearing the deadline, so a
+		// cancellation racing a successful Peek cannot leave the returned
+		// Conn with a deadline in the past.
+		stop()
+		conn.SetReadDeadline(time.Time{})
+	}()
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)] // grow; PeekLimit bounds it

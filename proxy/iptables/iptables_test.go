@@ -204,7 +204,9 @@ func newFake(t *testing.T, nat string) *fakeIPTables {
 // Command is the fake's Config.Command.
 func (f *fakeIPTables) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"-test.run=^TestHelperProcess$", "--", name}, args...)...)
-	cmd.Env = append(os.Environ(), fakeEnv+"="+f.dir, fakeFailEnv+"="+f.failOn, fakeStderrEnv+"="+f.stderr)
+	cmd.Env = append(os.Environ(), fakeEnv+"="+f.dir, fakeFailEnv+"="+f.failOn, fakeStderrEnv+"="+f.stderr,
+		// Under -race a process sleeps a second at exit by default.
+		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	return cmd
 }
 
@@ -469,6 +471,7 @@ func installedNat(t *testing.T, cfg Config, v6 bool) string {
 }
 
 func TestInstall(t *testing.T) {
+	t.Parallel() // each test has a fake of its own
 	cfg := Config{SkipOutboundSubnets: mustParseSubnets(t, "10.0.0.0/8,fd00::/8")}
 	f := newFake(t, emptyNat)
 	cfg.Command = f.Command
@@ -524,6 +527,7 @@ func checkNat(t *testing.T, f *fakeIPTables, want4, want6 string) {
 }
 
 func TestInstallNoIPv6(t *testing.T) {
+	t.Parallel() // each test has a fake of its own
 	f := newFake(t, emptyNat)
 	if err := Install(t.Context(), Config{Command: f.Command, NoIPv6: true}, discardLog()); err != nil {
 		t.Fatalf("Install: %v", err)
@@ -537,6 +541,7 @@ func TestInstallNoIPv6(t *testing.T) {
 }
 
 func TestCleanup(t *testing.T) {
+	t.Parallel() // each test has a fake of its own
 	f := newFake(t, emptyNat)
 	cfg := Config{Command: f.Command}
 	ctx := t.Context()
@@ -578,6 +583,7 @@ func TestCleanup(t *testing.T) {
 // TestCleanupDuplicateJumps checks that Cleanup removes every copy of a
 // jump, should something have added one twice, and leaves other rules be.
 func TestCleanupDuplicateJumps(t *testing.T) {
+	t.Parallel() // each test has a fake of its own
 	n := parseNat(installedNat(t, Config{}, false))
 	n.rules = append(n.rules, "-A "+strings.Join(jumpIn, " "), "-A OUTPUT -p udp -j RETURN")
 	f := newFake(t, n.String())
@@ -592,6 +598,7 @@ func TestCleanupDuplicateJumps(t *testing.T) {
 }
 
 func TestInstallErrors(t *testing.T) {
+	t.Parallel() // each test has a fake of its own
 	const denied = "iptables-restore v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)"
 	tests := []struct {
 		name      string
@@ -659,6 +666,7 @@ func TestInstallErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			cfg := tc.cfg
 			f := newFake(t, emptyNat)
 			if tc.fake == nil {
@@ -704,6 +712,7 @@ func checkErr(t *testing.T, err, wantErr error, wantInErr string) {
 }
 
 func TestCleanupErrors(t *testing.T) {
+	t.Parallel() // each test has a fake of its own
 	tests := []struct {
 		name    string
 		fake    fakeIPTables
@@ -723,6 +732,7 @@ func TestCleanupErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			f := newFake(t, installedNat(t, Config{}, false))
 			f.failOn, f.stderr = tc.fake.failOn, tc.fake.stderr
 			var log bytes.Buffer

@@ -6,6 +6,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -141,8 +142,18 @@ type Route struct {
 	latency  prometheus.Observer
 }
 
+// maxAuthority bounds the authority label: it comes from the client.
+const maxAuthority = 253 + len(":65535") // the longest DNS name, and a port
+
 // Route returns the HTTP series for requests with this authority to target.
+// The authority is client-controlled: an absolute-form request target is
+// not validated like a Host header, and Prometheus panics on a label that
+// is not UTF-8, so it is made valid and bounded here.
 func (m *Metrics) Route(dir Direction, authority, target string) *Route {
+	authority = strings.ToValidUTF8(authority, "\uFFFD")
+	if len(authority) > maxAuthority {
+		authority = strings.ToValidUTF8(authority[:maxAuthority], "")
+	}
 	return &Route{
 		m:        m,
 		labels:   [3]string{string(dir), authority, target},
