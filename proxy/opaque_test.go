@@ -147,3 +147,46 @@ func waitFor(t testing.TB, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// An idle client of a client-first protocol (an HTTP pool's pre-connect)
+// times out detection too, but the destination must not be remembered as
+// opaque: the client, not the server, speaks first in the end.
+func TestSilentClientFirstIsNotRemembered(t *testing.T) {
+	target := tcpBackend(t, func(c net.Conn) {
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(c, buf); err == nil {
+			c.Write([]byte("pong"))
+		}
+		io.Copy(io.Discard, c)
+	})
+	p := startProxy(t, target, func(c *Config) { c.DetectTimeout = 100 * time.Millisecond })
+	c, err := net.Dial("tcp", p.inbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(300 * time.Millisecond) // past the detect timeout
+	c.Write([]byte("ping"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "pong" {
+		t.Fatalf("answer %q, %v", buf, err)
+	}
+	if n := p.counter(t, "mesh_proxy_protocol_detections_total", "reason", "timeout"); n != 1 {
+		t.Errorf("timeout detections = %v, want 1", n)
+	}
+	// A second connection is detected again, not forwarded as remembered.
+	c2, err := net.Dial("tcp", p.inbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Write([]byte("ping"))
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c2, buf); err != nil {
+		t.Fatal(err)
+	}
+	c2.Close()
+	if n := p.counter(t, "mesh_proxy_protocol_detections_total", "reason", "remembered-opaque"); n != 0 {
+		t.Errorf("remembered-opaque detections = %v, want 0: a client-first destination was remembered", n)
+	}
+}

@@ -144,13 +144,69 @@ func (s *side) detect(c *net.TCPConn, dst netip.AddrPort) (detect.Result, net.Co
 		return res, nil, err
 	}
 	if res.Reason == "timeout" && len(pc.Buffered()) == 0 {
-		// The client waited for the server to speak first (SMTP, MySQL,
-		// NATS...). Remember it so the next client does not wait too.
-		s.opaque.Remember(dst)
-		s.log.Info("destination is server-speaks-first; forwarding it as opaque from now on",
-			"target", dst.String(), "waited", s.cfg.DetectTimeout)
+		// The client is silent: it may wait for the server to speak first
+		// (SMTP, MySQL, NATS...), or it is an idle pooled connection of an
+		// HTTP client. Only the first kind is remembered, once the server
+		// has really spoken first, so one idle pre-connect cannot turn an
+		// HTTP destination opaque for everyone.
+		return res, watchFirstSpeaker(pc, func() {
+			s.opaque.Remember(dst)
+			s.log.Info("destination is server-speaks-first; forwarding it as opaque from now on",
+				"target", dst.String(), "waited", s.cfg.DetectTimeout)
+		}), nil
 	}
 	return res, pc, nil
+}
+
+// watchFirstSpeaker returns client wrapped so that forwardOpaque can tell
+// who sends the first byte; serverFirst runs if it is the target.
+func watchFirstSpeaker(client net.Conn, serverFirst func()) net.Conn {
+	return &firstSpeaker{Conn: client, serverFirst: serverFirst}
+}
+
+// firstSpeaker is a silent client connection whose relay is watched: the
+// first successful Read, on it or on the target connection (wrapped by
+// watchTarget), decides who spoke first. Wrapping costs the relay its
+// splice(2) fast path, but only on a destination's first silent connection.
+type firstSpeaker struct {
+	net.Conn
+	serverFirst func()
+	decided     atomic.Bool
+}
+
+func (c *firstSpeaker) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.decided.Store(true)
+	}
+	return n, err
+}
+
+func (c *firstSpeaker) CloseWrite() error { return closeWrite(c.Conn) }
+
+// watchTarget wraps the target side of a watched relay.
+func (c *firstSpeaker) watchTarget(up net.Conn) net.Conn { return &targetSide{Conn: up, watch: c} }
+
+type targetSide struct {
+	net.Conn
+	watch *firstSpeaker
+}
+
+func (c *targetSide) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && c.watch.decided.CompareAndSwap(false, true) {
+		c.watch.serverFirst()
+	}
+	return n, err
+}
+
+func (c *targetSide) CloseWrite() error { return closeWrite(c.Conn) }
+
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
 }
 
 func (s *side) forwardOpaque(mc *meteredConn, client net.Conn, dst netip.AddrPort) {
@@ -162,6 +218,9 @@ func (s *side) forwardOpaque(mc *meteredConn, client net.Conn, dst netip.AddrPor
 		mc.tcp.SetLinger(0) // a reset tells the client what a silent close would hide
 		mc.Close()
 		return
+	}
+	if fs, ok := client.(*firstSpeaker); ok {
+		up = fs.watchTarget(up)
 	}
 	st, err := tcp.Forward(s.connCtx, client, up)
 	if err != nil {
