@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"net"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mesh-dev/mesh/testdata/demo/catalog"
+	"github.com/mesh-dev/mesh/testdata/demo/loadgen"
+	"github.com/mesh-dev/mesh/testdata/demo/orders"
+	"github.com/mesh-dev/mesh/testdata/demo/payments"
+	"github.com/mesh-dev/mesh/testdata/demo/web"
+)
+
+// component is one service, configured and ready to run.
+type component struct {
+	name   string
+	config any    // the package's Config, for tests
+	addr   string // the main listener; "" for loadgen, which listens on nothing
+	// serve runs the component on ln (nil for loadgen) until ctx ends.
+	serve func(ctx context.Context, ln net.Listener) error
+}
+
+func newWebCmd(o *options) *cobra.Command {
+	cfg := web.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "web",
+		Short: "Serve the shop's HTML front end over HTTP/1.1 (default :8080)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.Fault.Validate(); err != nil {
+				return err
+			}
+			cfg.Logger, cfg.ShutdownGrace = o.logger("web"), o.ShutdownGrace
+			return o.run(cmd.Context(), o, component{name: "web", config: cfg, addr: cfg.Addr,
+				serve: func(ctx context.Context, ln net.Listener) error { return web.Serve(ctx, ln, cfg) }})
+		},
+	}
+	cfg.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func newCatalogCmd(o *options) *cobra.Command {
+	cfg := catalog.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "catalog",
+		Short: "Serve the product catalog over gRPC, h2c (default :9090)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.Fault.Validate(); err != nil {
+				return err
+			}
+			cfg.Logger, cfg.ShutdownGrace = o.logger("catalog"), o.ShutdownGrace
+			return o.run(cmd.Context(), o, component{name: "catalog", config: cfg, addr: cfg.Addr,
+				serve: func(ctx context.Context, ln net.Listener) error { return catalog.Serve(ctx, ln, cfg) }})
+		},
+	}
+	cfg.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func newOrdersCmd(o *options) *cobra.Command {
+	cfg := orders.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "orders",
+		Short: "Serve the orders JSON API over HTTP/2 cleartext (default :8081)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.Fault.Validate(); err != nil {
+				return err
+			}
+			cfg.Logger, cfg.ShutdownGrace = o.logger("orders"), o.ShutdownGrace
+			return o.run(cmd.Context(), o, component{name: "orders", config: cfg, addr: cfg.Addr,
+				serve: func(ctx context.Context, ln net.Listener) error { return orders.Serve(ctx, ln, cfg) }})
+		},
+	}
+	cfg.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func newPaymentsCmd(o *options) *cobra.Command {
+	cfg := payments.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "payments",
+		Short: "Serve payments over a line protocol on plain TCP (default :7070)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.Fault.Validate(); err != nil {
+				return err
+			}
+			cfg.Logger, cfg.ShutdownGrace = o.logger("payments"), o.ShutdownGrace
+			return o.run(cmd.Context(), o, component{name: "payments", config: cfg, addr: cfg.Addr,
+				serve: func(ctx context.Context, ln net.Listener) error { return payments.Serve(ctx, ln, cfg) }})
+		},
+	}
+	cfg.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func newLoadgenCmd(o *options) *cobra.Command {
+	cfg := loadgen.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "loadgen",
+		Short: "Send traffic to the web front end and print summaries",
+		Long: "loadgen alternates GET / and POST /buy?product=ID against --target and prints a\n" +
+			"logfmt summary line to stdout every --interval and at the end. With --requests it\n" +
+			"exits when they are done, non-zero if more than --max-failures failed.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Logger = o.logger("loadgen")
+			return o.run(cmd.Context(), o, component{name: "loadgen", config: cfg,
+				serve: func(ctx context.Context, _ net.Listener) error {
+					_, err := loadgen.Run(ctx, cfg, o.stdout)
+					return err
+				}})
+		},
+	}
+	cfg.AddFlags(cmd.Flags())
+	return cmd
+}
