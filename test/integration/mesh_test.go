@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -234,9 +233,6 @@ func serveHTTP(t testing.TB, pod *meshPod, h http.Handler) int {
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().(*net.TCPAddr).Port
 }
-
-// drain reads r to the end and returns how many bytes it held.
-func drain(r io.Reader) (int64, error) { return io.Copy(io.Discard, r) }
 
 // netnstestRequire fails the test when a tool is missing (never skips).
 func netnstestRequire(t testing.TB, tools ...string) {
