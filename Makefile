@@ -31,7 +31,7 @@ test: test-unit test-integration ## every test suite (needs root for the network
 
 test-unit: ## unit and fuzz-seed tests, race detector on; no root needed
 	@mkdir -p build
-	set -o pipefail; $(GO) test -race -count=1 -v $$($(GO) list ./... | grep -v '/test/') 2>&1 | tee build/test-unit.log | grep -E '^(ok|FAIL|panic)|--- (FAIL|SKIP)|_test.go:[0-9]+: '
+	set -o pipefail; $(GO) test -race -count=1 -v $$($(GO) list ./... ./testdata/demo/... | grep -v '/test/') 2>&1 | tee build/test-unit.log | grep -E '^(ok|FAIL|panic)|--- (FAIL|SKIP)|_test.go:[0-9]+: '
 	@$(call no-skips,build/test-unit.log)
 
 test-integration: ## network-namespace suite: real iptables, proxies, curl, h2load, gRPC interop, redis, nats (root)
@@ -43,7 +43,7 @@ test-integration: ## network-namespace suite: real iptables, proxies, curl, h2lo
 
 FUZZTIME ?= 30s
 fuzz: ## run every native fuzz target for FUZZTIME each
-	@for pkg in $$($(GO) list ./...); do \
+	@for pkg in $$($(GO) list ./... ./testdata/demo/...); do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
 			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 		done; done
@@ -56,11 +56,33 @@ bench-proxy: build ## side-by-side HTTP benchmark: direct, mesh-proxy, nginx, ha
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+	$(GO) vet ./... ./testdata/demo/...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 proto: ## regenerate the protobuf and gRPC code under api/
 	bash hack/proto.sh
+
+# Images and the local cluster (install/image, install/cluster). The cluster
+# targets need root; Kubernetes binaries are cached in /var/cache/mesh.
+.PHONY: images cluster-up cluster-down cluster-status cluster-load-images test-cluster
+
+images: ## build static binaries and write one image tarball per image under build/images/
+	$(GO) run ./hack/images --out build/images --version $(VERSION) --ldflags '$(LDFLAGS)'
+
+cluster-up: ## start the local single-node Kubernetes (root; first run builds Kubernetes, ~6 min)
+	$(GO) run ./hack/cluster up
+
+cluster-down: ## stop the local cluster and remove everything it made (root)
+	$(GO) run ./hack/cluster down
+
+cluster-status: ## show which local-cluster components run
+	$(GO) run ./hack/cluster status
+
+cluster-load-images: ## import build/images/*.tar into the running local cluster (root)
+	$(GO) run ./hack/cluster load-images
+
+test-cluster: ## end-to-end check of the local cluster: node Ready, DNS, ClusterIP (root)
+	$(GO) test -tags cluster -count=1 -timeout 30m -v ./install/cluster
 
 clean:
 	rm -rf $(BIN) build

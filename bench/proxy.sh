@@ -3,7 +3,8 @@
 # direct (client -> backend), mesh-proxy, nginx and haproxy, each under
 # HTTP/1.1 keep-alive load (wrk) and HTTP/2 h2c prior-knowledge load (h2load).
 # It prints a markdown table with req/s, p50/p99 latency, errors, the hop's
-# peak RSS and CPU, and each row's req/s as a ratio to the nginx hop.
+# peak RSS and CPU, and each row's req/s as ratios to the nginx hop and to
+# direct.
 #
 # Usage (root: it makes a network namespace and nat rules inside it):
 #   sudo make bench-proxy                    # build, then print the table
@@ -27,7 +28,8 @@
 #   mesh-proxy      client -> 127.0.0.2 --REDIRECT--> 127.0.0.1:4140 (outbound
 #                   listener) -> SO_ORIGINAL_DST 127.0.0.2 -> backend; the
 #                   proxy runs as UID 2102, which the nat rules skip
-#   nginx hop       client -> 127.0.0.4 -> 127.0.0.3 (HTTP/1.1 keep-alive pool)
+#   nginx hop       client -> 127.0.0.4 -> 127.0.0.3 (HTTP/1.1 keep-alive pool,
+#                   also for h2c: nginx proxies only HTTP/1.x upstream)
 #   haproxy hop     client -> 127.0.0.5 -> 127.0.0.3 (h1 -> h1, h2c -> h2c)
 #
 # mesh-proxy has no static target: it forwards to each connection's original
@@ -53,7 +55,7 @@ while [ $# -gt 0 ]; do
 	--write) WRITE=1 ;;
 	--hops) HOPS=$2; shift ;;
 	--duration) DURATION=$2; shift ;;
-	-h | --help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "bench/proxy.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -63,9 +65,13 @@ declare -A ADDR=([direct]=127.0.0.3 [mesh]=127.0.0.2 [nginx]=127.0.0.4 [haproxy]
 declare -A PID=()  # name -> pid of the processes this script started
 STARTED=()         # the same pids, in start order, for cleanup
 COMMANDS=()        # the exact commands, for the doc
-RUN=""
+RUN=""             # the run's temporary directory
+DOC_TMP=""         # docs/benchmarks.md being written
 ROWS=()            # finished table rows, "|"-separated
 CHECKS=()          # metrics cross-checks of the mesh rows
+CHECK_FAILED=0     # 1 when a cross-check shows the mesh rows bypassed the proxy
+WORKERS=()         # what each server runs with, for the doc
+HZ=$(getconf CLK_TCK)
 
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: error: $*" >&2; exit 1; }
@@ -73,7 +79,7 @@ nsx() { nsenter --net="$NS_PATH" "$@"; }
 
 cleanup() {
 	local rc=$? pid i
-	trap - EXIT INT TERM
+	trap - EXIT HUP INT TERM
 	set +e
 	for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null; done
 	for i in $(seq 30); do
@@ -90,9 +96,11 @@ cleanup() {
 		ip netns del "$NS"
 	fi
 	[ -n "$RUN" ] && rm -rf "$RUN"
+	[ -n "$DOC_TMP" ] && rm -f "$DOC_TMP"
 	exit $rc
 }
 trap cleanup EXIT
+trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -101,7 +109,7 @@ has_hop() { [[ " $HOPS " == *" $1 "* ]]; }
 preflight() {
 	[ "$(id -u)" -eq 0 ] || die "needs root (network namespace, nat rules): sudo make bench-proxy"
 	local t missing=()
-	for t in ip iptables nsenter setpriv curl nginx haproxy wrk h2load; do
+	for t in ip iptables nsenter setsid setpriv curl nginx haproxy wrk h2load; do
 		command -v "$t" >/dev/null || missing+=("$t")
 	done
 	[ ${#missing[@]} -eq 0 ] || die "missing ${missing[*]}: sudo make deps"
@@ -145,14 +153,17 @@ quote() {
 }
 
 # start NAME CMD... runs CMD in the namespace in the background, logging to
-# $RUN/NAME.log. nsenter and setpriv exec, so $! is the server's own pid.
+# $RUN/NAME.log. nsenter, setsid and setpriv exec, so $! is the server's own
+# pid. setsid gives the server a session of its own: the terminal's Ctrl-C
+# then reaches only this script and the client, and cleanup stops the
+# servers, instead of them quitting under a row that is still being read.
 start() {
 	local name=$1
 	shift
 	COMMANDS+=("$(quote "$@")")
 	# Not through nsx: a function run with & leaves a subshell between $!
 	# and the server.
-	nsenter --net="$NS_PATH" "$@" >"$RUN/$name.log" 2>&1 &
+	nsenter --net="$NS_PATH" setsid "$@" >"$RUN/$name.log" 2>&1 &
 	PID[$name]=$!
 	STARTED+=($!)
 }
@@ -203,6 +214,9 @@ setup() {
 		wait_ok mesh http://127.0.0.1:4191/ready
 		wait_ok mesh http://127.0.0.2:8080/
 		wait_ok mesh http://127.0.0.2:8082/ --http2-prior-knowledge
+		# Those two requests must have crossed the proxy, or the nat rules
+		# do not bring it traffic and the mesh rows would measure direct.
+		[ "$(requests_total)" -ge 2 ] || die "mesh-proxy did not see the requests to 127.0.0.2: is the nat REDIRECT working?"
 	fi
 	if has_hop nginx; then
 		render nginx-hop.conf "$RUN/nginx"
@@ -222,13 +236,34 @@ setup() {
 
 # hop_pids HOP prints the pids whose memory and CPU are the hop's: nginx's
 # workers (not the master, which only supervises), haproxy's one process,
-# the proxy. The direct row has no hop.
+# the proxy. The direct row has no hop. "backend" gives the backend's worker.
 hop_pids() {
 	case $1 in
 	direct) ;;
-	nginx) ps -o pid= --ppid "${PID[nginx]}" ;;
+	nginx | backend) ps -o pid= --ppid "${PID[$1]}" ;;
 	*) echo "${PID[$1]}" ;;
 	esac
+}
+
+# check_workers makes sure the reference hops run with the 2 workers or
+# threads the comparison is about, and records what each server runs with.
+check_workers() {
+	local n
+	n=$(hop_pids backend | wc -l)
+	WORKERS+=("backend nginx: $n worker process")
+	if has_hop nginx; then
+		n=$(hop_pids nginx | wc -l)
+		[ "$n" -eq 2 ] || die "the nginx hop runs $n worker processes, want 2"
+		WORKERS+=("nginx hop: $n worker processes")
+	fi
+	if has_hop haproxy; then
+		n=$(awk '/^Threads:/ { print $2 }' "/proc/${PID[haproxy]}/status")
+		[ "$n" -eq 2 ] || die "the haproxy hop runs $n threads, want 2"
+		WORKERS+=("haproxy hop: 1 process, $n threads")
+	fi
+	if has_hop mesh; then
+		WORKERS+=("mesh-proxy: 1 process, GOMAXPROCS unset (Go's default, $(nproc) CPUs here)")
+	fi
 }
 
 # cpu_ticks PIDS... prints their summed utime+stime in clock ticks.
@@ -301,49 +336,86 @@ parse_h2load() {
 		END { split(pct, p, " "); printf "%.0f %d %s %s %d\n", rps, total, p[1], p[2], err }' "$1"
 }
 
+# machine_busy_ticks prints the whole machine's busy time from /proc/stat
+# (user nice system irq softirq steal), in clock ticks summed over CPUs.
+machine_busy_ticks() {
+	awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+
+# cores TICKS SECONDS prints TICKS of CPU time over SECONDS of wall time in
+# cores (1.00 = one core busy the whole time).
+cores() {
+	awk -v t="$1" -v hz="$HZ" -v d="$2" 'BEGIN { printf "%.2f", t / hz / d }'
+}
+
+# run_client OUT TIMES CMD... runs the load generator CMD in the namespace,
+# its output to OUT and "wall user system" seconds to TIMES. It runs in the
+# background and we wait for it: wrk catches Ctrl-C and exits 0, and bash
+# runs no INT trap after a foreground command that exited normally, so a
+# foreground client would let Ctrl-C go on to the next row. wait returns at
+# once on a trapped signal.
+run_client() {
+	local out=$1 times=$2 TIMEFORMAT='%R %U %S'
+	shift 2
+	{ time nsx "$@" >"$out" 2>&1; } 2>"$times" &
+	wait $!
+}
+
 # measure LOAD HOP runs a warm-up, then the measured load, and appends a row.
 measure() {
 	local load=$1 hop=$2 out="$RUN/$1-$2.out" h2log="$RUN/$1-$2.h2log"
-	local pids cmd before after t0 t1 rss=0 hopcpu=- m0 m1 bt0 bt1 result
+	local pids bpids cmd p t0 t1 bt0 bt1 mt0 mt1 m0 m1 result
+	local rss=0 hopcpu=- bcpu ccpu others wall
 	pids=$(hop_pids "$hop")
+	bpids=$(hop_pids backend)
 	log "$load via $hop: warm-up ${WARMUP}s, then ${DURATION}s"
 	# shellcheck disable=SC2046 # word splitting of the commands is intended
-	nsx $(client_cmd "$load" "$hop" "$WARMUP") >/dev/null 2>&1 || die "$load via $hop: warm-up load failed"
+	run_client /dev/null /dev/null $(client_cmd "$load" "$hop" "$WARMUP") || die "$load via $hop: warm-up load failed"
 
 	# 5 resets VmHWM to the current RSS: the peak is this load's alone.
 	for p in $pids; do echo 5 >"/proc/$p/clear_refs"; done
-	[ "$hop" = mesh ] && m0=$(requests_total)
+	if [ "$hop" = mesh ]; then m0=$(requests_total); fi
 	# shellcheck disable=SC2086
-	t0=$(cpu_ticks $pids) bt0=$(cpu_ticks $(ps -o pid= --ppid "${PID[backend]}"))
+	t0=$(cpu_ticks $pids) bt0=$(cpu_ticks $bpids) mt0=$(machine_busy_ticks)
 	cmd=$(client_cmd "$load" "$hop" "$DURATION" "$h2log")
 	COMMANDS+=("$cmd")
-	local TIMEFORMAT='%U %S'
 	# shellcheck disable=SC2086
-	{ time nsx $cmd >"$out" 2>&1; } 2>"$out.time" || { cat "$out" >&2; die "$load via $hop: $cmd failed"; }
-	for p in $pids; do
-		[ -e "/proc/$p" ] || { tail -5 "$RUN/$hop.log" >&2; die "$load via $hop: hop process $p is gone"; }
+	run_client "$out" "$out.time" $cmd || { cat "$out" >&2; die "$load via $hop: $cmd failed"; }
+	# shellcheck disable=SC2086
+	t1=$(cpu_ticks $pids) bt1=$(cpu_ticks $bpids) mt1=$(machine_busy_ticks)
+	for p in $pids $bpids; do
+		[ -e "/proc/$p" ] || { tail -5 "$RUN/$hop.log" >&2; die "$load via $hop: process $p is gone"; }
 	done
-	# shellcheck disable=SC2086
-	t1=$(cpu_ticks $pids) bt1=$(cpu_ticks $(ps -o pid= --ppid "${PID[backend]}"))
+	# CPU in cores over the client's own wall time (a little over DURATION).
+	wall=$(awk '{ print $1 }' "$out.time")
+	ccpu=$(awk '{ printf "%.2f", ($2 + $3) / $1 }' "$out.time")
+	bcpu=$(cores $((bt1 - bt0)) "$wall")
 	if [ -n "$pids" ]; then
 		# shellcheck disable=SC2086
 		rss=$(peak_rss_kb $pids)
-		hopcpu=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v d="$DURATION" 'BEGIN{printf "%.2f", t / hz / d}')
+		hopcpu=$(cores $((t1 - t0)) "$wall")
 	fi
-	local bcpu ccpu
-	bcpu=$(awk -v t=$((bt1 - bt0)) -v hz="$(getconf CLK_TCK)" -v d="$DURATION" 'BEGIN{printf "%.2f", t / hz / d}')
-	ccpu=$(awk -v d="$DURATION" '{printf "%.2f", ($1 + $2) / d}' "$out.time")
+	# Everything else the machine did meanwhile: other tenants' work, and
+	# kernel time (loopback softirqs) not charged to our processes.
+	others=$(awk -v m="$(cores $((mt1 - mt0)) "$wall")" -v h="$hopcpu" -v c="$ccpu" -v b="$bcpu" \
+		'BEGIN { o = m - h - c - b; printf "%.2f", o < 0 ? 0 : o }')
 	case $load in
 	http1) result=$(parse_wrk "$out") ;;
 	h2c) result=$(parse_h2load "$out" "$h2log"); rm -f "$h2log" ;;
 	esac
+	local rps total p50 p99 errs
 	read -r rps total p50 p99 errs <<<"$result"
 	[ "$rps" -gt 0 ] || { cat "$out" >&2; die "$load via $hop: no requests/s in the client's output"; }
+	[ "$errs" -eq 0 ] || log "warning: $load via $hop: $errs errors (see the errors column)"
 	if [ "$hop" = mesh ]; then
 		m1=$(requests_total)
 		CHECKS+=("$(metrics_check "$load" "$total" $((m1 - m0)))")
+		if [[ "${CHECKS[-1]}" == *MISMATCH* ]]; then
+			CHECK_FAILED=1
+			log "error: ${CHECKS[-1]}"
+		fi
 	fi
-	ROWS+=("$load|$hop|$rps|$p50|$p99|$errs|$rss|$hopcpu|$ccpu|$bcpu")
+	ROWS+=("$load|$hop|$rps|$p50|$p99|$errs|$rss|$hopcpu|$ccpu|$bcpu|$others")
 }
 
 # metrics_check LOAD CLIENT-COUNT DELTA says whether the proxy counted the
@@ -361,41 +433,62 @@ metrics_check() {
 	echo "$load: $client completed $n requests via 127.0.0.2; mesh_proxy_http_requests_total rose by $d: $verdict"
 }
 
-# table prints the markdown table of ROWS, ratios against the nginx row of
-# the same load.
+# table prints the markdown table of ROWS, req/s as ratios to the nginx and
+# the direct row of the same load.
 table() {
-	echo "| load | hop | req/s | vs nginx | p50 ms | p99 ms | errors | hop peak RSS MB | hop CPU | client CPU | backend CPU |"
-	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-	local row load hop rps p50 p99 errs rss hc cc bc ref r
-	for row in "${ROWS[@]}"; do
-		IFS='|' read -r load hop rps p50 p99 errs rss hc cc bc <<<"$row"
-		ref=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' -v l="$load" '$1 == l && $2 == "nginx" {print $3}')
-		r=$(awk -v a="$rps" -v b="${ref:-0}" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else printf "-" }')
-		local mb=-
-		[ "$rss" -gt 0 ] && mb=$(awk -v k="$rss" 'BEGIN{printf "%.1f", k / 1024}')
-		[ "$hop" = direct ] && hc=-
-		printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
-			"$load" "$hop" "$rps" "$r" "$p50" "$p99" "$errs" "$mb" "$hc" "$cc" "$bc"
-	done
+	echo "| load | hop | req/s | vs nginx | vs direct | p50 ms | p99 ms | errors | hop peak RSS MB | hop CPU | hop CPU µs/req | client CPU | backend CPU | others' CPU |"
+	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	printf '%s\n' "${ROWS[@]}" | awk -F'|' '
+		function ratio(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "-" }
+		{ row[NR] = $0; rps[$1 "|" $2] = $3 }
+		END {
+			for (i = 1; i <= NR; i++) {
+				# load hop rps p50 p99 errors rss-kB hop-cpu client-cpu backend-cpu others-cpu
+				split(row[i], f, "|")
+				mb = f[7] > 0 ? sprintf("%.1f", f[7] / 1024) : "-"
+				us = f[8] != "-" ? sprintf("%.0f", f[8] * 1e6 / f[3]) : "-"
+				printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", \
+					f[1], f[2], f[3], ratio(f[3], rps[f[1] "|nginx"]), ratio(f[3], rps[f[1] "|direct"]), \
+					f[4], f[5], f[6], mb, f[8], us, f[9], f[10], f[11]
+			}
+		}'
 }
 
-# verdict prints how the mesh hop compares with the goal (req/s ratio >= 1.0
-# against nginx, peak RSS < 20 MB).
+# noisy_rows names the rows during which the machine did much other work
+# (others' CPU over a quarter core): their req/s, and ratios against them,
+# say more about the neighbours than about the hop.
+noisy_rows() {
+	local noisy
+	noisy=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' '$11 > 0.25 { printf "%s%s %s (%.2f)", sep, $1, $2, $11; sep = ", " }')
+	[ -z "$noisy" ] && return 0
+	echo "Rows disturbed by other work on the machine (others' CPU > 0.25 cores): $noisy."
+	echo "Their req/s and the ratios against them are unreliable; hop CPU µs/req holds up better. Run again to compare."
+	echo
+}
+
+# verdict prints how the mesh hop compares with the nginx hop, and with the
+# goal: req/s at least the nginx hop's, peak RSS under 20 MB.
 verdict() {
 	has_hop mesh || return 0
 	printf '%s\n' "${ROWS[@]}" | awk -F'|' '
-		{ rps[$1 "|" $2] = $3; rss[$1 "|" $2] = $7; loads[$1] = 1 }
+		{
+			k = $1 "|" $2
+			rps[k] = $3; p50[k] = $4; p99[k] = $5; rss[k] = $7; cpu[k] = $8
+			if (!($1 in seen)) { seen[$1] = 1; loads[++n] = $1 }
+		}
 		END {
 			peak = 0
-			for (l in loads) {
-				r = rps[l "|mesh"] / rps[l "|nginx"]
-				printf "- %s: mesh-proxy did %.2fx the nginx hop'"'"'s req/s (goal >= 1.0: %s).\n", \
-					l, r, r >= 1.0 ? "met" : "not met"
-				if (rss[l "|mesh"] > peak) peak = rss[l "|mesh"]
+			for (i = 1; i <= n; i++) {
+				l = loads[i]; m = l "|mesh"; g = l "|nginx"
+				r = rps[m] / rps[g]
+				printf "- %s: mesh-proxy / nginx hop: req/s %.2f (goal >= 1.0: %s), p50 %.2f, p99 %.2f, peak RSS %.2f, CPU per request %.2f.\n", \
+					l, r, (r >= 1.0 ? "met" : "not met"), p50[m] / p50[g], p99[m] / p99[g], \
+					rss[m] / rss[g], (cpu[m] / rps[m]) / (cpu[g] / rps[g])
+				if (rss[m] > peak) peak = rss[m]
 			}
 			printf "- mesh-proxy peak RSS %.1f MB (goal < 20 MB: %s).\n", peak / 1024, \
-				peak / 1024 < 20 ? "met" : "not met"
-		}' | sort
+				(peak / 1024 < 20 ? "met" : "not met")
+		}'
 }
 
 versions() {
@@ -409,7 +502,7 @@ versions() {
 }
 
 machine() {
-	echo "- $(nproc) CPUs, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
+	echo "- Machine: $(nproc) CPUs, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo), $(awk '/^MemTotal:/{printf "%.0f GB RAM", $2 / 1048576}' /proc/meminfo), kernel $(uname -r)"
 }
 
 # report prints the generated part of docs/benchmarks.md (and of stdout).
@@ -418,12 +511,21 @@ report() {
 	echo
 	machine
 	versions
+	echo "- Servers: $(IFS=';'; echo "${WORKERS[*]}" | sed 's/;/; /g')."
 	echo "- Load average before the run: $LOAD_BEFORE, after: $LOAD_AFTER; CPU busy with others' work in the second before: ${BUSY_BEFORE}%."
 	echo "  The machine is shared: other engineers build and test on it, so numbers move by 10% or more between runs."
-	echo "- ${DURATION}s per row after a ${WARMUP}s warm-up; hop/client/backend CPU in cores (1.00 = one core busy the whole run)."
+	echo "- ${DURATION}s per row after a ${WARMUP}s warm-up. Client, hop and backend share the same $(nproc) CPUs."
+	echo "- CPU columns are in cores (1.00 = one core busy the whole row). hop CPU µs/req is the hop's CPU time per request,"
+	echo "  which moves less with the machine's noise than req/s. others' CPU is what the machine was busy with besides client,"
+	echo "  hop and backend: other tenants' work, and kernel time (loopback softirqs) not charged to our processes."
+	echo "- Peak RSS is VmHWM, reset before each row; for nginx the sum over its 2 workers (pages they share are counted twice)."
+	echo "- h2c rows: h2 with prior knowledge from the client. mesh-proxy and haproxy speak h2c to the backend; nginx cannot"
+	echo "  (its proxy module speaks only HTTP/1.x upstream), so its h2c row is h2 downstream -> HTTP/1.1 keep-alive upstream."
+	echo "  h2load prints no percentiles; p50/p99 come from its per-request log."
 	echo
 	table
 	echo
+	noisy_rows
 	if has_hop mesh; then
 		verdict
 		echo
@@ -433,7 +535,7 @@ report() {
 		for c in "${CHECKS[@]}"; do echo "- $c"; done
 		echo
 	fi
-	echo "Commands, in order, each run inside the benchmark namespace with \`nsenter --net=/var/run/netns/mesh-bench-PID\` (DIR is the run's temporary directory, configs from bench/ with @DIR@ filled in):"
+	echo "Commands, in order, each run inside the benchmark namespace with \`nsenter --net=/var/run/netns/mesh-bench-PID\` (DIR is the run's temporary directory, configs from bench/ with @DIR@ filled in; the servers also under \`setsid\`). Each measured client command follows a ${WARMUP}s warm-up with the same command (-d${WARMUP}s / -D${WARMUP}, no --log-file). bin/mesh-proxy comes from \`make build\`."
 	echo
 	echo '```'
 	printf '%s\n' "${COMMANDS[@]}" | sed "s|$RUN|DIR|g"
@@ -442,7 +544,9 @@ report() {
 
 write_doc() {
 	local body=$1 tmp
+	mkdir -p "$(dirname "$DOC")"
 	tmp=$(mktemp "$DOC.XXXXXX")
+	DOC_TMP=$tmp # removed by cleanup if we do not get to the mv
 	if [ -f "$DOC" ] && grep -q '<!-- BEGIN bench-proxy' "$DOC"; then
 		BODY=$body awk '
 			/<!-- BEGIN bench-proxy/ { print; print ""; print ENVIRON["BODY"]; print ""; skip = 1; next }
@@ -461,6 +565,7 @@ write_doc() {
 	fi
 	chmod 644 "$tmp"
 	mv "$tmp" "$DOC"
+	DOC_TMP=""
 	log "wrote $DOC"
 }
 
@@ -471,6 +576,7 @@ main() {
 	log "load average $LOAD_BEFORE, CPU busy ${BUSY_BEFORE}% before starting"
 	[ "$BUSY_BEFORE" -lt 25 ] || log "warning: the machine is busy; numbers will be noisier than usual"
 	setup
+	check_workers
 	local load hop
 	for load in http1 h2c; do
 		for hop in direct mesh nginx haproxy; do
@@ -484,6 +590,9 @@ main() {
 	local out
 	out=$(report)
 	echo "$out"
+	if [ "$CHECK_FAILED" = 1 ]; then
+		die "the metrics cross-check failed: the mesh rows did not (all) go through mesh-proxy; not writing $DOC"
+	fi
 	if [ "$WRITE" = 1 ]; then write_doc "$out"; fi
 }
 

@@ -1,0 +1,385 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/mesh-dev/mesh/install/certs"
+	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/install/manifests"
+	"github.com/mesh-dev/mesh/internal/version"
+)
+
+// The checks of an installed mesh, run in checkList's order by one
+// goroutine; each may use what the ones before it stored in the checker.
+
+func checkNamespaceExists(ctx context.Context, c *checker) (string, error) {
+	_, err := c.k.client.CoreV1().Namespaces().Get(ctx, c.ns, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("namespace %s does not exist: run mesh install (or pass --control-plane-namespace)", c.ns)
+	}
+	if err != nil {
+		return "", err
+	}
+	return c.ns, nil
+}
+
+func checkControllerDeployment(ctx context.Context, c *checker) (string, error) {
+	d, err := c.k.client.AppsV1().Deployments(c.ns).Get(ctx, manifests.ControllerName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("no deployment %s in namespace %s: run mesh install", manifests.ControllerName, c.ns)
+	}
+	if err != nil {
+		return "", err
+	}
+	c.controlVersion = d.Labels[manifests.VersionLabel]
+	done, detail := rolloutDone(d)
+	if !done {
+		return "", fmt.Errorf("%s; see kubectl -n %s describe deployment %s", detail, c.ns, manifests.ControllerName)
+	}
+	return strings.TrimSpace(c.controlVersion + ", " + detail), nil
+}
+
+func checkControllerPods(ctx context.Context, c *checker) (string, error) {
+	pods, err := c.k.client.CoreV1().Pods(c.ns).List(ctx, metav1.ListOptions{LabelSelector: controllerSelector})
+	if err != nil {
+		return "", err
+	}
+	if len(pods.Items) == 0 {
+		return "", fmt.Errorf("no controller pods in namespace %s; see kubectl -n %s describe deployment %s", c.ns, c.ns, manifests.ControllerName)
+	}
+	if problem := podProblem(pods.Items); problem != "" {
+		return "", errors.New(problem)
+	}
+	restarts := int32(0)
+	for _, p := range pods.Items {
+		if !podReady(&p) {
+			return "", fmt.Errorf("pod %s is not ready (phase %s); see kubectl -n %s describe pod %s", p.Name, p.Status.Phase, c.ns, p.Name)
+		}
+		for _, cs := range p.Status.ContainerStatuses {
+			restarts += cs.RestartCount
+		}
+	}
+	detail := fmt.Sprintf("%d ready", len(pods.Items))
+	if restarts > 0 {
+		detail += fmt.Sprintf(", %d %s", restarts, plural(int(restarts), "restart", "restarts"))
+	}
+	return detail, nil
+}
+
+func checkVersionsMatch(_ context.Context, c *checker) (string, error) {
+	switch c.controlVersion {
+	case "":
+		return "", warnf("the control plane's version is unknown (see the controller deployment check)")
+	case version.Version:
+		return version.Version, nil
+	}
+	return "", warnf("the control plane runs %s and this mesh binary is %s: run mesh install to upgrade the control plane, or use a mesh binary of its version",
+		c.controlVersion, version.Version)
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// expiryWarning warns about certificates expiring within certWarnBefore.
+func expiryWarning(what string, cs []*x509.Certificate, now time.Time, fix string) error {
+	for _, c := range cs {
+		if certs.ExpiresWithin(c, now, certWarnBefore) {
+			return warnf("%s %q expires on %s; %s", what, c.Subject.CommonName, day(c.NotAfter), fix)
+		}
+	}
+	return nil
+}
+
+func checkTrustAnchors(ctx context.Context, c *checker) (string, error) {
+	cm, err := c.k.client.CoreV1().ConfigMaps(c.ns).Get(ctx, manifests.TrustRootsConfigMapName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("no configmap %s in namespace %s: run mesh install", manifests.TrustRootsConfigMapName, c.ns)
+	}
+	if err != nil {
+		return "", err
+	}
+	anchors, err := certs.ParseCerts([]byte(cm.Data[manifests.TrustRootsKey]))
+	if err != nil {
+		return "", fmt.Errorf("configmap %s key %s: %w", manifests.TrustRootsConfigMapName, manifests.TrustRootsKey, err)
+	}
+	for _, a := range anchors {
+		if c.now.After(a.NotAfter) {
+			return "", fmt.Errorf("trust anchor %q expired on %s: install a new trust anchor and issuer with mesh install --identity-* flags", a.Subject.CommonName, day(a.NotAfter))
+		}
+	}
+	if err := expiryWarning("trust anchor", anchors, c.now, "add a new one to the bundle now: mesh install --identity-trust-anchors-file"); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d, valid until %s", len(anchors), day(anchors[0].NotAfter)), nil
+}
+
+func checkIssuer(ctx context.Context, c *checker) (string, error) {
+	secret, err := c.k.client.CoreV1().Secrets(c.ns).Get(ctx, manifests.IssuerSecretName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("no secret %s in namespace %s: run mesh install", manifests.IssuerSecretName, c.ns)
+	}
+	if err != nil {
+		return "", err
+	}
+	tdName := secret.Annotations[manifests.TrustDomainAnnotation]
+	if tdName == "" {
+		tdName = certs.DefaultTrustDomain
+	}
+	td, err := certs.ParseTrustDomain(tdName)
+	if err != nil {
+		return "", fmt.Errorf("secret %s: %w", manifests.IssuerSecretName, err)
+	}
+	anchors := secret.Data["ca.crt"]
+	if cm, err := c.k.client.CoreV1().ConfigMaps(c.ns).Get(ctx, manifests.TrustRootsConfigMapName, metav1.GetOptions{}); err == nil && cm.Data[manifests.TrustRootsKey] != "" {
+		anchors = []byte(cm.Data[manifests.TrustRootsKey])
+	}
+	id, err := certs.ParseIdentity(td, anchors, secret.Data["tls.crt"], secret.Data["tls.key"])
+	if err == nil {
+		err = id.Validate(c.now)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w\nrun mesh install to replace it (or pass new --identity-* files)", err)
+	}
+	issuer := id.Issuer()
+	if err := expiryWarning("issuer", []*x509.Certificate{issuer}, c.now,
+		"rotate it: mesh install --identity-trust-anchors-file ... --identity-issuer-certificate-file ... --identity-issuer-key-file ..."); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("trust domain %s, valid until %s", td.Name(), day(issuer.NotAfter)), nil
+}
+
+// injectorWebhook returns the mesh webhook of the configuration.
+func injectorWebhook(ctx context.Context, c *checker) (*admissionregistrationv1.MutatingWebhook, error) {
+	cfg, err := c.k.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, manifests.WebhookConfigName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("no mutatingwebhookconfiguration %s: run mesh install (it registers the webhook once the controller is ready)", manifests.WebhookConfigName)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for i, w := range cfg.Webhooks {
+		if w.Name == manifests.WebhookName {
+			return &cfg.Webhooks[i], nil
+		}
+	}
+	return nil, fmt.Errorf("mutatingwebhookconfiguration %s has no webhook %s: run mesh install", manifests.WebhookConfigName, manifests.WebhookName)
+}
+
+func checkWebhookConfig(ctx context.Context, c *checker) (string, error) {
+	w, err := injectorWebhook(ctx, c)
+	if err != nil {
+		return "", err
+	}
+	svc := w.ClientConfig.Service
+	if svc == nil || svc.Namespace != c.ns || svc.Name != manifests.InjectorServiceName {
+		return "", fmt.Errorf("webhook %s does not call service %s/%s: run mesh install", manifests.WebhookName, c.ns, manifests.InjectorServiceName)
+	}
+	if len(w.ClientConfig.CABundle) == 0 {
+		return "", fmt.Errorf("webhook %s has no caBundle: run mesh install", manifests.WebhookName)
+	}
+	policy := ""
+	if w.FailurePolicy != nil {
+		policy = "failurePolicy " + string(*w.FailurePolicy)
+	}
+	return policy, nil
+}
+
+func checkWebhookCert(ctx context.Context, c *checker) (string, error) {
+	w, err := injectorWebhook(ctx, c)
+	if err != nil {
+		return "", err
+	}
+	secret, err := c.k.client.CoreV1().Secrets(c.ns).Get(ctx, manifests.InjectorTLSSecretName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("no secret %s in namespace %s: run mesh install", manifests.InjectorTLSSecretName, c.ns)
+	}
+	if err != nil {
+		return "", err
+	}
+	dnsName := certs.ServiceDNSNames(manifests.InjectorServiceName, c.ns)[0]
+	s, err := certs.ParseServing(w.ClientConfig.CABundle, secret.Data["tls.crt"], secret.Data["tls.key"])
+	if err == nil {
+		err = s.Validate(dnsName, c.now)
+	}
+	if err != nil {
+		return "", fmt.Errorf("the API server would refuse the injector's certificate: %w\nrun mesh install to issue a new one", err)
+	}
+	if certs.ExpiresWithin(s.Cert, c.now, servingRenewBefore) {
+		return "", warnf("the serving certificate expires on %s: run mesh install to renew it", day(s.Cert.NotAfter))
+	}
+	return "valid until " + day(s.Cert.NotAfter), nil
+}
+
+func checkInjectorEndpoint(ctx context.Context, c *checker) (string, error) {
+	n, err := readyEndpoints(ctx, c.k, c.ns, manifests.InjectorServiceName)
+	if err != nil {
+		return "", err
+	}
+	if n == 0 {
+		return "", fmt.Errorf("service %s/%s has no ready endpoint: the API server cannot reach the injector; see the controller checks above", c.ns, manifests.InjectorServiceName)
+	}
+	return fmt.Sprintf("%d %s", n, plural(n, "endpoint", "endpoints")), nil
+}
+
+// checkNamespacePrefix starts the names of checkInjection's namespaces.
+const checkNamespacePrefix = "mesh-check-"
+
+// checkInjection asks the API server to create, in dry-run mode, a pod in
+// a temporary namespace annotated for injection, and looks for the proxy
+// in what the admission chain returns. Namespaces cannot be created in
+// dry-run mode and then used, so this one is real and deleted afterwards;
+// it carries the mesh label, so uninstall finds it if check is interrupted.
+func checkInjection(ctx context.Context, c *checker) (string, error) {
+	name := checkNamespacePrefix + strings.ToLower(rand.Text()[:6])
+	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name:        name,
+		Labels:      map[string]string{manifests.PartOfLabel: manifests.PartOf},
+		Annotations: map[string]string{inject.AnnotationInject: inject.Enabled},
+	}}
+	namespaces := c.k.client.CoreV1().Namespaces()
+	if _, err := namespaces.Create(ctx, nsObj, metav1.CreateOptions{}); err != nil {
+		if apierrors.IsForbidden(err) {
+			return "", warnf("not tested: you may not create the temporary namespace %s (%s)", name, firstLine(err.Error()))
+		}
+		return "", fmt.Errorf("create temporary namespace %s: %w", name, err)
+	}
+	defer func() {
+		// Clean up even when ctx was cancelled (Ctrl-C), but not forever.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_ = namespaces.Delete(dctx, name, metav1.DeleteOptions{})
+	}()
+
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "mesh-check"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name:  "app",
+			Image: "registry.k8s.io/pause:3.10",
+		}}},
+	}
+	var created *corev1.Pod
+	// The namespace's default ServiceAccount appears a moment after it; the
+	// ServiceAccount admission plugin refuses pods until then.
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err := poll(pctx, func(string) {}, func(ctx context.Context) (bool, string, error) {
+		var err error
+		created, err = c.k.client.CoreV1().Pods(name).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		switch {
+		case err == nil:
+			return true, "", nil
+		case strings.Contains(err.Error(), "service account"):
+			return false, err.Error(), nil
+		default:
+			return false, "", err
+		}
+	})
+	if err != nil {
+		return "", fmt.Errorf("dry-run pod create in %s failed: %s\nif the webhook failed: kubectl -n %s logs deployment/%s", name, firstLine(err.Error()), c.ns, manifests.ControllerName)
+	}
+	for _, ct := range slices.Concat(created.Spec.InitContainers, created.Spec.Containers) {
+		if ct.Name == inject.ProxyContainerName {
+			return ct.Image, nil
+		}
+	}
+	return "", fmt.Errorf("a pod created in a namespace annotated %s=%s came back without the %s container: the API server did not reach the injector, or it declined; see kubectl -n %s logs deployment/%s",
+		inject.AnnotationInject, inject.Enabled, inject.ProxyContainerName, c.ns, manifests.ControllerName)
+}
+
+// meshedPods lists the pods injected by this control plane.
+func meshedPods(ctx context.Context, c *checker) ([]corev1.Pod, error) {
+	pods, err := c.k.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: inject.LabelControlPlaneNamespace + "=" + c.ns})
+	if err != nil {
+		return nil, err
+	}
+	var out []corev1.Pod
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func checkProxiesReady(ctx context.Context, c *checker) (string, error) {
+	pods, err := meshedPods(ctx, c)
+	if err != nil {
+		return "", err
+	}
+	if len(pods) == 0 {
+		return "no meshed pods yet", nil
+	}
+	var notReady []string
+	var first *corev1.Pod
+	for i, p := range pods {
+		if !proxyReady(&p) {
+			notReady = append(notReady, p.Namespace+"/"+p.Name)
+			if first == nil {
+				first = &pods[i]
+			}
+		}
+	}
+	if len(notReady) > 0 {
+		return "", fmt.Errorf("%d of %d meshed pods have no ready %s: %s; see kubectl -n %s describe pod %s",
+			len(notReady), len(pods), inject.ProxyContainerName, summarize(notReady, 5), first.Namespace, first.Name)
+	}
+	return fmt.Sprintf("%d %s", len(pods), plural(len(pods), "pod", "pods")), nil
+}
+
+// proxyReady reports whether the pod's mesh-proxy container, a native
+// sidecar among the init containers or a plain container, is ready.
+func proxyReady(p *corev1.Pod) bool {
+	for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
+		if cs.Name == inject.ProxyContainerName {
+			return cs.Ready
+		}
+	}
+	return false
+}
+
+func checkProxyVersions(ctx context.Context, c *checker) (string, error) {
+	if c.controlVersion == "" {
+		return "", warnf("the control plane's version is unknown (see the controller deployment check)")
+	}
+	pods, err := meshedPods(ctx, c)
+	if err != nil {
+		return "", err
+	}
+	var stale []string
+	for _, p := range pods {
+		if v := p.Annotations[inject.AnnotationProxyVersion]; v != c.controlVersion {
+			stale = append(stale, fmt.Sprintf("%s/%s (%s)", p.Namespace, p.Name, v))
+		}
+	}
+	if len(stale) > 0 {
+		return "", warnf("%d of %d meshed pods run another proxy version than the control plane's %s: %s; restart them: kubectl rollout restart deployment -n NAMESPACE",
+			len(stale), len(pods), c.controlVersion, summarize(stale, 5))
+	}
+	return c.controlVersion, nil
+}
+
+// summarize joins at most n items, saying how many more there are.
+func summarize(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, ", ")
+	}
+	return strings.Join(items[:n], ", ") + fmt.Sprintf(" and %d more", len(items)-n)
+}

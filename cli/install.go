@@ -1,0 +1,372 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/version"
+
+	"github.com/mesh-dev/mesh/install/certs"
+	"github.com/mesh-dev/mesh/install/manifests"
+	meshversion "github.com/mesh-dev/mesh/internal/version"
+)
+
+// minKubeMinor is the oldest Kubernetes 1.x the mesh supports: the proxy
+// runs as a native sidecar (an init container with restartPolicy Always),
+// on by default since 1.29.
+const minKubeMinor = 29
+
+// reservedNamespaces can never hold the control plane: uninstall deletes
+// the control-plane namespace.
+var reservedNamespaces = []string{"default", "kube-system", "kube-public", "kube-node-lease"}
+
+// installOptions are the flags of `mesh install`. The zero value is not
+// useful; start from defaultInstallOptions.
+type installOptions struct {
+	Registry string
+	Version  string
+	HA       bool
+	// Wait bounds the wait for the control plane to be ready; 0 skips it.
+	Wait        time.Duration
+	DryRun      bool
+	Output      string
+	TrustDomain string
+	Identity    identityFiles
+}
+
+func defaultInstallOptions() installOptions {
+	return installOptions{
+		Registry:    manifests.DefaultRegistry,
+		Version:     meshversion.Version,
+		Wait:        5 * time.Minute,
+		Output:      "yaml",
+		TrustDomain: certs.DefaultTrustDomain,
+	}
+}
+
+func (opts *installOptions) addFlags(f *pflag.FlagSet) {
+	f.StringVar(&opts.Registry, "registry", opts.Registry, "registry the mesh-proxy and mesh-controller images are pulled from")
+	f.StringVar(&opts.Version, "version", opts.Version, "version (image tag) of the control plane and proxies")
+	f.BoolVar(&opts.HA, "ha", opts.HA, "high availability: two controllers, a PodDisruptionBudget, and a webhook that fails closed")
+	f.DurationVar(&opts.Wait, "wait", opts.Wait, "how long to wait for the control plane to be ready (0: do not wait)")
+	f.BoolVar(&opts.DryRun, "dry-run", opts.DryRun, "print the manifests instead of applying them; needs no cluster")
+	f.StringVarP(&opts.Output, "output", "o", opts.Output, "format of --dry-run: yaml or json")
+	f.StringVar(&opts.TrustDomain, "identity-trust-domain", opts.TrustDomain, "SPIFFE trust domain of workload identities")
+	f.StringVar(&opts.Identity.TrustAnchors, "identity-trust-anchors-file", "", "PEM file of the trust anchor certificates (default: generate them)")
+	f.StringVar(&opts.Identity.IssuerCert, "identity-issuer-certificate-file", "", "PEM file of the issuer CA certificate, then any intermediates")
+	f.StringVar(&opts.Identity.IssuerKey, "identity-issuer-key-file", "", "PEM file of the issuer CA's private key")
+}
+
+// validate checks the flags that need no cluster.
+func (opts *installOptions) validate(cmd *cobra.Command, namespace string) error {
+	if opts.Output != "yaml" && opts.Output != "json" {
+		return fmt.Errorf("--output %q: want yaml or json", opts.Output)
+	}
+	if cmd.Flags().Changed("output") && !opts.DryRun {
+		return errors.New("--output goes with --dry-run")
+	}
+	if opts.Wait < 0 {
+		return fmt.Errorf("--wait %s: must not be negative", opts.Wait)
+	}
+	if err := checkNamespace(namespace); err != nil {
+		return err
+	}
+	if _, err := certs.ParseTrustDomain(opts.TrustDomain); err != nil {
+		return fmt.Errorf("--identity-trust-domain: %w", err)
+	}
+	return opts.Identity.validate()
+}
+
+// checkNamespace refuses a control-plane namespace uninstall must not delete.
+func checkNamespace(namespace string) error {
+	if slices.Contains(reservedNamespaces, namespace) {
+		return fmt.Errorf("--control-plane-namespace %s: the control plane needs a namespace of its own (uninstall deletes it)", namespace)
+	}
+	return nil
+}
+
+// values are the manifests' inputs, without certificates.
+func (opts *installOptions) values(namespace string) manifests.Values {
+	return manifests.Values{
+		Namespace:   namespace,
+		Registry:    strings.TrimSuffix(opts.Registry, "/"),
+		Version:     opts.Version,
+		HA:          opts.HA,
+		TrustDomain: opts.TrustDomain,
+	}
+}
+
+func newInstallCmd(o *Options) *cobra.Command {
+	opts := defaultInstallOptions()
+	cmd := &cobra.Command{
+		Use:   "install",
+		Short: "Install or upgrade the control plane",
+		Long: "install applies the control plane to the cluster (namespace, RBAC, certificates,\n" +
+			"controller, proxy-injector webhook) with server-side apply, then waits until the\n" +
+			"controller is available and the injector answers. Running it again upgrades in\n" +
+			"place and keeps the certificates that are still valid; objects that did not change\n" +
+			"are reported unchanged. With --dry-run it prints the manifests instead.",
+		Example: "  mesh install\n" +
+			"  mesh install --ha --wait 10m\n" +
+			"  mesh install --dry-run -o yaml > mesh.yaml",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.validate(cmd, o.ControlPlaneNamespace); err != nil {
+				return err
+			}
+			if opts.DryRun {
+				return opts.printManifests(cmd.Context(), o)
+			}
+			return opts.run(cmd.Context(), o)
+		},
+	}
+	opts.addFlags(cmd.Flags())
+	return cmd
+}
+
+// render makes the manifests with certificates from loadPKI.
+func (opts *installOptions) render(ctx context.Context, o *Options, k *kube) ([]manifests.Manifest, *pki, error) {
+	td, err := certs.ParseTrustDomain(opts.TrustDomain)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--identity-trust-domain: %w", err)
+	}
+	v := opts.values(o.ControlPlaneNamespace)
+	if err := v.Validate(); err != nil {
+		return nil, nil, err
+	}
+	p, err := loadPKI(ctx, k, o.ControlPlaneNamespace, opts.Identity, td, o.now())
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := p.fill(&v); err != nil {
+		return nil, nil, err
+	}
+	ms, err := manifests.Render(v)
+	return ms, p, err
+}
+
+// printManifests writes the manifests to o.Out without a cluster: the
+// certificates are new on every run unless they come from files.
+func (opts *installOptions) printManifests(ctx context.Context, o *Options) error {
+	ms, _, err := opts.render(ctx, o, nil)
+	if err != nil {
+		return err
+	}
+	return writeManifests(o.Out, ms, opts.Output)
+}
+
+// run installs or upgrades the control plane: check the API server and
+// the user's rights, pick the certificates, apply everything but the
+// webhook, wait for the controller, then register the webhook.
+func (opts *installOptions) run(ctx context.Context, o *Options) error {
+	k, err := o.kube()
+	if err != nil {
+		return err
+	}
+	ns := o.ControlPlaneNamespace
+	p := newProgress(o.Out, o.now)
+	fmt.Fprintf(o.Out, "Installing mesh %s into namespace %s (context %q)\n", opts.Version, ns, k.Context)
+	if err := opts.preflight(ctx, k, p, ns); err != nil {
+		return err
+	}
+	if nsObj, err := k.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err == nil && nsObj.DeletionTimestamp != nil {
+		return fmt.Errorf("namespace %s is being deleted (by mesh uninstall?): wait until kubectl get namespace %s finds nothing, then run mesh install again", ns, ns)
+	}
+	ms, pk, err := opts.render(ctx, o, k)
+	if err != nil {
+		return err
+	}
+	for _, n := range pk.notes {
+		mark := okMark
+		if n.warn {
+			mark = warnMark
+		}
+		p.line(mark, "%s", n.text)
+	}
+
+	// The webhook goes last, once the injector answers (see 40-webhook.yaml).
+	var first, last []manifests.Manifest
+	for _, m := range ms {
+		if m.Object.GetKind() == "MutatingWebhookConfiguration" {
+			last = append(last, m)
+		} else {
+			first = append(first, m)
+		}
+	}
+	changed, err := applyAll(ctx, k, p, first)
+	if err != nil {
+		return err
+	}
+	if !opts.HA {
+		pruned, err := prunePDB(ctx, k, ns)
+		if err != nil {
+			return err
+		}
+		if pruned {
+			changed++
+			p.line(okMark, "poddisruptionbudget/%s deleted (only --ha needs it)", manifests.ControllerName)
+		}
+	}
+	if opts.Wait > 0 {
+		if err := opts.waitReady(ctx, k, p, ns); err != nil {
+			return err
+		}
+	}
+	n, err := applyAll(ctx, k, p, last)
+	if err != nil {
+		return err
+	}
+	opts.summary(o.Out, ns, changed+n)
+	return nil
+}
+
+// preflight checks the API server and the user's rights. The rights depend
+// only on the objects' kinds and names, so they are checked on manifests
+// without certificates, before any is read or made.
+func (opts *installOptions) preflight(ctx context.Context, k *kube, p *progress, ns string) error {
+	if err := p.run(ctx, "Kubernetes API", func(ctx context.Context, _ func(string)) (string, error) {
+		return checkServerVersion(ctx, k)
+	}); err != nil {
+		return err
+	}
+	skeleton, err := manifests.Render(opts.values(ns))
+	if err != nil {
+		return err
+	}
+	return p.run(ctx, "permissions", func(ctx context.Context, _ func(string)) (string, error) {
+		acc, err := requiredForInstall(ctx, k, skeleton, ns)
+		if err != nil {
+			return "", err
+		}
+		n, err := acc.check(ctx, k)
+		return fmt.Sprintf("%d rights verified", n), err
+	})
+}
+
+// applyAll applies ms in order, a line each, and counts the changes.
+func applyAll(ctx context.Context, k *kube, p *progress, ms []manifests.Manifest) (changed int, err error) {
+	for _, m := range ms {
+		res, err := k.apply(ctx, m.Object)
+		if err != nil {
+			p.line(failMark, "%s", m.Name())
+			return changed, applyError(err, m.Object.GetNamespace())
+		}
+		if res != resultUnchanged {
+			changed++
+		}
+		p.line(okMark, "%s %s", m.Name(), res)
+	}
+	return changed, nil
+}
+
+// summary ends install's output with what to do next.
+func (opts *installOptions) summary(w io.Writer, ns string, changed int) {
+	if changed == 0 {
+		fmt.Fprintf(w, "\nmesh %s is installed and up to date: nothing changed.\n", opts.Version)
+	} else {
+		fmt.Fprintf(w, "\nmesh %s is installed in namespace %s.\n", opts.Version, ns)
+	}
+	if opts.Wait == 0 {
+		fmt.Fprintln(w, "Not waited for: run `mesh check` to see when the control plane is ready.")
+	}
+	fmt.Fprintln(w, "Next: kubectl annotate namespace NAME mesh.dev/inject=enabled, then restart its workloads; `mesh check` verifies the mesh.")
+}
+
+// waitReady waits, for at most opts.Wait, until the controller is available
+// and its Service has a ready endpoint.
+func (opts *installOptions) waitReady(ctx context.Context, k *kube, p *progress, ns string) error {
+	ctx, cancel := context.WithTimeout(ctx, opts.Wait)
+	defer cancel()
+	hint := fmt.Sprintf("\ninspect with: kubectl -n %s describe deployment %s; kubectl -n %s logs deployment/%s\nthen run mesh install again (it picks up where it stopped)",
+		ns, manifests.ControllerName, ns, manifests.ControllerName)
+	if err := p.run(ctx, "deployment/"+manifests.ControllerName+" available", func(ctx context.Context, status func(string)) (string, error) {
+		return poll(ctx, status, controllerRollout(k, ns))
+	}); err != nil {
+		return fmt.Errorf("the controller is not available after %s: %w%s", opts.Wait, err, hint)
+	}
+	if err := p.run(ctx, "service/"+manifests.InjectorServiceName+" endpoint ready", func(ctx context.Context, status func(string)) (string, error) {
+		return poll(ctx, status, injectorEndpoint(k, ns))
+	}); err != nil {
+		return fmt.Errorf("the injector service has no ready endpoint after %s: %w%s", opts.Wait, err, hint)
+	}
+	return nil
+}
+
+// prunePDB deletes the PodDisruptionBudget an earlier `install --ha` made,
+// and reports whether there was one.
+func prunePDB(ctx context.Context, k *kube, ns string) (bool, error) {
+	pdbs := k.client.PolicyV1().PodDisruptionBudgets(ns)
+	pdb, err := pdbs.Get(ctx, manifests.ControllerName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("read poddisruptionbudget/%s: %w", manifests.ControllerName, err)
+	case pdb.Labels[manifests.PartOfLabel] != manifests.PartOf:
+		return false, nil // not ours
+	}
+	if err := pdbs.Delete(ctx, manifests.ControllerName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("delete poddisruptionbudget/%s: %w", manifests.ControllerName, err)
+	}
+	return true, nil
+}
+
+// applyError adds what to do to an apply failure.
+func applyError(err error, namespace string) error {
+	switch {
+	case apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause):
+		return fmt.Errorf("%w\nnamespace %s is still being deleted (by mesh uninstall?): wait until kubectl get namespace %s finds nothing, then run mesh install again", err, namespace, namespace)
+	case apierrors.IsForbidden(err):
+		return fmt.Errorf("%w\nask a cluster admin to run mesh install, or to grant you the right named above", err)
+	case apierrors.IsInvalid(err):
+		return fmt.Errorf("%w\nthe API server rejected a manifest: check --registry, --version and --control-plane-namespace", err)
+	}
+	return err
+}
+
+// checkServerVersion returns the API server's version and URL, or an error
+// when it cannot be reached or is older than 1.minKubeMinor.
+func checkServerVersion(ctx context.Context, k *kube) (string, error) {
+	info, err := reachAPI(ctx, k)
+	if err != nil {
+		return "", err
+	}
+	if err := supportedVersion(info); err != nil {
+		return "", err
+	}
+	return info.GitVersion + " at " + k.Server, nil
+}
+
+// reachAPI asks the API server for its version, saying what to check when
+// it does not answer.
+func reachAPI(ctx context.Context, k *kube) (*version.Info, error) {
+	info, err := k.discovery.ServerVersionWithContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the Kubernetes API at %s: %w\nis the cluster running, and is the kubeconfig context %q the right one?", k.Server, err, k.Context)
+	}
+	return info, nil
+}
+
+// supportedVersion refuses Kubernetes older than 1.minKubeMinor.
+func supportedVersion(info *version.Info) error {
+	major, errMajor := strconv.Atoi(strings.TrimRight(info.Major, "+"))
+	minor, errMinor := strconv.Atoi(strings.TrimRight(info.Minor, "+"))
+	if errMajor != nil || errMinor != nil {
+		return nil // unknown distributions' version strings: let them try
+	}
+	if major < 1 || major == 1 && minor < minKubeMinor {
+		return fmt.Errorf("the cluster runs Kubernetes %s: mesh needs 1.%d or newer (native sidecar containers)", info.GitVersion, minKubeMinor)
+	}
+	return nil
+}

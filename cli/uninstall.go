@@ -1,0 +1,267 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/install/manifests"
+)
+
+// uninstallOptions are the flags of `mesh uninstall`.
+type uninstallOptions struct {
+	DryRun bool
+	// Wait bounds the wait for the namespaces to be gone; 0 skips it.
+	Wait time.Duration
+}
+
+func newUninstallCmd(o *Options) *cobra.Command {
+	uo := uninstallOptions{Wait: 5 * time.Minute}
+	cmd := &cobra.Command{
+		Use:   "uninstall",
+		Short: "Delete the control plane",
+		Long: "uninstall deletes every object mesh install made: those it knows by name and those\n" +
+			"labelled app.kubernetes.io/part-of=mesh, then waits for the control-plane namespace\n" +
+			"to be gone. Injected workloads keep running with their proxies until restarted.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if uo.Wait < 0 {
+				return fmt.Errorf("--wait %s: must not be negative", uo.Wait)
+			}
+			if err := checkNamespace(o.ControlPlaneNamespace); err != nil {
+				return err
+			}
+			return uo.run(cmd.Context(), o)
+		},
+	}
+	cmd.Flags().BoolVar(&uo.DryRun, "dry-run", false, "list what would be deleted, delete nothing")
+	cmd.Flags().DurationVar(&uo.Wait, "wait", uo.Wait, "how long to wait for the namespace to be deleted (0: do not wait)")
+	return cmd
+}
+
+// target is one object to delete.
+type target struct {
+	gvk             schema.GroupVersionKind
+	namespace, name string
+	// terminating is set when the object is already being deleted.
+	terminating bool
+}
+
+func (t target) String() string {
+	s := strings.ToLower(t.gvk.Kind) + "/" + t.name
+	if t.namespace != "" {
+		s += " in namespace " + t.namespace
+	}
+	return s
+}
+
+func (t target) isNamespace() bool { return t.gvk.Group == "" && t.gvk.Kind == "Namespace" }
+
+// labelledKinds are the cluster-scoped kinds searched by label, beyond the
+// objects install knows by name: what an older or newer install may have
+// made, and the namespaces `mesh check` leaves behind if interrupted.
+var labelledKinds = []schema.GroupVersionKind{
+	{Group: "admissionregistration.k8s.io", Version: "v1", Kind: "MutatingWebhookConfiguration"},
+	{Group: "admissionregistration.k8s.io", Version: "v1", Kind: "ValidatingWebhookConfiguration"},
+	{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleBinding"},
+	{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRole"},
+	{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"},
+	{Group: "", Version: "v1", Kind: "Namespace"},
+}
+
+func (uo *uninstallOptions) run(ctx context.Context, o *Options) error {
+	k, err := o.kube()
+	if err != nil {
+		return err
+	}
+	ns := o.ControlPlaneNamespace
+	if _, err := reachAPI(ctx, k); err != nil {
+		return err
+	}
+	targets, notes, err := uninstallTargets(ctx, k, ns)
+	if err != nil {
+		return err
+	}
+	for _, n := range notes {
+		fmt.Fprintf(o.Out, "%s %s\n", warnMark, n)
+	}
+	injected := injectedPods(ctx, k, ns)
+	if len(targets) == 0 {
+		fmt.Fprintf(o.Out, "Nothing to delete: mesh is not installed in namespace %s (context %q).\n", ns, k.Context)
+		return nil
+	}
+	if uo.DryRun {
+		fmt.Fprintf(o.Out, "mesh uninstall would delete (context %q):\n", k.Context)
+		for _, t := range targets {
+			fmt.Fprintf(o.Out, "  %s\n", t)
+		}
+		fmt.Fprint(o.Out, injected)
+		return nil
+	}
+
+	p := newProgress(o.Out, o.now)
+	var namespaces []string
+	for _, t := range targets {
+		if t.terminating {
+			p.line(okMark, "%s already being deleted", t)
+			if t.isNamespace() {
+				namespaces = append(namespaces, t.name)
+			}
+			continue
+		}
+		ri, _, err := k.resource(ctx, t.gvk, t.namespace)
+		if err != nil {
+			return err
+		}
+		policy := metav1.DeletePropagationBackground
+		err = ri.Delete(ctx, t.name, metav1.DeleteOptions{PropagationPolicy: &policy})
+		switch {
+		case apierrors.IsNotFound(err):
+			continue
+		case apierrors.IsForbidden(err):
+			p.line(failMark, "%s", t)
+			return fmt.Errorf("%w\nask a cluster admin to run mesh uninstall, or to grant you delete on it", err)
+		case err != nil:
+			p.line(failMark, "%s", t)
+			return fmt.Errorf("delete %s: %w", t, err)
+		}
+		p.line(okMark, "%s deleted", t)
+		if t.isNamespace() {
+			namespaces = append(namespaces, t.name)
+		}
+	}
+	if uo.Wait > 0 && len(namespaces) > 0 {
+		wctx, cancel := context.WithTimeout(ctx, uo.Wait)
+		defer cancel()
+		for _, name := range namespaces {
+			if err := p.run(wctx, "namespace/"+name+" gone", func(ctx context.Context, status func(string)) (string, error) {
+				return poll(ctx, status, namespaceGone(k, name))
+			}); err != nil {
+				return fmt.Errorf("namespace %s is still there after %s: %w\nsee what holds it: kubectl get namespace %s -o yaml", name, uo.Wait, err, name)
+			}
+		}
+	}
+	fmt.Fprintf(o.Out, "\nmesh is uninstalled from namespace %s.\n", ns)
+	fmt.Fprint(o.Out, injected)
+	return nil
+}
+
+// uninstallTargets lists what exists of what install makes, in deletion
+// order: the webhook first, so no pod creation waits on a dying injector;
+// namespaces last. notes say what is left in place and why.
+func uninstallTargets(ctx context.Context, k *kube, ns string) ([]target, []string, error) {
+	v := manifests.Values{Namespace: ns, Registry: manifests.DefaultRegistry, Version: "v0.0.0", HA: true, TrustDomain: "cluster.local"}
+	ms, err := manifests.Render(v)
+	if err != nil {
+		return nil, nil, err
+	}
+	var (
+		out, namespaces []target
+		notes           []string
+		seen            = map[target]bool{}
+	)
+	add := func(t target) {
+		key := target{gvk: t.gvk, namespace: t.namespace, name: t.name}
+		if seen[key] {
+			return
+		}
+		seen[key] = true
+		if t.isNamespace() {
+			namespaces = append(namespaces, t)
+		} else {
+			out = append(out, t)
+		}
+	}
+	for _, m := range slices.Backward(ms) {
+		t := target{gvk: m.Object.GroupVersionKind(), namespace: m.Object.GetNamespace(), name: m.Object.GetName()}
+		ri, _, err := k.resource(ctx, t.gvk, t.namespace)
+		if err != nil {
+			return nil, nil, err
+		}
+		obj, err := ri.Get(ctx, t.name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			continue
+		case err != nil:
+			return nil, nil, fmt.Errorf("read %s: %w", t, err)
+		}
+		// The namespace goes only if install made it: it may hold more.
+		if t.isNamespace() && obj.GetLabels()[manifests.PartOfLabel] != manifests.PartOf {
+			notes = append(notes, fmt.Sprintf("namespace %s was not made by mesh install (no %s=%s label): deleting only mesh's objects in it", ns, manifests.PartOfLabel, manifests.PartOf))
+			continue
+		}
+		t.terminating = obj.GetDeletionTimestamp() != nil
+		add(t)
+	}
+	selector := manifests.PartOfLabel + "=" + manifests.PartOf
+	for _, gvk := range labelledKinds {
+		ri, _, err := k.resource(ctx, gvk, "")
+		if err != nil {
+			continue // kind not served (no CRDs API): nothing of it to delete
+		}
+		list, err := ri.List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("cannot list %ss labelled %s: %s", strings.ToLower(gvk.Kind), selector, firstLine(err.Error())))
+			continue
+		}
+		for _, item := range list.Items {
+			t := target{gvk: gvk, name: item.GetName(), terminating: item.GetDeletionTimestamp() != nil}
+			// Another labelled namespace may hold another control plane:
+			// only check's leftovers go with this one.
+			if t.isNamespace() && t.name != ns && !strings.HasPrefix(t.name, checkNamespacePrefix) {
+				notes = append(notes, fmt.Sprintf("namespace %s is labelled %s but is not %s: left in place (another control plane?)", t.name, selector, ns))
+				continue
+			}
+			add(t)
+		}
+	}
+	return append(out, namespaces...), notes, nil
+}
+
+// namespaceGone is a poll condition: the namespace no longer exists.
+func namespaceGone(k *kube, name string) func(context.Context) (bool, string, error) {
+	return func(ctx context.Context) (bool, string, error) {
+		nsObj, err := k.client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return true, "", nil
+		case err != nil:
+			return false, "", fatal(err)
+		}
+		detail := "terminating"
+		for _, c := range nsObj.Status.Conditions {
+			if c.Status == corev1.ConditionTrue {
+				detail += "; " + c.Message
+			}
+		}
+		return false, detail, nil
+	}
+}
+
+// injectedPods says which pods still run a proxy of this control plane:
+// uninstall leaves them alone.
+func injectedPods(ctx context.Context, k *kube, ns string) string {
+	pods, err := k.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: inject.LabelControlPlaneNamespace + "=" + ns})
+	if err != nil || len(pods.Items) == 0 {
+		return "Injected workloads, if any, keep running with their proxies until they are restarted.\n"
+	}
+	var names []string
+	for _, p := range pods.Items {
+		if !slices.Contains(names, p.Namespace) {
+			names = append(names, p.Namespace)
+		}
+	}
+	return fmt.Sprintf("Injected pods keep running with their proxies, which go on forwarding traffic without the\n"+
+		"controller: %d in %s %s. To remove the proxies, remove the %s annotation and\n"+
+		"restart the workloads: kubectl rollout restart deployment -n NAMESPACE\n",
+		len(pods.Items), plural(len(names), "namespace", "namespaces"), strings.Join(names, ", "), inject.AnnotationInject)
+}

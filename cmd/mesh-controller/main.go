@@ -1,0 +1,60 @@
+// Command mesh-controller is the control plane: the proxy injector webhook
+// and the admin server, with the components of later issues to come.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
+
+	"github.com/mesh-dev/mesh/controller"
+	"github.com/mesh-dev/mesh/internal/envflag"
+	"github.com/mesh-dev/mesh/internal/version"
+)
+
+// envPrefix names the variables that set flags: MESH_CONTROLLER_LOG_LEVEL etc.
+const envPrefix = "MESH_CONTROLLER_"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRootCmd(os.LookupEnv, controller.Run).ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "mesh-controller:", err)
+		os.Exit(1)
+	}
+}
+
+// newRootCmd maps flags and the environment to a controller.Config and
+// hands it to run.
+func newRootCmd(lookupEnv func(string) (string, bool), run func(context.Context, controller.Config) error) *cobra.Command {
+	cfg := controller.DefaultConfig()
+	// The Downward API sets POD_NAMESPACE in the controller's pod.
+	if ns, ok := lookupEnv("POD_NAMESPACE"); ok && ns != "" {
+		cfg.Namespace = ns
+	}
+	cmd := &cobra.Command{
+		Use:   "mesh-controller",
+		Short: "The mesh control plane",
+		Long: "mesh-controller " + version.Version + " runs the proxy injector webhook and the admin server\n" +
+			"(/metrics, /ready, /live). Every flag can also be set by an environment variable:\n" +
+			"--log-level is " + envflag.Name(envPrefix, "log-level") + ".",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			return envflag.Apply(cmd.Flags(), envPrefix, lookupEnv)
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// client-go logs through klog; send it to the same place.
+			klog.SetSlogLogger(controller.NewLogger(cfg, os.Stderr))
+			return run(cmd.Context(), cfg)
+		},
+	}
+	cfg.AddFlags(cmd.Flags())
+	return cmd
+}

@@ -1,0 +1,235 @@
+// Package controller runs the mesh control plane: one process, one
+// component per package, each started with its own Run(ctx, Config). For
+// now these are the proxy injector (controller/injector) and the admin
+// server (controller/admin); the destination and identity services join
+// them as they arrive.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/events"
+
+	"github.com/mesh-dev/mesh/controller/admin"
+	"github.com/mesh-dev/mesh/controller/injector"
+	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/version"
+)
+
+// Config is everything mesh-controller's flags set; DefaultConfig gives the
+// defaults. ProxyImage has none and is required.
+type Config struct {
+	// Namespace the control plane runs in; its pods are never injected.
+	Namespace string
+	// ProxyImage is the mesh-proxy image injected pods run.
+	ProxyImage string
+	// Version is written to injected pods' mesh.dev/proxy-version.
+	Version string
+	// Kubeconfig is a kubeconfig file; "" means the in-cluster config.
+	Kubeconfig string
+
+	WebhookAddr   string // the injector's HTTPS listener
+	WebhookTLSDir string // holds tls.crt and tls.key, reloaded on change
+	AdminAddr     string // /metrics, /ready, /live
+
+	LogLevel  slog.Level
+	LogFormat string // "json" or "text"
+
+	// Set by tests of this package only.
+	client   kubernetes.Interface               // nil: from Kubeconfig
+	logTo    io.Writer                          // nil: stderr
+	onListen func(component string, a net.Addr) // nil: nothing
+}
+
+// DefaultConfig returns the configuration mesh-controller runs with no
+// flags (and, as Run rejects it, no --proxy-image).
+func DefaultConfig() Config {
+	return Config{
+		Namespace:     inject.DefaultControlPlaneNamespace,
+		Version:       version.Version,
+		WebhookAddr:   ":8443",
+		WebhookTLSDir: "/var/run/mesh/webhook-tls",
+		AdminAddr:     ":9990",
+		LogLevel:      slog.LevelInfo,
+		LogFormat:     "json",
+	}
+}
+
+// AddFlags binds every field to a flag on fs, with c's values as defaults.
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "namespace of the control plane, never injected; POD_NAMESPACE when set")
+	fs.StringVar(&c.ProxyImage, "proxy-image", c.ProxyImage, "mesh-proxy image that injected pods run (required)")
+	fs.StringVar(&c.Version, "version", c.Version, "proxy version written to injected pods' mesh.dev/proxy-version annotation")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file; empty means the in-cluster config")
+	fs.StringVar(&c.WebhookAddr, "webhook-addr", c.WebhookAddr, "address of the proxy injector's HTTPS listener")
+	fs.StringVar(&c.WebhookTLSDir, "webhook-tls-dir", c.WebhookTLSDir, "directory with the injector's tls.crt and tls.key, reloaded when they change")
+	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "address of the admin server (/metrics, /ready, /live)")
+	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
+}
+
+// Validate reports configuration the controller cannot run with.
+func (c Config) Validate() error {
+	switch {
+	case c.ProxyImage == "":
+		return errors.New("--proxy-image is required: the mesh-proxy image injected pods run")
+	case c.Namespace == "":
+		return errors.New("--namespace must not be empty")
+	case c.WebhookAddr == "" || c.AdminAddr == "" || c.WebhookTLSDir == "":
+		return errors.New("--webhook-addr, --webhook-tls-dir and --admin-addr must not be empty")
+	case c.LogFormat != "json" && c.LogFormat != "text":
+		return fmt.Errorf("--log-format must be json or text, got %q", c.LogFormat)
+	}
+	if err := c.injectConfig().Validate(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c Config) injectConfig() inject.Config {
+	return inject.Config{ProxyImage: c.ProxyImage, Version: c.Version, ControlPlaneNamespace: c.Namespace}
+}
+
+// NewLogger returns the logger cfg asks for, writing to w.
+func NewLogger(cfg Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// Run starts every component and returns when ctx is done (nil) or when one
+// of them fails (its error, after stopping the others).
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if cfg.logTo == nil {
+		cfg.logTo = os.Stderr
+	}
+	log := NewLogger(cfg, cfg.logTo)
+	client := cfg.client
+	if client == nil {
+		var err error
+		if client, err = newClient(cfg.Kubeconfig); err != nil {
+			return err
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var state readiness
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return admin.Run(ctx, admin.Config{
+			Addr: cfg.AdminAddr, Gatherer: reg, Ready: state.check, Log: log.With("component", "admin"),
+			OnListen: func(a net.Addr) { cfg.listening("admin", a) },
+		})
+	})
+
+	// The injector reads namespaces from this cache only, so it answers
+	// without a call to the API server per pod.
+	factory := informers.NewSharedInformerFactory(client, 0)
+	namespaces := factory.Core().V1().Namespaces().Lister()
+	factory.Start(ctx.Done())
+	defer factory.Shutdown() // after g.Wait, which cancels ctx
+	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
+	if err := broadcaster.StartRecordingToSinkWithContext(ctx); err != nil {
+		return fmt.Errorf("controller: events: %w", err)
+	}
+	defer broadcaster.Shutdown()
+
+	g.Go(func() error {
+		for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				if ctx.Err() != nil {
+					return nil // shut down before the first sync
+				}
+				return fmt.Errorf("controller: %v cache did not sync", typ)
+			}
+		}
+		state.synced.Store(true)
+		log.Info("namespace cache synced")
+		return injector.Run(ctx, injector.Config{
+			Addr:       cfg.WebhookAddr,
+			TLSDir:     cfg.WebhookTLSDir,
+			Inject:     cfg.injectConfig(),
+			Namespaces: namespaces,
+			Events:     broadcaster.NewRecorder(scheme.Scheme, "mesh-injector"),
+			Metrics:    injector.NewMetrics(reg),
+			Log:        log.With("component", "injector"),
+			Ready: func(a net.Addr) {
+				state.webhook.Store(true)
+				cfg.listening("injector", a)
+			},
+		})
+	})
+	// Not ready from the moment shutdown starts, so no new work is sent.
+	context.AfterFunc(ctx, func() { state.stopping.Store(true) })
+	log.Info("mesh-controller starting", "version", version.Version, "namespace", cfg.Namespace, "proxy_image", cfg.ProxyImage)
+	return g.Wait()
+}
+
+func (c Config) listening(component string, a net.Addr) {
+	if c.onListen != nil {
+		c.onListen(component, a)
+	}
+}
+
+// newClient connects with the kubeconfig file at path, or with the pod's
+// service account when path is "".
+func newClient(path string) (kubernetes.Interface, error) {
+	var (
+		rc  *rest.Config
+		err error
+	)
+	if path == "" {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags("", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("controller: kubernetes config: %w", err)
+	}
+	rc.UserAgent = "mesh-controller/" + version.Version
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("controller: kubernetes client: %w", err)
+	}
+	return client, nil
+}
+
+// readiness is what /ready reports; its fields are set from the
+// components' goroutines and read by probes.
+type readiness struct {
+	synced, webhook, stopping atomic.Bool
+}
+
+func (r *readiness) check() error {
+	switch {
+	case r.stopping.Load():
+		return errors.New("shutting down")
+	case !r.synced.Load():
+		return errors.New("waiting for the namespace cache to sync with the API server")
+	case !r.webhook.Load():
+		return errors.New("the proxy injector is not listening yet")
+	}
+	return nil
+}

@@ -1,0 +1,155 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/mesh-dev/mesh/controller/injector/injectortest"
+	"github.com/mesh-dev/mesh/install/inject"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// testConfig runs the controller against a fake clientset holding objs, on
+// loopback ports of the kernel's choosing. The fake stands in for the API
+// server here; the end-to-end suite runs the controller against a real one.
+func testConfig(t *testing.T, objs ...runtime.Object) (Config, chan [2]string) {
+	cfg := DefaultConfig()
+	cfg.ProxyImage = "ghcr.io/mesh-dev/mesh-proxy:v0.1.0"
+	cfg.WebhookAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.WebhookTLSDir = t.TempDir()
+	cfg.client = fake.NewClientset(objs...)
+	cfg.logTo = t.Output()
+	addrs := make(chan [2]string, 2)
+	cfg.onListen = func(component string, a net.Addr) { addrs <- [2]string{component, a.String()} }
+	return cfg, addrs
+}
+
+func TestRun(t *testing.T) {
+	ca := injectortest.NewCA(t)
+	cfg, addrs := testConfig(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: "shop", Annotations: map[string]string{inject.AnnotationInject: inject.Enabled},
+	}})
+	ca.WriteServing(t, cfg.WebhookTLSDir)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
+	listening := map[string]string{}
+	for len(listening) < 2 {
+		select {
+		case a := <-addrs:
+			listening[a[0]] = a[1]
+		case err := <-done:
+			t.Fatalf("Run: %v", err)
+		}
+	}
+	adminURL := "http://" + listening["admin"]
+
+	if code, body := get(t, adminURL+"/live"); code != http.StatusOK {
+		t.Errorf("/live: %d %s", code, body)
+	}
+	// The injector listens only once the cache has synced: ready now.
+	if code, body := get(t, adminURL+"/ready"); code != http.StatusOK || body != "ready\n" {
+		t.Errorf("/ready: %d %q", code, body)
+	}
+
+	pod, _ := json.Marshal(corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "web-"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "nginx"}}},
+	})
+	review, _ := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{
+			UID: "1", Namespace: "shop", Operation: admissionv1.Create,
+			Resource: metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+			Object:   runtime.RawExtension{Raw: pod},
+		},
+	})
+	resp, err := ca.Client().Post("https://"+listening["injector"]+"/inject", "application/json", bytes.NewReader(review))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answer admissionv1.AdmissionReview
+	err = json.NewDecoder(resp.Body).Decode(&answer)
+	resp.Body.Close()
+	if err != nil || answer.Response == nil || len(answer.Response.Patch) == 0 {
+		t.Fatalf("webhook answer %+v, %v: want a patch", answer.Response, err)
+	}
+
+	_, metrics := get(t, adminURL+"/metrics")
+	for _, want := range []string{`mesh_controller_injections_total{reason="none",result="injected"} 1`, "go_goroutines", "process_"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run after cancel: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		mod     func(*Config)
+		wantErr string
+	}{
+		{name: "no proxy image", mod: func(c *Config) { c.ProxyImage = "" }, wantErr: "--proxy-image is required"},
+		{name: "bad log format", mod: func(c *Config) { c.LogFormat = "xml" }, wantErr: "--log-format"},
+		{name: "no certificate", mod: func(*Config) {}, wantErr: "tls.crt"},
+		{name: "admin address taken", mod: func(c *Config) { c.AdminAddr = takenAddr(t) }, wantErr: "address already in use"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, _ := testConfig(t)
+			tc.mod(&cfg)
+			err := Run(t.Context(), cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("got %v, want an error with %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func takenAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().String()
+}
+
+func get(t testing.TB, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}

@@ -1,0 +1,50 @@
+// Command cluster brings the local single-node Kubernetes up and down:
+//
+//	go run ./hack/cluster up|down|status|load-images
+//
+// See install/cluster and shared/notes/local-cluster.md. Needs root.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/mesh-dev/mesh/install/cluster"
+)
+
+func main() {
+	var cfg cluster.Config
+	fs := flag.NewFlagSet("cluster", flag.ExitOnError)
+	fs.StringVar(&cfg.StateDir, "state-dir", cluster.DefaultStateDir, "directory holding every file of the running cluster")
+	fs.StringVar(&cfg.CacheDir, "cache-dir", cluster.DefaultCacheDir, "directory caching built binaries across clusters and clones")
+	fs.StringVar(&cfg.Name, "name", cluster.DefaultName, "name of the node network namespace, cgroup parent and CNI network")
+	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "how long to wait for each component to become ready")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: go run ./hack/cluster [flags] up|down|status|load-images\n")
+		fs.PrintDefaults()
+	}
+	_ = fs.Parse(os.Args[1:]) // ExitOnError
+	if fs.NArg() != 1 {
+		fs.Usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	commands := map[string]func(context.Context, cluster.Config) error{
+		"up": cluster.Up, "down": cluster.Down, "status": cluster.Status, "load-images": cluster.LoadImages,
+	}
+	run, ok := commands[fs.Arg(0)]
+	if !ok {
+		fs.Usage()
+		os.Exit(2)
+	}
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "cluster %s: %v\n", fs.Arg(0), err)
+		os.Exit(1)
+	}
+}

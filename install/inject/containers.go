@@ -1,0 +1,109 @@
+package inject
+
+import (
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Environment variables of mesh-proxy (internal/envflag: MESH_PROXY_ + flag).
+const (
+	envLogLevel    = "MESH_PROXY_LOG_LEVEL"
+	envLogFormat   = "MESH_PROXY_LOG_FORMAT"
+	envOpaquePorts = "MESH_PROXY_OPAQUE_PORTS"
+)
+
+// initContainer is mesh-init: `mesh-proxy init` with the pod's skips, as
+// root with only the capabilities iptables needs.
+func initContainer(o overrides, cfg Config) corev1.Container {
+	args := []string{"init"}
+	if !o.skipInbound.Empty() {
+		args = append(args, "--skip-inbound-ports="+o.skipInbound.String())
+	}
+	if !o.skipOutbound.Empty() {
+		args = append(args, "--skip-outbound-ports="+o.skipOutbound.String())
+	}
+	if len(o.skipSubnets) > 0 {
+		s := make([]string, len(o.skipSubnets))
+		for i, p := range o.skipSubnets {
+			s[i] = p.String()
+		}
+		args = append(args, "--skip-outbound-subnets="+strings.Join(s, ","))
+	}
+	return corev1.Container{
+		Name:            InitContainerName,
+		Image:           cfg.ProxyImage,
+		ImagePullPolicy: cfg.ImagePullPolicy,
+		Args:            args,
+		Resources:       *cfg.InitResources.DeepCopy(),
+		// iptables takes its lock under /run; the root filesystem is read-only.
+		VolumeMounts: []corev1.VolumeMount{{Name: LockVolumeName, MountPath: "/run"}},
+		SecurityContext: &corev1.SecurityContext{
+			// Explicit, so a pod-level runAsNonRoot or runAsUser does not
+			// apply: changing netfilter rules takes root and NET_ADMIN.
+			RunAsUser:                ptr(int64(0)),
+			RunAsNonRoot:             ptr(false),
+			ReadOnlyRootFilesystem:   ptr(true),
+			AllowPrivilegeEscalation: ptr(false),
+			Capabilities: &corev1.Capabilities{
+				Drop: []corev1.Capability{"ALL"},
+				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW"},
+			},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+// proxyContainer is mesh-proxy as a native sidecar (an init container that
+// restarts Always): it starts before the application, is ready before the
+// application starts, and lets Jobs complete when their containers do.
+func proxyContainer(o overrides, cfg Config) corev1.Container {
+	env := []corev1.EnvVar{
+		{Name: envLogLevel, Value: o.logLevel},
+		{Name: envLogFormat, Value: "json"},
+	}
+	if o.opaquePorts != nil {
+		env = append(env, corev1.EnvVar{Name: envOpaquePorts, Value: o.opaquePorts.String()})
+	}
+	probe := func(path string, period, failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: path, Port: intstr.FromInt32(AdminPort), Scheme: corev1.URISchemeHTTP,
+			}},
+			PeriodSeconds:    period,
+			TimeoutSeconds:   1,
+			SuccessThreshold: 1,
+			FailureThreshold: failures,
+		}
+	}
+	return corev1.Container{
+		Name:            ProxyContainerName,
+		Image:           cfg.ProxyImage,
+		ImagePullPolicy: cfg.ImagePullPolicy,
+		RestartPolicy:   ptr(corev1.ContainerRestartPolicyAlways),
+		Env:             env,
+		Ports: []corev1.ContainerPort{
+			{Name: "mesh-inbound", ContainerPort: InboundPort, Protocol: corev1.ProtocolTCP},
+			{Name: "mesh-admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
+		},
+		// The application starts once the startup probe passes: checked
+		// every second for up to two minutes.
+		StartupProbe:   probe("/ready", 1, 120),
+		ReadinessProbe: probe("/ready", 5, 3),
+		LivenessProbe:  probe("/live", 10, 3),
+		Resources:      o.resources,
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                ptr(int64(ProxyUID)),
+			RunAsGroup:               ptr(int64(ProxyUID)),
+			RunAsNonRoot:             ptr(true),
+			ReadOnlyRootFilesystem:   ptr(true),
+			AllowPrivilegeEscalation: ptr(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,279 @@
+package inject
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	// ports is the grammar mesh-proxy itself reads from --opaque-ports and
+	// from `mesh-proxy init --skip-*-ports`; sharing it means the injector
+	// never accepts a value that would crash-loop the proxy. It is a leaf
+	// package of the standard library only, made for these annotations.
+	"github.com/mesh-dev/mesh/proxy/ports"
+)
+
+// The per-pod override annotations (ConfigPrefix + name).
+const (
+	AnnotationOpaquePorts         = ConfigPrefix + "opaque-ports"
+	AnnotationSkipInboundPorts    = ConfigPrefix + "skip-inbound-ports"
+	AnnotationSkipOutboundPorts   = ConfigPrefix + "skip-outbound-ports"
+	AnnotationSkipOutboundSubnets = ConfigPrefix + "skip-outbound-subnets"
+	AnnotationProxyLogLevel       = ConfigPrefix + "proxy-log-level"
+	AnnotationProxyCPURequest     = ConfigPrefix + "proxy-cpu-request"
+	AnnotationProxyMemoryRequest  = ConfigPrefix + "proxy-memory-request"
+	AnnotationProxyCPULimit       = ConfigPrefix + "proxy-cpu-limit"
+	AnnotationProxyMemoryLimit    = ConfigPrefix + "proxy-memory-limit"
+
+	// AnnotationDefaultInboundPolicy is named by DESIGN.md but arrives with
+	// authorization policy; until then it is ignored with a warning.
+	AnnotationDefaultInboundPolicy = ConfigPrefix + "default-inbound-policy"
+)
+
+// overrides are a pod's config.mesh.dev/* annotations, validated, with the
+// defaults in place of anything missing or malformed.
+type overrides struct {
+	opaquePorts  *ports.Set // nil: the proxy's own default list
+	skipInbound  ports.Set
+	skipOutbound ports.Set
+	skipSubnets  []netip.Prefix
+	logLevel     string
+	resources    corev1.ResourceRequirements // of mesh-proxy
+}
+
+// quantityKey is which of the four resource annotations a value came from.
+type quantityKey struct {
+	name  corev1.ResourceName
+	limit bool
+}
+
+// parser reads one annotation's value into o; accepted says in words what
+// it takes, for the warning when it fails.
+type parser struct {
+	accepted string
+	parse    func(o *overrides, q map[quantityKey]resource.Quantity, value string) error
+}
+
+const (
+	portsAccepted     = "ports and ranges separated by commas, like 25,3306,4000-4010"
+	logLevelsAccepted = "debug, info, warn or error"
+	cpuAccepted       = "a positive CPU quantity, like 100m or 1"
+	memoryAccepted    = "a positive whole number of bytes, like 64Mi or 1Gi"
+)
+
+var parsers = map[string]parser{
+	AnnotationOpaquePorts: {portsAccepted, func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+		s, err := ports.Parse(v)
+		o.opaquePorts = &s
+		return err
+	}},
+	AnnotationSkipInboundPorts: {portsAccepted, func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+		var err error
+		o.skipInbound, err = ports.Parse(v)
+		return err
+	}},
+	AnnotationSkipOutboundPorts: {portsAccepted, func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+		var err error
+		o.skipOutbound, err = ports.Parse(v)
+		return err
+	}},
+	AnnotationSkipOutboundSubnets: {"CIDRs separated by commas, like 10.0.0.0/8,fd00::/8", func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+		var err error
+		o.skipSubnets, err = parseSubnets(v)
+		return err
+	}},
+	AnnotationProxyLogLevel: {logLevelsAccepted, func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+		level, ok := parseLogLevel(v)
+		if !ok {
+			return errors.New("unknown level")
+		}
+		o.logLevel = level
+		return nil
+	}},
+	AnnotationProxyCPURequest:    quantityParser(quantityKey{corev1.ResourceCPU, false}),
+	AnnotationProxyCPULimit:      quantityParser(quantityKey{corev1.ResourceCPU, true}),
+	AnnotationProxyMemoryRequest: quantityParser(quantityKey{corev1.ResourceMemory, false}),
+	AnnotationProxyMemoryLimit:   quantityParser(quantityKey{corev1.ResourceMemory, true}),
+}
+
+// ConfigAnnotations returns the config.mesh.dev/* annotations this version
+// understands, sorted.
+func ConfigAnnotations() []string {
+	return slices.Sorted(maps.Keys(parsers))
+}
+
+// parseOverrides reads the config.mesh.dev/* annotations, warning in res
+// about each one it cannot use. Keys are read in sorted order so warnings
+// come out the same every time.
+func parseOverrides(annotations map[string]string, cfg Config, res *Result) overrides {
+	o := overrides{logLevel: cfg.ProxyLogLevel}
+	quantities := map[quantityKey]resource.Quantity{}
+	for _, key := range slices.Sorted(maps.Keys(annotations)) {
+		if !strings.HasPrefix(key, ConfigPrefix) {
+			continue
+		}
+		value := annotations[key]
+		p, known := parsers[key]
+		switch {
+		case key == AnnotationDefaultInboundPolicy:
+			res.warn(key, "annotation %s is not supported by this version of mesh yet and is ignored", key)
+		case !known:
+			res.warn(key, "annotation %s is unknown and ignored; %s", quote(key), suggest(key))
+		default:
+			saved := o
+			if err := p.parse(&o, quantities, value); err != nil {
+				o = saved
+				res.warn(key, "annotation %s=%s is ignored and the default used: %v; want %s", key, quote(value), err, p.accepted)
+			}
+		}
+	}
+	o.resources = proxyResources(cfg.ProxyResources, quantities, res)
+	return o
+}
+
+func quantityParser(k quantityKey) parser {
+	accepted := cpuAccepted
+	if k.name == corev1.ResourceMemory {
+		accepted = memoryAccepted
+	}
+	return parser{accepted, func(_ *overrides, q map[quantityKey]resource.Quantity, v string) error {
+		quantity, err := resource.ParseQuantity(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("not a quantity")
+		}
+		if quantity.Sign() <= 0 {
+			return errors.New("not positive")
+		}
+		if k.name == corev1.ResourceMemory && quantity.MilliValue()%1000 != 0 {
+			return errors.New("a fraction of a byte")
+		}
+		q[k] = quantity
+		return nil
+	}}
+}
+
+// proxyResources puts the annotated quantities over the defaults. A default
+// gives way to an annotated value it conflicts with (a request of 128Mi
+// raises the default limit of 64Mi), as Kubernetes defaults a missing
+// request to its limit; two annotated values that conflict are both ignored.
+func proxyResources(defaults corev1.ResourceRequirements, q map[quantityKey]resource.Quantity, res *Result) corev1.ResourceRequirements {
+	r := *defaults.DeepCopy()
+	set := func(l *corev1.ResourceList, name corev1.ResourceName, v resource.Quantity) {
+		if *l == nil {
+			*l = corev1.ResourceList{}
+		}
+		(*l)[name] = v
+	}
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		req, hasReq := q[quantityKey{name, false}]
+		lim, hasLim := q[quantityKey{name, true}]
+		if hasReq && hasLim && req.Cmp(lim) > 0 {
+			reqKey, limKey := resourceAnnotation(name, false), resourceAnnotation(name, true)
+			res.warn(reqKey, "annotations %s=%s and %s=%s are ignored and the defaults used: the request is above the limit",
+				reqKey, quote(req.String()), limKey, quote(lim.String()))
+			continue
+		}
+		if hasReq {
+			set(&r.Requests, name, req)
+			if def, ok := r.Limits[name]; ok && !hasLim && req.Cmp(def) > 0 {
+				r.Limits[name] = req
+			}
+		}
+		if hasLim {
+			set(&r.Limits, name, lim)
+			if def, ok := r.Requests[name]; ok && !hasReq && def.Cmp(lim) > 0 {
+				r.Requests[name] = lim
+			}
+		}
+	}
+	return r
+}
+
+func resourceAnnotation(name corev1.ResourceName, limit bool) string {
+	kind := "request"
+	if limit {
+		kind = "limit"
+	}
+	return fmt.Sprintf("%sproxy-%s-%s", ConfigPrefix, name, kind)
+}
+
+// parseSubnets reads "10.0.0.0/8, fd00::/8" as `mesh-proxy init
+// --skip-outbound-subnets` does.
+func parseSubnets(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("subnet %s: %w", quote(f), err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func parseLogLevel(s string) (string, bool) {
+	switch l := strings.ToLower(strings.TrimSpace(s)); l {
+	case "debug", "info", "warn", "error":
+		return l, true
+	}
+	return "", false
+}
+
+// suggest names the known key closest to a misspelt one, or lists them all.
+func suggest(key string) string {
+	best, bestDist := "", 4 // more edits than this is not a typo
+	for _, k := range ConfigAnnotations() {
+		if d := editDistance(key, k); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	if best != "" {
+		return "did you mean " + best + "?"
+	}
+	names := ConfigAnnotations()
+	for i, k := range names {
+		names[i] = strings.TrimPrefix(k, ConfigPrefix)
+	}
+	return "known: " + strings.Join(names, ", ")
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes.
+func editDistance(a, b string) int {
+	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// quote quotes a value for a warning, cut to a length kubectl shows whole:
+// the value is the user's and can be as long as an annotation may be.
+func quote(s string) string {
+	const max = 64
+	if utf8.RuneCountInString(s) <= max {
+		return strconv.Quote(s)
+	}
+	r := []rune(s)
+	return strconv.Quote(string(r[:max])) + "..."
+}

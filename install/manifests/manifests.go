@@ -1,0 +1,259 @@
+// Package manifests renders the Kubernetes objects of the mesh control plane
+// from the templates embedded beside this file, in the order they must be
+// applied. The names, labels and annotations here are the contract the
+// controller, the injector, `mesh check` and `mesh uninstall` rely on.
+package manifests
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"regexp"
+	"strings"
+	"text/template"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/yaml"
+)
+
+// Defaults of `mesh install` (DESIGN.md "Fixed contract").
+const (
+	DefaultNamespace = "mesh-system"
+	DefaultRegistry  = "ghcr.io/mesh-dev"
+)
+
+// Labels and annotations.
+const (
+	// PartOfLabel marks every object install creates, with value PartOf, so
+	// uninstall finds them all.
+	PartOfLabel = "app.kubernetes.io/part-of"
+	PartOf      = "mesh"
+	// NameLabel names the component an object belongs to.
+	NameLabel = "app.kubernetes.io/name"
+	// VersionLabel on the controller Deployment is the control plane's version.
+	VersionLabel = "app.kubernetes.io/version"
+	// TrustDomainAnnotation on the issuer Secret and trust-roots ConfigMap
+	// records the SPIFFE trust domain they were made for.
+	TrustDomainAnnotation = "mesh.dev/identity-trust-domain"
+	// InjectorTLSChecksumAnnotation on the controller's pod template changes
+	// with the webhook serving certificate, rolling the pods on renewal.
+	InjectorTLSChecksumAnnotation = "mesh.dev/injector-tls-checksum"
+)
+
+// Object names.
+const (
+	// ControllerName names the Deployment, its ServiceAccount, the
+	// ClusterRole, Role and their bindings, and the PodDisruptionBudget.
+	ControllerName          = "mesh-controller"
+	InjectorServiceName     = "mesh-injector"
+	InjectorTLSSecretName   = "mesh-injector-tls"
+	WebhookConfigName       = "mesh-proxy-injector"
+	WebhookName             = "inject.mesh.dev"
+	IssuerSecretName        = "mesh-identity-issuer"
+	TrustRootsConfigMapName = "mesh-trust-roots"
+	// TrustRootsKey is the key of the PEM trust bundle in the ConfigMap.
+	TrustRootsKey = "ca-bundle.crt"
+)
+
+// Images are "<registry>/<name>:<version>".
+const (
+	ProxyImageName      = "mesh-proxy"
+	ControllerImageName = "mesh-controller"
+)
+
+// IdentityPEM is the identity PKI as it is stored in the cluster.
+type IdentityPEM struct {
+	TrustAnchors []byte // PEM certificates, the trust bundle
+	IssuerCert   []byte // PEM issuer certificate and intermediates
+	IssuerKey    []byte // PEM issuer private key
+}
+
+// ServingPEM is the webhook's serving certificate and its CA.
+type ServingPEM struct {
+	CA   []byte
+	Cert []byte
+	Key  []byte
+}
+
+// Values are the inputs of the templates. The zero value of each PEM field
+// renders empty data, which is enough for callers that only need the
+// objects' kinds and names.
+type Values struct {
+	// Namespace is the control-plane namespace.
+	Namespace string
+	// Registry prefixes the image names, e.g. "ghcr.io/mesh-dev".
+	Registry string
+	// Version tags the images and labels the controller.
+	Version string
+	// HA runs two controllers with a PodDisruptionBudget and makes the
+	// webhook fail closed.
+	HA bool
+	// TrustDomain is the SPIFFE trust domain the identity PKI serves.
+	TrustDomain string
+	Identity    IdentityPEM
+	Injector    ServingPEM
+}
+
+// ProxyImage is the sidecar image reference the injector uses.
+func (v Values) ProxyImage() string { return v.Registry + "/" + ProxyImageName + ":" + v.Version }
+
+// ControllerImage is the controller image reference.
+func (v Values) ControllerImage() string {
+	return v.Registry + "/" + ControllerImageName + ":" + v.Version
+}
+
+// Replicas is the controller's replica count.
+func (v Values) Replicas() int {
+	if v.HA {
+		return 2
+	}
+	return 1
+}
+
+// FailurePolicy is the webhook's: a lone controller must not block pod
+// creation when it is down; with HA, pods must not start unmeshed.
+func (v Values) FailurePolicy() string {
+	if v.HA {
+		return "Fail"
+	}
+	return "Ignore"
+}
+
+// InjectorChecksum identifies the serving certificate material.
+func (v Values) InjectorChecksum() string {
+	h := sha256.New()
+	for _, b := range [][]byte{v.Injector.CA, v.Injector.Cert, v.Injector.Key} {
+		fmt.Fprintf(h, "%d:", len(b))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// tagPattern is the OCI distribution spec's tag grammar.
+var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+
+// Validate reports values the templates cannot render into valid objects.
+func (v Values) Validate() error {
+	var errs []error
+	if msgs := validation.IsDNS1123Label(v.Namespace); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("namespace %q: %s", v.Namespace, strings.Join(msgs, "; ")))
+	}
+	if v.Registry == "" || strings.HasPrefix(v.Registry, "/") || strings.HasSuffix(v.Registry, "/") ||
+		strings.ContainsAny(v.Registry, " \t\n@") {
+		errs = append(errs, fmt.Errorf("registry %q: want a host and optional path, like %q", v.Registry, DefaultRegistry))
+	}
+	if !tagPattern.MatchString(v.Version) {
+		errs = append(errs, fmt.Errorf("version %q is not a valid image tag", v.Version))
+	} else if msgs := validation.IsValidLabelValue(v.Version); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("version %q: %s", v.Version, strings.Join(msgs, "; ")))
+	}
+	if v.TrustDomain == "" {
+		errs = append(errs, errors.New("empty trust domain"))
+	}
+	return errors.Join(errs...)
+}
+
+// Manifest is one rendered object.
+type Manifest struct {
+	// Object is the decoded object, ready for server-side apply.
+	Object *unstructured.Unstructured
+	// YAML is the rendered text, comments included.
+	YAML []byte
+}
+
+// Name is "kind/name", as `kubectl` would print it, for messages.
+func (m Manifest) Name() string {
+	return strings.ToLower(m.Object.GetKind()) + "/" + m.Object.GetName()
+}
+
+//go:embed *.yaml
+var files embed.FS
+
+var templates = template.Must(template.New("").
+	Option("missingkey=error").
+	Funcs(template.FuncMap{
+		"b64":    func(b []byte) string { return base64.StdEncoding.EncodeToString(b) },
+		"string": func(b []byte) string { return string(b) },
+		"quote":  quote,
+		"indent": indent,
+	}).
+	ParseFS(files, "*.yaml"))
+
+// quote returns s as a double-quoted YAML (JSON) string.
+func quote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// indent prefixes every non-empty line of s with n spaces, for block scalars.
+func indent(n int, s string) string {
+	pad := strings.Repeat(" ", n)
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		if l != "" {
+			lines[i] = pad + l
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Render returns the control plane's objects in the order they are applied:
+// namespace, RBAC, identity, controller, webhook configuration.
+func Render(v Values) ([]Manifest, error) {
+	if err := v.Validate(); err != nil {
+		return nil, fmt.Errorf("render manifests: %w", err)
+	}
+	names, err := fs.Glob(files, "*.yaml") // sorted: the file names' prefixes give the order
+	if err != nil {
+		return nil, err
+	}
+	var out []Manifest
+	for _, name := range names {
+		var b bytes.Buffer
+		if err := templates.ExecuteTemplate(&b, name, v); err != nil {
+			return nil, fmt.Errorf("render %s: %w", name, err)
+		}
+		docs, err := split(b.Bytes())
+		if err != nil {
+			return nil, fmt.Errorf("render %s: %w", name, err)
+		}
+		out = append(out, docs...)
+	}
+	return out, nil
+}
+
+// separator is a YAML document separator line.
+var separator = regexp.MustCompile(`(?m)^---[ \t]*$`)
+
+// split decodes the YAML documents of one rendered file, dropping those
+// that hold only comments (a template whose condition was false).
+func split(data []byte) ([]Manifest, error) {
+	var out []Manifest
+	for i, doc := range separator.Split(string(data), -1) {
+		// Keep a final line break: it ends the last block scalar's value.
+		doc = strings.TrimSpace(doc) + "\n"
+		j, err := yaml.YAMLToJSONStrict([]byte(doc))
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %w", i+1, err)
+		}
+		if string(j) == "null" {
+			continue
+		}
+		obj := &unstructured.Unstructured{}
+		if err := obj.UnmarshalJSON(j); err != nil {
+			return nil, fmt.Errorf("document %d: %w", i+1, err)
+		}
+		if obj.GetName() == "" {
+			return nil, fmt.Errorf("document %d: %s without a name", i+1, obj.GetKind())
+		}
+		out = append(out, Manifest{Object: obj, YAML: []byte(doc)})
+	}
+	return out, nil
+}
