@@ -76,6 +76,7 @@ func BuildAll(ctx context.Context, o Options) ([]Built, error) {
 		{ProxyName, "./cmd/mesh-proxy", Proxy},
 		{ControllerName, "./cmd/mesh-controller", Controller},
 		{PauseName, "./install/cluster/pause", Pause},
+		{DemoName, "./testdata/demo/cmd/demo", Demo},
 	}
 	var out []Built
 	for _, p := range project {

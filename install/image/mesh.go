@@ -23,6 +23,7 @@ const (
 	ControllerName = "mesh-controller"
 	PauseName      = "pause"
 	CoreDNSName    = "coredns"
+	DemoName       = "mesh-demo"
 )
 
 // Ref returns Registry/name:tag.
@@ -72,6 +73,12 @@ func Proxy(version, binary string) Spec {
 // Controller describes the mesh-controller image.
 func Controller(version, binary string) Spec {
 	return staticSpec(Ref(ControllerName, version), "/usr/local/bin/mesh-controller", binary, NonRootUID, version)
+}
+
+// Demo is the demo app of testdata/demo: one binary whose subcommand
+// (web, catalog, orders, payments, loadgen) the manifests pass as args.
+func Demo(version, binary string) Spec {
+	return staticSpec(Ref(DemoName, version), "/demo", binary, NonRootUID, version)
 }
 
 // Pause describes the sandbox image containerd starts for every pod
