@@ -120,7 +120,12 @@ func TestRunErrors(t *testing.T) {
 		{name: "no proxy image", mod: func(c *Config) { c.ProxyImage = "" }, wantErr: "--proxy-image is required"},
 		{name: "bad log format", mod: func(c *Config) { c.LogFormat = "xml" }, wantErr: "--log-format"},
 		{name: "no certificate", mod: func(*Config) {}, wantErr: "tls.crt"},
-		{name: "admin address taken", mod: func(c *Config) { c.AdminAddr = takenAddr(t) }, wantErr: "address already in use"},
+		{name: "admin address taken", mod: func(c *Config) {
+			// With a valid certificate, so the injector starts and only
+			// the admin listener can fail.
+			injectortest.NewCA(t).WriteServing(t, c.WebhookTLSDir)
+			c.AdminAddr = takenAddr(t)
+		}, wantErr: "address already in use"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
