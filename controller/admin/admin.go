@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mesh-dev/mesh/internal/httpserver"
 )
 
 // Config is what the admin server serves. Gatherer and Ready are
@@ -82,24 +84,12 @@ func Run(ctx context.Context, cfg Config) error {
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	cfg.Log.Info("admin server listening", "addr", ln.Addr().String())
 	if cfg.OnListen != nil {
 		cfg.OnListen(ln.Addr())
 	}
-	select {
-	case err := <-errc:
-		return fmt.Errorf("admin: serve: %w", err)
-	case <-ctx.Done():
+	if err := httpserver.Run(ctx, srv, func() error { return srv.Serve(ln) }, cfg.ShutdownGrace); err != nil {
+		return fmt.Errorf("admin: %w", err)
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownGrace)
-	defer cancel()
-	err = srv.Shutdown(shutdownCtx)
-	if err != nil {
-		srv.Close()
-		err = fmt.Errorf("admin: shutdown: %w", err)
-	}
-	<-errc
-	return err
+	return nil
 }

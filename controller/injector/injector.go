@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/events"
 
 	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/httpserver"
 )
 
 // Path is where the manifests register the webhook; every path is served.
@@ -111,24 +112,12 @@ func Run(ctx context.Context, cfg Config) error {
 		WriteTimeout:      30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	cfg.Log.Info("proxy injector listening", "addr", ln.Addr().String(), "tls_dir", cfg.TLSDir)
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr())
 	}
-	select {
-	case err := <-errc:
-		return fmt.Errorf("injector: serve: %w", err)
-	case <-ctx.Done():
+	if err := httpserver.Run(ctx, srv, func() error { return srv.ServeTLS(ln, "", "") }, cfg.ShutdownGrace); err != nil {
+		return fmt.Errorf("injector: %w", err)
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownGrace)
-	defer cancel()
-	err = srv.Shutdown(shutdownCtx)
-	if err != nil {
-		srv.Close()
-		err = fmt.Errorf("injector: shutdown: %w", err)
-	}
-	<-errc // http.ErrServerClosed
-	return err
+	return nil
 }
