@@ -155,6 +155,19 @@ type paths struct {
 	images             string // build/images of the repo
 }
 
+// prepare does what every entry point needs first: the config with its
+// defaults, the root check, and the paths the cluster lives in.
+func prepare(cfg Config) (Config, paths, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return Config{}, paths{}, err
+	}
+	if err := requireRoot(); err != nil {
+		return Config{}, paths{}, err
+	}
+	return c, newPaths(c), nil
+}
+
 func newPaths(c Config) paths {
 	s := c.StateDir
 	return paths{

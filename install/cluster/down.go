@@ -71,14 +71,10 @@ func list(s []string) string {
 // Status prints which components run and whether the node is Ready. It
 // returns an error unless the whole cluster runs.
 func Status(ctx context.Context, cfg Config) error {
-	c, err := cfg.withDefaults()
+	c, p, err := prepare(cfg)
 	if err != nil {
 		return err
 	}
-	if err := requireRoot(); err != nil {
-		return err
-	}
-	p := newPaths(c)
 	version, err := K8sVersion(c.RepoRoot)
 	if err != nil {
 		return err
@@ -108,11 +104,8 @@ func Status(ctx context.Context, cfg Config) error {
 // interfaces and iptables rules), files outside the state dir, and the
 // state dir itself. It is safe to run when nothing is up.
 func Down(ctx context.Context, cfg Config) error {
-	c, err := cfg.withDefaults()
+	c, p, err := prepare(cfg)
 	if err != nil {
-		return err
-	}
-	if err := requireRoot(); err != nil {
 		return err
 	}
 	release, err := lock(ctx, c.Name)
@@ -120,7 +113,6 @@ func Down(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer release()
-	p := newPaths(c)
 	pr := &progress{w: c.Log, start: time.Now()}
 	if err := teardown(ctx, p, pr, false); err != nil {
 		return err

@@ -21,11 +21,8 @@ var ErrPartial = errors.New("the cluster is partly running")
 // Up brings the cluster up and waits until the node is Ready and CoreDNS
 // answers. On a cluster that already runs it says so and changes nothing.
 func Up(ctx context.Context, cfg Config) error {
-	c, err := cfg.withDefaults()
+	c, p, err := prepare(cfg)
 	if err != nil {
-		return err
-	}
-	if err := requireRoot(); err != nil {
 		return err
 	}
 	release, err := lock(ctx, c.Name)
@@ -33,7 +30,6 @@ func Up(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer release()
-	p := newPaths(c)
 	pr := &progress{w: c.Log, start: time.Now()}
 
 	version, err := K8sVersion(c.RepoRoot)
@@ -221,14 +217,10 @@ func importImages(ctx context.Context, p paths, images infraImages) error {
 
 // LoadImages imports build/images/*.tar into a running cluster.
 func LoadImages(ctx context.Context, cfg Config) error {
-	c, err := cfg.withDefaults()
+	c, p, err := prepare(cfg)
 	if err != nil {
 		return err
 	}
-	if err := requireRoot(); err != nil {
-		return err
-	}
-	p := newPaths(c)
 	if _, err := os.Stat(p.containerdSock); err != nil {
 		return fmt.Errorf("the cluster is not running (no %s): run `make cluster-up` first", p.containerdSock)
 	}
