@@ -16,7 +16,7 @@ define no-skips
 		echo "$(1): the tests above were skipped; with MESH_REQUIRE_ROOT_TESTS=1 every test must run" >&2; exit 1; fi
 endef
 
-.PHONY: help build deps test test-unit test-integration fuzz bench bench-proxy lint proto clean
+.PHONY: help build deps test test-unit test-integration test-e2e fuzz bench bench-proxy lint proto clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ build: ## build the binaries into bin/
 deps: ## install the Debian packages tests and benchmarks need (root)
 	bash hack/deps.sh
 
-test: test-unit test-integration ## every test suite (needs root for the network-namespace suite)
+test: test-unit test-integration test-e2e ## every test suite (root: network namespaces, the local Kubernetes)
 
 test-unit: ## unit and fuzz-seed tests, race detector on; no root needed
 	@mkdir -p build
@@ -38,8 +38,15 @@ test-integration: ## network-namespace suite: real iptables, proxies, curl, h2lo
 	@if [ "$$(id -u)" -ne 0 ] && [ "$(MESH_REQUIRE_ROOT_TESTS)" = 1 ]; then \
 		echo "test-integration needs root (network namespaces, iptables): run 'sudo make test', or MESH_REQUIRE_ROOT_TESTS=0 to skip it" >&2; exit 1; fi
 	@mkdir -p build
-	set -o pipefail; $(GO) test -count=1 -timeout 15m -v ./test/... 2>&1 | tee build/test-integration.log | grep -E '^(ok|FAIL|---|panic)|^\s+--- |_test.go:'
+	set -o pipefail; $(GO) test -count=1 -timeout 15m -v ./test/integration/... ./test/netnstest/... 2>&1 | tee build/test-integration.log | grep -E '^(ok|FAIL|---|panic)|^\s+--- |_test.go:'
 	@$(call no-skips,build/test-integration.log)
+
+test-e2e: images ## end-to-end on the local Kubernetes: install, check, demo traffic, Job, uninstall (root; brings the cluster up and down unless one runs)
+	@if [ "$$(id -u)" -ne 0 ] && [ "$(MESH_REQUIRE_ROOT_TESTS)" = 1 ]; then \
+		echo "test-e2e needs root (it runs a local Kubernetes): run 'sudo make test', or MESH_REQUIRE_ROOT_TESTS=0 to skip it" >&2; exit 1; fi
+	@mkdir -p build
+	set -o pipefail; $(GO) test -count=1 -timeout 40m -v ./test/e2e/... 2>&1 | tee build/test-e2e.log | grep -E '^(ok|FAIL|---|panic|e2e|cluster)|^\s+--- |_test.go:'
+	@$(call no-skips,build/test-e2e.log)
 
 FUZZTIME ?= 30s
 fuzz: ## run every native fuzz target for FUZZTIME each

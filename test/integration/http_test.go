@@ -69,7 +69,7 @@ func TestCurlKeepAlive(t *testing.T) {
 	c.requests(t, 2)
 	c.connections(t, 1)
 	after := client.scrape(t)
-	if got := after.sum("mesh_proxy_tcp_open_total", "direction", "outbound") - c.before[0].sum("mesh_proxy_tcp_open_total", "direction", "outbound"); got != 1 {
+	if got := after.Sum("mesh_proxy_tcp_open_total", "direction", "outbound") - c.before[0].Sum("mesh_proxy_tcp_open_total", "direction", "outbound"); got != 1 {
 		t.Errorf("client proxy accepted %v connections for two keep-alive requests, want 1", got)
 	}
 }
@@ -89,7 +89,7 @@ func TestIPv6(t *testing.T) {
 	}
 	c.requests(t, 1)
 	after := client.scrape(t)
-	if after.sum("mesh_proxy_http_requests_total", "target_addr", fmt.Sprintf("[%s]:%d", server.IP6, port)) < 1 {
+	if after.Sum("mesh_proxy_http_requests_total", "target_addr", fmt.Sprintf("[%s]:%d", server.IP6, port)) < 1 {
 		t.Errorf("the client proxy did not count a request to the IPv6 target")
 	}
 }

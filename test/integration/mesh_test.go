@@ -11,10 +11,7 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
+	"github.com/mesh-dev/mesh/proxy/metrics/metricstest"
 	"github.com/mesh-dev/mesh/test/netnstest"
 )
 
@@ -69,7 +66,7 @@ func mesh(t *testing.T, lab *netnstest.Lab, name string, args ...string) *meshPo
 }
 
 // metrics is one scrape of a proxy's /metrics.
-type metrics map[string]*dto.MetricFamily
+type metrics = metricstest.Families
 
 func (p *meshPod) scrape(t testing.TB) metrics {
 	t.Helper()
@@ -78,46 +75,11 @@ func (p *meshPod) scrape(t testing.TB) metrics {
 		t.Fatalf("scraping the proxy in %s: %v", p.Name, err)
 	}
 	defer res.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(res.Body)
+	fams, err := metricstest.Parse(res.Body)
 	if err != nil {
-		t.Fatalf("parsing the metrics of the proxy in %s: %v", p.Name, err)
+		t.Fatalf("the proxy in %s: %v", p.Name, err)
 	}
 	return fams
-}
-
-// sum adds up the counters (or gauges) named name whose labels include
-// every pair in labels ("direction", "inbound", ...).
-func (m metrics) sum(name string, labels ...string) float64 {
-	f, ok := m[name]
-	if !ok {
-		return 0
-	}
-	var total float64
-metric:
-	for _, s := range f.GetMetric() {
-		for i := 0; i+1 < len(labels); i += 2 {
-			if !hasLabel(s, labels[i], labels[i+1]) {
-				continue metric
-			}
-		}
-		switch {
-		case s.Counter != nil:
-			total += s.GetCounter().GetValue()
-		case s.Gauge != nil:
-			total += s.GetGauge().GetValue()
-		}
-	}
-	return total
-}
-
-func hasLabel(s *dto.Metric, name, value string) bool {
-	for _, l := range s.GetLabel() {
-		if l.GetName() == name && l.GetValue() == value {
-			return true
-		}
-	}
-	return false
 }
 
 // crossing snapshots both proxies' counters, so a test can assert later
@@ -177,8 +139,8 @@ func (c *crossing) check(t testing.TB, name string, n float64, serverToo bool, l
 		after := [2]metrics{c.client.scrape(t), c.server.scrape(t)}
 		out := append([]string{"direction", "outbound"}, labels...)
 		in := append([]string{"direction", "inbound"}, labels...)
-		gotOut := after[0].sum(name, out...) - c.before[0].sum(name, out...)
-		gotIn := after[1].sum(name, in...) - c.before[1].sum(name, in...)
+		gotOut := after[0].Sum(name, out...) - c.before[0].Sum(name, out...)
+		gotIn := after[1].Sum(name, in...) - c.before[1].Sum(name, in...)
 		if gotOut >= n && (gotIn >= n || !serverToo) {
 			return
 		}
