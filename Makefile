@@ -71,7 +71,10 @@ proto: ## regenerate the protobuf and gRPC code under api/
 
 # Images and the local cluster (install/image, install/cluster). The cluster
 # targets need root; Kubernetes binaries are cached in /var/cache/mesh.
-.PHONY: images cluster-up cluster-down cluster-status cluster-load-images test-cluster
+.PHONY: demo images cluster-up cluster-down cluster-status cluster-load-images test-cluster
+
+demo: images build ## the quick start: local cluster, mesh install, the demo shop meshed and ready (root)
+	bash hack/demo.sh
 
 images: ## build static binaries and write one image tarball per image under build/images/
 	$(GO) run ./hack/images --out build/images --version $(VERSION) --ldflags '$(LDFLAGS)'

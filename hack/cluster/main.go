@@ -1,6 +1,9 @@
 // Command cluster brings the local single-node Kubernetes up and down:
 //
-//	go run ./hack/cluster up|down|status|load-images
+//	go run ./hack/cluster up|down|status|load-images|env
+//
+// env prints shell exports of KUBECONFIG and a PATH with the cluster's
+// kubectl first: eval "$(go run ./hack/cluster env)".
 //
 // See install/cluster and shared/notes/local-cluster.md. Needs root.
 package main
@@ -10,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"os/signal"
 	"syscall"
 	"time"
@@ -25,7 +29,7 @@ func main() {
 	fs.StringVar(&cfg.Name, "name", cluster.DefaultName, "name of the node network namespace, cgroup parent and CNI network")
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "how long to wait for each component to become ready")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: go run ./hack/cluster [flags] up|down|status|load-images\n")
+		fmt.Fprintf(fs.Output(), "usage: go run ./hack/cluster [flags] up|down|status|load-images|env\n")
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:]) // ExitOnError
@@ -37,6 +41,7 @@ func main() {
 	defer stop()
 	commands := map[string]func(context.Context, cluster.Config) error{
 		"up": cluster.Up, "down": cluster.Down, "status": cluster.Status, "load-images": cluster.LoadImages,
+		"env": printEnv,
 	}
 	run, ok := commands[fs.Arg(0)]
 	if !ok {
@@ -47,4 +52,14 @@ func main() {
 		fmt.Fprintf(os.Stderr, "cluster %s: %v\n", fs.Arg(0), err)
 		os.Exit(1)
 	}
+}
+
+// printEnv prints the exports that point kubectl and mesh at the cluster.
+func printEnv(_ context.Context, cfg cluster.Config) error {
+	a, err := cluster.Inspect(cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("export KUBECONFIG=%s\nexport PATH=%s:$PATH\n", a.Kubeconfig, filepath.Dir(a.Kubectl))
+	return nil
 }
