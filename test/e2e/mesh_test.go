@@ -39,6 +39,11 @@ func TestMesh(t *testing.T) {
 	needEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
+	// A reused cluster may hold a mesh (`make demo`): start from nothing.
+	deleteNamespace(t, ctx, demoNS)
+	if r := command(ctx, nil, nil, e2e.mesh, "uninstall"); r.err != nil {
+		t.Fatalf("mesh uninstall, to start from nothing: %v\n%s%s", r.err, r.stdout, r.stderr)
+	}
 	t.Cleanup(func() {
 		// Leave the cluster as found, whatever failed.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
