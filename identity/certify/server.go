@@ -1,0 +1,162 @@
+// Package certify is the identity service of mesh-controller: the gRPC
+// Identity API (api/identity/v1) that signs a proxy's X509-SVID once the
+// Kubernetes API server has vouched for the pod's ServiceAccount token, and
+// that streams the trust bundle as it changes.
+//
+// A request is checked from the cheapest test to the dearest, so garbage
+// never costs a TokenReview: the identity's form and trust domain, the
+// token's presence, the CSR (ca.ParseCSR) and that it asks for the
+// identity, then the TokenReview and that the token's ServiceAccount is the
+// identity's. Nothing is signed unless all pass.
+package certify
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+
+	identityv1 "github.com/mesh-dev/mesh/api/identity/v1"
+	"github.com/mesh-dev/mesh/identity/ca"
+)
+
+// DefaultAudience is the audience of the projected ServiceAccount token a
+// proxy presents; a token for any other audience (the API server's
+// included) is refused.
+const DefaultAudience = "identity.mesh.dev"
+
+// DefaultReviewTimeout bounds one TokenReview, so a slow API server
+// answers the proxy with UNAVAILABLE, which it retries, instead of
+// holding its request open.
+const DefaultReviewTimeout = 10 * time.Second
+
+// Config configures a Server. IssuerDir and Reviewer are required.
+type Config struct {
+	// IssuerDir holds the mesh-identity-issuer Secret's files (ca.CertFile,
+	// ca.KeyFile, ca.AnchorsFile), reloaded when they change.
+	IssuerDir string
+	// TrustDomain of the identities issued; the zero value means
+	// cluster.local.
+	TrustDomain spiffeid.TrustDomain
+	// Audience a token must be for; "" means DefaultAudience.
+	Audience string
+	// LeafLifetime is how long a certificate is valid; 0 means
+	// ca.DefaultLifetime. Leaves never outlive the issuer.
+	LeafLifetime time.Duration
+	// PollInterval is how often the issuer files are checked; 0 means
+	// ca.DefaultPollInterval.
+	PollInterval time.Duration
+	// ReviewTimeout bounds one TokenReview; 0 means DefaultReviewTimeout.
+	ReviewTimeout time.Duration
+	// Reviewer authenticates tokens; KubeTokenReviewer in the controller.
+	Reviewer TokenReviewer
+	// Clock tells the time; nil means time.Now.
+	Clock func() time.Time
+	// Log receives one line per certificate issued or refused and the
+	// issuer's reloads; nil discards them. Tokens are never logged.
+	Log *slog.Logger
+	// Registerer receives the metrics; nil registers none.
+	Registerer prometheus.Registerer
+}
+
+// Server implements the Identity gRPC service. Its methods are safe for
+// concurrent use.
+type Server struct {
+	identityv1.UnimplementedIdentityServer
+
+	ca            *ca.CA
+	reviewer      TokenReviewer
+	audience      string
+	reviewTimeout time.Duration
+	log           *slog.Logger
+	metrics       *metrics
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed when Run returns: streams end
+}
+
+// New loads the issuer and returns a Server ready to Register. It fails
+// when the configuration or the issuer files are unusable.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Reviewer == nil:
+		return nil, errors.New("certify: no token reviewer configured")
+	case cfg.LeafLifetime != 0 && cfg.LeafLifetime < time.Minute:
+		return nil, fmt.Errorf("certify: leaf lifetime %s is shorter than a minute", cfg.LeafLifetime)
+	}
+	if cfg.Audience == "" {
+		cfg.Audience = DefaultAudience
+	}
+	if cfg.ReviewTimeout <= 0 {
+		cfg.ReviewTimeout = DefaultReviewTimeout
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	authority, err := ca.New(ca.Config{
+		Dir:          cfg.IssuerDir,
+		TrustDomain:  cfg.TrustDomain,
+		Lifetime:     cfg.LeafLifetime,
+		PollInterval: cfg.PollInterval,
+		Clock:        cfg.Clock,
+		Log:          cfg.Log,
+		Registerer:   cfg.Registerer,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("certify: %w", err)
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("certify: %w", err)
+	}
+	return &Server{
+		ca:            authority,
+		reviewer:      cfg.Reviewer,
+		audience:      cfg.Audience,
+		reviewTimeout: cfg.ReviewTimeout,
+		log:           cfg.Log,
+		metrics:       m,
+		stopping:      make(chan struct{}),
+	}, nil
+}
+
+// Register adds the Identity service to r, a *grpc.Server.
+func (s *Server) Register(r grpc.ServiceRegistrar) {
+	identityv1.RegisterIdentityServer(r, s)
+}
+
+// Run follows the issuer files until ctx is done, then ends every
+// WatchTrustBundle stream so that a graceful stop of the gRPC server does
+// not wait for them, and returns nil. Call it once.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.stopOnce.Do(func() { close(s.stopping) })
+	return s.ca.Run(ctx)
+}
+
+// Reload reads the issuer files at once instead of at the next poll, for a
+// SIGHUP handler or a test; see ca.CA.Reload.
+func (s *Server) Reload() error {
+	return s.ca.Reload()
+}
+
+// TLSConfig returns the TLS configuration for the gRPC listener serving
+// this service: it presents an SVID for id (the controller's own
+// ServiceAccount identity) signed by the current issuer and renewed as it
+// ages, so proxies can check the server with the trust bundle before they
+// send a token. Use it with credentials.NewTLS.
+func (s *Server) TLSConfig(id spiffeid.ID) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: s.ca.ServingCertificate(id)}
+}
+
+// TrustDomain returns the trust domain the server issues identities in.
+func (s *Server) TrustDomain() spiffeid.TrustDomain {
+	return s.ca.TrustDomain()
+}

@@ -1,0 +1,109 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	identityv1 "github.com/mesh-dev/mesh/api/identity/v1"
+)
+
+// errStreamClosed reports a trust-bundle stream the controller ended
+// without an error.
+var errStreamClosed = errors.New("the controller closed the trust-bundle stream")
+
+// watchBundle follows WatchTrustBundle until ctx is done, reconnecting
+// with backoff whenever the stream breaks, so a new trust anchor reaches
+// the proxy without a restart.
+func (s *Source) watchBundle(ctx context.Context) {
+	bo := backoff{min: s.cfg.MinBackoff, max: s.cfg.MaxBackoff}
+	for {
+		err := s.watchOnce(ctx, &bo)
+		s.streamEnded()
+		if ctx.Err() != nil {
+			return
+		}
+		wait := bo.next()
+		s.log.Warn("trust bundle stream broke; reconnecting", "err", err, "retry_in", wait)
+		if s.sleep(ctx, wait, nil) != nil {
+			return
+		}
+	}
+}
+
+// watchOnce reads one WatchTrustBundle stream until it fails. A bundle the
+// client cannot use ends the stream too: reconnecting gets the current
+// bundle afresh, while skipping it would leave the proxy on an old one
+// that the controller believes replaced.
+func (s *Source) watchOnce(ctx context.Context, bo *backoff) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := s.api.WatchTrustBundle(ctx, &identityv1.WatchTrustBundleRequest{})
+	if err != nil {
+		return fmt.Errorf("watch trust bundle: %w", err)
+	}
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return errStreamClosed
+		}
+		if err != nil {
+			return fmt.Errorf("watch trust bundle: %w", err)
+		}
+		b, err := parseBundle(msg, s.id.TrustDomain())
+		if err != nil {
+			return err
+		}
+		bo.reset()
+		s.setWatchedBundle(b)
+	}
+}
+
+// setWatchedBundle installs a bundle from the stream. When the current
+// certificate no longer verifies against it (its root was removed), it
+// asks for a new certificate at once instead of waiting for the schedule.
+func (s *Source) setWatchedBundle(b *x509bundle.Bundle) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.state.Load()
+	next := *cur
+	next.bundle, next.bundleFromWatch = b, true
+	changed := cur.bundle == nil || !cur.bundle.Equal(b)
+	if !changed {
+		next.bundle = cur.bundle
+	}
+	s.publish(next, changed)
+	if !changed {
+		return
+	}
+	s.log.Info("trust bundle updated", "authorities", len(b.X509Authorities()))
+	if cur.svid == nil {
+		return
+	}
+	if _, _, err := x509svid.Verify(cur.svid.Certificates, b, x509svid.WithTime(s.clock.Now())); err != nil {
+		s.log.Warn("the new trust bundle does not verify the current certificate; renewing now", "err", err)
+		select {
+		case s.renewNow <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// streamEnded records that the held bundle no longer comes from an open
+// stream; from now on the bundles on Certify answers are the newest the
+// proxy can get.
+func (s *Source) streamEnded() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.state.Load()
+	if !cur.bundleFromWatch {
+		return
+	}
+	next := *cur
+	next.bundleFromWatch = false
+	s.publish(next, false)
+}

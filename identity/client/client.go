@@ -1,0 +1,288 @@
+// Package client is the proxy's side of mesh identity. It obtains the
+// proxy's X509-SVID from mesh-controller's identity service
+// (api/identity/v1), renews it before it expires, follows the trust bundle
+// the controller streams, and hands both out through go-spiffe's
+// x509svid.Source and x509bundle.Source, which the TLS configs of
+// identity/meshtls read on every handshake and identity/workloadapi serves
+// to the application.
+//
+// Every request uses a new ECDSA P-256 key made in memory; keys are never
+// written to disk. The ServiceAccount token is re-read for every request
+// because kubelet rotates the projected file under us.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+
+	identityv1 "github.com/mesh-dev/mesh/api/identity/v1"
+)
+
+// Defaults of the zero Config fields.
+const (
+	// DefaultTrustDomain is the trust domain of a mesh installed without
+	// one (DESIGN.md).
+	DefaultTrustDomain = "cluster.local"
+	// DefaultTokenPath is where the injector projects the pod's
+	// ServiceAccount token with the identity service's audience.
+	DefaultTokenPath = "/var/run/secrets/mesh.dev/identity/token"
+	// DefaultRequestTimeout bounds one Certify call.
+	DefaultRequestTimeout = 10 * time.Second
+	// DefaultMinBackoff and DefaultMaxBackoff bound the delay between
+	// retries after a failure.
+	DefaultMinBackoff = time.Second
+	DefaultMaxBackoff = time.Minute
+)
+
+// renewFraction is how much of a certificate's remaining validity, counted
+// from when it arrived, passes before it is renewed: 70% leaves the last
+// 30% (over 7 hours of a day-long certificate) to ride out a controller
+// outage with a certificate peers still accept.
+const renewFraction = 0.7
+
+// Errors callers can test with errors.Is.
+var (
+	// ErrNotReady: no certificate has been obtained yet.
+	ErrNotReady = errors.New("identity: no certificate yet")
+	// ErrInvalidCertificate: the controller answered with a certificate
+	// or trust bundle the client refuses to use; the error it wraps says
+	// why.
+	ErrInvalidCertificate = errors.New("identity: unusable certificate from the controller")
+)
+
+// Config says who the proxy is and where to ask for its certificate.
+type Config struct {
+	// TrustDomain is the SPIFFE trust domain name, e.g. "cluster.local";
+	// "" means DefaultTrustDomain.
+	TrustDomain string
+	// Namespace and ServiceAccount of the pod; both are required. The
+	// proxy's ID is spiffe://<TrustDomain>/ns/<Namespace>/sa/<ServiceAccount>.
+	Namespace      string
+	ServiceAccount string
+	// TokenPath is the file holding the projected ServiceAccount token;
+	// "" means DefaultTokenPath.
+	TokenPath string
+	// Conn reaches mesh-controller's identity service; required. The
+	// caller dials and closes it.
+	Conn grpc.ClientConnInterface
+	// RequestTimeout bounds each Certify call; 0 means
+	// DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the delay between retries after a
+	// failed request or a broken trust-bundle stream; 0 means
+	// DefaultMinBackoff and DefaultMaxBackoff. A certificate is never
+	// renewed sooner than MinBackoff after the previous one arrived.
+	MinBackoff, MaxBackoff time.Duration
+	// Clock is read for verification and scheduling; nil means the
+	// system clock.
+	Clock Clock
+	// Log receives renewals and failures; nil discards them.
+	Log *slog.Logger
+}
+
+// Source holds the proxy's current X509-SVID and trust bundle and keeps
+// them fresh while Run runs. It implements x509svid.Source and
+// x509bundle.Source; all its methods are safe for concurrent use.
+//
+// A renewal that fails leaves the current certificate in place, even once
+// it has expired: peers then refuse it, which is the same outcome as
+// having none, but the failure is logged at error level on every retry
+// and the proxy keeps the certificate it will need the moment a handshake
+// could succeed again (a peer with a skewed clock, say).
+type Source struct {
+	cfg   Config
+	id    spiffeid.ID
+	api   identityv1.IdentityClient
+	clock Clock
+	log   *slog.Logger
+
+	ready     chan struct{} // closed when the first certificate is held
+	readyOnce sync.Once
+	// renewNow asks the renewal loop to renew at once; it holds at most
+	// one request, sent when a new trust bundle no longer verifies the
+	// current certificate.
+	renewNow chan struct{}
+	running  atomic.Bool
+
+	mu    sync.Mutex            // serialises writers of state
+	state atomic.Pointer[state] // read without mu
+}
+
+// The interfaces the TLS configs and go-spiffe read.
+var (
+	_ x509svid.Source   = (*Source)(nil)
+	_ x509bundle.Source = (*Source)(nil)
+)
+
+// state is one consistent, immutable view of the identity material.
+type state struct {
+	svid   *x509svid.SVID     // nil until the first certificate
+	bundle *x509bundle.Bundle // nil until the first bundle
+	// bundleFromWatch is true while bundle came from the trust-bundle
+	// stream that is still open: that stream is then the authority on the
+	// bundle, and bundles riding on Certify answers (possibly older) do
+	// not replace it.
+	bundleFromWatch bool
+	// changed is closed when svid or bundle is replaced.
+	changed chan struct{}
+}
+
+// New checks cfg and returns a Source holding nothing yet; Run fills it.
+func New(cfg Config) (*Source, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("identity: trust domain %q: %w", cfg.TrustDomain, err)
+	}
+	id, err := spiffeid.FromSegments(td, "ns", cfg.Namespace, "sa", cfg.ServiceAccount)
+	if err != nil {
+		return nil, fmt.Errorf("identity: namespace %q, service account %q: %w", cfg.Namespace, cfg.ServiceAccount, err)
+	}
+	s := &Source{
+		cfg:      cfg,
+		id:       id,
+		api:      identityv1.NewIdentityClient(cfg.Conn),
+		clock:    cfg.Clock,
+		log:      cfg.Log.With("identity", id.String()),
+		ready:    make(chan struct{}),
+		renewNow: make(chan struct{}, 1),
+	}
+	s.state.Store(&state{changed: make(chan struct{})})
+	return s, nil
+}
+
+func (c Config) withDefaults() (Config, error) {
+	switch {
+	case c.Namespace == "" || c.ServiceAccount == "":
+		return c, errors.New("identity: namespace and service account are required")
+	case c.Conn == nil:
+		return c, errors.New("identity: no connection to the identity service")
+	case c.RequestTimeout < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0:
+		return c, errors.New("identity: timeouts and backoffs must not be negative")
+	}
+	if c.TrustDomain == "" {
+		c.TrustDomain = DefaultTrustDomain
+	}
+	if c.TokenPath == "" {
+		c.TokenPath = DefaultTokenPath
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = DefaultMinBackoff
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		return c, fmt.Errorf("identity: max backoff %s is below min backoff %s", c.MaxBackoff, c.MinBackoff)
+	}
+	if c.Clock == nil {
+		c.Clock = realClock{}
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// ID returns the SPIFFE ID the proxy asks for.
+func (s *Source) ID() spiffeid.ID { return s.id }
+
+// Ready returns a channel closed once the first certificate is held; the
+// proxy should not report ready before.
+func (s *Source) Ready() <-chan struct{} { return s.ready }
+
+// GetX509SVID returns the current X509-SVID, or ErrNotReady before the
+// first. The result is shared and must not be modified.
+func (s *Source) GetX509SVID() (*x509svid.SVID, error) {
+	st := s.state.Load()
+	if st.svid == nil {
+		return nil, ErrNotReady
+	}
+	return st.svid, nil
+}
+
+// GetX509BundleForTrustDomain returns the current trust bundle if td is
+// the proxy's trust domain. The result is shared and must not be
+// modified.
+func (s *Source) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	if td != s.id.TrustDomain() {
+		return nil, fmt.Errorf("identity: no trust bundle for trust domain %q, only for %q", td.Name(), s.id.TrustDomain().Name())
+	}
+	st := s.state.Load()
+	if st.bundle == nil {
+		return nil, fmt.Errorf("identity: trust bundle for %q: %w", td.Name(), ErrNotReady)
+	}
+	return st.bundle, nil
+}
+
+// Current returns the SVID and bundle held now (nil before the first of
+// each) and a channel closed when either is next replaced, so a
+// subscriber that loops on Current never misses an update.
+func (s *Source) Current() (*x509svid.SVID, *x509bundle.Bundle, <-chan struct{}) {
+	st := s.state.Load()
+	return st.svid, st.bundle, st.changed
+}
+
+// Run obtains the first certificate, renews it at 70% of its validity,
+// and follows the trust-bundle stream, retrying every failure with
+// jittered exponential backoff, until ctx is done. It returns nil then;
+// it may be called once.
+func (s *Source) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("identity: Run called twice")
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { s.watchBundle(ctx) })
+	s.renew(ctx)
+	wg.Wait()
+	return nil
+}
+
+// publish replaces the state by next and, if notify, wakes every
+// subscriber. Callers hold s.mu.
+func (s *Source) publish(next state, notify bool) {
+	prev := s.state.Load()
+	if notify {
+		next.changed = make(chan struct{})
+	} else {
+		next.changed = prev.changed
+	}
+	s.state.Store(&next)
+	if notify {
+		close(prev.changed)
+	}
+	if next.svid != nil {
+		s.readyOnce.Do(func() { close(s.ready) })
+	}
+}
+
+// sleep waits for d, for a request to renew now when wake is not nil, or
+// for ctx.
+func (s *Source) sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
+	t := s.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return nil
+	case <-wake:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
