@@ -7,9 +7,36 @@
 //	                         │
 //	                         └──HTTP/2 (h2c)──> orders :8081 ──TCP line protocol──> payments :7070
 //
-// Each server also answers /ready and /live on :9900 and takes --fail-rate
-// and --latency to inject faults; flags can be set as DEMO_* environment
-// variables. k8s/demo.yaml deploys the shop in the meshed namespace "demo";
+// Apart from the shop, `demo echo` is a plain backend for the tests of the
+// mesh's load balancing: on :8080 it answers every request, HTTP/1.1 or h2c
+// (prior knowledge) on the same port, with 200 and "echo from NAME", NAME
+// being $POD_NAME or else the hostname; a request failed by --fail-rate gets
+// --fail-status (default 500) and "injected fault from NAME". loadgen loads
+// it with --target echo:8080 --path /: a page that lists no products gets
+// plain GETs, 2xx counting as success.
+//
+// Each server takes --fail-rate and --latency to inject faults and answers
+// /ready and /live on its admin port, :9900; flags can be set as DEMO_*
+// environment variables. The admin port also serves the fault in force, so
+// tests can change it while the server runs:
+//
+//	GET /fault   200 {"fail_rate":0.5,"latency":"50ms","fail_status":503}
+//	PUT /fault   {"fail_rate":0.5,"latency":"50ms","fail_status":503}
+//	             200 with the new fault; 400 with the reason, fault unchanged
+//
+// The PUT body is one JSON object (any Content-Type; form values are
+// rejected). It sets the fields it names and keeps the others, so
+// {"fail_rate":1} fails every request with the status already in force
+// (echo's --fail-status) and {"fail_rate":0,"latency":"0s"} stops injecting;
+// GET's answer names every field, so PUT back it restores that fault.
+// Unknown fields are an error. fail_rate is 0 to 1, latency a Go duration
+// string, fail_status 400 to 599 or 0 for 500; fail_status applies to the
+// HTTP servers, echo, web and orders, while catalog fails with UNAVAILABLE
+// and payments with ERR whatever it says. For example, in the pod:
+//
+//	curl -X PUT -d '{"fail_rate":1,"fail_status":503}' http://localhost:9900/fault
+//
+// k8s/demo.yaml deploys the shop in the meshed namespace "demo";
 // k8s/job.yaml runs a one-shot load as a Job.
 //
 // Build and test (the ./... pattern skips directories named testdata, so
@@ -18,6 +45,7 @@
 //	CGO_ENABLED=0 go build -trimpath -o bin/demo ./testdata/demo/cmd/demo
 //	go test -race ./testdata/demo/...
 //	go test -run '^$' -fuzz FuzzPaymentLine -fuzztime 30s ./testdata/demo/payments
+//	go test -run '^$' -fuzz FuzzDecodeFault -fuzztime 30s ./testdata/demo/admin
 //
 // The catalog's protobuf is api/demo/catalog/v1/catalog.proto; `make proto`
 // regenerates its Go code.

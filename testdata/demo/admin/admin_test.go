@@ -21,7 +21,7 @@ func TestProbes(t *testing.T) {
 	var ready atomic.Bool
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, ready.Load) }()
+	go func() { done <- Serve(ctx, ln, ready.Load, nil) }()
 	base := "http://" + ln.Addr().String()
 	client := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(client.CloseIdleConnections)
@@ -47,6 +47,7 @@ func TestProbes(t *testing.T) {
 		{name: "live before ready", path: "/live", wantCode: 200, wantBody: "live\n"},
 		{name: "ready", ready: true, path: "/ready", wantCode: 200, wantBody: "ready\n"},
 		{name: "unknown path", ready: true, path: "/metrics", wantCode: 404, wantBody: "404 page not found\n"},
+		{name: "no fault without a switch", ready: true, path: "/fault", wantCode: 404, wantBody: "404 page not found\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

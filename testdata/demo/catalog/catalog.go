@@ -27,6 +27,10 @@ type Config struct {
 	Addr string
 	// Fault fails RPCs with UNAVAILABLE and delays answers.
 	Fault fault.Fault
+	// FaultSwitch, if not nil, holds the fault in force, read on every
+	// request so the admin server's PUT /fault can change it while Serve
+	// runs; nil means Fault, fixed.
+	FaultSwitch *fault.Switch
 	// ShutdownGrace bounds how long RPCs in flight may take once Serve's
 	// context ends; zero means ten seconds.
 	ShutdownGrace time.Duration
@@ -60,8 +64,12 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	faults := cfg.FaultSwitch
+	if faults == nil {
+		faults = fault.NewSwitch(cfg.Fault)
+	}
 	srv := grpc.NewServer()
-	catalogv1.RegisterCatalogServer(srv, &server{fault: cfg.Fault, log: log})
+	catalogv1.RegisterCatalogServer(srv, &server{faults: faults, log: log})
 
 	stopped := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
@@ -87,8 +95,8 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 // server implements catalogv1.CatalogServer; safe for concurrent use.
 type server struct {
 	catalogv1.UnimplementedCatalogServer
-	fault fault.Fault
-	log   *slog.Logger
+	faults *fault.Switch
+	log    *slog.Logger
 }
 
 func (s *server) ListProducts(ctx context.Context, _ *catalogv1.ListProductsRequest) (*catalogv1.ListProductsResponse, error) {
@@ -118,7 +126,7 @@ func (s *server) GetProduct(ctx context.Context, req *catalogv1.GetProductReques
 // inject applies the fault knobs, returning the gRPC error to answer with.
 func (s *server) inject(ctx context.Context, method string) error {
 	s.log.Debug("RPC received", "method", method)
-	fail, err := s.fault.Apply(ctx)
+	fail, err := s.faults.Load().Apply(ctx)
 	if err != nil {
 		return status.FromContextError(err).Err()
 	}

@@ -2,7 +2,10 @@ package fault
 
 import (
 	"context"
+	"errors"
 	"math"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +27,11 @@ func TestValidate(t *testing.T) {
 		{name: "rate above one", f: Fault{FailRate: 1.5}, wantErr: true},
 		{name: "NaN rate", f: Fault{FailRate: math.NaN()}, wantErr: true},
 		{name: "negative latency", f: Fault{Latency: -time.Second}, wantErr: true},
+		{name: "service unavailable", f: Fault{FailRate: 1, FailStatus: 503}},
+		{name: "lowest error status", f: Fault{FailStatus: 400}},
+		{name: "success as failure", f: Fault{FailStatus: 200}, wantErr: true},
+		{name: "status above 599", f: Fault{FailStatus: 600}, wantErr: true},
+		{name: "negative status", f: Fault{FailStatus: -1}, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,4 +93,128 @@ func TestApplyCanceled(t *testing.T) {
 	if fail, err := f.Apply(ctx); err == nil || fail {
 		t.Errorf("Apply on a canceled context = %v, %v; want false and an error", fail, err)
 	}
+}
+
+func TestStatus(t *testing.T) {
+	tests := []struct {
+		name string
+		f    Fault
+		want int
+	}{
+		{name: "zero means 500", f: Fault{}, want: 500},
+		{name: "chosen", f: Fault{FailStatus: 503}, want: 503},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.f.Status(); got != tc.want {
+				t.Errorf("Status() = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSwitch(t *testing.T) {
+	var zero Switch
+	if got := zero.Load(); got != (Fault{}) {
+		t.Errorf("zero Switch holds %+v, want the zero Fault", got)
+	}
+	first := Fault{FailRate: 0.5, Latency: time.Millisecond, FailStatus: 503}
+	s := NewSwitch(first)
+	if got := s.Load(); got != first {
+		t.Errorf("NewSwitch(%+v).Load() = %+v", first, got)
+	}
+	tests := []struct {
+		name    string
+		f       Fault
+		wantErr string // empty if Store succeeds
+		want    Fault  // what the switch holds after Store
+	}{
+		{name: "always fail", f: Fault{FailRate: 1}, want: Fault{FailRate: 1}},
+		{name: "bad rate leaves it", f: Fault{FailRate: 2}, wantErr: "fail-rate must be between 0 and 1",
+			want: Fault{FailRate: 1}},
+		{name: "bad status leaves it", f: Fault{FailStatus: 302}, wantErr: "fail-status must be an HTTP error status",
+			want: Fault{FailRate: 1}},
+		{name: "back to none", f: Fault{}, want: Fault{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := s.Store(tc.f)
+			if (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Errorf("Store(%+v) = %v, want an error with %q", tc.f, err, tc.wantErr)
+			}
+			if got := s.Load(); got != tc.want {
+				t.Errorf("after Store(%+v) the switch holds %+v, want %+v", tc.f, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSwitchUpdate(t *testing.T) {
+	s := NewSwitch(Fault{FailRate: 1, FailStatus: 503})
+	tests := []struct {
+		name    string
+		change  func(Fault) (Fault, error)
+		wantErr string
+		want    Fault // in force afterwards, and returned
+	}{
+		{name: "add latency", change: func(f Fault) (Fault, error) { f.Latency = time.Millisecond; return f, nil },
+			want: Fault{FailRate: 1, Latency: time.Millisecond, FailStatus: 503}},
+		{name: "change fails", change: func(f Fault) (Fault, error) { return Fault{}, errors.New("bad body") },
+			wantErr: "bad body", want: Fault{FailRate: 1, Latency: time.Millisecond, FailStatus: 503}},
+		{name: "invalid result", change: func(f Fault) (Fault, error) { f.FailRate = 3; return f, nil },
+			wantErr: "fail-rate must be between 0 and 1", want: Fault{FailRate: 1, Latency: time.Millisecond, FailStatus: 503}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.Update(tc.change)
+			if (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Errorf("Update = %v, want an error with %q", err, tc.wantErr)
+			}
+			if got != tc.want || s.Load() != tc.want {
+				t.Errorf("Update returned %+v and left %+v, want %+v", got, s.Load(), tc.want)
+			}
+		})
+	}
+}
+
+// TestUpdateConcurrent has writers race to add to the latency: none of
+// their updates may be lost.
+func TestUpdateConcurrent(t *testing.T) {
+	var s Switch // the zero value works too
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 250 {
+				s.Update(func(f Fault) (Fault, error) { f.Latency += time.Microsecond; return f, nil })
+			}
+		})
+	}
+	wg.Wait()
+	if got := s.Load().Latency; got != 1000*time.Microsecond {
+		t.Errorf("latency after 1000 concurrent updates of +1µs = %s, want 1ms", got)
+	}
+}
+
+// TestSwitchConcurrent lets the race detector watch readers and a writer.
+func TestSwitchConcurrent(t *testing.T) {
+	s := NewSwitch(Fault{})
+	valid := map[Fault]bool{{}: true, {FailRate: 1, FailStatus: 503}: true}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 1000 {
+				if f := s.Load(); !valid[f] {
+					t.Errorf("Load() = %+v, a fault never stored", f)
+					return
+				}
+			}
+		})
+	}
+	for i := range 1000 {
+		if err := s.Store(Fault{FailRate: float64(i % 2), FailStatus: 503 * (i % 2)}); err != nil {
+			t.Error(err)
+			break
+		}
+	}
+	wg.Wait()
 }

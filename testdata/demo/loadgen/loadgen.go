@@ -4,6 +4,10 @@
 //
 //	summary=interval elapsed=10s requests=50 successes=49 failures=1 rps=5.0 p50=3.21ms p99=12.5ms statuses=200:49,503:1 last_error="503: ..."
 //	summary=total elapsed=1m0s requests=300 ...
+//
+// Against any other server, such as echo, whose page lists nothing to buy,
+// it only GETs the page (Config.Path). A 2xx answer is a success, anything
+// else a failure; statuses counts the answers by code.
 package loadgen
 
 import (
@@ -26,9 +30,13 @@ import (
 
 // Config configures a load run.
 type Config struct {
-	// Target is the web front end, "host:port" or a URL; "web:8080" in
-	// the pod.
+	// Target is the server to load, "host:port" or a URL: the web front
+	// end ("web:8080" in the pod) or any HTTP/1.1 server, such as echo.
 	Target string
+	// Path is the page loadgen GETs, relative to Target: every other
+	// request when the page lists products to buy, else every request. It
+	// must start with "/" and may have a query; "" means "/".
+	Path string
 	// RPS is the request rate over all workers; zero sends as fast as
 	// Concurrency allows.
 	RPS float64
@@ -53,13 +61,14 @@ type Config struct {
 
 // DefaultConfig returns the configuration of the loadgen pod.
 func DefaultConfig() Config {
-	return Config{Target: "web:8080", RPS: 5, Concurrency: 2, Interval: 10 * time.Second,
+	return Config{Target: "web:8080", Path: "/", RPS: 5, Concurrency: 2, Interval: 10 * time.Second,
 		Timeout: 5 * time.Second, MaxFailures: -1}
 }
 
 // AddFlags binds c's fields to flags, with c's values as defaults.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.Target, "target", c.Target, "web front end to load, host:port or URL")
+	fs.StringVar(&c.Target, "target", c.Target, "server to load, host:port or URL: the web front end or e.g. echo")
+	fs.StringVar(&c.Path, "path", c.Path, "page to GET; buys what it lists, if anything")
 	fs.Float64Var(&c.RPS, "rps", c.RPS, "requests per second over all workers (0: as fast as possible)")
 	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "requests in flight at most")
 	fs.IntVar(&c.Requests, "requests", c.Requests, "stop after this many requests (0: no limit)")
@@ -79,6 +88,12 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Summary, error) {
 	base, err := targetURL(cfg.Target)
 	if err != nil {
 		return Summary{}, err
+	}
+	if cfg.Path == "" {
+		cfg.Path = "/"
+	}
+	if !strings.HasPrefix(cfg.Path, "/") {
+		return Summary{}, fmt.Errorf("bad path %q: want one starting with /", cfg.Path)
 	}
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
@@ -201,9 +216,10 @@ func (g *generator) report(stop <-chan struct{}, out io.Writer) {
 var buyLink = regexp.MustCompile(`action="/buy\?product=([^"&]+)"`)
 
 // do sends request n: even ones load the page, odd ones buy a product the
-// page listed (or load the page, if none is known yet).
+// page listed (or load the page, if none is known: the shop has not
+// answered yet, or the target is not the shop).
 func (g *generator) do(ctx context.Context, n int) {
-	method, path := http.MethodGet, "/"
+	method, path := http.MethodGet, g.cfg.Path
 	if ids := g.products.Load(); n%2 == 1 && ids != nil && len(*ids) > 0 {
 		method, path = http.MethodPost, "/buy?product="+url.QueryEscape((*ids)[n/2%len(*ids)])
 	}
@@ -226,7 +242,7 @@ func (g *generator) do(ctx context.Context, n int) {
 		g.log.Debug("request failed", "err", errText)
 	}
 	g.stats.add(statusKey, ok, latency, errText)
-	if ok && path == "/" {
+	if ok && method == http.MethodGet {
 		g.learn(body)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -17,6 +18,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mesh-dev/mesh/testdata/demo/demotest"
+	"github.com/mesh-dev/mesh/testdata/demo/echo"
+	"github.com/mesh-dev/mesh/testdata/demo/fault"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -79,6 +82,80 @@ var cmpSummary = cmp.FilterPath(func(p cmp.Path) bool {
 	}
 	return false
 }, cmp.Ignore())
+
+func TestPath(t *testing.T) {
+	tests := []struct {
+		name     string
+		path     string
+		wantHits map[string]int
+		wantErr  string
+	}{
+		{name: "zero is the shop's page", path: "",
+			wantHits: map[string]int{"GET /": 2, "POST /buy?product=ok": 1, "POST /buy?product=broken": 1}},
+		// The stub answers other paths with an empty 200: nothing to buy.
+		{name: "a page without products", path: "/health?full=1", wantHits: map[string]int{"GET /health?full=1": 4}},
+		{name: "relative", path: "health", wantHits: map[string]int{}, wantErr: `bad path "health"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var s shop
+			target := s.start(t)
+			var out bytes.Buffer
+			cfg := Config{Target: target, Path: tc.path, Concurrency: 1, Requests: 4, MaxFailures: -1}
+			_, err := Run(t.Context(), cfg, &out)
+			if (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Errorf("Run = %v, want an error with %q", err, tc.wantErr)
+			}
+			if diff := cmp.Diff(tc.wantHits, s.hits); diff != "" {
+				t.Errorf("requests the shop saw (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestEcho loads a real echo server, the way the load balancer's tests do:
+// plain GETs of --path, counted by status, failing the run past
+// --max-failures.
+func TestEcho(t *testing.T) {
+	tests := []struct {
+		name         string
+		fault        fault.Fault
+		maxFailures  int
+		want         Summary
+		wantStatuses string // in the summary line
+		wantTooMany  bool
+	}{
+		{name: "healthy", maxFailures: 0,
+			want: Summary{Requests: 6, Successes: 6, Statuses: map[string]int{"200": 6}}, wantStatuses: "statuses=200:6"},
+		{name: "failing", fault: fault.Fault{FailRate: 1, FailStatus: 503}, maxFailures: 5,
+			want: Summary{Requests: 6, Failures: 6, Statuses: map[string]int{"503": 6},
+				LastError: "GET /ping: 503: injected fault from echo-a"},
+			wantStatuses: "statuses=503:6", wantTooMany: true},
+		{name: "failing, all allowed", fault: fault.Fault{FailRate: 1, FailStatus: 503}, maxFailures: -1,
+			want: Summary{Requests: 6, Failures: 6, Statuses: map[string]int{"503": 6},
+				LastError: "GET /ping: 503: injected fault from echo-a"},
+			wantStatuses: "statuses=503:6"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			target := demotest.Serve(t, func(ctx context.Context, ln net.Listener) error {
+				return echo.Serve(ctx, ln, echo.Config{Name: "echo-a", Fault: tc.fault})
+			})
+			var out bytes.Buffer
+			cfg := Config{Target: target, Path: "/ping", Concurrency: 2, Requests: 6, MaxFailures: tc.maxFailures}
+			got, err := Run(t.Context(), cfg, &out)
+			if errors.Is(err, ErrTooManyFailures) != tc.wantTooMany {
+				t.Errorf("Run = %v, want ErrTooManyFailures: %v", err, tc.wantTooMany)
+			}
+			if diff := cmp.Diff(tc.want, got, cmpSummary); diff != "" {
+				t.Errorf("Run (-want +got):\n%s", diff)
+			}
+			if line := out.String(); !strings.HasPrefix(line, "summary=total ") || !strings.Contains(line, " "+tc.wantStatuses) {
+				t.Errorf("output %q, want a total summary with %s", line, tc.wantStatuses)
+			}
+		})
+	}
+}
 
 func TestMaxFailures(t *testing.T) {
 	var s shop

@@ -4,8 +4,8 @@
 //
 //	POST /orders  {"product_id":"mug","quantity":1,"amount_cents":1250}
 //	  201 {"order_id":"ord-...","product_id":"mug","quantity":1,"amount_cents":1250,"txid":"tx-..."}
-//	  400 malformed order, 500 injected fault, 502 payment refused,
-//	  503 payments unreachable; errors are {"error":"..."}
+//	  400 malformed order, 500 (or the fault's FailStatus) injected fault,
+//	  502 payment refused, 503 payments unreachable; errors are {"error":"..."}
 package orders
 
 import (
@@ -34,8 +34,13 @@ type Config struct {
 	PaymentsAddr string
 	// PaymentTimeout bounds each payment; zero means five seconds.
 	PaymentTimeout time.Duration
-	// Fault fails requests with 500 and delays answers.
+	// Fault fails requests with its Status (500 unless chosen) and delays
+	// answers.
 	Fault fault.Fault
+	// FaultSwitch, if not nil, holds the fault in force, read on every
+	// request so the admin server's PUT /fault can change it while Serve
+	// runs; nil means Fault, fixed.
+	FaultSwitch *fault.Switch
 	// ShutdownGrace bounds how long requests in flight may take once
 	// Serve's context ends; zero means graceful.DefaultGrace.
 	ShutdownGrace time.Duration
@@ -79,10 +84,13 @@ const maxBody = 16 << 10
 // Serve answers orders on ln, HTTP/2 cleartext only, until ctx ends, then
 // shuts down gracefully. It closes ln.
 func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
-	h := &handler{cfg: cfg, log: cfg.Logger,
+	h := &handler{cfg: cfg, log: cfg.Logger, faults: cfg.FaultSwitch,
 		pay: &payments.Client{Addr: cfg.PaymentsAddr, Timeout: cfg.PaymentTimeout}}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.faults == nil {
+		h.faults = fault.NewSwitch(cfg.Fault)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /orders", h.create)
@@ -101,9 +109,10 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 
 // handler serves POST /orders; safe for concurrent use.
 type handler struct {
-	cfg Config
-	log *slog.Logger
-	pay *payments.Client
+	cfg    Config
+	log    *slog.Logger
+	faults *fault.Switch
+	pay    *payments.Client
 }
 
 func (h *handler) create(w http.ResponseWriter, r *http.Request) {
@@ -119,13 +128,14 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Debug("order received", "product", o.ProductID, "quantity", o.Quantity, "cents", o.AmountCents)
-	fail, err := h.cfg.Fault.Apply(r.Context())
+	f := h.faults.Load()
+	fail, err := f.Apply(r.Context())
 	if err != nil {
 		return // the client is gone
 	}
 	if fail {
 		h.log.Info("order failed by fault injection", "product", o.ProductID)
-		writeError(w, http.StatusInternalServerError, errors.New("injected fault"))
+		writeError(w, f.Status(), errors.New("injected fault"))
 		return
 	}
 	id := "ord-" + rand.Text()[:12]

@@ -58,6 +58,8 @@ func TestCreate(t *testing.T) {
 		{name: "paid", order: mug},
 		{name: "orders fault", setup: setup{ordersFault: fault.Fault{FailRate: 1}}, order: mug,
 			wantCode: 500, wantInErr: "injected fault"},
+		{name: "orders fault with a status", setup: setup{ordersFault: fault.Fault{FailRate: 1, FailStatus: 429}}, order: mug,
+			wantCode: 429, wantInErr: "injected fault"},
 		{name: "payment refused", setup: setup{paymentsFault: fault.Fault{FailRate: 1}}, order: mug,
 			wantCode: 502, wantInErr: "payment refused: unavailable"},
 		{name: "payments down", setup: setup{paymentsDown: true}, order: mug,

@@ -23,6 +23,10 @@ type Config struct {
 	Addr string
 	// Fault fails requests with "ERR unavailable" and delays answers.
 	Fault fault.Fault
+	// FaultSwitch, if not nil, holds the fault in force, read on every
+	// request so the admin server's PUT /fault can change it while Serve
+	// runs; nil means Fault, fixed.
+	FaultSwitch *fault.Switch
 	// IdleTimeout closes a connection that sends nothing for this long;
 	// zero means two minutes.
 	IdleTimeout time.Duration
@@ -47,10 +51,11 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 
 // server tracks the connections of one Serve call.
 type server struct {
-	cfg Config
-	log *slog.Logger
-	wg  sync.WaitGroup
-	mu  sync.Mutex
+	cfg    Config
+	log    *slog.Logger
+	faults *fault.Switch
+	wg     sync.WaitGroup
+	mu     sync.Mutex
 	// conns and draining are guarded by mu. Once draining is set, handlers
 	// finish the request in hand and close instead of reading another.
 	conns    map[net.Conn]struct{}
@@ -107,9 +112,12 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 }
 
 func newServer(cfg Config) *server {
-	s := &server{cfg: cfg, log: cfg.Logger, conns: make(map[net.Conn]struct{})}
+	s := &server{cfg: cfg, log: cfg.Logger, faults: cfg.FaultSwitch, conns: make(map[net.Conn]struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.faults == nil {
+		s.faults = fault.NewSwitch(cfg.Fault)
 	}
 	s.cfg.IdleTimeout = orDefault(cfg.IdleTimeout, 2*time.Minute)
 	return s
@@ -212,7 +220,7 @@ func (s *server) answer(ctx context.Context, line []byte, log *slog.Logger) stri
 		return errLine(err.Error())
 	}
 	log.Debug("payment requested", "order", req.OrderID, "cents", req.Cents)
-	fail, err := s.cfg.Fault.Apply(ctx)
+	fail, err := s.faults.Load().Apply(ctx)
 	if err != nil {
 		return errLine("shutting down")
 	}

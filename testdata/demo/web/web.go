@@ -6,8 +6,9 @@
 //	POST /buy?product=ID  buys one; 200 with a text receipt
 //
 // Errors are plain text naming the backend: 400 for a missing product,
-// 404 for an unknown one, 500 for an injected fault, 502 when a backend
-// answered with an error and 503 when it could not be reached.
+// 404 for an unknown one, 500 (or the fault's FailStatus) for an injected
+// fault, 502 when a backend answered with an error and 503 when it could
+// not be reached.
 package web
 
 import (
@@ -42,8 +43,13 @@ type Config struct {
 	// BackendTimeout bounds the backend calls of one request; zero means
 	// five seconds.
 	BackendTimeout time.Duration
-	// Fault fails requests with 500 and delays answers.
+	// Fault fails requests with its Status (500 unless chosen) and delays
+	// answers.
 	Fault fault.Fault
+	// FaultSwitch, if not nil, holds the fault in force, read on every
+	// request so the admin server's PUT /fault can change it while Serve
+	// runs; nil means Fault, fixed.
+	FaultSwitch *fault.Switch
 	// ShutdownGrace bounds how long requests in flight may take once
 	// Serve's context ends; zero means graceful.DefaultGrace.
 	ShutdownGrace time.Duration
@@ -78,9 +84,13 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 	ord := orders.NewClient(cfg.OrdersAddr)
 	defer ord.Close()
 
-	h := &handler{cfg: cfg, log: cfg.Logger, catalog: catalogv1.NewCatalogClient(conn), orders: ord}
+	h := &handler{cfg: cfg, log: cfg.Logger, faults: cfg.FaultSwitch,
+		catalog: catalogv1.NewCatalogClient(conn), orders: ord}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.faults == nil {
+		h.faults = fault.NewSwitch(cfg.Fault)
 	}
 	if h.cfg.BackendTimeout <= 0 {
 		h.cfg.BackendTimeout = 5 * time.Second
@@ -103,6 +113,7 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 type handler struct {
 	cfg     Config
 	log     *slog.Logger
+	faults  *fault.Switch
 	catalog catalogv1.CatalogClient
 	orders  *orders.Client
 }
@@ -110,13 +121,14 @@ type handler struct {
 // inject applies the fault knobs and reports whether the request was
 // answered already.
 func (h *handler) inject(w http.ResponseWriter, r *http.Request) bool {
-	fail, err := h.cfg.Fault.Apply(r.Context())
+	f := h.faults.Load()
+	fail, err := f.Apply(r.Context())
 	if err != nil {
 		return true // the client is gone
 	}
 	if fail {
 		h.log.Info("request failed by fault injection", "path", r.URL.Path)
-		http.Error(w, "injected fault", http.StatusInternalServerError)
+		http.Error(w, "injected fault", f.Status())
 	}
 	return fail
 }

@@ -106,6 +106,8 @@ func TestRequests(t *testing.T) {
 			wantCode: 500, wantBody: "injected fault"},
 		{name: "web fault on buy", backends: backends{webFault: always}, method: "POST", path: "/buy?product=mug",
 			wantCode: 500, wantBody: "injected fault"},
+		{name: "web fault with a status", backends: backends{webFault: fault.Fault{FailRate: 1, FailStatus: 503}},
+			method: "GET", path: "/", wantCode: 503, wantBody: "injected fault"},
 		{name: "catalog fault", backends: backends{catalogFault: always}, method: "GET", path: "/",
 			wantCode: 503, wantBody: "catalog unavailable: Unavailable: injected fault"},
 		{name: "catalog down", backends: backends{catalogDown: true}, method: "GET", path: "/",

@@ -7,6 +7,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mesh-dev/mesh/testdata/demo/catalog"
+	"github.com/mesh-dev/mesh/testdata/demo/echo"
+	"github.com/mesh-dev/mesh/testdata/demo/fault"
 	"github.com/mesh-dev/mesh/testdata/demo/loadgen"
 	"github.com/mesh-dev/mesh/testdata/demo/orders"
 	"github.com/mesh-dev/mesh/testdata/demo/payments"
@@ -18,6 +20,9 @@ type component struct {
 	name   string
 	config any    // the package's Config, for tests
 	addr   string // the main listener; "" for loadgen, which listens on nothing
+	// faults is the switch the component reads its fault from, served on
+	// the admin port's /fault; nil for loadgen, which injects none.
+	faults *fault.Switch
 	// serve runs the component on ln (nil for loadgen) until ctx ends.
 	serve func(ctx context.Context, ln net.Listener) error
 }
@@ -32,8 +37,9 @@ func newWebCmd(o *options) *cobra.Command {
 			if err := cfg.Fault.Validate(); err != nil {
 				return err
 			}
+			cfg.FaultSwitch = fault.NewSwitch(cfg.Fault)
 			cfg.Logger, cfg.ShutdownGrace = o.logger("web"), o.ShutdownGrace
-			return o.run(cmd.Context(), o, component{name: "web", config: cfg, addr: cfg.Addr,
+			return o.run(cmd.Context(), o, component{name: "web", config: cfg, addr: cfg.Addr, faults: cfg.FaultSwitch,
 				serve: func(ctx context.Context, ln net.Listener) error { return web.Serve(ctx, ln, cfg) }})
 		},
 	}
@@ -51,8 +57,9 @@ func newCatalogCmd(o *options) *cobra.Command {
 			if err := cfg.Fault.Validate(); err != nil {
 				return err
 			}
+			cfg.FaultSwitch = fault.NewSwitch(cfg.Fault)
 			cfg.Logger, cfg.ShutdownGrace = o.logger("catalog"), o.ShutdownGrace
-			return o.run(cmd.Context(), o, component{name: "catalog", config: cfg, addr: cfg.Addr,
+			return o.run(cmd.Context(), o, component{name: "catalog", config: cfg, addr: cfg.Addr, faults: cfg.FaultSwitch,
 				serve: func(ctx context.Context, ln net.Listener) error { return catalog.Serve(ctx, ln, cfg) }})
 		},
 	}
@@ -70,8 +77,9 @@ func newOrdersCmd(o *options) *cobra.Command {
 			if err := cfg.Fault.Validate(); err != nil {
 				return err
 			}
+			cfg.FaultSwitch = fault.NewSwitch(cfg.Fault)
 			cfg.Logger, cfg.ShutdownGrace = o.logger("orders"), o.ShutdownGrace
-			return o.run(cmd.Context(), o, component{name: "orders", config: cfg, addr: cfg.Addr,
+			return o.run(cmd.Context(), o, component{name: "orders", config: cfg, addr: cfg.Addr, faults: cfg.FaultSwitch,
 				serve: func(ctx context.Context, ln net.Listener) error { return orders.Serve(ctx, ln, cfg) }})
 		},
 	}
@@ -89,9 +97,34 @@ func newPaymentsCmd(o *options) *cobra.Command {
 			if err := cfg.Fault.Validate(); err != nil {
 				return err
 			}
+			cfg.FaultSwitch = fault.NewSwitch(cfg.Fault)
 			cfg.Logger, cfg.ShutdownGrace = o.logger("payments"), o.ShutdownGrace
-			return o.run(cmd.Context(), o, component{name: "payments", config: cfg, addr: cfg.Addr,
+			return o.run(cmd.Context(), o, component{name: "payments", config: cfg, addr: cfg.Addr, faults: cfg.FaultSwitch,
 				serve: func(ctx context.Context, ln net.Listener) error { return payments.Serve(ctx, ln, cfg) }})
+		},
+	}
+	cfg.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func newEchoCmd(o *options) *cobra.Command {
+	cfg := echo.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "echo",
+		Short: "Answer every request with the pod's name, HTTP/1.1 and h2c (default :8080)",
+		Long: "echo answers every request with 200 and \"echo from NAME\", NAME being $POD_NAME or\n" +
+			"the hostname, over HTTP/1.1 and h2c (prior knowledge) on one port. A request failed by\n" +
+			"--fail-rate gets --fail-status. PUT /fault on the admin port changes the fault at runtime.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.Fault.Validate(); err != nil {
+				return err
+			}
+			cfg.Name, _ = o.lookupEnv("POD_NAME") // "" means the hostname
+			cfg.FaultSwitch = fault.NewSwitch(cfg.Fault)
+			cfg.Logger, cfg.ShutdownGrace = o.logger("echo"), o.ShutdownGrace
+			return o.run(cmd.Context(), o, component{name: "echo", config: cfg, addr: cfg.Addr, faults: cfg.FaultSwitch,
+				serve: func(ctx context.Context, ln net.Listener) error { return echo.Serve(ctx, ln, cfg) }})
 		},
 	}
 	cfg.AddFlags(cmd.Flags())
@@ -102,10 +135,11 @@ func newLoadgenCmd(o *options) *cobra.Command {
 	cfg := loadgen.DefaultConfig()
 	cmd := &cobra.Command{
 		Use:   "loadgen",
-		Short: "Send traffic to the web front end and print summaries",
-		Long: "loadgen alternates GET / and POST /buy?product=ID against --target and prints a\n" +
-			"logfmt summary line to stdout every --interval and at the end. With --requests it\n" +
-			"exits when they are done, non-zero if more than --max-failures failed.",
+		Short: "Send traffic to the web front end, or any HTTP server, and print summaries",
+		Long: "loadgen alternates GET --path and POST /buy?product=ID against --target and prints a\n" +
+			"logfmt summary line to stdout every --interval and at the end. A page that lists no\n" +
+			"products (echo's, say) gets only GETs; 2xx is a success. With --requests it exits\n" +
+			"when they are done, non-zero if more than --max-failures failed.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger = o.logger("loadgen")

@@ -5,9 +5,11 @@
 //	demo catalog   gRPC (h2c) on :9090
 //	demo orders    HTTP/2 cleartext on :8081
 //	demo payments  line protocol over TCP on :7070
-//	demo loadgen   traffic against web:8080
+//	demo echo      HTTP/1.1 and h2c on :8080, answers naming the pod
+//	demo loadgen   traffic against web:8080 (or echo)
 //
-// Every one also serves /ready and /live on :9900. Every flag can be set
+// Every server also serves /ready, /live and /fault (GET, and PUT to change
+// the fault while it runs) on :9900. Every flag can be set
 // from the environment too: --fail-rate is DEMO_FAIL_RATE; a flag given on
 // the command line wins.
 package main
@@ -60,7 +62,7 @@ func newRootCmd(o *options) *cobra.Command {
 	o.AdminAddr, o.ShutdownGrace, o.LogLevel, o.LogFormat = ":9900", 10*time.Second, slog.LevelInfo, "text"
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "The mesh demo shop: web, catalog, orders, payments and a load generator",
+		Short: "The mesh demo shop: web, catalog, orders, payments, an echo backend and a load generator",
 		Long: "demo runs one service of the mesh demo shop. Every flag can also be set by an\n" +
 			"environment variable: --fail-rate is " + envflag.Name(envPrefix, "fail-rate") + ".",
 		SilenceUsage:  true,
@@ -86,7 +88,7 @@ func newRootCmd(o *options) *cobra.Command {
 	fs.DurationVar(&o.ShutdownGrace, "shutdown-grace", o.ShutdownGrace, "time requests in flight may take to finish after SIGTERM")
 	fs.TextVar(&o.LogLevel, "log-level", o.LogLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "log format: text (logfmt) or json")
-	cmd.AddCommand(newWebCmd(o), newCatalogCmd(o), newOrdersCmd(o), newPaymentsCmd(o), newLoadgenCmd(o))
+	cmd.AddCommand(newWebCmd(o), newCatalogCmd(o), newOrdersCmd(o), newPaymentsCmd(o), newEchoCmd(o), newLoadgenCmd(o))
 	return cmd
 }
 

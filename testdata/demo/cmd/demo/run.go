@@ -32,10 +32,11 @@ func runComponent(ctx context.Context, o *options, c component) error {
 	return serveComponent(ctx, o, c, ln, adminLn)
 }
 
-// serveComponent runs c on ln and the probes on adminLn (if not nil). /ready
-// says 200 from the start, since the listener is bound and the backends
-// are dialed lazily, and 503 from the moment ctx ends, so Kubernetes stops
-// sending traffic while c drains; the probes stay up until c is done.
+// serveComponent runs c on ln and its admin server (probes and c.faults'
+// /fault) on adminLn, if not nil. /ready says 200 from the start, since
+// the listener is bound and the backends are dialed lazily, and 503 from
+// the moment ctx ends, so Kubernetes stops sending traffic while c drains;
+// the probes stay up until c is done.
 func serveComponent(ctx context.Context, o *options, c component, ln, adminLn net.Listener) error {
 	log := o.logger(c.name)
 	var ready atomic.Bool
@@ -47,7 +48,7 @@ func serveComponent(ctx context.Context, o *options, c component, ln, adminLn ne
 	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopAdmin()
 	if adminLn != nil {
-		go func() { adminErr <- admin.Serve(adminCtx, adminLn, ready.Load) }()
+		go func() { adminErr <- admin.Serve(adminCtx, adminLn, ready.Load, c.faults) }()
 	} else {
 		adminErr <- nil
 	}
