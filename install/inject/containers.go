@@ -12,6 +12,10 @@ const (
 	envLogLevel    = "MESH_PROXY_LOG_LEVEL"
 	envLogFormat   = "MESH_PROXY_LOG_FORMAT"
 	envOpaquePorts = "MESH_PROXY_OPAQUE_PORTS"
+	// The control plane the proxy asks for endpoints, and the namespace
+	// short names in requests are relative to.
+	envDestinationAddr = "MESH_PROXY_DESTINATION_ADDR"
+	envNamespace       = "MESH_PROXY_NAMESPACE"
 )
 
 // initContainer is mesh-init: `mesh-proxy init` with the pod's skips, as
@@ -62,6 +66,10 @@ func proxyContainer(o overrides, cfg Config) corev1.Container {
 	env := []corev1.EnvVar{
 		{Name: envLogLevel, Value: o.logLevel},
 		{Name: envLogFormat, Value: "json"},
+		{Name: envDestinationAddr, Value: cfg.DestinationAddr},
+		{Name: envNamespace, ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"},
+		}},
 	}
 	if o.opaquePorts != nil {
 		env = append(env, corev1.EnvVar{Name: envOpaquePorts, Value: o.opaquePorts.String()})

@@ -74,6 +74,9 @@ type Config struct {
 	// ControlPlaneNamespace is never injected and is written to the
 	// mesh.dev/control-plane-ns label; "" means mesh-system.
 	ControlPlaneNamespace string
+	// DestinationAddr is the control plane's gRPC address proxies ask for
+	// endpoints; "" means DefaultDestinationAddr(ControlPlaneNamespace).
+	DestinationAddr string
 	// ImagePullPolicy of both containers; "" means IfNotPresent, so images
 	// loaded into the node run without a registry.
 	ImagePullPolicy corev1.PullPolicy
@@ -88,6 +91,14 @@ type Config struct {
 	InitResources corev1.ResourceRequirements
 }
 
+// DefaultDestinationAddr is where proxies reach the controller's gRPC API
+// when it runs in namespace ns: the headless Service of `mesh install`.
+// The name is fully qualified, so that it resolves the same from every
+// namespace.
+func DefaultDestinationAddr(ns string) string {
+	return "mesh-controller." + ns + ".svc.cluster.local:8086"
+}
+
 // ErrConfig is wrapped by every error about a Config.
 var ErrConfig = errors.New("inject: invalid config")
 
@@ -95,6 +106,9 @@ var ErrConfig = errors.New("inject: invalid config")
 func (c Config) withDefaults() Config {
 	if c.ControlPlaneNamespace == "" {
 		c.ControlPlaneNamespace = DefaultControlPlaneNamespace
+	}
+	if c.DestinationAddr == "" {
+		c.DestinationAddr = DefaultDestinationAddr(c.ControlPlaneNamespace)
 	}
 	if c.ImagePullPolicy == "" {
 		c.ImagePullPolicy = DefaultImagePullPolicy

@@ -204,7 +204,11 @@ func TestPodOverrides(t *testing.T) {
 			if diff := cmp.Diff(append([]string{"init"}, tc.wantArgs...), initC.Args); diff != "" {
 				t.Errorf("mesh-init args (-want +got):\n%s", diff)
 			}
-			wantEnv := map[string]string{envLogLevel: "info", envLogFormat: "json"}
+			wantEnv := map[string]string{
+				envLogLevel: "info", envLogFormat: "json",
+				envDestinationAddr: DefaultDestinationAddr(DefaultControlPlaneNamespace),
+				envNamespace:       "", // from the downward API
+			}
 			for k, v := range tc.wantEnv {
 				wantEnv[k] = v
 			}
