@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -26,7 +27,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/events"
 
+	"google.golang.org/grpc"
+
 	"github.com/mesh-dev/mesh/controller/admin"
+	"github.com/mesh-dev/mesh/controller/destination"
 	"github.com/mesh-dev/mesh/controller/injector"
 	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/internal/version"
@@ -47,6 +51,12 @@ type Config struct {
 	WebhookAddr   string // the injector's HTTPS listener
 	WebhookTLSDir string // holds tls.crt and tls.key, reloaded on change
 	AdminAddr     string // /metrics, /ready, /live
+	GRPCAddr      string // the proxies' API: destination
+
+	// ClusterDomain is the cluster's DNS suffix, for service names.
+	ClusterDomain string
+	// TrustDomain is the SPIFFE trust domain of workload identities.
+	TrustDomain string
 
 	LogLevel  slog.Level
 	LogFormat string // "json" or "text"
@@ -66,6 +76,9 @@ func DefaultConfig() Config {
 		WebhookAddr:   ":8443",
 		WebhookTLSDir: "/var/run/mesh/webhook-tls",
 		AdminAddr:     ":9990",
+		GRPCAddr:      ":8086",
+		ClusterDomain: "cluster.local",
+		TrustDomain:   "cluster.local",
 		LogLevel:      slog.LevelInfo,
 		LogFormat:     "json",
 	}
@@ -80,6 +93,9 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.WebhookAddr, "webhook-addr", c.WebhookAddr, "address of the proxy injector's HTTPS listener")
 	fs.StringVar(&c.WebhookTLSDir, "webhook-tls-dir", c.WebhookTLSDir, "directory with the injector's tls.crt and tls.key, reloaded when they change")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "address of the admin server (/metrics, /ready, /live)")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "address of the gRPC server proxies ask for destinations")
+	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "the cluster's DNS domain")
+	fs.StringVar(&c.TrustDomain, "trust-domain", c.TrustDomain, "SPIFFE trust domain of workload identities")
 	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
 }
@@ -91,8 +107,8 @@ func (c Config) Validate() error {
 		return errors.New("--proxy-image is required: the mesh-proxy image injected pods run")
 	case c.Namespace == "":
 		return errors.New("--namespace must not be empty")
-	case c.WebhookAddr == "" || c.AdminAddr == "" || c.WebhookTLSDir == "":
-		return errors.New("--webhook-addr, --webhook-tls-dir and --admin-addr must not be empty")
+	case c.WebhookAddr == "" || c.AdminAddr == "" || c.WebhookTLSDir == "" || c.GRPCAddr == "":
+		return errors.New("--webhook-addr, --webhook-tls-dir, --admin-addr and --grpc-addr must not be empty")
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return fmt.Errorf("--log-format must be json or text, got %q", c.LogFormat)
 	}
@@ -146,8 +162,21 @@ func Run(ctx context.Context, cfg Config) error {
 
 	// The injector reads namespaces from this cache only, so it answers
 	// without a call to the API server per pod.
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		// Every pod of the cluster is cached: managed fields are the
+		// biggest part of an object and nothing here reads them.
+		informers.WithTransform(stripManagedFields))
 	namespaces := factory.Core().V1().Namespaces().Lister()
+	// New adds the destination service's informers and indexes to the
+	// factory, so it must come before Start.
+	dst, err := destination.New(destination.Config{
+		Informers: factory, ClusterDomain: cfg.ClusterDomain, TrustDomain: cfg.TrustDomain,
+		Registerer: reg, Log: log.With("component", "destination"),
+	})
+	if err != nil {
+		return err
+	}
+	state.destination = dst.Ready
 	factory.Start(ctx.Done())
 	defer factory.Shutdown() // after g.Wait, which cancels ctx
 	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
@@ -181,10 +210,45 @@ func Run(ctx context.Context, cfg Config) error {
 			},
 		})
 	})
+	g.Go(func() error { return serveGRPC(ctx, cfg, dst) })
 	// Not ready from the moment shutdown starts, so no new work is sent.
 	context.AfterFunc(ctx, func() { state.stopping.Store(true) })
 	log.Info("mesh-controller starting", "version", version.Version, "namespace", cfg.Namespace, "proxy_image", cfg.ProxyImage)
 	return g.Wait()
+}
+
+// stripManagedFields drops what the informers would cache for nothing.
+func stripManagedFields(obj any) (any, error) {
+	if o, ok := obj.(metav1.Object); ok {
+		o.SetManagedFields(nil)
+	}
+	return obj, nil
+}
+
+// serveGRPC serves the proxies' API once the destination caches are
+// filled, until ctx ends.
+func serveGRPC(ctx context.Context, cfg Config, dst *destination.Server) error {
+	if err := dst.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // shut down before the caches filled
+		}
+		return err
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("controller: grpc listener: %w", err)
+	}
+	srv := grpc.NewServer()
+	dst.Register(srv)
+	cfg.listening("grpc", ln.Addr())
+	// Start ends every open stream when ctx ends, so GracefulStop returns.
+	stop := context.AfterFunc(ctx, srv.GracefulStop)
+	defer stop()
+	if err := srv.Serve(ln); err != nil {
+		return fmt.Errorf("controller: grpc server: %w", err)
+	}
+	return nil
 }
 
 func (c Config) listening(component string, a net.Addr) {
@@ -220,6 +284,8 @@ func newClient(path string) (kubernetes.Interface, error) {
 // components' goroutines and read by probes.
 type readiness struct {
 	synced, webhook, stopping atomic.Bool
+	// destination says why the destination service cannot answer yet.
+	destination func() error
 }
 
 func (r *readiness) check() error {
@@ -230,6 +296,8 @@ func (r *readiness) check() error {
 		return errors.New("waiting for the namespace cache to sync with the API server")
 	case !r.webhook.Load():
 		return errors.New("the proxy injector is not listening yet")
+	case r.destination != nil:
+		return r.destination()
 	}
 	return nil
 }

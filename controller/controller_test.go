@@ -18,6 +18,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
 	"github.com/mesh-dev/mesh/controller/injector/injectortest"
 	"github.com/mesh-dev/mesh/install/inject"
 )
@@ -32,11 +38,11 @@ func TestMain(m *testing.M) {
 func testConfig(t *testing.T, objs ...runtime.Object) (Config, chan [2]string) {
 	cfg := DefaultConfig()
 	cfg.ProxyImage = "ghcr.io/mesh-dev/mesh-proxy:v0.1.0"
-	cfg.WebhookAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.WebhookAddr, cfg.AdminAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.WebhookTLSDir = t.TempDir()
 	cfg.client = fake.NewClientset(objs...)
 	cfg.logTo = t.Output()
-	addrs := make(chan [2]string, 2)
+	addrs := make(chan [2]string, 3)
 	cfg.onListen = func(component string, a net.Addr) { addrs <- [2]string{component, a.String()} }
 	return cfg, addrs
 }
@@ -52,7 +58,7 @@ func TestRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg) }()
 	listening := map[string]string{}
-	for len(listening) < 2 {
+	for len(listening) < 3 {
 		select {
 		case a := <-addrs:
 			listening[a[0]] = a[1]
@@ -65,7 +71,8 @@ func TestRun(t *testing.T) {
 	if code, body := get(t, adminURL+"/live"); code != http.StatusOK {
 		t.Errorf("/live: %d %s", code, body)
 	}
-	// The injector listens only once the cache has synced: ready now.
+	// The injector and the gRPC server listen only once their caches have
+	// synced: ready now.
 	if code, body := get(t, adminURL+"/ready"); code != http.StatusOK || body != "ready\n" {
 		t.Errorf("/ready: %d %q", code, body)
 	}
@@ -91,6 +98,21 @@ func TestRun(t *testing.T) {
 	resp.Body.Close()
 	if err != nil || answer.Response == nil || len(answer.Response.Patch) == 0 {
 		t.Fatalf("webhook answer %+v, %v: want a patch", answer.Response, err)
+	}
+
+	// The destination service answers on the gRPC address: a Service that
+	// does not exist is NOT_FOUND, which proxies take as "forward as is".
+	conn, err := grpc.NewClient(listening["grpc"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := destinationv1.NewDestinationClient(conn).Get(ctx, &destinationv1.GetDestinationRequest{Authority: "web.shop.svc.cluster.local:80"})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("destination Get of a missing Service: %v, want NotFound", err)
 	}
 
 	_, metrics := get(t, adminURL+"/metrics")
