@@ -6,6 +6,7 @@ package proxy
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -43,6 +44,15 @@ type Config struct {
 	// take to finish after SIGTERM or /shutdown.
 	ShutdownGrace time.Duration
 
+	// DestinationAddr is the controller's gRPC address (host:port) the
+	// proxy asks for the endpoints behind each outbound destination. Empty
+	// means no controller: every connection goes to its original
+	// destination (DESIGN.md's zero config).
+	DestinationAddr string
+	// Namespace is the pod's namespace, against which the controller
+	// expands short service names.
+	Namespace string
+
 	LogLevel  slog.Level
 	LogFormat string // "json" or "text"
 }
@@ -79,6 +89,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request header block accepted (431 past it)")
 	fs.Uint32Var(&c.MaxConcurrentStreams, "max-concurrent-streams", c.MaxConcurrentStreams, "concurrent HTTP/2 streams allowed per client connection")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time in-flight work may take to finish on shutdown")
+	fs.StringVar(&c.DestinationAddr, "destination-addr", c.DestinationAddr, "controller's gRPC address for endpoint discovery and balancing (empty: forward to original destinations)")
+	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "the pod's namespace, for the controller to expand short names")
 	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
 }
@@ -96,6 +108,11 @@ func (c Config) Validate() error {
 	}
 	if c.ResponseTimeout < 0 || c.ShutdownGrace < 0 {
 		return fmt.Errorf("response-timeout and shutdown-grace must not be negative")
+	}
+	if c.DestinationAddr != "" {
+		if _, _, err := net.SplitHostPort(c.DestinationAddr); err != nil {
+			return fmt.Errorf("destination-addr %q: want host:port: %w", c.DestinationAddr, err)
+		}
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return fmt.Errorf("log-format must be json or text, got %q", c.LogFormat)

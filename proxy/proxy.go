@@ -12,7 +12,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+
+	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
 	"github.com/mesh-dev/mesh/proxy/admin"
+	"github.com/mesh-dev/mesh/proxy/balance"
+	"github.com/mesh-dev/mesh/proxy/discovery"
 	"github.com/mesh-dev/mesh/proxy/detect"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/origdst"
@@ -29,6 +36,11 @@ type Proxy struct {
 	ready    atomic.Bool
 	shutdown chan struct{} // closed by /shutdown
 	once     sync.Once
+
+	// With a controller: the connection to it and the discovery cache
+	// outbound balancing uses; nil without.
+	conn   *grpc.ClientConn
+	router *router
 }
 
 // New binds the proxy's listeners, so that once it returns, connections
@@ -50,6 +62,12 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 	if p.adminLn, err = listen("admin", cfg.AdminAddr); err != nil {
 		return nil, err
 	}
+	if cfg.DestinationAddr != "" {
+		if err := p.connectController(); err != nil {
+			p.adminLn.Close()
+			return nil, err
+		}
+	}
 	opaque := detect.NewOpaqueCache(4096, 10*time.Minute)
 	for _, d := range []struct {
 		dir  metrics.Direction
@@ -69,16 +87,26 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 			p.closeListeners()
 			return nil, err
 		}
-		p.sides = append(p.sides, newSide(sideConfig{
+		sc := sideConfig{
 			dir: d.dir, ln: ln, cfg: &p.cfg, metrics: p.metrics, opaque: opaque,
 			log: log.With("direction", string(d.dir)), lookup: origdst.Lookup,
-		}))
+		}
+		if d.dir == metrics.Outbound {
+			sc.router = p.router // inbound goes to the pod itself
+		}
+		p.sides = append(p.sides, newSide(sc))
+	}
+	var destinations http.Handler
+	if p.router != nil {
+		destinations = http.HandlerFunc(p.router.destinationsJSON)
 	}
 	p.admin = &http.Server{
 		Handler: admin.Handler(admin.Config{
 			Metrics:  p.metrics.Handler(),
 			Ready:    p.ready.Load,
 			Shutdown: func() { p.once.Do(func() { close(p.shutdown) }) },
+
+			Destinations: destinations,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
@@ -97,6 +125,25 @@ func (p *Proxy) Addrs() (inbound, outbound, admin net.Addr) {
 func (p *Proxy) Serve(ctx context.Context) error {
 	errc := make(chan error, len(p.sides)+1)
 	go func() { errc <- serveAdmin(p.admin, p.adminLn) }()
+	discoveryDone := make(chan struct{})
+	if p.router != nil {
+		// The cache outlives the drain, so requests finishing during it
+		// still reach their endpoints; it stops with the proxy.
+		discoveryCtx, stopDiscovery := context.WithCancel(context.WithoutCancel(ctx))
+		defer func() {
+			stopDiscovery()
+			<-discoveryDone
+			p.conn.Close()
+		}()
+		go func() {
+			defer close(discoveryDone)
+			if err := p.router.cache.Run(discoveryCtx); err != nil {
+				p.log.Error("discovery stopped", "err", err)
+			}
+		}()
+	} else {
+		close(discoveryDone)
+	}
 	for _, s := range p.sides {
 		go func() { errc <- s.serve() }()
 	}
@@ -133,6 +180,38 @@ func serveAdmin(srv *http.Server, ln net.Listener) error {
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("admin server: %w", err)
 	}
+	return nil
+}
+
+// connectController sets up the gRPC connection to the controller and the
+// discovery cache on it. Dialing is lazy: a controller that is down is
+// retried in the background, and connections go to their original
+// destinations meanwhile.
+func (p *Proxy) connectController() error {
+	conn, err := grpc.NewClient("dns:///"+p.cfg.DestinationAddr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// A restarted controller should be found within a few seconds,
+		// not gRPC's default two minutes of backoff.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}))
+	if err != nil {
+		return fmt.Errorf("controller %s: %w", p.cfg.DestinationAddr, err)
+	}
+	cache, err := discovery.New(discovery.Config{
+		Client:           destinationv1.NewDestinationClient(conn),
+		ContextNamespace: p.cfg.Namespace,
+		Log:              p.log.With("component", "discovery"),
+		Registerer:       p.metrics.Registry(),
+		// A removed endpoint has drained: its pooled connections go.
+		OnDrained: func(string, balance.Endpoint) { p.sides[1].http.CloseIdle() },
+	})
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	p.conn, p.router = conn, &router{cache: cache}
 	return nil
 }
 

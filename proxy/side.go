@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mesh-dev/mesh/proxy/balance"
 	"github.com/mesh-dev/mesh/proxy/detect"
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/metrics"
@@ -26,6 +27,9 @@ type sideConfig struct {
 	// lookup finds a connection's original destination: origdst.Lookup,
 	// or a fixed target in tests that run without iptables.
 	lookup func(*net.TCPConn) (netip.AddrPort, error)
+	// router balances over the controller's endpoints; nil forwards to
+	// original destinations (inbound, or no controller).
+	router *router
 }
 
 // side is one direction of the proxy: a listener whose connections were
@@ -45,7 +49,12 @@ type side struct {
 func newSide(sc sideConfig) *side {
 	s := &side{sideConfig: sc, dialer: net.Dialer{Timeout: sc.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}}
 	s.connCtx, s.cancelConn = context.WithCancel(context.Background())
+	var pick httpproxy.Picker
+	if sc.router != nil {
+		pick = sc.router.httpPicker
+	}
 	s.http = httpproxy.New(httpproxy.Config{
+		Pick:            pick,
 		Direction:       sc.dir,
 		Metrics:         sc.metrics,
 		Log:             sc.log,
@@ -209,12 +218,29 @@ func closeWrite(c net.Conn) error {
 	return c.Close()
 }
 
+// forwardOpaque relays a connection to dst, or, when the mesh balances
+// dst, to the endpoint peak-EWMA picks for the whole connection: its
+// connect time is the latency sample, and it stays pending until closed.
 func (s *side) forwardOpaque(mc *meteredConn, client net.Conn, dst netip.AddrPort) {
-	ctx, cancel := context.WithTimeout(s.connCtx, s.cfg.ConnectTimeout)
-	up, err := s.dialer.DialContext(ctx, "tcp", dst.String())
-	cancel()
+	addr, pick, err := s.pickConn(dst)
 	if err != nil {
-		s.log.Info("opaque target unreachable; resetting client", "target", dst.String(), "err", err)
+		s.log.Info("no endpoint for opaque connection; resetting client", "target", dst.String(), "err", err)
+		mc.tcp.SetLinger(0)
+		mc.Close()
+		return
+	}
+	if pick != nil {
+		defer pick.Done()
+	}
+	ctx, cancel := context.WithTimeout(s.connCtx, s.cfg.ConnectTimeout)
+	start := time.Now()
+	up, err := s.dialer.DialContext(ctx, "tcp", addr.String())
+	cancel()
+	if pick != nil {
+		pick.Observe(time.Since(start), err)
+	}
+	if err != nil {
+		s.log.Info("opaque target unreachable; resetting client", "target", addr.String(), "err", err)
 		mc.tcp.SetLinger(0) // a reset tells the client what a silent close would hide
 		mc.Close()
 		return
@@ -227,6 +253,22 @@ func (s *side) forwardOpaque(mc *meteredConn, client net.Conn, dst netip.AddrPor
 		s.log.Debug("opaque stream ended with an error", "target", dst.String(), "err", err)
 	}
 	mc.closeWithStats(st.FromClient, st.ToClient)
+}
+
+// pickConn chooses where an opaque connection to dst goes: an endpoint of
+// the controller's (pick is then non-nil and must be Done), or dst itself.
+func (s *side) pickConn(dst netip.AddrPort) (netip.AddrPort, *balance.Pick, error) {
+	if s.router == nil {
+		return dst, nil, nil
+	}
+	p, err := s.router.pick(s.connCtx, dst)
+	switch {
+	case errors.Is(err, errForward):
+		return dst, nil, nil
+	case err != nil:
+		return netip.AddrPort{}, nil, err
+	}
+	return p.Endpoint().Addr, &p, nil
 }
 
 // meteredConn counts the bytes of a connection served as HTTP and reports

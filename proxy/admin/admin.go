@@ -17,6 +17,9 @@ type Config struct {
 	// Shutdown starts a graceful shutdown of the proxy (POST /shutdown).
 	// It must not block.
 	Shutdown func()
+	// Destinations serves /destinations, the endpoints the proxy balances
+	// over; nil when it runs without a controller.
+	Destinations http.Handler
 }
 
 // Handler returns the admin mux:
@@ -24,6 +27,8 @@ type Config struct {
 //	GET  /metrics   Prometheus text format
 //	GET  /ready     200 "ready" once the proxy serves traffic, else 503
 //	GET  /live      200 "live" while the process runs
+//	GET  /destinations  JSON: the endpoints of each destination and their
+//	                balancing state (with a controller only)
 //	POST /shutdown  graceful shutdown; only from loopback, since any pod on
 //	                the network can reach the admin port
 func Handler(cfg Config) http.Handler {
@@ -39,6 +44,9 @@ func Handler(cfg Config) http.Handler {
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("live\n"))
 	})
+	if cfg.Destinations != nil {
+		mux.Handle("GET /destinations", cfg.Destinations)
+	}
 	mux.HandleFunc("POST /shutdown", func(w http.ResponseWriter, r *http.Request) {
 		if !fromLoopback(r) {
 			http.Error(w, "shutdown is only allowed from loopback", http.StatusForbidden)

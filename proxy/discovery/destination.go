@@ -420,3 +420,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	}
 }
+
+// Stats returns the balancer's view of each endpoint (cost inputs,
+// ejection), for the admin server.
+func (d *Destination) Stats() []balance.EndpointStats { return d.bal.Snapshot() }

@@ -53,7 +53,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -399,4 +401,17 @@ func (c *Cache) isClosed() bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.closed
+}
+
+// Destinations returns the destinations in the cache ordered by
+// authority, for the admin server.
+func (c *Cache) Destinations() []*Destination {
+	c.mu.RLock()
+	ds := make([]*Destination, 0, len(c.entries))
+	for _, d := range c.entries {
+		ds = append(ds, d)
+	}
+	c.mu.RUnlock()
+	slices.SortFunc(ds, func(a, b *Destination) int { return strings.Compare(a.authority, b.authority) })
+	return ds
 }

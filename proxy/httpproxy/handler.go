@@ -25,6 +25,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	route := p.cfg.Metrics.Route(p.cfg.Direction, r.Host, target.String())
 	route.Request()
 	rec := &recorder{ResponseWriter: w, start: time.Now()}
+	r, report, err := p.pick(r, target)
 	defer func() {
 		// A panic with http.ErrAbortHandler means the response broke after
 		// it started (the target reset the stream): count it, then let the
@@ -32,10 +33,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		v := recover()
 		success := v == nil && rec.succeeded()
 		route.Response(rec.code(), success, rec.took())
+		if v != nil && rec.status < 500 {
+			rec.status = http.StatusBadGateway // for the balancer: the stream broke
+		}
+		report(rec)
 		if v != nil {
 			panic(v)
 		}
 	}()
+	if err != nil {
+		p.writeNoEndpoints(rec, r, target)
+		return
+	}
 	p.rp.ServeHTTP(rec, r)
 }
 
@@ -44,9 +53,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // headers and keeps the ones (and the raw query) the client sent, which
 // ReverseProxy strips before calling Rewrite.
 func rewrite(pr *httputil.ProxyRequest) {
-	target, _ := targetFrom(pr.In.Context())
 	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = target.String()
+	pr.Out.URL.Host = endpointFrom(pr.In.Context()).String()
 	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 	pr.Out.Host = pr.In.Host
 	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
@@ -125,7 +133,7 @@ func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.WriteHeader(http.StatusBadGateway)
 		return
 	}
-	target, _ := targetFrom(r.Context())
+	target := endpointFrom(r.Context())
 	code, grpcCode, what := http.StatusBadGateway, 14, "unreachable" // 14: UNAVAILABLE
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {

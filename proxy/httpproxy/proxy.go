@@ -45,6 +45,9 @@ type Config struct {
 	// connection; streams past it are refused (RST_STREAM REFUSED_STREAM,
 	// which clients retry safely). Zero means 1000.
 	MaxConcurrentStreams uint32
+	// Pick chooses each request's endpoint; nil sends every request to its
+	// connection's target.
+	Pick Picker
 }
 
 func (c *Config) setDefaults() {
@@ -184,6 +187,13 @@ func (p *Proxy) ServeHTTP2(ctx context.Context, c net.Conn, target netip.AddrPor
 		BaseConfig: p.h1,
 		Handler:    p,
 	})
+}
+
+// CloseIdle closes the idle connections to every target, for example
+// once an endpoint the balancer removed has drained.
+func (p *Proxy) CloseIdle() {
+	p.h1tr.CloseIdleConnections()
+	p.h2tr.CloseIdleConnections()
 }
 
 // Shutdown stops taking connections, tells HTTP/2 clients with GOAWAY,

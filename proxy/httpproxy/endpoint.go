@@ -1,0 +1,96 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Endpoint is where one request goes, and where its outcome is reported.
+type Endpoint struct {
+	Addr netip.AddrPort
+	// Report, when set, is called once the response has ended (or failed)
+	// with the time to its headers and the failure, nil on success, so the
+	// balancer that chose Addr can learn from it.
+	Report func(rtt time.Duration, err error)
+}
+
+// Picker chooses the endpoint of one request whose connection was going to
+// target. It returns ErrNoEndpoints for a destination the mesh knows but
+// that has nothing to send to; any other error forwards to target as is.
+type Picker func(ctx context.Context, target netip.AddrPort) (Endpoint, error)
+
+// ErrNoEndpoints makes the proxy answer 503: the destination exists, and
+// none of its endpoints is ready.
+var ErrNoEndpoints = errors.New("no endpoints available")
+
+// ErrServerError is what a request reports to its balancer when the
+// endpoint answered 5xx (or the proxy did for it: unreachable, timed out).
+var ErrServerError = errors.New("server error")
+
+type endpointKey struct{}
+
+// endpointFrom returns the address a request was routed to, or its
+// connection's target when it was not balanced.
+func endpointFrom(ctx context.Context) netip.AddrPort {
+	if ep, ok := ctx.Value(endpointKey{}).(netip.AddrPort); ok {
+		return ep
+	}
+	t, _ := targetFrom(ctx)
+	return t
+}
+
+// pick routes r: the returned request carries the chosen endpoint, and
+// report (never nil) tells the balancer how the request went.
+func (p *Proxy) pick(r *http.Request, target netip.AddrPort) (*http.Request, func(rec *recorder), error) {
+	noop := func(*recorder) {}
+	if p.cfg.Pick == nil {
+		return r, noop, nil
+	}
+	ep, err := p.cfg.Pick(r.Context(), target)
+	if errors.Is(err, ErrNoEndpoints) {
+		return r, noop, err
+	}
+	if err != nil || ep.Addr == target {
+		return r, noop, nil
+	}
+	r = r.WithContext(context.WithValue(r.Context(), endpointKey{}, ep.Addr))
+	if ep.Report == nil {
+		return r, noop, nil
+	}
+	return r, func(rec *recorder) { ep.Report(rec.took(), outcome(r, rec)) }, nil
+}
+
+// outcome classifies a finished request for the balancer: a client that
+// left says nothing about the endpoint; a 5xx is the endpoint's failure.
+// A gRPC error status is the application's answer, not a sick endpoint.
+func outcome(r *http.Request, rec *recorder) error {
+	if err := r.Context().Err(); err != nil {
+		return err
+	}
+	if rec.code() >= 500 {
+		return fmt.Errorf("%w: %d", ErrServerError, rec.code())
+	}
+	return nil
+}
+
+// writeNoEndpoints answers 503 (gRPC: UNAVAILABLE) for a destination with
+// no endpoint to send to.
+func (p *Proxy) writeNoEndpoints(w http.ResponseWriter, r *http.Request, target netip.AddrPort) {
+	msg := fmt.Sprintf("mesh-proxy: no endpoints available for %s (%s)", r.Host, target)
+	p.cfg.Log.Info("request failed", "direction", p.cfg.Direction, "target", target.String(),
+		"authority", r.Host, "status", http.StatusServiceUnavailable, "err", ErrNoEndpoints)
+	w.Header().Set("Mesh-Proxy-Error", "no endpoints")
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Status", "14") // UNAVAILABLE
+		w.Header().Set("Grpc-Message", msg)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	http.Error(w, msg, http.StatusServiceUnavailable)
+}
