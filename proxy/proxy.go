@@ -19,8 +19,8 @@ import (
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
 	"github.com/mesh-dev/mesh/proxy/admin"
 	"github.com/mesh-dev/mesh/proxy/balance"
-	"github.com/mesh-dev/mesh/proxy/discovery"
 	"github.com/mesh-dev/mesh/proxy/detect"
+	"github.com/mesh-dev/mesh/proxy/discovery"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/origdst"
 )
