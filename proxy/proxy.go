@@ -21,6 +21,7 @@ import (
 	"github.com/mesh-dev/mesh/proxy/balance"
 	"github.com/mesh-dev/mesh/proxy/detect"
 	"github.com/mesh-dev/mesh/proxy/discovery"
+	"github.com/mesh-dev/mesh/proxy/dnsresolve"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/origdst"
 )
@@ -45,7 +46,9 @@ type Proxy struct {
 
 // New binds the proxy's listeners, so that once it returns, connections
 // queue in the kernel even before Serve runs; bind errors surface here.
-func New(cfg Config, log *slog.Logger) (*Proxy, error) {
+// ctx bounds the background work New starts: resolving the controller's
+// name.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -63,7 +66,7 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 		return nil, err
 	}
 	if cfg.DestinationAddr != "" {
-		if err := p.connectController(); err != nil {
+		if err := p.connectController(ctx); err != nil {
 			p.adminLn.Close()
 			return nil, err
 		}
@@ -187,8 +190,17 @@ func serveAdmin(srv *http.Server, ln net.Listener) error {
 // discovery cache on it. Dialing is lazy: a controller that is down is
 // retried in the background, and connections go to their original
 // destinations meanwhile.
-func (p *Proxy) connectController() error {
-	conn, err := grpc.NewClient("dns:///"+p.cfg.DestinationAddr,
+func (p *Proxy) connectController(ctx context.Context) error {
+	// The controller's address is a headless Service: its name resolves to
+	// the controller pods, and is re-resolved when its DNS TTL runs out, so
+	// a controller that moved is found without waiting for a failure.
+	res, err := dnsresolve.New(dnsresolve.Config{})
+	if err != nil {
+		return fmt.Errorf("controller %s: %w", p.cfg.DestinationAddr, err)
+	}
+	dns := dnsresolve.NewBuilder(ctx, res, dnsresolve.BuilderConfig{})
+	conn, err := grpc.NewClient(dnsresolve.Scheme+":///"+p.cfg.DestinationAddr,
+		grpc.WithResolvers(dns),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// A restarted controller should be found within a few seconds,
 		// not gRPC's default two minutes of backoff.
@@ -225,7 +237,7 @@ func (p *Proxy) closeListeners() {
 // Run is the whole life of mesh-proxy: build, serve, drain.
 func Run(ctx context.Context, cfg Config) error {
 	log := NewLogger(cfg)
-	p, err := New(cfg, log)
+	p, err := New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,7 @@ func startProxy(t testing.TB, target string, mutate ...func(*Config)) *testProxy
 	for _, f := range mutate {
 		f(&cfg)
 	}
-	p, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p, err := New(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,10 +93,10 @@ type Config struct {
 
 // DefaultDestinationAddr is where proxies reach the controller's gRPC API
 // when it runs in namespace ns: the headless Service of `mesh install`.
-// The name is fully qualified, so that it resolves the same from every
-// namespace.
+// The name is absolute (a trailing dot), so that it resolves the same
+// from every namespace without trying the pod's DNS search domains first.
 func DefaultDestinationAddr(ns string) string {
-	return "mesh-controller." + ns + ".svc.cluster.local:8086"
+	return "mesh-controller." + ns + ".svc.cluster.local.:8086"
 }
 
 // ErrConfig is wrapped by every error about a Config.
