@@ -1,0 +1,245 @@
+package proxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
+)
+
+// fakeDestination stands in for mesh-controller's destination service,
+// whose own tests (controller/destination) cover the Kubernetes side: it
+// answers each authority with a fixed set of endpoints, NoEndpoints, or
+// NOT_FOUND.
+type fakeDestination struct {
+	destinationv1.UnimplementedDestinationServer
+	sets map[string][]string // authority -> endpoint addresses; empty: NoEndpoints
+}
+
+func (f *fakeDestination) Get(req *destinationv1.GetDestinationRequest, stream grpc.ServerStreamingServer[destinationv1.Update]) error {
+	addrs, ok := f.sets[req.GetAuthority()]
+	if !ok {
+		return status.Errorf(codes.NotFound, "%s is not a mesh destination", req.GetAuthority())
+	}
+	u := &destinationv1.Update{Kind: &destinationv1.Update_NoEndpoints{NoEndpoints: &destinationv1.NoEndpoints{Exists: true}}}
+	if len(addrs) > 0 {
+		add := &destinationv1.AddSet{}
+		for _, a := range addrs {
+			add.Endpoints = append(add.Endpoints, &destinationv1.Endpoint{Address: a, Weight: 10000,
+				Labels: map[string]string{"pod": "pod-" + a}})
+		}
+		u = &destinationv1.Update{Kind: &destinationv1.Update_Add{Add: add}}
+	}
+	if err := stream.Send(u); err != nil {
+		return err
+	}
+	<-stream.Context().Done()
+	return nil
+}
+
+// startDestination serves f on loopback and returns its address.
+func startDestination(t testing.TB, f *fakeDestination) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	destinationv1.RegisterDestinationServer(srv, f)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return ln.Addr().String()
+}
+
+// named answers with its name, after delay.
+func named(name string, delay time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(delay)
+		io.WriteString(w, name)
+	})
+}
+
+// TestOutboundBalancesOverControllerEndpoints sends requests whose original
+// destination is a "service" address through the outbound side: they must
+// reach the controller's endpoints, never the service address itself, and
+// peak-EWMA must keep most of them off the endpoint 50 ms slower.
+func TestOutboundBalancesOverControllerEndpoints(t *testing.T) {
+	fast1, fast2 := backend(t, named("fast1", 0)), backend(t, named("fast2", 0))
+	slow := backend(t, named("slow", 50*time.Millisecond))
+	service := backend(t, named("original", 0))
+	controller := startDestination(t, &fakeDestination{sets: map[string][]string{service: {fast1, fast2, slow}}})
+	p := startProxy(t, service, func(c *Config) { c.DestinationAddr = controller })
+	_, out, admin := p.Addrs()
+
+	for _, mode := range []struct {
+		name   string
+		client *http.Client
+	}{{"HTTP/1.1", h1Client(t)}, {"h2c", h2cClient(t)}} {
+		t.Run(mode.name, func(t *testing.T) {
+			got := map[string]int{}
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			const workers, each = 4, 60
+			for range workers {
+				wg.Go(func() {
+					for range each {
+						res, err := mode.client.Get("http://" + out.String() + "/")
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						b, _ := io.ReadAll(res.Body)
+						res.Body.Close()
+						mu.Lock()
+						got[fmt.Sprintf("%d %s", res.StatusCode, b)]++
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+			total := workers * each
+			t.Logf("%d requests: %v", total, got)
+			if got["200 original"] > 0 {
+				t.Errorf("%d requests went to the service address instead of an endpoint", got["200 original"])
+			}
+			if share := float64(got["200 slow"]) / float64(total); share >= 0.10 {
+				t.Errorf("the slow endpoint got %.0f%% of requests, want under 10%% (round robin: 33%%)", 100*share)
+			}
+			if got["200 fast1"]+got["200 fast2"]+got["200 slow"] != total {
+				t.Errorf("not every request succeeded at an endpoint: %v", got)
+			}
+		})
+	}
+
+	res, err := http.Get("http://" + admin.String() + "/destinations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var dests []struct {
+		Authority string
+		Endpoints []struct {
+			Addr    string
+			Labels  map[string]string
+			RTTms   float64 `json:"rtt_estimate_ms"`
+			Ejected bool
+		}
+	}
+	if err := json.NewDecoder(res.Body).Decode(&dests); err != nil {
+		t.Fatal(err)
+	}
+	if len(dests) != 1 || dests[0].Authority != service || len(dests[0].Endpoints) != 3 {
+		t.Fatalf("/destinations = %+v, want %s with 3 endpoints", dests, service)
+	}
+	for _, ep := range dests[0].Endpoints {
+		if ep.Labels["pod"] != "pod-"+ep.Addr {
+			t.Errorf("endpoint %s lost its labels: %v", ep.Addr, ep.Labels)
+		}
+		if ep.Addr == slow && ep.RTTms < 40 {
+			t.Errorf("slow endpoint's RTT estimate %.1f ms, want about 50", ep.RTTms)
+		}
+	}
+}
+
+// TestOutboundWithoutEndpoints covers the destinations the controller has
+// no endpoints for: not a mesh destination goes to the original address,
+// a known one with nothing ready gets 503, and a controller that is down
+// costs only the initial wait before connections go to the original
+// address.
+func TestOutboundWithoutEndpoints(t *testing.T) {
+	service := backend(t, named("original", 0))
+	down, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	downAddr := down.Addr().String()
+	down.Close() // nothing listens: the controller is down
+	tests := []struct {
+		name       string
+		controller string
+		wantCode   int
+		wantBody   string
+	}{
+		{name: "not a mesh destination", controller: startDestination(t, &fakeDestination{}), wantCode: 200, wantBody: "original"},
+		{name: "no endpoints", controller: startDestination(t, &fakeDestination{sets: map[string][]string{service: nil}}),
+			wantCode: 503, wantBody: "no endpoints available"},
+		{name: "controller down", controller: downAddr, wantCode: 200, wantBody: "original"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startProxy(t, service, func(c *Config) { c.DestinationAddr = tc.controller })
+			_, out, _ := p.Addrs()
+			res, err := h1Client(t).Get("http://" + out.String() + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != tc.wantCode || !strings.Contains(string(b), tc.wantBody) {
+				t.Errorf("got %d %q, want %d containing %q", res.StatusCode, b, tc.wantCode, tc.wantBody)
+			}
+		})
+	}
+}
+
+// TestOutboundOpaqueBalancesPerConnection: opaque TCP connections to a
+// service address are spread over the controller's endpoints, one pick
+// per connection.
+func TestOutboundOpaqueBalancesPerConnection(t *testing.T) {
+	greeter := func(name string) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				io.WriteString(c, name)
+				c.Close()
+			}
+		}()
+		return ln.Addr().String()
+	}
+	a, b, service := greeter("a"), greeter("b"), greeter("original")
+	controller := startDestination(t, &fakeDestination{sets: map[string][]string{service: {a, b}}})
+	_, port, _ := net.SplitHostPort(service)
+	p := startProxy(t, service, func(c *Config) {
+		c.DestinationAddr = controller
+		if err := c.OpaquePorts.UnmarshalText([]byte(port)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	_, out, _ := p.Addrs()
+	got := map[string]int{}
+	for range 40 {
+		c, err := net.Dial("tcp", out.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[string(b)]++
+	}
+	if got["original"] > 0 || got["a"] == 0 || got["b"] == 0 || got["a"]+got["b"] != 40 {
+		t.Errorf("40 connections went to %v; want both endpoints, never the service address", got)
+	}
+}
