@@ -70,7 +70,9 @@ func maskGenerated(t testing.TB, docs []map[string]any) {
 				_ = unstructured.SetNestedField(d, masked, "data", manifests.TrustRootsKey)
 			}
 		case "Deployment":
-			_ = unstructured.SetNestedField(d, masked, "spec", "template", "metadata", "annotations", manifests.InjectorTLSChecksumAnnotation)
+			for _, a := range []string{manifests.InjectorTLSChecksumAnnotation, manifests.IdentityChecksumAnnotation} {
+				_ = unstructured.SetNestedField(d, masked, "spec", "template", "metadata", "annotations", a)
+			}
 		case "MutatingWebhookConfiguration":
 			hooks, _, _ := unstructured.NestedSlice(d, "webhooks")
 			for _, h := range hooks {
@@ -207,8 +209,8 @@ func TestInstallDryRunJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("not JSON: %v", err)
 	}
-	if list.Kind != "List" || len(list.Items) != 12 {
-		t.Errorf("kind %q with %d items, want a List of 12", list.Kind, len(list.Items))
+	if list.Kind != "List" || len(list.Items) != 14 {
+		t.Errorf("kind %q with %d items, want a List of 14", list.Kind, len(list.Items))
 	}
 }
 

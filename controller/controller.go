@@ -13,7 +13,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -27,11 +29,15 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/events"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/mesh-dev/mesh/controller/admin"
 	"github.com/mesh-dev/mesh/controller/destination"
 	"github.com/mesh-dev/mesh/controller/injector"
+	"github.com/mesh-dev/mesh/identity/ca"
+	"github.com/mesh-dev/mesh/identity/certify"
 	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/internal/version"
 )
@@ -52,6 +58,14 @@ type Config struct {
 	WebhookTLSDir string // holds tls.crt and tls.key, reloaded on change
 	AdminAddr     string // /metrics, /ready, /live
 	GRPCAddr      string // the proxies' API: destination
+	// IdentityAddr serves the identity service over TLS with the
+	// controller's own SVID, so a proxy can check the server against its
+	// trust anchors before it sends its token.
+	IdentityAddr string
+	// IdentityIssuerDir holds the issuer Secret (tls.crt, tls.key, ca.crt).
+	IdentityIssuerDir string
+	// IdentityLeafLifetime is how long workload certificates last.
+	IdentityLeafLifetime time.Duration
 
 	// ClusterDomain is the cluster's DNS suffix, for service names.
 	ClusterDomain string
@@ -77,10 +91,14 @@ func DefaultConfig() Config {
 		WebhookTLSDir: "/var/run/mesh/webhook-tls",
 		AdminAddr:     ":9990",
 		GRPCAddr:      ":8086",
-		ClusterDomain: "cluster.local",
-		TrustDomain:   "cluster.local",
-		LogLevel:      slog.LevelInfo,
-		LogFormat:     "json",
+
+		IdentityAddr:         ":8080",
+		IdentityIssuerDir:    "/var/run/mesh/identity-issuer",
+		IdentityLeafLifetime: 24 * time.Hour,
+		ClusterDomain:        "cluster.local",
+		TrustDomain:          "cluster.local",
+		LogLevel:             slog.LevelInfo,
+		LogFormat:            "json",
 	}
 }
 
@@ -94,6 +112,9 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.WebhookTLSDir, "webhook-tls-dir", c.WebhookTLSDir, "directory with the injector's tls.crt and tls.key, reloaded when they change")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "address of the admin server (/metrics, /ready, /live)")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "address of the gRPC server proxies ask for destinations")
+	fs.StringVar(&c.IdentityAddr, "identity-addr", c.IdentityAddr, "address of the identity service (TLS gRPC) proxies get certificates from")
+	fs.StringVar(&c.IdentityIssuerDir, "identity-issuer-dir", c.IdentityIssuerDir, "directory with the issuer's tls.crt, tls.key and the trust anchors' ca.crt, reloaded on change")
+	fs.DurationVar(&c.IdentityLeafLifetime, "identity-leaf-lifetime", c.IdentityLeafLifetime, "lifetime of workload certificates")
 	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "the cluster's DNS domain")
 	fs.StringVar(&c.TrustDomain, "trust-domain", c.TrustDomain, "SPIFFE trust domain of workload identities")
 	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
@@ -109,17 +130,26 @@ func (c Config) Validate() error {
 		return errors.New("--namespace must not be empty")
 	case c.WebhookAddr == "" || c.AdminAddr == "" || c.WebhookTLSDir == "" || c.GRPCAddr == "":
 		return errors.New("--webhook-addr, --webhook-tls-dir, --admin-addr and --grpc-addr must not be empty")
+	case c.IdentityAddr == "" || c.IdentityIssuerDir == "":
+		return errors.New("--identity-addr and --identity-issuer-dir must not be empty")
+	case c.IdentityLeafLifetime < time.Minute:
+		return fmt.Errorf("--identity-leaf-lifetime %s: must be at least a minute", c.IdentityLeafLifetime)
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return fmt.Errorf("--log-format must be json or text, got %q", c.LogFormat)
 	}
-	if err := c.injectConfig().Validate(); err != nil {
+	if err := c.injectConfig("").Validate(); err != nil {
 		return err
 	}
 	return nil
 }
 
-func (c Config) injectConfig() inject.Config {
-	return inject.Config{ProxyImage: c.ProxyImage, Version: c.Version, ControlPlaneNamespace: c.Namespace}
+// injectConfig is what injected pods get; anchors is the PEM trust bundle
+// their proxies check the identity service with.
+func (c Config) injectConfig(anchors string) inject.Config {
+	return inject.Config{
+		ProxyImage: c.ProxyImage, Version: c.Version, ControlPlaneNamespace: c.Namespace,
+		TrustDomain: c.TrustDomain, TrustAnchors: anchors,
+	}
 }
 
 // NewLogger returns the logger cfg asks for, writing to w.
@@ -151,6 +181,10 @@ func Run(ctx context.Context, cfg Config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var state readiness
+	ids, anchors, err := newIdentity(cfg, client, log, reg)
+	if err != nil {
+		return err
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -199,7 +233,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return injector.Run(ctx, injector.Config{
 			Addr:       cfg.WebhookAddr,
 			TLSDir:     cfg.WebhookTLSDir,
-			Inject:     cfg.injectConfig(),
+			Inject:     cfg.injectConfig(anchors),
 			Namespaces: namespaces,
 			Events:     broadcaster.NewRecorder(scheme.Scheme, "mesh-injector"),
 			Metrics:    injector.NewMetrics(reg),
@@ -211,10 +245,58 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	})
 	g.Go(func() error { return serveGRPC(ctx, cfg, dst) })
+	g.Go(func() error { return ids.Run(ctx) })
+	g.Go(func() error { return serveIdentity(ctx, cfg, ids) })
 	// Not ready from the moment shutdown starts, so no new work is sent.
 	context.AfterFunc(ctx, func() { state.stopping.Store(true) })
 	log.Info("mesh-controller starting", "version", version.Version, "namespace", cfg.Namespace, "proxy_image", cfg.ProxyImage)
 	return g.Wait()
+}
+
+// newIdentity loads the issuer and returns the identity service, with the
+// trust anchors injected proxies start from. Later anchors reach running
+// proxies over the service's trust-bundle stream; new pods get those the
+// controller started with until it restarts (mesh install rolls it when
+// the identity Secret changes).
+func newIdentity(cfg Config, client kubernetes.Interface, log *slog.Logger, reg prometheus.Registerer) (*certify.Server, string, error) {
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return nil, "", fmt.Errorf("controller: --trust-domain %q: %w", cfg.TrustDomain, err)
+	}
+	anchors, err := os.ReadFile(filepath.Join(cfg.IdentityIssuerDir, ca.AnchorsFile))
+	if err != nil {
+		return nil, "", fmt.Errorf("controller: identity trust anchors: %w", err)
+	}
+	ids, err := certify.New(certify.Config{
+		IssuerDir: cfg.IdentityIssuerDir, TrustDomain: td, LeafLifetime: cfg.IdentityLeafLifetime,
+		Reviewer: certify.NewKubeTokenReviewer(client), Log: log.With("component", "identity"), Registerer: reg,
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("controller: %w", err)
+	}
+	return ids, string(anchors), nil
+}
+
+// serveIdentity serves the identity service over TLS with the
+// controller's own SVID until ctx ends.
+func serveIdentity(ctx context.Context, cfg Config, ids *certify.Server) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", cfg.IdentityAddr)
+	if err != nil {
+		return fmt.Errorf("controller: identity listener: %w", err)
+	}
+	self := spiffeid.RequireFromSegments(ids.TrustDomain(), "ns", cfg.Namespace, "sa", inject.ControllerServiceAccount)
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ids.TLSConfig(self))))
+	ids.Register(srv)
+	cfg.listening("identity", ln.Addr())
+	// ids.Run ends the trust-bundle streams when ctx ends, so GracefulStop
+	// returns.
+	stop := context.AfterFunc(ctx, srv.GracefulStop)
+	defer stop()
+	if err := srv.Serve(ln); err != nil {
+		return fmt.Errorf("controller: identity server: %w", err)
+	}
+	return nil
 }
 
 // stripManagedFields drops what the informers would cache for nothing.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -18,13 +19,17 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
+	identityv1 "github.com/mesh-dev/mesh/api/identity/v1"
 	"github.com/mesh-dev/mesh/controller/injector/injectortest"
+	"github.com/mesh-dev/mesh/identity/identitytest"
 	"github.com/mesh-dev/mesh/install/inject"
 )
 
@@ -40,12 +45,20 @@ func testConfig(t *testing.T, objs ...runtime.Object) (Config, chan [2]string) {
 	cfg.ProxyImage = "ghcr.io/mesh-dev/mesh-proxy:v0.1.0"
 	cfg.WebhookAddr, cfg.AdminAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.WebhookTLSDir = t.TempDir()
+	cfg.IdentityAddr = "127.0.0.1:0"
+	issuer := identitytest.NewSecretDir(t)
+	testCA = identitytest.NewCA(t)
+	testCA.WriteSecret(t, issuer)
+	cfg.IdentityIssuerDir = issuer.Path
 	cfg.client = fake.NewClientset(objs...)
 	cfg.logTo = t.Output()
-	addrs := make(chan [2]string, 3)
+	addrs := make(chan [2]string, 4)
 	cfg.onListen = func(component string, a net.Addr) { addrs <- [2]string{component, a.String()} }
 	return cfg, addrs
 }
+
+// testCA is the identity PKI of the last testConfig.
+var testCA *identitytest.CA
 
 func TestRun(t *testing.T) {
 	ca := injectortest.NewCA(t)
@@ -58,7 +71,7 @@ func TestRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg) }()
 	listening := map[string]string{}
-	for len(listening) < 3 {
+	for len(listening) < 4 {
 		select {
 		case a := <-addrs:
 			listening[a[0]] = a[1]
@@ -113,6 +126,27 @@ func TestRun(t *testing.T) {
 	}
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("destination Get of a missing Service: %v, want NotFound", err)
+	}
+
+	// The identity service answers over TLS as the controller's own
+	// SPIFFE ID, which a proxy checks against its trust anchors.
+	controllerID := testCA.ID(cfg.Namespace, inject.ControllerServiceAccount)
+	idConn, err := grpc.NewClient(listening["identity"], grpc.WithTransportCredentials(
+		credentials.NewTLS(tlsconfig.TLSClientConfig(testCA.Bundle(), tlsconfig.AuthorizeID(controllerID)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idConn.Close()
+	bundles, err := identityv1.NewIdentityClient(idConn).WatchTrustBundle(ctx, &identityv1.WatchTrustBundleRequest{})
+	if err == nil {
+		var b *identityv1.TrustBundle
+		b, err = bundles.Recv()
+		if err == nil && (b.GetTrustDomain() != "cluster.local" || len(b.GetX509Authorities()) != 1) {
+			err = fmt.Errorf("bundle %q with %d authorities", b.GetTrustDomain(), len(b.GetX509Authorities()))
+		}
+	}
+	if err != nil {
+		t.Errorf("identity service over TLS as %s: %v", controllerID, err)
 	}
 
 	_, metrics := get(t, adminURL+"/metrics")

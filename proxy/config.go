@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/mesh-dev/mesh/identity/client"
 	"github.com/mesh-dev/mesh/proxy/detect"
 	"github.com/mesh-dev/mesh/proxy/ports"
 )
@@ -53,6 +54,26 @@ type Config struct {
 	// expands short service names.
 	Namespace string
 
+	// IdentityAddr is the controller's identity service (host:port).
+	// Empty means no identity: no certificate, plain text between pods.
+	IdentityAddr string
+	// IdentityServerID is the SPIFFE ID the identity service must prove.
+	IdentityServerID string
+	// TrustDomain of workload identities.
+	TrustDomain string
+	// TrustAnchors is the PEM bundle the identity service is checked
+	// against; newer bundles then arrive over the service itself.
+	TrustAnchors string
+	// ServiceAccount is the pod's; with Namespace it names the proxy's
+	// SPIFFE ID.
+	ServiceAccount string
+	// IdentityTokenFile is the projected ServiceAccount token for the
+	// identity service's audience, re-read on every request.
+	IdentityTokenFile string
+	// WorkloadAPISocket is where the SPIFFE Workload API is served to the
+	// pod's containers; empty means not served.
+	WorkloadAPISocket string
+
 	LogLevel  slog.Level
 	LogFormat string // "json" or "text"
 }
@@ -71,6 +92,8 @@ func DefaultConfig() Config {
 		HeaderReadTimeout:    10 * time.Second,
 		MaxHeaderBytes:       64 << 10,
 		MaxConcurrentStreams: 1000,
+		TrustDomain:          "cluster.local",
+		IdentityTokenFile:    client.DefaultTokenPath,
 		LogLevel:             slog.LevelInfo,
 		LogFormat:            "json",
 	}
@@ -91,6 +114,13 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time in-flight work may take to finish on shutdown")
 	fs.StringVar(&c.DestinationAddr, "destination-addr", c.DestinationAddr, "controller's gRPC address for endpoint discovery and balancing (empty: forward to original destinations)")
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "the pod's namespace, for the controller to expand short names")
+	fs.StringVar(&c.IdentityAddr, "identity-addr", c.IdentityAddr, "controller's identity service (host:port); empty: no certificate, plain text")
+	fs.StringVar(&c.IdentityServerID, "identity-server-id", c.IdentityServerID, "SPIFFE ID the identity service must present")
+	fs.StringVar(&c.TrustDomain, "trust-domain", c.TrustDomain, "SPIFFE trust domain of workload identities")
+	fs.StringVar(&c.TrustAnchors, "trust-anchors", c.TrustAnchors, "PEM trust anchors to check the identity service with")
+	fs.StringVar(&c.ServiceAccount, "service-account", c.ServiceAccount, "the pod's ServiceAccount, part of the proxy's SPIFFE ID")
+	fs.StringVar(&c.IdentityTokenFile, "identity-token-file", c.IdentityTokenFile, "projected ServiceAccount token for the identity service")
+	fs.StringVar(&c.WorkloadAPISocket, "workload-api-socket", c.WorkloadAPISocket, "Unix socket to serve the SPIFFE Workload API on (empty: not served)")
 	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
 }
@@ -112,6 +142,11 @@ func (c Config) Validate() error {
 	if c.DestinationAddr != "" {
 		if _, _, err := net.SplitHostPort(c.DestinationAddr); err != nil {
 			return fmt.Errorf("destination-addr %q: want host:port: %w", c.DestinationAddr, err)
+		}
+	}
+	if c.IdentityAddr != "" {
+		if c.Namespace == "" || c.ServiceAccount == "" || c.TrustAnchors == "" || c.IdentityServerID == "" {
+			return fmt.Errorf("identity-addr needs namespace, service-account, trust-anchors and identity-server-id")
 		}
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {

@@ -42,6 +42,8 @@ type Proxy struct {
 	// outbound balancing uses; nil without.
 	conn   *grpc.ClientConn
 	router *router
+	// id is the proxy's SPIFFE identity; nil without an identity service.
+	id *identity
 }
 
 // New binds the proxy's listeners, so that once it returns, connections
@@ -65,8 +67,19 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 	if p.adminLn, err = listen("admin", cfg.AdminAddr); err != nil {
 		return nil, err
 	}
+	res, err := dnsresolve.New(dnsresolve.Config{})
+	if err != nil && (cfg.DestinationAddr != "" || cfg.IdentityAddr != "") {
+		p.adminLn.Close()
+		return nil, fmt.Errorf("resolver: %w", err)
+	}
 	if cfg.DestinationAddr != "" {
-		if err := p.connectController(ctx); err != nil {
+		if err := p.connectController(ctx, res); err != nil {
+			p.adminLn.Close()
+			return nil, err
+		}
+	}
+	if cfg.IdentityAddr != "" {
+		if p.id, err = newIdentity(ctx, &p.cfg, res); err != nil {
 			p.adminLn.Close()
 			return nil, err
 		}
@@ -97,19 +110,24 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 		if d.dir == metrics.Outbound {
 			sc.router = p.router // inbound goes to the pod itself
 		}
+		sc.id = p.id
 		p.sides = append(p.sides, newSide(sc))
 	}
-	var destinations http.Handler
+	var destinations, identityInfo http.Handler
 	if p.router != nil {
 		destinations = http.HandlerFunc(p.router.destinationsJSON)
+	}
+	if p.id != nil {
+		identityInfo = http.HandlerFunc(p.id.identityJSON)
 	}
 	p.admin = &http.Server{
 		Handler: admin.Handler(admin.Config{
 			Metrics:  p.metrics.Handler(),
-			Ready:    p.ready.Load,
+			Ready:    p.isReady,
 			Shutdown: func() { p.once.Do(func() { close(p.shutdown) }) },
 
 			Destinations: destinations,
+			Identity:     identityInfo,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
@@ -146,6 +164,19 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		}()
 	} else {
 		close(discoveryDone)
+	}
+	if p.id != nil {
+		// Like discovery, the certificate must outlive the drain.
+		idCtx, stopIdentity := context.WithCancel(context.WithoutCancel(ctx))
+		idDone := make(chan struct{})
+		go func() {
+			defer close(idDone)
+			p.id.run(idCtx, p.log)
+		}()
+		defer func() {
+			stopIdentity()
+			<-idDone
+		}()
 	}
 	for _, s := range p.sides {
 		go func() { errc <- s.serve() }()
@@ -186,28 +217,26 @@ func serveAdmin(srv *http.Server, ln net.Listener) error {
 	return nil
 }
 
+// controllerConnectParams: a restarted controller should be found within
+// a few seconds, not gRPC's default two minutes of backoff.
+var controllerConnectParams = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+	MinConnectTimeout: 5 * time.Second,
+}
+
 // connectController sets up the gRPC connection to the controller and the
 // discovery cache on it. Dialing is lazy: a controller that is down is
 // retried in the background, and connections go to their original
 // destinations meanwhile.
-func (p *Proxy) connectController(ctx context.Context) error {
+func (p *Proxy) connectController(ctx context.Context, res *dnsresolve.Resolver) error {
 	// The controller's address is a headless Service: its name resolves to
 	// the controller pods, and is re-resolved when its DNS TTL runs out, so
 	// a controller that moved is found without waiting for a failure.
-	res, err := dnsresolve.New(dnsresolve.Config{})
-	if err != nil {
-		return fmt.Errorf("controller %s: %w", p.cfg.DestinationAddr, err)
-	}
 	dns := dnsresolve.NewBuilder(ctx, res, dnsresolve.BuilderConfig{})
 	conn, err := grpc.NewClient(dnsresolve.Scheme+":///"+p.cfg.DestinationAddr,
 		grpc.WithResolvers(dns),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		// A restarted controller should be found within a few seconds,
-		// not gRPC's default two minutes of backoff.
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
-			MinConnectTimeout: 5 * time.Second,
-		}))
+		grpc.WithConnectParams(controllerConnectParams))
 	if err != nil {
 		return fmt.Errorf("controller %s: %w", p.cfg.DestinationAddr, err)
 	}
@@ -225,6 +254,12 @@ func (p *Proxy) connectController(ctx context.Context) error {
 	}
 	p.conn, p.router = conn, &router{cache: cache}
 	return nil
+}
+
+// isReady is /ready: serving, and holding a certificate when the proxy
+// has an identity (peers would refuse it without one).
+func (p *Proxy) isReady() bool {
+	return p.ready.Load() && (p.id == nil || p.id.ready())
 }
 
 func (p *Proxy) closeListeners() {

@@ -47,8 +47,10 @@ func (r *router) httpPicker(ctx context.Context, target netip.AddrPort) (httppro
 	if err != nil {
 		return httpproxy.Endpoint{}, err
 	}
+	meta, _ := discovery.Meta(p.Endpoint())
 	return httpproxy.Endpoint{
-		Addr: p.Endpoint().Addr,
+		Addr:     p.Endpoint().Addr,
+		Identity: meta.Identity,
 		Report: func(rtt time.Duration, err error) {
 			p.Observe(rtt, err)
 			p.Done()

@@ -25,6 +25,8 @@ import (
 type fakeDestination struct {
 	destinationv1.UnimplementedDestinationServer
 	sets map[string][]string // authority -> endpoint addresses; empty: NoEndpoints
+	// identities are the endpoints' SPIFFE IDs, by address; none: unmeshed.
+	identities map[string]string
 }
 
 func (f *fakeDestination) Get(req *destinationv1.GetDestinationRequest, stream grpc.ServerStreamingServer[destinationv1.Update]) error {
@@ -37,7 +39,7 @@ func (f *fakeDestination) Get(req *destinationv1.GetDestinationRequest, stream g
 		add := &destinationv1.AddSet{}
 		for _, a := range addrs {
 			add.Endpoints = append(add.Endpoints, &destinationv1.Endpoint{Address: a, Weight: 10000,
-				Labels: map[string]string{"pod": "pod-" + a}})
+				Labels: map[string]string{"pod": "pod-" + a}, Identity: f.identities[a]})
 		}
 		u = &destinationv1.Update{Kind: &destinationv1.Update_Add{Add: add}}
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -10,8 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mesh-dev/mesh/identity/meshtls"
 	"github.com/mesh-dev/mesh/proxy/balance"
 	"github.com/mesh-dev/mesh/proxy/detect"
+	"github.com/mesh-dev/mesh/proxy/discovery"
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/tcp"
@@ -30,6 +33,9 @@ type sideConfig struct {
 	// router balances over the controller's endpoints; nil forwards to
 	// original destinations (inbound, or no controller).
 	router *router
+	// id terminates inbound mesh TLS and originates it outbound to meshed
+	// endpoints; nil means plain text only.
+	id *identity
 }
 
 // side is one direction of the proxy: a listener whose connections were
@@ -53,8 +59,13 @@ func newSide(sc sideConfig) *side {
 	if sc.router != nil {
 		pick = sc.router.httpPicker
 	}
+	var meshTLS func(context.Context, net.Conn, string) (net.Conn, error)
+	if sc.id != nil && sc.dir == metrics.Outbound {
+		meshTLS = sc.id.clientHandshake
+	}
 	s.http = httpproxy.New(httpproxy.Config{
 		Pick:            pick,
+		MeshTLS:         meshTLS,
 		Direction:       sc.dir,
 		Metrics:         sc.metrics,
 		Log:             sc.log,
@@ -127,6 +138,17 @@ func (s *side) handle(c *net.TCPConn) {
 		mc.Close() // the client left before sending anything
 		return
 	}
+	if res.Protocol == detect.TLS && s.dir == metrics.Inbound && s.id != nil {
+		var meshed bool
+		if res, conn, meshed, err = s.terminateMeshTLS(conn.(*detect.Conn), dst); err != nil {
+			s.log.Info("mesh TLS refused", "client", c.RemoteAddr().String(), "err", err)
+			mc.Close()
+			return
+		}
+		if meshed {
+			s.metrics.Detected(s.dir, "mesh-tls", "alpn")
+		}
+	}
 	s.metrics.Detected(s.dir, res.Protocol.String(), res.Reason)
 	mc.Conn = conn
 	switch res.Protocol {
@@ -142,6 +164,12 @@ func (s *side) handle(c *net.TCPConn) {
 // detect decides the protocol, skipping the wait for clients that will
 // not speak first: opaque ports, and destinations already seen silent.
 func (s *side) detect(c *net.TCPConn, dst netip.AddrPort) (detect.Result, net.Conn, error) {
+	if s.dir == metrics.Inbound && s.id != nil {
+		// A peer proxy always speaks first (its ClientHello), on opaque
+		// ports too, and its mesh TLS must be terminated here, not handed
+		// to the application: never skip detection inbound.
+		return detect.Peek(s.connCtx, c, s.cfg.DetectTimeout)
+	}
 	if s.cfg.OpaquePorts.Contains(dst.Port()) {
 		return detect.Result{Protocol: detect.Opaque, Reason: "opaque-port"}, c, nil
 	}
@@ -165,6 +193,35 @@ func (s *side) detect(c *net.TCPConn, dst netip.AddrPort) (detect.Result, net.Co
 		}), nil
 	}
 	return res, pc, nil
+}
+
+// terminateMeshTLS checks whether a TLS client is a peer proxy (it offers
+// the mesh ALPN): if so it completes mesh TLS, requiring a certificate of
+// the trust domain, and detects the protocol inside; the application's own
+// TLS is left alone, to pass through as it came.
+func (s *side) terminateMeshTLS(pc *detect.Conn, dst netip.AddrPort) (detect.Result, net.Conn, bool, error) {
+	protos, err := detect.ClientHelloALPN(pc, s.cfg.DetectTimeout)
+	if err != nil {
+		return detect.Result{}, nil, false, err
+	}
+	if !meshtls.OffersMesh(protos) {
+		return detect.Result{Protocol: detect.TLS, Reason: "client-hello"}, pc, false, nil
+	}
+	tc := tls.Server(pc, s.id.serverTLS())
+	ctx, cancel := context.WithTimeout(s.connCtx, 10*time.Second)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return detect.Result{}, nil, false, err
+	}
+	// Inside the tunnel: what the client's application speaks.
+	if s.cfg.OpaquePorts.Contains(dst.Port()) {
+		return detect.Result{Protocol: detect.Opaque, Reason: "opaque-port"}, tc, true, nil
+	}
+	res, inner, err := detect.Peek(s.connCtx, tc, s.cfg.DetectTimeout)
+	if err != nil {
+		return detect.Result{}, nil, false, err
+	}
+	return res, inner, true, nil
 }
 
 // watchFirstSpeaker returns client wrapped so that forwardOpaque can tell
@@ -236,6 +293,13 @@ func (s *side) forwardOpaque(mc *meteredConn, client net.Conn, dst netip.AddrPor
 	start := time.Now()
 	up, err := s.dialer.DialContext(ctx, "tcp", addr.String())
 	cancel()
+	if err == nil && pick != nil && s.id != nil {
+		if m, _ := discovery.Meta(pick.Endpoint()); m.Identity != "" {
+			if up, err = s.id.clientHandshake(s.connCtx, up, m.Identity); err != nil {
+				up = nil
+			}
+		}
+	}
 	if pick != nil {
 		pick.Observe(time.Since(start), err)
 	}

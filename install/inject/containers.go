@@ -74,6 +74,11 @@ func proxyContainer(o overrides, cfg Config) corev1.Container {
 	if o.opaquePorts != nil {
 		env = append(env, corev1.EnvVar{Name: envOpaquePorts, Value: o.opaquePorts.String()})
 	}
+	var mounts []corev1.VolumeMount
+	if cfg.identityEnabled() {
+		env = append(env, identityEnv(cfg)...)
+		mounts = identityMounts()
+	}
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
@@ -91,6 +96,7 @@ func proxyContainer(o overrides, cfg Config) corev1.Container {
 		ImagePullPolicy: cfg.ImagePullPolicy,
 		RestartPolicy:   ptr(corev1.ContainerRestartPolicyAlways),
 		Env:             env,
+		VolumeMounts:    mounts,
 		Ports: []corev1.ContainerPort{
 			{Name: "mesh-inbound", ContainerPort: InboundPort, Protocol: corev1.ProtocolTCP},
 			{Name: "mesh-admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},

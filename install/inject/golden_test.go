@@ -25,20 +25,29 @@ func TestGolden(t *testing.T) {
 		name         string
 		nsAnnotation string // mesh.dev/inject on the namespace; "" for none
 		wantWarnings int
+		identity     bool // the control plane has trust anchors
 	}{
 		{name: "defaults", nsAnnotation: Enabled},
+		// The defaults pod again, with SPIFFE identity: the token volume,
+		// the Workload API socket shared with the app, the proxy's env.
+		{name: "identity", nsAnnotation: Enabled, identity: true},
 		{name: "overrides"},
 		{name: "malformed", wantWarnings: 7},
 		{name: "job", nsAnnotation: Disabled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			pod := readPod(t, filepath.Join("testdata", tc.name+".input.yaml"))
+			input, cfg := tc.name, testConfig
+			if tc.identity {
+				input = "defaults"
+				cfg.TrustAnchors = "-----BEGIN CERTIFICATE-----\nMIIB (a test anchor)\n-----END CERTIFICATE-----\n"
+			}
+			pod := readPod(t, filepath.Join("testdata", input+".input.yaml"))
 			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: pod.Namespace}}
 			if tc.nsAnnotation != "" {
 				ns.Annotations = map[string]string{AnnotationInject: tc.nsAnnotation}
 			}
-			res, err := Pod(pod, ns, testConfig)
+			res, err := Pod(pod, ns, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -74,6 +74,15 @@ type Config struct {
 	// ControlPlaneNamespace is never injected and is written to the
 	// mesh.dev/control-plane-ns label; "" means mesh-system.
 	ControlPlaneNamespace string
+	// IdentityAddr is the identity service proxies get certificates from;
+	// "" means DefaultIdentityAddr(ControlPlaneNamespace).
+	IdentityAddr string
+	// TrustDomain of workload identities; "" means cluster.local.
+	TrustDomain string
+	// TrustAnchors is the PEM bundle proxies check the identity service
+	// against (later bundles reach them over the identity service itself).
+	// Empty means no identity: proxies run in plain text.
+	TrustAnchors string
 	// DestinationAddr is the control plane's gRPC address proxies ask for
 	// endpoints; "" means DefaultDestinationAddr(ControlPlaneNamespace).
 	DestinationAddr string
@@ -109,6 +118,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DestinationAddr == "" {
 		c.DestinationAddr = DefaultDestinationAddr(c.ControlPlaneNamespace)
+	}
+	if c.IdentityAddr == "" {
+		c.IdentityAddr = DefaultIdentityAddr(c.ControlPlaneNamespace)
+	}
+	if c.TrustDomain == "" {
+		c.TrustDomain = "cluster.local"
 	}
 	if c.ImagePullPolicy == "" {
 		c.ImagePullPolicy = DefaultImagePullPolicy
@@ -339,6 +354,10 @@ func mutate(meta *metav1.ObjectMeta, spec *corev1.PodSpec, o overrides, cfg Conf
 	// mesh-init runs first; mesh-proxy, a native sidecar, starts next and
 	// must be ready before the pod's own init containers and containers
 	// start, so their traffic is proxied from their first connection.
+	if cfg.identityEnabled() {
+		offerWorkloadAPI(spec) // before the proxy joins the list
+		spec.Volumes = append(spec.Volumes, identityVolumes()...)
+	}
 	spec.InitContainers = append([]corev1.Container{initContainer(o, cfg), proxyContainer(o, cfg)}, spec.InitContainers...)
 	spec.Volumes = append(spec.Volumes, corev1.Volume{
 		Name:         LockVolumeName,

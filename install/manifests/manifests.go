@@ -45,6 +45,9 @@ const (
 	// InjectorTLSChecksumAnnotation on the controller's pod template changes
 	// with the webhook serving certificate, rolling the pods on renewal.
 	InjectorTLSChecksumAnnotation = "mesh.dev/injector-tls-checksum"
+	// IdentityChecksumAnnotation on the controller's pod template changes
+	// with the trust anchors, which the controller injects into new pods.
+	IdentityChecksumAnnotation = "mesh.dev/identity-anchors-checksum"
 )
 
 // Object names.
@@ -134,6 +137,13 @@ func (v Values) InjectorChecksum() string {
 		h.Write(b)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// IdentityChecksum identifies the trust anchors: the controller injects
+// them into new pods and reads them at start, so a change rolls it.
+func (v Values) IdentityChecksum() string {
+	sum := sha256.Sum256(v.Identity.TrustAnchors)
+	return hex.EncodeToString(sum[:])
 }
 
 // tagPattern is the OCI distribution spec's tag grammar.

@@ -51,7 +51,7 @@ func TestRenderOrderAndNames(t *testing.T) {
 		"configmap/mesh-trust-roots",
 		"secret/mesh-injector-tls",
 		"deployment/mesh-controller",
-		"service/mesh-injector",
+		"service/mesh-injector", "service/mesh-controller", "service/mesh-identity",
 	}
 	tests := []struct {
 		name string

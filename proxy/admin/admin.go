@@ -20,6 +20,8 @@ type Config struct {
 	// Destinations serves /destinations, the endpoints the proxy balances
 	// over; nil when it runs without a controller.
 	Destinations http.Handler
+	// Identity serves /identity, the proxy's certificate; nil without one.
+	Identity http.Handler
 }
 
 // Handler returns the admin mux:
@@ -29,6 +31,8 @@ type Config struct {
 //	GET  /live      200 "live" while the process runs
 //	GET  /destinations  JSON: the endpoints of each destination and their
 //	                balancing state (with a controller only)
+//	GET  /identity  JSON: the proxy's SPIFFE ID and certificate (with an
+//	                identity service only)
 //	POST /shutdown  graceful shutdown; only from loopback, since any pod on
 //	                the network can reach the admin port
 func Handler(cfg Config) http.Handler {
@@ -46,6 +50,9 @@ func Handler(cfg Config) http.Handler {
 	})
 	if cfg.Destinations != nil {
 		mux.Handle("GET /destinations", cfg.Destinations)
+	}
+	if cfg.Identity != nil {
+		mux.Handle("GET /identity", cfg.Identity)
 	}
 	mux.HandleFunc("POST /shutdown", func(w http.ResponseWriter, r *http.Request) {
 		if !fromLoopback(r) {

@@ -33,7 +33,7 @@ var (
 	opaque    = verdict{Opaque, true}
 	http1     = verdict{HTTP1, true}
 	http2     = verdict{HTTP2, true}
-	tls       = verdict{TLS, true}
+	tlsHello  = verdict{TLS, true}
 )
 
 // clientHello is a TLS record header carrying a handshake (22) of 512 bytes
@@ -89,11 +89,11 @@ func TestClassify(t *testing.T) {
 		{name: "method of 21 bytes and a space", in: strings.Repeat("M", 21) + " / HTTP/1.1\r\n", want: opaque},
 
 		// TLS record headers (RFC 8446 §5.1).
-		{name: "ClientHello, TLS 1.0 record", in: string(clientHello(1)), want: tls},
-		{name: "ClientHello, TLS 1.1 record", in: string(clientHello(2)), want: tls},
-		{name: "ClientHello, TLS 1.2 record", in: string(clientHello(3)), want: tls},
-		{name: "ClientHello, 3.4 record", in: string(clientHello(4)), want: tls},
-		{name: "ClientHello header only", in: string(clientHello(1)[:6]), want: tls},
+		{name: "ClientHello, TLS 1.0 record", in: string(clientHello(1)), want: tlsHello},
+		{name: "ClientHello, TLS 1.1 record", in: string(clientHello(2)), want: tlsHello},
+		{name: "ClientHello, TLS 1.2 record", in: string(clientHello(3)), want: tlsHello},
+		{name: "ClientHello, 3.4 record", in: string(clientHello(4)), want: tlsHello},
+		{name: "ClientHello header only", in: string(clientHello(1)[:6]), want: tlsHello},
 		{name: "record version 3.5", in: string(clientHello(5)), want: opaque},
 		{name: "record version 2.1", in: "\x16\x02\x01\x02\x00\x01", want: opaque},
 		{name: "handshake record carrying a ServerHello", in: "\x16\x03\x03\x00\x40\x02\x00\x00\x3c", want: opaque},

@@ -13,6 +13,9 @@ import (
 // Endpoint is where one request goes, and where its outcome is reported.
 type Endpoint struct {
 	Addr netip.AddrPort
+	// Identity is the SPIFFE ID the endpoint's proxy must prove over mesh
+	// TLS; empty means plain text (the endpoint is not meshed).
+	Identity string
 	// Report, when set, is called once the response has ended (or failed)
 	// with the time to its headers and the failure, nil on success, so the
 	// balancer that chose Addr can learn from it.
@@ -37,11 +40,19 @@ type endpointKey struct{}
 // endpointFrom returns the address a request was routed to, or its
 // connection's target when it was not balanced.
 func endpointFrom(ctx context.Context) netip.AddrPort {
-	if ep, ok := ctx.Value(endpointKey{}).(netip.AddrPort); ok {
-		return ep
+	if ep, ok := ctx.Value(endpointKey{}).(Endpoint); ok {
+		return ep.Addr
 	}
 	t, _ := targetFrom(ctx)
 	return t
+}
+
+// identityFrom returns the identity the request's endpoint must prove.
+// The transports dial with the context of the request that needed the
+// connection, so the dialer finds it there.
+func identityFrom(ctx context.Context) string {
+	ep, _ := ctx.Value(endpointKey{}).(Endpoint)
+	return ep.Identity
 }
 
 // pick routes r: the returned request carries the chosen endpoint, and
@@ -58,7 +69,7 @@ func (p *Proxy) pick(r *http.Request, target netip.AddrPort) (*http.Request, fun
 	if err != nil || ep.Addr == target {
 		return r, noop, nil
 	}
-	r = r.WithContext(context.WithValue(r.Context(), endpointKey{}, ep.Addr))
+	r = r.WithContext(context.WithValue(r.Context(), endpointKey{}, ep))
 	if ep.Report == nil {
 		return r, noop, nil
 	}

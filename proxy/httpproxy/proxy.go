@@ -48,6 +48,9 @@ type Config struct {
 	// Pick chooses each request's endpoint; nil sends every request to its
 	// connection's target.
 	Pick Picker
+	// MeshTLS wraps a new connection to an endpoint with an identity in
+	// mesh TLS; nil means identities are ignored (plain text).
+	MeshTLS func(ctx context.Context, c net.Conn, identity string) (net.Conn, error)
 }
 
 func (c *Config) setDefaults() {
@@ -104,7 +107,7 @@ type targetConn struct {
 func New(cfg Config) *Proxy {
 	cfg.setDefaults()
 	p := &Proxy{cfg: cfg, h1conns: newConnQueue(), served: make(chan struct{}), h2conns: map[net.Conn]struct{}{}}
-	p.up = newUpstreams(&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second})
+	p.up = newUpstreams(&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}, cfg.MeshTLS)
 	p.h1tr = &http.Transport{
 		DialContext:           p.up.DialContext,
 		MaxIdleConns:          0, // no global cap: one pod talks to many targets

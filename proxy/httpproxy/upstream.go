@@ -12,20 +12,33 @@ import (
 // is still being torn down (an HTTP/2 RST_STREAM in flight), which would
 // otherwise outlive the proxy. Safe for concurrent use; mu guards open.
 type upstreams struct {
-	dialer *net.Dialer
+	dialer  *net.Dialer
+	meshTLS func(ctx context.Context, c net.Conn, identity string) (net.Conn, error)
 
 	mu   sync.Mutex
 	open map[*upstreamConn]struct{}
 }
 
-func newUpstreams(d *net.Dialer) *upstreams {
-	return &upstreams{dialer: d, open: map[*upstreamConn]struct{}{}}
+func newUpstreams(d *net.Dialer, meshTLS func(context.Context, net.Conn, string) (net.Conn, error)) *upstreams {
+	return &upstreams{dialer: d, meshTLS: meshTLS, open: map[*upstreamConn]struct{}{}}
 }
 
+// DialContext connects to addr, in mesh TLS when the request that needs
+// the connection goes to a meshed endpoint. An endpoint's identity does not
+// change while its address is in the set, so the transports' pools (keyed
+// by address) never mix plain and TLS connections to one endpoint.
 func (u *upstreams) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := u.dialer.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
+	}
+	if id := identityFrom(ctx); id != "" && u.meshTLS != nil {
+		tc, err := u.meshTLS(ctx, c, id)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c = tc
 	}
 	uc := &upstreamConn{Conn: c, owner: u}
 	u.mu.Lock()

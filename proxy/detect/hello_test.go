@@ -1,0 +1,50 @@
+package detect
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestClientHelloALPN reads the ALPN list of a real crypto/tls client's
+// ClientHello, and the bytes are still there to replay afterwards.
+func TestClientHelloALPN(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		protos []string
+	}{
+		{name: "mesh", protos: []string{"mesh.dev/proxy.v1"}},
+		{name: "h2 and http/1.1", protos: []string{"h2", "http/1.1"}},
+		{name: "none"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			defer client.Close()
+			defer server.Close()
+			go tls.Client(client, &tls.Config{ServerName: "x", NextProtos: tc.protos, InsecureSkipVerify: true}).Handshake()
+			res, c, err := Peek(context.Background(), server, time.Second)
+			if err != nil || res.Protocol != TLS {
+				t.Fatalf("Peek: %v %v", res, err)
+			}
+			got, err := ClientHelloALPN(c, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.protos) {
+				t.Errorf("ALPN %q, want %q", got, tc.protos)
+			}
+			if b := c.Buffered(); len(b) < 5 || b[0] != 22 {
+				t.Errorf("the ClientHello is no longer buffered for replay: % x", b[:min(len(b), 5)])
+			}
+		})
+	}
+}
+
+func TestClientHelloALPNRejectsGarbage(t *testing.T) {
+	if _, err := sniffALPN([]byte{22, 3, 1, 0, 4, 1, 0, 0, 0}); err == nil {
+		t.Error("a truncated ClientHello parsed")
+	}
+}

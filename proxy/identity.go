@@ -1,0 +1,142 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/mesh-dev/mesh/identity/client"
+	"github.com/mesh-dev/mesh/identity/meshtls"
+	"github.com/mesh-dev/mesh/identity/workloadapi"
+	"github.com/mesh-dev/mesh/proxy/dnsresolve"
+)
+
+// identity is the proxy's SPIFFE identity: the certificate it renews from
+// the controller, the TLS configurations built on it, and the Workload API
+// it serves to the pod.
+type identity struct {
+	conn *grpc.ClientConn
+	src  *client.Source
+	cfg  *Config
+}
+
+// newIdentity connects to the identity service, checking it is the
+// controller by its SPIFFE ID and the configured trust anchors before any
+// token is sent.
+func newIdentity(ctx context.Context, cfg *Config, res *dnsresolve.Resolver) (*identity, error) {
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("trust-domain %q: %w", cfg.TrustDomain, err)
+	}
+	anchors, err := x509bundle.Parse(td, []byte(cfg.TrustAnchors))
+	if err != nil || len(anchors.X509Authorities()) == 0 {
+		return nil, fmt.Errorf("trust-anchors: want PEM certificates: %v", err)
+	}
+	server, err := spiffeid.FromString(cfg.IdentityServerID)
+	if err != nil {
+		return nil, fmt.Errorf("identity-server-id %q: %w", cfg.IdentityServerID, err)
+	}
+	conn, err := grpc.NewClient(dnsresolve.Scheme+":///"+cfg.IdentityAddr,
+		grpc.WithResolvers(dnsresolve.NewBuilder(ctx, res, dnsresolve.BuilderConfig{})),
+		grpc.WithTransportCredentials(credentials.NewTLS(
+			tlsconfig.TLSClientConfig(anchors, tlsconfig.AuthorizeID(server)))),
+		grpc.WithConnectParams(controllerConnectParams))
+	if err != nil {
+		return nil, fmt.Errorf("identity service %s: %w", cfg.IdentityAddr, err)
+	}
+	src, err := client.New(client.Config{
+		TrustDomain: cfg.TrustDomain, Namespace: cfg.Namespace, ServiceAccount: cfg.ServiceAccount,
+		TokenPath: cfg.IdentityTokenFile, Conn: conn,
+	})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &identity{conn: conn, src: src, cfg: cfg}, nil
+}
+
+// run renews the certificate and serves the Workload API until ctx ends.
+func (id *identity) run(ctx context.Context, log interface{ Error(string, ...any) }) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := id.src.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("certificate client stopped", "err", err)
+		}
+	}()
+	if id.cfg.WorkloadAPISocket != "" {
+		if err := workloadapi.Run(ctx, workloadapi.Config{SocketPath: id.cfg.WorkloadAPISocket, Source: id.src}); err != nil {
+			log.Error("workload API stopped", "err", err)
+		}
+	}
+	<-done
+	id.conn.Close()
+}
+
+// ready reports whether the proxy holds a certificate.
+func (id *identity) ready() bool {
+	select {
+	case <-id.src.Ready():
+		return true
+	default:
+		return false
+	}
+}
+
+// serverTLS is inbound mesh TLS: any workload of the trust domain.
+func (id *identity) serverTLS() *tls.Config {
+	return meshtls.ServerConfig(id.src, id.src, nil)
+}
+
+// clientHandshake wraps an outbound connection in mesh TLS, requiring the
+// peer proxy to prove the identity the controller named for the endpoint.
+func (id *identity) clientHandshake(ctx context.Context, c net.Conn, peer string) (net.Conn, error) {
+	want, err := spiffeid.FromString(peer)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint identity %q: %w", peer, err)
+	}
+	tc := tls.Client(c, meshtls.ClientConfig(id.src, id.src, want))
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		return nil, fmt.Errorf("mesh TLS to %s as %s: %w", c.RemoteAddr(), peer, err)
+	}
+	return tc, nil
+}
+
+// identityJSON is GET /identity on the admin port: the proxy's current
+// certificate, what `mesh identity` shows.
+func (id *identity) identityJSON(w http.ResponseWriter, _ *http.Request) {
+	svid, err := id.src.GetX509SVID()
+	if err != nil {
+		http.Error(w, "no certificate yet: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	leaf := svid.Certificates[0]
+	var chain []byte
+	for _, c := range svid.Certificates {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(struct {
+		SPIFFEID  string    `json:"spiffe_id"`
+		Issuer    string    `json:"issuer"`
+		Serial    string    `json:"serial"`
+		NotBefore time.Time `json:"not_before"`
+		NotAfter  time.Time `json:"not_after"`
+		Chain     string    `json:"chain_pem"`
+	}{svid.ID.String(), leaf.Issuer.String(), leaf.SerialNumber.Text(16), leaf.NotBefore, leaf.NotAfter, string(chain)})
+}
