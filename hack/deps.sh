@@ -9,6 +9,7 @@ packages=(
 	curl nghttp2-client                   # HTTP/1.1 and h2 clients, h2load
 	redis-server redis-tools nats-server  # opaque and server-speaks-first peers
 	openssl ca-certificates
+	tcpdump                               # the end-to-end check that meshed traffic is encrypted
 	nginx haproxy wrk                    # benchmark peers and load generator
 )
 

@@ -74,11 +74,21 @@ metadata:
 `, name, inject.AnnotationInject, inject.Enabled)
 }
 
+// plainNamespaceManifest is a namespace outside the mesh.
+func plainNamespaceManifest(name string) string {
+	return fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n", name)
+}
+
 // echoManifest is a Deployment of `demo echo` whose pods carry the label
 // backend=<backend>, which its Service selects. preStop keeps a stopping
 // pod answering while the mesh learns it is gone, as any zero-downtime
 // rollout needs.
 func echoManifest(name, backend string, replicas int, args ...string) string {
+	return echoManifestIn(balanceNS, name, backend, replicas, args...)
+}
+
+// echoManifestIn is echoManifest in namespace ns.
+func echoManifestIn(ns, name, backend string, replicas int, args ...string) string {
 	quoted := []string{`"echo"`}
 	for _, a := range args {
 		quoted = append(quoted, fmt.Sprintf("%q", a))
@@ -130,12 +140,22 @@ spec:
   selector: {backend: %[4]s}
   ports:
     - {name: http, port: 8080, targetPort: http}
-`, name, balanceNS, replicas, backend, e2e.version, strings.Join(quoted, ", "))
+`, name, ns, replicas, backend, e2e.version, strings.Join(quoted, ", "))
 }
 
 // loadJob is a loadgen Job sending rps requests per second to service for
 // duration. With maxFailures 0 it fails on the first failed request.
 func loadJob(name, service string, rps int, duration time.Duration, maxFailures int) string {
+	return loadJobIn(balanceNS, name, service, "/", "", rps, duration, maxFailures)
+}
+
+// loadJobIn is loadJob in namespace ns, requesting path, with the pod
+// annotation config.mesh.dev/opaque-ports=<opaque> unless it is "".
+func loadJobIn(ns, name, service, path, opaque string, rps int, duration time.Duration, maxFailures int) string {
+	annotations := "{}"
+	if opaque != "" {
+		annotations = fmt.Sprintf("{%s: %q}", inject.AnnotationOpaquePorts, opaque)
+	}
 	return fmt.Sprintf(`apiVersion: batch/v1
 kind: Job
 metadata:
@@ -146,13 +166,14 @@ spec:
   template:
     metadata:
       labels: {job: %[1]s}
+      annotations: %[8]s
     spec:
       restartPolicy: Never
       containers:
         - name: loadgen
           image: ghcr.io/mesh-dev/mesh-demo:%[3]s
           imagePullPolicy: IfNotPresent
-          args: ["loadgen", "--target", "%[4]s:8080", "--path", "/", "--rps", "%[5]d", "--concurrency", "4",
+          args: ["loadgen", "--target", "%[4]s:8080", "--path", "%[9]s", "--rps", "%[5]d", "--concurrency", "4",
                  "--duration", "%[6]s", "--interval", "5s", "--max-failures", "%[7]d", "--admin-addr", ""]
           securityContext:
             runAsNonRoot: true
@@ -160,25 +181,32 @@ spec:
             allowPrivilegeEscalation: false
             readOnlyRootFilesystem: true
             capabilities: {drop: [ALL]}
-`, name, balanceNS, e2e.version, service, rps, duration, maxFailures)
+`, name, ns, e2e.version, service, rps, duration, maxFailures, annotations, path)
 }
 
 // startLoad creates the Job and returns its pod once it runs, with the
 // proxy injected (a load that bypassed the mesh would prove nothing).
 func startLoad(t *testing.T, ctx context.Context, manifest, job string) *corev1.Pod {
 	t.Helper()
+	return startLoadIn(t, ctx, balanceNS, manifest, job, true)
+}
+
+// startLoadIn is startLoad in namespace ns; meshed says whether the pod
+// must have the proxy.
+func startLoadIn(t *testing.T, ctx context.Context, ns, manifest, job string, meshed bool) *corev1.Pod {
+	t.Helper()
 	mustRun(t, ctx, []byte(manifest), e2e.kubectl, "apply", "-f", "-")
 	var pod *corev1.Pod
 	poll(t, ctx, 2*time.Minute, "pod of job "+job+" running", func(ctx context.Context) (bool, string, error) {
-		pods, err := e2e.client.CoreV1().Pods(balanceNS).List(ctx, metav1.ListOptions{LabelSelector: "job=" + job})
+		pods, err := e2e.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "job=" + job})
 		if err != nil || len(pods.Items) == 0 {
 			return false, fmt.Sprint("no pod yet: ", err), nil
 		}
 		pod = &pods.Items[0]
 		return pod.Status.Phase == corev1.PodRunning, "phase " + string(pod.Status.Phase), nil
 	})
-	if _, proxy := sidecars(pod); !proxy {
-		t.Fatalf("load pod %s has no proxy", pod.Name)
+	if _, proxy := sidecars(pod); proxy != meshed {
+		t.Fatalf("load pod %s: proxy %v, want %v", pod.Name, proxy, meshed)
 	}
 	return pod
 }
@@ -187,9 +215,15 @@ func startLoad(t *testing.T, ctx context.Context, manifest, job string) *corev1.
 // output, unless it completed.
 func waitJob(t *testing.T, ctx context.Context, job string, timeout time.Duration) {
 	t.Helper()
+	waitJobIn(t, ctx, balanceNS, job, timeout)
+}
+
+// waitJobIn is waitJob in namespace ns.
+func waitJobIn(t *testing.T, ctx context.Context, ns, job string, timeout time.Duration) {
+	t.Helper()
 	var failed string
 	poll(t, ctx, timeout, "job "+job+" done", func(ctx context.Context) (bool, string, error) {
-		j, err := e2e.client.BatchV1().Jobs(balanceNS).Get(ctx, job, metav1.GetOptions{})
+		j, err := e2e.client.BatchV1().Jobs(ns).Get(ctx, job, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error(), nil
 		}
@@ -204,7 +238,7 @@ func waitJob(t *testing.T, ctx context.Context, job string, timeout time.Duratio
 		}
 		return false, fmt.Sprintf("active=%d", j.Status.Active), nil
 	})
-	logs := command(ctx, nil, nil, e2e.kubectl, "logs", "-n", balanceNS, "job/"+job, "-c", "loadgen")
+	logs := command(ctx, nil, nil, e2e.kubectl, "logs", "-n", ns, "job/"+job, "-c", "loadgen")
 	if failed != "" {
 		t.Fatalf("job %s failed (%s); loadgen said:\n%s%s", job, failed, logs.stdout, logs.stderr)
 	}
