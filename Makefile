@@ -61,6 +61,13 @@ bench: ## Go micro-benchmarks
 bench-proxy: build ## side-by-side HTTP benchmark: direct, mesh-proxy, nginx, haproxy (root)
 	bash bench/proxy.sh
 
+# BENCH_CONTROLLER_FLAGS passes more flags: sizes (--services, --endpoints,
+# --watchers, --changes), --namespace; see `go run ./bench/destination --help`.
+BENCH_CONTROLLER_FLAGS ?=
+.PHONY: bench-controller
+bench-controller: build ## destination service at scale on the local cluster: 10k endpoints, 1k streams, propagation p50/p99, controller RSS; BENCH_WRITE=1 updates docs/benchmarks.md
+	$(GO) run ./bench/destination --controller $(BIN)/mesh-controller $(if $(filter 1,$(BENCH_WRITE)),--write docs/benchmarks.md) $(BENCH_CONTROLLER_FLAGS)
+
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./... ./testdata/demo/...
