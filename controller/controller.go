@@ -321,7 +321,11 @@ func serveGRPC(ctx context.Context, cfg Config, dst *destination.Server) error {
 	if err != nil {
 		return fmt.Errorf("controller: grpc listener: %w", err)
 	}
-	srv := grpc.NewServer()
+	// Every proxy holds a connection open for good: grpc-go's default
+	// 32 KiB read and write buffers per connection would be most of the
+	// controller's memory at a thousand proxies, for streams that carry a
+	// few small updates. Writes share one pool instead.
+	srv := grpc.NewServer(grpc.SharedWriteBuffer(true), grpc.ReadBufferSize(4<<10), grpc.WriteBufferSize(4<<10))
 	dst.Register(srv)
 	cfg.listening("grpc", ln.Addr())
 	// Start ends every open stream when ctx ends, so GracefulStop returns.
