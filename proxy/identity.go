@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -128,15 +130,30 @@ func (id *identity) identityJSON(w http.ResponseWriter, _ *http.Request) {
 	for _, c := range svid.Certificates {
 		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
+	// The trust anchors in force: how a rotated bundle is seen to have
+	// reached a running proxy.
+	type anchor struct {
+		Subject  string    `json:"subject"`
+		NotAfter time.Time `json:"not_after"`
+		SHA256   string    `json:"sha256"`
+	}
+	anchors := []anchor{}
+	if b, err := id.src.GetX509BundleForTrustDomain(svid.ID.TrustDomain()); err == nil {
+		for _, c := range b.X509Authorities() {
+			sum := sha256.Sum256(c.Raw)
+			anchors = append(anchors, anchor{c.Subject.String(), c.NotAfter, hex.EncodeToString(sum[:])})
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(struct {
-		SPIFFEID  string    `json:"spiffe_id"`
-		Issuer    string    `json:"issuer"`
-		Serial    string    `json:"serial"`
-		NotBefore time.Time `json:"not_before"`
-		NotAfter  time.Time `json:"not_after"`
-		Chain     string    `json:"chain_pem"`
-	}{svid.ID.String(), leaf.Issuer.String(), leaf.SerialNumber.Text(16), leaf.NotBefore, leaf.NotAfter, string(chain)})
+		SPIFFEID     string    `json:"spiffe_id"`
+		Issuer       string    `json:"issuer"`
+		Serial       string    `json:"serial"`
+		NotBefore    time.Time `json:"not_before"`
+		NotAfter     time.Time `json:"not_after"`
+		Chain        string    `json:"chain_pem"`
+		TrustAnchors []anchor  `json:"trust_anchors"`
+	}{svid.ID.String(), leaf.Issuer.String(), leaf.SerialNumber.Text(16), leaf.NotBefore, leaf.NotAfter, string(chain), anchors})
 }

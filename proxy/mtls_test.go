@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"net"
@@ -105,6 +106,7 @@ func TestMeshTLSBetweenProxies(t *testing.T) {
 	}))
 	server := startProxy(t, app, pki.withIdentity(t, "shop", "api"))
 	waitReady(t, server)
+	checkIdentityEndpoint(t, server, pki.ca.ID("shop", "api").String())
 	inbound := server.inbound
 	service := "127.0.0.1:1" // the address the client app dialled; never reached
 	tests := []struct {
@@ -137,9 +139,41 @@ func TestMeshTLSBetweenProxies(t *testing.T) {
 			if tc.wantOK && tunnels < 1 {
 				t.Errorf("the server proxy terminated no mesh TLS connection: the request went in plain text")
 			}
+			if tc.wantOK {
+				web, api := pki.ca.ID("shop", "web").String(), pki.ca.ID("shop", "api").String()
+				if n := server.counter(t, "mesh_proxy_http_requests_total", "direction", "inbound", "client_id", web); n < 1 {
+					t.Errorf("the server proxy counted no inbound request with client_id %s", web)
+				}
+				if n := client.counter(t, "mesh_proxy_http_requests_total", "direction", "outbound", "server_id", api); n < 1 {
+					t.Errorf("the client proxy counted no outbound request with server_id %s", api)
+				}
+			}
 			if !tc.wantOK && !strings.Contains(string(body), "unreachable") {
 				t.Errorf("refusal %q does not say the endpoint was unreachable", body)
 			}
 		})
+	}
+}
+
+// checkIdentityEndpoint reads GET /identity, what `mesh identity` shows.
+func checkIdentityEndpoint(t *testing.T, p *testProxy, want string) {
+	t.Helper()
+	_, _, admin := p.Addrs()
+	res, err := http.Get("http://" + admin.String() + "/identity")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var got struct {
+		SPIFFEID     string                    `json:"spiffe_id"`
+		NotAfter     time.Time                 `json:"not_after"`
+		Chain        string                    `json:"chain_pem"`
+		TrustAnchors []struct{ SHA256 string } `json:"trust_anchors"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got.SPIFFEID != want || !strings.Contains(got.Chain, "BEGIN CERTIFICATE") || len(got.TrustAnchors) != 1 || time.Until(got.NotAfter) < time.Hour {
+		t.Errorf("/identity = %+v, want %s with its chain, valid for hours, and one trust anchor", got, want)
 	}
 }

@@ -138,9 +138,10 @@ func (s *side) handle(c *net.TCPConn) {
 		mc.Close() // the client left before sending anything
 		return
 	}
+	var clientID string // proven over mesh TLS
 	if res.Protocol == detect.TLS && s.dir == metrics.Inbound && s.id != nil {
 		var meshed bool
-		if res, conn, meshed, err = s.terminateMeshTLS(conn.(*detect.Conn), dst); err != nil {
+		if res, conn, clientID, meshed, err = s.terminateMeshTLS(conn.(*detect.Conn), dst); err != nil {
 			s.log.Info("mesh TLS refused", "client", c.RemoteAddr().String(), "err", err)
 			mc.Close()
 			return
@@ -153,9 +154,9 @@ func (s *side) handle(c *net.TCPConn) {
 	mc.Conn = conn
 	switch res.Protocol {
 	case detect.HTTP1:
-		s.http.ServeHTTP1(mc, dst)
+		s.http.ServeHTTP1(mc, dst, clientID)
 	case detect.HTTP2:
-		s.http.ServeHTTP2(s.connCtx, mc, dst)
+		s.http.ServeHTTP2(s.connCtx, mc, dst, clientID)
 	default:
 		s.forwardOpaque(mc, conn, dst)
 	}
@@ -199,29 +200,32 @@ func (s *side) detect(c *net.TCPConn, dst netip.AddrPort) (detect.Result, net.Co
 // the mesh ALPN): if so it completes mesh TLS, requiring a certificate of
 // the trust domain, and detects the protocol inside; the application's own
 // TLS is left alone, to pass through as it came.
-func (s *side) terminateMeshTLS(pc *detect.Conn, dst netip.AddrPort) (detect.Result, net.Conn, bool, error) {
+func (s *side) terminateMeshTLS(pc *detect.Conn, dst netip.AddrPort) (res detect.Result, inner net.Conn, clientID string, meshed bool, err error) {
 	protos, err := detect.ClientHelloALPN(pc, s.cfg.DetectTimeout)
 	if err != nil {
-		return detect.Result{}, nil, false, err
+		return res, nil, "", false, err
 	}
 	if !meshtls.OffersMesh(protos) {
-		return detect.Result{Protocol: detect.TLS, Reason: "client-hello"}, pc, false, nil
+		return detect.Result{Protocol: detect.TLS, Reason: "client-hello"}, pc, "", false, nil
 	}
 	tc := tls.Server(pc, s.id.serverTLS())
 	ctx, cancel := context.WithTimeout(s.connCtx, 10*time.Second)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return detect.Result{}, nil, false, err
+		return res, nil, "", false, err
+	}
+	if peer, err := meshtls.PeerID(tc.ConnectionState()); err == nil {
+		clientID = peer.String()
 	}
 	// Inside the tunnel: what the client's application speaks.
 	if s.cfg.OpaquePorts.Contains(dst.Port()) {
-		return detect.Result{Protocol: detect.Opaque, Reason: "opaque-port"}, tc, true, nil
+		return detect.Result{Protocol: detect.Opaque, Reason: "opaque-port"}, tc, clientID, true, nil
 	}
-	res, inner, err := detect.Peek(s.connCtx, tc, s.cfg.DetectTimeout)
+	res, dc, err := detect.Peek(s.connCtx, tc, s.cfg.DetectTimeout)
 	if err != nil {
-		return detect.Result{}, nil, false, err
+		return res, nil, "", false, err
 	}
-	return res, inner, true, nil
+	return res, dc, clientID, true, nil
 }
 
 // watchFirstSpeaker returns client wrapped so that forwardOpaque can tell

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/mesh-dev/mesh/proxy/metrics"
 )
 
 // ServeHTTP forwards one request to the target of the connection it came on.
@@ -22,10 +24,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "mesh-proxy: no target for this connection", http.StatusInternalServerError)
 		return
 	}
-	route := p.cfg.Metrics.Route(p.cfg.Direction, r.Host, target.String())
-	route.Request()
 	rec := &recorder{ResponseWriter: w, start: time.Now()}
 	r, report, err := p.pick(r, target)
+	key := metrics.RouteKey{Direction: p.cfg.Direction, Authority: r.Host, Target: target.String(), ClientID: clientIDFrom(r.Context())}
+	if p.cfg.MeshTLS != nil {
+		key.ServerID = identityFrom(r.Context()) // proven by the handshake, or the request fails
+	}
+	route := p.cfg.Metrics.Route(key)
+	route.Request()
 	defer func() {
 		// A panic with http.ErrAbortHandler means the response broke after
 		// it started (the target reset the stream): count it, then let the

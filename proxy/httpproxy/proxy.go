@@ -95,11 +95,22 @@ type Proxy struct {
 
 type targetKey struct{}
 
-// targetConn carries the target of an accepted connection into the
-// http.Server, which hands it to each request's context (ConnContext).
+// clientIDKey holds the SPIFFE ID a connection's client proved over mesh
+// TLS.
+type clientIDKey struct{}
+
+// targetConn carries the target of an accepted connection, and its
+// client's identity, into the http.Server, which hands them to each
+// request's context (ConnContext).
 type targetConn struct {
 	net.Conn
-	target netip.AddrPort
+	target   netip.AddrPort
+	clientID string
+}
+
+func clientIDFrom(ctx context.Context) string {
+	id, _ := ctx.Value(clientIDKey{}).(string)
+	return id
 }
 
 // New returns a Proxy whose HTTP/1 server is already accepting handed-over
@@ -143,6 +154,7 @@ func New(cfg Config) *Proxy {
 		ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if tc, ok := c.(*targetConn); ok {
+				ctx = context.WithValue(ctx, clientIDKey{}, tc.clientID)
 				return context.WithValue(ctx, targetKey{}, tc.target)
 			}
 			return ctx
@@ -165,16 +177,18 @@ func New(cfg Config) *Proxy {
 }
 
 // ServeHTTP1 hands an accepted connection whose client speaks HTTP/1.x to
-// the proxy's HTTP/1 server and returns at once. Requests on it go to target.
-func (p *Proxy) ServeHTTP1(c net.Conn, target netip.AddrPort) {
-	if !p.h1conns.push(&targetConn{Conn: c, target: target}) {
+// the proxy's HTTP/1 server and returns at once. Requests on it go to
+// target; clientID is the SPIFFE ID its client proved, "" in plain text.
+func (p *Proxy) ServeHTTP1(c net.Conn, target netip.AddrPort, clientID string) {
+	if !p.h1conns.push(&targetConn{Conn: c, target: target, clientID: clientID}) {
 		c.Close() // shutting down
 	}
 }
 
 // ServeHTTP2 serves an accepted connection whose client sent the HTTP/2
 // prior-knowledge preface, and returns when the connection is done.
-func (p *Proxy) ServeHTTP2(ctx context.Context, c net.Conn, target netip.AddrPort) {
+// clientID is as for ServeHTTP1.
+func (p *Proxy) ServeHTTP2(ctx context.Context, c net.Conn, target netip.AddrPort, clientID string) {
 	p.wg.Add(1)
 	defer p.wg.Done()
 	p.mu.Lock()
@@ -186,7 +200,7 @@ func (p *Proxy) ServeHTTP2(ctx context.Context, c net.Conn, target netip.AddrPor
 		p.mu.Unlock()
 	}()
 	p.h2.ServeConn(c, &http2.ServeConnOpts{
-		Context:    context.WithValue(ctx, targetKey{}, target),
+		Context:    context.WithValue(context.WithValue(ctx, targetKey{}, target), clientIDKey{}, clientID),
 		BaseConfig: p.h1,
 		Handler:    p,
 	})

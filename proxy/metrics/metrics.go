@@ -47,7 +47,11 @@ type Metrics struct {
 func New() *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	target := []string{"direction", "target_addr"}
-	route := []string{"direction", "authority", "target_addr"}
+	// client_id and server_id are the SPIFFE IDs proven over mesh TLS:
+	// the client's on inbound requests, the server's on outbound ones;
+	// empty in plain text. Their values are bounded by the cluster's
+	// ServiceAccounts.
+	route := []string{"direction", "authority", "target_addr", "client_id", "server_id"}
 	m.detections = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mesh_proxy_protocol_detections_total",
 		Help: "Connections by the protocol detected on them and why.",
@@ -134,10 +138,22 @@ func (c *Conn) Close(read, written int64) {
 	c.m.writeBytes.WithLabelValues(string(c.dir), c.target).Add(float64(written))
 }
 
-// Route holds the HTTP series of one (direction, authority, target).
+// RouteKey names the HTTP series of one kind of request.
+type RouteKey struct {
+	Direction Direction
+	// Authority is the request's Host; client-controlled.
+	Authority string
+	// Target is the original destination, ip:port.
+	Target string
+	// ClientID and ServerID are the peer's SPIFFE ID proven over mesh TLS,
+	// inbound and outbound respectively; "" in plain text.
+	ClientID, ServerID string
+}
+
+// Route holds the HTTP series of one RouteKey.
 type Route struct {
 	m        *Metrics
-	labels   [3]string
+	labels   [5]string
 	requests prometheus.Counter
 	latency  prometheus.Observer
 }
@@ -149,16 +165,17 @@ const maxAuthority = 253 + len(":65535") // the longest DNS name, and a port
 // The authority is client-controlled: an absolute-form request target is
 // not validated like a Host header, and Prometheus panics on a label that
 // is not UTF-8, so it is made valid and bounded here.
-func (m *Metrics) Route(dir Direction, authority, target string) *Route {
-	authority = strings.ToValidUTF8(authority, "\uFFFD")
+func (m *Metrics) Route(k RouteKey) *Route {
+	authority := strings.ToValidUTF8(k.Authority, "\uFFFD")
 	if len(authority) > maxAuthority {
 		authority = strings.ToValidUTF8(authority[:maxAuthority], "")
 	}
+	labels := [5]string{string(k.Direction), authority, k.Target, k.ClientID, k.ServerID}
 	return &Route{
 		m:        m,
-		labels:   [3]string{string(dir), authority, target},
-		requests: m.requests.WithLabelValues(string(dir), authority, target),
-		latency:  m.latency.WithLabelValues(string(dir), target),
+		labels:   labels,
+		requests: m.requests.WithLabelValues(labels[:]...),
+		latency:  m.latency.WithLabelValues(string(k.Direction), k.Target),
 	}
 }
 
@@ -173,7 +190,7 @@ func (r *Route) Response(code int, success bool, took time.Duration) {
 	if !success {
 		class = "failure"
 	}
-	r.m.responses.WithLabelValues(r.labels[0], r.labels[1], r.labels[2], statusClass(code), class).Inc()
+	r.m.responses.WithLabelValues(append(r.labels[:], statusClass(code), class)...).Inc()
 	r.latency.Observe(took.Seconds())
 }
 
