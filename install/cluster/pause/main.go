@@ -21,6 +21,9 @@ func main() {
 	}
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
+	// From here a signal ends it cleanly; saying so lets a test (or a
+	// reader of the container log) know it is past the runtime's defaults.
+	fmt.Println("pause: waiting for SIGTERM or SIGINT")
 	// A child that exited before Notify took effect sent its SIGCHLD to
 	// nobody: collect it now or it stays a zombie until the next one.
 	reap()

@@ -29,14 +29,25 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// startPause runs pause and returns once it says it handles signals:
+// before that the runtime's default action would end it, with a signal
+// status instead of 0.
 func startPause(t *testing.T) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "PAUSE_TEST_MAIN=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "pause: waiting") {
+		t.Fatalf("pause said %q, %v; want it waiting for a signal", line, err)
+	}
 	return cmd
 }
 
@@ -44,9 +55,6 @@ func TestExitsOnSignal(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			cmd := startPause(t)
-			// Give it time to install its handlers: before that the default
-			// action also ends it, but with a signal status instead of 0.
-			time.Sleep(200 * time.Millisecond)
 			if err := cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
 			}
