@@ -78,6 +78,7 @@ func NewRootCmd(o *Options) *cobra.Command {
 		newUninstallCmd(o),
 		newCheckCmd(o),
 		newInjectCmd(o),
+		newIdentityCmd(o),
 		newVersionCmd(o),
 	)
 	return cmd
