@@ -54,6 +54,26 @@ func TestMeshTLS(t *testing.T) {
 		{name: "meshed opaque TCP is encrypted", ns: meshedNS, opaque: "8080"},
 		{name: "unmeshed HTTP is plain text (the capture works)", ns: plainNS, wantPlain: true},
 	}
+	t.Run("mesh identity shows a pod's certificate", func(t *testing.T) {
+		want := "spiffe://cluster.local/ns/" + meshedNS + "/sa/default"
+		r := mustRun(t, ctx, nil, e2e.mesh, "identity", "-n", meshedNS, "-l", "backend=echo")
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("mesh identity printed:\n%s\nwant %s", r.stdout, want)
+		}
+		t.Logf("mesh identity:\n%s", r.stdout)
+		r = command(ctx, nil, nil, e2e.mesh, "identity", "-n", plainNS, "-l", "backend=echo")
+		if r.err == nil || !strings.Contains(r.stderr, "not meshed") {
+			t.Errorf("mesh identity on an unmeshed pod: %v\n%s%s; want an error saying it is not meshed", r.err, r.stdout, r.stderr)
+		}
+	})
+	t.Run("an application gets its SVID from the Workload API with no configuration", func(t *testing.T) {
+		startLoadIn(t, ctx, meshedNS, svidJob(meshedNS), "svid", true)
+		waitJobIn(t, ctx, meshedNS, "svid", 2*time.Minute)
+		logs := mustRun(t, ctx, nil, e2e.kubectl, "logs", "-n", meshedNS, "job/svid", "-c", "loadgen")
+		if want := "spiffe_id=spiffe://cluster.local/ns/" + meshedNS + "/sa/default "; !strings.Contains(logs.stdout, want) {
+			t.Errorf("demo svid printed %q, want %s...", logs.stdout, want)
+		}
+	})
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			marker := "mesh-marker-" + randomHex(t)
@@ -138,4 +158,34 @@ func (c *capture) stop(t *testing.T, marker string) (bool, int) {
 	c.cmd.Wait()
 	out := c.out.String()
 	return strings.Contains(out, marker), strings.Count(out, "\n")
+}
+
+// svidJob runs `demo svid`: go-spiffe's Workload API client with nothing
+// but the SPIFFE_ENDPOINT_SOCKET the injector sets. Its container is named
+// loadgen so that startLoadIn and waitJobIn serve it too.
+func svidJob(ns string) string {
+	return fmt.Sprintf(`apiVersion: batch/v1
+kind: Job
+metadata:
+  name: svid
+  namespace: %s
+spec:
+  backoffLimit: 0
+  template:
+    metadata:
+      labels: {job: svid}
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: loadgen
+          image: ghcr.io/mesh-dev/mesh-demo:%s
+          imagePullPolicy: IfNotPresent
+          args: ["svid", "--timeout", "60s"]
+          securityContext:
+            runAsNonRoot: true
+            runAsUser: 65532
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: {drop: [ALL]}
+`, ns, e2e.version)
 }

@@ -88,7 +88,7 @@ func newRootCmd(o *options) *cobra.Command {
 	fs.DurationVar(&o.ShutdownGrace, "shutdown-grace", o.ShutdownGrace, "time requests in flight may take to finish after SIGTERM")
 	fs.TextVar(&o.LogLevel, "log-level", o.LogLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "log format: text (logfmt) or json")
-	cmd.AddCommand(newWebCmd(o), newCatalogCmd(o), newOrdersCmd(o), newPaymentsCmd(o), newEchoCmd(o), newLoadgenCmd(o))
+	cmd.AddCommand(newWebCmd(o), newCatalogCmd(o), newOrdersCmd(o), newPaymentsCmd(o), newEchoCmd(o), newLoadgenCmd(o), newSVIDCmd(o))
 	return cmd
 }
 
