@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ type meshPKI struct {
 	anchors  string
 }
 
-func startPKI(t *testing.T) *meshPKI {
+func startPKI(t testing.TB) *meshPKI {
 	t.Helper()
 	ca := identitytest.NewCA(t)
 	dir := identitytest.NewSecretDir(t)
@@ -62,7 +63,7 @@ func startPKI(t *testing.T) *meshPKI {
 }
 
 // withIdentity gives a test proxy the identity ns/sa.
-func (k *meshPKI) withIdentity(t *testing.T, ns, sa string) func(*Config) {
+func (k *meshPKI) withIdentity(t testing.TB, ns, sa string) func(*Config) {
 	token := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(token, []byte(ns+":"+sa), 0o600); err != nil {
 		t.Fatal(err)
@@ -75,7 +76,7 @@ func (k *meshPKI) withIdentity(t *testing.T, ns, sa string) func(*Config) {
 
 // waitReady polls the proxy's /ready: with an identity, it is ready only
 // once it holds a certificate.
-func waitReady(t *testing.T, p *testProxy) {
+func waitReady(t testing.TB, p *testProxy) {
 	t.Helper()
 	_, _, admin := p.Addrs()
 	deadline := time.Now().Add(10 * time.Second)
@@ -102,6 +103,10 @@ func waitReady(t *testing.T, p *testProxy) {
 func TestMeshTLSBetweenProxies(t *testing.T) {
 	pki := startPKI(t)
 	app := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor != 1 || r.Header.Get("Mesh-Orig-Proto") != "" {
+			http.Error(w, "the application got "+r.Proto+" with the mesh's mark", http.StatusInternalServerError)
+			return
+		}
 		io.WriteString(w, "hello from api")
 	}))
 	server := startProxy(t, app, pki.withIdentity(t, "shop", "api"))
@@ -175,5 +180,50 @@ func checkIdentityEndpoint(t *testing.T, p *testProxy, want string) {
 	}
 	if got.SPIFFEID != want || !strings.Contains(got.Chain, "BEGIN CERTIFICATE") || len(got.TrustAnchors) != 1 || time.Until(got.NotAfter) < time.Hour {
 		t.Errorf("/identity = %+v, want %s with its chain, valid for hours, and one trust anchor", got, want)
+	}
+}
+
+// TestHTTP1RidesOneHTTP2Connection: HTTP/1.1 requests on several client
+// connections reach the server proxy as streams of one HTTP/2 connection in
+// mesh TLS, and the application still gets HTTP/1.1.
+func TestHTTP1RidesOneHTTP2Connection(t *testing.T) {
+	pki := startPKI(t)
+	app := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Proto+" "+r.Header.Get("Mesh-Orig-Proto"))
+	}))
+	server := startProxy(t, app, pki.withIdentity(t, "shop", "api"))
+	service := "127.0.0.1:1"
+	controller := startDestination(t, &fakeDestination{sets: map[string][]string{service: {server.inbound}},
+		identities: map[string]string{server.inbound: pki.ca.ID("shop", "api").String()}})
+	client := startProxy(t, service, func(c *Config) { c.DestinationAddr = controller }, pki.withIdentity(t, "shop", "web"))
+	waitReady(t, server)
+	waitReady(t, client)
+	_, out, _ := client.Addrs()
+	before := server.counter(t, "mesh_proxy_tcp_open_total", "direction", "inbound")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			// A fresh HTTP/1.1 connection each time, with a spoofed mark.
+			req, _ := http.NewRequest(http.MethodGet, "http://"+out.String()+"/", nil)
+			req.Header.Set("Mesh-Orig-Proto", "HTTP/2.0")
+			req.Close = true
+			res, err := h1Client(t).Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if string(body) != "HTTP/1.1 " {
+				t.Errorf("the application saw %q, want HTTP/1.1 and no mark", body)
+			}
+		})
+	}
+	wg.Wait()
+	if n := server.counter(t, "mesh_proxy_tcp_open_total", "direction", "inbound") - before; n != 1 {
+		t.Errorf("8 HTTP/1.1 requests took %.0f connections between the proxies, want 1 HTTP/2 connection", n)
+	}
+	if n := server.counter(t, "mesh_proxy_protocol_detections_total", "direction", "inbound", "protocol", "h2"); n < 1 {
+		t.Errorf("the server proxy saw no HTTP/2 inside mesh TLS")
 	}
 }

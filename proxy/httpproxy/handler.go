@@ -26,6 +26,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := &recorder{ResponseWriter: w, start: time.Now()}
 	r, report, err := p.pick(r, target)
+	r = p.chooseWireProto(r)
 	key := metrics.RouteKey{Direction: p.cfg.Direction, Authority: r.Host, Target: target.String(), ClientID: clientIDFrom(r.Context())}
 	if p.cfg.MeshTLS != nil {
 		key.ServerID = identityFrom(r.Context()) // proven by the handshake, or the request fails
@@ -63,6 +64,7 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Host = endpointFrom(pr.In.Context()).String()
 	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 	pr.Out.Host = pr.In.Host
+	markWireProto(pr.In, pr.Out)
 	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 		if v, ok := pr.In.Header[h]; ok {
 			pr.Out.Header[h] = v
@@ -79,7 +81,7 @@ type roundTripper struct {
 }
 
 func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.ProtoMajor != 2 {
+	if !useH2(r) {
 		return rt.h1.RoundTrip(r)
 	}
 	if rt.responseTimeout <= 0 {
