@@ -61,6 +61,12 @@ bench: ## Go micro-benchmarks
 bench-proxy: build ## side-by-side HTTP benchmark: direct, mesh-proxy, nginx, haproxy (root)
 	bash bench/proxy.sh
 
+# BENCH_MTLS_FLAGS passes more go test flags, e.g. -count 10 or -benchtime 3s.
+BENCH_MTLS_FLAGS ?= -count 5
+.PHONY: bench-mtls
+bench-mtls: ## mesh TLS between two in-process proxies vs plain text: handshakes/s per core, a request, a new connection
+	$(GO) test -run '^$$' -bench '^BenchmarkMesh' -benchmem -cpu 1 $(BENCH_MTLS_FLAGS) ./proxy/
+
 # BENCH_CONTROLLER_FLAGS passes more flags: sizes (--services, --endpoints,
 # --watchers, --changes), --namespace; see `go run ./bench/destination --help`.
 BENCH_CONTROLLER_FLAGS ?=

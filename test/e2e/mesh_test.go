@@ -237,6 +237,19 @@ func testTrafficCrossesProxies(t *testing.T, ctx context.Context) {
 	if orders.Sum("mesh_proxy_protocol_detections_total", "direction", "inbound", "protocol", "h2") < 1 {
 		t.Errorf("orders' proxy detected no inbound HTTP/2")
 	}
+	// loadgen speaks HTTP/1.1 to web; between the two proxies it rides
+	// HTTP/2 in mesh TLS, and web's proxy names loadgen's identity.
+	web, err := scrape(ctx, pods["web"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if web.Sum("mesh_proxy_protocol_detections_total", "direction", "inbound", "protocol", "h2") < 1 {
+		t.Errorf("web's proxy saw no HTTP/2 inbound: loadgen's HTTP/1.1 was not carried over HTTP/2 between the proxies")
+	}
+	loadgenID := "spiffe://cluster.local/ns/" + demoNS + "/sa/default"
+	if web.Sum("mesh_proxy_http_requests_total", "direction", "inbound", "client_id", loadgenID) < 1 {
+		t.Errorf("web's proxy counted no request from client_id %s", loadgenID)
+	}
 	for _, e := range edges {
 		t.Logf("%s -> %s:%d crossed %s's outbound and %s's inbound proxy", e.from, e.to, e.port, e.from, e.to)
 	}
