@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
 	"io"
@@ -14,11 +15,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/mesh-dev/mesh/identity/certify"
 	"github.com/mesh-dev/mesh/identity/identitytest"
+	"github.com/mesh-dev/mesh/identity/meshtls"
 )
 
 // meshPKI runs the real identity service (identity/certify) on loopback
@@ -225,5 +230,49 @@ func TestHTTP1RidesOneHTTP2Connection(t *testing.T) {
 	}
 	if n := server.counter(t, "mesh_proxy_protocol_detections_total", "direction", "inbound", "protocol", "h2"); n < 1 {
 		t.Errorf("the server proxy saw no HTTP/2 inside mesh TLS")
+	}
+}
+
+// TestSpiffeTLSClientReachesMeshedServer: any SPIFFE client, here
+// go-spiffe's spiffetls with a certificate of the trust domain, reaches a
+// meshed server through its proxy when it authorizes the server's SPIFFE
+// ID, and is refused when it expects another one. It offers the mesh ALPN,
+// as a peer proxy does, so the proxy terminates the TLS.
+func TestSpiffeTLSClientReachesMeshedServer(t *testing.T) {
+	pki := startPKI(t)
+	app := backend(t, named("hello from api", 0))
+	server := startProxy(t, app, pki.withIdentity(t, "shop", "api"))
+	waitReady(t, server)
+	svid := pki.ca.IssueSVID(t, pki.ca.ID("shop", "web"))
+	for _, tc := range []struct {
+		name   string
+		expect spiffeid.ID
+		wantOK bool
+	}{
+		{name: "right ID", expect: pki.ca.ID("shop", "api"), wantOK: true},
+		{name: "wrong ID", expect: pki.ca.ID("shop", "payments")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := spiffetls.DialWithMode(t.Context(), "tcp", server.inbound,
+				spiffetls.MTLSClientWithRawConfig(tlsconfig.AuthorizeID(tc.expect), svid, pki.ca.Bundle()),
+				spiffetls.WithDialTLSConfigBase(&tls.Config{NextProtos: []string{meshtls.ALPN}}))
+			if !tc.wantOK {
+				if err == nil {
+					conn.Close()
+					t.Fatal("spiffetls connected to a server that is not the one it authorized")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(conn, "GET / HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
+			b, _ := io.ReadAll(conn)
+			if !strings.Contains(string(b), "200 OK") || !strings.HasSuffix(string(b), "hello from api") {
+				t.Errorf("through the proxy: %q", b)
+			}
+		})
 	}
 }

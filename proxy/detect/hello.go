@@ -25,7 +25,7 @@ func ClientHelloALPN(c *Conn, timeout time.Duration) ([]string, error) {
 	if err := c.fill(5); err != nil {
 		return nil, err
 	}
-	n := 5 + int(c.head[3])<<8 | int(c.head[4])
+	n := 5 + (int(c.head[3])<<8 | int(c.head[4]))
 	if n > maxRecord {
 		return nil, fmt.Errorf("detect: TLS record of %d bytes is over the limit", n)
 	}

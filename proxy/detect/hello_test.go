@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -46,5 +47,26 @@ func TestClientHelloALPN(t *testing.T) {
 func TestClientHelloALPNRejectsGarbage(t *testing.T) {
 	if _, err := sniffALPN([]byte{22, 3, 1, 0, 4, 1, 0, 0, 0}); err == nil {
 		t.Error("a truncated ClientHello parsed")
+	}
+}
+
+// TestClientHelloALPNAnyLength: the record length is read right whatever
+// its low bits (a precedence slip once read 5|len instead of 5+len, which
+// cut some hellos short): hellos of 16 consecutive sizes all parse.
+func TestClientHelloALPNAnyLength(t *testing.T) {
+	for n := 1; n <= 16; n++ {
+		client, server := net.Pipe()
+		name := strings.Repeat("a", n) + ".example"
+		go tls.Client(client, &tls.Config{ServerName: name, NextProtos: []string{"mesh.dev/proxy.v1"}, InsecureSkipVerify: true}).Handshake()
+		_, c, err := Peek(context.Background(), server, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ClientHelloALPN(c, time.Second)
+		if err != nil || !slices.Equal(got, []string{"mesh.dev/proxy.v1"}) {
+			t.Errorf("server name of %d bytes: ALPN %q, %v", len(name), got, err)
+		}
+		client.Close()
+		server.Close()
 	}
 }
