@@ -47,8 +47,12 @@ func TestRotation(t *testing.T) {
 	})
 	waitDeployments(t, ctx, rotateNS, 3*time.Minute)
 	server := rotatePod(t, ctx, "backend=echo")
-	client := startLoadIn(t, ctx, rotateNS, loadJobIn(rotateNS, "rotate", "echo", "/", "", 20, 150*time.Second, 0), "rotate", true)
+	client := startLoadIn(t, ctx, rotateNS, loadJobIn(rotateNS, "rotate", "echo", "/", "", 20, 240*time.Second, 0), "rotate", true)
 
+	// Both changes run together under the same load: the anchor takes
+	// kubelet's secret-volume sync (up to a minute or two) to arrive.
+	added := addTrustAnchor(t, ctx)
+	start := time.Now()
 	serials := map[string]bool{}
 	poll(t, ctx, 2*time.Minute, "the server proxy on its third certificate", func(ctx context.Context) (bool, string, error) {
 		id, err := proxyIdentity(ctx, server)
@@ -60,10 +64,8 @@ func TestRotation(t *testing.T) {
 	})
 	t.Logf("the server proxy went through %d certificates under load", len(serials))
 
-	added := addTrustAnchor(t, ctx)
-	start := time.Now()
 	for _, pod := range []*corev1.Pod{server, client} {
-		poll(t, ctx, 4*time.Minute, "the new trust anchor in "+pod.Name+"'s proxy", func(ctx context.Context) (bool, string, error) {
+		poll(t, ctx, 150*time.Second, "the new trust anchor in "+pod.Name+"'s proxy", func(ctx context.Context) (bool, string, error) {
 			id, err := proxyIdentity(ctx, pod)
 			if err != nil {
 				return false, err.Error(), nil
