@@ -280,21 +280,27 @@ func newIdentity(cfg Config, client kubernetes.Interface, log *slog.Logger, reg 
 // serveIdentity serves the identity service over TLS with the
 // controller's own SVID until ctx ends.
 func serveIdentity(ctx context.Context, cfg Config, ids *certify.Server) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", cfg.IdentityAddr)
-	if err != nil {
-		return fmt.Errorf("controller: identity listener: %w", err)
-	}
 	self := spiffeid.RequireFromSegments(ids.TrustDomain(), "ns", cfg.Namespace, "sa", inject.ControllerServiceAccount)
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ids.TLSConfig(self))))
 	ids.Register(srv)
-	cfg.listening("identity", ln.Addr())
 	// ids.Run ends the trust-bundle streams when ctx ends, so GracefulStop
 	// returns.
+	return serve(ctx, cfg, "identity", cfg.IdentityAddr, srv)
+}
+
+// serve runs srv on addr until ctx ends, then stops it gracefully: its
+// services must end their streams when ctx does.
+func serve(ctx context.Context, cfg Config, component, addr string, srv *grpc.Server) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("controller: %s listener: %w", component, err)
+	}
+	cfg.listening(component, ln.Addr())
 	stop := context.AfterFunc(ctx, srv.GracefulStop)
 	defer stop()
 	if err := srv.Serve(ln); err != nil {
-		return fmt.Errorf("controller: identity server: %w", err)
+		return fmt.Errorf("controller: %s server: %w", component, err)
 	}
 	return nil
 }
@@ -316,25 +322,14 @@ func serveGRPC(ctx context.Context, cfg Config, dst *destination.Server) error {
 		}
 		return err
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", cfg.GRPCAddr)
-	if err != nil {
-		return fmt.Errorf("controller: grpc listener: %w", err)
-	}
 	// Every proxy holds a connection open for good: grpc-go's default
 	// 32 KiB read and write buffers per connection would be most of the
 	// controller's memory at a thousand proxies, for streams that carry a
 	// few small updates. Writes share one pool instead.
 	srv := grpc.NewServer(grpc.SharedWriteBuffer(true), grpc.ReadBufferSize(4<<10), grpc.WriteBufferSize(4<<10))
 	dst.Register(srv)
-	cfg.listening("grpc", ln.Addr())
 	// Start ends every open stream when ctx ends, so GracefulStop returns.
-	stop := context.AfterFunc(ctx, srv.GracefulStop)
-	defer stop()
-	if err := srv.Serve(ln); err != nil {
-		return fmt.Errorf("controller: grpc server: %w", err)
-	}
-	return nil
+	return serve(ctx, cfg, "grpc", cfg.GRPCAddr, srv)
 }
 
 func (c Config) listening(component string, a net.Addr) {

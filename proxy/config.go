@@ -12,8 +12,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/mesh-dev/mesh/identity/client"
+	"github.com/mesh-dev/mesh/internal/ports"
 	"github.com/mesh-dev/mesh/proxy/detect"
-	"github.com/mesh-dev/mesh/proxy/ports"
 )
 
 // Config is everything mesh-proxy's flags set. DefaultConfig gives the

@@ -20,7 +20,7 @@ import (
 	"github.com/mesh-dev/mesh/identity/client/clienttest"
 	"github.com/mesh-dev/mesh/identity/identitytest"
 	"github.com/mesh-dev/mesh/identity/meshtls"
-	"github.com/mesh-dev/mesh/proxy/ports"
+	"github.com/mesh-dev/mesh/internal/ports"
 )
 
 // The benchmarks below put a number on mesh TLS between two proxies, next

@@ -67,10 +67,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 	if p.adminLn, err = listen("admin", cfg.AdminAddr); err != nil {
 		return nil, err
 	}
-	res, err := dnsresolve.New(dnsresolve.Config{})
-	if err != nil && (cfg.DestinationAddr != "" || cfg.IdentityAddr != "") {
-		p.adminLn.Close()
-		return nil, fmt.Errorf("resolver: %w", err)
+	// The controller's names are resolved with DNS TTLs honoured; a proxy
+	// without a controller reads no resolv.conf.
+	var res *dnsresolve.Resolver
+	if cfg.DestinationAddr != "" || cfg.IdentityAddr != "" {
+		if res, err = dnsresolve.New(dnsresolve.Config{}); err != nil {
+			p.adminLn.Close()
+			return nil, fmt.Errorf("resolver: %w", err)
+		}
 	}
 	if cfg.DestinationAddr != "" {
 		if err := p.connectController(ctx, res); err != nil {

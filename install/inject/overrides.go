@@ -17,7 +17,7 @@ import (
 	// from `mesh-proxy init --skip-*-ports`; sharing it means the injector
 	// never accepts a value that would crash-loop the proxy. It is a leaf
 	// package of the standard library only, made for these annotations.
-	"github.com/mesh-dev/mesh/proxy/ports"
+	"github.com/mesh-dev/mesh/internal/ports"
 )
 
 // The per-pod override annotations (ConfigPrefix + name).

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mesh-dev/mesh/proxy/ports"
+	"github.com/mesh-dev/mesh/internal/ports"
 )
 
 // DefaultOpaquePorts are forwarded as TCP without waiting for the client:

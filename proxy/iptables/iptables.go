@@ -18,7 +18,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/mesh-dev/mesh/proxy/ports"
+	"github.com/mesh-dev/mesh/internal/ports"
 )
 
 // Our own chains in the nat table; nothing else of the pod's is touched

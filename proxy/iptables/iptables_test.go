@@ -23,7 +23,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
-	"github.com/mesh-dev/mesh/proxy/ports"
+	"github.com/mesh-dev/mesh/internal/ports"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")

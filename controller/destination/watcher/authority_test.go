@@ -136,42 +136,6 @@ func TestSearchNames(t *testing.T) {
 	}
 }
 
-func TestParsePorts(t *testing.T) {
-	tests := []struct {
-		name    string
-		in      string
-		has     []uint16
-		hasNot  []uint16
-		wantErr bool
-	}{
-		{name: "list and range", in: "25, 3306,4000-4010", has: []uint16{25, 3306, 4000, 4005, 4010}, hasNot: []uint16{24, 26, 3999, 4011}},
-		{name: "empty", in: "", hasNot: []uint16{25, 80}},
-		{name: "blank entries", in: ",25,,", has: []uint16{25}},
-		{name: "port zero", in: "0", wantErr: true},
-		{name: "inverted range", in: "10-5", wantErr: true},
-		{name: "named port", in: "mysql", wantErr: true},
-		{name: "too big", in: "65536", wantErr: true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			set, err := parsePorts(tc.in)
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("parsePorts(%q) error = %v, want error: %v", tc.in, err, tc.wantErr)
-			}
-			for _, p := range tc.has {
-				if !set.contains(p) {
-					t.Errorf("parsePorts(%q) lacks %d", tc.in, p)
-				}
-			}
-			for _, p := range tc.hasNot {
-				if set.contains(p) {
-					t.Errorf("parsePorts(%q) has %d", tc.in, p)
-				}
-			}
-		})
-	}
-}
-
 // FuzzParseAuthority feeds ParseAuthority what a proxy might send, and the
 // names it accepts to parseServiceName and searchNames. Properties: nothing
 // panics; an accepted authority has a port and exactly one of a name (lower
@@ -233,41 +197,6 @@ func FuzzParseAuthority(f *testing.F) {
 			n, ok := parseServiceName(name, DefaultClusterDomain)
 			if ok && (n.Service == "" || n.Namespace == "" || strings.Contains(n.Service+n.Namespace+n.Hostname, ".")) {
 				t.Fatalf("parseServiceName(%q) = %+v: want non-empty single labels", name, n)
-			}
-		}
-	})
-}
-
-// FuzzParsePorts checks the opaque-ports grammar on annotation values, which
-// anyone who can edit a pod or Service writes: nothing panics, and every
-// range of an accepted set is well-formed.
-//
-//	go test ./controller/destination/watcher -run '^$' -fuzz FuzzParsePorts
-func FuzzParsePorts(f *testing.F) {
-	for _, seed := range []string{
-		"25,587,3306",  // plain list
-		"4000-4010",    // range
-		" 25 , 80-81 ", // spaces around entries
-		"",             // empty: no ports
-		"0",            // port zero is refused
-		"10-5",         // inverted range
-		"1-65535",      // everything
-		"-",            // a dash alone
-		"80-",          // open range
-	} {
-		f.Add(seed)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		set, err := parsePorts(s)
-		if err != nil {
-			return
-		}
-		for _, r := range set {
-			if r.lo == 0 || r.hi < r.lo {
-				t.Fatalf("parsePorts(%q) holds range %+v", s, r)
-			}
-			if !set.contains(r.lo) || !set.contains(r.hi) {
-				t.Fatalf("parsePorts(%q) does not contain the ends of %+v", s, r)
 			}
 		}
 	})

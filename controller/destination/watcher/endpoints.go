@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/ports"
 )
 
 // Keys of Endpoint.Labels.
@@ -92,7 +93,7 @@ func serviceEndpoints(target Target, svc *corev1.Service, eps []*discoveryv1.End
 		}
 	}
 	ns := lk.namespace(svc.Namespace)
-	svcOpaque := opaquePorts(svc.Annotations, ns).contains(target.Port)
+	svcOpaque := opaquePorts(svc.Annotations, ns).Contains(target.Port)
 
 	// A dual-stack Service has slices of both families, so each pod twice;
 	// handing out both would double its share. Its primary family is the
@@ -244,7 +245,7 @@ func podEndpoint(pod *corev1.Pod, addr netip.AddrPort, ns *corev1.Namespace) End
 		Meshed:         meshed,
 		Namespace:      pod.Namespace,
 		ServiceAccount: sa,
-		Opaque:         opaquePorts(pod.Annotations, ns).contains(addr.Port()),
+		Opaque:         opaquePorts(pod.Annotations, ns).Contains(addr.Port()),
 		Labels:         podLabels(pod, sa),
 	}
 }
@@ -291,17 +292,17 @@ func isLabelName(kind string) bool {
 // one, which turns the namespace's off). A malformed annotation is ignored
 // whole, as the injector does, so the proxy and the hint never disagree;
 // the watcher logs it when the object changes.
-func opaquePorts(annotations map[string]string, ns *corev1.Namespace) portSet {
+func opaquePorts(annotations map[string]string, ns *corev1.Namespace) ports.Set {
 	v, ok := annotations[inject.AnnotationOpaquePorts]
 	if !ok && ns != nil {
 		v, ok = ns.Annotations[inject.AnnotationOpaquePorts]
 	}
 	if !ok {
-		return nil
+		return ports.Set{}
 	}
-	set, err := parsePorts(v)
+	set, err := ports.Parse(v)
 	if err != nil {
-		return nil
+		return ports.Set{}
 	}
 	return set
 }

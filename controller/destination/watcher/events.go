@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/ports"
 )
 
 // Names of the indexes the watcher adds to the shared informers, prefixed so
@@ -281,7 +282,7 @@ func (w *Watcher) warnOpaque(kind, name string, before, after map[string]string)
 	if old, had := before[inject.AnnotationOpaquePorts]; had && old == v {
 		return
 	}
-	if _, err := parsePorts(v); err != nil {
+	if _, err := ports.Parse(v); err != nil {
 		w.log.Warn("ignoring malformed annotation", "kind", kind, "name", name,
 			"annotation", inject.AnnotationOpaquePorts, "value", v, "error", err)
 	}
