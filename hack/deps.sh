@@ -11,7 +11,12 @@ packages=(
 	openssl ca-certificates
 	tcpdump                               # the end-to-end check that meshed traffic is encrypted
 	nginx haproxy wrk                    # benchmark peers and load generator
+	prometheus                            # promtool check metrics, and a real Prometheus beside mesh viz
+	chromium                              # the dashboard test: Debian's Chromium driven by playwright-core
 )
+# Node.js usually comes with the machine (NodeSource's, npm included);
+# Debian's npm would conflict with it, so it is asked for only without one.
+command -v npm >/dev/null || packages+=(nodejs npm)
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "hack/deps.sh: installing packages needs root; run: sudo make deps" >&2

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mesh-dev/mesh/identity/client"
 	"github.com/mesh-dev/mesh/internal/ports"
@@ -74,6 +75,16 @@ type Config struct {
 	// pod's containers; empty means not served.
 	WorkloadAPISocket string
 
+	// TapAddr is where the tap service (`mesh viz tap`) listens, over
+	// mutual TLS; default :4190. It is served only when the proxy has an
+	// identity and TapClientID is set.
+	TapAddr string
+	// TapClientID is the only SPIFFE ID allowed to tap the proxy's
+	// traffic: mesh-controller's,
+	// spiffe://<trust-domain>/ns/<control-plane-namespace>/sa/mesh-controller.
+	// Empty means no tap listener.
+	TapClientID string
+
 	LogLevel  slog.Level
 	LogFormat string // "json" or "text"
 }
@@ -94,6 +105,7 @@ func DefaultConfig() Config {
 		MaxConcurrentStreams: 1000,
 		TrustDomain:          "cluster.local",
 		IdentityTokenFile:    client.DefaultTokenPath,
+		TapAddr:              ":4190",
 		LogLevel:             slog.LevelInfo,
 		LogFormat:            "json",
 	}
@@ -121,6 +133,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ServiceAccount, "service-account", c.ServiceAccount, "the pod's ServiceAccount, part of the proxy's SPIFFE ID")
 	fs.StringVar(&c.IdentityTokenFile, "identity-token-file", c.IdentityTokenFile, "projected ServiceAccount token for the identity service")
 	fs.StringVar(&c.WorkloadAPISocket, "workload-api-socket", c.WorkloadAPISocket, "Unix socket to serve the SPIFFE Workload API on (empty: not served)")
+	fs.StringVar(&c.TapAddr, "tap-addr", c.TapAddr, "address of the tap server for `mesh viz tap` (mutual TLS; needs an identity and tap-client-id)")
+	fs.StringVar(&c.TapClientID, "tap-client-id", c.TapClientID, "the only SPIFFE ID allowed to tap (mesh-controller's); empty: no tap server")
 	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
 }
@@ -147,6 +161,20 @@ func (c Config) Validate() error {
 	if c.IdentityAddr != "" {
 		if c.Namespace == "" || c.ServiceAccount == "" || c.TrustAnchors == "" || c.IdentityServerID == "" {
 			return fmt.Errorf("identity-addr needs namespace, service-account, trust-anchors and identity-server-id")
+		}
+	}
+	if c.TapClientID != "" {
+		id, err := spiffeid.FromString(c.TapClientID)
+		if err != nil {
+			return fmt.Errorf("tap-client-id %q: want a SPIFFE ID such as spiffe://%s/ns/mesh-system/sa/mesh-controller: %w", c.TapClientID, c.TrustDomain, err)
+		}
+		// The client is verified against the proxy's own trust bundle, so
+		// an ID of another trust domain could never connect.
+		if td := id.TrustDomain().Name(); td != c.TrustDomain {
+			return fmt.Errorf("tap-client-id %q is not in the proxy's trust domain %q", c.TapClientID, c.TrustDomain)
+		}
+		if _, _, err := net.SplitHostPort(c.TapAddr); err != nil {
+			return fmt.Errorf("tap-addr %q: want host:port: %w", c.TapAddr, err)
 		}
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
@@ -24,6 +25,7 @@ import (
 	"github.com/mesh-dev/mesh/proxy/dnsresolve"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/origdst"
+	"github.com/mesh-dev/mesh/proxy/tap"
 )
 
 // Proxy is a running sidecar. Build it with New, then call Serve.
@@ -44,6 +46,13 @@ type Proxy struct {
 	router *router
 	// id is the proxy's SPIFFE identity; nil without an identity service.
 	id *identity
+
+	// tapHub receives every HTTP request for `mesh viz tap`; tapSrv serves
+	// it to mesh-controller on tapLn. Both are nil when tap is off (no
+	// identity or no TapClientID); the hub is there regardless.
+	tapHub *tap.Hub
+	tapSrv *tap.Server
+	tapLn  net.Listener
 }
 
 // New binds the proxy's listeners, so that once it returns, connections
@@ -54,7 +63,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	p := &Proxy{cfg: cfg, log: log, metrics: metrics.New(), shutdown: make(chan struct{})}
+	p := &Proxy{cfg: cfg, log: log, metrics: metrics.New(), shutdown: make(chan struct{}), tapHub: tap.NewHub()}
 	var lc net.ListenConfig
 	listen := func(what, addr string) (net.Listener, error) {
 		ln, err := lc.Listen(context.Background(), "tcp", addr)
@@ -88,6 +97,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 			return nil, err
 		}
 	}
+	if err := p.setupTap(listen); err != nil {
+		p.adminLn.Close()
+		return nil, err
+	}
 	opaque := detect.NewOpaqueCache(4096, 10*time.Minute)
 	for _, d := range []struct {
 		dir  metrics.Direction
@@ -115,6 +128,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 			sc.router = p.router // inbound goes to the pod itself
 		}
 		sc.id = p.id
+		sc.tap = p.tapHub
 		p.sides = append(p.sides, newSide(sc))
 	}
 	var destinations, identityInfo http.Handler
@@ -142,6 +156,45 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 // when the config asked for port 0).
 func (p *Proxy) Addrs() (inbound, outbound, admin net.Addr) {
 	return p.sides[0].ln.Addr(), p.sides[1].ln.Addr(), p.adminLn.Addr()
+}
+
+// TapAddr returns the bound address of the tap server, or nil when the
+// proxy serves no tap.
+func (p *Proxy) TapAddr() net.Addr {
+	if p.tapLn == nil {
+		return nil
+	}
+	return p.tapLn.Addr()
+}
+
+// setupTap binds the tap server's listener when the proxy has an identity
+// to serve it with and a client to admit; otherwise it says why not.
+func (p *Proxy) setupTap(listen func(what, addr string) (net.Listener, error)) error {
+	switch {
+	case p.id == nil:
+		p.log.Info("tap server off: the proxy has no identity (identity-addr is empty)")
+		return nil
+	case p.cfg.TapClientID == "":
+		p.log.Info("tap server off: tap-client-id is empty")
+		return nil
+	}
+	// Validate checked the ID.
+	clientID, err := spiffeid.FromString(p.cfg.TapClientID)
+	if err != nil {
+		return fmt.Errorf("tap-client-id %q: %w", p.cfg.TapClientID, err)
+	}
+	srv, err := tap.NewServer(tap.ServerConfig{
+		Hub: p.tapHub, SVID: p.id.src, Bundle: p.id.src, ClientID: clientID,
+		Log: p.log.With("component", "tap"),
+	})
+	if err != nil {
+		return err
+	}
+	if p.tapLn, err = listen("tap", p.cfg.TapAddr); err != nil {
+		return err
+	}
+	p.tapSrv = srv
+	return nil
 }
 
 // Serve runs the proxy until ctx is cancelled or /shutdown is called, then
@@ -182,12 +235,31 @@ func (p *Proxy) Serve(ctx context.Context) error {
 			<-idDone
 		}()
 	}
+	tapDone := make(chan struct{})
+	tapCtx, stopTap := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopTap()
+	if p.tapSrv != nil {
+		go func() {
+			defer close(tapDone)
+			// Tap is for people watching: losing it must not stop the
+			// data plane.
+			if err := p.tapSrv.Serve(tapCtx, p.tapLn); err != nil {
+				p.log.Error("tap server stopped", "err", err)
+			}
+		}()
+	} else {
+		close(tapDone)
+	}
 	for _, s := range p.sides {
 		go func() { errc <- s.serve() }()
 	}
 	p.ready.Store(true)
 	in, out, adm := p.Addrs()
-	p.log.Info("proxy ready", "inbound", in.String(), "outbound", out.String(), "admin", adm.String())
+	attrs := []any{"inbound", in.String(), "outbound", out.String(), "admin", adm.String()}
+	if t := p.TapAddr(); t != nil {
+		attrs = append(attrs, "tap", t.String())
+	}
+	p.log.Info("proxy ready", attrs...)
 
 	var err error
 	select {
@@ -209,7 +281,10 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	if drainCtx.Err() != nil {
 		p.log.Warn("shutdown grace period ended; closed remaining connections")
 	}
-	// The admin server goes last so probes and scrapes see the drain.
+	// Tap stops after the drain, so a watcher sees the last requests, and
+	// the admin server goes last so probes and scrapes see the drain.
+	stopTap()
+	<-tapDone
 	p.admin.Close()
 	return err
 }
@@ -268,6 +343,9 @@ func (p *Proxy) isReady() bool {
 
 func (p *Proxy) closeListeners() {
 	p.adminLn.Close()
+	if p.tapLn != nil {
+		p.tapLn.Close()
+	}
 	for _, s := range p.sides {
 		s.ln.Close()
 	}

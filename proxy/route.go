@@ -11,6 +11,7 @@ import (
 	"github.com/mesh-dev/mesh/proxy/balance"
 	"github.com/mesh-dev/mesh/proxy/discovery"
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
+	"github.com/mesh-dev/mesh/proxy/metrics"
 )
 
 // router sends outbound requests and connections to the endpoints the
@@ -51,6 +52,7 @@ func (r *router) httpPicker(ctx context.Context, target netip.AddrPort) (httppro
 	return httpproxy.Endpoint{
 		Addr:     p.Endpoint().Addr,
 		Identity: meta.Identity,
+		Dst:      dstOf(meta),
 		Report: func(rtt time.Duration, err error) {
 			p.Observe(rtt, err)
 			p.Done()
@@ -106,4 +108,28 @@ func (r *router) destinationsJSON(w http.ResponseWriter, _ *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(out)
+}
+
+// ownerKinds are the pod owners a workload label names, most specific
+// first: a Deployment's pods are also labelled with their ReplicaSet.
+var ownerKinds = []string{"deployment", "statefulset", "daemonset", "job", "replicaset", "replicationcontroller"}
+
+// dstOf is the metrics view of an endpoint the destination service
+// described: its namespace, its owning workload as kind/name, its Service.
+func dstOf(m discovery.EndpointMeta) metrics.Dst {
+	l := m.Labels
+	if l == nil {
+		return metrics.Dst{}
+	}
+	d := metrics.Dst{Namespace: l["namespace"], Service: l["service"]}
+	for _, kind := range ownerKinds {
+		if name := l[kind]; name != "" {
+			d.Workload = kind + "/" + name
+			return d
+		}
+	}
+	if pod := l["pod"]; pod != "" {
+		d.Workload = "pod/" + pod
+	}
+	return d
 }

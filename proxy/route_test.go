@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
+	"github.com/mesh-dev/mesh/proxy/discovery"
+	"github.com/mesh-dev/mesh/proxy/metrics"
 )
 
 // fakeDestination stands in for mesh-controller's destination service,
@@ -243,5 +245,28 @@ func TestOutboundOpaqueBalancesPerConnection(t *testing.T) {
 	}
 	if got["original"] > 0 || got["a"] == 0 || got["b"] == 0 || got["a"]+got["b"] != 40 {
 		t.Errorf("40 connections went to %v; want both endpoints, never the service address", got)
+	}
+}
+
+// TestDstOf: the workload label names the most specific owner the
+// destination service reported, and a pod without one by its name.
+func TestDstOf(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   metrics.Dst
+	}{
+		{"deployment", map[string]string{"namespace": "shop", "service": "web", "pod": "web-1", "replicaset": "web-5d9", "deployment": "web"},
+			metrics.Dst{Namespace: "shop", Workload: "deployment/web", Service: "web"}},
+		{"statefulset", map[string]string{"namespace": "db", "pod": "pg-0", "statefulset": "pg"},
+			metrics.Dst{Namespace: "db", Workload: "statefulset/pg"}},
+		{"bare pod", map[string]string{"namespace": "x", "pod": "solo"}, metrics.Dst{Namespace: "x", Workload: "pod/solo"}},
+		{"not from the controller", nil, metrics.Dst{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := dstOf(discovery.EndpointMeta{Labels: tc.labels}); got != tc.want {
+				t.Errorf("dstOf = %+v, want %+v", got, tc.want)
+			}
+		})
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/mesh-dev/mesh/proxy/discovery"
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/metrics"
+	"github.com/mesh-dev/mesh/proxy/tap"
 	"github.com/mesh-dev/mesh/proxy/tcp"
 )
 
@@ -36,6 +37,8 @@ type sideConfig struct {
 	// id terminates inbound mesh TLS and originates it outbound to meshed
 	// endpoints; nil means plain text only.
 	id *identity
+	// tap publishes live requests for `mesh viz tap`; never nil from New.
+	tap *tap.Hub
 }
 
 // side is one direction of the proxy: a listener whose connections were
@@ -66,6 +69,7 @@ func newSide(sc sideConfig) *side {
 	s.http = httpproxy.New(httpproxy.Config{
 		Pick:            pick,
 		MeshTLS:         meshTLS,
+		Tap:             sc.tap,
 		Direction:       sc.dir,
 		Metrics:         sc.metrics,
 		Log:             sc.log,
@@ -131,7 +135,7 @@ func (s *side) handle(c *net.TCPConn) {
 		c.Close()
 		return
 	}
-	mc := &meteredConn{Conn: c, tcp: c, m: s.metrics.OpenConn(s.dir, dst.String())}
+	mc := &meteredConn{Conn: c, tcp: c, m: s.metrics.Conn(s.dir, dst.String())}
 
 	res, conn, err := s.detect(c, dst)
 	if err != nil {
@@ -152,13 +156,16 @@ func (s *side) handle(c *net.TCPConn) {
 	}
 	s.metrics.Detected(s.dir, res.Protocol.String(), res.Reason)
 	mc.Conn = conn
+	key := metrics.ConnKey{ClientID: clientID}
 	switch res.Protocol {
 	case detect.HTTP1:
+		mc.m.Open(key)
 		s.http.ServeHTTP1(mc, dst, clientID)
 	case detect.HTTP2:
+		mc.m.Open(key)
 		s.http.ServeHTTP2(s.connCtx, mc, dst, clientID)
 	default:
-		s.forwardOpaque(mc, conn, dst)
+		s.forwardOpaque(mc, conn, dst, key)
 	}
 }
 
@@ -282,7 +289,9 @@ func closeWrite(c net.Conn) error {
 // forwardOpaque relays a connection to dst, or, when the mesh balances
 // dst, to the endpoint peak-EWMA picks for the whole connection: its
 // connect time is the latency sample, and it stays pending until closed.
-func (s *side) forwardOpaque(mc *meteredConn, client net.Conn, dst netip.AddrPort) {
+// key is the connection's TCP series so far; the endpoint's workload and
+// proven identity are added once connected.
+func (s *side) forwardOpaque(mc *meteredConn, client net.Conn, dst netip.AddrPort, key metrics.ConnKey) {
 	addr, pick, err := s.pickConn(dst)
 	if err != nil {
 		s.log.Info("no endpoint for opaque connection; resetting client", "target", dst.String(), "err", err)
@@ -297,13 +306,17 @@ func (s *side) forwardOpaque(mc *meteredConn, client net.Conn, dst netip.AddrPor
 	start := time.Now()
 	up, err := s.dialer.DialContext(ctx, "tcp", addr.String())
 	cancel()
-	if err == nil && pick != nil && s.id != nil {
-		if m, _ := discovery.Meta(pick.Endpoint()); m.Identity != "" {
+	if err == nil && pick != nil {
+		m, _ := discovery.Meta(pick.Endpoint())
+		key.Dst = dstOf(m)
+		if s.id != nil && m.Identity != "" {
 			if up, err = s.id.clientHandshake(s.connCtx, up, m.Identity); err != nil {
 				up = nil
 			}
+			key.ServerID = m.Identity // proven by the handshake, or the connection fails
 		}
 	}
+	mc.m.Open(key)
 	if pick != nil {
 		pick.Observe(time.Since(start), err)
 	}

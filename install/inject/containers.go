@@ -75,9 +75,15 @@ func proxyContainer(o overrides, cfg Config) corev1.Container {
 		env = append(env, corev1.EnvVar{Name: envOpaquePorts, Value: o.opaquePorts.String()})
 	}
 	var mounts []corev1.VolumeMount
+	ports := []corev1.ContainerPort{
+		{Name: "mesh-inbound", ContainerPort: InboundPort, Protocol: corev1.ProtocolTCP},
+		{Name: "mesh-admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
+	}
 	if cfg.identityEnabled() {
 		env = append(env, identityEnv(cfg)...)
 		mounts = identityMounts()
+		// Tap needs the proxy's identity: without one there is no listener.
+		ports = append(ports, corev1.ContainerPort{Name: "mesh-tap", ContainerPort: TapPort, Protocol: corev1.ProtocolTCP})
 	}
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
@@ -97,10 +103,7 @@ func proxyContainer(o overrides, cfg Config) corev1.Container {
 		RestartPolicy:   ptr(corev1.ContainerRestartPolicyAlways),
 		Env:             env,
 		VolumeMounts:    mounts,
-		Ports: []corev1.ContainerPort{
-			{Name: "mesh-inbound", ContainerPort: InboundPort, Protocol: corev1.ProtocolTCP},
-			{Name: "mesh-admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
-		},
+		Ports:           ports,
 		// The application starts once the startup probe passes: checked
 		// every second for up to two minutes.
 		StartupProbe:   probe("/ready", 1, 120),

@@ -39,6 +39,7 @@ const (
 	envTrustAnchors     = "MESH_PROXY_TRUST_ANCHORS"
 	envServiceAccount   = "MESH_PROXY_SERVICE_ACCOUNT"
 	envWorkloadSocket   = "MESH_PROXY_WORKLOAD_API_SOCKET"
+	envTapClientID      = "MESH_PROXY_TAP_CLIENT_ID"
 )
 
 // DefaultIdentityAddr is the identity service of a control plane in
@@ -63,6 +64,8 @@ func identityEnv(cfg Config) []corev1.EnvVar {
 			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "spec.serviceAccountName"},
 		}},
 		{Name: envWorkloadSocket, Value: SPIFFESocketDir + "/socket"},
+		// Only the controller's viz component may watch live requests.
+		{Name: envTapClientID, Value: controllerID},
 	}
 }
 

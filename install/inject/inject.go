@@ -57,6 +57,7 @@ const (
 	// Ports of mesh-proxy with no flags.
 	InboundPort = 4143
 	AdminPort   = 4191
+	TapPort     = 4190
 )
 
 // systemNamespace is never injected: its pods run the cluster itself.

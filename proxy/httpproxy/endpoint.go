@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/mesh-dev/mesh/proxy/metrics"
 )
 
 // Endpoint is where one request goes, and where its outcome is reported.
@@ -16,6 +18,8 @@ type Endpoint struct {
 	// Identity is the SPIFFE ID the endpoint's proxy must prove over mesh
 	// TLS; empty means plain text (the endpoint is not meshed).
 	Identity string
+	// Dst describes the endpoint's workload for the metrics.
+	Dst metrics.Dst
 	// Report, when set, is called once the response has ended (or failed)
 	// with the time to its headers and the failure, nil on success, so the
 	// balancer that chose Addr can learn from it.
@@ -45,6 +49,13 @@ func endpointFrom(ctx context.Context) netip.AddrPort {
 	}
 	t, _ := targetFrom(ctx)
 	return t
+}
+
+// dstFrom returns the workload of the request's endpoint, zero when the
+// request was not balanced.
+func dstFrom(ctx context.Context) metrics.Dst {
+	ep, _ := ctx.Value(endpointKey{}).(Endpoint)
+	return ep.Dst
 }
 
 // identityFrom returns the identity the request's endpoint must prove.

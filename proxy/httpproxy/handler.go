@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/mesh-dev/mesh/proxy/metrics"
+	"github.com/mesh-dev/mesh/proxy/tap"
 )
 
 // ServeHTTP forwards one request to the target of the connection it came on.
@@ -27,12 +29,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w, start: time.Now()}
 	r, report, err := p.pick(r, target)
 	r = p.chooseWireProto(r)
-	key := metrics.RouteKey{Direction: p.cfg.Direction, Authority: r.Host, Target: target.String(), ClientID: clientIDFrom(r.Context())}
+	key := metrics.RouteKey{
+		Direction: p.cfg.Direction, Authority: r.Host, Target: target.String(),
+		Dst: dstFrom(r.Context()), ClientID: clientIDFrom(r.Context()),
+	}
 	if p.cfg.MeshTLS != nil {
 		key.ServerID = identityFrom(r.Context()) // proven by the handshake, or the request fails
 	}
 	route := p.cfg.Metrics.Route(key)
 	route.Request()
+	tapped := p.tap(r, key)
 	defer func() {
 		// A panic with http.ErrAbortHandler means the response broke after
 		// it started (the target reset the stream): count it, then let the
@@ -40,6 +46,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		v := recover()
 		success := v == nil && rec.succeeded()
 		route.Response(rec.code(), success, rec.took())
+		tapped.Response(tap.Response{Status: rec.code(), GRPCStatus: rec.grpcStatus(), Latency: rec.took(), Success: success})
 		if v != nil && rec.status < 500 {
 			rec.status = http.StatusBadGateway // for the balancer: the stream broke
 		}
@@ -53,6 +60,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.rp.ServeHTTP(rec, r)
+}
+
+// tap publishes r to whoever watches this proxy's requests; the query is
+// left out, as it may carry secrets the watcher has no business seeing.
+func (p *Proxy) tap(r *http.Request, key metrics.RouteKey) *tap.Pending {
+	if p.cfg.Tap == nil || p.cfg.Tap.Watchers() == 0 {
+		return nil // no allocation on the common path
+	}
+	return p.cfg.Tap.Request(tap.Request{
+		Direction: string(key.Direction), Src: r.RemoteAddr, Dst: endpointFrom(r.Context()).String(),
+		DstWorkload: key.Dst.Workload, ClientID: key.ClientID, ServerID: key.ServerID,
+		Method: r.Method, Scheme: "http", Authority: r.Host, Path: r.URL.Path,
+	})
 }
 
 // rewrite makes the outgoing request differ from the incoming one only in
@@ -221,12 +241,25 @@ func (r *recorder) succeeded() bool {
 	if r.code() >= 500 {
 		return false
 	}
+	status := r.grpcStatus()
+	return status <= 0
+}
+
+// grpcStatus is the response's grpc-status, -1 when it carries none.
+func (r *recorder) grpcStatus() int {
 	h := r.Header()
 	status := h.Get("Grpc-Status")
 	if status == "" {
 		status = h.Get(http.TrailerPrefix + "Grpc-Status")
 	}
-	return status == "" || status == "0"
+	if status == "" {
+		return -1
+	}
+	n, err := strconv.Atoi(status)
+	if err != nil || n < 0 {
+		return 2 // UNKNOWN: a status that is not a number is not OK
+	}
+	return n
 }
 
 // bufferPool lends ReverseProxy its copy buffers, so streaming a body costs

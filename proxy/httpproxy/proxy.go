@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/mesh-dev/mesh/proxy/metrics"
+	"github.com/mesh-dev/mesh/proxy/tap"
 )
 
 // Config configures a Proxy. The zero value of every field but Metrics is
@@ -51,6 +52,9 @@ type Config struct {
 	// MeshTLS wraps a new connection to an endpoint with an identity in
 	// mesh TLS; nil means identities are ignored (plain text).
 	MeshTLS func(ctx context.Context, c net.Conn, identity string) (net.Conn, error)
+	// Tap receives every request and response while someone watches
+	// (mesh viz tap); nil means none is published.
+	Tap *tap.Hub
 }
 
 func (c *Config) setDefaults() {

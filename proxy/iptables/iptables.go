@@ -33,6 +33,7 @@ const (
 	DefaultInboundPort  = 4143
 	DefaultOutboundPort = 4140
 	DefaultAdminPort    = 4191
+	DefaultTapPort      = 4190
 	DefaultProxyUID     = 2102
 )
 
@@ -45,11 +46,12 @@ var (
 )
 
 // Config says which traffic to redirect. The zero value means the
-// defaults: ports 4143/4140/4191 and proxy UID 2102, nothing skipped.
+// defaults: ports 4143/4140/4191/4190 and proxy UID 2102, nothing skipped.
 type Config struct {
 	InboundPort  uint16 // 0: 4143
 	OutboundPort uint16 // 0: 4140
 	AdminPort    uint16 // 0: 4191; never redirected, so probes reach it
+	TapPort      uint16 // 0: 4190; never redirected, so mesh viz tap reaches the proxy's own mTLS
 	// ProxyUID owns the proxy's own connections, which must leave
 	// unredirected. 0 means 2102 (root can never be the proxy's UID: every
 	// root process would escape interception).
@@ -79,6 +81,9 @@ func (c Config) withDefaults() Config {
 	if c.AdminPort == 0 {
 		c.AdminPort = DefaultAdminPort
 	}
+	if c.TapPort == 0 {
+		c.TapPort = DefaultTapPort
+	}
 	if c.ProxyUID == 0 {
 		c.ProxyUID = DefaultProxyUID
 	}
@@ -93,6 +98,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.Uint16Var(&c.InboundPort, "inbound-port", DefaultInboundPort, "proxy port that inbound TCP is redirected to")
 	fs.Uint16Var(&c.OutboundPort, "outbound-port", DefaultOutboundPort, "proxy port that outbound TCP is redirected to")
 	fs.Uint16Var(&c.AdminPort, "admin-port", DefaultAdminPort, "proxy admin port, never redirected")
+	fs.Uint16Var(&c.TapPort, "tap-port", DefaultTapPort, "proxy tap port (mesh viz tap), never redirected")
 	fs.IntVar(&c.ProxyUID, "proxy-uid", DefaultProxyUID, "UID the proxy runs as; its traffic is not redirected")
 	fs.TextVar(&c.SkipInboundPorts, "skip-inbound-ports", ports.Set{}, "inbound ports not redirected to the proxy (e.g. 22,9000-9010)")
 	fs.TextVar(&c.SkipOutboundPorts, "skip-outbound-ports", ports.Set{}, "outbound ports not redirected to the proxy")
@@ -144,6 +150,7 @@ func Rules(cfg Config, v6 bool) string {
 	// Inbound: the proxy's own ports and skipped ports arrive as they are.
 	own := ports.New(ports.Range{Lo: cfg.InboundPort, Hi: cfg.InboundPort},
 		ports.Range{Lo: cfg.AdminPort, Hi: cfg.AdminPort},
+		ports.Range{Lo: cfg.TapPort, Hi: cfg.TapPort},
 		ports.Range{Lo: cfg.OutboundPort, Hi: cfg.OutboundPort})
 	for _, r := range own.Union(cfg.SkipInboundPorts).Ranges() {
 		w("-A %s -p tcp -m tcp --dport %s -j RETURN", InboundChain, portSpec(r))

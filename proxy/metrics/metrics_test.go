@@ -1,0 +1,137 @@
+package metrics_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mesh-dev/mesh/proxy/metrics"
+	"github.com/mesh-dev/mesh/proxy/metrics/metricstest"
+)
+
+// exercise touches every series the proxy exports, with labels like a
+// meshed pod's.
+func exercise(m *metrics.Metrics) {
+	m.Detected(metrics.Inbound, "http1", "request-line")
+	in := m.Route(metrics.RouteKey{Direction: metrics.Inbound, Authority: "web.shop:80", Target: "10.0.0.5:8080",
+		ClientID: "spiffe://cluster.local/ns/shop/sa/loadgen"})
+	in.Request()
+	in.Response(200, true, 20*time.Millisecond)
+	in.Request()
+	in.Response(500, false, 21*time.Millisecond)
+	out := m.Route(metrics.RouteKey{Direction: metrics.Outbound, Authority: "catalog.shop:9090", Target: "10.96.0.7:9090",
+		Dst:      metrics.Dst{Namespace: "shop", Workload: "deployment/catalog", Service: "catalog"},
+		ServerID: "spiffe://cluster.local/ns/shop/sa/catalog"})
+	out.Request()
+	out.Response(200, true, 3*time.Millisecond)
+	c := m.Conn(metrics.Outbound, "10.96.0.9:7000")
+	c.Open(metrics.ConnKey{Dst: metrics.Dst{Namespace: "shop", Workload: "deployment/payments"}, ServerID: "spiffe://cluster.local/ns/shop/sa/payments"})
+	c.Close(10, 20)
+	m.Conn(metrics.Inbound, "10.0.0.5:8080").Open(metrics.ConnKey{})
+}
+
+func scrape(t *testing.T, m *metrics.Metrics) []byte {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.Bytes()
+}
+
+// TestPromtool checks the exposition with Prometheus' own linter, which
+// CI installs (Debian's prometheus package): a missing promtool fails.
+func TestPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool not found: install Debian's prometheus package (make deps)")
+	}
+	m := metrics.New()
+	exercise(m)
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(scrape(t, m))
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+func TestSeries(t *testing.T) {
+	m := metrics.New()
+	exercise(m)
+	fams, err := metricstest.Parse(bytes.NewReader(scrape(t, m)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"mesh_proxy_http_requests_total", []string{"direction", "inbound", "client_id", "spiffe://cluster.local/ns/shop/sa/loadgen", "dst_workload", ""}, 2},
+		{"mesh_proxy_http_responses_total", []string{"direction", "inbound", "classification", "failure", "status_class", "5xx"}, 1},
+		{"mesh_proxy_http_response_latency_seconds", []string{"direction", "outbound", "dst_workload", "deployment/catalog", "dst_service", "catalog"}, 1},
+		{"mesh_proxy_tcp_open_total", []string{"dst_workload", "deployment/payments", "server_id", "spiffe://cluster.local/ns/shop/sa/payments"}, 1},
+		{"mesh_proxy_tcp_close_total", []string{"dst_workload", "deployment/payments"}, 1},
+		{"mesh_proxy_tcp_write_bytes_total", []string{"dst_workload", "deployment/payments"}, 20},
+		{"mesh_proxy_tcp_open_connections", []string{"direction", "inbound"}, 1},
+		{"mesh_proxy_tcp_open_connections", []string{"direction", "outbound"}, 0},
+	} {
+		if got := fams.Sum(tc.name, tc.labels...); got != tc.want {
+			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
+		}
+	}
+	// 19 buckets, as docs/metrics.md says, and +Inf.
+	h := fams["mesh_proxy_http_response_latency_seconds"].GetMetric()[0].GetHistogram()
+	if n := len(h.GetBucket()); n != 20 {
+		t.Errorf("latency histogram has %d buckets, want 19 and +Inf", n)
+	}
+}
+
+// TestConnCountedOnce: a connection closed before its labels were known is
+// opened and closed with the labels it had, and a second Close is ignored.
+func TestConnCountedOnce(t *testing.T) {
+	m := metrics.New()
+	c := m.Conn(metrics.Inbound, "10.0.0.5:80")
+	c.Close(1, 2)
+	c.Close(1, 2)
+	c.Open(metrics.ConnKey{ClientID: "spiffe://x/late"})
+	fams, err := metricstest.Parse(bytes.NewReader(scrape(t, m)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]float64{
+		"mesh_proxy_tcp_open_total": 1, "mesh_proxy_tcp_close_total": 1,
+		"mesh_proxy_tcp_open_connections": 0, "mesh_proxy_tcp_read_bytes_total": 1,
+	} {
+		if got := fams.Sum(name, "target_addr", "10.0.0.5:80", "client_id", ""); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// TestAuthorityBounded: a client choosing a new Host per request cannot
+// grow the series without bound.
+func TestAuthorityBounded(t *testing.T) {
+	m := metrics.New()
+	for i := range 500 {
+		m.Route(metrics.RouteKey{Direction: metrics.Inbound, Authority: fmt.Sprintf("h%d.example", i), Target: "10.0.0.5:80"}).Request()
+	}
+	m.Route(metrics.RouteKey{Direction: metrics.Inbound, Authority: "h1.example", Target: "10.0.0.5:80"}).Request()
+	m.Route(metrics.RouteKey{Direction: metrics.Inbound, Authority: strings.Repeat("a", 1000) + "\xff", Target: "10.0.0.5:80"}).Request()
+	fams, err := metricstest.Parse(bytes.NewReader(scrape(t, m)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(fams["mesh_proxy_http_requests_total"].GetMetric()); n != 101 {
+		t.Errorf("%d request series, want 100 authorities and other", n)
+	}
+	if got := fams.Sum("mesh_proxy_http_requests_total", "authority", "other"); got != 401 {
+		t.Errorf("other = %v, want 401", got)
+	}
+	if got := fams.Sum("mesh_proxy_http_requests_total", "authority", "h1.example"); got != 2 {
+		t.Errorf("h1.example = %v, want 2 (a known authority keeps its label)", got)
+	}
+}

@@ -1,0 +1,152 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	tapv1 "github.com/mesh-dev/mesh/api/tap/v1"
+)
+
+// tapClient connects to p's tap server proving identity as, and checking
+// the proxy is proxyID.
+func tapClient(t *testing.T, pki *meshPKI, p *testProxy, as, proxyID spiffeid.ID) tapv1.TapClient {
+	t.Helper()
+	addr := p.TapAddr()
+	if addr == nil {
+		t.Fatal("proxy serves no tap")
+	}
+	cfg := tlsconfig.MTLSClientConfig(pki.ca.IssueSVID(t, as), pki.ca.Bundle(), tlsconfig.AuthorizeID(proxyID))
+	conn, err := grpc.NewClient("passthrough:///"+addr.String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return tapv1.NewTapClient(conn)
+}
+
+// TestTap: the controller taps a meshed proxy's requests over mutual TLS;
+// another workload of the mesh cannot.
+func TestTap(t *testing.T) {
+	pki := startPKI(t)
+	app := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	controller := pki.ca.ID("mesh-system", "mesh-controller")
+	proxyID := pki.ca.ID("shop", "api")
+	p := startProxy(t, app, pki.withIdentity(t, "shop", "api"), func(c *Config) {
+		c.TapAddr, c.TapClientID = "127.0.0.1:0", controller.String()
+	})
+	waitReady(t, p)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	stream, err := tapClient(t, pki, p, controller, proxyID).Watch(ctx, &tapv1.WatchRequest{PathPrefix: "/tapped"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for p.tapHub.Watchers() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the controller's watch never reached the hub")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The controller's watch was registered on the hub the sides publish
+	// to; whether a side publishes real requests is httpproxy's to test.
+	if p.sides[0].tap != p.tapHub || p.sides[1].tap != p.tapHub {
+		t.Fatal("the sides do not publish to the proxy's tap hub")
+	}
+	hc := h1Client(t)
+	for _, path := range []string{"/other", "/tapped/1"} {
+		res, err := hc.Get("http://" + p.inbound + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+	}
+	closeIdle(t, hc.Transport.(*http.Transport))
+	// Publish directly too, so the test holds however httpproxy taps.
+	p.tapHub.Request(tapRequest("/tapped/direct")).Response(tapResponse())
+	var paths []string
+	for len(paths) < 2 || !strings.HasSuffix(paths[len(paths)-1], "/direct response") {
+		ev, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("Recv after %v: %v", paths, err)
+		}
+		paths = append(paths, ev.GetPath()+" "+strings.ToLower(ev.GetType().String()))
+	}
+	for _, got := range paths {
+		if !strings.HasPrefix(got, "/tapped/") {
+			t.Errorf("event for %q: outside the watch's filter", got)
+		}
+	}
+
+	// Another workload of the mesh is refused.
+	other, err := tapClient(t, pki, p, pki.ca.ID("shop", "web"), proxyID).Watch(ctx, &tapv1.WatchRequest{})
+	if err == nil {
+		_, err = other.Recv()
+	}
+	if c := status.Code(err); c != codes.Unavailable && c != codes.PermissionDenied {
+		t.Errorf("tap as shop/web: %v, want refused", err)
+	}
+}
+
+func tapRequest(path string) tapRequestT {
+	return tapRequestT{Direction: "inbound", Method: "GET", Authority: "api.shop", Path: path}
+}
+
+func tapResponse() tapResponseT { return tapResponseT{Status: 200, GRPCStatus: -1, Success: true} }
+
+// TestTapOff: without an identity or a client ID there is no tap
+// listener, and a client ID that is not a SPIFFE ID of the trust domain is
+// a configuration error.
+func TestTapOff(t *testing.T) {
+	pki := startPKI(t)
+	app := backend(t, http.NotFoundHandler())
+	controller := pki.ca.ID("mesh-system", "mesh-controller").String()
+	tapAt := func(id string) func(*Config) {
+		return func(c *Config) { c.TapAddr, c.TapClientID = "127.0.0.1:0", id }
+	}
+	t.Run("no identity", func(t *testing.T) {
+		if addr := startProxy(t, app, tapAt(controller)).TapAddr(); addr != nil {
+			t.Errorf("TapAddr() = %v, want no tap listener", addr)
+		}
+	})
+	t.Run("no client id", func(t *testing.T) {
+		p := startProxy(t, app, pki.withIdentity(t, "shop", "api"), tapAt(""))
+		if addr := p.TapAddr(); addr != nil {
+			t.Errorf("TapAddr() = %v, want no tap listener", addr)
+		}
+		if p.tapHub == nil {
+			t.Error("no hub: the sides need one regardless")
+		}
+	})
+	for _, bad := range []string{"mesh-controller", "spiffe://cluster.local/ns/a b", "spiffe://other.domain/ns/mesh-system/sa/mesh-controller"} {
+		t.Run("bad id "+bad, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.InboundAddr, cfg.OutboundAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+			pki.withIdentity(t, "shop", "api")(&cfg)
+			tapAt(bad)(&cfg)
+			_, err := New(t.Context(), cfg, slog.New(slog.DiscardHandler))
+			if err == nil || !strings.Contains(err.Error(), "tap-client-id") {
+				t.Errorf("New with tap-client-id %q: %v, want an error naming tap-client-id", bad, err)
+			}
+		})
+	}
+}
+
+var errUnused = errors.New("unused")
