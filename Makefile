@@ -16,7 +16,7 @@ define no-skips
 		echo "$(1): the tests above were skipped; with MESH_REQUIRE_ROOT_TESTS=1 every test must run" >&2; exit 1; fi
 endef
 
-.PHONY: help build deps test test-unit test-integration test-e2e fuzz bench bench-proxy lint proto clean
+.PHONY: help build deps test test-unit test-integration test-e2e fuzz bench bench-proxy lint proto dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -41,10 +41,11 @@ test-integration: ## network-namespace suite: real iptables, proxies, curl, h2lo
 	set -o pipefail; $(GO) test -count=1 -timeout 15m -v ./test/integration/... ./test/netnstest/... 2>&1 | tee build/test-integration.log | grep -E '^(ok|FAIL|---|panic)|^\s+--- |_test.go:'
 	@$(call no-skips,build/test-integration.log)
 
-test-e2e: images ## end-to-end on the local Kubernetes: install, check, demo traffic, Job, uninstall (root; brings the cluster up and down unless one runs)
+test-e2e: images ## end-to-end on the local Kubernetes: install, check, demo traffic, Job, balancing, identity, mesh viz and its dashboard in Chromium, uninstall (root; brings the cluster up and down unless one runs)
 	@if [ "$$(id -u)" -ne 0 ] && [ "$(MESH_REQUIRE_ROOT_TESTS)" = 1 ]; then \
 		echo "test-e2e needs root (it runs a local Kubernetes): run 'sudo make test', or MESH_REQUIRE_ROOT_TESTS=0 to skip it" >&2; exit 1; fi
 	@mkdir -p build
+	cd test/e2e/dashboard && npm ci --no-audit --no-fund --loglevel=error
 	set -o pipefail; $(GO) test -count=1 -timeout 40m -v ./test/e2e/... 2>&1 | tee build/test-e2e.log | grep -E '^(ok|FAIL|---|panic|e2e|cluster)|^\s+--- |_test.go:'
 	@$(call no-skips,build/test-e2e.log)
 
@@ -78,6 +79,9 @@ lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./... ./testdata/demo/...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+dashboard: ## rebuild the viz dashboard's static assets (web/dashboard/dist, committed and embedded in mesh)
+	cd web/dashboard && npm ci --no-audit --no-fund && npm run build
 
 proto: ## regenerate the protobuf and gRPC code under api/
 	bash hack/proto.sh

@@ -64,6 +64,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{cfg: cfg, log: log, metrics: metrics.New(), shutdown: make(chan struct{}), tapHub: tap.NewHub()}
+	p.metrics.CountTapDrops(p.tapHub.Dropped)
 	var lc net.ListenConfig
 	listen := func(what, addr string) (net.Listener, error) {
 		ln, err := lc.Listen(context.Background(), "tcp", addr)

@@ -52,6 +52,8 @@ type side struct {
 	connCtx    context.Context
 	cancelConn context.CancelFunc
 	conns      sync.WaitGroup // handle calls and opaque streams in progress
+	mu         sync.Mutex
+	draining   bool // guarded by mu; set before conns.Wait, so no Add follows it
 	dialer     net.Dialer
 }
 
@@ -99,7 +101,15 @@ func (s *side) serve() error {
 			continue
 		}
 		delay = 0
+		// Add must not race drain's Wait: once draining, refuse.
+		s.mu.Lock()
+		if s.draining {
+			s.mu.Unlock()
+			c.Close()
+			return nil
+		}
 		s.conns.Add(1)
+		s.mu.Unlock()
 		go func() {
 			defer s.conns.Done()
 			s.handle(c.(*net.TCPConn))
@@ -111,6 +121,9 @@ func (s *side) serve() error {
 // until ctx ends, then closes whatever is still open.
 func (s *side) drain(ctx context.Context) {
 	s.ln.Close()
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
 	s.http.Shutdown(ctx)
 	done := make(chan struct{})
 	go func() { s.conns.Wait(); close(done) }()

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	tapv1 "github.com/mesh-dev/mesh/api/tap/v1"
+	"github.com/mesh-dev/mesh/proxy/tap"
 )
 
 // tapClient connects to p's tap server proving identity as, and checking
@@ -64,8 +64,6 @@ func TestTap(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	// The controller's watch was registered on the hub the sides publish
-	// to; whether a side publishes real requests is httpproxy's to test.
 	if p.sides[0].tap != p.tapHub || p.sides[1].tap != p.tapHub {
 		t.Fatal("the sides do not publish to the proxy's tap hub")
 	}
@@ -79,19 +77,24 @@ func TestTap(t *testing.T) {
 		res.Body.Close()
 	}
 	closeIdle(t, hc.Transport.(*http.Transport))
-	// Publish directly too, so the test holds however httpproxy taps.
-	p.tapHub.Request(tapRequest("/tapped/direct")).Response(tapResponse())
-	var paths []string
-	for len(paths) < 2 || !strings.HasSuffix(paths[len(paths)-1], "/direct response") {
+	// A marker published straight to the hub ends the wait: every event
+	// of the requests above is queued before it.
+	p.tapHub.Request(tap.Request{Direction: "inbound", Method: "GET", Path: "/tapped/end"}).
+		Response(tap.Response{Status: 200, GRPCStatus: -1, Success: true})
+	var got []string
+	for len(got) == 0 || got[len(got)-1] != "inbound GET /tapped/end RESPONSE" {
 		ev, err := stream.Recv()
 		if err != nil {
-			t.Fatalf("Recv after %v: %v", paths, err)
+			t.Fatalf("Recv after %q: %v", got, err)
 		}
-		paths = append(paths, ev.GetPath()+" "+strings.ToLower(ev.GetType().String()))
+		got = append(got, strings.Join([]string{ev.GetDirection(), ev.GetMethod(), ev.GetPath(), ev.GetType().String()}, " "))
 	}
-	for _, got := range paths {
-		if !strings.HasPrefix(got, "/tapped/") {
-			t.Errorf("event for %q: outside the watch's filter", got)
+	if got[0] != "inbound GET /tapped/1 REQUEST" {
+		t.Errorf("first event %q, want the request to /tapped/1 (all: %q)", got[0], got)
+	}
+	for _, ev := range got {
+		if !strings.Contains(ev, " /tapped/") {
+			t.Errorf("event %q: outside the watch's filter", ev)
 		}
 	}
 
@@ -104,12 +107,6 @@ func TestTap(t *testing.T) {
 		t.Errorf("tap as shop/web: %v, want refused", err)
 	}
 }
-
-func tapRequest(path string) tapRequestT {
-	return tapRequestT{Direction: "inbound", Method: "GET", Authority: "api.shop", Path: path}
-}
-
-func tapResponse() tapResponseT { return tapResponseT{Status: 200, GRPCStatus: -1, Success: true} }
 
 // TestTapOff: without an identity or a client ID there is no tap
 // listener, and a client ID that is not a SPIFFE ID of the trust domain is
@@ -148,5 +145,3 @@ func TestTapOff(t *testing.T) {
 		})
 	}
 }
-
-var errUnused = errors.New("unused")

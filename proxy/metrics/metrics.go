@@ -114,6 +114,15 @@ func New() *Metrics {
 	return m
 }
 
+// CountTapDrops exports the events a tap hub dropped for watchers too slow
+// to read them; dropped is read at every scrape.
+func (m *Metrics) CountTapDrops(dropped func() uint64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "mesh_proxy_tap_dropped_events_total",
+		Help: "Tap events dropped because a watcher (mesh viz tap) read too slowly.",
+	}, func() float64 { return float64(dropped()) }))
+}
+
 // Handler serves the registry in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})

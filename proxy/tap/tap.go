@@ -128,31 +128,46 @@ func (f Filter) match(r *Request) bool {
 		strings.HasPrefix(r.Path, f.PathPrefix)
 }
 
-// Hub fans events out to watchers. It is safe for concurrent use; the zero
-// value is not, use NewHub. A nil *Hub publishes nothing.
+// Hub fans events out to watchers; make one with NewHub. It is safe for
+// concurrent use. A nil *Hub publishes nothing and has no watchers.
 type Hub struct {
 	// watchers is the current set, replaced whole under mu (copy on
-	// write) so that Request reads it with one atomic load.
+	// write) so that Request reads it with one atomic load; nil until the
+	// first Watch.
 	watchers atomic.Pointer[[]*watcher]
 	mu       sync.Mutex
 	lastID   atomic.Uint64
 	dropped  atomic.Uint64
-	now      func() time.Time
+	now      func() time.Time // settable by tests
 }
 
 // NewHub returns a Hub nobody watches yet.
-func NewHub() *Hub {
-	h := &Hub{now: time.Now}
-	h.watchers.Store(new([]*watcher))
-	return h
+func NewHub() *Hub { return &Hub{now: time.Now} }
+
+// load returns the current watchers.
+func (h *Hub) load() []*watcher {
+	if ws := h.watchers.Load(); ws != nil {
+		return *ws
+	}
+	return nil
 }
 
 // Dropped returns the number of events dropped since the Hub was made
 // because a watcher's queue was full, for a metric.
-func (h *Hub) Dropped() uint64 { return h.dropped.Load() }
+func (h *Hub) Dropped() uint64 {
+	if h == nil {
+		return 0
+	}
+	return h.dropped.Load()
+}
 
 // Watchers returns the number of watchers.
-func (h *Hub) Watchers() int { return len(*h.watchers.Load()) }
+func (h *Hub) Watchers() int {
+	if h == nil {
+		return 0
+	}
+	return len(h.load())
+}
 
 // Pending is a request at least one watcher took. Its response goes to
 // those watchers, and to no others.
@@ -174,7 +189,7 @@ func (h *Hub) Request(r Request) *Pending {
 	if h == nil {
 		return nil
 	}
-	ws := *h.watchers.Load()
+	ws := h.load()
 	if len(ws) == 0 {
 		return nil
 	}
@@ -272,7 +287,7 @@ func (h *Hub) Watch(f Filter) (*Watcher, error) {
 	w.limit.init(f.MaxRPS, h.now())
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	old := *h.watchers.Load()
+	old := h.load()
 	if len(old) >= MaxWatchers {
 		return nil, fmt.Errorf("%w: %d already watch this proxy", ErrTooManyWatchers, len(old))
 	}
@@ -308,7 +323,7 @@ func (w *Watcher) Close() {
 	h := w.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	old := *h.watchers.Load()
+	old := h.load()
 	next := make([]*watcher, 0, len(old))
 	for _, o := range old {
 		if o != w.w {

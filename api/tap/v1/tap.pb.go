@@ -161,7 +161,8 @@ func (x *WatchRequest) GetMaxRps() uint32 {
 // on the stream, with the same id.
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// id numbers the proxy's requests from 1 since it started.
+	// id numbers the requests the proxy reported, from 1 since it started;
+	// unique per proxy, not across proxies.
 	Id   uint64     `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	Type Event_Type `protobuf:"varint,2,opt,name=type,proto3,enum=mesh.tap.v1.Event_Type" json:"type,omitempty"`
 	// timestamp is when the proxy saw the request arrive or the response
