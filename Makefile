@@ -16,7 +16,7 @@ define no-skips
 		echo "$(1): the tests above were skipped; with MESH_REQUIRE_ROOT_TESTS=1 every test must run" >&2; exit 1; fi
 endef
 
-.PHONY: help build deps test test-unit test-integration test-e2e fuzz bench bench-proxy lint proto dashboard clean
+.PHONY: help build deps test test-unit test-integration test-e2e fuzz bench bench-proxy lint proto dashboard test-dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ build: ## build the binaries into bin/
 deps: ## install the Debian packages tests and benchmarks need (root)
 	bash hack/deps.sh
 
-test: test-unit test-integration test-e2e ## every test suite (root: network namespaces, the local Kubernetes)
+test: test-unit test-dashboard test-integration test-e2e ## every test suite (root: network namespaces, the local Kubernetes)
 
 test-unit: ## unit and fuzz-seed tests, race detector on; no root needed
 	@mkdir -p build
@@ -82,6 +82,11 @@ lint: ## gofmt, go vet, staticcheck
 
 dashboard: ## rebuild the viz dashboard's static assets (web/dashboard/dist, committed and embedded in mesh)
 	cd web/dashboard && npm ci --no-audit --no-fund && npm run build
+
+test-dashboard: ## the committed dashboard assets are what its sources build to (npm registry)
+	@rm -rf build/dashboard-dist
+	cd web/dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run build -- --outDir ../../build/dashboard-dist --emptyOutDir
+	@diff -r web/dashboard/dist build/dashboard-dist || { echo "web/dashboard/dist is stale: run make dashboard and commit it" >&2; exit 1; }
 
 proto: ## regenerate the protobuf and gRPC code under api/
 	bash hack/proto.sh
