@@ -29,10 +29,14 @@ type kube struct {
 	// Server is the API server's URL and Context the kubeconfig context,
 	// for messages.
 	Server, Context string
-	client          kubernetes.Interface
-	dynamic         dynamic.Interface
-	discovery       discovery.DiscoveryInterfaceWithContext
-	mapper          meta.RESTMapperWithContext
+	// rest is the loaded configuration without a request timeout, for
+	// clients that hold a connection as long as the command runs (the
+	// port-forward of mesh viz).
+	rest      *rest.Config
+	client    kubernetes.Interface
+	dynamic   dynamic.Interface
+	discovery discovery.DiscoveryInterfaceWithContext
+	mapper    meta.RESTMapperWithContext
 }
 
 // kube loads the kubeconfig the flags and environment select and returns
@@ -56,6 +60,7 @@ func (o *Options) kube() (*kube, error) {
 		}
 	}
 	cfg.UserAgent = "mesh/" + version.Version
+	streaming := rest.CopyConfig(cfg)
 	cfg.Timeout = requestTimeout
 	// Install asks many access reviews and applies a dozen objects in a
 	// row: the default 5 QPS would make that crawl.
@@ -74,6 +79,7 @@ func (o *Options) kube() (*kube, error) {
 	return &kube{
 		Server:    cfg.Host,
 		Context:   contextName,
+		rest:      streaming,
 		client:    client,
 		dynamic:   dyn,
 		discovery: disc,

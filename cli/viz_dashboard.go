@@ -1,0 +1,211 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
+	"github.com/mesh-dev/mesh/web/dashboard"
+)
+
+// defaultDashboardPort is the dashboard's local port, Linkerd's.
+const defaultDashboardPort = 50750
+
+// dashboardShutdown bounds how long the dashboard waits for its requests
+// to finish when it stops.
+const dashboardShutdown = 2 * time.Second
+
+// dashboardOptions are the flags of `mesh viz dashboard`.
+type dashboardOptions struct {
+	Port      int
+	Show      bool
+	NoBrowser bool
+}
+
+func newVizDashboardCmd(e *vizEnv) *cobra.Command {
+	opts := dashboardOptions{Port: defaultDashboardPort, Show: true}
+	cmd := &cobra.Command{
+		Use:   "dashboard",
+		Short: "Serve the web dashboard on localhost and open it in a browser",
+		Long: "dashboard serves the web page of live stats, the service graph and tap on\n" +
+			"http://127.0.0.1:PORT, and passes the page's API requests to the controller through\n" +
+			"a port-forward. It opens the page in a browser when there is one (a desktop session\n" +
+			"on Linux, or macOS), and runs until interrupted.",
+		Example: "  mesh viz dashboard\n  mesh viz dashboard --port 0 --show=false",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opts.Port < 0 || opts.Port > 65535 {
+				return fmt.Errorf("--port %d: want a port from 1 to 65535, or 0 for any free one", opts.Port)
+			}
+			return runDashboard(cmd.Context(), e, opts)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&opts.Port, "port", opts.Port, "local port to serve the dashboard on (0: any free port)")
+	f.BoolVar(&opts.Show, "show", opts.Show, "open the dashboard in a browser, when one is available")
+	f.BoolVar(&opts.NoBrowser, "no-browser", false, "never open a browser (the same as --show=false)")
+	return cmd
+}
+
+// runDashboard serves the dashboard until ctx ends or the connection to
+// the controller is lost.
+func runDashboard(ctx context.Context, e *vizEnv, opts dashboardOptions) error {
+	// Listen first: a port in use fails before any port-forward.
+	ln, err := listenDashboard(opts.Port)
+	if err != nil {
+		return err
+	}
+	conn, err := e.connect(ctx)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer conn.close()
+	target, err := url.Parse(conn.base)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("viz API address %q: %w", conn.base, err)
+	}
+	addr := ln.Addr().String()
+	srv := &http.Server{
+		Handler:           dashboardHandler(dashboard.Files(), target, conn.client.Transport, addr),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Requests end with the connection, so open tap streams do not
+		// hold up the shutdown.
+		BaseContext: func(net.Listener) context.Context { return conn.ctx },
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	pageURL := "http://" + addr
+	fmt.Fprintf(e.Out, "mesh viz dashboard: %s\n", pageURL)
+	if opts.Show && !opts.NoBrowser {
+		e.openBrowser(pageURL)
+	}
+	select {
+	case <-conn.ctx.Done():
+	case err := <-served:
+		return fmt.Errorf("dashboard server: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dashboardShutdown)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	<-served
+	return conn.ended(ctx)
+}
+
+// listenDashboard listens on port of 127.0.0.1 only: the dashboard
+// reaches the cluster with the user's credentials, so it is not for
+// other machines.
+func listenDashboard(port int) (net.Listener, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("port %d on 127.0.0.1 is in use (another mesh viz dashboard?): pass --port with a free port, or --port 0 for any", port)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listen on 127.0.0.1:%d: %w; pass --port with another port", port, err)
+	}
+	return ln, nil
+}
+
+// dashboardHandler serves files and passes /api/ to the viz API at
+// target, streaming answers as they come (tap). It answers only requests
+// addressed to addr, its own address by IP or as localhost, so that a
+// page elsewhere cannot read the API through a DNS name rebound to
+// 127.0.0.1.
+func dashboardHandler(files fs.FS, target *url.URL, transport http.RoundTripper, addr string) http.Handler {
+	proxy := &httputil.ReverseProxy{
+		Rewrite:       func(r *httputil.ProxyRequest) { r.SetURL(target) },
+		Transport:     transport,
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return // the page went away, or the dashboard is stopping
+			}
+			writeVizError(w, http.StatusBadGateway, "mesh viz dashboard cannot reach the controller's viz API: "+err.Error())
+		},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeVizError(w, http.StatusMethodNotAllowed, "the viz API answers GET only")
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	})
+	mux.Handle("/", http.FileServerFS(files))
+
+	_, port, _ := net.SplitHostPort(addr)
+	allowed := map[string]bool{addr: true, net.JoinHostPort("localhost", port): true}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !allowed[r.Host] {
+			http.Error(w, "mesh viz dashboard answers only http://"+addr, http.StatusForbidden)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// writeVizError answers with the viz API's Error body, which the page
+// shows.
+func writeVizError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(vizv1.Error{Error: msg})
+}
+
+// openBrowser opens url in a browser, when there is one; it says so on
+// Err when that fails. It does not wait for the browser.
+func (e *vizEnv) openBrowser(url string) {
+	if e.open != nil {
+		e.open(url)
+		return
+	}
+	args := browserCommand(runtime.GOOS, os.Getenv, url)
+	if args == nil {
+		return
+	}
+	if _, err := exec.LookPath(args[0]); err != nil {
+		return
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(e.Err, "could not open a browser (%v): open %s yourself\n", err, url)
+		return
+	}
+	go cmd.Wait() // reap the launcher, which exits once the browser has the page
+}
+
+// browserCommand returns the command that opens url in a browser on goos,
+// nil where none can show it: on Linux and the BSDs only in a desktop
+// session (DISPLAY or WAYLAND_DISPLAY set), never over a bare SSH login.
+func browserCommand(goos string, getenv func(string) string, url string) []string {
+	switch goos {
+	case "darwin":
+		return []string{"open", url}
+	case "linux", "freebsd", "netbsd", "openbsd", "dragonfly":
+		if getenv("DISPLAY") == "" && getenv("WAYLAND_DISPLAY") == "" {
+			return nil
+		}
+		return []string{"xdg-open", url}
+	}
+	return nil
+}
