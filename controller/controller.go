@@ -1,8 +1,8 @@
 // Package controller runs the mesh control plane: one process, one
-// component per package, each started with its own Run(ctx, Config). For
-// now these are the proxy injector (controller/injector) and the admin
-// server (controller/admin); the destination and identity services join
-// them as they arrive.
+// component per package, each started with its own Run(ctx, Config): the
+// proxy injector (controller/injector), the destination service
+// (controller/destination), the identity service (identity/certify), the
+// viz API (controller/viz) and the admin server (controller/admin).
 package controller
 
 import (
@@ -33,9 +33,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
 	"github.com/mesh-dev/mesh/controller/admin"
 	"github.com/mesh-dev/mesh/controller/destination"
 	"github.com/mesh-dev/mesh/controller/injector"
+	"github.com/mesh-dev/mesh/controller/viz"
 	"github.com/mesh-dev/mesh/identity/ca"
 	"github.com/mesh-dev/mesh/identity/certify"
 	"github.com/mesh-dev/mesh/install/inject"
@@ -58,6 +60,9 @@ type Config struct {
 	WebhookTLSDir string // holds tls.crt and tls.key, reloaded on change
 	AdminAddr     string // /metrics, /ready, /live
 	GRPCAddr      string // the proxies' API: destination
+	// VizAddr serves the viz API (api/viz/v1) that mesh viz reads
+	// through a port-forward.
+	VizAddr string
 	// IdentityAddr serves the identity service over TLS with the
 	// controller's own SVID, so a proxy can check the server against its
 	// trust anchors before it sends its token.
@@ -91,6 +96,7 @@ func DefaultConfig() Config {
 		WebhookTLSDir: "/var/run/mesh/webhook-tls",
 		AdminAddr:     ":9990",
 		GRPCAddr:      ":8086",
+		VizAddr:       fmt.Sprintf(":%d", vizv1.Port),
 
 		IdentityAddr:         ":8080",
 		IdentityIssuerDir:    "/var/run/mesh/identity-issuer",
@@ -112,6 +118,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.WebhookTLSDir, "webhook-tls-dir", c.WebhookTLSDir, "directory with the injector's tls.crt and tls.key, reloaded when they change")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "address of the admin server (/metrics, /ready, /live)")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "address of the gRPC server proxies ask for destinations")
+	fs.StringVar(&c.VizAddr, "viz-addr", c.VizAddr, "address of the viz API (live stats and tap for mesh viz)")
 	fs.StringVar(&c.IdentityAddr, "identity-addr", c.IdentityAddr, "address of the identity service (TLS gRPC) proxies get certificates from")
 	fs.StringVar(&c.IdentityIssuerDir, "identity-issuer-dir", c.IdentityIssuerDir, "directory with the issuer's tls.crt, tls.key and the trust anchors' ca.crt, reloaded on change")
 	fs.DurationVar(&c.IdentityLeafLifetime, "identity-leaf-lifetime", c.IdentityLeafLifetime, "lifetime of workload certificates")
@@ -128,8 +135,8 @@ func (c Config) Validate() error {
 		return errors.New("--proxy-image is required: the mesh-proxy image injected pods run")
 	case c.Namespace == "":
 		return errors.New("--namespace must not be empty")
-	case c.WebhookAddr == "" || c.AdminAddr == "" || c.WebhookTLSDir == "" || c.GRPCAddr == "":
-		return errors.New("--webhook-addr, --webhook-tls-dir, --admin-addr and --grpc-addr must not be empty")
+	case c.WebhookAddr == "" || c.AdminAddr == "" || c.WebhookTLSDir == "" || c.GRPCAddr == "" || c.VizAddr == "":
+		return errors.New("--webhook-addr, --webhook-tls-dir, --admin-addr, --grpc-addr and --viz-addr must not be empty")
 	case c.IdentityAddr == "" || c.IdentityIssuerDir == "":
 		return errors.New("--identity-addr and --identity-issuer-dir must not be empty")
 	case c.IdentityLeafLifetime < time.Minute:
@@ -211,6 +218,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	state.destination = dst.Ready
+	vz, err := newViz(cfg, factory, ids, reg, log)
+	if err != nil {
+		return err
+	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown() // after g.Wait, which cancels ctx
 	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
@@ -247,6 +258,7 @@ func Run(ctx context.Context, cfg Config) error {
 	g.Go(func() error { return serveGRPC(ctx, cfg, dst) })
 	g.Go(func() error { return ids.Run(ctx) })
 	g.Go(func() error { return serveIdentity(ctx, cfg, ids) })
+	g.Go(func() error { return vz.Run(ctx) })
 	// Not ready from the moment shutdown starts, so no new work is sent.
 	context.AfterFunc(ctx, func() { state.stopping.Store(true) })
 	log.Info("mesh-controller starting", "version", version.Version, "namespace", cfg.Namespace, "proxy_image", cfg.ProxyImage)
@@ -280,12 +292,34 @@ func newIdentity(cfg Config, client kubernetes.Interface, log *slog.Logger, reg 
 // serveIdentity serves the identity service over TLS with the
 // controller's own SVID until ctx ends.
 func serveIdentity(ctx context.Context, cfg Config, ids *certify.Server) error {
-	self := spiffeid.RequireFromSegments(ids.TrustDomain(), "ns", cfg.Namespace, "sa", inject.ControllerServiceAccount)
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ids.TLSConfig(self))))
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ids.TLSConfig(controllerID(cfg, ids)))))
 	ids.Register(srv)
 	// ids.Run ends the trust-bundle streams when ctx ends, so GracefulStop
 	// returns.
 	return serve(ctx, cfg, "identity", cfg.IdentityAddr, srv)
+}
+
+// newViz makes the viz component, which adds the pod, service and
+// namespace informers it reads to factory: call it before factory.Start.
+// Its tap relay presents the controller's own identity to the proxies.
+func newViz(cfg Config, factory informers.SharedInformerFactory, ids *certify.Server, reg prometheus.Registerer, log *slog.Logger) (*viz.Viz, error) {
+	vz, err := viz.New(viz.Config{
+		Addr: cfg.VizAddr, Informers: factory, TrustDomain: ids.TrustDomain(),
+		TapTLS:     ids.ClientTLS(controllerID(cfg, ids)),
+		Registerer: reg, Log: log.With("component", "viz"),
+		OnListen: func(a net.Addr) { cfg.listening("viz", a) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	return vz, nil
+}
+
+// controllerID is the controller's own SPIFFE ID, the identity of its
+// ServiceAccount: the identity service presents it to proxies, and the
+// viz tap relay to their tap servers, which admit no other.
+func controllerID(cfg Config, ids *certify.Server) spiffeid.ID {
+	return spiffeid.RequireFromSegments(ids.TrustDomain(), "ns", cfg.Namespace, "sa", inject.ControllerServiceAccount)
 }
 
 // serve runs srv on addr until ctx ends, then stops it gracefully: its

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
 	"go.uber.org/goleak"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -28,6 +29,7 @@ import (
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
 	identityv1 "github.com/mesh-dev/mesh/api/identity/v1"
+	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
 	"github.com/mesh-dev/mesh/controller/injector/injectortest"
 	"github.com/mesh-dev/mesh/identity/identitytest"
 	"github.com/mesh-dev/mesh/install/inject"
@@ -45,14 +47,14 @@ func testConfig(t *testing.T, objs ...runtime.Object) (Config, chan [2]string) {
 	cfg.ProxyImage = "ghcr.io/mesh-dev/mesh-proxy:v0.1.0"
 	cfg.WebhookAddr, cfg.AdminAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.WebhookTLSDir = t.TempDir()
-	cfg.IdentityAddr = "127.0.0.1:0"
+	cfg.IdentityAddr, cfg.VizAddr = "127.0.0.1:0", "127.0.0.1:0"
 	issuer := identitytest.NewSecretDir(t)
 	testCA = identitytest.NewCA(t)
 	testCA.WriteSecret(t, issuer)
 	cfg.IdentityIssuerDir = issuer.Path
 	cfg.client = fake.NewClientset(objs...)
 	cfg.logTo = t.Output()
-	addrs := make(chan [2]string, 4)
+	addrs := make(chan [2]string, 5)
 	cfg.onListen = func(component string, a net.Addr) { addrs <- [2]string{component, a.String()} }
 	return cfg, addrs
 }
@@ -71,7 +73,7 @@ func TestRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg) }()
 	listening := map[string]string{}
-	for len(listening) < 4 {
+	for len(listening) < 5 {
 		select {
 		case a := <-addrs:
 			listening[a[0]] = a[1]
@@ -149,8 +151,19 @@ func TestRun(t *testing.T) {
 		t.Errorf("identity service over TLS as %s: %v", controllerID, err)
 	}
 
+	// The viz API answers once its caches have synced: the namespace
+	// exists and has no pods yet.
+	var stat vizv1.StatList
+	getJSON(t, "http://"+listening["viz"]+vizv1.PathStat+"?kind=ns&name=shop", &stat)
+	if len(stat.Rows) != 1 || stat.Rows[0].Resource.Name != "shop" || stat.Rows[0].TotalPods != 0 {
+		t.Errorf("viz stat ns/shop: %+v", stat.Rows)
+	}
+
 	_, metrics := get(t, adminURL+"/metrics")
-	for _, want := range []string{`mesh_controller_injections_total{reason="none",result="injected"} 1`, "go_goroutines", "process_"} {
+	for _, want := range []string{
+		`mesh_controller_injections_total{reason="none",result="injected"} 1`, "go_goroutines", "process_",
+		"mesh_controller_viz_scrapes_total", "mesh_controller_viz_series",
+	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
@@ -175,6 +188,7 @@ func TestRunErrors(t *testing.T) {
 	}{
 		{name: "no proxy image", mod: func(c *Config) { c.ProxyImage = "" }, wantErr: "--proxy-image is required"},
 		{name: "bad log format", mod: func(c *Config) { c.LogFormat = "xml" }, wantErr: "--log-format"},
+		{name: "no viz address", mod: func(c *Config) { c.VizAddr = "" }, wantErr: "--viz-addr"},
 		{name: "no certificate", mod: func(*Config) {}, wantErr: "tls.crt"},
 		{name: "admin address taken", mod: func(c *Config) {
 			// With a valid certificate, so the injector starts and only
@@ -195,6 +209,21 @@ func TestRunErrors(t *testing.T) {
 	}
 }
 
+func TestVizAddrFlag(t *testing.T) {
+	cfg := DefaultConfig()
+	if cfg.VizAddr != ":8085" {
+		t.Errorf("default viz address %q, want :8085 (vizv1.Port)", cfg.VizAddr)
+	}
+	fs := pflag.NewFlagSet("mesh-controller", pflag.ContinueOnError)
+	cfg.AddFlags(fs)
+	if err := fs.Parse([]string{"--viz-addr=127.0.0.1:9000"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.VizAddr != "127.0.0.1:9000" {
+		t.Errorf("--viz-addr set VizAddr to %q", cfg.VizAddr)
+	}
+}
+
 func takenAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -202,6 +231,27 @@ func takenAddr(t *testing.T) string {
 	}
 	t.Cleanup(func() { ln.Close() })
 	return ln.Addr().String()
+}
+
+// getJSON decodes the 200 answer of url into v, retrying while the
+// component answers 503 (its caches are syncing).
+func getJSON(t testing.TB, url string, v any) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := get(t, url)
+		if code == http.StatusServiceUnavailable && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		if code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", url, code, body)
+		}
+		if err := json.Unmarshal([]byte(body), v); err != nil {
+			t.Fatalf("GET %s: %v in %s", url, err, body)
+		}
+		return
+	}
 }
 
 func get(t testing.TB, url string) (int, string) {

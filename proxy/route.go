@@ -110,26 +110,10 @@ func (r *router) destinationsJSON(w http.ResponseWriter, _ *http.Request) {
 	enc.Encode(out)
 }
 
-// ownerKinds are the pod owners a workload label names, most specific
-// first: a Deployment's pods are also labelled with their ReplicaSet.
-var ownerKinds = []string{"deployment", "statefulset", "daemonset", "job", "replicaset", "replicationcontroller"}
-
 // dstOf is the metrics view of an endpoint the destination service
-// described: its namespace, its owning workload as kind/name, its Service.
+// described: its namespace, its workload as kind/name (named by the
+// controller exactly as mesh viz groups pods), its Service.
 func dstOf(m discovery.EndpointMeta) metrics.Dst {
 	l := m.Labels
-	if l == nil {
-		return metrics.Dst{}
-	}
-	d := metrics.Dst{Namespace: l["namespace"], Service: l["service"]}
-	for _, kind := range ownerKinds {
-		if name := l[kind]; name != "" {
-			d.Workload = kind + "/" + name
-			return d
-		}
-	}
-	if pod := l["pod"]; pod != "" {
-		d.Workload = "pod/" + pod
-	}
-	return d
+	return metrics.Dst{Namespace: l["namespace"], Workload: l["workload"], Service: l["service"]}
 }

@@ -248,25 +248,15 @@ func TestOutboundOpaqueBalancesPerConnection(t *testing.T) {
 	}
 }
 
-// TestDstOf: the workload label names the most specific owner the
-// destination service reported, and a pod without one by its name.
+// TestDstOf: the metrics labels are the destination service's.
 func TestDstOf(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		labels map[string]string
-		want   metrics.Dst
-	}{
-		{"deployment", map[string]string{"namespace": "shop", "service": "web", "pod": "web-1", "replicaset": "web-5d9", "deployment": "web"},
-			metrics.Dst{Namespace: "shop", Workload: "deployment/web", Service: "web"}},
-		{"statefulset", map[string]string{"namespace": "db", "pod": "pg-0", "statefulset": "pg"},
-			metrics.Dst{Namespace: "db", Workload: "statefulset/pg"}},
-		{"bare pod", map[string]string{"namespace": "x", "pod": "solo"}, metrics.Dst{Namespace: "x", Workload: "pod/solo"}},
-		{"not from the controller", nil, metrics.Dst{}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := dstOf(discovery.EndpointMeta{Labels: tc.labels}); got != tc.want {
-				t.Errorf("dstOf = %+v, want %+v", got, tc.want)
-			}
-		})
+	got := dstOf(discovery.EndpointMeta{Labels: map[string]string{
+		"namespace": "shop", "service": "web", "pod": "web-1", "replicaset": "web-5d9", "deployment": "web", "workload": "deployment/web",
+	}})
+	if want := (metrics.Dst{Namespace: "shop", Workload: "deployment/web", Service: "web"}); got != want {
+		t.Errorf("dstOf = %+v, want %+v", got, want)
+	}
+	if got := dstOf(discovery.EndpointMeta{}); got != (metrics.Dst{}) {
+		t.Errorf("dstOf of an endpoint without labels = %+v, want zero", got)
 	}
 }

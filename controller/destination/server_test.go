@@ -52,7 +52,7 @@ func TestGetSendsTheFullSetFirst(t *testing.T) {
 	labels := func(pod string) map[string]string {
 		return map[string]string{
 			"namespace": testNS, "service": "web", "pod": pod, "serviceaccount": "web",
-			"replicaset": "web-5d9f8c7b6", "deployment": "web",
+			"replicaset": "web-5d9f8c7b6", "deployment": "web", "workload": "deployment/web",
 		}
 	}
 	want := &destinationv1.Update{Kind: &destinationv1.Update_Add{Add: &destinationv1.AddSet{Endpoints: []*destinationv1.Endpoint{{
@@ -420,7 +420,7 @@ func TestGetPodIP(t *testing.T) {
 		ProtocolHint: h2,
 		Labels: map[string]string{
 			"namespace": testNS, "pod": "web-a", "serviceaccount": "web",
-			"replicaset": "web-5d9f8c7b6", "deployment": "web",
+			"replicaset": "web-5d9f8c7b6", "deployment": "web", "workload": "deployment/web",
 		},
 	}}}}}
 	if diff := cmp.Diff(want, w.recv(), protocmp.Transform()); diff != "" {
@@ -442,12 +442,13 @@ func TestGetWorkloadLabels(t *testing.T) {
 		opts []podOption
 		want map[string]string
 	}{
-		{name: "deployment", want: map[string]string{"replicaset": "web-5d9f8c7b6", "deployment": "web"}},
-		{name: "statefulset", opts: []podOption{ownedBy("StatefulSet", "db")}, want: map[string]string{"statefulset": "db"}},
-		{name: "daemonset", opts: []podOption{ownedBy("DaemonSet", "agent")}, want: map[string]string{"daemonset": "agent"}},
-		{name: "bare replicaset", opts: []podOption{ownedBy("ReplicaSet", "rs")}, want: map[string]string{"replicaset": "rs"}},
-		{name: "no owner", opts: []podOption{func(p *corev1.Pod) { p.OwnerReferences = nil }}, want: map[string]string{}},
-		{name: "owner kind that is no label name", opts: []podOption{ownedBy("Odd-Kind", "x")}, want: map[string]string{}},
+		{name: "deployment", want: map[string]string{"replicaset": "web-5d9f8c7b6", "deployment": "web", "workload": "deployment/web"}},
+		{name: "statefulset", opts: []podOption{ownedBy("StatefulSet", "db")}, want: map[string]string{"statefulset": "db", "workload": "statefulset/db"}},
+		{name: "daemonset", opts: []podOption{ownedBy("DaemonSet", "agent")}, want: map[string]string{"daemonset": "agent", "workload": "daemonset/agent"}},
+		{name: "bare replicaset", opts: []podOption{ownedBy("ReplicaSet", "rs")}, want: map[string]string{"replicaset": "rs", "workload": "replicaset/rs"}},
+		{name: "no owner", opts: []podOption{func(p *corev1.Pod) { p.OwnerReferences = nil }}, want: map[string]string{"workload": "pod/web-a"}},
+		// Not a label name, but a fine label value.
+		{name: "owner kind that is no label name", opts: []podOption{ownedBy("Odd-Kind", "x")}, want: map[string]string{"workload": "odd-kind/x"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

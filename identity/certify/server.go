@@ -12,7 +12,9 @@ package certify
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +23,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 
 	identityv1 "github.com/mesh-dev/mesh/api/identity/v1"
@@ -154,6 +159,62 @@ func (s *Server) Reload() error {
 // send a token. Use it with credentials.NewTLS.
 func (s *Server) TLSConfig(id spiffeid.ID) *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: s.ca.ServingCertificate(id)}
+}
+
+// ClientTLS returns a function making the TLS configuration of a
+// connection from the controller, as self, to a proxy's server that must
+// prove the identity server (the proxies' tap servers): the controller
+// presents an SVID for self signed by the current issuer and renewed as
+// it ages, like TLSConfig's, and accepts the server only if its
+// certificate chains to the current trust anchors and carries exactly
+// server. Both are read on every handshake, so a rotated issuer or anchor
+// applies to the next connection. Every config the function makes shares
+// one key, made on first use. Use them with credentials.NewTLS.
+func (s *Server) ClientTLS(self spiffeid.ID) func(server spiffeid.ID) *tls.Config {
+	svid := &servingSVID{id: self, get: s.ca.ServingCertificate(self)}
+	anchors := anchorSource{s.ca}
+	return func(server spiffeid.ID) *tls.Config {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS13}
+		tlsconfig.HookMTLSClientConfig(cfg, svid, anchors, tlsconfig.AuthorizeID(server))
+		return cfg
+	}
+}
+
+// servingSVID is an x509svid.Source of the controller's own certificate.
+type servingSVID struct {
+	id  spiffeid.ID
+	get func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+}
+
+func (s *servingSVID) GetX509SVID() (*x509svid.SVID, error) {
+	cert, err := s.get(nil)
+	if err != nil {
+		return nil, err
+	}
+	key, ok := cert.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("certify: serving key is not a crypto.Signer")
+	}
+	chain := []*x509.Certificate{cert.Leaf}
+	for _, der := range cert.Certificate[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("certify: serving chain: %w", err)
+		}
+		chain = append(chain, c)
+	}
+	return &x509svid.SVID{ID: s.id, Certificates: chain, PrivateKey: key}, nil
+}
+
+// anchorSource is an x509bundle.Source of the current trust anchors.
+type anchorSource struct{ ca *ca.CA }
+
+func (a anchorSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	iss, _ := a.ca.Issuer()
+	if iss == nil {
+		return nil, errors.New("certify: no issuer loaded")
+	}
+	return iss.Bundle().GetX509BundleForTrustDomain(td)
 }
 
 // TrustDomain returns the trust domain the server issues identities in.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/internal/ports"
+	"github.com/mesh-dev/mesh/internal/workload"
 )
 
 // Keys of Endpoint.Labels.
@@ -23,6 +24,9 @@ const (
 	// LabelDeployment is derived from a ReplicaSet owner; the pod's
 	// controller itself is under its kind in lower case ("replicaset").
 	LabelDeployment = "deployment"
+	// LabelWorkload is kind/name of the pod's workload (internal/workload),
+	// which proxies export as dst_workload and mesh viz groups by.
+	LabelWorkload = "workload"
 )
 
 // Endpoint is one address of a destination and what is known of the pod
@@ -258,14 +262,12 @@ func podLabels(pod *corev1.Pod, sa string) map[string]string {
 	labels := map[string]string{}
 	if ref := metav1.GetControllerOfNoCopy(pod); ref != nil && isLabelName(ref.Kind) {
 		labels[strings.ToLower(ref.Kind)] = ref.Name
-		hash := pod.Labels["pod-template-hash"]
-		if ref.Kind == "ReplicaSet" && hash != "" {
-			if d, ok := strings.CutSuffix(ref.Name, "-"+hash); ok && d != "" {
-				labels[LabelDeployment] = d
-			}
-		}
+	}
+	if d, ok := workload.Deployment(pod); ok {
+		labels[LabelDeployment] = d
 	}
 	// Written last so an owner of an odd kind ("Pod") cannot hide them.
+	labels[LabelWorkload] = workload.Of(pod).String()
 	labels[LabelNamespace] = pod.Namespace
 	labels[LabelPod] = pod.Name
 	labels[LabelServiceAccount] = sa

@@ -1,0 +1,210 @@
+package viz
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	tapv1 "github.com/mesh-dev/mesh/api/tap/v1"
+	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
+	"github.com/mesh-dev/mesh/identity/certify"
+	"github.com/mesh-dev/mesh/identity/identitytest"
+)
+
+// tapServer is a proxy's tap server as api/tap/v1 describes it: mutual
+// TLS as the pod's identity, admitting only the controller's, streaming
+// one request and its response, then holding the stream open.
+type tapServer struct {
+	tapv1.UnimplementedTapServer
+
+	mu      sync.Mutex
+	clients []spiffeid.ID         // who watched, proven over TLS
+	reqs    []*tapv1.WatchRequest // what they asked
+	ended   chan struct{}         // closed when a watch ends
+	once    sync.Once
+}
+
+func (s *tapServer) Watch(req *tapv1.WatchRequest, stream grpc.ServerStreamingServer[tapv1.Event]) error {
+	defer s.once.Do(func() { close(s.ended) })
+	p, _ := peer.FromContext(stream.Context())
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return errors.New("no client certificate")
+	}
+	id, err := x509svid.IDFromCert(info.State.PeerCertificates[0])
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.clients = append(s.clients, id)
+	s.reqs = append(s.reqs, req)
+	s.mu.Unlock()
+	now := time.Now()
+	event := func(typ tapv1.Event_Type) *tapv1.Event {
+		return &tapv1.Event{
+			Id: 7, Type: typ, Timestamp: timestamppb.New(now), Direction: "inbound",
+			SrcAddr: "10.0.0.9:41000", DstAddr: "10.0.0.1:8080", ClientId: "spiffe://cluster.local/ns/shop/sa/client",
+			Method: "GET", Scheme: "http", Authority: "web.shop:80", Path: "/books",
+		}
+	}
+	resp := event(tapv1.Event_RESPONSE)
+	resp.HttpStatus, resp.Success = 200, true
+	resp.Timestamp = timestamppb.New(now.Add(12 * time.Millisecond))
+	resp.Latency = durationpb.New(12500 * time.Microsecond)
+	grpcStatus := uint32(0)
+	resp.GrpcStatus = &grpcStatus
+	for _, ev := range []*tapv1.Event{event(tapv1.Event_REQUEST), resp} {
+		if err := stream.Send(ev); err != nil {
+			return err
+		}
+	}
+	<-stream.Context().Done()
+	return nil
+}
+
+// serveTap runs a tap server presenting an SVID for id that admits only
+// client, and routes pod ip:4190 to it.
+func serveTap(t *testing.T, c *cluster, ca *identitytest.CA, ip string, id, client spiffeid.ID) *tapServer {
+	t.Helper()
+	svid := ca.IssueSVID(t, id)
+	tlsCfg := tlsconfig.MTLSServerConfig(svid, ca.Bundle(), tlsconfig.AuthorizeID(client))
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsCfg)))
+	ts := &tapServer{ended: make(chan struct{})}
+	tapv1.RegisterTapServer(srv, ts)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	c.route(net.JoinHostPort(ip, strconv.Itoa(DefaultTapPort)), ln.Addr().String())
+	return ts
+}
+
+// TestTap relays the tap of a deployment with two pods: one whose tap
+// server is the pod's identity streams its events; one that presents
+// another identity is refused in the handshake, which the relay reports
+// as an error event naming the pod, and goes on.
+func TestTap(t *testing.T) {
+	ca := identitytest.NewCA(t)
+	issuer := identitytest.NewSecretDir(t)
+	ca.WriteSecret(t, issuer)
+	ids, err := certify.New(certify.Config{
+		IssuerDir: issuer.Path,
+		Reviewer: certify.TokenReviewerFunc(func(context.Context, string, string) (certify.TokenInfo, error) {
+			return certify.TokenInfo{}, errors.New("no tokens here")
+		}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	controller := ca.ID("mesh-system", "mesh-controller")
+
+	s := newShop(t)
+	good := serveTap(t, s.cluster, ca, "10.0.0.1", ca.ID("shop", "web"), controller)
+	impostor := serveTap(t, s.cluster, ca, "10.0.0.2", ca.ID("shop", "backend"), controller)
+	_, base := s.start(t, func(c *Config) { c.TapTLS = ids.ClientTLS(controller) })
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet,
+		base+vizv1.PathTap+"?"+values("namespace", "shop", "resource", "deploy/web", "method", "GET", "path", "/books", "max_rps", "5").Encode(), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/x-ndjson" {
+		t.Fatalf("tap: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	byType := map[string][]vizv1.TapEvent{}
+	lines := bufio.NewScanner(resp.Body)
+	for n := 0; n < 3 && lines.Scan(); n++ {
+		var ev vizv1.TapEvent
+		if err := json.Unmarshal(lines.Bytes(), &ev); err != nil {
+			t.Fatalf("line %q: %v", lines.Text(), err)
+		}
+		byType[ev.Type] = append(byType[ev.Type], ev)
+	}
+	if len(byType["request"]) != 1 || len(byType["response"]) != 1 || len(byType["error"]) != 1 {
+		t.Fatalf("events %+v: want a request, a response and an error", byType)
+	}
+	got := byType["response"][0]
+	if got.Pod != "web-5d8f7c-a" || got.Namespace != "shop" || got.ID != "web-5d8f7c-a:7" || got.ID != byType["request"][0].ID ||
+		got.Status != 200 || got.LatencyMs == nil || *got.LatencyMs != 12.5 || got.GRPCStatus == nil || *got.GRPCStatus != 0 ||
+		got.Success == nil || !*got.Success || got.Path != "/books" || got.ClientID != "spiffe://cluster.local/ns/shop/sa/client" {
+		t.Errorf("response event %+v", got)
+	}
+	if e := byType["error"][0].Error; !strings.Contains(e, "pod shop/web-5d8f7c-b") {
+		t.Errorf("error event %q does not name the pod", e)
+	}
+
+	good.mu.Lock()
+	if len(good.clients) != 1 || good.clients[0] != controller {
+		t.Errorf("tap server saw clients %v, want the controller %s", good.clients, controller)
+	}
+	if r := good.reqs[0]; r.GetMethod() != "GET" || r.GetPathPrefix() != "/books" || r.GetMaxRps() != 5 {
+		t.Errorf("tap server got filters %v", r)
+	}
+	good.mu.Unlock()
+	impostor.mu.Lock()
+	if len(impostor.clients) != 0 {
+		t.Errorf("the relay talked to a server that is not the pod's identity")
+	}
+	impostor.mu.Unlock()
+
+	// The client goes away: the relay ends the proxy's stream.
+	cancel()
+	select {
+	case <-good.ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proxy's tap stream is still open after the client left")
+	}
+}
+
+// TestTapErrors covers the answers before a stream starts.
+func TestTapErrors(t *testing.T) {
+	s := newShop(t)
+	_, noTLS := s.start(t, nil)
+	var e vizv1.Error
+	if code := getJSON(t, noTLS, vizv1.PathTap, values("namespace", "shop", "resource", "deploy/web"), &e); code != http.StatusServiceUnavailable {
+		t.Errorf("tap without an identity: %d %q, want 503", code, e.Error)
+	}
+	_, base := s.start(t, func(c *Config) {
+		c.TapTLS = func(spiffeid.ID) *tls.Config { return &tls.Config{} }
+	})
+	tests := []struct {
+		resource string
+		wantCode int
+		wantMsg  string
+	}{
+		{resource: "deploy/nope", wantCode: http.StatusNotFound, wantMsg: "deployment/nope not found in namespace shop"},
+		{resource: "deploy/legacy", wantCode: http.StatusNotFound, wantMsg: "no running meshed pod"},
+		{resource: "ns/nope", wantCode: http.StatusNotFound, wantMsg: "namespace/nope not found"},
+	}
+	for _, tc := range tests {
+		var got vizv1.Error
+		code := getJSON(t, base, vizv1.PathTap, values("namespace", "shop", "resource", tc.resource), &got)
+		if code != tc.wantCode || !strings.Contains(got.Error, tc.wantMsg) {
+			t.Errorf("tap %s: %d %q, want %d with %q", tc.resource, code, got.Error, tc.wantCode, tc.wantMsg)
+		}
+	}
+}
