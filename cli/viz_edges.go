@@ -59,7 +59,7 @@ func newVizEdgesCmd(e *vizEnv) *cobra.Command {
 	f.StringVarP(&opts.Namespace, "namespace", "n", "", "namespace of the source workloads (default: the kubeconfig context's, else default)")
 	f.BoolVarP(&opts.AllNamespaces, "all-namespaces", "A", false, "edges from every namespace")
 	f.StringVarP(&opts.Window, "time-window", "t", opts.Window, "how far back to look, e.g. 30s, 1m, 10m")
-	f.StringVarP(&opts.Output, "output", "o", opts.Output, "output format: table, wide (adds the identities and latency) or json")
+	f.StringVarP(&opts.Output, "output", "o", opts.Output, "output format: table, wide (adds p50, p95 and open TCP connections) or json")
 	return cmd
 }
 
@@ -92,8 +92,8 @@ func runEdges(ctx context.Context, e *vizEnv, opts edgesOptions, ns string) erro
 
 // The columns of the edges table.
 var (
-	edgesHeader     = []string{"SRC", "DST", "SRC_NS", "DST_NS", "SECURED", "SUCCESS", "RPS", "LATENCY_P99"}
-	edgesWideHeader = []string{"SRC_ID", "DST_ID"}
+	edgesHeader     = []string{"SRC", "DST", "SRC_NS", "DST_NS", "SECURED", "SUCCESS", "RPS", "LATENCY_P99", "SRC_ID", "DST_ID"}
+	edgesWideHeader = []string{"LATENCY_P50", "LATENCY_P95", "TCP_CONN"}
 )
 
 // writeEdgesTable prints edges by source, then destination.
@@ -118,9 +118,9 @@ func writeEdgesTable(w io.Writer, edges []vizv1.Edge, wide bool) error {
 			secured = okMark
 		}
 		cells := []string{resourceRef(ed.Src), resourceRef(ed.Dst), orDash(ed.Src.Namespace), orDash(ed.Dst.Namespace),
-			secured, fmtSuccess(ed.SuccessRate), fmtRPS(ed.RPS), fmtLatency(ed.LatencyP99)}
+			secured, fmtSuccess(ed.SuccessRate), fmtRPS(ed.RPS), fmtLatency(ed.LatencyP99), orDash(ed.SrcID), orDash(ed.DstID)}
 		if wide {
-			cells = append(cells, orDash(ed.SrcID), orDash(ed.DstID))
+			cells = append(cells, fmtLatency(ed.LatencyP50), fmtLatency(ed.LatencyP95), fmt.Sprint(ed.TCPConnections))
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}

@@ -463,16 +463,16 @@ func TestVizEdges(t *testing.T) {
 		name: "table",
 		args: []string{"-n", "shop"},
 		want: "" +
-			"SRC              DST        SRC_NS  DST_NS  SECURED  SUCCESS  RPS      LATENCY_P99\n" +
-			"deploy/frontend  sts/cache  shop    legacy  ×        -        1.0rps   -\n" +
-			"deploy/web       deploy/db  shop    shop    √        100.00%  10.0rps  3ms\n",
+			"SRC              DST        SRC_NS  DST_NS  SECURED  SUCCESS  RPS      LATENCY_P99  SRC_ID                                      DST_ID\n" +
+			"deploy/frontend  sts/cache  shop    legacy  ×        -        1.0rps   -            spiffe://cluster.local/ns/shop/sa/frontend  -\n" +
+			"deploy/web       deploy/db  shop    shop    √        100.00%  10.0rps  3ms          spiffe://cluster.local/ns/shop/sa/web       spiffe://cluster.local/ns/shop/sa/db\n",
 	}, {
 		name: "wide",
 		args: []string{"-A", "-o", "wide"},
 		want: "" +
-			"SRC              DST        SRC_NS  DST_NS  SECURED  SUCCESS  RPS      LATENCY_P99  SRC_ID                                      DST_ID\n" +
-			"deploy/frontend  sts/cache  shop    legacy  ×        -        1.0rps   -            spiffe://cluster.local/ns/shop/sa/frontend  -\n" +
-			"deploy/web       deploy/db  shop    shop    √        100.00%  10.0rps  3ms          spiffe://cluster.local/ns/shop/sa/web       spiffe://cluster.local/ns/shop/sa/db\n",
+			"SRC              DST        SRC_NS  DST_NS  SECURED  SUCCESS  RPS      LATENCY_P99  SRC_ID                                      DST_ID                                LATENCY_P50  LATENCY_P95  TCP_CONN\n" +
+			"deploy/frontend  sts/cache  shop    legacy  ×        -        1.0rps   -            spiffe://cluster.local/ns/shop/sa/frontend  -                                     -            -            0\n" +
+			"deploy/web       deploy/db  shop    shop    √        100.00%  10.0rps  3ms          spiffe://cluster.local/ns/shop/sa/web       spiffe://cluster.local/ns/shop/sa/db  -            -            0\n",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, errOut, err := runViz(t, api, append([]string{"viz", "edges"}, tc.args...)...)
