@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
 	"github.com/mesh-dev/mesh/install/cluster"
 	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/proxy/metrics/metricstest"
 )
 
 const vizNS = "e2e-viz"
@@ -73,6 +75,7 @@ func TestViz(t *testing.T) {
 	t.Run("stat reports the known load", func(t *testing.T) { testStatAccuracy(t, ctx) })
 	t.Run("stat --from the load pod sees the same edge", func(t *testing.T) { testStatFrom(t, ctx, loadPod) })
 	t.Run("dashboard in Chromium", func(t *testing.T) { testDashboard(t, ctx) })
+	t.Run("a proxy exports few series", func(t *testing.T) { testSeriesCount(t, ctx) })
 
 	waitJobIn(t, ctx, vizNS, "viz-load", vizLoadFor+2*time.Minute)
 	t.Run("Prometheus sums to the same totals", func(t *testing.T) { testPrometheusAgrees(t, ctx, prom) })
@@ -285,6 +288,16 @@ func testTap(t *testing.T, ctx context.Context) {
 	if lag > 5*time.Second {
 		t.Errorf("events arrived up to %s after the proxy saw them, want live (under 5s)", lag)
 	}
+
+	// Anyone else is refused: a TLS client without the controller's
+	// certificate, from the node, gets an alert from the proxy's tap port.
+	pod := runningPods(t, ctx, vizNS, "app=echo")[0]
+	r := command(ctx, nil, nil, "nsenter", "--net=/var/run/netns/"+cluster.DefaultName,
+		"curl", "-sSk", "--max-time", "10", fmt.Sprintf("https://%s:%d/", pod.Status.PodIP, inject.TapPort))
+	t.Logf("curl to the tap port without the controller's certificate: %v %s", r.err, strings.TrimSpace(r.stderr))
+	if r.err == nil || !strings.Contains(r.stderr, "alert") {
+		t.Errorf("a client without the controller's certificate got %q %q (%v), want a TLS alert", r.stdout, r.stderr, r.err)
+	}
 }
 
 // testDashboard serves `mesh viz dashboard` and drives it in headless
@@ -336,6 +349,43 @@ func testDashboard(t *testing.T, ctx context.Context) {
 		t.Fatalf("the dashboard check failed: %v\nmesh viz dashboard said: %s", err, stderr.String())
 	}
 	t.Logf("screenshot: %s", shot)
+}
+
+// testSeriesCount counts what the demo's busiest proxy, web's (inbound
+// from loadgen, outbound to catalog over gRPC and to orders over h2c),
+// exports: docs/metrics.md promises a few hundred series at most.
+func testSeriesCount(t *testing.T, ctx context.Context) {
+	pod := runningPods(t, ctx, demoNS, "app.kubernetes.io/name=web")[0]
+	raw, err := e2e.client.CoreV1().Pods(pod.Namespace).
+		ProxyGet("http", pod.Name, fmt.Sprint(inject.AdminPort), "metrics", nil).DoRaw(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Prometheus' own linter, on what a live proxy exports.
+	lint := exec.CommandContext(ctx, "promtool", "check", "metrics")
+	lint.Stdin = bytes.NewReader(raw)
+	if out, err := lint.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("promtool check metrics on web's proxy: %v\n%s", err, out)
+	}
+	fams, err := metricstest.Parse(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mesh, all := 0, 0
+	for name, f := range fams {
+		n := len(f.GetMetric())
+		if f.GetType().String() == "HISTOGRAM" {
+			n *= len(f.GetMetric()[0].GetHistogram().GetBucket()) + 2 // _bucket, _sum, _count
+		}
+		all += n
+		if strings.HasPrefix(name, "mesh_proxy_") {
+			mesh += n
+		}
+	}
+	t.Logf("web's proxy exports %d series, %d of them mesh_proxy_*", all, mesh)
+	if mesh > 500 {
+		t.Errorf("%d mesh_proxy_* series on one demo proxy, want a few hundred at most (docs/metrics.md)", mesh)
+	}
 }
 
 // prometheus is a real Prometheus (Debian's package) scraping the echo
