@@ -114,7 +114,7 @@ func newVizCmd(o *Options) *cobra.Command {
 func newVizCommand(e *vizEnv) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "viz",
-		Short: "Watch live traffic: stats, edges, tap, top and the dashboard",
+		Short: "Watch live traffic: stats, edges, routes, tap, top and the dashboard",
 		Long: "viz shows what the proxies see, as mesh-controller aggregates it: success rates,\n" +
 			"request rates and latencies per workload, who talks to whom and over mTLS or not,\n" +
 			"and single requests as they happen. It reaches the controller's viz API (port " + strconv.Itoa(vizv1.Port) + ")\n" +
@@ -124,6 +124,7 @@ func newVizCommand(e *vizEnv) *cobra.Command {
 	cmd.AddCommand(
 		newVizStatCmd(e),
 		newVizEdgesCmd(e),
+		newVizRoutesCmd(e),
 		newVizTapCmd(e),
 		newVizTopCmd(e),
 		newVizDashboardCmd(e),

@@ -174,6 +174,66 @@ func runViz(t testing.TB, api *vizStandIn, args ...string) (stdout, stderr strin
 	return r.out.String(), r.errOut.String(), err
 }
 
+// vizOutput runs a command that ends by itself, fails the test when it
+// fails, and returns its stdout.
+func vizOutput(t testing.TB, api *vizStandIn, args ...string) string {
+	t.Helper()
+	out, errOut, err := runViz(t, api, args...)
+	if err != nil {
+		t.Fatalf("%v: err = %v; stderr:\n%s", args, err, errOut)
+	}
+	return out
+}
+
+// checkStdout runs a command and compares its stdout with want.
+func checkStdout(t testing.TB, api *vizStandIn, want string, args ...string) {
+	t.Helper()
+	if diff := cmp.Diff(want, vizOutput(t, api, args...)); diff != "" {
+		t.Errorf("output (-want +got):\n%s", diff)
+	}
+}
+
+// checkJSONOutput runs a command that prints a T as JSON and compares
+// what it printed with want.
+func checkJSONOutput[T any](t testing.TB, api *vizStandIn, want T, args ...string) {
+	t.Helper()
+	out := vizOutput(t, api, args...)
+	var got T
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("stdout is not a %T: %v\n%s", got, err, out)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("%T (-want +got):\n%s", got, diff)
+	}
+}
+
+// checkOnlyQuery checks that api got one request, with query want.
+func checkOnlyQuery(t testing.TB, api *vizStandIn, want string) {
+	t.Helper()
+	got := api.requests()
+	if len(got) != 1 {
+		t.Fatalf("got %d requests, want 1", len(got))
+	}
+	if got[0].RawQuery != want {
+		t.Errorf("query = %s, want %s", got[0].RawQuery, want)
+	}
+}
+
+// checkArgumentError runs a command with bad arguments against a new
+// stand-in: it must fail with an error containing want, without asking
+// the API.
+func checkArgumentError(t testing.TB, want string, args ...string) {
+	t.Helper()
+	api := newVizStandIn(t)
+	_, _, err := runViz(t, api, args...)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want it to contain %q", err, want)
+	}
+	if n := len(api.requests()); n != 0 {
+		t.Errorf("the API got %d requests, want none for bad arguments", n)
+	}
+}
+
 func f64(v float64) *float64 { return &v }
 
 // statFixture has a meshed deployment with traffic, a meshed one without,
@@ -224,13 +284,7 @@ func TestVizStatTable(t *testing.T) {
 			"web     2/2     90.00%   50.0rps  20ms         95ms         0.25ms       4         1024.0B/s       2048.2B/s        spiffe://cluster.local/ns/shop/sa/web\n",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, errOut, err := runViz(t, api, tc.args...)
-			if err != nil {
-				t.Fatalf("err = %v; stderr:\n%s", err, errOut)
-			}
-			if diff := cmp.Diff(tc.want, out); diff != "" {
-				t.Errorf("output (-want +got):\n%s", diff)
-			}
+			checkStdout(t, api, tc.want, tc.args...)
 		})
 	}
 }
@@ -238,17 +292,7 @@ func TestVizStatTable(t *testing.T) {
 func TestVizStatJSON(t *testing.T) {
 	api := newVizStandIn(t)
 	api.Handle("GET "+vizv1.PathStat, answer(http.StatusOK, statFixture))
-	out, _, err := runViz(t, api, "viz", "stat", "deploy", "-n", "shop", "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got vizv1.StatList
-	if err := json.Unmarshal([]byte(out), &got); err != nil {
-		t.Fatalf("stdout is not a StatList: %v\n%s", err, out)
-	}
-	if diff := cmp.Diff(statFixture, got); diff != "" {
-		t.Errorf("StatList (-want +got):\n%s", diff)
-	}
+	checkJSONOutput(t, api, statFixture, "viz", "stat", "deploy", "-n", "shop", "-o", "json")
 }
 
 func TestVizStatQuery(t *testing.T) {
@@ -269,17 +313,8 @@ func TestVizStatQuery(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			api := newVizStandIn(t)
 			api.Handle("GET "+vizv1.PathStat, answer(http.StatusOK, statFixture))
-			args := append([]string{"viz", "stat", "-n", "shop"}, tc.args...)
-			if _, errOut, err := runViz(t, api, args...); err != nil {
-				t.Fatalf("err = %v; stderr:\n%s", err, errOut)
-			}
-			got := api.requests()
-			if len(got) != 1 {
-				t.Fatalf("got %d requests, want 1", len(got))
-			}
-			if got[0].RawQuery != tc.want {
-				t.Errorf("query = %s, want %s", got[0].RawQuery, tc.want)
-			}
+			vizOutput(t, api, append([]string{"viz", "stat", "-n", "shop"}, tc.args...)...)
+			checkOnlyQuery(t, api, tc.want)
 		})
 	}
 	t.Run("all namespaces", func(t *testing.T) {
@@ -317,14 +352,7 @@ func TestVizStatArgumentErrors(t *testing.T) {
 		{"all namespaces and a name", []string{"ns", "shop", "-A"}, "not both"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			api := newVizStandIn(t)
-			_, _, err := runViz(t, api, append([]string{"viz", "stat"}, tc.args...)...)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
-			}
-			if n := len(api.requests()); n != 0 {
-				t.Errorf("the API got %d requests, want none for bad arguments", n)
-			}
+			checkArgumentError(t, tc.want, append([]string{"viz", "stat"}, tc.args...)...)
 		})
 	}
 }
@@ -344,19 +372,27 @@ func TestVizStatNoRows(t *testing.T) {
 func TestVizStatWatch(t *testing.T) {
 	api := newVizStandIn(t)
 	api.Handle("GET "+vizv1.PathStat, answer(http.StatusOK, statFixture))
-	r := startViz(t, api, "viz", "stat", "deploy", "-n", "shop", "--watch")
-	out := r.waitOut(t, func(s string) bool { return strings.Count(s, "NAME ") >= 2 })
+	checkWatch(t, api, "NAME    MESHED  SUCCESS", "viz", "stat", "deploy", "-n", "shop", "--watch")
+}
+
+// checkWatch runs a --watch command until it has drawn two tables,
+// which start with header, and interrupts it. Not on a terminal, it must
+// draw whole tables one after another, a blank line between them, and no
+// escape sequences.
+func checkWatch(t testing.TB, api *vizStandIn, header string, args ...string) {
+	t.Helper()
+	r := startViz(t, api, args...)
+	column := header[:strings.Index(header, " ")+1]
+	out := r.waitOut(t, func(s string) bool { return strings.Count(s, column) >= 2 })
 	if err := r.stop(t); err != nil {
 		t.Errorf("interrupted watch returned %v, want nil", err)
 	}
-	// Not a terminal: whole tables one after another, a blank line
-	// between them, and no escape sequences.
 	frames := strings.Split(out, "\n\n")
 	if len(frames) < 2 {
 		t.Fatalf("want at least 2 tables separated by a blank line, got:\n%s", out)
 	}
 	for i, f := range frames[:2] {
-		if !strings.HasPrefix(f, "NAME    MESHED  SUCCESS") || strings.Count(f, "\n") < 3 {
+		if !strings.HasPrefix(f, header) || strings.Count(f, "\n") < 3 {
 			t.Errorf("table %d is not whole:\n%s", i, f)
 		}
 	}
@@ -475,13 +511,7 @@ func TestVizEdges(t *testing.T) {
 			"deploy/web       deploy/db  shop    shop    √        100.00%  10.0rps  3ms          spiffe://cluster.local/ns/shop/sa/web       spiffe://cluster.local/ns/shop/sa/db  -            -            0\n",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, errOut, err := runViz(t, api, append([]string{"viz", "edges"}, tc.args...)...)
-			if err != nil {
-				t.Fatalf("err = %v; stderr:\n%s", err, errOut)
-			}
-			if diff := cmp.Diff(tc.want, out); diff != "" {
-				t.Errorf("output (-want +got):\n%s", diff)
-			}
+			checkStdout(t, api, tc.want, append([]string{"viz", "edges"}, tc.args...)...)
 		})
 	}
 	got := api.requests()
@@ -493,17 +523,7 @@ func TestVizEdges(t *testing.T) {
 func TestVizEdgesJSON(t *testing.T) {
 	api := newVizStandIn(t)
 	api.Handle("GET "+vizv1.PathEdges, answer(http.StatusOK, edgesFixture))
-	out, _, err := runViz(t, api, "viz", "edges", "-n", "shop", "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got vizv1.EdgeList
-	if err := json.Unmarshal([]byte(out), &got); err != nil {
-		t.Fatalf("stdout is not an EdgeList: %v\n%s", err, out)
-	}
-	if diff := cmp.Diff(edgesFixture, got); diff != "" {
-		t.Errorf("EdgeList (-want +got):\n%s", diff)
-	}
+	checkJSONOutput(t, api, edgesFixture, "viz", "edges", "-n", "shop", "-o", "json")
 }
 
 func TestVizEdgesArgumentErrors(t *testing.T) {

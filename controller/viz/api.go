@@ -43,11 +43,12 @@ func (v *Viz) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(vizv1.PathStat, v.handle(v.serveStat))
 	mux.Handle(vizv1.PathEdges, v.handle(v.serveEdges))
+	mux.Handle(vizv1.PathRoutes, v.handle(v.serveRoutes))
 	mux.Handle(vizv1.PathSeries, v.handle(v.serveSeries))
 	mux.Handle(vizv1.PathTap, v.handle(v.serveTap))
 	mux.Handle("/", v.handle(func(_ http.ResponseWriter, r *http.Request) error {
-		return notFound("no such path %q: the viz API serves %s, %s, %s and %s",
-			r.URL.Path, vizv1.PathStat, vizv1.PathEdges, vizv1.PathSeries, vizv1.PathTap)
+		return notFound("no such path %q: the viz API serves %s, %s, %s, %s and %s",
+			r.URL.Path, vizv1.PathStat, vizv1.PathEdges, vizv1.PathRoutes, vizv1.PathSeries, vizv1.PathTap)
 	}))
 	return mux
 }
@@ -144,12 +145,59 @@ func namespaceParam(q url.Values) (string, error) {
 	return ns, nil
 }
 
+// target is what stat and routes ask about: the resources of Kind in
+// Namespace ("": every namespace), the one called Name if Name is not "",
+// over Window (WindowText as asked, or the default).
+type target struct {
+	Kind, Namespace, Name string
+	Window                time.Duration
+	WindowText            string
+}
+
+// parseTarget reads q's kind (required), namespace, name and window.
+func (v *Viz) parseTarget(q url.Values) (target, error) {
+	var (
+		t   target
+		err error
+	)
+	if q.Get("kind") == "" {
+		return t, badRequest("kind is required: %s", kindsHelp)
+	}
+	if t.Kind, err = parseKind(q.Get("kind")); err != nil {
+		return t, badRequest("kind: %v", err)
+	}
+	if t.Namespace, err = namespaceParam(q); err != nil {
+		return t, err
+	}
+	if t.Name = q.Get("name"); t.Name != "" {
+		if err := checkName(t.Name); err != nil {
+			return t, badRequest("name: %v", err)
+		}
+	}
+	if t.Window, err = duration(q, "window", defaultStatWindow, v.cfg.Interval, v.cfg.Retention); err != nil {
+		return t, err
+	}
+	t.WindowText = cmp.Or(q.Get("window"), formatDuration(defaultStatWindow))
+	return t, nil
+}
+
+// targetRows returns the rows of t, and answers 404 when t names a
+// resource the cache does not know.
+func (v *Viz) targetRows(t target) ([]row, error) {
+	rows, err := v.rows(t.Kind, t.Namespace, t.Name)
+	if err != nil {
+		return nil, err
+	}
+	if t.Name != "" && len(rows) == 0 {
+		return nil, notFound("%s/%s not found%s", t.Kind, t.Name, inNamespace(t.Namespace))
+	}
+	return rows, nil
+}
+
 // statParams are the parsed parameters of a stat request.
 type statParams struct {
-	grouping
-	Namespace, Name string
-	Window          time.Duration
-	WindowText      string
+	target
+	From, To *rowKey // at most one
 }
 
 func (v *Viz) parseStat(r *http.Request) (statParams, error) {
@@ -158,24 +206,9 @@ func (v *Viz) parseStat(r *http.Request) (statParams, error) {
 		return statParams{}, err
 	}
 	var p statParams
-	if q.Get("kind") == "" {
-		return p, badRequest("kind is required: %s", kindsHelp)
-	}
-	if p.Kind, err = parseKind(q.Get("kind")); err != nil {
-		return p, badRequest("kind: %v", err)
-	}
-	if p.Namespace, err = namespaceParam(q); err != nil {
+	if p.target, err = v.parseTarget(q); err != nil {
 		return p, err
 	}
-	if p.Name = q.Get("name"); p.Name != "" {
-		if err := checkName(p.Name); err != nil {
-			return p, badRequest("name: %v", err)
-		}
-	}
-	if p.Window, err = duration(q, "window", defaultStatWindow, v.cfg.Interval, v.cfg.Retention); err != nil {
-		return p, err
-	}
-	p.WindowText = cmp.Or(q.Get("window"), formatDuration(defaultStatWindow))
 	if err := v.parseFromTo(q, &p); err != nil {
 		return p, err
 	}
@@ -241,15 +274,13 @@ func (v *Viz) serveStat(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rows, err := v.rows(p.Kind, p.Namespace, p.Name)
+	rows, err := v.targetRows(p.target)
 	if err != nil {
 		return err
 	}
-	if p.Name != "" && len(rows) == 0 {
-		return notFound("%s/%s not found%s", p.Kind, p.Name, inNamespace(p.Namespace))
-	}
 	acc := make([]accum, len(rows))
-	win := v.store.sum(p.Window, v.cfg.Interval, acc, p.rowFunc(rowIndex(rows)))
+	g := grouping{Kind: p.Kind, From: p.From, To: p.To}
+	win := v.store.sum(p.Window, v.cfg.Interval, acc, g.rowFunc(rowIndex(rows)))
 	list := vizv1.StatList{Window: p.WindowText, Collected: win.To, Rows: make([]vizv1.StatRow, len(rows))}
 	for i, row := range rows {
 		list.Rows[i] = v.statRow(row)

@@ -301,10 +301,18 @@ func TestAPIErrors(t *testing.T) {
 		{name: "series step too short", path: vizv1.PathSeries, q: values("kind", "deploy", "namespace", "shop", "name", "web", "step", "1s"), wantCode: 400, wantMsg: "step 1s: must be between 5s and 10m"},
 		{name: "series of a missing pod", path: vizv1.PathSeries, q: values("kind", "pod", "namespace", "shop", "name", "nope"), wantCode: 404, wantMsg: "pod/nope not found"},
 		{name: "edges bad window", path: vizv1.PathEdges, q: values("window", "-1m"), wantCode: 400, wantMsg: "must be between"},
+		{name: "routes without kind", path: vizv1.PathRoutes, q: values("namespace", "shop"), wantCode: 400, wantMsg: "kind is required: deploy, pod, svc or ns"},
+		{name: "routes of a service", path: vizv1.PathRoutes, q: values("kind", "svc", "namespace", "shop", "name", "web"), wantCode: 400, wantMsg: "kind svc: a service has no proxies to count its routes; use deploy, pod or ns"},
+		{name: "routes bad direction", path: vizv1.PathRoutes, q: values("kind", "deploy", "direction", "both"), wantCode: 400, wantMsg: `direction "both": use inbound, outbound or all`},
+		{name: "routes with stat's from", path: vizv1.PathRoutes, q: values("kind", "deploy", "namespace", "shop", "from", "deploy/web"), wantCode: 400, wantMsg: `unknown parameter "from": /api/v1/routes takes kind, namespace, name, direction, window`},
+		{name: "routes window too long", path: vizv1.PathRoutes, q: values("kind", "deploy", "window", "1h"), wantCode: 400, wantMsg: "window 1h: must be between 5s and 16m"},
+		{name: "routes bad name", path: vizv1.PathRoutes, q: values("kind", "deploy", "name", "Web"), wantCode: 400, wantMsg: "is not a valid name"},
+		{name: "routes of a missing deployment", path: vizv1.PathRoutes, q: values("kind", "deploy", "namespace", "shop", "name", "nope"), wantCode: 404, wantMsg: "deployment/nope not found in namespace shop"},
+		{name: "routes of a missing namespace", path: vizv1.PathRoutes, q: values("kind", "ns", "name", "nope", "direction", "all"), wantCode: 404, wantMsg: "namespace/nope not found"},
 		{name: "tap without resource", path: vizv1.PathTap, q: values("namespace", "shop"), wantCode: 400, wantMsg: "resource is required"},
 		{name: "tap of a service", path: vizv1.PathTap, q: values("namespace", "shop", "resource", "svc/web"), wantCode: 400, wantMsg: "tap takes a deploy, pod or ns"},
 		{name: "tap max_rps", path: vizv1.PathTap, q: values("namespace", "shop", "resource", "deploy/web", "max_rps", "0"), wantCode: 400, wantMsg: "max_rps"},
-		{name: "unknown path", path: "/api/v1/top", wantCode: 404, wantMsg: "the viz API serves /api/v1/stat"},
+		{name: "unknown path", path: "/api/v1/top", wantCode: 404, wantMsg: "the viz API serves /api/v1/stat, /api/v1/edges, /api/v1/routes, /api/v1/series and /api/v1/tap"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

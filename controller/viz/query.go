@@ -114,17 +114,29 @@ type rowFunc func(k *seriesKey) int
 // and the responses counters of the last scrape of every pod whose last
 // scrape succeeded.
 func (s *store) sum(d, interval time.Duration, rows []accum, row rowFunc) window {
+	return s.sumInto(d, interval, func(k *seriesKey) *accum {
+		if r := row(k); r >= 0 {
+			return &rows[r]
+		}
+		return nil
+	})
+}
+
+// sumInto is sum into the accum acc returns for a series, nil for none.
+// acc is called with the store's read lock held, from one goroutine, and
+// must not keep k.
+func (s *store) sumInto(d, interval time.Duration, acc func(k *seriesKey) *accum) window {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	w := s.windowLocked(d, interval)
 	s.visitLocked(w, func(smp *sample, last bool) {
-		if r := row(smp.key); r >= 0 {
-			rows[r].add(smp, last)
+		if a := acc(smp.key); a != nil {
+			a.add(smp, last)
 		}
 	})
 	s.latestLocked(func(k *seriesKey, c *counters) {
-		if r := row(k); r >= 0 {
-			rows[r].total += c.Responses
+		if a := acc(k); a != nil {
+			a.total += c.Responses
 		}
 	})
 	return w

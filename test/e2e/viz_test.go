@@ -74,6 +74,7 @@ func TestViz(t *testing.T) {
 	time.Sleep(time.Until(loadStart.Add(75 * time.Second)))
 	t.Run("stat reports the known load", func(t *testing.T) { testStatAccuracy(t, ctx) })
 	t.Run("stat --from the load pod sees the same edge", func(t *testing.T) { testStatFrom(t, ctx, loadPod) })
+	t.Run("routes break the load down by authority", func(t *testing.T) { testRoutes(t, ctx) })
 	t.Run("dashboard in Chromium", func(t *testing.T) { testDashboard(t, ctx) })
 	t.Run("a proxy exports few series", func(t *testing.T) { testSeriesCount(t, ctx) })
 
@@ -204,6 +205,21 @@ func testStatFrom(t *testing.T, ctx context.Context, loadPod *corev1.Pod) {
 	}
 	if row.SuccessRate == nil || *row.SuccessRate < 0.88 || *row.SuccessRate > 0.92 {
 		t.Errorf("success from the load pod %s, want 88-92%%", pct(row.SuccessRate))
+	}
+}
+
+// testRoutes: echo's one inbound route is loadgen's authority, with the
+// whole load on it.
+func testRoutes(t *testing.T, ctx context.Context) {
+	var list vizv1.RouteList
+	vizJSON(t, ctx, &list, "routes", "deploy/echo", "-n", vizNS)
+	if len(list.Routes) != 1 {
+		t.Fatalf("routes of deploy/echo: %+v, want one", list.Routes)
+	}
+	r := list.Routes[0]
+	t.Logf("route %s %s: rps %.1f success %s p50 %s", r.Direction, r.Authority, r.RPS, pct(r.SuccessRate), ms(r.LatencyP50))
+	if r.Authority != "echo:8080" || r.Direction != "inbound" || r.RPS < 45 || r.RPS > 55 {
+		t.Errorf("route %s %s at %.1f rps, want inbound echo:8080 at 45-55", r.Direction, r.Authority, r.RPS)
 	}
 }
 

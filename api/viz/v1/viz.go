@@ -27,6 +27,17 @@ const (
 	PathStat = "/api/v1/stat"
 	// PathEdges answers an EdgeList. Query: namespace ("" for all), window.
 	PathEdges = "/api/v1/edges"
+	// PathRoutes answers a RouteList: the traffic of a resource's pods
+	// per route. A route is the requests of one authority (the proxies'
+	// authority label, docs/metrics.md: at most 100 values per proxy,
+	// later ones counted under "other") in one direction, and outbound to
+	// one destination workload. Query: kind (deploy|pod|ns, also sts,
+	// ds, job and rs; required; not svc, which has no proxies of its
+	// own: ask for its clients' outbound routes), namespace ("": every
+	// namespace), name (optional: one resource), direction (inbound, the
+	// default: the requests the pods served; outbound: those they sent;
+	// all: both), window (default 1m, at most the retention).
+	PathRoutes = "/api/v1/routes"
 	// PathSeries answers a Series for one resource. Query: kind,
 	// namespace, name (all required), window (default 10m), step
 	// (default 10s, at least the scrape interval).
@@ -129,6 +140,45 @@ type EdgeList struct {
 	Window    string    `json:"window"`
 	Collected time.Time `json:"collected"`
 	Edges     []Edge    `json:"edges"`
+}
+
+// Values of Route.Direction and of PathRoutes' direction parameter.
+const (
+	// DirectionInbound is the requests a resource's pods served.
+	DirectionInbound = "inbound"
+	// DirectionOutbound is the requests they sent.
+	DirectionOutbound = "outbound"
+	// DirectionAll asks PathRoutes for both; no Route has it.
+	DirectionAll = "all"
+)
+
+// Route is the traffic of one route of a resource's pods, as their own
+// proxies counted it. Its Stats are HTTP figures only: TCP series carry
+// no authority (docs/metrics.md), so TCPConnections and the byte rates
+// are 0.
+type Route struct {
+	// Resource is the workload, pod or namespace of the pods.
+	Resource Resource `json:"resource"`
+	// Direction is DirectionInbound or DirectionOutbound.
+	Direction string `json:"direction"`
+	// Authority is the requests' :authority or Host as the proxies label
+	// it: cut to 259 bytes, "other" past a proxy's 100th distinct value,
+	// "" for requests without one.
+	Authority string `json:"authority"`
+	// Dst is the workload outbound requests went to; nil inbound, and
+	// outbound when the proxy did not know the destination (an address
+	// outside the mesh's service discovery).
+	Dst *Resource `json:"dst,omitempty"`
+	Stats
+}
+
+// RouteList answers PathRoutes, ordered by resource, direction,
+// authority and destination. A route without a request in the window is
+// left out.
+type RouteList struct {
+	Window    string    `json:"window"`
+	Collected time.Time `json:"collected"`
+	Routes    []Route   `json:"routes"`
 }
 
 // Point is one step of a Series: the stats of the step ending at Time.
