@@ -39,6 +39,10 @@ and its mesh-proxy.
     kubectl get --raw "/api/v1/namespaces/demo/pods/\$(kubectl -n demo get pod -l app.kubernetes.io/name=web -o name | cut -d/ -f2):4191/proxy/metrics" | grep mesh_proxy_http_requests_total
     kubectl apply -f testdata/demo/k8s/job.yaml && kubectl -n demo wait --for=condition=complete job/loadgen-once
     bin/mesh check                                            # control plane and data-plane proxies
+    bin/mesh viz stat deploy -n demo                          # success, RPS, latency, after a minute of traffic
+    bin/mesh viz edges -n demo                                # who talks to whom, with SPIFFE IDs
+    bin/mesh viz tap deploy/web -n demo                       # live requests (Ctrl-C ends it)
+    bin/mesh viz dashboard                                    # the same in a browser, on 127.0.0.1:50750
 
 Tear down: bin/mesh uninstall; make cluster-down
 MSG
