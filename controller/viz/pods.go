@@ -36,13 +36,17 @@ func counted(pod *corev1.Pod) bool {
 }
 
 // spiffeID returns the SPIFFE ID of pod's ServiceAccount, the identity its
-// proxy gets.
+// proxy gets; "" for a name the API server would not have admitted.
 func (v *Viz) spiffeID(pod *corev1.Pod) string {
-	id, err := spiffeid.FromSegments(v.cfg.TrustDomain, "ns", pod.Namespace, "sa", workload.ServiceAccount(pod))
+	id, err := v.podID(pod)
 	if err != nil {
-		return "" // a name the API server would not have admitted
+		return ""
 	}
 	return id.String()
+}
+
+func (v *Viz) podID(pod *corev1.Pod) (spiffeid.ID, error) {
+	return spiffeid.FromSegments(v.cfg.TrustDomain, "ns", pod.Namespace, "sa", workload.ServiceAccount(pod))
 }
 
 // podInfo describes pod for the store.

@@ -14,14 +14,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	corev1 "k8s.io/api/core/v1"
 
 	tapv1 "github.com/mesh-dev/mesh/api/tap/v1"
 	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
-	"github.com/mesh-dev/mesh/internal/workload"
 )
 
 // maxTapRPS bounds the max_rps a client may ask of each proxy.
@@ -176,7 +174,7 @@ func (v *Viz) tapPod(ctx context.Context, pod *corev1.Pod, req *tapv1.WatchReque
 // watchPod streams pod's events to out over mutual TLS, checking that the
 // server is pod's identity.
 func (v *Viz) watchPod(ctx context.Context, pod *corev1.Pod, req *tapv1.WatchRequest, out chan<- vizv1.TapEvent) error {
-	id, err := spiffeid.FromSegments(v.cfg.TrustDomain, "ns", pod.Namespace, "sa", workload.ServiceAccount(pod))
+	id, err := v.podID(pod)
 	if err != nil {
 		return fmt.Errorf("identity: %w", err)
 	}
@@ -202,7 +200,7 @@ func (v *Viz) watchPod(ctx context.Context, pod *corev1.Pod, req *tapv1.WatchReq
 		if err != nil {
 			return err
 		}
-		te, ok := tapEvent(pod, ev)
+		te, ok := tapEvent(pod, id.String(), ev)
 		if !ok {
 			continue // a type this relay does not know
 		}
@@ -216,8 +214,10 @@ func (v *Viz) watchPod(ctx context.Context, pod *corev1.Pod, req *tapv1.WatchReq
 
 // tapEvent converts a proxy's event to the API's. IDs are the proxy's
 // request numbers, prefixed with the pod so they are unique in a relay of
-// many pods. It returns false for an event of unknown type.
-func tapEvent(pod *corev1.Pod, ev *tapv1.Event) (vizv1.TapEvent, bool) {
+// many pods. A proxy reports the identity its peer proved; its own, self,
+// which it proved to this relay, fills the other side of an mTLS hop. It
+// returns false for an event of unknown type.
+func tapEvent(pod *corev1.Pod, self string, ev *tapv1.Event) (vizv1.TapEvent, bool) {
 	out := vizv1.TapEvent{
 		ID:          pod.Name + ":" + strconv.FormatUint(ev.GetId(), 10),
 		Time:        ev.GetTimestamp().AsTime(),
@@ -233,6 +233,12 @@ func tapEvent(pod *corev1.Pod, ev *tapv1.Event) (vizv1.TapEvent, bool) {
 		Scheme:      ev.GetScheme(),
 		Authority:   ev.GetAuthority(),
 		Path:        ev.GetPath(),
+	}
+	switch {
+	case out.Direction == "inbound" && out.ClientID != "" && out.ServerID == "":
+		out.ServerID = self
+	case out.Direction == "outbound" && out.ServerID != "" && out.ClientID == "":
+		out.ClientID = self
 	}
 	switch ev.GetType() {
 	case tapv1.Event_REQUEST:

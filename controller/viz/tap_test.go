@@ -23,6 +23,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	tapv1 "github.com/mesh-dev/mesh/api/tap/v1"
 	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
 	"github.com/mesh-dev/mesh/identity/certify"
@@ -206,5 +209,29 @@ func TestTapErrors(t *testing.T) {
 		if code != tc.wantCode || !strings.Contains(got.Error, tc.wantMsg) {
 			t.Errorf("tap %s: %d %q, want %d with %q", tc.resource, code, got.Error, tc.wantCode, tc.wantMsg)
 		}
+	}
+}
+
+// TestTapEventIdentities: the tapped proxy's own identity fills the side
+// of an mTLS hop it does not report; a plain-text hop keeps both empty.
+func TestTapEventIdentities(t *testing.T) {
+	const self, peer = "spiffe://cluster.local/ns/shop/sa/web", "spiffe://cluster.local/ns/shop/sa/loadgen"
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1"}}
+	for _, tc := range []struct {
+		name                   string
+		ev                     *tapv1.Event
+		wantClient, wantServer string
+	}{
+		{"inbound mTLS", &tapv1.Event{Type: tapv1.Event_REQUEST, Direction: "inbound", ClientId: peer}, peer, self},
+		{"outbound mTLS", &tapv1.Event{Type: tapv1.Event_REQUEST, Direction: "outbound", ServerId: peer}, self, peer},
+		{"inbound plain text", &tapv1.Event{Type: tapv1.Event_REQUEST, Direction: "inbound"}, "", ""},
+		{"outbound plain text", &tapv1.Event{Type: tapv1.Event_REQUEST, Direction: "outbound"}, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := tapEvent(pod, self, tc.ev)
+			if !ok || got.ClientID != tc.wantClient || got.ServerID != tc.wantServer {
+				t.Errorf("tapEvent = %q -> %q (%v), want %q -> %q", got.ClientID, got.ServerID, ok, tc.wantClient, tc.wantServer)
+			}
+		})
 	}
 }

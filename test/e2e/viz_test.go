@@ -283,8 +283,9 @@ func testTap(t *testing.T, ctx context.Context) {
 		switch ev.Type {
 		case "request":
 			requests++
-			if ev.Method != "GET" || ev.Path != "/" || ev.ClientID != vizLoadID || ev.Direction != "inbound" || !strings.HasPrefix(ev.Pod, "echo-") {
-				t.Errorf("request event %+v, want GET / inbound at an echo pod from %s", ev, vizLoadID)
+			if ev.Method != "GET" || ev.Path != "/" || ev.ClientID != vizLoadID || ev.ServerID != vizEchoID ||
+				ev.Direction != "inbound" || !strings.HasPrefix(ev.Pod, "echo-") {
+				t.Errorf("request event %+v, want GET / inbound at an echo pod, %s -> %s", ev, vizLoadID, vizEchoID)
 			}
 		case "response":
 			if ev.LatencyMs == nil || *ev.LatencyMs < float64(vizLatency.Milliseconds()) {
