@@ -26,22 +26,26 @@ func TestRun(t *testing.T) {
 	listening := make(chan net.Addr, 1)
 	v, err := New(Config{
 		Addr: "127.0.0.1:0", Informers: factory, Dial: s.dial, Registerer: reg,
-		Interval: 50 * time.Millisecond, ScrapeTimeout: 50 * time.Millisecond,
+		// Short, but not so short that scrapes time out on a loaded
+		// machine under the race detector.
+		Interval: 250 * time.Millisecond, ScrapeTimeout: 250 * time.Millisecond,
 		OnListen: func(a net.Addr) { listening <- a },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
+	// Shutdown waits for the informers, which stop when ctx ends: cancel
+	// first, also when the test fails.
+	defer factory.Shutdown()
 	defer cancel()
 	factory.Start(ctx.Done())
-	defer factory.Shutdown()
 	done := make(chan error, 1)
 	go func() { done <- v.Run(ctx) }()
 	base := "http://" + (<-listening).String()
 
 	// Traffic after the first scrape shows up in the next ones.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for testutil.ToFloat64(v.metrics.scrapes) == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
