@@ -75,6 +75,13 @@ BENCH_CONTROLLER_FLAGS ?=
 bench-controller: build ## destination service at scale on the local cluster: 10k endpoints, 1k streams, propagation p50/p99, controller RSS; BENCH_WRITE=1 updates docs/benchmarks.md
 	$(GO) run ./bench/destination --controller $(BIN)/mesh-controller $(if $(filter 1,$(BENCH_WRITE)),--write docs/benchmarks.md) $(BENCH_CONTROLLER_FLAGS)
 
+# BENCH_VIZ_FLAGS passes more flags: --pods, --duration, --rps, --port,
+# --prometheus; see `go run ./bench/viz --help`.
+BENCH_VIZ_FLAGS ?=
+.PHONY: bench-viz
+bench-viz: ## mesh viz's scrapes of 200 proxies vs a Prometheus scraping the same, side by side for 5m: RSS, CPU, same totals; BENCH_WRITE=1 updates docs/benchmarks.md
+	$(GO) run ./bench/viz $(if $(filter 1,$(BENCH_WRITE)),--write docs/benchmarks.md) $(BENCH_VIZ_FLAGS)
+
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./... ./testdata/demo/...
