@@ -19,6 +19,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/mesh-dev/mesh/bench/internal/benchdoc"
 	"github.com/mesh-dev/mesh/install/certs"
 )
 
@@ -253,7 +254,7 @@ func (m memSample) max(o memSample) memSample {
 // /metrics. The heap fields stay zero when /metrics does not answer.
 func (c *controller) sample(ctx context.Context) (memSample, error) {
 	var m memSample
-	status, err := procStatusFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	status, err := benchdoc.ProcStatus(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
 	if err != nil {
 		return m, err
 	}
@@ -297,25 +298,4 @@ func (c *controller) scrape(ctx context.Context) (map[string]float64, error) {
 		}
 	}
 	return out, sc.Err()
-}
-
-// procStatusFile reads the kB fields of a file like /proc/PID/status or
-// /proc/meminfo, in bytes.
-func procStatusFile(path string) (map[string]float64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]float64{}
-	for line := range bytes.Lines(b) {
-		name, rest, ok := strings.Cut(string(line), ":")
-		f := strings.Fields(rest)
-		if !ok || len(f) != 2 || f[1] != "kB" {
-			continue
-		}
-		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
-			out[name] = v * 1024
-		}
-	}
-	return out, nil
 }

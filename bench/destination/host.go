@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,42 +176,6 @@ func (m cpuMark) since(o cpuMark) cpuUse {
 		Controller: cores(m.controller, o.controller), Cluster: cores(m.cluster, o.cluster),
 		Self: cores(m.self, o.self), Total: cores(m.total, o.total),
 	}
-}
-
-// hostInfo describes the machine for the report.
-type hostInfo struct {
-	CPUs             int
-	CPUModel, Kernel string
-	MemTotal         float64 // bytes
-	GoVersion        string
-	Commit           string // of the checkout the benchmark runs from
-}
-
-func describeHost(ctx context.Context) hostInfo {
-	h := hostInfo{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), CPUModel: "unknown CPU", Kernel: "unknown"}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for line := range strings.Lines(string(b)) {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				h.CPUModel = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		h.Kernel = strings.TrimSpace(string(b))
-	}
-	if st, err := procStatusFile("/proc/meminfo"); err == nil {
-		h.MemTotal = st["MemTotal"]
-	}
-	h.Commit = "unknown commit"
-	if out, err := exec.CommandContext(ctx, "git", "rev-parse", "--short", "HEAD").Output(); err == nil {
-		h.Commit = "commit " + strings.TrimSpace(string(out))
-		dirty, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--", "controller", "cmd/mesh-controller", "api").Output()
-		if err == nil && len(strings.TrimSpace(string(dirty))) > 0 {
-			h.Commit += " + uncommitted changes in controller/, cmd/ or api/"
-		}
-	}
-	return h
 }
 
 // runtimeEnv returns the Go runtime settings in the environment, which the

@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mesh-dev/mesh/bench/internal/benchdoc"
 )
 
 // Goals of the issue.
@@ -20,7 +20,7 @@ const (
 
 // result is what a run measured.
 type result struct {
-	host                   hostInfo
+	host                   benchdoc.Host
 	k8sVersion             string
 	otherPods, otherSlices int // in the cluster before the run
 	loadBefore, loadAfter  string
@@ -315,39 +315,5 @@ const (
 // updateMarkdown replaces the generated block of the file at path with
 // block, or appends block when the file has none.
 func updateMarkdown(path, block string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	doc := string(b)
-	i, j := strings.Index(doc, blockBegin), strings.Index(doc, blockEnd)
-	switch {
-	case i >= 0 && j > i:
-		doc = doc[:i] + block + doc[j+len(blockEnd):]
-	case i < 0 && j < 0:
-		doc = strings.TrimRight(doc, "\n") + "\n\n" + block + "\n"
-	default:
-		return fmt.Errorf("%s: the %q and %q markers are out of order", path, blockBegin, blockEnd)
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".benchmarks-*.md")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(doc); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(st.Mode().Perm()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return benchdoc.Block{Begin: blockBegin, End: blockEnd}.Update(path, block)
 }

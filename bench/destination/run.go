@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/mesh-dev/mesh/bench/internal/benchdoc"
 )
 
 // bench is one run: what it was told, what it made, what it measured. Its
@@ -100,7 +102,7 @@ func (b *bench) logf(format string, args ...any) {
 
 // describe records the machine and the cluster as they are before the run.
 func (b *bench) describe(ctx context.Context) error {
-	b.res.host = describeHost(ctx)
+	b.res.host = benchdoc.DescribeHost(ctx, "controller", "cmd/mesh-controller", "api")
 	b.res.loadBefore, b.res.env = loadAvg(), runtimeEnv()
 	v, err := b.client.Discovery().ServerVersion()
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mesh-dev/mesh/bench/internal/benchdoc"
 )
 
 // process is a scraper the benchmark started: vizserver or Prometheus.
@@ -136,7 +138,7 @@ type usage struct {
 
 // read reads the process's usage now.
 func (p *process) read() (usage, error) {
-	st, err := procStatus(fmt.Sprintf("/proc/%d/status", p.pid()))
+	st, err := benchdoc.ProcStatus(fmt.Sprintf("/proc/%d/status", p.pid()))
 	if err != nil {
 		return usage{}, err
 	}
@@ -200,27 +202,6 @@ func machineBusy() (time.Duration, error) {
 		}
 	}
 	return time.Duration(busy) * clockTick, nil
-}
-
-// procStatus reads the kB fields of a file like /proc/PID/status or
-// /proc/meminfo, in bytes.
-func procStatus(path string) (map[string]float64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]float64{}
-	for line := range strings.Lines(string(b)) {
-		name, rest, ok := strings.Cut(line, ":")
-		f := strings.Fields(rest)
-		if !ok || len(f) != 2 || f[1] != "kB" {
-			continue
-		}
-		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
-			out[name] = v * 1024
-		}
-	}
-	return out, nil
 }
 
 // freeAddrs returns n loopback addresses whose ports were free a moment

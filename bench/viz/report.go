@@ -6,17 +6,16 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mesh-dev/mesh/bench/internal/benchdoc"
 )
 
 // result is what a run measured.
 type result struct {
-	host                  hostInfo
+	host                  benchdoc.Host
 	promVersion           string
 	loadBefore, loadAfter string
 
@@ -298,41 +297,9 @@ func thousands(n int) string {
 	return s
 }
 
-// hostInfo describes the machine for the report.
-type hostInfo struct {
-	CPUs             int
-	CPUModel, Kernel string
-	MemTotal         float64 // bytes
-	GoVersion        string
-	Commit           string // of the checkout the benchmark runs from
-}
-
 // describe records the machine and Prometheus' version before the run.
 func (b *bench) describe(ctx context.Context) {
-	h := hostInfo{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), CPUModel: "unknown CPU", Kernel: "unknown kernel"}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for line := range strings.Lines(string(b)) {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				h.CPUModel = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		h.Kernel = strings.TrimSpace(string(b))
-	}
-	if st, err := procStatus("/proc/meminfo"); err == nil {
-		h.MemTotal = st["MemTotal"]
-	}
-	h.Commit = "unknown commit"
-	if out, err := exec.CommandContext(ctx, "git", "rev-parse", "--short", "HEAD").Output(); err == nil {
-		h.Commit = "commit " + strings.TrimSpace(string(out))
-		dirty, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--", "controller/viz", "bench/viz", "proxy/metrics").Output()
-		if err == nil && len(strings.TrimSpace(string(dirty))) > 0 {
-			h.Commit += " + uncommitted changes in controller/viz, bench/viz or proxy/metrics"
-		}
-	}
-	b.res.host = h
+	b.res.host = benchdoc.DescribeHost(ctx, "controller/viz", "bench/viz", "proxy/metrics")
 	b.res.loadBefore = loadAvg()
 	b.res.promVersion = promVersion(ctx, b.cfg.Prometheus)
 }
@@ -362,39 +329,5 @@ const (
 // updateMarkdown replaces the generated block of the file at path with
 // block, or appends a section with it when the file has none.
 func updateMarkdown(path, block string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	doc := string(b)
-	i, j := strings.Index(doc, blockBegin), strings.Index(doc, blockEnd)
-	switch {
-	case i >= 0 && j > i:
-		doc = doc[:i] + block + doc[j+len(blockEnd):]
-	case i < 0 && j < 0:
-		doc = strings.TrimRight(doc, "\n") + "\n\n" + heading + "\n\n" + block + "\n"
-	default:
-		return fmt.Errorf("%s: the %q and %q markers are out of order", path, blockBegin, blockEnd)
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".benchmarks-*.md")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(doc); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(st.Mode().Perm()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return benchdoc.Block{Begin: blockBegin, End: blockEnd, Heading: heading}.Update(path, block)
 }
