@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -54,6 +56,21 @@ type Config struct {
 	// Namespace is the pod's namespace, against which the controller
 	// expands short service names.
 	Namespace string
+	// PodName is the pod's name. With DestinationAddr, the proxy watches
+	// its pod's inbound policy from the controller and enforces it; empty
+	// means no inbound policy: every client is allowed.
+	PodName string
+	// PolicyGrace is how long after start inbound connections wait for a
+	// first policy from the controller; past it, a proxy that never got
+	// one refuses them.
+	PolicyGrace time.Duration
+	// ClusterNetworks are the cluster's networks: with a controller, a
+	// destination inside them goes out in plain text to its original
+	// address only when the controller answered that it is not meshed;
+	// when the controller cannot answer, the request fails (503, reset)
+	// rather than silently losing mesh TLS. Destinations outside them pass
+	// through as they are.
+	ClusterNetworks []netip.Prefix
 
 	// IdentityAddr is the controller's identity service (host:port).
 	// Empty means no identity: no certificate, plain text between pods.
@@ -99,6 +116,9 @@ func DefaultConfig() Config {
 		OpaquePorts:    detect.DefaultOpaquePorts,
 		ConnectTimeout: time.Second,
 		ShutdownGrace:  25 * time.Second,
+		PolicyGrace:    10 * time.Second,
+
+		ClusterNetworks: DefaultClusterNetworks(),
 
 		HeaderReadTimeout:    10 * time.Second,
 		MaxHeaderBytes:       64 << 10,
@@ -126,6 +146,9 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time in-flight work may take to finish on shutdown")
 	fs.StringVar(&c.DestinationAddr, "destination-addr", c.DestinationAddr, "controller's gRPC address for endpoint discovery and balancing (empty: forward to original destinations)")
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "the pod's namespace, for the controller to expand short names")
+	fs.StringVar(&c.PodName, "pod-name", c.PodName, "the pod's name, to watch its inbound policy (empty: no inbound policy, every client allowed)")
+	fs.DurationVar(&c.PolicyGrace, "policy-grace", c.PolicyGrace, "how long inbound connections wait for a first policy from the controller before they are refused")
+	fs.Var(newPrefixesValue(&c.ClusterNetworks), "cluster-networks", "the cluster's networks, comma-separated CIDRs: inside them, traffic never falls back to plain text when the controller cannot answer")
 	fs.StringVar(&c.IdentityAddr, "identity-addr", c.IdentityAddr, "controller's identity service (host:port); empty: no certificate, plain text")
 	fs.StringVar(&c.IdentityServerID, "identity-server-id", c.IdentityServerID, "SPIFFE ID the identity service must present")
 	fs.StringVar(&c.TrustDomain, "trust-domain", c.TrustDomain, "SPIFFE trust domain of workload identities")
@@ -158,6 +181,12 @@ func (c Config) Validate() error {
 			return fmt.Errorf("destination-addr %q: want host:port: %w", c.DestinationAddr, err)
 		}
 	}
+	if c.PolicyGrace < 0 {
+		return fmt.Errorf("policy-grace must not be negative")
+	}
+	if c.PodName != "" && c.Namespace == "" {
+		return fmt.Errorf("pod-name needs namespace: the pod is named in its namespace")
+	}
 	if c.IdentityAddr != "" {
 		if c.Namespace == "" || c.ServiceAccount == "" || c.TrustAnchors == "" || c.IdentityServerID == "" {
 			return fmt.Errorf("identity-addr needs namespace, service-account, trust-anchors and identity-server-id")
@@ -182,3 +211,53 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// DefaultClusterNetworks are the private ranges clusters take their pod,
+// service and node addresses from: RFC 1918 and the IPv6 unique local
+// addresses (RFC 4193).
+func DefaultClusterNetworks() []netip.Prefix {
+	return []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("172.16.0.0/12"),
+		netip.MustParsePrefix("192.168.0.0/16"),
+		netip.MustParsePrefix("fd00::/8"),
+	}
+}
+
+// prefixesValue is a pflag.Value of comma-separated CIDRs.
+type prefixesValue struct{ p *[]netip.Prefix }
+
+func newPrefixesValue(p *[]netip.Prefix) *prefixesValue { return &prefixesValue{p} }
+
+func (v *prefixesValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	s := make([]string, len(*v.p))
+	for i, p := range *v.p {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (v *prefixesValue) Set(s string) error {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8: %w", f, err)
+		}
+		if p != p.Masked() {
+			return fmt.Errorf("%q has host bits set; did you mean %s?", f, p.Masked())
+		}
+		out = append(out, p)
+	}
+	*v.p = out
+	return nil
+}
+
+func (v *prefixesValue) Type() string { return "cidrs" }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -99,6 +100,12 @@ type Config struct {
 	// InitResources of mesh-init; the zero value means requests cpu 10m and
 	// memory 10Mi, limits cpu 100m and memory 64Mi.
 	InitResources corev1.ResourceRequirements
+	// ClusterNetworks are the cluster's pod, service and node networks,
+	// given to every proxy (MESH_PROXY_CLUSTER_NETWORKS): traffic inside
+	// them never falls back to plain text when the controller cannot say
+	// whether its destination is meshed. Empty means the proxy's default,
+	// the RFC 1918 and ULA ranges.
+	ClusterNetworks []netip.Prefix
 }
 
 // DefaultDestinationAddr is where proxies reach the controller's gRPC API
