@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mesh-dev/mesh/proxy/balance"
 	"github.com/mesh-dev/mesh/proxy/discovery"
@@ -16,23 +19,64 @@ import (
 
 // router sends outbound requests and connections to the endpoints the
 // controller names for their original destination, chosen by peak-EWMA.
-// A destination the mesh does not know, or a controller that has not
-// answered yet, leaves the original destination in place: the cluster's
-// own Service routing still works then.
+// A destination the controller says the mesh does not know keeps its
+// original address: the cluster's own Service routing still works then.
+//
+// A destination the controller could not answer for (down at first use,
+// or failing) is the dangerous case: it may be a meshed pod, and sending
+// it plain text would silently drop mesh TLS and the identity the server
+// requires. Inside the cluster's networks such a request fails instead;
+// outside them nothing can be meshed, so it goes out as it came.
 type router struct {
 	cache *discovery.Cache
+	// clusterNetworks hold every address that could be a meshed endpoint.
+	clusterNetworks []netip.Prefix
+	// unavailable counts what failed because the controller could not
+	// answer, by protocol ("http" or "tcp").
+	unavailable *prometheus.CounterVec
+}
+
+func newRouter(cache *discovery.Cache, clusterNetworks []netip.Prefix, reg prometheus.Registerer) (*router, error) {
+	r := &router{
+		cache: cache, clusterNetworks: clusterNetworks,
+		unavailable: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_proxy_outbound_discovery_unavailable_total",
+			Help: "Outbound requests (protocol=http) and connections (protocol=tcp) to an address inside the cluster networks that failed because the controller could not say whether it is meshed; none of them went out in plain text.",
+		}, []string{"protocol"}),
+	}
+	if err := reg.Register(r.unavailable); err != nil {
+		return nil, fmt.Errorf("router metrics: %w", err)
+	}
+	return r, nil
 }
 
 // errForward means "send it to the original destination".
 var errForward = errors.New("not a mesh destination")
 
+// inCluster reports whether a could be a meshed endpoint.
+func (r *router) inCluster(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range r.clusterNetworks {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
 // pick chooses an endpoint of target. It returns errForward when target
 // is not for the mesh to balance, httpproxy.ErrNoEndpoints when it is but
-// nothing is ready.
-func (r *router) pick(ctx context.Context, target netip.AddrPort) (balance.Pick, error) {
+// nothing is ready, and httpproxy.ErrUnavailable when the controller could
+// not say which, for a target inside the cluster networks.
+func (r *router) pick(ctx context.Context, target netip.AddrPort, protocol string) (balance.Pick, error) {
 	d, err := r.cache.Get(ctx, target.String())
-	if err != nil {
+	switch {
+	case err == nil:
+	case errors.Is(err, discovery.ErrNotFound), !r.inCluster(target.Addr()):
 		return balance.Pick{}, errForward
+	default:
+		r.unavailable.WithLabelValues(protocol).Inc()
+		return balance.Pick{}, fmt.Errorf("%w: %w", httpproxy.ErrUnavailable, err)
 	}
 	p, ok := d.Pick()
 	if !ok {
@@ -44,7 +88,7 @@ func (r *router) pick(ctx context.Context, target netip.AddrPort) (balance.Pick,
 // httpPicker is the per-request balancing of the HTTP path: the pick is
 // held until the response has ended, so pending counts whole exchanges.
 func (r *router) httpPicker(ctx context.Context, target netip.AddrPort) (httpproxy.Endpoint, error) {
-	p, err := r.pick(ctx, target)
+	p, err := r.pick(ctx, target, "http")
 	if err != nil {
 		return httpproxy.Endpoint{}, err
 	}

@@ -6,8 +6,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,32 +160,51 @@ func TestOutboundBalancesOverControllerEndpoints(t *testing.T) {
 
 // TestOutboundWithoutEndpoints covers the destinations the controller has
 // no endpoints for: not a mesh destination goes to the original address,
-// a known one with nothing ready gets 503, and a controller that is down
-// costs only the initial wait before connections go to the original
-// address.
+// a known one with nothing ready gets 503. A controller that is down costs
+// the initial wait, and then the request goes to the original address
+// only outside the cluster networks: inside them it could be a meshed pod,
+// and the proxy answers 503 without sending a byte rather than drop to
+// plain text.
 func TestOutboundWithoutEndpoints(t *testing.T) {
-	service := backend(t, named("original", 0))
+	var hits atomic.Int64
+	service := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, "original")
+	}))
 	down, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	downAddr := down.Addr().String()
 	down.Close() // nothing listens: the controller is down
+	// The backends are on loopback: these tests make it a cluster network.
+	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	tests := []struct {
 		name       string
 		controller string
+		cluster    []netip.Prefix
 		wantCode   int
 		wantBody   string
+		wantHit    bool
 	}{
-		{name: "not a mesh destination", controller: startDestination(t, &fakeDestination{}), wantCode: 200, wantBody: "original"},
+		{name: "not a mesh destination", controller: startDestination(t, &fakeDestination{}), wantCode: 200, wantBody: "original", wantHit: true},
+		{name: "not a mesh destination, in the cluster", controller: startDestination(t, &fakeDestination{}), cluster: loopback,
+			wantCode: 200, wantBody: "original", wantHit: true},
 		{name: "no endpoints", controller: startDestination(t, &fakeDestination{sets: map[string][]string{service: nil}}),
 			wantCode: 503, wantBody: "no endpoints available"},
-		{name: "controller down", controller: downAddr, wantCode: 200, wantBody: "original"},
+		{name: "controller down, outside the cluster", controller: downAddr, wantCode: 200, wantBody: "original", wantHit: true},
+		{name: "controller down, in the cluster", controller: downAddr, cluster: loopback,
+			wantCode: 503, wantBody: "never sent in plain text"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := startProxy(t, service, func(c *Config) { c.DestinationAddr = tc.controller })
-			_, out, _ := p.Addrs()
+			hits.Store(0)
+			p := startProxy(t, service, func(c *Config) {
+				c.DestinationAddr = tc.controller
+				c.ClusterNetworks = tc.cluster
+			})
+			_, out, admin := p.Addrs()
+			start := time.Now()
 			res, err := h1Client(t).Get("http://" + out.String() + "/")
 			if err != nil {
 				t.Fatal(err)
@@ -193,8 +214,90 @@ func TestOutboundWithoutEndpoints(t *testing.T) {
 			if res.StatusCode != tc.wantCode || !strings.Contains(string(b), tc.wantBody) {
 				t.Errorf("got %d %q, want %d containing %q", res.StatusCode, b, tc.wantCode, tc.wantBody)
 			}
+			if got := hits.Load() > 0; got != tc.wantHit {
+				t.Errorf("the original address was reached: %v, want %v", got, tc.wantHit)
+			}
+			if tc.wantCode == 503 && tc.controller == downAddr {
+				t.Logf("refused in %v", time.Since(start).Round(time.Millisecond))
+				if n := scrapeValue(t, admin.String(), `mesh_proxy_outbound_discovery_unavailable_total{protocol="http"}`); n != 1 {
+					t.Errorf("unavailable counter = %v, want 1", n)
+				}
+			}
 		})
 	}
+}
+
+// TestOutboundOpaqueControllerDown: an opaque connection inside the
+// cluster networks whose destination the controller cannot answer for is
+// reset, and the target never sees it.
+func TestOutboundOpaqueControllerDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	down, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	downAddr := down.Addr().String()
+	down.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	p := startProxy(t, ln.Addr().String(), func(c *Config) {
+		c.DestinationAddr = downAddr
+		c.ClusterNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		if err := c.OpaquePorts.UnmarshalText([]byte(port)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	_, out, admin := p.Addrs()
+	c, err := net.Dial("tcp", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("secret"))
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read from a connection whose destination the controller could not answer for succeeded")
+	}
+	if n := accepted.Load(); n != 0 {
+		t.Errorf("the target accepted %d connections, want none", n)
+	}
+	if n := scrapeValue(t, admin.String(), `mesh_proxy_outbound_discovery_unavailable_total{protocol="tcp"}`); n != 1 {
+		t.Errorf("unavailable counter = %v, want 1", n)
+	}
+}
+
+// scrapeValue reads one sample, named with its labels exactly as the text
+// exposition writes them, from a proxy's /metrics; -1 when absent.
+func scrapeValue(t testing.TB, admin, series string) float64 {
+	t.Helper()
+	res, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return -1
 }
 
 // TestOutboundOpaqueBalancesPerConnection: opaque TCP connections to a

@@ -28,12 +28,18 @@ type Endpoint struct {
 
 // Picker chooses the endpoint of one request whose connection was going to
 // target. It returns ErrNoEndpoints for a destination the mesh knows but
-// that has nothing to send to; any other error forwards to target as is.
+// that has nothing to send to, ErrUnavailable when it cannot tell whether
+// the mesh knows it; any other error forwards to target as is.
 type Picker func(ctx context.Context, target netip.AddrPort) (Endpoint, error)
 
 // ErrNoEndpoints makes the proxy answer 503: the destination exists, and
 // none of its endpoints is ready.
 var ErrNoEndpoints = errors.New("no endpoints available")
+
+// ErrUnavailable makes the proxy answer 503 without sending anything: the
+// controller could not say whether the destination is meshed, and sending
+// it plain text could drop the mesh TLS its server requires.
+var ErrUnavailable = errors.New("destination unknown: the controller is unavailable")
 
 // ErrServerError is what a request reports to its balancer when the
 // endpoint answered 5xx (or the proxy did for it: unreachable, timed out).
@@ -74,7 +80,7 @@ func (p *Proxy) pick(r *http.Request, target netip.AddrPort) (*http.Request, fun
 		return r, noop, nil
 	}
 	ep, err := p.cfg.Pick(r.Context(), target)
-	if errors.Is(err, ErrNoEndpoints) {
+	if errors.Is(err, ErrNoEndpoints) || errors.Is(err, ErrUnavailable) {
 		return r, noop, err
 	}
 	if err != nil || ep.Addr == target {
@@ -101,12 +107,18 @@ func outcome(r *http.Request, rec *recorder) error {
 }
 
 // writeNoEndpoints answers 503 (gRPC: UNAVAILABLE) for a destination with
-// no endpoint to send to.
-func (p *Proxy) writeNoEndpoints(w http.ResponseWriter, r *http.Request, target netip.AddrPort) {
+// no endpoint to send to, or one the controller could not answer for
+// (err says which).
+func (p *Proxy) writeNoEndpoints(w http.ResponseWriter, r *http.Request, target netip.AddrPort, err error) {
 	msg := fmt.Sprintf("mesh-proxy: no endpoints available for %s (%s)", r.Host, target)
+	header := "no endpoints"
+	if errors.Is(err, ErrUnavailable) {
+		msg = fmt.Sprintf("mesh-proxy: %s (%s) not sent: the controller could not say whether it is meshed, and it is never sent in plain text then; retry once the controller is back", r.Host, target)
+		header = "controller unavailable"
+	}
 	p.cfg.Log.Info("request failed", "direction", p.cfg.Direction, "target", target.String(),
-		"authority", r.Host, "status", http.StatusServiceUnavailable, "err", ErrNoEndpoints)
-	w.Header().Set("Mesh-Proxy-Error", "no endpoints")
+		"authority", r.Host, "status", http.StatusServiceUnavailable, "err", err)
+	w.Header().Set("Mesh-Proxy-Error", header)
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Grpc-Status", "14") // UNAVAILABLE

@@ -56,7 +56,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	if err != nil {
-		p.writeNoEndpoints(rec, r, target)
+		p.writeNoEndpoints(rec, r, target, err)
 		return
 	}
 	p.rp.ServeHTTP(rec, r)
