@@ -332,7 +332,12 @@ func (p *Proxy) connectController(ctx context.Context, res *dnsresolve.Resolver)
 		conn.Close()
 		return err
 	}
-	p.conn, p.router = conn, &router{cache: cache}
+	r, err := newRouter(cache, p.cfg.ClusterNetworks, p.metrics.Registry())
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	p.conn, p.router = conn, r
 	return nil
 }
 

@@ -355,7 +355,7 @@ func (s *side) pickConn(dst netip.AddrPort) (netip.AddrPort, *balance.Pick, erro
 	if s.router == nil {
 		return dst, nil, nil
 	}
-	p, err := s.router.pick(s.connCtx, dst)
+	p, err := s.router.pick(s.connCtx, dst, "tcp")
 	switch {
 	case errors.Is(err, errForward):
 		return dst, nil, nil
