@@ -284,7 +284,11 @@ func (v *Viz) serveStat(w http.ResponseWriter, r *http.Request) error {
 	list := vizv1.StatList{Window: p.WindowText, Collected: win.To, Rows: make([]vizv1.StatRow, len(rows))}
 	for i, row := range rows {
 		list.Rows[i] = v.statRow(row)
-		list.Rows[i].Stats = acc[i].stats(win.Secs)
+		if g.ownInbound() {
+			list.Rows[i].Stats = acc[i].inboundStats(win.Secs)
+		} else {
+			list.Rows[i].Stats = acc[i].stats(win.Secs)
+		}
 	}
 	writeJSON(w, http.StatusOK, list)
 	return nil
@@ -334,11 +338,16 @@ func (v *Viz) serveSeries(w http.ResponseWriter, r *http.Request) error {
 	if len(rows) == 0 {
 		return notFound("%s/%s not found%s", kind, name, inNamespace(ns))
 	}
-	match := grouping{Kind: kind}.rowFunc(rowIndex(rows[:1]))
+	g := grouping{Kind: kind}
+	match := g.rowFunc(rowIndex(rows[:1]))
 	points := v.store.series(window, step, v.cfg.Interval, func(k *seriesKey) bool { return match(k) == 0 })
 	out := vizv1.Series{Resource: rows[0].resource(), Step: formatDuration(step), Points: make([]vizv1.Point, len(points))}
 	for i := range points {
-		out.Points[i] = vizv1.Point{Time: points[i].End, Stats: points[i].acc.stats(points[i].Secs)}
+		p := &points[i]
+		out.Points[i] = vizv1.Point{Time: p.End, Stats: p.acc.stats(p.Secs)}
+		if g.ownInbound() {
+			out.Points[i].Stats = p.acc.inboundStats(p.Secs)
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

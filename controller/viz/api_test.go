@@ -57,6 +57,14 @@ func (s *shop) traffic() {
 	s.webA.serve(webToBack, 30, 200, 5*time.Millisecond)
 	s.backend.serve(backInbound, 30, 200, 4*time.Millisecond)
 	s.webA.connect(webTCP, 3, 1, 500, 1000)
+	// backend's Server lets web in and refuses others: 4 requests and 2
+	// connections denied, from two clients; what was allowed, or let
+	// through by audit, is not a denial.
+	s.backend.authorize(authz{http: true, server: "backend-http", policy: "web-only", clientID: webID, decision: "allow"}, 30)
+	s.backend.authorize(authz{http: true, server: "backend-http", clientID: "spiffe://cluster.local/ns/other/sa/x", decision: "deny"}, 3)
+	s.backend.authorize(authz{http: true, server: "backend-http", decision: "deny"}, 1)
+	s.backend.authorize(authz{server: "backend-redis", decision: "deny"}, 2)
+	s.webB.authorize(authz{http: true, server: "default", policy: "default:audit", decision: "audit"}, 5)
 }
 
 // scraped starts viz on the shop and runs two scrape rounds 5s apart:
@@ -92,14 +100,17 @@ func TestStat(t *testing.T) {
 		LatencyP95:     ptr(250 + 250*2.5/10),
 		LatencyP99:     ptr(250 + 250*8.5/10),
 		TCPConnections: 2, ReadBytesPerSec: 100, WriteBytesPerSec: 200,
-		TotalRequests: webTotal,
+		TotalRequests: webTotal, Denied: ptr[uint64](0), DeniedPerSec: ptr(0.0),
 	}
 	backendStats := vizv1.Stats{
 		Requests: 30, Successes: 30, SuccessRate: ptr(1.0), RPS: 6,
 		LatencyP50: ptr(2.5 + 2.5*0.5), LatencyP95: ptr(2.5 + 2.5*0.95), LatencyP99: ptr(2.5 + 2.5*0.99),
-		TotalRequests: 30,
+		TotalRequests: 30, Denied: ptr[uint64](6), DeniedPerSec: ptr(6.0 / 5),
 	}
+	// Clients' outbound figures carry no denials: the server counts them.
+	noDenials := vizv1.Stats{Denied: ptr[uint64](0), DeniedPerSec: ptr(0.0)}
 	toBackend := backendStats
+	toBackend.Denied, toBackend.DeniedPerSec = nil, nil
 	// 5ms is the upper bound of the bucket (2.5ms, 5ms], like backend's 4ms.
 	backend := vizv1.Resource{Kind: "deployment", Namespace: "shop", Name: "backend"}
 	legacy := vizv1.Resource{Kind: "deployment", Namespace: "shop", Name: "legacy"}
@@ -114,7 +125,7 @@ func TestStat(t *testing.T) {
 			q:    values("kind", "deploy", "namespace", "shop"),
 			want: []vizv1.StatRow{
 				{Resource: backend, MeshedPods: 1, TotalPods: 1, Stats: backendStats, Identities: []string{backendID}},
-				{Resource: legacy, MeshedPods: 0, TotalPods: 1},
+				{Resource: legacy, MeshedPods: 0, TotalPods: 1, Stats: noDenials},
 				{Resource: web, MeshedPods: 2, TotalPods: 2, Stats: webStats, Identities: []string{webID}},
 			},
 		},
@@ -131,6 +142,7 @@ func TestStat(t *testing.T) {
 				Stats: vizv1.Stats{
 					Requests: 50, Successes: 50, SuccessRate: ptr(1.0), RPS: 10,
 					LatencyP50: ptr(17.5), LatencyP95: ptr(19.75), LatencyP99: ptr(19.95), TotalRequests: 50,
+					Denied: ptr[uint64](0), DeniedPerSec: ptr(0.0),
 				},
 				Identities: []string{webID},
 			}},
@@ -190,6 +202,9 @@ func TestStatNamespaces(t *testing.T) {
 		t.Errorf("shop: %d/%d pods meshed, %d requests, identities %v; want 3/4, 180 inbound, 2",
 			shopRow.MeshedPods, shopRow.TotalPods, shopRow.Requests, shopRow.Identities)
 	}
+	if shopRow.Denied == nil || *shopRow.Denied != 6 {
+		t.Errorf("shop: denied %v, want backend's 6", shopRow.Denied)
+	}
 	if got.Window != "1m" {
 		t.Errorf("window %q, want the default 1m", got.Window)
 	}
@@ -239,6 +254,7 @@ func TestSeries(t *testing.T) {
 	for i := range 13 {
 		if i > 0 {
 			s.webB.serve(webInbound, 10, 200, 18*time.Millisecond)
+			s.webB.authorize(authz{server: "web-tcp", decision: "deny"}, 1)
 		}
 		v.round(context.Background(), now.Add(time.Duration(i)*testInterval))
 	}
@@ -252,14 +268,20 @@ func TestSeries(t *testing.T) {
 	}
 	// The first round, a baseline, is the start of the data: three points
 	// of 20s hold the 12 rounds after it.
-	var reqs []uint64
+	var reqs, denied []uint64
 	var rps []float64
 	for _, p := range got.Points {
 		reqs = append(reqs, p.Requests)
 		rps = append(rps, p.RPS)
+		if p.Denied != nil {
+			denied = append(denied, *p.Denied)
+		}
 	}
 	if diff := cmp.Diff([]uint64{40, 40, 40}, reqs); diff != "" {
 		t.Errorf("requests per point (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]uint64{4, 4, 4}, denied); diff != "" {
+		t.Errorf("denials per point (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]float64{2, 2, 2}, rps, approx); diff != "" {
 		t.Errorf("rps per point (-want +got):\n%s", diff)

@@ -33,8 +33,9 @@ func TestMain(m *testing.M) {
 
 // Label names of the proxies' series (docs/metrics.md).
 var (
-	httpLabelNames = []string{"direction", "authority", "target_addr", "dst_namespace", "dst_workload", "dst_service", "client_id", "server_id"}
-	tcpLabelNames  = []string{"direction", "target_addr", "dst_namespace", "dst_workload", "client_id", "server_id"}
+	httpLabelNames  = []string{"direction", "authority", "target_addr", "dst_namespace", "dst_workload", "dst_service", "client_id", "server_id"}
+	tcpLabelNames   = []string{"direction", "target_addr", "dst_namespace", "dst_workload", "client_id", "server_id"}
+	authzLabelNames = []string{"server", "authz", "client_id", "decision"}
 	// latencyBuckets are the proxies' 19 buckets, in seconds.
 	latencyBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10}
 )
@@ -53,6 +54,8 @@ type proxy struct {
 	tcpConns  *prometheus.GaugeVec
 	readBytes *prometheus.CounterVec
 	wrote     *prometheus.CounterVec
+	httpAuthz *prometheus.CounterVec
+	tcpAuthz  *prometheus.CounterVec
 	start     prometheus.Gauge
 	addr      string
 }
@@ -69,9 +72,12 @@ func newProxy(t testing.TB, started time.Time) *proxy {
 		tcpConns:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: metricTCPConns, Help: "h"}, tcpLabelNames),
 		readBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricReadBytes, Help: "h"}, tcpLabelNames),
 		wrote:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricWriteBytes, Help: "h"}, tcpLabelNames),
+		httpAuthz: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricHTTPAuthz, Help: "h"}, authzLabelNames),
+		tcpAuthz:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricTCPAuthz, Help: "h"}, authzLabelNames),
 		start:     prometheus.NewGauge(prometheus.GaugeOpts{Name: metricStartTime, Help: "h"}),
 	}
-	p.reg.MustRegister(p.requests, p.responses, p.latency, p.tcpOpen, p.tcpClose, p.tcpConns, p.readBytes, p.wrote, p.start)
+	p.reg.MustRegister(p.requests, p.responses, p.latency, p.tcpOpen, p.tcpClose, p.tcpConns, p.readBytes, p.wrote,
+		p.httpAuthz, p.tcpAuthz, p.start)
 	p.start.Set(float64(started.Unix()))
 	srv := httptest.NewServer(promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{}))
 	t.Cleanup(srv.Close)
@@ -118,6 +124,22 @@ func (p *proxy) connect(l labels, opened, closed int, read, written float64) {
 	p.tcpConns.With(l.tcp()).Set(float64(opened - closed))
 	p.readBytes.With(l.tcp()).Add(read)
 	p.wrote.With(l.tcp()).Add(written)
+}
+
+// authz counts n authorization decisions of the proxy's inbound side:
+// per request when http, else per connection.
+type authz struct {
+	http                     bool
+	server, policy, clientID string
+	decision                 string // allow, deny or audit
+}
+
+func (p *proxy) authorize(a authz, n int) {
+	vec := p.tcpAuthz
+	if a.http {
+		vec = p.httpAuthz
+	}
+	vec.With(prometheus.Labels{"server": a.server, "authz": a.policy, "client_id": a.clientID, "decision": a.decision}).Add(float64(n))
 }
 
 // total sums mesh_proxy_http_responses_total over the series whose labels

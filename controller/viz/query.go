@@ -17,6 +17,8 @@ type accum struct {
 	conns uint64
 	// total is the raw responses counter at the last scrape.
 	total float64
+	// denied is the requests and connections refused by policy.
+	denied uint64
 }
 
 // add counts smp; last says smp is of the window's last step.
@@ -25,6 +27,7 @@ func (a *accum) add(smp *sample, last bool) {
 	a.successes += uint64(smp.Successes)
 	a.readBytes += smp.ReadBytes
 	a.writeBytes += smp.WriteBytes
+	a.denied += uint64(smp.Denied)
 	if last {
 		a.conns += uint64(smp.OpenConns)
 	}
@@ -68,6 +71,20 @@ func (a *accum) stats(secs float64) vizv1.Stats {
 		s.LatencyP95 = latencyMs(0.95, h)
 		s.LatencyP99 = latencyMs(0.99, h)
 	}
+	return s
+}
+
+// inboundStats is stats with the denials, for figures that are the
+// inbound traffic of a row's own pods (see vizv1.Stats.Denied).
+func (a *accum) inboundStats(secs float64) vizv1.Stats {
+	s := a.stats(secs)
+	denied := a.denied
+	s.Denied = &denied
+	rate := 0.0
+	if secs > 0 {
+		rate = float64(a.denied) / secs
+	}
+	s.DeniedPerSec = &rate
 	return s
 }
 

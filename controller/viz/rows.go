@@ -210,6 +210,12 @@ type grouping struct {
 	From, To *rowKey // at most one
 }
 
+// ownInbound reports whether g's rows count the inbound traffic of their
+// own pods, the only traffic whose denials are known (vizv1.Stats.Denied).
+func (g grouping) ownInbound() bool {
+	return g.From == nil && g.To == nil && g.Kind != kindService
+}
+
 // rowFunc returns the rowFunc of g over the rows indexed by index.
 func (g grouping) rowFunc(index map[rowKey]int) rowFunc {
 	lookup := func(k rowKey, ok bool) int {

@@ -28,6 +28,11 @@ const (
 	metricReadBytes  = "mesh_proxy_tcp_read_bytes_total"
 	metricWriteBytes = "mesh_proxy_tcp_write_bytes_total"
 	metricStartTime  = "process_start_time_seconds"
+	// The authorization decisions of the proxies' inbound side, per
+	// request (HTTP) and per connection (opaque TCP), labelled server,
+	// authz, client_id and decision (allow, deny or audit).
+	metricHTTPAuthz = "mesh_proxy_inbound_http_authz_total"
+	metricTCPAuthz  = "mesh_proxy_inbound_tcp_authz_total"
 )
 
 // maxScrapeBytes bounds the body of one scrape. A proxy exports a few
@@ -178,6 +183,23 @@ func fromFamilies(families map[string]*dto.MetricFamily) (float64, map[labels]*c
 	for _, f := range tcp {
 		for _, m := range families[f.name].GetMetric() {
 			f.add(get(m), value(m))
+		}
+	}
+	// Denials are summed over server, authz and client_id into one label
+	// set per pod: the API shows a workload's denials, not who was denied
+	// (mesh authz and the proxies' own metrics tell that), and a label set
+	// per client would grow with the clients.
+	for _, name := range []string{metricHTTPAuthz, metricTCPAuthz} {
+		for _, m := range families[name].GetMetric() {
+			if labelValue(m, "decision") != decisionDeny {
+				continue
+			}
+			c := series[authzLabels]
+			if c == nil {
+				c = &counters{}
+				series[authzLabels] = c
+			}
+			c.Denied += value(m)
 		}
 	}
 	var start float64

@@ -24,6 +24,10 @@ func TestScrape(t *testing.T) {
 	p.serve(webToBack, 1, 500, 2*time.Second)
 	p.serve(webInbound, 2, 404, time.Millisecond)
 	p.connect(webTCP, 5, 2, 100, 200)
+	p.authorize(authz{http: true, server: "web", policy: "p", clientID: webID, decision: "allow"}, 9)
+	p.authorize(authz{http: true, server: "web", clientID: backendID, decision: "deny"}, 4)
+	p.authorize(authz{server: "web-tcp", decision: "deny"}, 3)
+	p.authorize(authz{http: true, server: "web", decision: "audit"}, 8)
 
 	slow := make(chan struct{})
 	servers := map[string]http.HandlerFunc{
@@ -70,6 +74,14 @@ func TestScrape(t *testing.T) {
 	}
 	if tcp == nil || tcp.TCPOpen != 5 || tcp.TCPClose != 2 || tcp.OpenConns != 3 || tcp.ReadBytes != 100 || tcp.WriteBytes != 200 {
 		t.Errorf("tcp counters %+v", tcp)
+	}
+	// Denials of both families, of every server and client, in one label
+	// set; allowed and audited ones are not denials.
+	if d := r.series[authzLabels]; d == nil || d.Denied != 7 || d.Responses != 0 || d.TCPOpen != 0 {
+		t.Errorf("authz counters %+v, want 7 denials alone", d)
+	}
+	if len(r.series) != 4 {
+		t.Errorf("%d label sets, want 4 (outbound, inbound, tcp, denials)", len(r.series))
 	}
 
 	for ip := 2; ip < i; ip++ {
@@ -124,6 +136,7 @@ func FuzzScrapeBody(f *testing.F) {
 	p := newProxy(f, time.Now())
 	p.serve(webToBack, 3, 200, 30*time.Millisecond)
 	p.connect(webTCP, 2, 1, 10, 20)
+	p.authorize(authz{http: true, server: "web", clientID: backendID, decision: "deny"}, 2)
 	var real bytes.Buffer
 	fams, _ := p.reg.Gather()
 	for _, fam := range fams {

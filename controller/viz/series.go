@@ -48,6 +48,16 @@ const (
 	outbound = "outbound"
 )
 
+// decisionDeny is the decision label of a refused request or connection.
+const decisionDeny = "deny"
+
+// authzLabels is the label set of a pod's denials: inbound, and nothing
+// else. Every traffic series carries a target_addr, so none shares it;
+// were one to, their counts would still add up, as they are distinct
+// counters (as an HTTP label set without authority shares its
+// connections' TCP one).
+var authzLabels = labels{Direction: inbound}
+
 // seriesKey names one label set of one pod: the unit the store keeps.
 // Keys are interned with unique.Make, so samples refer to them with one
 // pointer and every copy of a label value is shared.
@@ -71,6 +81,9 @@ type counters struct {
 	WriteBytes float64
 	// OpenConns is the mesh_proxy_tcp_open_connections gauge.
 	OpenConns float64
+	// Denied is the inbound requests and connections refused by
+	// authorization policy (decision="deny").
+	Denied float64
 }
 
 // histogram is a cumulative Prometheus histogram: Bounds ascending, the
@@ -129,6 +142,7 @@ type sample struct {
 	TCPOpen    uint32
 	TCPClose   uint32
 	OpenConns  uint32
+	Denied     uint32 // in the padding before ReadBytes: no extra byte
 	ReadBytes  uint64
 	WriteBytes uint64
 	// Buckets are the latency observations of the step, per bucket (not
@@ -147,7 +161,7 @@ type bucketCount struct {
 
 // empty reports whether s holds nothing worth keeping.
 func (s *sample) empty() bool {
-	return s.Responses == 0 && s.TCPOpen == 0 && s.TCPClose == 0 && s.OpenConns == 0 &&
+	return s.Responses == 0 && s.TCPOpen == 0 && s.TCPClose == 0 && s.OpenConns == 0 && s.Denied == 0 &&
 		s.ReadBytes == 0 && s.WriteBytes == 0 && len(s.Buckets) == 0
 }
 
@@ -161,6 +175,7 @@ func newSample(now, old *counters, reset bool) sample {
 		TCPOpen:    clamp32(counterDelta(now.TCPOpen, old.TCPOpen, reset)),
 		TCPClose:   clamp32(counterDelta(now.TCPClose, old.TCPClose, reset)),
 		OpenConns:  clamp32(now.OpenConns),
+		Denied:     clamp32(counterDelta(now.Denied, old.Denied, reset)),
 		ReadBytes:  clamp64(counterDelta(now.ReadBytes, old.ReadBytes, reset)),
 		WriteBytes: clamp64(counterDelta(now.WriteBytes, old.WriteBytes, reset)),
 		Buckets:    now.Latency.delta(old.Latency, reset),

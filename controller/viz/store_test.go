@@ -95,6 +95,34 @@ func TestStoreDeltas(t *testing.T) {
 	}
 }
 
+// TestStoreDenials checks that a pod's denials, alone in their label set,
+// are kept as deltas like any counter, and reach the inbound figures only.
+func TestStoreDenials(t *testing.T) {
+	longAgo := t0.Add(-time.Hour)
+	s := newStore(DefaultRetention, DefaultMaxSeries)
+	pod := testPod("web-1", longAgo)
+	for i, v := range []float64{10, 14, 2} { // the last one after a reset
+		s.apply(round(i), []scrapeResult{scraped(pod, longAgo, authzLabels, counters{Denied: v})}, liveSet(pod))
+	}
+	acc := make([]accum, 1)
+	w := s.sum(time.Minute, testInterval, acc, func(k *seriesKey) int {
+		if k.Direction == inbound {
+			return 0
+		}
+		return -1
+	})
+	st := acc[0].inboundStats(w.Secs)
+	if st.Denied == nil || *st.Denied != 4+2 || st.DeniedPerSec == nil || *st.DeniedPerSec != 6/w.Secs {
+		t.Errorf("denied %v, %v per second; want 6, %v", st.Denied, st.DeniedPerSec, 6/w.Secs)
+	}
+	if st.Requests != 0 || st.SuccessRate != nil {
+		t.Errorf("denials counted as requests: %+v", st)
+	}
+	if plain := acc[0].stats(w.Secs); plain.Denied != nil || plain.DeniedPerSec != nil {
+		t.Errorf("stats has denials %v, %v; only inboundStats should", plain.Denied, plain.DeniedPerSec)
+	}
+}
+
 // TestStoreYoungProxy checks which first scrapes count from zero: those
 // of proxies that started after the store did and within the retention.
 func TestStoreYoungProxy(t *testing.T) {

@@ -29,7 +29,8 @@
 // pod that did something since the previous scrape, the deltas of its
 // counters: responses and successes, latency observations per histogram
 // bucket (whatever buckets the proxy exports), TCP connections opened and
-// closed, bytes read and written; and the open-connections gauge. Per pod
+// closed, bytes read and written, inbound requests and connections denied
+// by authorization policy; and the open-connections gauge. Per pod
 // it keeps the raw values of the last scrape, from which the next deltas
 // are taken; a counter that went down, or a proxy whose
 // process_start_time_seconds changed, was reset, and its new value is the
@@ -39,6 +40,12 @@
 // pod's first seconds are not lost. A deleted pod's baseline goes at the
 // next round; its history stays until it ages out, so a workload's stats
 // run on across a rollout.
+//
+// Denials (decision="deny" of mesh_proxy_inbound_http_authz_total and
+// mesh_proxy_inbound_tcp_authz_total) are summed over their server, authz
+// and client_id labels into one label set per pod, so they cost one label
+// set per pod whatever the number of clients, and no byte in the samples
+// of the others (the counter fits in a sample's padding).
 //
 // Memory is bounded by the retention and by MaxSeries, the label sets the
 // baselines may hold (beyond it a pod's new label sets are not stored, and

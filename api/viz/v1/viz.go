@@ -97,6 +97,18 @@ type Stats struct {
 	// same series as the proxies exported it at their last scrape: the
 	// number a Prometheus scraping the same proxies would sum to.
 	TotalRequests uint64 `json:"totalRequests"`
+	// Denied is the number of inbound HTTP requests plus TCP connections
+	// the row's proxies refused by authorization policy in the window
+	// (decision="deny" of mesh_proxy_inbound_http_authz_total, counted
+	// per request, and of mesh_proxy_inbound_tcp_authz_total, per
+	// connection; an audit policy's would-be denials are not counted),
+	// and DeniedPerSec that per second of the window. Both are absent
+	// (nil) where the figures are not the inbound traffic of the row's own
+	// pods, which alone count denials: for services, with from or to, and
+	// in edges and routes, as the proxies count denials per pod, not per
+	// client workload or authority.
+	Denied       *uint64  `json:"denied,omitempty"`
+	DeniedPerSec *float64 `json:"deniedPerSec,omitempty"`
 }
 
 // StatRow is one resource of a StatList.
