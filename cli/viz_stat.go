@@ -41,6 +41,10 @@ func newVizStatCmd(e *vizEnv) *cobra.Command {
 			"second, p50/p95/p99 latency and open TCP connections. Without --from or --to a\n" +
 			"workload's figures are the requests it served; --from deploy/X shows what X sent to\n" +
 			"each row, --to svc/Y what each row sent to Y.\n\n" +
+			"-o wide adds bytes per second, identities, and DENIED_RPS: the inbound HTTP\n" +
+			"requests plus TCP connections per second the rows' own proxies refused by\n" +
+			"authorization policy (see mesh authz); \"-\" for services and with --from or\n" +
+			"--to, whose figures are the clients' side, where nothing is denied.\n\n" +
 			"KIND is deploy, pod, svc or ns, or any name kubectl accepts for them (deployment,\n" +
 			"po, service, namespaces, ...).",
 		Example: "  mesh viz stat deploy -n shop\n" +
@@ -68,7 +72,7 @@ func newVizStatCmd(e *vizEnv) *cobra.Command {
 	f.StringVar(&opts.From, "from", "", "only traffic from this deploy/NAME or pod/NAME, in the same namespace")
 	f.StringVar(&opts.To, "to", "", "only traffic to this deploy/NAME or svc/NAME, in the same namespace")
 	f.StringVarP(&opts.Window, "time-window", "t", opts.Window, "how far back the figures go, e.g. 30s, 1m, 10m")
-	f.StringVarP(&opts.Output, "output", "o", opts.Output, "output format: table, wide (adds bytes per second and identities) or json")
+	f.StringVarP(&opts.Output, "output", "o", opts.Output, "output format: table, wide (adds bytes per second, denials per second and identities) or json")
 	f.BoolVarP(&opts.Watch, "watch", "w", false, "refresh every 2s until interrupted")
 	return cmd
 }
@@ -216,7 +220,7 @@ func writeStat(w io.Writer, list *vizv1.StatList, format string) error {
 // statHeader and statWideHeader are the columns of the table.
 var (
 	statHeader     = []string{"NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99", "TCP_CONN"}
-	statWideHeader = []string{"READ_BYTES/SEC", "WRITE_BYTES/SEC", "IDENTITY"}
+	statWideHeader = []string{"READ_BYTES/SEC", "WRITE_BYTES/SEC", "DENIED_RPS", "IDENTITY"}
 )
 
 // writeStatTable prints rows as a table, by namespace and name. The
@@ -247,12 +251,22 @@ func writeStatTable(w io.Writer, rows []vizv1.StatRow, wide bool) error {
 			copy(cells[2:], []string{fmtSuccess(r.SuccessRate), fmtRPS(r.RPS), fmtLatency(r.LatencyP50),
 				fmtLatency(r.LatencyP95), fmtLatency(r.LatencyP99), strconv.FormatUint(r.TCPConnections, 10)})
 			if wide {
-				copy(cells[len(statHeader):], []string{fmtByteRate(r.ReadBytesPerSec), fmtByteRate(r.WriteBytesPerSec), identities(r.Identities)})
+				copy(cells[len(statHeader):], []string{fmtByteRate(r.ReadBytesPerSec), fmtByteRate(r.WriteBytesPerSec),
+					fmtDenied(r.DeniedPerSec), identities(r.Identities)})
 			}
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
+}
+
+// fmtDenied writes denials per second like RPS; "-" when the API has
+// none for the row (vizv1.Stats.Denied).
+func fmtDenied(rate *float64) string {
+	if rate == nil {
+		return "-"
+	}
+	return fmtRPS(*rate)
 }
 
 // identities writes a row's SPIFFE IDs, "-" for none.

@@ -235,6 +235,7 @@ func checkArgumentError(t testing.TB, want string, args ...string) {
 }
 
 func f64(v float64) *float64 { return &v }
+func u64(v uint64) *uint64   { return &v }
 
 // statFixture has a meshed deployment with traffic, a meshed one without,
 // and one outside the mesh; rows come unsorted, as the API may send them.
@@ -248,11 +249,13 @@ var statFixture = vizv1.StatList{
 			Requests: 3000, Successes: 2700, SuccessRate: f64(0.9), RPS: 50,
 			LatencyP50: f64(20), LatencyP95: f64(95.4), LatencyP99: f64(0.25),
 			TCPConnections: 4, ReadBytesPerSec: 1024, WriteBytesPerSec: 2048.25, TotalRequests: 91000,
+			Denied: u64(150), DeniedPerSec: f64(2.5),
 		},
 		Identities: []string{"spiffe://cluster.local/ns/shop/sa/web"},
 	}, {
 		Resource:   vizv1.Resource{Kind: "deployment", Namespace: "shop", Name: "db"},
 		MeshedPods: 1, TotalPods: 1,
+		Stats: vizv1.Stats{Denied: u64(0), DeniedPerSec: f64(0)},
 	}, {
 		Resource:   vizv1.Resource{Kind: "deployment", Namespace: "shop", Name: "legacy"},
 		MeshedPods: 0, TotalPods: 3,
@@ -278,15 +281,30 @@ func TestVizStatTable(t *testing.T) {
 		name: "wide",
 		args: []string{"viz", "stat", "deploy", "-n", "shop", "-o", "wide"},
 		want: "" +
-			"NAME    MESHED  SUCCESS  RPS      LATENCY_P50  LATENCY_P95  LATENCY_P99  TCP_CONN  READ_BYTES/SEC  WRITE_BYTES/SEC  IDENTITY\n" +
-			"db      1/1     -        0.0rps   -            -            -            0         0.0B/s          0.0B/s           -\n" +
-			"legacy  0/3     -        -        -            -            -            -         -               -                -\n" +
-			"web     2/2     90.00%   50.0rps  20ms         95ms         0.25ms       4         1024.0B/s       2048.2B/s        spiffe://cluster.local/ns/shop/sa/web\n",
+			"NAME    MESHED  SUCCESS  RPS      LATENCY_P50  LATENCY_P95  LATENCY_P99  TCP_CONN  READ_BYTES/SEC  WRITE_BYTES/SEC  DENIED_RPS  IDENTITY\n" +
+			"db      1/1     -        0.0rps   -            -            -            0         0.0B/s          0.0B/s           0.0rps      -\n" +
+			"legacy  0/3     -        -        -            -            -            -         -               -                -           -\n" +
+			"web     2/2     90.00%   50.0rps  20ms         95ms         0.25ms       4         1024.0B/s       2048.2B/s        2.5rps      spiffe://cluster.local/ns/shop/sa/web\n",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkStdout(t, api, tc.want, tc.args...)
 		})
 	}
+}
+
+// A service's figures are its clients' outbound traffic, where nothing
+// is denied: the API sends no denials, and the column says "-".
+func TestVizStatWideService(t *testing.T) {
+	api := newVizStandIn(t)
+	api.Handle("GET "+vizv1.PathStat, answer(http.StatusOK, vizv1.StatList{Window: "1m", Collected: testNow, Rows: []vizv1.StatRow{{
+		Resource:   vizv1.Resource{Kind: "service", Namespace: "shop", Name: "web"},
+		MeshedPods: 2, TotalPods: 2,
+		Stats: vizv1.Stats{Requests: 60, Successes: 60, SuccessRate: f64(1), RPS: 1},
+	}}}))
+	checkStdout(t, api, ""+
+		"NAME  MESHED  SUCCESS  RPS     LATENCY_P50  LATENCY_P95  LATENCY_P99  TCP_CONN  READ_BYTES/SEC  WRITE_BYTES/SEC  DENIED_RPS  IDENTITY\n"+
+		"web   2/2     100.00%  1.0rps  -            -            -            0         0.0B/s          0.0B/s           -           -\n",
+		"viz", "stat", "svc", "-n", "shop", "-o", "wide")
 }
 
 func TestVizStatJSON(t *testing.T) {
