@@ -134,12 +134,14 @@ func checkList(pre bool) []check {
 		check{category: "control-plane", name: "control plane and CLI versions match", run: checkVersionsMatch},
 		check{category: "identity", name: "trust anchors are valid", run: checkTrustAnchors},
 		check{category: "identity", name: "issuer certificate is valid", run: checkIssuer},
+		check{category: "policy", name: "policy.mesh.dev CRDs are installed and established", run: checkPolicyCRDs},
 		check{category: "proxy-injector", name: "webhook is registered", run: checkWebhookConfig},
 		check{category: "proxy-injector", name: "webhook caBundle verifies the serving certificate", run: checkWebhookCert},
 		check{category: "proxy-injector", name: "injector service has a ready endpoint", run: checkInjectorEndpoint},
 		check{category: "proxy-injector", name: "injector adds the proxy to new pods", run: checkInjection},
 		check{category: "data-plane", name: "data-plane proxies are ready", run: checkProxiesReady},
 		check{category: "data-plane", name: "data-plane proxies run the control-plane version", run: checkProxyVersions},
+		check{category: "data-plane", name: "data-plane proxies have received an inbound policy", run: checkProxyPolicies},
 	)
 }
 

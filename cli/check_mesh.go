@@ -1,20 +1,29 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
 
+	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
 	"github.com/mesh-dev/mesh/install/certs"
 	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/install/manifests"
@@ -382,4 +391,221 @@ func summarize(items []string, n int) string {
 		return strings.Join(items, ", ")
 	}
 	return strings.Join(items[:n], ", ") + fmt.Sprintf(" and %d more", len(items)-n)
+}
+
+// crdResource is the resource of CustomResourceDefinitions, read with the
+// dynamic client: the apiextensions types are not worth a dependency for
+// two fields of their status.
+var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// policyResources are the policy.mesh.dev kinds the controller watches
+// and mesh authz explains; their CRDs are named RESOURCE.GROUP.
+var policyResources = []schema.GroupVersionResource{
+	policyv1alpha1.ServersResource,
+	policyv1alpha1.MeshTLSAuthenticationsResource,
+	policyv1alpha1.NetworkAuthenticationsResource,
+	policyv1alpha1.AuthorizationPoliciesResource,
+}
+
+func checkPolicyCRDs(ctx context.Context, c *checker) (string, error) {
+	var missing, problems []string
+	for _, r := range policyResources {
+		name := r.Resource + "." + r.Group
+		crd, err := c.k.dynamic.Resource(crdResource).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			missing = append(missing, name)
+			continue
+		case apierrors.IsForbidden(err):
+			return "", warnf("cannot tell: you may not read customresourcedefinitions (%s)", firstLine(err.Error()))
+		case err != nil:
+			return "", fmt.Errorf("get customresourcedefinition %s: %w", name, err)
+		}
+		if p := crdProblem(crd, r.Version); p != "" {
+			problems = append(problems, name+" "+p)
+		}
+	}
+	if len(missing) > 0 {
+		return "", fmt.Errorf("%d of %d policy CRDs are missing: %s; run mesh install (it installs them): without them the controller cannot serve inbound policies",
+			len(missing), len(policyResources), strings.Join(missing, ", "))
+	}
+	if len(problems) > 0 {
+		return "", fmt.Errorf("%s\nsee kubectl describe crd %s; mesh install updates the CRDs",
+			strings.Join(problems, "\n"), policyResources[0].Resource+"."+policyResources[0].Group)
+	}
+	return fmt.Sprintf("%d established", len(policyResources)), nil
+}
+
+// crdProblem says what keeps a CRD from serving version, "" when it is
+// Established and serves it.
+func crdProblem(crd *unstructured.Unstructured, version string) string {
+	conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+	established := false
+	var why []string
+	for _, raw := range conds {
+		cond, _ := raw.(map[string]any)
+		typ, _ := cond["type"].(string)
+		status, _ := cond["status"].(string)
+		switch {
+		case typ == "Established" && status == "True":
+			established = true
+		case (typ == "Established" || typ == "NamesAccepted") && status != "True":
+			msg, _ := cond["message"].(string)
+			why = append(why, strings.TrimSpace(typ+" "+status+": "+msg))
+		}
+	}
+	if !established {
+		if len(why) == 0 {
+			return "is not Established yet"
+		}
+		return "is not Established (" + strings.Join(why, "; ") + ")"
+	}
+	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	for _, raw := range versions {
+		v, _ := raw.(map[string]any)
+		if name, _ := v["name"].(string); name == version {
+			if served, _ := v["served"].(bool); served {
+				return ""
+			}
+		}
+	}
+	return "does not serve version " + version + ", the one this mesh binary and the controller use"
+}
+
+// Reading the proxies' metrics for checkProxyPolicies: at most
+// policyScrapeConcurrency requests through the API server at a time, each
+// within policyScrapeTimeout, so a cluster of many pods or a hung proxy
+// makes the check slower, not endless.
+const (
+	policyScrapeConcurrency = 8
+	policyScrapeTimeout     = 5 * time.Second
+	// metricPolicyReady is the proxy's gauge, 1 once it holds a policy
+	// from the controller (docs/metrics.md).
+	metricPolicyReady = "mesh_proxy_inbound_policy_ready"
+)
+
+// policyState is what a proxy's metrics say of its inbound policy.
+type policyState int
+
+const (
+	policyReceived   policyState = iota
+	policyMissing                // the gauge is 0
+	policyUnknown                // the proxy does not export the gauge
+	policyUnreadable             // its metrics could not be read
+)
+
+func checkProxyPolicies(ctx context.Context, c *checker) (string, error) {
+	pods, err := meshedPods(ctx, c)
+	if err != nil {
+		return "", err
+	}
+	// A pod that is not running has no proxy to ask; the proxies-ready
+	// check above names it.
+	pods = slices.DeleteFunc(pods, func(p corev1.Pod) bool { return p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" })
+	if len(pods) == 0 {
+		return "no running meshed pods", nil
+	}
+	states, errs := proxyPolicyStates(ctx, c.k.client, pods)
+	var missing, unknown, unreadable []string
+	for i, p := range pods {
+		ref := p.Namespace + "/" + p.Name
+		switch states[i] {
+		case policyMissing:
+			missing = append(missing, ref)
+		case policyUnknown:
+			unknown = append(unknown, ref)
+		case policyUnreadable:
+			unreadable = append(unreadable, fmt.Sprintf("%s (%v)", ref, errs[i]))
+		}
+	}
+	var notes []string
+	if len(unknown) > 0 {
+		notes = append(notes, fmt.Sprintf("%d %s no %s: %s; they predate authorization policy: restart them to get the current proxy (kubectl rollout restart)",
+			len(unknown), plural(len(unknown), "proxy exports", "proxies export"), metricPolicyReady, summarize(unknown, 5)))
+	}
+	if len(unreadable) > 0 {
+		notes = append(notes, fmt.Sprintf("cannot tell for %d %s: %s", len(unreadable), plural(len(unreadable), "pod", "pods"), summarize(unreadable, 3)))
+	}
+	if len(missing) > 0 {
+		msg := fmt.Sprintf("%d of %d meshed pods have no inbound policy: %s\n"+
+			"their proxies have not received an inbound policy from %s: check the controller's logs (kubectl -n %s logs deployment/%s) and that the pods can reach it (service %s/%s, port %d); until they do, they refuse connections on ports whose policy they do not know",
+			len(missing), len(pods), summarize(missing, 5), manifests.ControllerName, c.ns, manifests.ControllerName, c.ns, manifests.ControllerName, controllerGRPCPort)
+		return "", errors.New(strings.Join(append([]string{msg}, notes...), "\n"))
+	}
+	if len(notes) > 0 {
+		return "", warnf("%s", strings.Join(notes, "\n"))
+	}
+	return fmt.Sprintf("%d %s", len(pods), plural(len(pods), "pod", "pods")), nil
+}
+
+// proxyPolicyStates reads the metrics of each pod's proxy through the API
+// server's pod proxy, policyScrapeConcurrency at a time, and returns what
+// they say, with the error of each pod whose metrics could not be read.
+func proxyPolicyStates(ctx context.Context, client kubernetes.Interface, pods []corev1.Pod) ([]policyState, []error) {
+	states := make([]policyState, len(pods))
+	errs := make([]error, len(pods))
+	sem := make(chan struct{}, policyScrapeConcurrency)
+	var wg sync.WaitGroup
+	for i := range pods {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			states[i], errs[i] = policyUnreadable, ctx.Err()
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			states[i], errs[i] = proxyPolicyState(ctx, client, &pods[i])
+		})
+	}
+	wg.Wait()
+	return states, errs
+}
+
+// proxyPolicyState reads one proxy's mesh_proxy_inbound_policy_ready.
+func proxyPolicyState(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod) (policyState, error) {
+	ctx, cancel := context.WithTimeout(ctx, policyScrapeTimeout)
+	defer cancel()
+	body, err := client.CoreV1().Pods(pod.Namespace).
+		ProxyGet("http", pod.Name, strconv.Itoa(inject.AdminPort), "metrics", nil).DoRaw(ctx)
+	if err != nil {
+		if apierrors.IsForbidden(err) {
+			return policyUnreadable, fmt.Errorf("you may not get pods/proxy in namespace %s", pod.Namespace)
+		}
+		return policyUnreadable, fmt.Errorf("GET :%d/metrics through the API server: %s", inject.AdminPort, firstLine(err.Error()))
+	}
+	ready, found, err := policyReady(body)
+	switch {
+	case err != nil:
+		return policyUnreadable, err
+	case !found:
+		return policyUnknown, nil
+	case !ready:
+		return policyMissing, nil
+	}
+	return policyReceived, nil
+}
+
+// policyReady reads metricPolicyReady from a Prometheus text exposition:
+// found when the proxy exports it, ready when every sample of it is 1.
+func policyReady(body []byte) (ready, found bool, err error) {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		return false, false, fmt.Errorf("the proxy's metrics do not parse: %w", err)
+	}
+	ms := families[metricPolicyReady].GetMetric()
+	if len(ms) == 0 {
+		return false, false, nil
+	}
+	for _, m := range ms {
+		v := m.GetGauge().GetValue()
+		if m.Untyped != nil {
+			v = m.GetUntyped().GetValue()
+		}
+		if v != 1 {
+			return false, true, nil
+		}
+	}
+	return true, true, nil
 }

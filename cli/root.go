@@ -79,6 +79,7 @@ func NewRootCmd(o *Options) *cobra.Command {
 		newCheckCmd(o),
 		newInjectCmd(o),
 		newIdentityCmd(o),
+		newAuthzCmd(o),
 		newVizCmd(o),
 		newVersionCmd(o),
 	)
