@@ -16,7 +16,7 @@ define no-skips
 		echo "$(1): the tests above were skipped; with MESH_REQUIRE_ROOT_TESTS=1 every test must run" >&2; exit 1; fi
 endef
 
-.PHONY: help build deps test test-unit test-integration test-e2e fuzz bench bench-proxy lint proto dashboard test-dashboard clean
+.PHONY: help build deps test test-unit test-integration test-e2e fuzz bench bench-proxy lint proto generate test-generated dashboard test-dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ build: ## build the binaries into bin/
 deps: ## install the Debian packages tests and benchmarks need (root)
 	bash hack/deps.sh
 
-test: test-unit test-dashboard test-integration test-e2e ## every test suite (root: network namespaces, the local Kubernetes)
+test: test-unit test-generated test-dashboard test-integration test-e2e ## every test suite (root: network namespaces, the local Kubernetes)
 
 test-unit: ## unit and fuzz-seed tests, race detector on; no root needed
 	@mkdir -p build
@@ -97,6 +97,16 @@ test-dashboard: ## the committed dashboard assets are what its sources build to 
 
 proto: ## regenerate the protobuf and gRPC code under api/
 	bash hack/proto.sh
+
+generate: ## regenerate the policy API's deepcopy code and its CRDs (install/manifests/crds) with controller-gen
+	bash hack/generate.sh
+
+test-generated: ## the committed deepcopy code and CRDs are what controller-gen makes of api/policy
+	@rm -rf build/generated
+	bash hack/generate.sh build/generated
+	@diff -u api/policy/v1alpha1/zz_generated.deepcopy.go build/generated/api/policy/v1alpha1/zz_generated.deepcopy.go && \
+		diff -ru install/manifests/crds build/generated/install/manifests/crds || \
+		{ echo "the generated policy API files are stale: run make generate and commit them" >&2; exit 1; }
 
 # Images and the local cluster (install/image, install/cluster). The cluster
 # targets need root; Kubernetes binaries are cached in /var/cache/mesh.

@@ -15,17 +15,26 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/version"
 
 	"github.com/mesh-dev/mesh/install/certs"
+	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/install/manifests"
 	meshversion "github.com/mesh-dev/mesh/internal/version"
 )
 
 // minKubeMinor is the oldest Kubernetes 1.x the mesh supports: the proxy
 // runs as a native sidecar (an init container with restartPolicy Always),
-// on by default since 1.29.
-const minKubeMinor = 29
+// on by default since 1.29, and the policy CRDs' validation rules use CEL's
+// IP and CIDR functions (isCIDR, cidr), which API servers accept in new
+// CRDs since 1.31.
+const minKubeMinor = 31
+
+// establishTimeout bounds the wait for the CRDs with --wait 0: the rest of
+// the control plane needs them, and the API server takes a second at most.
+const establishTimeout = time.Minute
 
 // reservedNamespaces can never hold the control plane: uninstall deletes
 // the control-plane namespace.
@@ -43,15 +52,21 @@ type installOptions struct {
 	Output      string
 	TrustDomain string
 	Identity    identityFiles
+	// DefaultInboundPolicy is one of inject.DefaultInboundPolicies.
+	DefaultInboundPolicy string
+	// ClusterNetworks are comma-separated CIDRs (inject.ParseClusterNetworks).
+	ClusterNetworks string
 }
 
 func defaultInstallOptions() installOptions {
 	return installOptions{
-		Registry:    manifests.DefaultRegistry,
-		Version:     meshversion.Version,
-		Wait:        5 * time.Minute,
-		Output:      "yaml",
-		TrustDomain: certs.DefaultTrustDomain,
+		Registry:             manifests.DefaultRegistry,
+		Version:              meshversion.Version,
+		Wait:                 5 * time.Minute,
+		Output:               "yaml",
+		TrustDomain:          certs.DefaultTrustDomain,
+		DefaultInboundPolicy: inject.DefaultInboundPolicy,
+		ClusterNetworks:      inject.FormatClusterNetworks(inject.DefaultClusterNetworks()),
 	}
 }
 
@@ -59,13 +74,17 @@ func (opts *installOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&opts.Registry, "registry", opts.Registry, "registry the mesh-proxy and mesh-controller images are pulled from")
 	f.StringVar(&opts.Version, "version", opts.Version, "version (image tag) of the control plane and proxies")
 	f.BoolVar(&opts.HA, "ha", opts.HA, "high availability: two controllers, a PodDisruptionBudget, and a webhook that fails closed")
-	f.DurationVar(&opts.Wait, "wait", opts.Wait, "how long to wait for the control plane to be ready (0: do not wait)")
+	f.DurationVar(&opts.Wait, "wait", opts.Wait, "how long to wait for the control plane to be ready (0: do not wait; the CRDs are still waited for, up to a minute)")
 	f.BoolVar(&opts.DryRun, "dry-run", opts.DryRun, "print the manifests instead of applying them; needs no cluster")
 	f.StringVarP(&opts.Output, "output", "o", opts.Output, "format of --dry-run: yaml or json")
 	f.StringVar(&opts.TrustDomain, "identity-trust-domain", opts.TrustDomain, "SPIFFE trust domain of workload identities")
 	f.StringVar(&opts.Identity.TrustAnchors, "identity-trust-anchors-file", "", "PEM file of the trust anchor certificates (default: generate them)")
 	f.StringVar(&opts.Identity.IssuerCert, "identity-issuer-certificate-file", "", "PEM file of the issuer CA certificate, then any intermediates")
 	f.StringVar(&opts.Identity.IssuerKey, "identity-issuer-key-file", "", "PEM file of the issuer CA's private key")
+	f.StringVar(&opts.DefaultInboundPolicy, "default-inbound-policy", opts.DefaultInboundPolicy,
+		"what proxies allow on ports no Server selects, unless the namespace or pod is annotated "+inject.AnnotationDefaultInboundPolicy+": "+strings.Join(inject.DefaultInboundPolicies, ", "))
+	f.StringVar(&opts.ClusterNetworks, "cluster-networks", opts.ClusterNetworks,
+		"the cluster's pod, service and node networks, comma-separated CIDRs: inside them proxies never fall back to plain text")
 }
 
 // validate checks the flags that need no cluster.
@@ -85,6 +104,14 @@ func (opts *installOptions) validate(cmd *cobra.Command, namespace string) error
 	if _, err := certs.ParseTrustDomain(opts.TrustDomain); err != nil {
 		return fmt.Errorf("--identity-trust-domain: %w", err)
 	}
+	policy, err := inject.ParseDefaultInboundPolicy(opts.DefaultInboundPolicy)
+	if err != nil {
+		return fmt.Errorf("--default-inbound-policy: %w", err)
+	}
+	opts.DefaultInboundPolicy = policy
+	if _, err := inject.ParseClusterNetworks(opts.ClusterNetworks); err != nil {
+		return fmt.Errorf("--cluster-networks: %w", err)
+	}
 	return opts.Identity.validate()
 }
 
@@ -96,14 +123,18 @@ func checkNamespace(namespace string) error {
 	return nil
 }
 
-// values are the manifests' inputs, without certificates.
+// values are the manifests' inputs, without certificates. validate has
+// checked the cluster networks; unparsable ones are left to the default.
 func (opts *installOptions) values(namespace string) manifests.Values {
+	networks, _ := inject.ParseClusterNetworks(opts.ClusterNetworks)
 	return manifests.Values{
-		Namespace:   namespace,
-		Registry:    strings.TrimSuffix(opts.Registry, "/"),
-		Version:     opts.Version,
-		HA:          opts.HA,
-		TrustDomain: opts.TrustDomain,
+		Namespace:            namespace,
+		Registry:             strings.TrimSuffix(opts.Registry, "/"),
+		Version:              opts.Version,
+		HA:                   opts.HA,
+		TrustDomain:          opts.TrustDomain,
+		DefaultInboundPolicy: opts.DefaultInboundPolicy,
+		ClusterNetworks:      networks,
 	}
 }
 
@@ -112,13 +143,14 @@ func newInstallCmd(o *Options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Install or upgrade the control plane",
-		Long: "install applies the control plane to the cluster (namespace, RBAC, certificates,\n" +
-			"controller, proxy-injector webhook) with server-side apply, then waits until the\n" +
-			"controller is available and the injector answers. Running it again upgrades in\n" +
-			"place and keeps the certificates that are still valid; objects that did not change\n" +
+		Long: "install applies the control plane to the cluster (the policy CRDs, namespace, RBAC,\n" +
+			"certificates, controller, proxy-injector webhook) with server-side apply, then waits\n" +
+			"until the controller is available and the injector answers. Running it again upgrades\n" +
+			"in place and keeps the certificates that are still valid; objects that did not change\n" +
 			"are reported unchanged. With --dry-run it prints the manifests instead.",
 		Example: "  mesh install\n" +
 			"  mesh install --ha --wait 10m\n" +
+			"  mesh install --default-inbound-policy all-authenticated --cluster-networks 10.0.0.0/8\n" +
 			"  mesh install --dry-run -o yaml > mesh.yaml",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -167,8 +199,9 @@ func (opts *installOptions) printManifests(ctx context.Context, o *Options) erro
 }
 
 // run installs or upgrades the control plane: check the API server and
-// the user's rights, pick the certificates, apply everything but the
-// webhook, wait for the controller, then register the webhook.
+// the user's rights, pick the certificates, apply the CRDs and wait until
+// they are established, apply everything but the webhook, wait for the
+// controller, then register the webhook.
 func (opts *installOptions) run(ctx context.Context, o *Options) error {
 	k, err := o.kube()
 	if err != nil {
@@ -195,16 +228,29 @@ func (opts *installOptions) run(ctx context.Context, o *Options) error {
 		p.line(mark, "%s", n.text)
 	}
 
-	// The webhook goes last, once the injector answers (see 40-webhook.yaml).
-	var first, last []manifests.Manifest
+	// The CRDs go first: the controller watches their kinds from its
+	// start. The webhook goes last, once the injector answers (see
+	// 40-webhook.yaml).
+	var crds, first, last []manifests.Manifest
 	for _, m := range ms {
-		if m.Object.GetKind() == "MutatingWebhookConfiguration" {
+		switch {
+		case m.IsCRD():
+			crds = append(crds, m)
+		case m.Object.GetKind() == "MutatingWebhookConfiguration":
 			last = append(last, m)
-		} else {
+		default:
 			first = append(first, m)
 		}
 	}
-	changed, err := applyAll(ctx, k, p, first)
+	changed, err := applyAll(ctx, k, p, crds)
+	if err != nil {
+		return err
+	}
+	if err := opts.waitEstablished(ctx, k, p, crds); err != nil {
+		return err
+	}
+	n, err := applyAll(ctx, k, p, first)
+	changed += n
 	if err != nil {
 		return err
 	}
@@ -223,7 +269,7 @@ func (opts *installOptions) run(ctx context.Context, o *Options) error {
 			return err
 		}
 	}
-	n, err := applyAll(ctx, k, p, last)
+	n, err = applyAll(ctx, k, p, last)
 	if err != nil {
 		return err
 	}
@@ -260,6 +306,9 @@ func applyAll(ctx context.Context, k *kube, p *progress, ms []manifests.Manifest
 		res, err := k.apply(ctx, m.Object)
 		if err != nil {
 			p.line(failMark, "%s", m.Name())
+			if m.IsCRD() && apierrors.IsInvalid(err) {
+				return changed, fmt.Errorf("%w\nthe API server refused a policy CRD: mesh needs Kubernetes 1.%d or newer for its validation rules", err, minKubeMinor)
+			}
 			return changed, applyError(err, m.Object.GetNamespace())
 		}
 		if res != resultUnchanged {
@@ -301,6 +350,89 @@ func (opts *installOptions) waitReady(ctx context.Context, k *kube, p *progress,
 		return fmt.Errorf("the injector service has no ready endpoint after %s: %w%s", opts.Wait, err, hint)
 	}
 	return nil
+}
+
+// waitEstablished waits until the API server serves every CRD of crds, for
+// at most opts.Wait, or establishTimeout with --wait 0.
+func (opts *installOptions) waitEstablished(ctx context.Context, k *kube, p *progress, crds []manifests.Manifest) error {
+	if len(crds) == 0 {
+		return nil
+	}
+	wait := opts.Wait
+	if wait == 0 {
+		wait = establishTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	names := make([]string, len(crds))
+	for i, m := range crds {
+		names[i] = m.Object.GetName()
+	}
+	if err := p.run(ctx, "customresourcedefinitions established", func(ctx context.Context, status func(string)) (string, error) {
+		return poll(ctx, status, crdsEstablished(k, names))
+	}); err != nil {
+		return fmt.Errorf("the policy CRDs are not established after %s: %w\ninspect with: kubectl get customresourcedefinition %s -o yaml\nthen run mesh install again",
+			wait, err, strings.Join(names, " "))
+	}
+	return nil
+}
+
+// crdGVK is the kind of CustomResourceDefinitions.
+var crdGVK = schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: manifests.CRDKind}
+
+// crdsEstablished is a poll condition: every CRD named is Established. A
+// CRD whose names another one holds never will be: that is an error.
+func crdsEstablished(k *kube, names []string) func(context.Context) (bool, string, error) {
+	return func(ctx context.Context) (bool, string, error) {
+		ri, _, err := k.resource(ctx, crdGVK, "")
+		if err != nil {
+			return false, "", err
+		}
+		var waiting []string
+		for _, name := range names {
+			crd, err := ri.Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				if fatal(err) != nil {
+					return false, "", err
+				}
+				waiting = append(waiting, name+": "+firstLine(err.Error()))
+				continue
+			}
+			established, why, err := crdCondition(crd.Object)
+			if err != nil {
+				return false, "", fmt.Errorf("customresourcedefinition/%s: %w", name, err)
+			}
+			if !established {
+				waiting = append(waiting, name+": "+why)
+			}
+		}
+		if len(waiting) > 0 {
+			return false, fmt.Sprintf("%d of %d established; %s", len(names)-len(waiting), len(names), waiting[0]), nil
+		}
+		return true, fmt.Sprintf("%d %s", len(names), plural(len(names), "CRD", "CRDs")), nil
+	}
+}
+
+// crdCondition reads a CRD's status: whether it is Established, and if not
+// why, or an error when its names conflict with another CRD's.
+func crdCondition(obj map[string]any) (established bool, why string, err error) {
+	conds, _, _ := unstructured.NestedSlice(obj, "status", "conditions")
+	why = "no status yet"
+	for _, c := range conds {
+		c, _ := c.(map[string]any)
+		typ, _ := c["type"].(string)
+		status, _ := c["status"].(string)
+		msg, _ := c["message"].(string)
+		switch {
+		case typ == "Established" && status == "True":
+			return true, "", nil
+		case typ == "NamesAccepted" && status == "False":
+			return false, "", fmt.Errorf("names not accepted: %s", msg)
+		case typ == "Established":
+			why = "not established: " + msg
+		}
+	}
+	return false, why, nil
 }
 
 // prunePDB deletes the PodDisruptionBudget an earlier `install --ha` made,
@@ -366,7 +498,7 @@ func supportedVersion(info *version.Info) error {
 		return nil // unknown distributions' version strings: let them try
 	}
 	if major < 1 || major == 1 && minor < minKubeMinor {
-		return fmt.Errorf("the cluster runs Kubernetes %s: mesh needs 1.%d or newer (native sidecar containers)", info.GitVersion, minKubeMinor)
+		return fmt.Errorf("the cluster runs Kubernetes %s: mesh needs 1.%d or newer (native sidecar containers, CEL's IP and CIDR functions in CRDs)", info.GitVersion, minKubeMinor)
 	}
 	return nil
 }

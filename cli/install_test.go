@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -10,14 +11,19 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"sigs.k8s.io/yaml"
 
 	"github.com/mesh-dev/mesh/install/certs"
@@ -53,7 +59,8 @@ func decodeDocs(t testing.TB, data []byte) []map[string]any {
 const masked = "<generated>"
 
 // maskGenerated replaces what differs on every run (keys and certificates,
-// and the checksum of the webhook's) so the rest compares exactly.
+// and the checksum of the webhook's) so the rest compares exactly, and the
+// CRDs' schemas, which have their own checks.
 func maskGenerated(t testing.TB, docs []map[string]any) {
 	t.Helper()
 	for _, d := range docs {
@@ -73,6 +80,14 @@ func maskGenerated(t testing.TB, docs []map[string]any) {
 			for _, a := range []string{manifests.InjectorTLSChecksumAnnotation, manifests.IdentityChecksumAnnotation} {
 				_ = unstructured.SetNestedField(d, masked, "spec", "template", "metadata", "annotations", a)
 			}
+		case manifests.CRDKind:
+			// Their schemas are controller-gen's (install/manifests/crds,
+			// checked by make test-generated and the manifests tests).
+			versions, _, _ := unstructured.NestedSlice(d, "spec", "versions")
+			for _, v := range versions {
+				_ = unstructured.SetNestedField(v.(map[string]any), masked, "schema")
+			}
+			_ = unstructured.SetNestedSlice(d, versions, "spec", "versions")
 		case "MutatingWebhookConfiguration":
 			hooks, _, _ := unstructured.NestedSlice(d, "webhooks")
 			for _, h := range hooks {
@@ -209,8 +224,15 @@ func TestInstallDryRunJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("not JSON: %v", err)
 	}
-	if list.Kind != "List" || len(list.Items) != 14 {
-		t.Errorf("kind %q with %d items, want a List of 14", list.Kind, len(list.Items))
+	if list.Kind != "List" || len(list.Items) != 18 {
+		t.Errorf("kind %q with %d items, want a List of 18", list.Kind, len(list.Items))
+	}
+	// The CRDs come first: they are applied and established before the
+	// rest, and kubectl apply -f takes the list in order.
+	for i, item := range list.Items[:4] {
+		if item["kind"] != manifests.CRDKind {
+			t.Errorf("item %d is a %v, want one of the 4 CRDs first", i, item["kind"])
+		}
 	}
 }
 
@@ -332,10 +354,12 @@ func TestInstallFlags(t *testing.T) {
 			name: "everything",
 			args: []string{"--registry", "localhost:5000/m", "--version", "v9.9.9", "--ha", "--wait", "90s", "--dry-run", "-o", "json",
 				"--identity-trust-domain", "example.org", "--identity-trust-anchors-file", "a.pem",
-				"--identity-issuer-certificate-file", "i.pem", "--identity-issuer-key-file", "k.pem"},
+				"--identity-issuer-certificate-file", "i.pem", "--identity-issuer-key-file", "k.pem",
+				"--default-inbound-policy", "deny", "--cluster-networks", "10.42.0.0/16"},
 			want: installOptions{
 				Registry: "localhost:5000/m", Version: "v9.9.9", HA: true, Wait: 90 * time.Second, DryRun: true, Output: "json",
 				TrustDomain: "example.org", Identity: identityFiles{TrustAnchors: "a.pem", IssuerCert: "i.pem", IssuerKey: "k.pem"},
+				DefaultInboundPolicy: "deny", ClusterNetworks: "10.42.0.0/16",
 			},
 		},
 	}
@@ -352,7 +376,8 @@ func TestInstallFlags(t *testing.T) {
 			}
 		})
 	}
-	if d := defaultInstallOptions(); d.Version != version.Version || d.Registry != "ghcr.io/mesh-dev" || d.Wait != 5*time.Minute {
+	if d := defaultInstallOptions(); d.Version != version.Version || d.Registry != "ghcr.io/mesh-dev" || d.Wait != 5*time.Minute ||
+		d.DefaultInboundPolicy != "all-unauthenticated" || d.ClusterNetworks != "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fd00::/8" {
 		t.Errorf("defaults: %+v", d)
 	}
 }
@@ -379,6 +404,13 @@ func TestInstallRefusals(t *testing.T) {
 		{name: "output without dry-run", args: []string{"install", "-o", "json"}, want: "--output goes with --dry-run"},
 		{name: "bad output", args: []string{"install", "--dry-run", "-o", "xml"}, want: "want yaml or json"},
 		{name: "bad version", args: []string{"install", "--dry-run", "--version", "v1/2"}, want: "not a valid image tag"},
+		{
+			name: "bad default inbound policy", args: []string{"install", "--dry-run", "--default-inbound-policy", "allow-all"},
+			want: `--default-inbound-policy: unknown default inbound policy "allow-all": want one of all-unauthenticated, all-authenticated, cluster-authenticated, cluster-unauthenticated, deny, audit`,
+		},
+		{name: "bad cluster network", args: []string{"install", "--dry-run", "--cluster-networks", "10.0.0.0/8,172.16.0.0"}, want: `--cluster-networks: invalid cluster networks: "172.16.0.0" is not a CIDR`},
+		{name: "cluster network with host bits", args: []string{"install", "--dry-run", "--cluster-networks", "10.1.0.0/8"}, want: "did you mean 10.0.0.0/8?"},
+		{name: "no cluster networks", args: []string{"install", "--dry-run", "--cluster-networks", ""}, want: "give at least one CIDR"},
 		{name: "uninstall reserved namespace", args: []string{"uninstall", "--control-plane-namespace", "default"}, want: "namespace of its own"},
 		{name: "no cluster", args: []string{"install"}, want: "no cluster configured"},
 	}
@@ -389,5 +421,225 @@ func TestInstallRefusals(t *testing.T) {
 				t.Fatalf("err = %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestInstallDryRunPolicy: the policy flags reach the controller, which
+// serves the default to proxies and gives injected proxies the networks.
+func TestInstallDryRunPolicy(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{name: "defaults", want: []string{"--default-inbound-policy=all-unauthenticated", "--cluster-networks=10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fd00::/8"}},
+		{
+			name: "given",
+			args: []string{"--default-inbound-policy", " cluster-authenticated", "--cluster-networks", "10.42.0.0/16, fd00:10::/64"},
+			want: []string{"--default-inbound-policy=cluster-authenticated", "--cluster-networks=10.42.0.0/16,fd00:10::/64"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, _, err := run(t, "", append([]string{"install", "--dry-run"}, tc.args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dep := objectOf(t, decodeDocs(t, []byte(out)), "Deployment", manifests.ControllerName)
+			containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
+			var args []string
+			for _, a := range containers[0].(map[string]any)["args"].([]any) {
+				args = append(args, a.(string))
+			}
+			for _, want := range tc.want {
+				if !slices.Contains(args, want) {
+					t.Errorf("controller args %q lack %s", args, want)
+				}
+			}
+		})
+	}
+}
+
+// fakeKube returns a kube whose dynamic client is client-go's fake holding
+// objs, with a REST mapper that knows every kind install renders and
+// uninstall searches.
+func fakeKube(t testing.TB, objs ...runtime.Object) *kube {
+	t.Helper()
+	ms, err := manifests.Render(manifests.Values{Namespace: "mesh-system", Registry: manifests.DefaultRegistry, Version: "v0.0.0", HA: true, TrustDomain: "cluster.local"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := meta.NewDefaultRESTMapper(nil)
+	listKinds := map[schema.GroupVersionResource]string{}
+	add := func(gvk schema.GroupVersionKind, namespaced bool) {
+		scope := meta.RESTScopeRoot
+		if namespaced {
+			scope = meta.RESTScopeNamespace
+		}
+		mapper.Add(gvk, scope)
+		plural, _ := meta.UnsafeGuessKindToResource(gvk)
+		listKinds[plural] = gvk.Kind + "List"
+	}
+	for _, m := range ms {
+		add(m.Object.GroupVersionKind(), m.Object.GetNamespace() != "")
+	}
+	for _, gvk := range labelledKinds {
+		add(gvk, false)
+	}
+	return &kube{
+		Server:  "https://fake",
+		dynamic: dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds, objs...),
+		mapper:  meta.ToRESTMapperWithContext(mapper),
+	}
+}
+
+// crdObject is a CRD as the API server holds it, with status conditions
+// given as type=status pairs.
+func crdObject(name string, conditions ...string) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion("apiextensions.k8s.io/v1")
+	u.SetKind(manifests.CRDKind)
+	u.SetName(name)
+	u.SetLabels(map[string]string{manifests.PartOfLabel: manifests.PartOf})
+	var conds []any
+	for _, c := range conditions {
+		typ, status, _ := strings.Cut(c, "=")
+		conds = append(conds, map[string]any{"type": typ, "status": status, "message": typ + " is " + status})
+	}
+	if conds != nil {
+		_ = unstructured.SetNestedSlice(u.Object, conds, "status", "conditions")
+	}
+	return u
+}
+
+func TestCRDsEstablished(t *testing.T) {
+	const a, b = "servers.policy.mesh.dev", "authorizationpolicies.policy.mesh.dev"
+	tests := []struct {
+		name       string
+		objs       []runtime.Object
+		wantDone   bool
+		wantDetail string
+		wantErr    string
+	}{
+		{
+			name: "just created", objs: []runtime.Object{crdObject(a), crdObject(b)},
+			wantDetail: "0 of 2 established; servers.policy.mesh.dev: no status yet",
+		},
+		{
+			name: "one established", objs: []runtime.Object{crdObject(a, "NamesAccepted=True", "Established=True"), crdObject(b, "NamesAccepted=True", "Established=False")},
+			wantDetail: "1 of 2 established; authorizationpolicies.policy.mesh.dev: not established: Established is False",
+		},
+		{
+			name: "all established", objs: []runtime.Object{crdObject(a, "NamesAccepted=True", "Established=True"), crdObject(b, "Established=True")},
+			wantDone: true, wantDetail: "2 CRDs",
+		},
+		{
+			name: "names taken", objs: []runtime.Object{crdObject(a, "NamesAccepted=False"), crdObject(b, "Established=True")},
+			wantErr: "customresourcedefinition/servers.policy.mesh.dev: names not accepted: NamesAccepted is False",
+		},
+		{
+			name: "missing", objs: []runtime.Object{crdObject(b, "Established=True")},
+			wantDetail: "1 of 2 established; servers.policy.mesh.dev: ",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			k := fakeKube(t, tc.objs...)
+			done, detail, err := crdsEstablished(k, []string{a, b})(context.Background())
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || done != tc.wantDone || !strings.HasPrefix(detail, tc.wantDetail) {
+				t.Errorf("got %v, %q, %v; want %v, %q", done, detail, err, tc.wantDone, tc.wantDetail)
+			}
+		})
+	}
+}
+
+// TestWaitEstablishedProgress: the wait for the CRDs is a progress line
+// like install's other steps, and a timeout says what to inspect.
+func TestWaitEstablishedProgress(t *testing.T) {
+	crds, err := manifests.CRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objs []runtime.Object
+	for _, m := range crds {
+		objs = append(objs, crdObject(m.Object.GetName(), "NamesAccepted=True", "Established=True"))
+	}
+	var out bytes.Buffer
+	p := newProgress(&out, func() time.Time { return testNow })
+	opts := defaultInstallOptions()
+	if err := opts.waitEstablished(context.Background(), fakeKube(t, objs...), p, crds); err != nil {
+		t.Fatal(err)
+	}
+	if want := okMark + " customresourcedefinitions established: 4 CRDs (0.0s)\n"; out.String() != want {
+		t.Errorf("output %q, want %q", out.String(), want)
+	}
+
+	// One never established: the wait ends at --wait with what to do.
+	objs[0] = crdObject(crds[0].Object.GetName())
+	out.Reset()
+	opts.Wait = 50 * time.Millisecond
+	err = opts.waitEstablished(context.Background(), fakeKube(t, objs...), p, crds)
+	if err == nil || !strings.Contains(err.Error(), "timed out: 3 of 4 established") || !strings.Contains(err.Error(), "kubectl get customresourcedefinition") {
+		t.Errorf("err = %v, want a timeout naming the waiting CRD and a hint", err)
+	}
+}
+
+// TestUninstallDeletesCRDs: uninstall finds the CRDs by name and label and
+// deletes them after the controller (which watches them) and before the
+// namespace.
+func TestUninstallDeletesCRDs(t *testing.T) {
+	crds, err := manifests.CRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := &unstructured.Unstructured{}
+	ns.SetAPIVersion("v1")
+	ns.SetKind("Namespace")
+	ns.SetName("mesh-system")
+	ns.SetLabels(map[string]string{manifests.PartOfLabel: manifests.PartOf})
+	dep := &unstructured.Unstructured{}
+	dep.SetAPIVersion("apps/v1")
+	dep.SetKind("Deployment")
+	dep.SetNamespace("mesh-system")
+	dep.SetName(manifests.ControllerName)
+	objs := []runtime.Object{ns, dep}
+	var want []string
+	want = append(want, "deployment/mesh-controller in namespace mesh-system")
+	for _, m := range slices.Backward(crds) {
+		objs = append(objs, crdObject(m.Object.GetName(), "Established=True"))
+		want = append(want, "customresourcedefinition/"+m.Object.GetName())
+	}
+	want = append(want, "namespace/mesh-system")
+
+	targets, notes, err := uninstallTargets(context.Background(), fakeKube(t, objs...), "mesh-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, tg := range targets {
+		got = append(got, tg.String())
+	}
+	if diff := cmp.Diff(want, got); diff != "" || len(notes) > 0 {
+		t.Errorf("targets (-want +got):\n%s\nnotes: %q", diff, notes)
+	}
+}
+
+// TestCRDGone: uninstall waits for a deleted CRD until the API server has
+// deleted the objects of its kind and the CRD with them.
+func TestCRDGone(t *testing.T) {
+	const name = "servers.policy.mesh.dev"
+	done, detail, err := crdGone(fakeKube(t, crdObject(name, "Established=True", "Terminating=True")), name)(context.Background())
+	if done || err != nil || !strings.Contains(detail, "terminating") {
+		t.Errorf("with the CRD there: %v, %q, %v; want not done, terminating", done, detail, err)
+	}
+	done, _, err = crdGone(fakeKube(t), name)(context.Background())
+	if !done || err != nil {
+		t.Errorf("with the CRD gone: %v, %v; want done", done, err)
 	}
 }

@@ -20,7 +20,8 @@ import (
 // uninstallOptions are the flags of `mesh uninstall`.
 type uninstallOptions struct {
 	DryRun bool
-	// Wait bounds the wait for the namespaces to be gone; 0 skips it.
+	// Wait bounds the wait for the namespaces and CRDs to be gone; 0
+	// skips it.
 	Wait time.Duration
 }
 
@@ -31,7 +32,9 @@ func newUninstallCmd(o *Options) *cobra.Command {
 		Short: "Delete the control plane",
 		Long: "uninstall deletes every object mesh install made: those it knows by name and those\n" +
 			"labelled app.kubernetes.io/part-of=mesh, then waits for the control-plane namespace\n" +
-			"to be gone. Injected workloads keep running with their proxies until restarted.",
+			"and the policy.mesh.dev CRDs to be gone. Deleting the CRDs deletes every Server,\n" +
+			"AuthorizationPolicy, MeshTLSAuthentication and NetworkAuthentication of the cluster.\n" +
+			"Injected workloads keep running with their proxies until restarted.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if uo.Wait < 0 {
@@ -44,7 +47,7 @@ func newUninstallCmd(o *Options) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&uo.DryRun, "dry-run", false, "list what would be deleted, delete nothing")
-	cmd.Flags().DurationVar(&uo.Wait, "wait", uo.Wait, "how long to wait for the namespace to be deleted (0: do not wait)")
+	cmd.Flags().DurationVar(&uo.Wait, "wait", uo.Wait, "how long to wait for the namespace and CRDs to be deleted (0: do not wait)")
 	return cmd
 }
 
@@ -65,6 +68,10 @@ func (t target) String() string {
 }
 
 func (t target) isNamespace() bool { return t.gvk.Group == "" && t.gvk.Kind == "Namespace" }
+
+// isCRD: a deleted CRD lingers until the API server has deleted every
+// object of its kind, so uninstall waits for it like for a namespace.
+func (t target) isCRD() bool { return t.gvk == crdGVK }
 
 // labelledKinds are the cluster-scoped kinds searched by label, beyond the
 // objects install knows by name: what an older or newer install may have
@@ -109,12 +116,12 @@ func (uo *uninstallOptions) run(ctx context.Context, o *Options) error {
 	}
 
 	p := newProgress(o.Out, o.now)
-	var namespaces []string
+	var deleted []target // the namespaces and CRDs, to wait for
 	for _, t := range targets {
 		if t.terminating {
 			p.line(okMark, "%s already being deleted", t)
-			if t.isNamespace() {
-				namespaces = append(namespaces, t.name)
+			if t.isNamespace() || t.isCRD() {
+				deleted = append(deleted, t)
 			}
 			continue
 		}
@@ -135,18 +142,22 @@ func (uo *uninstallOptions) run(ctx context.Context, o *Options) error {
 			return fmt.Errorf("delete %s: %w", t, err)
 		}
 		p.line(okMark, "%s deleted", t)
-		if t.isNamespace() {
-			namespaces = append(namespaces, t.name)
+		if t.isNamespace() || t.isCRD() {
+			deleted = append(deleted, t)
 		}
 	}
-	if uo.Wait > 0 && len(namespaces) > 0 {
+	if uo.Wait > 0 && len(deleted) > 0 {
 		wctx, cancel := context.WithTimeout(ctx, uo.Wait)
 		defer cancel()
-		for _, name := range namespaces {
-			if err := p.run(wctx, "namespace/"+name+" gone", func(ctx context.Context, status func(string)) (string, error) {
-				return poll(ctx, status, namespaceGone(k, name))
+		for _, t := range deleted {
+			kind, cond := "namespace", namespaceGone(k, t.name)
+			if t.isCRD() {
+				kind, cond = "customresourcedefinition", crdGone(k, t.name)
+			}
+			if err := p.run(wctx, kind+"/"+t.name+" gone", func(ctx context.Context, status func(string)) (string, error) {
+				return poll(ctx, status, cond)
 			}); err != nil {
-				return fmt.Errorf("namespace %s is still there after %s: %w\nsee what holds it: kubectl get namespace %s -o yaml", name, uo.Wait, err, name)
+				return fmt.Errorf("%s %s is still there after %s: %w\nsee what holds it: kubectl get %s %s -o yaml", kind, t.name, uo.Wait, err, kind, t.name)
 			}
 		}
 	}
@@ -244,6 +255,25 @@ func namespaceGone(k *kube, name string) func(context.Context) (bool, string, er
 			}
 		}
 		return false, detail, nil
+	}
+}
+
+// crdGone is a poll condition: the CRD no longer exists. Until then the
+// API server is deleting the objects of its kind.
+func crdGone(k *kube, name string) func(context.Context) (bool, string, error) {
+	return func(ctx context.Context) (bool, string, error) {
+		ri, _, err := k.resource(ctx, crdGVK, "")
+		if err != nil {
+			return false, "", err
+		}
+		_, err = ri.Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return true, "", nil
+		case err != nil:
+			return false, "", fatal(err)
+		}
+		return false, "terminating: deleting its objects", nil
 	}
 }
 

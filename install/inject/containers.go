@@ -16,6 +16,10 @@ const (
 	// short names in requests are relative to.
 	envDestinationAddr = "MESH_PROXY_DESTINATION_ADDR"
 	envNamespace       = "MESH_PROXY_NAMESPACE"
+	// The pod whose inbound policy the proxy watches from the controller.
+	envPodName = "MESH_PROXY_POD_NAME"
+	// Where traffic never falls back to plain text (Config.ClusterNetworks).
+	envClusterNetworks = "MESH_PROXY_CLUSTER_NETWORKS"
 )
 
 // initContainer is mesh-init: `mesh-proxy init` with the pod's skips, as
@@ -70,6 +74,14 @@ func proxyContainer(o overrides, cfg Config) corev1.Container {
 		{Name: envNamespace, ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"},
 		}},
+		// From the downward API: a template's pods get their names only
+		// when they are created.
+		{Name: envPodName, ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"},
+		}},
+	}
+	if len(cfg.ClusterNetworks) > 0 {
+		env = append(env, corev1.EnvVar{Name: envClusterNetworks, Value: FormatClusterNetworks(cfg.ClusterNetworks)})
 	}
 	if o.opaquePorts != nil {
 		env = append(env, corev1.EnvVar{Name: envOpaquePorts, Value: o.opaquePorts.String()})

@@ -24,36 +24,40 @@ import (
 func FuzzAnnotations(f *testing.F) {
 	// Arguments: opaque-ports, skip-inbound-ports, skip-outbound-ports,
 	// skip-outbound-subnets, proxy-log-level, proxy-cpu-request,
-	// proxy-memory-request, proxy-cpu-limit, proxy-memory-limit, and one
-	// more key (with the value "x") under config.mesh.dev/.
+	// proxy-memory-request, proxy-cpu-limit, proxy-memory-limit, one more
+	// key (with the value "x") under config.mesh.dev/, and
+	// default-inbound-policy (which only the controller reads; a bad one is
+	// a warning).
 	//
 	// Everything valid, in canonical and odd spellings.
-	f.Add("25,3306", "22", "443", "10.0.0.0/8", "debug", "100m", "64Mi", "1", "128Mi", "opaque-ports")
-	f.Add(" 4000-4010 , 25 ", "1-65535", "", "fd00::/8, 10.0.0.1/8", "ERROR", "0.5", "1Gi", "2", "2Gi", "")
+	f.Add("25,3306", "22", "443", "10.0.0.0/8", "debug", "100m", "64Mi", "1", "128Mi", "opaque-ports", "deny")
+	f.Add(" 4000-4010 , 25 ", "1-65535", "", "fd00::/8, 10.0.0.1/8", "ERROR", "0.5", "1Gi", "2", "2Gi", "", " audit ")
 	// Malformed ports: names, zero, reversed ranges, overflow, separators.
-	f.Add("smtp", "0", "10-1", "", "info", "", "", "", "", "")
-	f.Add("65536", "-1", "1--2", "", "", "", "", "", "", "")
-	f.Add("1;2", "1 2", ",,,", "", "", "", "", "", "", "")
+	f.Add("smtp", "0", "10-1", "", "info", "", "", "", "", "", "allow")
+	f.Add("65536", "-1", "1--2", "", "", "", "", "", "", "", "all-unauthenticated,deny")
+	f.Add("1;2", "1 2", ",,,", "", "", "", "", "", "", "", "Deny")
 	// Malformed subnets and levels.
-	f.Add("", "", "", "10.0.0.0", "trace", "", "", "", "", "")
-	f.Add("", "", "", "10.0.0.0/33,::/129", "DEBUG+2", "", "", "", "", "")
+	f.Add("", "", "", "10.0.0.0", "trace", "", "", "", "", "", "\x00")
+	f.Add("", "", "", "10.0.0.0/33,::/129", "DEBUG+2", "", "", "", "", "", "")
 	// Quantities: negative, zero, fractional bytes, exponents, huge, NaN-ish.
-	f.Add("", "", "", "", "", "-1", "100m", "0", "1e3", "")
-	f.Add("", "", "", "", "", "1e308", "9999999999999999999999Ei", "1.5.5", "0.1", "")
+	f.Add("", "", "", "", "", "-1", "100m", "0", "1e3", "", "")
+	f.Add("", "", "", "", "", "1e308", "9999999999999999999999Ei", "1.5.5", "0.1", "", "")
 	// Request above limit, annotated on both sides; then on one side only.
-	f.Add("", "", "", "", "", "2", "1Gi", "1", "64Mi", "")
-	f.Add("", "", "", "", "", "", "512Mi", "1m", "", "")
-	// Unknown, misspelt and reserved keys; control characters and UTF-8.
-	f.Add("\x00", "\n", "ünïcødé", "", "warn", "", "", "", "", "proxy-memroy-limit")
-	f.Add("", "", "", "", "", "", "", "", "", "default-inbound-policy")
-	f.Add("", "", "", "", "", "", "", "", "", "é/~1")
+	f.Add("", "", "", "", "", "2", "1Gi", "1", "64Mi", "", "")
+	f.Add("", "", "", "", "", "", "512Mi", "1m", "", "", "")
+	// Unknown and misspelt keys, the policy's key with "x"; control
+	// characters and UTF-8. Policies: valid, spaced, unknown, a list, the
+	// wrong case, a NUL.
+	f.Add("\x00", "\n", "ünïcødé", "", "warn", "", "", "", "", "proxy-memroy-limit", "")
+	f.Add("", "", "", "", "", "", "", "", "", "default-inbound-policy", "")
+	f.Add("", "", "", "", "", "", "", "", "", "é/~1", "cluster-authenticated")
 
 	keys := []string{
 		AnnotationOpaquePorts, AnnotationSkipInboundPorts, AnnotationSkipOutboundPorts,
 		AnnotationSkipOutboundSubnets, AnnotationProxyLogLevel, AnnotationProxyCPURequest,
 		AnnotationProxyMemoryRequest, AnnotationProxyCPULimit, AnnotationProxyMemoryLimit,
 	}
-	f.Fuzz(func(t *testing.T, opaque, skipIn, skipOut, subnets, level, cpuReq, memReq, cpuLim, memLim, extra string) {
+	f.Fuzz(func(t *testing.T, opaque, skipIn, skipOut, subnets, level, cpuReq, memReq, cpuLim, memLim, extra, policy string) {
 		ann := map[string]string{AnnotationInject: Enabled}
 		for i, v := range []string{opaque, skipIn, skipOut, subnets, level, cpuReq, memReq, cpuLim, memLim} {
 			if v != "" || i == 0 { // an empty opaque-ports means "none", worth fuzzing too
@@ -62,6 +66,9 @@ func FuzzAnnotations(f *testing.F) {
 		}
 		if extra != "" {
 			ann[ConfigPrefix+extra] = "x"
+		}
+		if policy != "" {
+			ann[AnnotationDefaultInboundPolicy] = policy
 		}
 		orig := newPod(ann)
 		pod := orig.DeepCopy()
@@ -77,6 +84,18 @@ func FuzzAnnotations(f *testing.F) {
 			named := strings.Contains(d.Message, d.Annotation) || strings.Contains(d.Message, quote(d.Annotation))
 			if !ok || !named {
 				t.Errorf("warning %q is about %q, not an annotation of the pod", d.Message, d.Annotation)
+			}
+		}
+		// The policy is warned about exactly when the controller would
+		// ignore it, and stays on the pod for the controller to read.
+		if v, ok := ann[AnnotationDefaultInboundPolicy]; ok {
+			_, perr := ParseDefaultInboundPolicy(v)
+			warned := slices.ContainsFunc(res.Details, func(w Warning) bool { return w.Annotation == AnnotationDefaultInboundPolicy })
+			if warned != (perr != nil) {
+				t.Errorf("policy %q: warned %v, parse error %v", v, warned, perr)
+			}
+			if pod.Annotations[AnnotationDefaultInboundPolicy] != v {
+				t.Errorf("policy %q became %q on the pod", v, pod.Annotations[AnnotationDefaultInboundPolicy])
 			}
 		}
 		checkProxyAccepts(t, pod)

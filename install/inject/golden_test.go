@@ -28,11 +28,13 @@ func TestGolden(t *testing.T) {
 		identity     bool // the control plane has trust anchors
 	}{
 		{name: "defaults", nsAnnotation: Enabled},
-		// The defaults pod again, with SPIFFE identity: the token volume,
-		// the Workload API socket shared with the app, the proxy's env.
+		// The defaults pod again, as a controller that `mesh install` ran
+		// injects it: SPIFFE identity (the token volume, the Workload API
+		// socket shared with the app, the proxy's env) and the cluster
+		// networks.
 		{name: "identity", nsAnnotation: Enabled, identity: true},
 		{name: "overrides"},
-		{name: "malformed", wantWarnings: 7},
+		{name: "malformed", wantWarnings: 8},
 		{name: "job", nsAnnotation: Disabled},
 	}
 	for _, tc := range tests {
@@ -41,6 +43,7 @@ func TestGolden(t *testing.T) {
 			if tc.identity {
 				input = "defaults"
 				cfg.TrustAnchors = "-----BEGIN CERTIFICATE-----\nMIIB (a test anchor)\n-----END CERTIFICATE-----\n"
+				cfg.ClusterNetworks = DefaultClusterNetworks()
 			}
 			pod := readPod(t, filepath.Join("testdata", input+".input.yaml"))
 			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: pod.Namespace}}

@@ -180,6 +180,13 @@ func (c Config) Validate() error {
 	if _, ok := parseLogLevel(c.ProxyLogLevel); !ok {
 		return fmt.Errorf("%w: proxy log level %q: want %s", ErrConfig, c.ProxyLogLevel, logLevelsAccepted)
 	}
+	for _, p := range c.ClusterNetworks {
+		// The proxy refuses what it cannot parse or what has host bits set,
+		// and would crash-loop.
+		if !p.IsValid() || p != p.Masked() {
+			return fmt.Errorf("%w: cluster network %s: want a CIDR without host bits, like 10.0.0.0/8", ErrConfig, p)
+		}
+	}
 	for name, r := range map[string]corev1.ResourceRequirements{"proxy": c.ProxyResources, "init": c.InitResources} {
 		for res, req := range r.Requests {
 			if lim, ok := r.Limits[res]; ok && req.Cmp(lim) > 0 {
@@ -272,6 +279,7 @@ func PodTemplate(meta *metav1.ObjectMeta, spec *corev1.PodSpec, ns *corev1.Names
 		return res, nil
 	}
 	o := parseOverrides(meta.Annotations, cfg, &res)
+	checkNamespaceOverrides(ns, &res)
 	mutate(meta, spec, o, cfg)
 	res.Injected = true
 	return res, nil

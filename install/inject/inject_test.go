@@ -2,6 +2,7 @@ package inject
 
 import (
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -170,7 +171,10 @@ func TestPodOverrides(t *testing.T) {
 		{name: "fractional bytes", annotations: map[string]string{AnnotationProxyMemoryRequest: "100m"}, wantWarning: []string{AnnotationProxyMemoryRequest}},
 		{name: "unknown key", annotations: map[string]string{ConfigPrefix + "sidecar-image": "x"}, wantWarning: []string{ConfigPrefix + "sidecar-image"}},
 		{name: "misspelt key", annotations: map[string]string{ConfigPrefix + "proxy-memroy-limit": "1Gi"}, wantWarning: []string{ConfigPrefix + "proxy-memroy-limit"}},
-		{name: "reserved key", annotations: map[string]string{AnnotationDefaultInboundPolicy: "deny"}, wantWarning: []string{AnnotationDefaultInboundPolicy}},
+		// The controller reads the policy from the pod: nothing to add, and
+		// no warning for a valid one.
+		{name: "default inbound policy", annotations: map[string]string{AnnotationDefaultInboundPolicy: "deny"}},
+		{name: "bad default inbound policy", annotations: map[string]string{AnnotationDefaultInboundPolicy: "allow"}, wantWarning: []string{AnnotationDefaultInboundPolicy}},
 		{name: "other prefixes are not ours", annotations: map[string]string{"mesh.dev/owner": "x", "example.com/config.mesh.dev/x": "y"}},
 	}
 	defaults := testConfig.withDefaults().ProxyResources
@@ -199,6 +203,11 @@ func TestPodOverrides(t *testing.T) {
 			if diff := cmp.Diff(tc.wantWarning, gotWarning); diff != "" {
 				t.Errorf("warnings (-want +got):\n%s\n%q", diff, res.Warnings)
 			}
+			for k, v := range tc.annotations {
+				if pod.Annotations[k] != v {
+					t.Errorf("annotation %s=%q became %q: overrides stay on the pod", k, v, pod.Annotations[k])
+				}
+			}
 
 			initC, proxyC := pod.Spec.InitContainers[0], pod.Spec.InitContainers[1]
 			if diff := cmp.Diff(append([]string{"init"}, tc.wantArgs...), initC.Args); diff != "" {
@@ -208,6 +217,7 @@ func TestPodOverrides(t *testing.T) {
 				envLogLevel: "info", envLogFormat: "json",
 				envDestinationAddr: DefaultDestinationAddr(DefaultControlPlaneNamespace),
 				envNamespace:       "", // from the downward API
+				envPodName:         "", // from the downward API
 			}
 			for k, v := range tc.wantEnv {
 				wantEnv[k] = v
@@ -277,6 +287,8 @@ func TestPodConfigErrors(t *testing.T) {
 		{name: "no image", cfg: Config{Version: "v1"}},
 		{name: "no version", cfg: Config{ProxyImage: "img"}},
 		{name: "bad log level", cfg: Config{ProxyImage: "img", Version: "v1", ProxyLogLevel: "loud"}},
+		{name: "cluster network with host bits", cfg: Config{ProxyImage: "img", Version: "v1", ClusterNetworks: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/8")}}},
+		{name: "zero cluster network", cfg: Config{ProxyImage: "img", Version: "v1", ClusterNetworks: []netip.Prefix{{}}}},
 		{
 			name: "request above limit",
 			cfg: Config{ProxyImage: "img", Version: "v1", ProxyResources: corev1.ResourceRequirements{
@@ -302,7 +314,7 @@ func TestPodConfigErrors(t *testing.T) {
 
 func TestConfigAnnotations(t *testing.T) {
 	want := []string{
-		AnnotationOpaquePorts, AnnotationProxyCPULimit, AnnotationProxyCPURequest, AnnotationProxyLogLevel,
+		AnnotationDefaultInboundPolicy, AnnotationOpaquePorts, AnnotationProxyCPULimit, AnnotationProxyCPURequest, AnnotationProxyLogLevel,
 		AnnotationProxyMemoryLimit, AnnotationProxyMemoryRequest, AnnotationSkipInboundPorts,
 		AnnotationSkipOutboundPorts, AnnotationSkipOutboundSubnets,
 	}

@@ -32,8 +32,13 @@ const (
 	AnnotationProxyCPULimit       = ConfigPrefix + "proxy-cpu-limit"
 	AnnotationProxyMemoryLimit    = ConfigPrefix + "proxy-memory-limit"
 
-	// AnnotationDefaultInboundPolicy is named by DESIGN.md but arrives with
-	// authorization policy; until then it is ignored with a warning.
+	// AnnotationDefaultInboundPolicy on a pod or its namespace (the pod's
+	// wins) overrides the install's default inbound policy, one of
+	// DefaultInboundPolicies. The controller reads it from the pod and the
+	// namespace when it serves the pod's proxy its policy; the injector
+	// only checks it, and leaves it on the pod. A malformed value is
+	// ignored: the next one down (the namespace's, then the install's)
+	// applies.
 	AnnotationDefaultInboundPolicy = ConfigPrefix + "default-inbound-policy"
 )
 
@@ -97,6 +102,14 @@ var parsers = map[string]parser{
 		o.logLevel = level
 		return nil
 	}},
+	AnnotationDefaultInboundPolicy: {defaultInboundPoliciesAccepted, func(_ *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+		// Nothing to carry: the controller reads the annotation itself.
+		_, err := ParseDefaultInboundPolicy(v)
+		if err != nil {
+			return errors.New("unknown policy")
+		}
+		return nil
+	}},
 	AnnotationProxyCPURequest:    quantityParser(quantityKey{corev1.ResourceCPU, false}),
 	AnnotationProxyCPULimit:      quantityParser(quantityKey{corev1.ResourceCPU, true}),
 	AnnotationProxyMemoryRequest: quantityParser(quantityKey{corev1.ResourceMemory, false}),
@@ -122,8 +135,6 @@ func parseOverrides(annotations map[string]string, cfg Config, res *Result) over
 		value := annotations[key]
 		p, known := parsers[key]
 		switch {
-		case key == AnnotationDefaultInboundPolicy:
-			res.warn(key, "annotation %s is not supported by this version of mesh yet and is ignored", key)
 		case !known:
 			res.warn(key, "annotation %s is unknown and ignored; %s", quote(key), suggest(key))
 		default:
@@ -136,6 +147,22 @@ func parseOverrides(annotations map[string]string, cfg Config, res *Result) over
 	}
 	o.resources = proxyResources(cfg.ProxyResources, quantities, res)
 	return o
+}
+
+// checkNamespaceOverrides warns in res about a namespace's malformed
+// AnnotationDefaultInboundPolicy, the one override a namespace may carry:
+// the controller ignores it for every pod of the namespace, and pod
+// creation is where its owner hears about it.
+func checkNamespaceOverrides(ns *corev1.Namespace, res *Result) {
+	key := AnnotationDefaultInboundPolicy
+	value, ok := ns.Annotations[key]
+	if !ok {
+		return
+	}
+	if _, err := ParseDefaultInboundPolicy(value); err != nil {
+		res.warn(key, "annotation %s=%s on namespace %s is ignored and the install's default used; want %s",
+			key, quote(value), ns.Name, defaultInboundPoliciesAccepted)
+	}
 }
 
 func quantityParser(k quantityKey) parser {

@@ -1,7 +1,10 @@
 // Package manifests renders the Kubernetes objects of the mesh control plane
 // from the templates embedded beside this file, in the order they must be
-// applied. The names, labels and annotations here are the contract the
-// controller, the injector, `mesh check` and `mesh uninstall` rely on.
+// applied: first the CustomResourceDefinitions of the policy API, which
+// controller-gen generates from api/policy into crds/ (`make generate`),
+// then the templates. The names, labels and annotations here are the
+// contract the controller, the injector, `mesh check` and `mesh uninstall`
+// rely on.
 package manifests
 
 import (
@@ -14,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"regexp"
 	"strings"
 	"text/template"
@@ -21,6 +25,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
+
+	"github.com/mesh-dev/mesh/install/inject"
 )
 
 // Defaults of `mesh install` (DESIGN.md "Fixed contract").
@@ -102,6 +108,26 @@ type Values struct {
 	TrustDomain string
 	Identity    IdentityPEM
 	Injector    ServingPEM
+	// DefaultInboundPolicy is the controller's --default-inbound-policy,
+	// one of inject.DefaultInboundPolicies: what proxies allow on ports no
+	// Server selects unless the pod or its namespace says otherwise. ""
+	// means inject.DefaultInboundPolicy (all-unauthenticated).
+	DefaultInboundPolicy string
+	// ClusterNetworks is the controller's --cluster-networks, which it
+	// gives every proxy it injects; empty means
+	// inject.DefaultClusterNetworks().
+	ClusterNetworks []netip.Prefix
+}
+
+// withDefaults fills the zero fields that have a default.
+func (v Values) withDefaults() Values {
+	if v.DefaultInboundPolicy == "" {
+		v.DefaultInboundPolicy = inject.DefaultInboundPolicy
+	}
+	if len(v.ClusterNetworks) == 0 {
+		v.ClusterNetworks = inject.DefaultClusterNetworks()
+	}
+	return v
 }
 
 // ProxyImage is the sidecar image reference the injector uses.
@@ -167,6 +193,17 @@ func (v Values) Validate() error {
 	if v.TrustDomain == "" {
 		errs = append(errs, errors.New("empty trust domain"))
 	}
+	if v.DefaultInboundPolicy != "" {
+		// Exactly a name: the controller's flag is parsed the same way.
+		if p, err := inject.ParseDefaultInboundPolicy(v.DefaultInboundPolicy); err != nil || p != v.DefaultInboundPolicy {
+			errs = append(errs, fmt.Errorf("default inbound policy %q: want one of %s", v.DefaultInboundPolicy, strings.Join(inject.DefaultInboundPolicies, ", ")))
+		}
+	}
+	for _, p := range v.ClusterNetworks {
+		if !p.IsValid() || p != p.Masked() {
+			errs = append(errs, fmt.Errorf("cluster network %s: want a CIDR without host bits, like 10.0.0.0/8", p))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -183,8 +220,23 @@ func (m Manifest) Name() string {
 	return strings.ToLower(m.Object.GetKind()) + "/" + m.Object.GetName()
 }
 
+// CRDKind is the kind of the policy API's definitions.
+const CRDKind = "CustomResourceDefinition"
+
+// IsCRD reports whether m is one of the policy API's
+// CustomResourceDefinitions, which install applies and waits for first.
+func (m Manifest) IsCRD() bool {
+	return m.Object.GetKind() == CRDKind && m.Object.GetAPIVersion() == "apiextensions.k8s.io/v1"
+}
+
 //go:embed *.yaml
 var files embed.FS
+
+// crdFiles are controller-gen's output, applied as they are but for the
+// PartOfLabel, which uninstall finds them by.
+//
+//go:embed crds/*.yaml
+var crdFiles embed.FS
 
 var templates = template.Must(template.New("").
 	Option("missingkey=error").
@@ -193,6 +245,7 @@ var templates = template.Must(template.New("").
 		"string": func(b []byte) string { return string(b) },
 		"quote":  quote,
 		"indent": indent,
+		"cidrs":  inject.FormatClusterNetworks,
 	}).
 	ParseFS(files, "*.yaml"))
 
@@ -215,16 +268,21 @@ func indent(n int, s string) string {
 }
 
 // Render returns the control plane's objects in the order they are applied:
-// namespace, RBAC, identity, controller, webhook configuration.
+// the policy CRDs, namespace, RBAC, identity, controller, webhook
+// configuration.
 func Render(v Values) ([]Manifest, error) {
 	if err := v.Validate(); err != nil {
 		return nil, fmt.Errorf("render manifests: %w", err)
+	}
+	v = v.withDefaults()
+	out, err := CRDs()
+	if err != nil {
+		return nil, err
 	}
 	names, err := fs.Glob(files, "*.yaml") // sorted: the file names' prefixes give the order
 	if err != nil {
 		return nil, err
 	}
-	var out []Manifest
 	for _, name := range names {
 		var b bytes.Buffer
 		if err := templates.ExecuteTemplate(&b, name, v); err != nil {
@@ -235,6 +293,47 @@ func Render(v Values) ([]Manifest, error) {
 			return nil, fmt.Errorf("render %s: %w", name, err)
 		}
 		out = append(out, docs...)
+	}
+	return out, nil
+}
+
+// CRDs returns the policy API's CustomResourceDefinitions, sorted by file
+// name, each labelled PartOfLabel=PartOf.
+func CRDs() ([]Manifest, error) {
+	names, err := fs.Glob(crdFiles, "crds/*.yaml")
+	if err != nil {
+		return nil, err
+	}
+	var out []Manifest
+	for _, name := range names {
+		data, err := crdFiles.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		docs, err := split(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		for _, m := range docs {
+			if !m.IsCRD() {
+				return nil, fmt.Errorf("%s: %s is not a CustomResourceDefinition", name, m.Name())
+			}
+			labels := m.Object.GetLabels()
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			labels[PartOfLabel] = PartOf
+			m.Object.SetLabels(labels)
+			y, err := yaml.Marshal(m.Object.Object)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			m.YAML = append([]byte("# Generated by controller-gen from api/policy/v1alpha1 (make generate), labelled by mesh install.\n"), y...)
+			out = append(out, m)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no CustomResourceDefinitions embedded: run make generate")
 	}
 	return out, nil
 }

@@ -2,11 +2,16 @@ package manifests
 
 import (
 	"encoding/base64"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
+	"github.com/mesh-dev/mesh/install/inject"
 )
 
 func testValues() Values {
@@ -41,6 +46,10 @@ func find(t testing.TB, ms []Manifest, kind, name string) *unstructured.Unstruct
 
 func TestRenderOrderAndNames(t *testing.T) {
 	base := []string{
+		"customresourcedefinition/authorizationpolicies.policy.mesh.dev",
+		"customresourcedefinition/meshtlsauthentications.policy.mesh.dev",
+		"customresourcedefinition/networkauthentications.policy.mesh.dev",
+		"customresourcedefinition/servers.policy.mesh.dev",
 		"namespace/mesh-system",
 		"serviceaccount/mesh-controller",
 		"clusterrole/mesh-controller",
@@ -149,6 +158,10 @@ func TestValidate(t *testing.T) {
 		{name: "empty registry", modify: func(v *Values) { v.Registry = "" }, want: "registry"},
 		{name: "tag", modify: func(v *Values) { v.Version = "v1/2" }, want: "version"},
 		{name: "trust domain", modify: func(v *Values) { v.TrustDomain = "" }, want: "trust domain"},
+		{name: "default inbound policy", modify: func(v *Values) { v.DefaultInboundPolicy = "allow" }, want: "want one of all-unauthenticated, all-authenticated"},
+		{name: "default inbound policy with spaces", modify: func(v *Values) { v.DefaultInboundPolicy = " deny" }, want: "default inbound policy"},
+		{name: "cluster network with host bits", modify: func(v *Values) { v.ClusterNetworks = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/8")} }, want: "cluster network 10.1.0.0/8"},
+		{name: "zero cluster network", modify: func(v *Values) { v.ClusterNetworks = []netip.Prefix{{}} }, want: "cluster network"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -168,4 +181,162 @@ func toStrings(in []any) []string {
 		out[i], _ = v.(string)
 	}
 	return out
+}
+
+// TestCRDs checks the policy API's definitions as install applies them:
+// one per kind of api/policy/v1alpha1, labelled for uninstall, and their
+// YAML (what --dry-run prints) is the object install applies.
+func TestCRDs(t *testing.T) {
+	ms, err := CRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{ // plural -> kind
+		policyv1alpha1.ServersResource.Resource:                policyv1alpha1.KindServer,
+		policyv1alpha1.MeshTLSAuthenticationsResource.Resource: policyv1alpha1.KindMeshTLSAuthentication,
+		policyv1alpha1.NetworkAuthenticationsResource.Resource: policyv1alpha1.KindNetworkAuthentication,
+		policyv1alpha1.AuthorizationPoliciesResource.Resource:  policyv1alpha1.KindAuthorizationPolicy,
+	}
+	got := map[string]string{}
+	for _, m := range ms {
+		o := m.Object
+		if !m.IsCRD() || o.GetLabels()[PartOfLabel] != PartOf {
+			t.Errorf("%s: not a labelled CRD: %v", m.Name(), o.GetLabels())
+		}
+		group, _, _ := unstructured.NestedString(o.Object, "spec", "group")
+		plural, _, _ := unstructured.NestedString(o.Object, "spec", "names", "plural")
+		kind, _, _ := unstructured.NestedString(o.Object, "spec", "names", "kind")
+		scope, _, _ := unstructured.NestedString(o.Object, "spec", "scope")
+		if group != policyv1alpha1.GroupName || o.GetName() != plural+"."+group || scope != "Namespaced" {
+			t.Errorf("%s: group %q, plural %q, scope %q", m.Name(), group, plural, scope)
+		}
+		got[plural] = kind
+		versions, _, _ := unstructured.NestedSlice(o.Object, "spec", "versions")
+		if len(versions) != 1 {
+			t.Fatalf("%s: %d versions, want v1alpha1 only", m.Name(), len(versions))
+		}
+		v := versions[0].(map[string]any)
+		if v["name"] != policyv1alpha1.SchemeGroupVersion.Version || v["served"] != true || v["storage"] != true {
+			t.Errorf("%s: version %v served %v storage %v", m.Name(), v["name"], v["served"], v["storage"])
+		}
+		if _, ok, _ := unstructured.NestedMap(v, "schema", "openAPIV3Schema", "properties", "spec"); !ok {
+			t.Errorf("%s: no schema of spec", m.Name())
+		}
+
+		fromYAML, err := split(m.YAML)
+		if err != nil || len(fromYAML) != 1 {
+			t.Fatalf("%s: %d documents, %v", m.Name(), len(fromYAML), err)
+		}
+		if diff := cmp.Diff(o.Object, fromYAML[0].Object.Object); diff != "" {
+			t.Errorf("%s: YAML and object differ (-object +YAML):\n%s", m.Name(), diff)
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("CRDs (-want +got):\n%s", diff)
+	}
+}
+
+// TestControllerReadsPolicy: the controller may watch every policy kind
+// cluster-wide, the way its informers do.
+func TestControllerReadsPolicy(t *testing.T) {
+	ms, err := Render(testValues())
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := find(t, ms, "ClusterRole", ControllerName)
+	rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
+	granted := map[string]bool{} // "group/resource/verb"
+	for _, r := range rules {
+		r := r.(map[string]any)
+		for _, g := range toStrings(r["apiGroups"].([]any)) {
+			for _, res := range toStrings(r["resources"].([]any)) {
+				for _, v := range toStrings(r["verbs"].([]any)) {
+					granted[g+"/"+res+"/"+v] = true
+				}
+			}
+		}
+	}
+	crds, err := CRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range crds {
+		plural, _, _ := unstructured.NestedString(m.Object.Object, "spec", "names", "plural")
+		for _, verb := range []string{"get", "list", "watch"} {
+			if !granted[policyv1alpha1.GroupName+"/"+plural+"/"+verb] {
+				t.Errorf("the controller may not %s %s.%s", verb, plural, policyv1alpha1.GroupName)
+			}
+		}
+	}
+}
+
+// controllerArgs returns the controller container's arguments.
+func controllerArgs(t testing.TB, v Values) []string {
+	t.Helper()
+	ms, err := Render(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dep := find(t, ms, "Deployment", ControllerName)
+	containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
+	return toStrings(containers[0].(map[string]any)["args"].([]any))
+}
+
+func TestRenderPolicyArgs(t *testing.T) {
+	tests := []struct {
+		name         string
+		policy       string
+		networks     []netip.Prefix
+		wantPolicy   string
+		wantNetworks string
+	}{
+		{
+			name:         "defaults",
+			wantPolicy:   "--default-inbound-policy=all-unauthenticated",
+			wantNetworks: "--cluster-networks=10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fd00::/8",
+		},
+		{
+			name: "given", policy: inject.PolicyDeny,
+			networks:     []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16"), netip.MustParsePrefix("2001:db8::/64")},
+			wantPolicy:   "--default-inbound-policy=deny",
+			wantNetworks: "--cluster-networks=10.42.0.0/16,2001:db8::/64",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := testValues()
+			v.DefaultInboundPolicy, v.ClusterNetworks = tc.policy, tc.networks
+			args := controllerArgs(t, v)
+			for _, want := range []string{tc.wantPolicy, tc.wantNetworks} {
+				if !slices.Contains(args, want) {
+					t.Errorf("controller args %q lack %s", args, want)
+				}
+			}
+		})
+	}
+}
+
+// TestRenderPolicyChangeRollsController: a new default policy or set of
+// networks changes the pod template, so re-running install rolls the
+// controller, and the injector gives new pods the new networks.
+func TestRenderPolicyChangeRollsController(t *testing.T) {
+	template := func(v Values) map[string]any {
+		ms, err := Render(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl, _, _ := unstructured.NestedMap(find(t, ms, "Deployment", ControllerName).Object, "spec", "template")
+		return tmpl
+	}
+	base := template(testValues())
+	v := testValues()
+	v.DefaultInboundPolicy = inject.PolicyAudit
+	if cmp.Equal(base, template(v)) {
+		t.Error("another default inbound policy renders the same pod template")
+	}
+	v = testValues()
+	v.ClusterNetworks = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	if cmp.Equal(base, template(v)) {
+		t.Error("other cluster networks render the same pod template")
+	}
 }

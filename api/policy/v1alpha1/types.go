@@ -192,7 +192,7 @@ type AuthorizationPolicySpec struct {
 }
 
 // TargetRef names what a policy applies to.
-// +kubebuilder:validation:XValidation:rule="(self.kind == 'Server' && self.group == 'policy.mesh.dev') || (self.kind == 'Namespace' && self.group == '')",message="targetRef must be a Server (group policy.mesh.dev) or a Namespace (group \"\")"
+// +kubebuilder:validation:XValidation:rule="(self.kind == 'Server' && self.group == 'policy.mesh.dev') || (self.kind == 'Namespace' && size(self.group) == 0)",message="targetRef must be a Server (group policy.mesh.dev) or a Namespace (group \"\")"
 type TargetRef struct {
 	// Group is policy.mesh.dev for a Server, "" for a Namespace.
 	// +optional
@@ -208,7 +208,7 @@ type TargetRef struct {
 }
 
 // AuthenticationRef names an authentication a policy requires.
-// +kubebuilder:validation:XValidation:rule="(self.group == 'policy.mesh.dev' && (self.kind == 'MeshTLSAuthentication' || self.kind == 'NetworkAuthentication')) || (self.group == '' && self.kind == 'ServiceAccount')",message="must be a MeshTLSAuthentication or NetworkAuthentication (group policy.mesh.dev) or a ServiceAccount (group \"\")"
+// +kubebuilder:validation:XValidation:rule="(self.group == 'policy.mesh.dev' && (self.kind == 'MeshTLSAuthentication' || self.kind == 'NetworkAuthentication')) || (size(self.group) == 0 && self.kind == 'ServiceAccount')",message="must be a MeshTLSAuthentication or NetworkAuthentication (group policy.mesh.dev) or a ServiceAccount (group \"\")"
 // +kubebuilder:validation:XValidation:rule="!has(self.namespace) || self.kind == 'ServiceAccount'",message="namespace may only be given for a ServiceAccount"
 type AuthenticationRef struct {
 	// Group is policy.mesh.dev, or "" for a ServiceAccount.
