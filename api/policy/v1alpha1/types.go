@@ -192,12 +192,12 @@ type AuthorizationPolicySpec struct {
 }
 
 // TargetRef names what a policy applies to.
-// +kubebuilder:validation:XValidation:rule="(self.kind == 'Server' && self.group == 'policy.mesh.dev') || (self.kind == 'Namespace' && size(self.group) == 0)",message="targetRef must be a Server (group policy.mesh.dev) or a Namespace (group \"\")"
+// +kubebuilder:validation:XValidation:rule="(self.kind == 'Server' && (!has(self.group) || self.group == 'policy.mesh.dev')) || (self.kind == 'Namespace' && (!has(self.group) || size(self.group) == 0))",message="targetRef must be a Server (group policy.mesh.dev) or a Namespace (group \"\" or none)"
 type TargetRef struct {
-	// Group is policy.mesh.dev for a Server, "" for a Namespace.
+	// Group is policy.mesh.dev for a Server, "" for a Namespace. It may
+	// be left out (as Linkerd's manifests do): the kind says which.
 	// +optional
-	// +kubebuilder:default=policy.mesh.dev
-	Group string `json:"group"`
+	Group string `json:"group,omitempty"`
 	// Kind is Server or Namespace.
 	// +kubebuilder:validation:Enum=Server;Namespace
 	Kind string `json:"kind"`
@@ -208,13 +208,13 @@ type TargetRef struct {
 }
 
 // AuthenticationRef names an authentication a policy requires.
-// +kubebuilder:validation:XValidation:rule="(self.group == 'policy.mesh.dev' && (self.kind == 'MeshTLSAuthentication' || self.kind == 'NetworkAuthentication')) || (size(self.group) == 0 && self.kind == 'ServiceAccount')",message="must be a MeshTLSAuthentication or NetworkAuthentication (group policy.mesh.dev) or a ServiceAccount (group \"\")"
+// +kubebuilder:validation:XValidation:rule="((!has(self.group) || self.group == 'policy.mesh.dev') && (self.kind == 'MeshTLSAuthentication' || self.kind == 'NetworkAuthentication')) || ((!has(self.group) || size(self.group) == 0) && self.kind == 'ServiceAccount')",message="must be a MeshTLSAuthentication or NetworkAuthentication (group policy.mesh.dev) or a ServiceAccount (group \"\")"
 // +kubebuilder:validation:XValidation:rule="!has(self.namespace) || self.kind == 'ServiceAccount'",message="namespace may only be given for a ServiceAccount"
 type AuthenticationRef struct {
-	// Group is policy.mesh.dev, or "" for a ServiceAccount.
+	// Group is policy.mesh.dev, or "" for a ServiceAccount. It may be
+	// left out: the kind says which.
 	// +optional
-	// +kubebuilder:default=policy.mesh.dev
-	Group string `json:"group"`
+	Group string `json:"group,omitempty"`
 	// Kind is MeshTLSAuthentication, NetworkAuthentication or ServiceAccount.
 	// +kubebuilder:validation:Enum=MeshTLSAuthentication;NetworkAuthentication;ServiceAccount
 	Kind string `json:"kind"`
