@@ -1,0 +1,44 @@
+package v1alpha1
+
+import "testing"
+
+func TestRefs(t *testing.T) {
+	tests := []struct {
+		name             string
+		target           TargetRef
+		server, ns       bool
+		authn            AuthenticationRef
+		meshTLS, network bool
+		sa               bool
+	}{
+		{name: "server with group", target: TargetRef{Group: GroupName, Kind: KindServer}, server: true,
+			authn: AuthenticationRef{Group: GroupName, Kind: KindMeshTLSAuthentication}, meshTLS: true},
+		{name: "server without group", target: TargetRef{Kind: KindServer}, server: true,
+			authn: AuthenticationRef{Kind: KindNetworkAuthentication}, network: true},
+		{name: "namespace", target: TargetRef{Kind: "Namespace"}, ns: true,
+			authn: AuthenticationRef{Kind: "ServiceAccount"}, sa: true},
+		{name: "foreign group", target: TargetRef{Group: "policy.linkerd.io", Kind: KindServer},
+			authn: AuthenticationRef{Group: "policy.linkerd.io", Kind: KindMeshTLSAuthentication}},
+		{name: "namespace in a group", target: TargetRef{Group: GroupName, Kind: "Namespace"},
+			authn: AuthenticationRef{Group: GroupName, Kind: "ServiceAccount"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.target.TargetsServer(); got != tc.server {
+				t.Errorf("TargetsServer = %v, want %v", got, tc.server)
+			}
+			if got := tc.target.TargetsNamespace(); got != tc.ns {
+				t.Errorf("TargetsNamespace = %v, want %v", got, tc.ns)
+			}
+			if got := tc.authn.IsMeshTLSAuthentication(); got != tc.meshTLS {
+				t.Errorf("IsMeshTLSAuthentication = %v, want %v", got, tc.meshTLS)
+			}
+			if got := tc.authn.IsNetworkAuthentication(); got != tc.network {
+				t.Errorf("IsNetworkAuthentication = %v, want %v", got, tc.network)
+			}
+			if got := tc.authn.IsServiceAccount(); got != tc.sa {
+				t.Errorf("IsServiceAccount = %v, want %v", got, tc.sa)
+			}
+		})
+	}
+}
