@@ -520,7 +520,7 @@ func checkProxyPolicies(ctx context.Context, c *checker) (string, error) {
 	}
 	var notes []string
 	if len(unknown) > 0 {
-		notes = append(notes, fmt.Sprintf("%d %s no %s: %s; they predate authorization policy: restart them to get the current proxy (kubectl rollout restart)",
+		notes = append(notes, fmt.Sprintf("%d %s no %s: %s; they watch no inbound policy (a proxy older than authorization policy, or one injected without its pod name or the controller's address): restart them to get the current proxy (kubectl rollout restart)",
 			len(unknown), plural(len(unknown), "proxy exports", "proxies export"), metricPolicyReady, summarize(unknown, 5)))
 	}
 	if len(unreadable) > 0 {

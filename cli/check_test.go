@@ -264,7 +264,7 @@ func TestCheckProxyPolicies(t *testing.T) {
 			answers:    map[string]metricsAnswer{"web-1": proxyMetrics(""), "web-2": {err: errors.New("dial tcp 10.0.0.7:4191: connect: connection refused")}},
 			wantStatus: statusWarn,
 			want: []string{
-				"1 proxy exports no mesh_proxy_inbound_policy_ready: shop/web-1; they predate authorization policy",
+				"1 proxy exports no mesh_proxy_inbound_policy_ready: shop/web-1; they watch no inbound policy",
 				"cannot tell for 1 pod: shop/web-2 (GET :4191/metrics through the API server: dial tcp 10.0.0.7:4191: connect: connection refused)",
 			},
 		},
