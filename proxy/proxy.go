@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
+	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
 	"github.com/mesh-dev/mesh/proxy/admin"
 	"github.com/mesh-dev/mesh/proxy/balance"
 	"github.com/mesh-dev/mesh/proxy/detect"
@@ -25,6 +26,7 @@ import (
 	"github.com/mesh-dev/mesh/proxy/dnsresolve"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/origdst"
+	"github.com/mesh-dev/mesh/proxy/policy"
 	"github.com/mesh-dev/mesh/proxy/tap"
 )
 
@@ -46,6 +48,9 @@ type Proxy struct {
 	router *router
 	// id is the proxy's SPIFFE identity; nil without an identity service.
 	id *identity
+	// policy enforces the pod's inbound authorization policy; nil without
+	// a controller or a pod name, when every client is allowed.
+	policy *policy.Enforcer
 
 	// tapHub receives every HTTP request for `mesh viz tap`; tapSrv serves
 	// it to mesh-controller on tapLn. Both are nil when tap is off (no
@@ -92,6 +97,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 			return nil, err
 		}
 	}
+	if cfg.DestinationAddr != "" && cfg.PodName != "" {
+		if p.policy, err = p.newPolicy(); err != nil {
+			p.conn.Close()
+			p.adminLn.Close()
+			return nil, err
+		}
+	}
 	if cfg.IdentityAddr != "" {
 		if p.id, err = newIdentity(ctx, &p.cfg, res); err != nil {
 			p.adminLn.Close()
@@ -127,6 +139,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 		}
 		if d.dir == metrics.Outbound {
 			sc.router = p.router // inbound goes to the pod itself
+		} else {
+			sc.policy = p.policy // outbound is the policy of the pods it goes to
 		}
 		sc.id = p.id
 		sc.tap = p.tapHub
@@ -222,6 +236,21 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		}()
 	} else {
 		close(discoveryDone)
+	}
+	if p.policy != nil {
+		// Like discovery, the policy must outlive the drain: requests still
+		// finishing are decided by it. Stopped before the defer above
+		// closes the controller connection.
+		policyCtx, stopPolicy := context.WithCancel(context.WithoutCancel(ctx))
+		policyDone := make(chan struct{})
+		go func() {
+			defer close(policyDone)
+			p.policy.Run(policyCtx)
+		}()
+		defer func() {
+			stopPolicy()
+			<-policyDone
+		}()
 	}
 	if p.id != nil {
 		// Like discovery, the certificate must outlive the drain.
@@ -341,10 +370,36 @@ func (p *Proxy) connectController(ctx context.Context, res *dnsresolve.Resolver)
 	return nil
 }
 
-// isReady is /ready: serving, and holding a certificate when the proxy
-// has an identity (peers would refuse it without one).
-func (p *Proxy) isReady() bool {
-	return p.ready.Load() && (p.id == nil || p.id.ready())
+// errNotServing is /ready's answer before Serve and during the drain.
+var errNotServing = errors.New("not serving: starting or shutting down")
+
+// isReady is /ready: serving, holding a certificate when the proxy has an
+// identity (peers would refuse it without one), and holding an inbound
+// policy when it enforces one (it refuses every client without).
+func (p *Proxy) isReady() error {
+	switch {
+	case !p.ready.Load():
+		return errNotServing
+	case p.id != nil && !p.id.ready():
+		return errors.New("no certificate from the identity service yet")
+	case p.policy != nil:
+		return p.policy.Ready()
+	}
+	return nil
+}
+
+// newPolicy sets up the inbound policy watch on the controller connection:
+// the policy service is served beside the destination service.
+func (p *Proxy) newPolicy() (*policy.Enforcer, error) {
+	return policy.New(policy.Config{
+		Client:      inboundv1.NewInboundPolicyClient(p.conn),
+		Namespace:   p.cfg.Namespace,
+		Pod:         p.cfg.PodName,
+		TrustDomain: p.cfg.TrustDomain,
+		Grace:       p.cfg.PolicyGrace,
+		Metrics:     p.metrics,
+		Log:         p.log.With("component", "policy"),
+	})
 }
 
 func (p *Proxy) closeListeners() {

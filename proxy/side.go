@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"github.com/mesh-dev/mesh/identity/meshtls"
+	"github.com/mesh-dev/mesh/proxy/authz"
 	"github.com/mesh-dev/mesh/proxy/balance"
 	"github.com/mesh-dev/mesh/proxy/detect"
 	"github.com/mesh-dev/mesh/proxy/discovery"
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/metrics"
+	"github.com/mesh-dev/mesh/proxy/policy"
 	"github.com/mesh-dev/mesh/proxy/tap"
 	"github.com/mesh-dev/mesh/proxy/tcp"
 )
@@ -39,6 +41,9 @@ type sideConfig struct {
 	id *identity
 	// tap publishes live requests for `mesh viz tap`; never nil from New.
 	tap *tap.Hub
+	// policy decides who may connect, inbound; nil allows every client
+	// (outbound, and a proxy without a controller or a pod name).
+	policy *policy.Enforcer
 }
 
 // side is one direction of the proxy: a listener whose connections were
@@ -149,8 +154,19 @@ func (s *side) handle(c *net.TCPConn) {
 		return
 	}
 	mc := &meteredConn{Conn: c, tcp: c, m: s.metrics.Conn(s.dir, dst.String())}
+	client := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 
-	res, conn, err := s.detect(c, dst)
+	// Under an inbound policy, the policy in force says whether the port
+	// is opaque, and then decides the client once it is known.
+	var pol *authz.Policy
+	if s.policy != nil {
+		if pol, err = s.policy.Admit(s.connCtx, dst.Port(), client); err != nil {
+			mc.Close() // no policy after the grace (counted and logged), or shutting down
+			return
+		}
+	}
+	opaque := s.opaqueReason(pol, dst.Port())
+	res, conn, err := s.detect(c, dst, opaque)
 	if err != nil {
 		mc.Close() // the client left before sending anything
 		return
@@ -158,7 +174,7 @@ func (s *side) handle(c *net.TCPConn) {
 	var clientID string // proven over mesh TLS
 	if res.Protocol == detect.TLS && s.dir == metrics.Inbound && s.id != nil {
 		var meshed bool
-		if res, conn, clientID, meshed, err = s.terminateMeshTLS(conn.(*detect.Conn), dst); err != nil {
+		if res, conn, clientID, meshed, err = s.terminateMeshTLS(conn.(*detect.Conn), opaque); err != nil {
 			s.log.Info("mesh TLS refused", "client", c.RemoteAddr().String(), "err", err)
 			mc.Close()
 			return
@@ -167,32 +183,82 @@ func (s *side) handle(c *net.TCPConn) {
 			s.metrics.Detected(s.dir, "mesh-tls", "alpn")
 		}
 	}
+	if opaque != "" && (res.Protocol == detect.HTTP1 || res.Protocol == detect.HTTP2) {
+		// Detected only to find mesh TLS: an opaque port's bytes go to the
+		// application as they came, whatever they look like.
+		res = detect.Result{Protocol: detect.Opaque, Reason: opaque}
+	}
 	s.metrics.Detected(s.dir, res.Protocol.String(), res.Reason)
 	mc.Conn = conn
-	key := metrics.ConnKey{ClientID: clientID}
-	switch res.Protocol {
-	case detect.HTTP1:
-		mc.m.Open(key)
-		s.http.ServeHTTP1(mc, dst, clientID)
-	case detect.HTTP2:
-		mc.m.Open(key)
-		s.http.ServeHTTP2(s.connCtx, mc, dst, clientID)
+	a := accepted{mc: mc, conn: conn, dst: dst, proto: res.Protocol, clientID: clientID}
+	if pol != nil {
+		a.guard = s.policy.Conn(pol, dst.Port(), authz.Client{Addr: client, ID: clientID})
+	}
+	s.forward(a)
+}
+
+// accepted is a connection whose protocol and client are known.
+type accepted struct {
+	mc       *meteredConn
+	conn     net.Conn // what to relay: the client, or the inside of its mesh TLS
+	dst      netip.AddrPort
+	proto    detect.Protocol
+	clientID string       // proven over mesh TLS; "" in plain text
+	guard    *policy.Conn // the policy's decisions; nil allows everything
+}
+
+// forward hands a to the HTTP proxy, whose requests its guard decides one
+// by one, or relays it as TCP once the guard allowed the connection.
+func (s *side) forward(a accepted) {
+	key := metrics.ConnKey{ClientID: a.clientID}
+	switch a.proto {
+	case detect.HTTP1, detect.HTTP2:
+		info := httpproxy.Conn{Target: a.dst, ClientID: a.clientID}
+		if a.guard != nil {
+			info.Authz = a.guard // never a typed nil in the interface
+		}
+		a.mc.m.Open(key)
+		if a.proto == detect.HTTP1 {
+			s.http.ServeHTTP1(a.mc, info)
+		} else {
+			s.http.ServeHTTP2(s.connCtx, a.mc, info)
+		}
 	default:
-		s.forwardOpaque(mc, conn, dst, key)
+		if a.guard != nil && !a.guard.AuthorizeTCP() {
+			// Before dialing: not a byte reaches the application.
+			a.mc.m.Open(key)
+			a.mc.Close()
+			return
+		}
+		s.forwardOpaque(a.mc, a.conn, a.dst, key)
 	}
 }
 
+// opaqueReason says why port is forwarded without protocol detection, ""
+// when it is not: the proxy's opaque ports, and the ports whose Server
+// says opaque or TLS (pol may be nil).
+func (s *side) opaqueReason(pol *authz.Policy, port uint16) string {
+	switch {
+	case s.cfg.OpaquePorts.Contains(port):
+		return "opaque-port"
+	case pol.Protocol(port).Forwarded():
+		return "server-protocol"
+	}
+	return ""
+}
+
 // detect decides the protocol, skipping the wait for clients that will
-// not speak first: opaque ports, and destinations already seen silent.
-func (s *side) detect(c *net.TCPConn, dst netip.AddrPort) (detect.Result, net.Conn, error) {
+// not speak first: opaque ports (opaque says why; "" for none), and
+// destinations already seen silent.
+func (s *side) detect(c *net.TCPConn, dst netip.AddrPort, opaque string) (detect.Result, net.Conn, error) {
 	if s.dir == metrics.Inbound && s.id != nil {
 		// A peer proxy always speaks first (its ClientHello), on opaque
 		// ports too, and its mesh TLS must be terminated here, not handed
 		// to the application: never skip detection inbound.
 		return detect.Peek(s.connCtx, c, s.cfg.DetectTimeout)
 	}
-	if s.cfg.OpaquePorts.Contains(dst.Port()) {
-		return detect.Result{Protocol: detect.Opaque, Reason: "opaque-port"}, c, nil
+	if opaque != "" {
+		return detect.Result{Protocol: detect.Opaque, Reason: opaque}, c, nil
 	}
 	if s.opaque.Contains(dst) {
 		return detect.Result{Protocol: detect.Opaque, Reason: "remembered-opaque"}, c, nil
@@ -218,9 +284,10 @@ func (s *side) detect(c *net.TCPConn, dst netip.AddrPort) (detect.Result, net.Co
 
 // terminateMeshTLS checks whether a TLS client is a peer proxy (it offers
 // the mesh ALPN): if so it completes mesh TLS, requiring a certificate of
-// the trust domain, and detects the protocol inside; the application's own
-// TLS is left alone, to pass through as it came.
-func (s *side) terminateMeshTLS(pc *detect.Conn, dst netip.AddrPort) (res detect.Result, inner net.Conn, clientID string, meshed bool, err error) {
+// the trust domain, and detects the protocol inside, unless the port is
+// opaque (opaque says why); the application's own TLS is left alone, to
+// pass through as it came.
+func (s *side) terminateMeshTLS(pc *detect.Conn, opaque string) (res detect.Result, inner net.Conn, clientID string, meshed bool, err error) {
 	protos, err := detect.ClientHelloALPN(pc, s.cfg.DetectTimeout)
 	if err != nil {
 		return res, nil, "", false, err
@@ -238,8 +305,8 @@ func (s *side) terminateMeshTLS(pc *detect.Conn, dst netip.AddrPort) (res detect
 		clientID = peer.String()
 	}
 	// Inside the tunnel: what the client's application speaks.
-	if s.cfg.OpaquePorts.Contains(dst.Port()) {
-		return detect.Result{Protocol: detect.Opaque, Reason: "opaque-port"}, tc, clientID, true, nil
+	if opaque != "" {
+		return detect.Result{Protocol: detect.Opaque, Reason: opaque}, tc, clientID, true, nil
 	}
 	res, dc, err := detect.Peek(s.connCtx, tc, s.cfg.DetectTimeout)
 	if err != nil {

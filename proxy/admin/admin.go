@@ -12,8 +12,9 @@ import (
 type Config struct {
 	// Metrics serves /metrics.
 	Metrics http.Handler
-	// Ready reports whether the proxy should receive traffic (/ready).
-	Ready func() bool
+	// Ready returns nil when the proxy should receive traffic (/ready), or
+	// why it should not, which /ready's 503 says.
+	Ready func() error
 	// Shutdown starts a graceful shutdown of the proxy (POST /shutdown).
 	// It must not block.
 	Shutdown func()
@@ -28,6 +29,7 @@ type Config struct {
 //
 //	GET  /metrics   Prometheus text format
 //	GET  /ready     200 "ready" once the proxy serves traffic, else 503
+//	                "not ready: <why>"
 //	GET  /live      200 "live" while the process runs
 //	GET  /destinations  JSON: the endpoints of each destination and their
 //	                balancing state (with a controller only)
@@ -39,8 +41,8 @@ func Handler(cfg Config) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", cfg.Metrics)
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
-		if !cfg.Ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		if err := cfg.Ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))

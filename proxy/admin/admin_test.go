@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,8 +12,13 @@ import (
 func TestHandler(t *testing.T) {
 	var ready, shutdowns atomic.Bool
 	h := Handler(Config{
-		Metrics:  http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("m 1\n")) }),
-		Ready:    ready.Load,
+		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("m 1\n")) }),
+		Ready: func() error {
+			if !ready.Load() {
+				return errors.New("no inbound policy from the controller yet")
+			}
+			return nil
+		},
 		Shutdown: func() { shutdowns.Store(true) },
 	})
 	tests := []struct {
@@ -26,7 +32,7 @@ func TestHandler(t *testing.T) {
 		wantShutdn bool
 	}{
 		{name: "metrics", method: "GET", path: "/metrics", wantCode: 200, wantBody: "m 1"},
-		{name: "not ready", method: "GET", path: "/ready", wantCode: 503},
+		{name: "not ready says why", method: "GET", path: "/ready", wantCode: 503, wantBody: "not ready: no inbound policy from the controller yet"},
 		{name: "ready", method: "GET", path: "/ready", ready: true, wantCode: 200, wantBody: "ready"},
 		{name: "live", method: "GET", path: "/live", wantCode: 200, wantBody: "live"},
 		{name: "shutdown from loopback", method: "POST", path: "/shutdown", remote: "127.0.0.1:5555", wantCode: 200, wantShutdn: true},

@@ -21,17 +21,28 @@ import (
 
 // ServeHTTP forwards one request to the target of the connection it came on.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	target, ok := targetFrom(r.Context())
-	if !ok {
+	conn := connFrom(r.Context())
+	if conn == nil {
 		http.Error(w, "mesh-proxy: no target for this connection", http.StatusInternalServerError)
 		return
 	}
+	target := conn.Target
 	rec := &recorder{ResponseWriter: w, start: time.Now()}
+	// The policy decides before anything else is done for the request:
+	// a denied one is counted and tapped, and goes nowhere.
+	var denied error
+	if conn.Authz != nil {
+		denied = conn.Authz.AuthorizeRequest(r)
+	}
+	if denied != nil {
+		p.refuse(rec, r, conn, denied)
+		return
+	}
 	r, report, err := p.pick(r, target)
 	r = p.chooseWireProto(r)
 	key := metrics.RouteKey{
 		Direction: p.cfg.Direction, Authority: r.Host, Target: target.String(),
-		Dst: dstFrom(r.Context()), ClientID: clientIDFrom(r.Context()),
+		Dst: dstFrom(r.Context()), ClientID: conn.ClientID,
 	}
 	if p.cfg.MeshTLS != nil {
 		key.ServerID = identityFrom(r.Context()) // proven by the handshake, or the request fails
@@ -73,6 +84,62 @@ func (p *Proxy) tap(r *http.Request, key metrics.RouteKey) *tap.Pending {
 		DstWorkload: key.Dst.Workload, ClientID: key.ClientID, ServerID: key.ServerID,
 		Method: r.Method, Scheme: "http", Authority: r.Host, Path: r.URL.Path,
 	})
+}
+
+// refuse answers a request the connection's Authorizer denied with 403,
+// or for gRPC with PERMISSION_DENIED, and counts and taps it like any
+// other request.
+func (p *Proxy) refuse(rec *recorder, r *http.Request, conn *Conn, why error) {
+	key := metrics.RouteKey{Direction: p.cfg.Direction, Authority: r.Host, Target: conn.Target.String(), ClientID: conn.ClientID}
+	route := p.cfg.Metrics.Route(key)
+	route.Request()
+	tapped := p.tap(r, key)
+	writeUnauthorized(rec, r, why)
+	route.Response(rec.code(), rec.succeeded(), rec.took())
+	tapped.Response(tap.Response{Status: rec.code(), GRPCStatus: rec.grpcStatus(), Latency: rec.took(), Success: rec.succeeded()})
+}
+
+// writeUnauthorized is the answer to a denied request: 403 with the
+// reason, or for gRPC a trailers-only response with grpc-status 7
+// (PERMISSION_DENIED), which a gRPC client reports as that status rather
+// than as a transport error (gRPC over HTTP/2 spec, "Responses"). An
+// HTTP/1.1 request the client proxy carried over HTTP/2 gets its 403 back
+// through that proxy like any response.
+func writeUnauthorized(w http.ResponseWriter, r *http.Request, why error) {
+	msg := "mesh-proxy: unauthorized: " + why.Error()
+	w.Header().Set("Mesh-Proxy-Error", "unauthorized")
+	if isGRPC(r) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Status", "7") // PERMISSION_DENIED
+		w.Header().Set("Grpc-Message", grpcMessage(msg))
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	http.Error(w, msg, http.StatusForbidden)
+}
+
+// isGRPC reports a gRPC request (content-type application/grpc, with or
+// without a +proto, +json... suffix).
+func isGRPC(r *http.Request) bool {
+	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+}
+
+// grpcMessage percent-encodes msg for the grpc-message header: bytes
+// outside printable ASCII, and '%', become %XX (gRPC over HTTP/2 spec).
+func grpcMessage(msg string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c >= 0x20 && c <= 0x7e && c != '%' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&0xf])
+	}
+	return b.String()
 }
 
 // rewrite makes the outgoing request differ from the incoming one only in
@@ -171,10 +238,10 @@ func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	p.cfg.Log.Info("request failed", "direction", p.cfg.Direction, "target", target.String(),
 		"authority", r.Host, "status", code, "err", err)
 	w.Header().Set("Mesh-Proxy-Error", what)
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+	if isGRPC(r) {
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Grpc-Status", fmt.Sprint(grpcCode))
-		w.Header().Set("Grpc-Message", msg)
+		w.Header().Set("Grpc-Message", grpcMessage(msg))
 		w.WriteHeader(http.StatusOK)
 		return
 	}

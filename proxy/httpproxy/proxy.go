@@ -97,24 +97,50 @@ type Proxy struct {
 	h2conns map[net.Conn]struct{} // guarded by mu: connections in ServeHTTP2
 }
 
-type targetKey struct{}
+// Conn describes a connection the proxy accepted and hands over with
+// ServeHTTP1 or ServeHTTP2.
+type Conn struct {
+	// Target is where the connection was going: its requests go there, or
+	// to the endpoint Pick chooses for them.
+	Target netip.AddrPort
+	// ClientID is the SPIFFE ID the client proved over mesh TLS; "" in
+	// plain text.
+	ClientID string
+	// Authz decides each request before it goes anywhere; nil lets every
+	// request through.
+	Authz Authorizer
+}
 
-// clientIDKey holds the SPIFFE ID a connection's client proved over mesh
-// TLS.
-type clientIDKey struct{}
+// Authorizer decides the requests of one connection (the inbound
+// authorization policy, proxy/policy). It is called for every request,
+// possibly concurrently (HTTP/2), so it must be cheap and safe for
+// concurrent use.
+type Authorizer interface {
+	// AuthorizeRequest returns nil to let r through, or why it may not
+	// go: the client gets 403 (gRPC: PERMISSION_DENIED) saying so.
+	AuthorizeRequest(r *http.Request) error
+}
 
-// targetConn carries the target of an accepted connection, and its
-// client's identity, into the http.Server, which hands them to each
-// request's context (ConnContext).
+// connKey holds the *Conn a request arrived on.
+type connKey struct{}
+
+// targetConn carries an accepted connection's Conn into the http.Server,
+// which hands it to each request's context (ConnContext).
 type targetConn struct {
 	net.Conn
-	target   netip.AddrPort
-	clientID string
+	info *Conn
+}
+
+func connFrom(ctx context.Context) *Conn {
+	c, _ := ctx.Value(connKey{}).(*Conn)
+	return c
 }
 
 func clientIDFrom(ctx context.Context) string {
-	id, _ := ctx.Value(clientIDKey{}).(string)
-	return id
+	if c := connFrom(ctx); c != nil {
+		return c.ClientID
+	}
+	return ""
 }
 
 // New returns a Proxy whose HTTP/1 server is already accepting handed-over
@@ -158,8 +184,7 @@ func New(cfg Config) *Proxy {
 		ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if tc, ok := c.(*targetConn); ok {
-				ctx = context.WithValue(ctx, clientIDKey{}, tc.clientID)
-				return context.WithValue(ctx, targetKey{}, tc.target)
+				return context.WithValue(ctx, connKey{}, tc.info)
 			}
 			return ctx
 		},
@@ -181,18 +206,16 @@ func New(cfg Config) *Proxy {
 }
 
 // ServeHTTP1 hands an accepted connection whose client speaks HTTP/1.x to
-// the proxy's HTTP/1 server and returns at once. Requests on it go to
-// target; clientID is the SPIFFE ID its client proved, "" in plain text.
-func (p *Proxy) ServeHTTP1(c net.Conn, target netip.AddrPort, clientID string) {
-	if !p.h1conns.push(&targetConn{Conn: c, target: target, clientID: clientID}) {
+// the proxy's HTTP/1 server and returns at once.
+func (p *Proxy) ServeHTTP1(c net.Conn, info Conn) {
+	if !p.h1conns.push(&targetConn{Conn: c, info: &info}) {
 		c.Close() // shutting down
 	}
 }
 
 // ServeHTTP2 serves an accepted connection whose client sent the HTTP/2
 // prior-knowledge preface, and returns when the connection is done.
-// clientID is as for ServeHTTP1.
-func (p *Proxy) ServeHTTP2(ctx context.Context, c net.Conn, target netip.AddrPort, clientID string) {
+func (p *Proxy) ServeHTTP2(ctx context.Context, c net.Conn, info Conn) {
 	p.wg.Add(1)
 	defer p.wg.Done()
 	p.mu.Lock()
@@ -204,7 +227,7 @@ func (p *Proxy) ServeHTTP2(ctx context.Context, c net.Conn, target netip.AddrPor
 		p.mu.Unlock()
 	}()
 	p.h2.ServeConn(c, &http2.ServeConnOpts{
-		Context:    context.WithValue(context.WithValue(ctx, targetKey{}, target), clientIDKey{}, clientID),
+		Context:    context.WithValue(ctx, connKey{}, &info),
 		BaseConfig: p.h1,
 		Handler:    p,
 	})
@@ -244,6 +267,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 }
 
 func targetFrom(ctx context.Context) (netip.AddrPort, bool) {
-	t, ok := ctx.Value(targetKey{}).(netip.AddrPort)
-	return t, ok
+	if c := connFrom(ctx); c != nil {
+		return c.Target, true
+	}
+	return netip.AddrPort{}, false
 }

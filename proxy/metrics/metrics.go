@@ -61,6 +61,7 @@ type Metrics struct {
 	tcpActive  *prometheus.GaugeVec
 	readBytes  *prometheus.CounterVec
 	writeBytes *prometheus.CounterVec
+	authz      *authzMetrics
 
 	mu          sync.RWMutex
 	authorities map[string]struct{} // guarded by mu; at most maxAuthorities
@@ -111,6 +112,7 @@ func New() *Metrics {
 		m.tcpOpen, m.tcpClose, m.tcpActive, m.readBytes, m.writeBytes,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector())
+	m.authz = newAuthzMetrics(m.reg)
 	return m
 }
 

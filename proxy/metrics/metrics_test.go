@@ -32,6 +32,11 @@ func exercise(m *metrics.Metrics) {
 	c.Open(metrics.ConnKey{Dst: metrics.Dst{Namespace: "shop", Workload: "deployment/payments"}, ServerID: "spiffe://cluster.local/ns/shop/sa/payments"})
 	c.Close(10, 20)
 	m.Conn(metrics.Inbound, "10.0.0.5:8080").Open(metrics.ConnKey{})
+	m.HTTPAuthz(metrics.AuthzKey{Server: "web-http", Authz: "web-clients", ClientID: "spiffe://cluster.local/ns/shop/sa/loadgen", Decision: metrics.Allow}).Inc()
+	m.HTTPAuthz(metrics.AuthzKey{Server: "web-http", Authz: "probe", Decision: metrics.Allow}).Inc()
+	m.HTTPAuthz(metrics.AuthzKey{Server: "web-http", Decision: metrics.Deny}).Inc()
+	m.TCPAuthz(metrics.AuthzKey{Server: "default:audit", ClientID: "spiffe://cluster.local/ns/shop/sa/loadgen", Decision: metrics.Audit}).Inc()
+	m.InboundPolicy().Updated()
 }
 
 func scrape(t *testing.T, m *metrics.Metrics) []byte {
@@ -78,6 +83,11 @@ func TestSeries(t *testing.T) {
 		{"mesh_proxy_tcp_write_bytes_total", []string{"dst_workload", "deployment/payments"}, 20},
 		{"mesh_proxy_tcp_open_connections", []string{"direction", "inbound"}, 1},
 		{"mesh_proxy_tcp_open_connections", []string{"direction", "outbound"}, 0},
+		{"mesh_proxy_inbound_http_authz_total", []string{"server", "web-http", "decision", "allow"}, 2},
+		{"mesh_proxy_inbound_http_authz_total", []string{"authz", "", "client_id", "", "decision", "deny"}, 1},
+		{"mesh_proxy_inbound_tcp_authz_total", []string{"server", "default:audit", "decision", "audit"}, 1},
+		{"mesh_proxy_inbound_policy_ready", nil, 1},
+		{"mesh_proxy_inbound_policy_updates_total", nil, 1},
 	} {
 		if got := fams.Sum(tc.name, tc.labels...); got != tc.want {
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
@@ -133,5 +143,36 @@ func TestAuthorityBounded(t *testing.T) {
 	}
 	if got := fams.Sum("mesh_proxy_http_requests_total", "authority", "h1.example"); got != 2 {
 		t.Errorf("h1.example = %v, want 2 (a known authority keeps its label)", got)
+	}
+}
+
+// TestClientIDBounded: the identities of a large cluster cannot grow the
+// authorization series without bound; plain text is one value.
+func TestClientIDBounded(t *testing.T) {
+	m := metrics.New()
+	for i := range 300 {
+		m.HTTPAuthz(metrics.AuthzKey{Server: "s", ClientID: fmt.Sprintf("spiffe://cluster.local/ns/n/sa/%d", i), Decision: metrics.Deny}).Inc()
+	}
+	m.HTTPAuthz(metrics.AuthzKey{Server: "s", ClientID: "spiffe://cluster.local/ns/n/sa/1", Decision: metrics.Deny}).Inc()
+	m.TCPAuthz(metrics.AuthzKey{Server: "s", Decision: metrics.Deny}).Inc()
+	fams, err := metricstest.Parse(bytes.NewReader(scrape(t, m)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(fams["mesh_proxy_inbound_http_authz_total"].GetMetric()); n != 101 {
+		t.Errorf("%d series, want 100 identities and other", n)
+	}
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{name: "mesh_proxy_inbound_http_authz_total", labels: []string{"client_id", "other"}, want: 200},
+		{name: "mesh_proxy_inbound_http_authz_total", labels: []string{"client_id", "spiffe://cluster.local/ns/n/sa/1"}, want: 2},
+		{name: "mesh_proxy_inbound_tcp_authz_total", labels: []string{"client_id", ""}, want: 1},
+	} {
+		if got := fams.Sum(tc.name, tc.labels...); got != tc.want {
+			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
+		}
 	}
 }
