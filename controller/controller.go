@@ -1,8 +1,9 @@
 // Package controller runs the mesh control plane: one process, one
 // component per package, each started with its own Run(ctx, Config): the
 // proxy injector (controller/injector), the destination service
-// (controller/destination), the identity service (identity/certify), the
-// viz API (controller/viz) and the admin server (controller/admin).
+// (controller/destination), the inbound policy service
+// (controller/policy), the identity service (identity/certify), the viz
+// API (controller/viz) and the admin server (controller/admin).
 package controller
 
 import (
@@ -12,8 +13,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +25,8 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -37,6 +42,7 @@ import (
 	"github.com/mesh-dev/mesh/controller/admin"
 	"github.com/mesh-dev/mesh/controller/destination"
 	"github.com/mesh-dev/mesh/controller/injector"
+	"github.com/mesh-dev/mesh/controller/policy"
 	"github.com/mesh-dev/mesh/controller/viz"
 	"github.com/mesh-dev/mesh/identity/ca"
 	"github.com/mesh-dev/mesh/identity/certify"
@@ -59,7 +65,7 @@ type Config struct {
 	WebhookAddr   string // the injector's HTTPS listener
 	WebhookTLSDir string // holds tls.crt and tls.key, reloaded on change
 	AdminAddr     string // /metrics, /ready, /live
-	GRPCAddr      string // the proxies' API: destination
+	GRPCAddr      string // the proxies' API: destination and inbound policy
 	// VizAddr serves the viz API (api/viz/v1) that mesh viz reads
 	// through a port-forward.
 	VizAddr string
@@ -77,11 +83,22 @@ type Config struct {
 	// TrustDomain is the SPIFFE trust domain of workload identities.
 	TrustDomain string
 
+	// DefaultInboundPolicy applies to the ports no Server selects, unless
+	// a namespace or pod says otherwise with
+	// config.mesh.dev/default-inbound-policy: one of
+	// inject.DefaultInboundPolicies.
+	DefaultInboundPolicy string
+	// ClusterNetworks are the cluster's pod, service and node networks:
+	// the cluster-* default policies allow clients from them, and injected
+	// proxies never fall back to plain text inside them. At least one.
+	ClusterNetworks []netip.Prefix
+
 	LogLevel  slog.Level
 	LogFormat string // "json" or "text"
 
 	// Set by tests of this package only.
 	client   kubernetes.Interface               // nil: from Kubeconfig
+	dynamic  dynamic.Interface                  // with client; for the policy.mesh.dev kinds
 	logTo    io.Writer                          // nil: stderr
 	onListen func(component string, a net.Addr) // nil: nothing
 }
@@ -103,6 +120,8 @@ func DefaultConfig() Config {
 		IdentityLeafLifetime: 24 * time.Hour,
 		ClusterDomain:        "cluster.local",
 		TrustDomain:          "cluster.local",
+		DefaultInboundPolicy: inject.DefaultInboundPolicy,
+		ClusterNetworks:      inject.DefaultClusterNetworks(),
 		LogLevel:             slog.LevelInfo,
 		LogFormat:            "json",
 	}
@@ -124,6 +143,11 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.IdentityLeafLifetime, "identity-leaf-lifetime", c.IdentityLeafLifetime, "lifetime of workload certificates")
 	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "the cluster's DNS domain")
 	fs.StringVar(&c.TrustDomain, "trust-domain", c.TrustDomain, "SPIFFE trust domain of workload identities")
+	fs.StringVar(&c.DefaultInboundPolicy, "default-inbound-policy", c.DefaultInboundPolicy,
+		"policy of the ports no Server selects, unless the namespace or pod annotation "+inject.AnnotationDefaultInboundPolicy+
+			" says otherwise: "+strings.Join(inject.DefaultInboundPolicies, ", "))
+	fs.Var(&prefixesValue{&c.ClusterNetworks}, "cluster-networks",
+		"the cluster's pod, service and node networks, comma-separated CIDRs: the cluster-* default policies allow them, and proxies never send plain text inside them")
 	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
 }
@@ -143,6 +167,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--identity-leaf-lifetime %s: must be at least a minute", c.IdentityLeafLifetime)
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return fmt.Errorf("--log-format must be json or text, got %q", c.LogFormat)
+	case len(c.ClusterNetworks) == 0:
+		return fmt.Errorf("--cluster-networks must name at least one CIDR, like %s", inject.FormatClusterNetworks(inject.DefaultClusterNetworks()))
+	}
+	if _, err := inject.ParseDefaultInboundPolicy(c.DefaultInboundPolicy); err != nil {
+		return fmt.Errorf("--default-inbound-policy: %w", err)
+	}
+	for _, p := range c.ClusterNetworks {
+		if !p.IsValid() || p != p.Masked() {
+			return fmt.Errorf("--cluster-networks: %v is not a CIDR without host bits, like 10.0.0.0/8", p)
+		}
 	}
 	if err := c.injectConfig("").Validate(); err != nil {
 		return err
@@ -155,7 +189,7 @@ func (c Config) Validate() error {
 func (c Config) injectConfig(anchors string) inject.Config {
 	return inject.Config{
 		ProxyImage: c.ProxyImage, Version: c.Version, ControlPlaneNamespace: c.Namespace,
-		TrustDomain: c.TrustDomain, TrustAnchors: anchors,
+		TrustDomain: c.TrustDomain, TrustAnchors: anchors, ClusterNetworks: c.ClusterNetworks,
 	}
 }
 
@@ -178,12 +212,15 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.logTo = os.Stderr
 	}
 	log := NewLogger(cfg, cfg.logTo)
-	client := cfg.client
+	client, dyn := cfg.client, cfg.dynamic
 	if client == nil {
 		var err error
-		if client, err = newClient(cfg.Kubeconfig); err != nil {
+		if client, dyn, err = newClients(cfg.Kubeconfig); err != nil {
 			return err
 		}
+	}
+	if dyn == nil {
+		return errors.New("controller: a test's client needs a dynamic client too")
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -218,6 +255,19 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	state.destination = dst.Ready
+	// The policy.mesh.dev kinds have no typed clientset: a dynamic
+	// informer factory of their own, converted to the typed structs.
+	dynFactory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	defer dynFactory.Shutdown() // after g.Wait, which cancels ctx
+	pol, err := policy.New(policy.Config{
+		Informers: factory, DynamicInformers: dynFactory, TrustDomain: cfg.TrustDomain,
+		DefaultInboundPolicy: cfg.DefaultInboundPolicy, ClusterNetworks: cfg.ClusterNetworks,
+		Registerer: reg, Log: log.With("component", "policy"),
+	})
+	if err != nil {
+		return fmt.Errorf("controller: %w", err)
+	}
+	state.policy = pol.Ready
 	vz, err := newViz(cfg, factory, ids, reg, log)
 	if err != nil {
 		return err
@@ -255,13 +305,15 @@ func Run(ctx context.Context, cfg Config) error {
 			},
 		})
 	})
-	g.Go(func() error { return serveGRPC(ctx, cfg, dst) })
+	g.Go(func() error { return pol.Run(ctx) })
+	g.Go(func() error { return serveGRPC(ctx, cfg, dst, pol) })
 	g.Go(func() error { return ids.Run(ctx) })
 	g.Go(func() error { return serveIdentity(ctx, cfg, ids) })
 	g.Go(func() error { return vz.Run(ctx) })
 	// Not ready from the moment shutdown starts, so no new work is sent.
 	context.AfterFunc(ctx, func() { state.stopping.Store(true) })
-	log.Info("mesh-controller starting", "version", version.Version, "namespace", cfg.Namespace, "proxy_image", cfg.ProxyImage)
+	log.Info("mesh-controller starting", "version", version.Version, "namespace", cfg.Namespace, "proxy_image", cfg.ProxyImage,
+		"default_inbound_policy", cfg.DefaultInboundPolicy, "cluster_networks", inject.FormatClusterNetworks(cfg.ClusterNetworks))
 	return g.Wait()
 }
 
@@ -347,9 +399,11 @@ func stripManagedFields(obj any) (any, error) {
 	return obj, nil
 }
 
-// serveGRPC serves the proxies' API once the destination caches are
-// filled, until ctx ends.
-func serveGRPC(ctx context.Context, cfg Config, dst *destination.Server) error {
+// serveGRPC serves the proxies' API, destination and inbound policy, once
+// the destination caches are filled, until ctx ends. The policy service
+// answers UNAVAILABLE until its own caches are filled (pol.Run), so that
+// destination does not wait on the policy CRDs.
+func serveGRPC(ctx context.Context, cfg Config, dst *destination.Server, pol *policy.Server) error {
 	if err := dst.Start(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil // shut down before the caches filled
@@ -362,7 +416,9 @@ func serveGRPC(ctx context.Context, cfg Config, dst *destination.Server) error {
 	// few small updates. Writes share one pool instead.
 	srv := grpc.NewServer(grpc.SharedWriteBuffer(true), grpc.ReadBufferSize(4<<10), grpc.WriteBufferSize(4<<10))
 	dst.Register(srv)
-	// Start ends every open stream when ctx ends, so GracefulStop returns.
+	pol.Register(srv)
+	// Start and pol.Run end every open stream when ctx ends, so
+	// GracefulStop returns.
 	return serve(ctx, cfg, "grpc", cfg.GRPCAddr, srv)
 }
 
@@ -372,9 +428,10 @@ func (c Config) listening(component string, a net.Addr) {
 	}
 }
 
-// newClient connects with the kubeconfig file at path, or with the pod's
-// service account when path is "".
-func newClient(path string) (kubernetes.Interface, error) {
+// newClients connects with the kubeconfig file at path, or with the pod's
+// service account when path is "": a clientset, and a dynamic client for
+// the kinds that have none.
+func newClients(path string) (kubernetes.Interface, dynamic.Interface, error) {
 	var (
 		rc  *rest.Config
 		err error
@@ -385,22 +442,48 @@ func newClient(path string) (kubernetes.Interface, error) {
 		rc, err = clientcmd.BuildConfigFromFlags("", path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("controller: kubernetes config: %w", err)
+		return nil, nil, fmt.Errorf("controller: kubernetes config: %w", err)
 	}
 	rc.UserAgent = "mesh-controller/" + version.Version
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return nil, fmt.Errorf("controller: kubernetes client: %w", err)
+		return nil, nil, fmt.Errorf("controller: kubernetes client: %w", err)
 	}
-	return client, nil
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("controller: kubernetes dynamic client: %w", err)
+	}
+	return client, dyn, nil
 }
+
+// prefixesValue is a pflag.Value of comma-separated CIDRs, read and
+// written as mesh-proxy's --cluster-networks.
+type prefixesValue struct{ p *[]netip.Prefix }
+
+func (v *prefixesValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return inject.FormatClusterNetworks(*v.p)
+}
+
+func (v *prefixesValue) Set(s string) error {
+	ps, err := inject.ParseClusterNetworks(s)
+	if err != nil {
+		return err
+	}
+	*v.p = ps
+	return nil
+}
+
+func (v *prefixesValue) Type() string { return "cidrs" }
 
 // readiness is what /ready reports; its fields are set from the
 // components' goroutines and read by probes.
 type readiness struct {
 	synced, webhook, stopping atomic.Bool
-	// destination says why the destination service cannot answer yet.
-	destination func() error
+	// destination and policy say why those services cannot answer yet.
+	destination, policy func() error
 }
 
 func (r *readiness) check() error {
@@ -411,8 +494,14 @@ func (r *readiness) check() error {
 		return errors.New("waiting for the namespace cache to sync with the API server")
 	case !r.webhook.Load():
 		return errors.New("the proxy injector is not listening yet")
-	case r.destination != nil:
-		return r.destination()
+	}
+	for _, ready := range []func() error{r.destination, r.policy} {
+		if ready == nil {
+			continue
+		}
+		if err := ready(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -29,6 +32,8 @@ import (
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
 	identityv1 "github.com/mesh-dev/mesh/api/identity/v1"
+	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
+	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
 	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
 	"github.com/mesh-dev/mesh/controller/injector/injectortest"
 	"github.com/mesh-dev/mesh/identity/identitytest"
@@ -39,8 +44,9 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// testConfig runs the controller against a fake clientset holding objs, on
-// loopback ports of the kernel's choosing. The fake stands in for the API
+// testConfig runs the controller against a fake clientset and a fake
+// dynamic client holding objs (the policy.mesh.dev ones in the latter), on
+// loopback ports of the kernel's choosing. The fakes stand in for the API
 // server here; the end-to-end suite runs the controller against a real one.
 func testConfig(t *testing.T, objs ...runtime.Object) (Config, chan [2]string) {
 	cfg := DefaultConfig()
@@ -52,7 +58,20 @@ func testConfig(t *testing.T, objs ...runtime.Object) (Config, chan [2]string) {
 	testCA = identitytest.NewCA(t)
 	testCA.WriteSecret(t, issuer)
 	cfg.IdentityIssuerDir = issuer.Path
-	cfg.client = fake.NewClientset(objs...)
+	scheme := runtime.NewScheme()
+	if err := policyv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	var core, policies []runtime.Object
+	for _, o := range objs {
+		if _, _, err := scheme.ObjectKinds(o); err == nil {
+			policies = append(policies, o)
+		} else {
+			core = append(core, o)
+		}
+	}
+	cfg.client = fake.NewClientset(core...)
+	cfg.dynamic = dynamicfake.NewSimpleDynamicClient(scheme, policies...)
 	cfg.logTo = t.Output()
 	addrs := make(chan [2]string, 5)
 	cfg.onListen = func(component string, a net.Addr) { addrs <- [2]string{component, a.String()} }
@@ -64,9 +83,17 @@ var testCA *identitytest.CA
 
 func TestRun(t *testing.T) {
 	ca := injectortest.NewCA(t)
-	cfg, addrs := testConfig(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		Name: "shop", Annotations: map[string]string{inject.AnnotationInject: inject.Enabled},
-	}})
+	cfg, addrs := testConfig(t,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+			Name: "shop", Annotations: map[string]string{inject.AnnotationInject: inject.Enabled},
+		}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-0", Labels: map[string]string{"app": "web"}}},
+		&policyv1alpha1.Server{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-http"},
+			Spec:       policyv1alpha1.ServerSpec{Port: intstr.FromInt32(8080), ProxyProtocol: policyv1alpha1.ProtocolHTTP1},
+		},
+	)
+	cfg.DefaultInboundPolicy = inject.PolicyAllAuthenticated
 	ca.WriteServing(t, cfg.WebhookTLSDir)
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -87,10 +114,8 @@ func TestRun(t *testing.T) {
 		t.Errorf("/live: %d %s", code, body)
 	}
 	// The injector and the gRPC server listen only once their caches have
-	// synced: ready now.
-	if code, body := get(t, adminURL+"/ready"); code != http.StatusOK || body != "ready\n" {
-		t.Errorf("/ready: %d %q", code, body)
-	}
+	// synced; the policy service's may take a moment longer.
+	waitReady(t, adminURL+"/ready")
 
 	pod, _ := json.Marshal(corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: "web-"},
@@ -114,6 +139,10 @@ func TestRun(t *testing.T) {
 	if err != nil || answer.Response == nil || len(answer.Response.Patch) == 0 {
 		t.Fatalf("webhook answer %+v, %v: want a patch", answer.Response, err)
 	}
+	// Injected proxies know the cluster networks.
+	if patch := string(answer.Response.Patch); !strings.Contains(patch, "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fd00::/8") {
+		t.Errorf("the injector's patch lacks the cluster networks: %s", patch)
+	}
 
 	// The destination service answers on the gRPC address: a Service that
 	// does not exist is NOT_FOUND, which proxies take as "forward as is".
@@ -128,6 +157,20 @@ func TestRun(t *testing.T) {
 	}
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("destination Get of a missing Service: %v, want NotFound", err)
+	}
+
+	// The inbound policy service answers on the same address, with the
+	// install's default policy and the pod's Server.
+	policies, err := inboundv1.NewInboundPolicyClient(conn).Watch(ctx, &inboundv1.WatchRequest{Namespace: "shop", Pod: "web-0"})
+	if err == nil {
+		var pp *inboundv1.PodPolicy
+		pp, err = policies.Recv()
+		if err == nil && (pp.GetDefaultPolicy() != inject.PolicyAllAuthenticated || len(pp.GetPorts()) != 1 || pp.GetPorts()[0].GetServer() != "web-http") {
+			err = fmt.Errorf("policy %v", pp)
+		}
+	}
+	if err != nil {
+		t.Errorf("inbound policy Watch of shop/web-0: %v", err)
 	}
 
 	// The identity service answers over TLS as the controller's own
@@ -152,10 +195,10 @@ func TestRun(t *testing.T) {
 	}
 
 	// The viz API answers once its caches have synced: the namespace
-	// exists and has no pods yet.
+	// exists and has one pod, not meshed.
 	var stat vizv1.StatList
 	getJSON(t, "http://"+listening["viz"]+vizv1.PathStat+"?kind=ns&name=shop", &stat)
-	if len(stat.Rows) != 1 || stat.Rows[0].Resource.Name != "shop" || stat.Rows[0].TotalPods != 0 {
+	if len(stat.Rows) != 1 || stat.Rows[0].Resource.Name != "shop" || stat.Rows[0].TotalPods != 1 || stat.Rows[0].MeshedPods != 0 {
 		t.Errorf("viz stat ns/shop: %+v", stat.Rows)
 	}
 
@@ -163,6 +206,7 @@ func TestRun(t *testing.T) {
 	for _, want := range []string{
 		`mesh_controller_injections_total{reason="none",result="injected"} 1`, "go_goroutines", "process_",
 		"mesh_controller_viz_scrapes_total", "mesh_controller_viz_series",
+		"mesh_policy_active_streams 1", `mesh_policy_watches_total{code="OK"} 1`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
@@ -189,6 +233,11 @@ func TestRunErrors(t *testing.T) {
 		{name: "no proxy image", mod: func(c *Config) { c.ProxyImage = "" }, wantErr: "--proxy-image is required"},
 		{name: "bad log format", mod: func(c *Config) { c.LogFormat = "xml" }, wantErr: "--log-format"},
 		{name: "no viz address", mod: func(c *Config) { c.VizAddr = "" }, wantErr: "--viz-addr"},
+		{name: "bad default policy", mod: func(c *Config) { c.DefaultInboundPolicy = "allow-all" }, wantErr: "--default-inbound-policy: unknown default inbound policy"},
+		{name: "no cluster networks", mod: func(c *Config) { c.ClusterNetworks = nil }, wantErr: "--cluster-networks must name at least one CIDR"},
+		{name: "cluster network with host bits", mod: func(c *Config) {
+			c.ClusterNetworks = []netip.Prefix{netip.MustParsePrefix("10.1.2.3/8")}
+		}, wantErr: "--cluster-networks: 10.1.2.3/8"},
 		{name: "no certificate", mod: func(*Config) {}, wantErr: "tls.crt"},
 		{name: "admin address taken", mod: func(c *Config) {
 			// With a valid certificate, so the injector starts and only
@@ -221,6 +270,65 @@ func TestVizAddrFlag(t *testing.T) {
 	}
 	if cfg.VizAddr != "127.0.0.1:9000" {
 		t.Errorf("--viz-addr set VizAddr to %q", cfg.VizAddr)
+	}
+}
+
+func TestPolicyFlags(t *testing.T) {
+	tests := []struct {
+		name         string
+		args         []string
+		wantPolicy   string
+		wantNetworks string
+		wantErr      string
+	}{
+		{name: "defaults", wantPolicy: "all-unauthenticated", wantNetworks: "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fd00::/8"},
+		{
+			name: "set", args: []string{"--default-inbound-policy=deny", "--cluster-networks=10.42.0.0/16, 2001:db8::/64"},
+			wantPolicy: "deny", wantNetworks: "10.42.0.0/16,2001:db8::/64",
+		},
+		{name: "not a CIDR", args: []string{"--cluster-networks=10.42.0.0"}, wantErr: "not a CIDR"},
+		{name: "host bits", args: []string{"--cluster-networks=10.42.0.1/16"}, wantErr: "did you mean 10.42.0.0/16"},
+		{name: "empty", args: []string{"--cluster-networks="}, wantErr: "at least one CIDR"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			fs := pflag.NewFlagSet("mesh-controller", pflag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			cfg.AddFlags(fs)
+			err := fs.Parse(tc.args)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want an error with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := inject.FormatClusterNetworks(cfg.ClusterNetworks); cfg.DefaultInboundPolicy != tc.wantPolicy || got != tc.wantNetworks {
+				t.Errorf("policy %q, networks %q; want %q, %q", cfg.DefaultInboundPolicy, got, tc.wantPolicy, tc.wantNetworks)
+			}
+			if got := fs.Lookup("cluster-networks").Value.String(); got != tc.wantNetworks {
+				t.Errorf("--cluster-networks reads back as %q, want %q", got, tc.wantNetworks)
+			}
+		})
+	}
+}
+
+// waitReady polls url until it answers ready.
+func waitReady(t testing.TB, url string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := get(t, url)
+		if code == http.StatusOK && body == "ready\n" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d %q", url, code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -1,5 +1,6 @@
-// Command mesh-controller is the control plane: the proxy injector webhook
-// and the admin server, with the components of later issues to come.
+// Command mesh-controller is the control plane: the proxy injector
+// webhook, the destination, inbound policy and identity services, the viz
+// API and the admin server (package controller).
 package main
 
 import (
@@ -40,8 +41,9 @@ func newRootCmd(lookupEnv func(string) (string, bool), run func(context.Context,
 	cmd := &cobra.Command{
 		Use:   "mesh-controller",
 		Short: "The mesh control plane",
-		Long: "mesh-controller " + version.Version + " runs the proxy injector webhook and the admin server\n" +
-			"(/metrics, /ready, /live). Every flag can also be set by an environment variable:\n" +
+		Long: "mesh-controller " + version.Version + " runs the proxy injector webhook, the proxies' destination,\n" +
+			"inbound policy and identity services, the viz API and the admin server (/metrics, /ready,\n" +
+			"/live). Every flag can also be set by an environment variable:\n" +
 			"--log-level is " + envflag.Name(envPrefix, "log-level") + ".",
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,

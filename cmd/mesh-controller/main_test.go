@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -40,13 +41,27 @@ func TestFlagsToConfig(t *testing.T) {
 			args: []string{
 				"--proxy-image=proxy:v1", "--namespace=mesh", "--version=v9", "--kubeconfig=/k",
 				"--webhook-addr=:1", "--webhook-tls-dir=/tls", "--admin-addr=:2", "--log-level=debug", "--log-format=text",
+				"--default-inbound-policy=deny", "--cluster-networks=10.42.0.0/16,fd00:10::/64",
 			},
 			want: withImage(func(c *controller.Config) {
 				c.Namespace, c.Version, c.Kubeconfig = "mesh", "v9", "/k"
 				c.WebhookAddr, c.WebhookTLSDir, c.AdminAddr = ":1", "/tls", ":2"
 				c.LogLevel, c.LogFormat = slog.LevelDebug, "text"
+				c.DefaultInboundPolicy = "deny"
+				c.ClusterNetworks = []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16"), netip.MustParsePrefix("fd00:10::/64")}
 			}),
 		},
+		{
+			name: "policy flags from the environment", args: []string{"--proxy-image=proxy:v1"},
+			env: map[string]string{
+				"MESH_CONTROLLER_DEFAULT_INBOUND_POLICY": "audit", "MESH_CONTROLLER_CLUSTER_NETWORKS": "192.168.0.0/16",
+			},
+			want: withImage(func(c *controller.Config) {
+				c.DefaultInboundPolicy = "audit"
+				c.ClusterNetworks = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")}
+			}),
+		},
+		{name: "bad cluster networks", args: []string{"--cluster-networks=10.0.0.1/8"}, wantErr: "cluster-networks"},
 		{
 			name: "POD_NAMESPACE is the default namespace", args: []string{"--proxy-image=proxy:v1"},
 			env:  map[string]string{"POD_NAMESPACE": "mesh-a"},
@@ -82,7 +97,8 @@ func TestFlagsToConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tc.want, *got, cmp.AllowUnexported(controller.Config{})); diff != "" {
+			if diff := cmp.Diff(tc.want, *got, cmp.AllowUnexported(controller.Config{}),
+				cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 				t.Errorf("config (-want +got):\n%s", diff)
 			}
 		})
