@@ -4,7 +4,9 @@
 # HTTP/1.1 keep-alive load (wrk) and HTTP/2 h2c prior-knowledge load (h2load).
 # It prints a markdown table with req/s, p50/p99 latency, errors, the hop's
 # peak RSS and CPU, and each row's req/s as ratios to the nginx hop and to
-# direct.
+# direct. With the mesh hop, it then runs bench/policy.sh: the CPU a request
+# costs through the proxy's inbound side under a policy of 100 Servers x 100
+# authorizations against no policy (a Go benchmark, printed as a ratio).
 #
 # Usage (root: it makes a network namespace and nat rules inside it):
 #   sudo make bench-proxy                    # build, then print the table
@@ -14,9 +16,11 @@
 # Environment: BENCH_WRITE=1 is --write, BENCH_HOPS is --hops,
 # BENCH_DURATION is --duration (10), BENCH_WARMUP the warm-up seconds (2),
 # BENCH_PROXY another mesh-proxy binary to measure (default bin/mesh-proxy;
-# handy to compare two builds in turn).
+# handy to compare two builds in turn), BENCH_POLICY=0 skips bench/policy.sh
+# (whose own knobs are BENCH_POLICY_ROUNDS and BENCH_POLICY_BENCHTIME).
 # --write replaces only the part of docs/benchmarks.md between the
-# "BEGIN bench-proxy" and "END bench-proxy" markers.
+# "BEGIN bench-proxy" and "END bench-proxy" markers, and bench/policy.sh
+# its "bench-policy" block.
 #
 # Topology, all inside one private network namespace mesh-bench-<pid> on its
 # loopback interface (nothing leaves it; the root namespace's iptables is never
@@ -49,13 +53,14 @@ H2_CONNS=16
 H2_STREAMS=10
 DOC="$ROOT/docs/benchmarks.md"
 PROXY_BIN=${BENCH_PROXY:-$ROOT/bin/mesh-proxy}
+POLICY=${BENCH_POLICY:-1}
 
 while [ $# -gt 0 ]; do
 	case $1 in
 	--write) WRITE=1 ;;
 	--hops) HOPS=$2; shift ;;
 	--duration) DURATION=$2; shift ;;
-	-h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "bench/proxy.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -594,6 +599,13 @@ main() {
 		die "the metrics cross-check failed: the mesh rows did not (all) go through mesh-proxy; not writing $DOC"
 	fi
 	if [ "$WRITE" = 1 ]; then write_doc "$out"; fi
+	if has_hop mesh && [ "$POLICY" = 1 ]; then
+		# In-process, outside the namespace: the servers above sit idle.
+		log "the inbound policy's cost per request (bench/policy.sh)"
+		local args=()
+		if [ "$WRITE" = 1 ]; then args=(--write); fi
+		bash "$ROOT/bench/policy.sh" "${args[@]}" || die "bench/policy.sh failed"
+	fi
 }
 
 main
