@@ -213,7 +213,7 @@ func (s *side) forward(a accepted) {
 	key := metrics.ConnKey{ClientID: a.clientID}
 	switch a.proto {
 	case detect.HTTP1, detect.HTTP2:
-		info := httpproxy.Conn{Target: a.dst, ClientID: a.clientID}
+		info := httpproxy.ConnInfo{Target: a.dst, ClientID: a.clientID}
 		if a.guard != nil {
 			info.Authz = a.guard // never a typed nil in the interface
 		}

@@ -53,7 +53,7 @@ func TestUnauthorized(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.ServeHTTP1(server, httpproxy.Conn{Target: tg.addr, Authz: denyPrefix{}})
+	p.ServeHTTP1(server, httpproxy.ConnInfo{Target: tg.addr, Authz: denyPrefix{}})
 	defer client.Close()
 	client.SetDeadline(time.Now().Add(10 * time.Second))
 	raw := "GET /deny/x HTTP/1.1\r\nHost: api\r\n\r\n" +

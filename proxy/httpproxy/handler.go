@@ -89,7 +89,7 @@ func (p *Proxy) tap(r *http.Request, key metrics.RouteKey) *tap.Pending {
 // refuse answers a request the connection's Authorizer denied with 403,
 // or for gRPC with PERMISSION_DENIED, and counts and taps it like any
 // other request.
-func (p *Proxy) refuse(rec *recorder, r *http.Request, conn *Conn, why error) {
+func (p *Proxy) refuse(rec *recorder, r *http.Request, conn *ConnInfo, why error) {
 	key := metrics.RouteKey{Direction: p.cfg.Direction, Authority: r.Host, Target: conn.Target.String(), ClientID: conn.ClientID}
 	route := p.cfg.Metrics.Route(key)
 	route.Request()

@@ -139,7 +139,7 @@ func exchange(tb testing.TB, p *httpproxy.Proxy, ln net.Listener, to netip.AddrP
 		client.Close()
 		tb.Fatal(err)
 	}
-	p.ServeHTTP1(server, httpproxy.Conn{Target: to})
+	p.ServeHTTP1(server, httpproxy.ConnInfo{Target: to})
 	client.SetDeadline(time.Now().Add(10 * time.Second))
 	wrote := make(chan struct{})
 	go func() {

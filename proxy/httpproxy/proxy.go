@@ -97,9 +97,9 @@ type Proxy struct {
 	h2conns map[net.Conn]struct{} // guarded by mu: connections in ServeHTTP2
 }
 
-// Conn describes a connection the proxy accepted and hands over with
+// ConnInfo describes a connection the proxy accepted and hands over with
 // ServeHTTP1 or ServeHTTP2.
-type Conn struct {
+type ConnInfo struct {
 	// Target is where the connection was going: its requests go there, or
 	// to the endpoint Pick chooses for them.
 	Target netip.AddrPort
@@ -121,18 +121,18 @@ type Authorizer interface {
 	AuthorizeRequest(r *http.Request) error
 }
 
-// connKey holds the *Conn a request arrived on.
+// connKey holds the *ConnInfo of the connection a request arrived on.
 type connKey struct{}
 
-// targetConn carries an accepted connection's Conn into the http.Server,
+// targetConn carries an accepted connection's ConnInfo into the http.Server,
 // which hands it to each request's context (ConnContext).
 type targetConn struct {
 	net.Conn
-	info *Conn
+	info *ConnInfo
 }
 
-func connFrom(ctx context.Context) *Conn {
-	c, _ := ctx.Value(connKey{}).(*Conn)
+func connFrom(ctx context.Context) *ConnInfo {
+	c, _ := ctx.Value(connKey{}).(*ConnInfo)
 	return c
 }
 
@@ -207,7 +207,7 @@ func New(cfg Config) *Proxy {
 
 // ServeHTTP1 hands an accepted connection whose client speaks HTTP/1.x to
 // the proxy's HTTP/1 server and returns at once.
-func (p *Proxy) ServeHTTP1(c net.Conn, info Conn) {
+func (p *Proxy) ServeHTTP1(c net.Conn, info ConnInfo) {
 	if !p.h1conns.push(&targetConn{Conn: c, info: &info}) {
 		c.Close() // shutting down
 	}
@@ -215,7 +215,7 @@ func (p *Proxy) ServeHTTP1(c net.Conn, info Conn) {
 
 // ServeHTTP2 serves an accepted connection whose client sent the HTTP/2
 // prior-knowledge preface, and returns when the connection is done.
-func (p *Proxy) ServeHTTP2(ctx context.Context, c net.Conn, info Conn) {
+func (p *Proxy) ServeHTTP2(ctx context.Context, c net.Conn, info ConnInfo) {
 	p.wg.Add(1)
 	defer p.wg.Done()
 	p.mu.Lock()
