@@ -413,8 +413,9 @@ func serveGRPC(ctx context.Context, cfg Config, dst *destination.Server, pol *po
 	// Every proxy holds a connection open for good: grpc-go's default
 	// 32 KiB read and write buffers per connection would be most of the
 	// controller's memory at a thousand proxies, for streams that carry a
-	// few small updates. Writes share one pool instead.
-	srv := grpc.NewServer(grpc.SharedWriteBuffer(true), grpc.ReadBufferSize(4<<10), grpc.WriteBufferSize(4<<10))
+	// few small updates. Writes share one pool instead (grpc-go's default
+	// since SharedWriteBuffer was deprecated).
+	srv := grpc.NewServer(grpc.ReadBufferSize(4<<10), grpc.WriteBufferSize(4<<10))
 	dst.Register(srv)
 	pol.Register(srv)
 	// Start and pol.Run end every open stream when ctx ends, so

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -385,5 +386,55 @@ func TestTypedTransform(t *testing.T) {
 	}
 	if m, ok := obj.(*policyv1alpha1.MeshTLSAuthentication); !ok || m.Name != "bad" || m.Namespace != testNS || len(m.Spec.Identities) != 0 {
 		t.Errorf("transform(bad) = %#v, want the name only", obj)
+	}
+}
+
+// TestWatchPodRecreated: a deleted pod's stream keeps its policy and gets
+// the new pod's when one of that name comes back (a StatefulSet's).
+func TestWatchPodRecreated(t *testing.T) {
+	h := newHarness(t, harnessOptions{objects: []runtime.Object{
+		namespace(testNS, nil), pod("db-0"),
+		server("db", 0, intstr.FromInt32(5432), policyv1alpha1.ProtocolOpaque, map[string]string{"app": "db"}),
+	}})
+	w := h.watch(t, testNS, "db-0")
+	if got := w.recv(); len(got.GetPorts()) != 0 {
+		t.Fatalf("policy %v, want no Server yet", got)
+	}
+	h.delete(t, pod("db-0"))
+	start := time.Now()
+	h.apply(t, pod("db-0", func(p *corev1.Pod) { p.Labels = map[string]string{"app": "db"} }))
+	want := unauthenticated(port(5432, "db", opaque))
+	if diff := cmp.Diff(want, w.recvWithin(start, propagation), protocmp.Transform(), ignoreRevision); diff != "" {
+		t.Errorf("policy of the new pod (-want +got):\n%s", diff)
+	}
+	h.waitMetric(t, "mesh_policy_updates_total", 2)
+}
+
+// TestWatchManyPods: one change to a namespace reaches every subscribed
+// pod of it, each once.
+func TestWatchManyPods(t *testing.T) {
+	const n = 30
+	objs := []runtime.Object{namespace(testNS, nil)}
+	for i := range n {
+		objs = append(objs, pod(fmt.Sprintf("web-%d", i)))
+	}
+	h := newHarness(t, harnessOptions{objects: objs})
+	watches := make([]*watch, n)
+	for i := range n {
+		watches[i] = h.watch(t, testNS, fmt.Sprintf("web-%d", i))
+		watches[i].recv()
+	}
+	start := time.Now()
+	h.apply(t, authzPolicy("everyone", toNamespace(testNS)))
+	h.apply(t, server("web-http", 0, intstr.FromString("http"), "", nil))
+	for i, w := range watches {
+		got := w.recvWithin(start, propagation)
+		for len(got.GetPorts()) != 1 || len(got.GetPorts()[0].GetAuthorizations()) != 1 {
+			// The Server may come before the policy: denied between.
+			got = w.recvWithin(start, propagation)
+		}
+		if got.GetPorts()[0].GetPort() != 8080 {
+			t.Errorf("web-%d: policy %v, want port 8080 allowed", i, got)
+		}
 	}
 }
