@@ -34,6 +34,12 @@
 // one-slot mailbox holding the newest policy not yet sent: a slow client
 // gets the latest policy when it reads again, never a backlog, and never
 // holds up the worker.
+//
+// Metrics: mesh_policy_active_streams (gauge), mesh_policy_watches_total
+// {code} (Watch requests by the code they got before streaming),
+// mesh_policy_updates_total (policies sent) and
+// mesh_policy_updates_superseded_total (policies a newer one replaced
+// before their stream sent them).
 package policy
 
 import (
