@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -191,18 +190,14 @@ func probePort(port intstr.IntOrString, c *corev1.Container) (uint32, bool) {
 	return uint32(n), true
 }
 
-// probePath is the path the kubelet requests for an httpGet probe's path:
-// it parses it as a URL reference (so a query is not part of the path)
-// and requests "/" when it is empty.
+// probePath is an httpGet probe's path as the kubelet requests it: as
+// declared, query included (a proxy matches the query too), with the
+// leading "/" the kubelet adds when it is missing, and "/" when empty.
 func probePath(p string) string {
-	path := p
-	if u, err := url.Parse(p); err == nil {
-		path = u.Path
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
 	}
-	if !strings.HasPrefix(path, "/") {
-		path = "/" + path
-	}
-	return path
+	return p
 }
 
 // revision is a short hash of pp's deterministic encoding (with no

@@ -553,7 +553,7 @@ func TestProbes(t *testing.T) {
 		{Port: 7070, Path: "/ready"},
 		{Port: 8080, Path: "/"},
 		{Port: 8080, Path: "/ready"},
-		{Port: 8081, Path: "/healthz"},
+		{Port: 8081, Path: "/healthz?full=1"},
 		{Port: 9090, Path: GRPCHealthCheckPath},
 		{Port: 15021, Path: "/ready"},
 	}
