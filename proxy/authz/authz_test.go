@@ -46,6 +46,9 @@ func shopPolicy() *inboundv1.PodPolicy {
 		Probes: []*inboundv1.Probe{
 			{Port: 8080, Path: "/healthz"},
 			{Port: 8080, Path: "/ready?full=1"},
+			{Port: 8080, Path: "live"},
+			{Port: 8080, Path: "/a%20b"},
+			{Port: 8080, Path: "/100%"},
 			{Port: 9090, Path: GRPCHealthCheck},
 		},
 	}
@@ -168,8 +171,12 @@ func TestIsProbe(t *testing.T) {
 		{name: "HEAD of an HTTP probe", port: 8080, method: "HEAD", path: "/healthz", want: true},
 		{name: "POST to an HTTP probe's path", port: 8080, method: "POST", path: "/healthz"},
 		{name: "HTTP probe with its query", port: 8080, method: "GET", path: "/ready", query: "full=1", want: true},
-		{name: "probe path with another query", port: 8080, method: "GET", path: "/healthz", query: "x=1"},
+		{name: "a probe declared without a query matches any", port: 8080, method: "GET", path: "/healthz", query: "x=1", want: true},
+		{name: "probe path with another query", port: 8080, method: "GET", path: "/ready", query: "full=2"},
 		{name: "probe path without its query", port: 8080, method: "GET", path: "/ready"},
+		{name: "path without a leading slash", port: 8080, method: "GET", path: "/live", want: true},
+		{name: "encoded path, decoded by the request", port: 8080, method: "GET", path: "/a b", want: true},
+		{name: "a literal percent", port: 8080, method: "GET", path: "/100%", want: true},
 		{name: "another path", port: 8080, method: "GET", path: "/healthz/x"},
 		{name: "probe path on another port", port: 6379, method: "GET", path: "/healthz"},
 		{name: "gRPC probe", port: 9090, method: "POST", path: GRPCHealthCheck, want: true},
@@ -202,7 +209,7 @@ func TestCompileDrops(t *testing.T) {
 			{Port: 80, Server: "second"},
 			{Port: 81, Server: "future", Protocol: 42},
 		},
-		Probes: []*inboundv1.Probe{{Port: 0, Path: "/x"}, {Port: 80, Path: "//host/x"}},
+		Probes: []*inboundv1.Probe{{Port: 0, Path: "/x"}},
 	}
 	p, dropped := Compile(msg, Options{TrustDomain: "cluster.local"})
 	var got []string
@@ -213,7 +220,7 @@ func TestCompileDrops(t *testing.T) {
 		`except "10.0.0.0/33"`, `network "10.0.0.0/8x"`, "neither networks nor mesh_tls",
 		`pattern "spiffe://cluster.local/ns/*/sa/web"`, `pattern "web"`, `pattern "spiffe://Cluster.local/x"`,
 		"port 0 is not a TCP port", "port 70000", `port 80 is already selected by server "first"`,
-		"unknown proxy protocol 42", `probe "/x": port 0`, `path "//host/x"`,
+		"unknown proxy protocol 42", `probe "/x": port 0`,
 	} {
 		found := false
 		for _, g := range got {

@@ -15,25 +15,39 @@ const GRPCHealthCheck = "/grpc.health.v1.Health/Check"
 
 // probe is one kubelet probe the pod declares.
 type probe struct {
-	path  string // decoded, as url.URL.Path
-	query string // raw, as url.URL.RawQuery
-	grpc  bool   // any method (the kubelet's gRPC client POSTs)
+	// paths are the probe's path as the controller sent it and
+	// percent-decoded (the same when nothing is encoded): a request's
+	// decoded path matches either, whichever form the controller used.
+	paths [2]string
+	query string // with hasQuery: the only query that matches
+	// hasQuery: the path came with a query. Without one any query
+	// matches, since the controller may have left the declared query out.
+	hasQuery bool
+	grpc     bool // any method (the kubelet's gRPC client POSTs)
+}
+
+func (pr *probe) matches(method, path, query string) bool {
+	if path != pr.paths[0] && path != pr.paths[1] {
+		return false
+	}
+	if pr.hasQuery && query != pr.query {
+		return false
+	}
+	return pr.grpc || method == http.MethodGet || method == http.MethodHead
 }
 
 // IsProbe reports whether a request is one of the pod's kubelet probes,
-// which pass whatever the policy: a request on port for exactly a declared
-// probe's path and query (path decoded, as url.URL.Path; query raw, as
-// url.URL.RawQuery), with method GET or HEAD for an HTTP probe and any
-// method for a gRPC probe (GRPCHealthCheck).
+// which pass whatever the policy: a request on port whose path
+// (percent-decoded, as url.URL.Path) is a declared probe's path, whose
+// query (raw, as url.URL.RawQuery) is the probe's when it declares one,
+// and whose method is GET or HEAD for an HTTP probe, any for a gRPC probe
+// (GRPCHealthCheck).
 func (p *Policy) IsProbe(port uint16, method, path, query string) bool {
 	if p == nil {
 		return false
 	}
-	for _, pr := range p.probes[port] {
-		if pr.path != path || pr.query != query {
-			continue
-		}
-		if pr.grpc || method == http.MethodGet || method == http.MethodHead {
+	for i := range p.probes[port] {
+		if p.probes[port][i].matches(method, path, query) {
 			return true
 		}
 	}
@@ -59,31 +73,25 @@ func (c *compiler) probes(in []*inboundv1.Probe) map[uint16][]probe {
 		if !ok {
 			continue
 		}
-		pr, err := parseProbe(pb.GetPath())
-		if err != nil {
-			c.drop("probe on port %d: path %q: %w", port, pb.GetPath(), err)
-			continue
-		}
-		out[port] = append(out[port], pr)
+		out[port] = append(out[port], parseProbe(pb.GetPath()))
 	}
 	return out
 }
 
-// parseProbe reads a probe's path as the kubelet sends it: httpGet.path
-// may carry a query, and an empty path is "/".
-func parseProbe(s string) (probe, error) {
+// parseProbe reads a probe's path as the kubelet requests it: an
+// httpGet.path may carry a query, and a path without a leading slash (or
+// an empty one) gets one.
+func parseProbe(s string) probe {
 	if s == GRPCHealthCheck {
-		return probe{path: s, grpc: true}, nil
+		return probe{paths: [2]string{s, s}, grpc: true}
 	}
-	if !strings.HasPrefix(s, "/") {
-		s = "/" + s
+	path, query, hasQuery := strings.Cut(s, "?")
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
 	}
-	u, err := url.Parse(s)
+	decoded, err := url.PathUnescape(path)
 	if err != nil {
-		return probe{}, err
+		decoded = path // not encoded: a literal '%'
 	}
-	if u.Scheme != "" || u.Host != "" || u.Opaque != "" {
-		return probe{}, fmt.Errorf("not a path")
-	}
-	return probe{path: u.Path, query: u.RawQuery}, nil
+	return probe{paths: [2]string{path, decoded}, query: query, hasQuery: hasQuery}
 }
