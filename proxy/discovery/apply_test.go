@@ -202,18 +202,3 @@ func TestNewRefusesConfig(t *testing.T) {
 		})
 	}
 }
-
-func TestBackoff(t *testing.T) {
-	b := backoff{min: 100 * time.Millisecond, max: time.Second}
-	// Each wait lies in the upper half of its doubling step, capped at max.
-	steps := []time.Duration{100, 200, 400, 800, 1000, 1000}
-	for round := range 2 {
-		for i, step := range steps {
-			step *= time.Millisecond
-			if got := b.next(); got < step/2 || got > step {
-				t.Errorf("round %d, wait %d: %v, want within [%v, %v]", round, i, got, step/2, step)
-			}
-		}
-		b.reset()
-	}
-}

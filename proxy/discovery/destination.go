@@ -1,6 +1,8 @@
 package discovery
 
 import (
+	"github.com/mesh-dev/mesh/internal/backoff"
+
 	"context"
 	"errors"
 	"fmt"
@@ -207,7 +209,7 @@ func (d *Destination) close(drain bool) {
 func (d *Destination) follow(ctx context.Context) {
 	defer d.cancel()
 	c := d.cache
-	bo := backoff{min: c.cfg.MinBackoff, max: c.cfg.MaxBackoff}
+	bo := backoff.Backoff{Min: c.cfg.MinBackoff, Max: c.cfg.MaxBackoff}
 	// exhausted: the last stream ended RESOURCE_EXHAUSTED, and no update
 	// came since.
 	exhausted := false
@@ -222,7 +224,7 @@ func (d *Destination) follow(ctx context.Context) {
 		if delivered {
 			// The controller was answering: the next failure is a new
 			// one, not the next of a run.
-			bo.reset()
+			bo.Reset()
 			exhausted = false
 		}
 		code := status.Code(err)
@@ -235,7 +237,7 @@ func (d *Destination) follow(ctx context.Context) {
 		// is down for long would otherwise log for every destination at
 		// every retry.
 		level := slog.LevelDebug
-		if bo.failures == 0 {
+		if !bo.Failing() {
 			level = slog.LevelWarn
 		}
 		// A client that fell behind asks again at once: it missed updates
@@ -243,7 +245,7 @@ func (d *Destination) follow(ctx context.Context) {
 		// calls for a pause, as does any other failure.
 		var wait time.Duration
 		if code != codes.ResourceExhausted || exhausted {
-			wait = bo.next()
+			wait = bo.Next()
 		}
 		exhausted = code == codes.ResourceExhausted
 		c.log.Log(ctx, level, "destination stream broke; keeping the last endpoints and reconnecting",

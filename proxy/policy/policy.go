@@ -26,6 +26,8 @@
 package policy
 
 import (
+	"github.com/mesh-dev/mesh/internal/backoff"
+
 	"context"
 	"errors"
 	"io"
@@ -176,7 +178,7 @@ func (e *Enforcer) Admit(ctx context.Context, port uint16, client netip.Addr) (*
 // reconnecting with jittered exponential backoff; the last policy stays
 // in force while the controller is away.
 func (e *Enforcer) Run(ctx context.Context) {
-	bo := backoff{min: e.cfg.MinBackoff, max: e.cfg.MaxBackoff}
+	bo := backoff.Backoff{Min: e.cfg.MinBackoff, Max: e.cfg.MaxBackoff}
 	e.log.Info("watching the inbound policy", "namespace", e.cfg.Namespace, "pod", e.cfg.Pod, "grace", e.cfg.Grace)
 	for {
 		delivered, err := e.stream(ctx)
@@ -184,15 +186,15 @@ func (e *Enforcer) Run(ctx context.Context) {
 			return
 		}
 		if delivered {
-			bo.reset()
+			bo.Reset()
 		}
 		// Only the first failure of a run is a warning: a controller that
 		// is down for long would otherwise log at every retry.
 		level := slog.LevelDebug
-		if bo.failures == 0 {
+		if !bo.Failing() {
 			level = slog.LevelWarn
 		}
-		wait := bo.next()
+		wait := bo.Next()
 		msg := "inbound policy stream broke; keeping the last policy and reconnecting"
 		if e.cur.Load() == nil {
 			msg = "inbound policy stream broke before the first policy; reconnecting (inbound connections are refused once the grace ends)"
