@@ -118,17 +118,23 @@ func TestMeshTLSBetweenProxies(t *testing.T) {
 	waitReady(t, server)
 	checkIdentityEndpoint(t, server, pki.ca.ID("shop", "api").String())
 	inbound := server.inbound
-	service := "127.0.0.1:1" // the address the client app dialled; never reached
 	tests := []struct {
 		name     string
 		identity string
-		wantOK   bool
+		// service is the address the client app dialled: a Service's,
+		// never reached, or (a headless Service, a StatefulSet peer) the
+		// endpoint's own, which must get mesh TLS all the same.
+		service string
+		wantOK  bool
 	}{
-		{name: "right identity", identity: pki.ca.ID("shop", "api").String(), wantOK: true},
-		{name: "another identity", identity: pki.ca.ID("shop", "payments").String()},
+		{name: "right identity", identity: pki.ca.ID("shop", "api").String(), service: "127.0.0.1:1", wantOK: true},
+		{name: "another identity", identity: pki.ca.ID("shop", "payments").String(), service: "127.0.0.1:1"},
+		{name: "pod address dialled", identity: pki.ca.ID("shop", "api").String(), service: inbound, wantOK: true},
+		{name: "pod address dialled, another identity", identity: pki.ca.ID("shop", "payments").String(), service: inbound},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			service := tc.service
 			controller := startDestination(t, &fakeDestination{
 				sets: map[string][]string{service: {inbound}}, identities: map[string]string{inbound: tc.identity}})
 			client := startProxy(t, service, func(c *Config) { c.DestinationAddr = controller }, pki.withIdentity(t, "shop", "web"))

@@ -83,9 +83,13 @@ func (p *Proxy) pick(r *http.Request, target netip.AddrPort) (*http.Request, fun
 	if errors.Is(err, ErrNoEndpoints) || errors.Is(err, ErrUnavailable) {
 		return r, noop, err
 	}
-	if err != nil || ep.Addr == target {
+	if err != nil {
 		return r, noop, nil
 	}
+	// An endpoint at the very address the client dialled (a pod of a
+	// headless Service, a StatefulSet peer) is routed like any other: it
+	// carries the identity its mesh TLS must prove, and its pick must be
+	// reported or the balancer counts it pending for ever.
 	r = r.WithContext(context.WithValue(r.Context(), endpointKey{}, ep))
 	if ep.Report == nil {
 		return r, noop, nil
