@@ -110,10 +110,16 @@ type capture struct {
 }
 
 func startCapture(t *testing.T, ctx context.Context) *capture {
+	return startCaptureFilter(t, ctx, "tcp port 8080")
+}
+
+// startCaptureFilter is a capture of what the tcpdump filter selects.
+func startCaptureFilter(t *testing.T, ctx context.Context, filter string) *capture {
 	t.Helper()
 	c := &capture{}
-	c.cmd = exec.CommandContext(ctx, "nsenter", "--net=/var/run/netns/"+cluster.DefaultName,
-		"tcpdump", "-i", "any", "-nn", "-A", "-s", "0", "-l", "-U", "tcp port 8080")
+	args := append([]string{"--net=/var/run/netns/" + cluster.DefaultName, "tcpdump", "-i", "any", "-nn", "-A", "-s", "0", "-l", "-U"},
+		strings.Fields(filter)...)
+	c.cmd = exec.CommandContext(ctx, "nsenter", args...)
 	c.cmd.Stdout = &c.out
 	var stderr lockedBuffer
 	c.cmd.Stderr = &stderr

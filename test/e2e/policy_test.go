@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/mesh-dev/mesh/install/cluster"
 	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/install/manifests"
 )
@@ -667,28 +665,4 @@ func testPolicyControllerDown(t *testing.T, ctx context.Context, e *policyEnv) {
 	if seen {
 		t.Errorf("marker %s went over the wire in plain text", marker)
 	}
-}
-
-// startCaptureFilter is startCapture with a tcpdump filter of the caller's.
-func startCaptureFilter(t *testing.T, ctx context.Context, filter string) *capture {
-	t.Helper()
-	c := &capture{}
-	args := append([]string{"--net=/var/run/netns/" + cluster.DefaultName, "tcpdump", "-i", "any", "-nn", "-A", "-s", "0", "-l", "-U"},
-		strings.Fields(filter)...)
-	c.cmd = exec.CommandContext(ctx, "nsenter", args...)
-	c.cmd.Stdout = &c.out
-	var stderr lockedBuffer
-	c.cmd.Stderr = &stderr
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("tcpdump (Debian's tcpdump package, `make deps`): %v", err)
-	}
-	t.Cleanup(func() { c.cmd.Process.Kill(); c.cmd.Wait() })
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stderr.String(), "listening on") {
-		if time.Now().After(deadline) {
-			t.Fatalf("tcpdump did not start: %s", stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return c
 }
