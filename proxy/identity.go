@@ -7,11 +7,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -36,7 +38,8 @@ type identity struct {
 // newIdentity connects to the identity service, checking it is the
 // controller by its SPIFFE ID and the configured trust anchors before any
 // token is sent.
-func newIdentity(ctx context.Context, cfg *Config, res *dnsresolve.Resolver) (*identity, error) {
+// Its metrics go to reg.
+func newIdentity(ctx context.Context, cfg *Config, res *dnsresolve.Resolver, reg prometheus.Registerer) (*identity, error) {
 	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
 	if err != nil {
 		return nil, fmt.Errorf("trust-domain %q: %w", cfg.TrustDomain, err)
@@ -65,6 +68,10 @@ func newIdentity(ctx context.Context, cfg *Config, res *dnsresolve.Resolver) (*i
 		conn.Close()
 		return nil, err
 	}
+	if err := reg.Register(certExpiry{src}); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("identity metrics: %w", err)
+	}
 	return &identity{conn: conn, src: src, cfg: cfg}, nil
 }
 
@@ -86,14 +93,38 @@ func (id *identity) run(ctx context.Context, log interface{ Error(string, ...any
 	id.conn.Close()
 }
 
-// ready reports whether the proxy holds a certificate.
-func (id *identity) ready() bool {
-	select {
-	case <-id.src.Ready():
-		return true
-	default:
-		return false
+// ready returns nil while the proxy holds a certificate peers accept and
+// can keep doing so: it fails before the first certificate, and once the
+// certificate is minutes from expiry (or past it) and renewal fails,
+// saying when it expires and the renewal's last error, so that the pod
+// leaves its Services before its peers start refusing it
+// (client.Source.Health).
+func (id *identity) ready() error {
+	err := id.src.Health()
+	if errors.Is(err, client.ErrNotReady) {
+		return errors.New("no certificate from the identity service yet")
 	}
+	return err
+}
+
+// certExpiryDesc describes the expiry gauge; its name follows Prometheus's
+// convention for timestamps, so alerts read `..._seconds - time() < X`.
+var certExpiryDesc = prometheus.NewDesc("mesh_proxy_identity_cert_expiry_timestamp_seconds",
+	"When the proxy's current identity certificate expires, in seconds since the Unix epoch; absent before the first certificate.",
+	nil, nil)
+
+// certExpiry exports certExpiryDesc, read from the Source on every scrape.
+type certExpiry struct{ src *client.Source }
+
+func (c certExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- certExpiryDesc }
+
+func (c certExpiry) Collect(ch chan<- prometheus.Metric) {
+	svid, err := c.src.GetX509SVID()
+	if err != nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue,
+		float64(svid.Certificates[0].NotAfter.Unix()))
 }
 
 // serverTLS is inbound mesh TLS: any workload of the trust domain.

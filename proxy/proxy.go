@@ -105,7 +105,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 		}
 	}
 	if cfg.IdentityAddr != "" {
-		if p.id, err = newIdentity(ctx, &p.cfg, res); err != nil {
+		if p.id, err = newIdentity(ctx, &p.cfg, res, p.metrics.Registry()); err != nil {
 			p.adminLn.Close()
 			return nil, err
 		}
@@ -374,15 +374,19 @@ func (p *Proxy) connectController(ctx context.Context, res *dnsresolve.Resolver)
 var errNotServing = errors.New("not serving: starting or shutting down")
 
 // isReady is /ready: serving, holding a certificate when the proxy has an
-// identity (peers would refuse it without one), and holding an inbound
-// policy when it enforces one (it refuses every client without).
+// identity that is not about to expire unrenewed (peers would refuse it
+// without one), and holding an inbound policy when it enforces one (it
+// refuses every client without).
 func (p *Proxy) isReady() error {
-	switch {
-	case !p.ready.Load():
+	if !p.ready.Load() {
 		return errNotServing
-	case p.id != nil && !p.id.ready():
-		return errors.New("no certificate from the identity service yet")
-	case p.policy != nil:
+	}
+	if p.id != nil {
+		if err := p.id.ready(); err != nil {
+			return err
+		}
+	}
+	if p.policy != nil {
 		return p.policy.Ready()
 	}
 	return nil

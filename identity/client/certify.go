@@ -41,10 +41,12 @@ func (s *Source) renew(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			s.renewalErr.Store(&err)
 			wait = bo.next()
 			s.logFailure(err, wait)
 			continue
 		}
+		s.renewalErr.Store(nil)
 		bo.reset()
 		wait = s.untilRenewal(svid)
 		leaf := svid.Certificates[0]
@@ -213,7 +215,7 @@ func (s *Source) adopt(svid *x509svid.SVID, bundle *x509bundle.Bundle) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := s.state.Load()
-	next := state{svid: svid, bundle: bundle}
+	next := state{svid: svid, bundle: bundle, received: s.clock.Now()}
 	if cur.bundleFromWatch {
 		if _, _, err := x509svid.Verify(svid.Certificates, cur.bundle, x509svid.WithTime(s.clock.Now())); err != nil {
 			return fmt.Errorf("%w: it does not verify against the trust bundle the controller streams: %v", ErrInvalidCertificate, err)

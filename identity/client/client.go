@@ -42,6 +42,10 @@ const (
 	// retries after a failure.
 	DefaultMinBackoff = time.Second
 	DefaultMaxBackoff = time.Minute
+	// DefaultExpiryMargin is how close to its expiry a certificate that
+	// cannot be renewed makes Health fail, for certificates that arrived
+	// with more than five times as long left (see expiryMargin).
+	DefaultExpiryMargin = 5 * time.Minute
 )
 
 // renewFraction is how much of a certificate's remaining validity, counted
@@ -59,6 +63,32 @@ var (
 	// why.
 	ErrInvalidCertificate = errors.New("identity: unusable certificate from the controller")
 )
+
+// ExpiryError is Health's answer when the certificate is about to expire,
+// or has, and renewing it fails. It unwraps to the renewal's error.
+type ExpiryError struct {
+	// NotAfter is when the current certificate expires.
+	NotAfter time.Time
+	// Expired is true once NotAfter has passed.
+	Expired bool
+	// Renewal is the error of the latest renewal attempt; nil when none
+	// has failed yet (the certificate ran out while one was under way).
+	Renewal error
+}
+
+func (e *ExpiryError) Error() string {
+	verb := "expires"
+	if e.Expired {
+		verb = "expired"
+	}
+	msg := fmt.Sprintf("identity certificate %s at %s", verb, e.NotAfter.UTC().Format(time.RFC3339))
+	if e.Renewal == nil {
+		return msg + "; renewal pending"
+	}
+	return msg + " and renewal fails: " + e.Renewal.Error()
+}
+
+func (e *ExpiryError) Unwrap() error { return e.Renewal }
 
 // Config says who the proxy is and where to ask for its certificate.
 type Config struct {
@@ -116,6 +146,9 @@ type Source struct {
 
 	mu    sync.Mutex            // serialises writers of state
 	state atomic.Pointer[state] // read without mu
+	// renewalErr is the error of the latest Certify attempt, nil once one
+	// succeeds; written only by the renewal loop, read by Health.
+	renewalErr atomic.Pointer[error]
 }
 
 // The interfaces the TLS configs and go-spiffe read.
@@ -128,6 +161,8 @@ var (
 type state struct {
 	svid   *x509svid.SVID     // nil until the first certificate
 	bundle *x509bundle.Bundle // nil until the first bundle
+	// received is when svid arrived, by the Source's clock.
+	received time.Time
 	// bundleFromWatch is true while bundle came from the trust-bundle
 	// stream that is still open: that stream is then the authority on the
 	// bundle, and bundles riding on Certify answers (possibly older) do
@@ -206,6 +241,43 @@ func (s *Source) ID() spiffeid.ID { return s.id }
 // Ready returns a channel closed once the first certificate is held; the
 // proxy should not report ready before.
 func (s *Source) Ready() <-chan struct{} { return s.ready }
+
+// Health returns nil while the proxy holds a certificate it can go on
+// using: ErrNotReady before the first one, and an *ExpiryError once the
+// certificate has expired, or is within its expiry margin and the latest
+// attempt to renew it failed. The margin is a fifth of the validity the
+// certificate had left when it arrived, at most DefaultExpiryMargin:
+// renewal starts at 70% of that validity, so a healthy proxy never gets
+// there, and one that does has been failing to renew for a while. The
+// proxy's /ready reports it, so that a pod about to present a certificate
+// peers refuse is taken out of its Services first.
+func (s *Source) Health() error {
+	st := s.state.Load()
+	if st.svid == nil {
+		return ErrNotReady
+	}
+	notAfter := st.svid.Certificates[0].NotAfter
+	now := s.clock.Now()
+	var renewal error
+	if p := s.renewalErr.Load(); p != nil {
+		renewal = *p
+	}
+	switch {
+	case !now.Before(notAfter):
+		return &ExpiryError{NotAfter: notAfter, Expired: true, Renewal: renewal}
+	case renewal != nil && notAfter.Sub(now) <= expiryMargin(notAfter.Sub(st.received)):
+		return &ExpiryError{NotAfter: notAfter, Renewal: renewal}
+	}
+	return nil
+}
+
+// expiryMargin returns Health's margin for a certificate that arrived with
+// validity left: a fifth of it, at most DefaultExpiryMargin. Of a day-long
+// certificate that is the last five minutes; of a minute-long one, as
+// tests use, the last twelve seconds, after six of failed retries.
+func expiryMargin(validity time.Duration) time.Duration {
+	return min(validity/5, DefaultExpiryMargin)
+}
 
 // GetX509SVID returns the current X509-SVID, or ErrNotReady before the
 // first. The result is shared and must not be modified.

@@ -265,6 +265,9 @@ func TestNotReadyUntilFirstCertificate(t *testing.T) {
 	if _, err := h.src.GetX509SVID(); !errors.Is(err, client.ErrNotReady) {
 		t.Errorf("GetX509SVID error = %v, want ErrNotReady", err)
 	}
+	if err := h.src.Health(); !errors.Is(err, client.ErrNotReady) {
+		t.Errorf("Health = %v, want ErrNotReady", err)
+	}
 	if left[0] > client.DefaultMinBackoff || left[0] < client.DefaultMinBackoff/2 {
 		t.Errorf("first retry in %s, want within [%s, %s]", left[0], client.DefaultMinBackoff/2, client.DefaultMinBackoff)
 	}
