@@ -42,6 +42,9 @@ const (
 // ServiceAccount its identity names. Errors are gRPC status errors with the
 // codes the proto documents; nothing is issued on any of them.
 func (s *Server) Certify(ctx context.Context, req *identityv1.CertifyRequest) (*identityv1.CertifyResponse, error) {
+	if ok, first := s.clients.allow(clientAddr(ctx), s.now()); !ok {
+		return nil, s.refuse(ctx, req, first)
+	}
 	leaf, info, err := s.certify(ctx, req)
 	if err != nil {
 		return nil, s.deny(ctx, req, err)
@@ -78,7 +81,7 @@ func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 	if csr.ID != id {
 		return nil, TokenInfo{}, fmt.Errorf("%w: it names %q, the request %q", errCSRMismatch, csr.ID, id)
 	}
-	info, err := s.review(ctx, string(token))
+	info, err := s.review(ctx, token)
 	if err != nil {
 		return nil, TokenInfo{}, err
 	}
@@ -116,14 +119,29 @@ func (s *Server) parseIdentity(raw string) (spiffeid.ID, error) {
 	return id, nil
 }
 
-// review asks the reviewer about token, within the review timeout. Errors
-// other than a refused token become errReview: the proxy should retry.
-func (s *Server) review(ctx context.Context, token string) (TokenInfo, error) {
+// review asks the reviewer about token, within the review timeout, unless
+// the API server refused the same token lately (errCachedDenial) or every
+// review slot stays taken for the review wait (errBusy). A refused token
+// is remembered. Errors other than a refused token become errReview: the
+// proxy should retry.
+func (s *Server) review(ctx context.Context, token []byte) (TokenInfo, error) {
+	key := hashToken(token)
+	if s.denials.denied(key, s.now()) {
+		return TokenInfo{}, fmt.Errorf("%w: the API server refused this token less than %s ago; send a new one", errCachedDenial, s.denialTTL)
+	}
+	switch err := s.reviews.acquire(ctx, s.reviewWait); {
+	case errors.Is(err, errBusy):
+		return TokenInfo{}, fmt.Errorf("%w: all %d token review slots stayed taken for %s; retry", err, cap(s.reviews), s.reviewWait)
+	case err != nil:
+		return TokenInfo{}, fmt.Errorf("%w: %w", errReview, err)
+	}
+	defer s.reviews.release()
 	ctx, cancel := context.WithTimeout(ctx, s.reviewTimeout)
 	defer cancel()
-	info, err := s.reviewer.Review(ctx, token, s.audience)
+	info, err := s.reviewer.Review(ctx, string(token), s.audience)
 	switch {
 	case errors.Is(err, ErrUnauthenticated):
+		s.denials.add(key, s.now())
 		return TokenInfo{}, err
 	case err != nil:
 		return TokenInfo{}, fmt.Errorf("%w: %w", errReview, err)
@@ -145,20 +163,46 @@ func (s *Server) deny(ctx context.Context, req *identityv1.CertifyRequest, err e
 		level, msg = slog.LevelError, "identity service's issuer certificate is not valid now; retry after it is rotated"
 	case ReasonInternal:
 		level, msg = slog.LevelError, "identity service failed to sign; see the controller's log"
+	case ReasonCachedDenial, ReasonBusy:
+		// The refusals of a flood: the metric counts them, and a line
+		// each would let the flood fill the log.
+		level = slog.LevelDebug
 	}
 	s.log.Log(ctx, level, "certificate request denied", "reason", reason, "code", code.String(),
 		"identity", printable(req.GetIdentity()), "peer", peerAddr(ctx), "err", err)
 	return status.Error(code, msg)
 }
 
+// refuse counts and returns the refusal of a client over its rate. Only
+// the first refusal of a flood is logged at warning level: a log line per
+// request would let the flood fill the log.
+func (s *Server) refuse(ctx context.Context, req *identityv1.CertifyRequest, first bool) error {
+	s.metrics.deny(ReasonRateLimited)
+	level := slog.LevelDebug
+	if first {
+		level = slog.LevelWarn
+	}
+	s.log.Log(ctx, level, "certificate request denied", "reason", ReasonRateLimited, "code", codes.ResourceExhausted.String(),
+		"identity", printable(req.GetIdentity()), "peer", peerAddr(ctx))
+	return status.Errorf(codes.ResourceExhausted, "%v: at most %g a second after a burst of %g; retry later",
+		errRateLimited, s.clients.rate, s.clients.burst)
+}
+
 // WatchTrustBundle sends the trust bundle at once and again whenever the
 // trust anchors change, until the client leaves or Run returns. A new
 // issuer under the same anchors sends nothing. A client that reads slowly
-// holds up only its own stream, and skips to the newest bundle.
+// holds up only its own stream, and skips to the newest bundle. Streams
+// past the limits in all or per client address are refused with
+// RESOURCE_EXHAUSTED.
 func (s *Server) WatchTrustBundle(_ *identityv1.WatchTrustBundleRequest, stream grpc.ServerStreamingServer[identityv1.TrustBundle]) error {
+	ctx := stream.Context()
+	client := clientAddr(ctx)
+	if err := s.watches.acquire(client); err != nil {
+		return s.refuseWatch(ctx, err)
+	}
+	defer s.watches.release(client)
 	s.metrics.watch(1)
 	defer s.metrics.watch(-1)
-	ctx := stream.Context()
 	var sent *x509bundle.Bundle
 	for {
 		iss, replaced := s.ca.Issuer()
@@ -176,6 +220,18 @@ func (s *Server) WatchTrustBundle(_ *identityv1.WatchTrustBundleRequest, stream 
 			return status.Error(codes.Unavailable, "identity service shutting down; reconnect")
 		}
 	}
+}
+
+// refuseWatch counts, logs at debug level (a flood must not fill the log)
+// and returns the refusal of a trust-bundle stream.
+func (s *Server) refuseWatch(ctx context.Context, err error) error {
+	reason, msg := ReasonBusy, fmt.Sprintf("%v: %d trust-bundle streams open; retry later", err, s.watches.max)
+	if errors.Is(err, errClientStreams) {
+		reason, msg = ReasonClientLimit, fmt.Sprintf("%v: at most %d", err, s.watches.perClient)
+	}
+	s.metrics.refuseWatch(reason)
+	s.log.Debug("trust bundle stream refused", "reason", reason, "peer", peerAddr(ctx))
+	return status.Error(codes.ResourceExhausted, msg)
 }
 
 func bundleProto(b *x509bundle.Bundle) *identityv1.TrustBundle {

@@ -22,12 +22,21 @@ const (
 	ReasonReviewUnavailable = "review_unavailable"   // the TokenReview could not be made
 	ReasonIssuerUnavailable = "issuer_unavailable"   // the issuer cannot sign now (expired)
 	ReasonInternal          = "internal"             // a bug: signing failed otherwise
+	ReasonRateLimited       = "rate_limited"         // the client address is over its rate
+	ReasonCachedDenial      = "cached_denial"        // the API server refused the same token lately
+	ReasonBusy              = "busy"                 // every review slot stayed taken (also: too many streams)
+	ReasonClientLimit       = "client_limit"         // too many streams from the client address (streams only)
 )
 
 var reasons = []string{
 	ReasonBadIdentity, ReasonForeignDomain, ReasonBadCSR, ReasonUnauthenticated,
 	ReasonWrongIdentity, ReasonReviewUnavailable, ReasonIssuerUnavailable, ReasonInternal,
+	ReasonRateLimited, ReasonCachedDenial, ReasonBusy,
 }
+
+// watchReasons are the values of the "reason" label of
+// mesh_identity_trust_bundle_watches_refused_total.
+var watchReasons = []string{ReasonBusy, ReasonClientLimit}
 
 // classify maps an error of certify to the gRPC code the proto documents
 // and to a reason. It is the one place errors meet gRPC codes.
@@ -40,6 +49,12 @@ func classify(err error) (codes.Code, string) {
 	case errors.Is(err, ca.ErrMalformedCSR), errors.Is(err, ca.ErrCSRSignature),
 		errors.Is(err, ca.ErrCSRKey), errors.Is(err, ca.ErrCSRSAN), errors.Is(err, errCSRMismatch):
 		return codes.InvalidArgument, ReasonBadCSR
+	case errors.Is(err, errRateLimited):
+		return codes.ResourceExhausted, ReasonRateLimited
+	case errors.Is(err, errBusy):
+		return codes.ResourceExhausted, ReasonBusy
+	case errors.Is(err, errCachedDenial):
+		return codes.Unauthenticated, ReasonCachedDenial
 	case errors.Is(err, errNoToken), errors.Is(err, ErrUnauthenticated):
 		return codes.Unauthenticated, ReasonUnauthenticated
 	case errors.Is(err, errNotServiceAccount), errors.Is(err, errWrongIdentity):
@@ -58,6 +73,7 @@ type metrics struct {
 	issued   prometheus.Counter
 	denied   *prometheus.CounterVec
 	watchers prometheus.Gauge
+	refused  *prometheus.CounterVec
 }
 
 // newMetrics registers the service's metrics with reg; a nil reg gives nil.
@@ -78,13 +94,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "mesh_identity_trust_bundle_watchers",
 			Help: "WatchTrustBundle streams open now.",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_identity_trust_bundle_watches_refused_total",
+			Help: "WatchTrustBundle streams refused by the stream limits, by reason (" + fmt.Sprint(watchReasons) + ").",
+		}, []string{"reason"}),
 	}
 	// Every reason exists from the start, so a rate() alert sees 0
 	// rather than no data.
 	for _, r := range reasons {
 		m.denied.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{m.issued, m.denied, m.watchers} {
+	for _, r := range watchReasons {
+		m.refused.WithLabelValues(r)
+	}
+	for _, c := range []prometheus.Collector{m.issued, m.denied, m.watchers, m.refused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -107,5 +130,11 @@ func (m *metrics) deny(reason string) {
 func (m *metrics) watch(delta float64) {
 	if m != nil {
 		m.watchers.Add(delta)
+	}
+}
+
+func (m *metrics) refuseWatch(reason string) {
+	if m != nil {
+		m.refused.WithLabelValues(reason).Inc()
 	}
 }

@@ -10,6 +10,7 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // ErrUnauthenticated is returned (wrapped) by a TokenReviewer for a token
@@ -57,6 +58,40 @@ type KubeTokenReviewer struct {
 // NewKubeTokenReviewer returns a TokenReviewer calling client's API server.
 func NewKubeTokenReviewer(client kubernetes.Interface) *KubeTokenReviewer {
 	return &KubeTokenReviewer{client: client}
+}
+
+// The rate of the Kubernetes client NewKubeTokenReviewerForConfig makes
+// when asked for none: ten times client-go's default, as a flood is what
+// it must absorb, while the identity service's own limits keep it far
+// below this in any but a flood from many addresses.
+const (
+	DefaultReviewQPS   = 50
+	DefaultReviewBurst = 100
+)
+
+// NewKubeTokenReviewerForConfig returns a TokenReviewer with a Kubernetes
+// client of its own, made from a copy of rc with qps and burst (0 means
+// DefaultReviewQPS and DefaultReviewBurst). client-go rate-limits each
+// client, 5 QPS by default: sharing one with the informers would let a
+// flood of junk tokens delay everything else the controller asks, and a
+// busy controller delay certificates.
+func NewKubeTokenReviewerForConfig(rc *rest.Config, qps float32, burst int) (*KubeTokenReviewer, error) {
+	if qps < 0 || burst < 0 {
+		return nil, fmt.Errorf("token review client: negative QPS %g or burst %d", qps, burst)
+	}
+	if qps == 0 {
+		qps = DefaultReviewQPS
+	}
+	if burst == 0 {
+		burst = DefaultReviewBurst
+	}
+	rc = rest.CopyConfig(rc)
+	rc.QPS, rc.Burst, rc.RateLimiter = qps, burst, nil
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("token review client: %w", err)
+	}
+	return NewKubeTokenReviewer(client), nil
 }
 
 // Review creates a TokenReview for token with audience. A token is accepted

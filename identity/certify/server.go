@@ -4,10 +4,18 @@
 // that streams the trust bundle as it changes.
 //
 // A request is checked from the cheapest test to the dearest, so garbage
-// never costs a TokenReview: the identity's form and trust domain, the
-// token's presence, the CSR (ca.ParseCSR) and that it asks for the
-// identity, then the TokenReview and that the token's ServiceAccount is the
-// identity's. Nothing is signed unless all pass.
+// never costs a TokenReview: the client address's request rate, the
+// identity's form and trust domain, the token's presence, the CSR
+// (ca.ParseCSR) and that it asks for the identity, whether the API server
+// refused the same token lately, a free review slot, then the TokenReview
+// and that the token's ServiceAccount is the identity's. Nothing is signed
+// unless all pass.
+//
+// The limits keep a flood of junk-token requests from starving other
+// pods of certificates (issue 12): a per-address rate far above what
+// renewals need, cached denials, a bound on TokenReviews in flight (the
+// controller gives them a Kubernetes client with a QPS of their own), and
+// bounds on trust-bundle streams in all and per address.
 package certify
 
 import (
@@ -43,6 +51,22 @@ const DefaultAudience = "identity.mesh.dev"
 // holding its request open.
 const DefaultReviewTimeout = 10 * time.Second
 
+// Default limits. A proxy asks for a certificate at start and then once
+// per 70 % of its lifetime (about every 17 h for a 24 h leaf), retrying
+// failures with backoff, so a client rate of 5/s with a burst of 10 never
+// limits it, while a pod sending 200/s gets 5 reviews a second at most.
+const (
+	DefaultClientRate          = 5
+	DefaultClientBurst         = 10
+	DefaultMaxClients          = 16384
+	DefaultDenialTTL           = time.Minute
+	DefaultMaxDenials          = 16384
+	DefaultMaxReviews          = 32
+	DefaultReviewWait          = time.Second
+	DefaultMaxBundleWatches    = 10000
+	DefaultMaxWatchesPerClient = 4
+)
+
 // Config configures a Server. IssuerDir and Reviewer are required.
 type Config struct {
 	// IssuerDir holds the mesh-identity-issuer Secret's files (ca.CertFile,
@@ -63,6 +87,33 @@ type Config struct {
 	ReviewTimeout time.Duration
 	// Reviewer authenticates tokens; KubeTokenReviewer in the controller.
 	Reviewer TokenReviewer
+
+	// ClientRate is how many Certify requests per second one client IP
+	// address may make, after a burst of ClientBurst; past it requests are
+	// refused with RESOURCE_EXHAUSTED. 0 means DefaultClientRate and
+	// DefaultClientBurst.
+	ClientRate  float64
+	ClientBurst int
+	// MaxClients bounds the addresses whose rate is tracked, least
+	// recently seen forgotten first; 0 means DefaultMaxClients.
+	MaxClients int
+	// DenialTTL is how long a token the API server refused is refused
+	// again without a TokenReview; 0 means DefaultDenialTTL. MaxDenials
+	// bounds how many are remembered (by hash); 0 means DefaultMaxDenials.
+	DenialTTL  time.Duration
+	MaxDenials int
+	// MaxReviews bounds the TokenReviews in flight; a request waits up to
+	// ReviewWait for one to end, then is refused with RESOURCE_EXHAUSTED.
+	// 0 means DefaultMaxReviews and DefaultReviewWait.
+	MaxReviews int
+	ReviewWait time.Duration
+	// MaxBundleWatches bounds the WatchTrustBundle streams open at once
+	// (each proxy holds one), MaxWatchesPerClient those from one IP
+	// address; 0 means DefaultMaxBundleWatches and
+	// DefaultMaxWatchesPerClient.
+	MaxBundleWatches    int
+	MaxWatchesPerClient int
+
 	// Clock tells the time; nil means time.Now.
 	Clock func() time.Time
 	// Log receives one line per certificate issued or refused and the
@@ -83,6 +134,14 @@ type Server struct {
 	reviewTimeout time.Duration
 	log           *slog.Logger
 	metrics       *metrics
+	now           func() time.Time
+
+	clients    *clientLimiter
+	denials    *denials
+	denialTTL  time.Duration
+	reviews    slots
+	reviewWait time.Duration
+	watches    *streamLimiter
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed when Run returns: streams end
@@ -96,7 +155,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("certify: no token reviewer configured")
 	case cfg.LeafLifetime != 0 && cfg.LeafLifetime < time.Minute:
 		return nil, fmt.Errorf("certify: leaf lifetime %s is shorter than a minute", cfg.LeafLifetime)
+	case cfg.ClientRate < 0 || cfg.ClientBurst < 0 || cfg.MaxClients < 0 || cfg.DenialTTL < 0 || cfg.MaxDenials < 0 ||
+		cfg.MaxReviews < 0 || cfg.ReviewWait < 0 || cfg.MaxBundleWatches < 0 || cfg.MaxWatchesPerClient < 0:
+		return nil, errors.New("certify: limits must not be negative")
 	}
+	cfg = withDefaultLimits(cfg)
 	if cfg.Audience == "" {
 		cfg.Audience = DefaultAudience
 	}
@@ -105,6 +168,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
 	}
 	authority, err := ca.New(ca.Config{
 		Dir:          cfg.IssuerDir,
@@ -129,8 +195,47 @@ func New(cfg Config) (*Server, error) {
 		reviewTimeout: cfg.ReviewTimeout,
 		log:           cfg.Log,
 		metrics:       m,
+		now:           cfg.Clock,
+		clients:       newClientLimiter(cfg.ClientRate, cfg.ClientBurst, cfg.MaxClients),
+		denials:       newDenials(cfg.DenialTTL, cfg.MaxDenials),
+		denialTTL:     cfg.DenialTTL,
+		reviews:       make(slots, cfg.MaxReviews),
+		reviewWait:    cfg.ReviewWait,
+		watches:       newStreamLimiter(cfg.MaxBundleWatches, cfg.MaxWatchesPerClient),
 		stopping:      make(chan struct{}),
 	}, nil
+}
+
+// withDefaultLimits fills in the limits cfg leaves at zero.
+func withDefaultLimits(cfg Config) Config {
+	if cfg.ClientRate == 0 {
+		cfg.ClientRate = DefaultClientRate
+	}
+	if cfg.ClientBurst == 0 {
+		cfg.ClientBurst = DefaultClientBurst
+	}
+	if cfg.MaxClients == 0 {
+		cfg.MaxClients = DefaultMaxClients
+	}
+	if cfg.DenialTTL == 0 {
+		cfg.DenialTTL = DefaultDenialTTL
+	}
+	if cfg.MaxDenials == 0 {
+		cfg.MaxDenials = DefaultMaxDenials
+	}
+	if cfg.MaxReviews == 0 {
+		cfg.MaxReviews = DefaultMaxReviews
+	}
+	if cfg.ReviewWait == 0 {
+		cfg.ReviewWait = DefaultReviewWait
+	}
+	if cfg.MaxBundleWatches == 0 {
+		cfg.MaxBundleWatches = DefaultMaxBundleWatches
+	}
+	if cfg.MaxWatchesPerClient == 0 {
+		cfg.MaxWatchesPerClient = DefaultMaxWatchesPerClient
+	}
+	return cfg
 }
 
 // Register adds the Identity service to r, a *grpc.Server.

@@ -34,6 +34,7 @@ const (
 	tokenUser        = "token-of-a-person-55d0"
 	tokenExpired     = "token-expired-0b8e"
 	tokenUnavailable = "token-while-api-server-down-e41f"
+	tokenSlow        = "token-reviewed-slowly-3c77" // see reviewer.hold
 )
 
 // reviewer is a fake TokenReviewer with settable answers. It is fake
@@ -46,6 +47,9 @@ type reviewer struct {
 	answers   map[string]certify.TokenInfo
 	calls     int
 	audiences []string
+	// hold, when set, makes a review of tokenSlow wait until it is closed
+	// or the review's ctx ends, after counting the call and closing held.
+	hold, held chan struct{}
 }
 
 func newReviewer() *reviewer {
@@ -62,6 +66,16 @@ func (r *reviewer) Review(ctx context.Context, token, audience string) (certify.
 	r.calls++
 	r.audiences = append(r.audiences, audience)
 	switch token {
+	case tokenSlow:
+		hold := r.hold
+		close(r.held)
+		r.mu.Unlock()
+		select {
+		case <-hold:
+		case <-ctx.Done():
+		}
+		r.mu.Lock()
+		return certify.TokenInfo{}, certify.ErrUnauthenticated
 	case tokenExpired:
 		return certify.TokenInfo{}, fmt.Errorf("%w: [invalid bearer token, service account token has expired]", certify.ErrUnauthenticated)
 	case tokenUnavailable:
@@ -115,8 +129,9 @@ type env struct {
 	reg      *prometheus.Registry
 	logs     *syncBuffer
 	server   *certify.Server
-	client   identityv1.IdentityClient
-	stopRun  context.CancelFunc // ends Server.Run
+	client   identityv1.IdentityClient // from 127.0.0.1
+	addr     string                    // the server's
+	stopRun  context.CancelFunc        // ends Server.Run
 }
 
 type envOptions struct {
@@ -138,6 +153,11 @@ func newEnv(t *testing.T, opts envOptions) *env {
 	cfg.Log, cfg.Registerer = slog.New(slog.NewJSONHandler(e.logs, nil)), e.reg
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = time.Hour // tests reload explicitly
+	}
+	if cfg.ClientRate == 0 {
+		// The clock stands still unless a test moves it, so the default
+		// burst would be all a test could ask; limits_test.go sets its own.
+		cfg.ClientRate, cfg.ClientBurst = 1000, 1000
 	}
 	srv, err := certify.New(cfg)
 	if err != nil {
@@ -165,19 +185,32 @@ func newEnv(t *testing.T, opts envOptions) *env {
 			t.Errorf("Run: %v", err)
 		}
 	}()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.client = identityv1.NewIdentityClient(conn)
+	e.addr = lis.Addr().String()
 	t.Cleanup(func() {
-		_ = conn.Close()
 		cancel()
 		<-ran
 		gs.GracefulStop() // returns only if Run's end closed every stream
 		<-served
 	})
+	e.client = e.clientFrom(t, "127.0.0.1") // closed first: cleanups run last-in first-out
 	return e
+}
+
+// clientFrom returns a client whose connections come from ip, another
+// loopback address than 127.0.0.1 for a second client address. It is
+// closed when the test ends, before the server stops.
+func (e *env) clientFrom(t *testing.T, ip string) identityv1.IdentityClient {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return identityv1.NewIdentityClient(conn)
 }
 
 func (e *env) counter(name, reason string) float64 {
