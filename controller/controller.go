@@ -77,6 +77,20 @@ type Config struct {
 	IdentityIssuerDir string
 	// IdentityLeafLifetime is how long workload certificates last.
 	IdentityLeafLifetime time.Duration
+	// IdentityReviewQPS and IdentityReviewBurst rate-limit the Kubernetes
+	// client the identity service makes TokenReviews with, its own so a
+	// flood of junk tokens cannot use up the informers' rate (issue 12);
+	// 0 means certify.DefaultReviewQPS and DefaultReviewBurst.
+	IdentityReviewQPS   float32
+	IdentityReviewBurst int
+	// IdentityClientRate is how many certificate requests a second one
+	// client IP address may make after a burst of IdentityClientBurst;
+	// 0 means certify.DefaultClientRate and DefaultClientBurst.
+	IdentityClientRate  float64
+	IdentityClientBurst int
+	// IdentityMaxBundleWatches bounds the trust-bundle streams open at
+	// once, one per meshed pod; 0 means certify.DefaultMaxBundleWatches.
+	IdentityMaxBundleWatches int
 
 	// ClusterDomain is the cluster's DNS suffix, for service names.
 	ClusterDomain string
@@ -118,6 +132,13 @@ func DefaultConfig() Config {
 		IdentityAddr:         ":8080",
 		IdentityIssuerDir:    "/var/run/mesh/identity-issuer",
 		IdentityLeafLifetime: 24 * time.Hour,
+
+		IdentityReviewQPS:        certify.DefaultReviewQPS,
+		IdentityReviewBurst:      certify.DefaultReviewBurst,
+		IdentityClientRate:       certify.DefaultClientRate,
+		IdentityClientBurst:      certify.DefaultClientBurst,
+		IdentityMaxBundleWatches: certify.DefaultMaxBundleWatches,
+
 		ClusterDomain:        "cluster.local",
 		TrustDomain:          "cluster.local",
 		DefaultInboundPolicy: inject.DefaultInboundPolicy,
@@ -141,6 +162,11 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.IdentityAddr, "identity-addr", c.IdentityAddr, "address of the identity service (TLS gRPC) proxies get certificates from")
 	fs.StringVar(&c.IdentityIssuerDir, "identity-issuer-dir", c.IdentityIssuerDir, "directory with the issuer's tls.crt, tls.key and the trust anchors' ca.crt, reloaded on change")
 	fs.DurationVar(&c.IdentityLeafLifetime, "identity-leaf-lifetime", c.IdentityLeafLifetime, "lifetime of workload certificates")
+	fs.Float32Var(&c.IdentityReviewQPS, "identity-review-qps", c.IdentityReviewQPS, "queries per second of the Kubernetes client the identity service makes TokenReviews with, apart from the controller's other clients")
+	fs.IntVar(&c.IdentityReviewBurst, "identity-review-burst", c.IdentityReviewBurst, "burst of the identity service's TokenReview client")
+	fs.Float64Var(&c.IdentityClientRate, "identity-client-rate", c.IdentityClientRate, "certificate requests a second one client IP address may make after its burst; past it they are refused with RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.IdentityClientBurst, "identity-client-burst", c.IdentityClientBurst, "certificate requests one client IP address may make at once")
+	fs.IntVar(&c.IdentityMaxBundleWatches, "identity-max-bundle-watches", c.IdentityMaxBundleWatches, "trust-bundle streams open at once (one per meshed pod); more are refused with RESOURCE_EXHAUSTED")
 	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "the cluster's DNS domain")
 	fs.StringVar(&c.TrustDomain, "trust-domain", c.TrustDomain, "SPIFFE trust domain of workload identities")
 	fs.StringVar(&c.DefaultInboundPolicy, "default-inbound-policy", c.DefaultInboundPolicy,
@@ -331,9 +357,29 @@ func newIdentity(cfg Config, client kubernetes.Interface, log *slog.Logger, reg 
 	if err != nil {
 		return nil, "", fmt.Errorf("controller: identity trust anchors: %w", err)
 	}
+	// TokenReviews get a Kubernetes client with a rate of their own, so a
+	// flood of junk tokens cannot use up the shared client's (issue 12). A
+	// test's fake client is used as it is.
+	var reviewer certify.TokenReviewer = certify.NewKubeTokenReviewer(client)
+	if cfg.client == nil {
+		load := rest.InClusterConfig
+		if cfg.Kubeconfig != "" {
+			load = func() (*rest.Config, error) { return clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig) }
+		}
+		rc, err := load()
+		if err != nil {
+			return nil, "", fmt.Errorf("controller: kubernetes config: %w", err)
+		}
+		rc.UserAgent = "mesh-controller/" + version.Version + " (token review)"
+		if reviewer, err = certify.NewKubeTokenReviewerForConfig(rc, cfg.IdentityReviewQPS, cfg.IdentityReviewBurst); err != nil {
+			return nil, "", fmt.Errorf("controller: --identity-review-qps/burst: %w", err)
+		}
+	}
 	ids, err := certify.New(certify.Config{
 		IssuerDir: cfg.IdentityIssuerDir, TrustDomain: td, LeafLifetime: cfg.IdentityLeafLifetime,
-		Reviewer: certify.NewKubeTokenReviewer(client), Log: log.With("component", "identity"), Registerer: reg,
+		Reviewer: reviewer, ClientRate: cfg.IdentityClientRate, ClientBurst: cfg.IdentityClientBurst,
+		MaxBundleWatches: cfg.IdentityMaxBundleWatches,
+		Log:              log.With("component", "identity"), Registerer: reg,
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("controller: %w", err)
