@@ -63,12 +63,18 @@ type Proxy struct {
 // New binds the proxy's listeners, so that once it returns, connections
 // queue in the kernel even before Serve runs; bind errors surface here.
 // ctx bounds the background work New starts: resolving the controller's
-// name.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
+// name. A New that fails releases everything it set up: listeners and the
+// controller connections.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Proxy, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	p := &Proxy{cfg: cfg, log: log, metrics: metrics.New(), shutdown: make(chan struct{}), tapHub: tap.NewHub()}
+	defer func() {
+		if err != nil {
+			p.release(ctx)
+		}
+	}()
 	p.metrics.CountTapDrops(p.tapHub.Dropped)
 	var lc net.ListenConfig
 	listen := func(what, addr string) (net.Listener, error) {
@@ -78,7 +84,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 		}
 		return ln, nil
 	}
-	var err error
 	if p.adminLn, err = listen("admin", cfg.AdminAddr); err != nil {
 		return nil, err
 	}
@@ -87,31 +92,25 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 	var res *dnsresolve.Resolver
 	if cfg.DestinationAddr != "" || cfg.IdentityAddr != "" {
 		if res, err = dnsresolve.New(dnsresolve.Config{}); err != nil {
-			p.adminLn.Close()
 			return nil, fmt.Errorf("resolver: %w", err)
 		}
 	}
 	if cfg.DestinationAddr != "" {
 		if err := p.connectController(ctx, res); err != nil {
-			p.adminLn.Close()
 			return nil, err
 		}
 	}
 	if cfg.DestinationAddr != "" && cfg.PodName != "" {
 		if p.policy, err = p.newPolicy(); err != nil {
-			p.conn.Close()
-			p.adminLn.Close()
 			return nil, err
 		}
 	}
 	if cfg.IdentityAddr != "" {
 		if p.id, err = newIdentity(ctx, &p.cfg, res, p.metrics.Registry()); err != nil {
-			p.adminLn.Close()
 			return nil, err
 		}
 	}
 	if err := p.setupTap(listen); err != nil {
-		p.adminLn.Close()
 		return nil, err
 	}
 	opaque := detect.NewOpaqueCache(4096, 10*time.Minute)
@@ -130,7 +129,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 			ln, err = listen(string(d.dir), d.addr)
 		}
 		if err != nil {
-			p.closeListeners()
 			return nil, err
 		}
 		sc := sideConfig{
@@ -406,13 +404,25 @@ func (p *Proxy) newPolicy() (*policy.Enforcer, error) {
 	})
 }
 
-func (p *Proxy) closeListeners() {
-	p.adminLn.Close()
+// release undoes a New that failed: it closes the listeners bound so far,
+// stops the HTTP servers of the sides made so far (they have accepted
+// nothing, so there is nothing to drain) and closes the controller
+// connections, which also ends their name resolution.
+func (p *Proxy) release(ctx context.Context) {
+	if p.adminLn != nil {
+		p.adminLn.Close()
+	}
 	if p.tapLn != nil {
 		p.tapLn.Close()
 	}
 	for _, s := range p.sides {
-		s.ln.Close()
+		s.drain(context.WithoutCancel(ctx))
+	}
+	if p.conn != nil {
+		p.conn.Close()
+	}
+	if p.id != nil {
+		p.id.conn.Close()
 	}
 }
 
