@@ -97,7 +97,7 @@ type clientLimiter struct {
 type bucket struct {
 	tokens  float64
 	at      time.Time // when tokens was last brought up to date
-	limited bool      // the last request was refused
+	limited bool      // a request was refused since the bucket was last full
 }
 
 func newClientLimiter(rate float64, burst, max int) *clientLimiter {
@@ -105,8 +105,8 @@ func newClientLimiter(rate float64, burst, max int) *clientLimiter {
 }
 
 // allow takes a token from client's bucket at now. first is true for the
-// first refusal after an allowed request, so a flood is logged once per
-// episode rather than per request.
+// first refusal since the bucket was last full, so a flood is logged once,
+// not once per request nor once per token that trickles back.
 func (l *clientLimiter) allow(client netip.Addr, now time.Time) (ok, first bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -118,13 +118,15 @@ func (l *clientLimiter) allow(client netip.Addr, now time.Time) (ok, first bool)
 		b.tokens = min(l.burst, b.tokens+elapsed.Seconds()*l.rate)
 		b.at = now
 	}
+	if b.tokens >= l.burst {
+		b.limited = false // the client has been quiet: a new episode
+	}
 	if b.tokens < 1 {
 		first = !b.limited
 		b.limited = true
 		return false, first
 	}
 	b.tokens--
-	b.limited = false
 	return true, false
 }
 

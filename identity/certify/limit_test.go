@@ -96,7 +96,7 @@ func TestClientLimiterRate(t *testing.T) {
 	}{
 		{"burst", 0, a, 15, 10, 1},
 		{"other client", 0, b, 3, 3, 0},
-		{"refill of 200ms", 200 * time.Millisecond, a, 3, 1, 1},
+		{"refill of 200ms, the same flood", 200 * time.Millisecond, a, 3, 1, 0},
 		{"refill capped at the burst", time.Hour, a, 20, 10, 1},
 		{"a renewal every 17h", 17 * time.Hour, a, 1, 1, 0},
 	}

@@ -92,6 +92,9 @@ func TestCertifyFlood(t *testing.T) {
 			t.Errorf("request %d a second after the flood: %v, want %v", i, got, wantCode)
 		}
 	}
+	if got := strings.Count(e.logs.String(), `"reason":"rate_limited"`); got != 1 {
+		t.Errorf("%d log lines for the rate-limited requests of one flood, want 1", got)
+	}
 }
 
 // TestCertifyCachedDenial sends a token the API server refuses again and
