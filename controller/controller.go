@@ -115,6 +115,7 @@ type Config struct {
 	dynamic  dynamic.Interface                  // with client; for the policy.mesh.dev kinds
 	logTo    io.Writer                          // nil: stderr
 	onListen func(component string, a net.Addr) // nil: nothing
+	events   events.EventBroadcaster            // nil: one recording to client's events API
 }
 
 // DefaultConfig returns the configuration mesh-controller runs with no
@@ -256,7 +257,28 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	// The injector reads namespaces from this cache only, so it answers
+	// without a call to the API server per pod.
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		// Every pod of the cluster is cached: managed fields are the
+		// biggest part of an object and nothing here reads them.
+		informers.WithTransform(stripManagedFields))
+	// The policy.mesh.dev kinds have no typed clientset: a dynamic
+	// informer factory of their own, converted to the typed structs.
+	dynFactory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	// The factories' Shutdown waits for informers that stop only when ctx
+	// ends, so it is deferred first, to run after the cancel below.
+	defer factory.Shutdown()
+	defer dynFactory.Shutdown()
+	// Every return, early or not, cancels ctx and waits for what was
+	// started: a failure while setting up must not leave the admin server
+	// running, nor the factories' Shutdown waiting for ever.
+	ctx, cancel := context.WithCancel(ctx)
 	g, ctx := errgroup.WithContext(ctx)
+	defer func() {
+		cancel()
+		g.Wait()
+	}()
 	g.Go(func() error {
 		return admin.Run(ctx, admin.Config{
 			Addr: cfg.AdminAddr, Gatherer: reg, Ready: state.check, Log: log.With("component", "admin"),
@@ -264,12 +286,6 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	})
 
-	// The injector reads namespaces from this cache only, so it answers
-	// without a call to the API server per pod.
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
-		// Every pod of the cluster is cached: managed fields are the
-		// biggest part of an object and nothing here reads them.
-		informers.WithTransform(stripManagedFields))
 	namespaces := factory.Core().V1().Namespaces().Lister()
 	// New adds the destination service's informers and indexes to the
 	// factory, so it must come before Start.
@@ -281,10 +297,6 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	state.destination = dst.Ready
-	// The policy.mesh.dev kinds have no typed clientset: a dynamic
-	// informer factory of their own, converted to the typed structs.
-	dynFactory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
-	defer dynFactory.Shutdown() // after g.Wait, which cancels ctx
 	pol, err := policy.New(policy.Config{
 		Informers: factory, DynamicInformers: dynFactory, TrustDomain: cfg.TrustDomain,
 		DefaultInboundPolicy: cfg.DefaultInboundPolicy, ClusterNetworks: cfg.ClusterNetworks,
@@ -299,8 +311,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	factory.Start(ctx.Done())
-	defer factory.Shutdown() // after g.Wait, which cancels ctx
-	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
+	broadcaster := cfg.events
+	if broadcaster == nil {
+		broadcaster = events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
+	}
 	if err := broadcaster.StartRecordingToSinkWithContext(ctx); err != nil {
 		return fmt.Errorf("controller: events: %w", err)
 	}

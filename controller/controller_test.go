@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/events"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
@@ -255,6 +256,45 @@ func TestRunErrors(t *testing.T) {
 				t.Errorf("got %v, want an error with %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestRunStopsEverythingOnSetupFailure: a failure after the admin server
+// and the informers have started (here the events broadcaster, passed in
+// already shut down) makes Run return its error promptly, with the admin
+// server closed and no goroutine of Run's left, while the caller's ctx
+// still runs. Before, Run hung for ever in the informer factory's Shutdown
+// (the informers' context was never cancelled), and an early return left
+// the admin server serving.
+func TestRunStopsEverythingOnSetupFailure(t *testing.T) {
+	cfg, addrs := testConfig(t)
+	injectortest.NewCA(t).WriteServing(t, cfg.WebhookTLSDir)
+	cfg.events = events.NewBroadcaster(&events.EventSinkImpl{Interface: cfg.client.EventsV1()})
+	cfg.events.Shutdown()
+	before := goleak.IgnoreCurrent()
+
+	done := make(chan error, 1)
+	go func() { done <- Run(t.Context(), cfg) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return within 15s of failing to start its events broadcaster")
+	}
+	if err == nil || !strings.Contains(err.Error(), "events") {
+		t.Errorf("Run = %v, want the events broadcaster's error", err)
+	}
+	// The admin server had started: it must be closed.
+	for len(addrs) > 0 {
+		if a := <-addrs; a[0] == "admin" {
+			if c, err := net.Dial("tcp", a[1]); err == nil {
+				c.Close()
+				t.Errorf("the admin server on %s still accepts connections after Run returned", a[1])
+			}
+		}
+	}
+	if err := goleak.Find(before); err != nil {
+		t.Errorf("Run left goroutines behind: %v", err)
 	}
 }
 
