@@ -161,14 +161,18 @@ func (s *side) handle(c *net.TCPConn) {
 	var pol *authz.Policy
 	if s.policy != nil {
 		if pol, err = s.policy.Admit(s.connCtx, dst.Port(), client); err != nil {
-			mc.Close() // no policy after the grace (counted and logged), or shutting down
+			// No policy after the grace (counted and logged), or shutting down.
+			mc.m.Unreached(metrics.NoPolicy)
+			mc.Close()
 			return
 		}
 	}
 	opaque := s.opaqueReason(pol, dst.Port())
 	res, conn, err := s.detect(c, dst, opaque)
 	if err != nil {
-		mc.Close() // the client left before sending anything
+		// The client left before sending anything: counted open and
+		// closed under the target (caps and expiry bound the series).
+		mc.Close()
 		return
 	}
 	var clientID string // proven over mesh TLS
@@ -176,6 +180,7 @@ func (s *side) handle(c *net.TCPConn) {
 		var meshed bool
 		if res, conn, clientID, meshed, err = s.terminateMeshTLS(conn.(*detect.Conn), opaque); err != nil {
 			s.log.Info("mesh TLS refused", "client", c.RemoteAddr().String(), "err", err)
+			mc.m.Unreached(metrics.MeshTLSFailed)
 			mc.Close()
 			return
 		}
@@ -225,8 +230,9 @@ func (s *side) forward(a accepted) {
 		}
 	default:
 		if a.guard != nil && !a.guard.AuthorizeTCP() {
-			// Before dialing: not a byte reaches the application.
-			a.mc.m.Open(key)
+			// Before dialing: not a byte reaches the application, and
+			// no series names the target.
+			a.mc.m.Unreached(metrics.PolicyDenied)
 			a.mc.Close()
 			return
 		}
@@ -370,11 +376,13 @@ func closeWrite(c net.Conn) error {
 // dst, to the endpoint peak-EWMA picks for the whole connection: its
 // connect time is the latency sample, and it stays pending until closed.
 // key is the connection's TCP series so far; the endpoint's workload and
-// proven identity are added once connected.
+// proven identity are added once connected, and a connection that never
+// connects has no per-target series.
 func (s *side) forwardOpaque(mc *meteredConn, client net.Conn, dst netip.AddrPort, key metrics.ConnKey) {
 	addr, pick, err := s.pickConn(dst)
 	if err != nil {
 		s.log.Info("no endpoint for opaque connection; resetting client", "target", dst.String(), "err", err)
+		mc.m.Unreached(metrics.NoEndpoint)
 		mc.tcp.SetLinger(0)
 		mc.Close()
 		return
@@ -396,16 +404,19 @@ func (s *side) forwardOpaque(mc *meteredConn, client net.Conn, dst netip.AddrPor
 			key.ServerID = m.Identity // proven by the handshake, or the connection fails
 		}
 	}
-	mc.m.Open(key)
 	if pick != nil {
 		pick.Observe(time.Since(start), err)
 	}
 	if err != nil {
+		// Counted without the target: a port sweep or a dead endpoint
+		// must not add series (docs/metrics.md).
 		s.log.Info("opaque target unreachable; resetting client", "target", addr.String(), "err", err)
+		mc.m.Unreached(metrics.ConnectFailed)
 		mc.tcp.SetLinger(0) // a reset tells the client what a silent close would hide
 		mc.Close()
 		return
 	}
+	mc.m.Open(key)
 	if fs, ok := client.(*firstSpeaker); ok {
 		up = fs.watchTarget(up)
 	}

@@ -20,38 +20,57 @@ const (
 	Audit AuthzDecision = "audit"
 )
 
-// maxClientIDs bounds the distinct values of client_id on the
-// authorization series: each proven identity of the cluster could
-// otherwise add a set of series for the life of the process.
-const maxClientIDs = 100
-
-// otherClientID is the client_id label of identities past maxClientIDs.
-const otherClientID = "other"
+// The caps of the authorization series. Their label values come from the
+// controller (Servers, authorizations) and from the cluster's identities,
+// so they are bounded by the cluster; the caps bound them per proxy all
+// the same, as a guard against a policy or a cluster larger than a
+// sidecar should count. These series do not expire: callers keep their
+// counters for as long as a connection's decision holds.
+const (
+	// maxAuthzValues bounds the distinct values of each of server, authz
+	// and client_id; later ones are counted as "other".
+	maxAuthzValues = 100
+	// maxAuthzSets bounds the label sets of each of the two families;
+	// later ones are counted under ("other", "other", "other", decision).
+	maxAuthzSets = 250
+	// authzDecisions is how many AuthzDecision values there are.
+	authzDecisions = 3
+)
 
 var authzLabels = []string{"server", "authz", "client_id", "decision"}
 
 // authzMetrics are the inbound policy's series.
 type authzMetrics struct {
-	http *prometheus.CounterVec
-	tcp  *prometheus.CounterVec
+	http, tcp *authzFamily
 
-	mu        sync.RWMutex
-	clientIDs map[string]struct{} // guarded by mu; at most maxClientIDs
+	// mu guards the maps below and the families'.
+	mu                         sync.RWMutex
+	servers, authzs, clientIDs map[string]struct{} // each at most maxAuthzValues
+}
+
+// authzFamily is one counter vector and its label sets.
+type authzFamily struct {
+	vec  *prometheus.CounterVec
+	sets map[[4]string]prometheus.Counter // at most maxAuthzSets, and overflow
 }
 
 func newAuthzMetrics(reg prometheus.Registerer) *authzMetrics {
 	a := &authzMetrics{
-		http: prometheus.NewCounterVec(prometheus.CounterOpts{
+		http: &authzFamily{vec: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mesh_proxy_inbound_http_authz_total",
 			Help: "Inbound HTTP requests decided by the authorization policy, by Server, allowing authorization, client identity and decision.",
-		}, authzLabels),
-		tcp: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, authzLabels)},
+		tcp: &authzFamily{vec: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mesh_proxy_inbound_tcp_authz_total",
 			Help: "Inbound connections decided by the authorization policy as a whole (forwarded as TCP, or refused for want of a policy), by Server, allowing authorization, client identity and decision.",
-		}, authzLabels),
+		}, authzLabels)},
+		servers:   map[string]struct{}{},
+		authzs:    map[string]struct{}{},
 		clientIDs: map[string]struct{}{},
 	}
-	reg.MustRegister(a.http, a.tcp)
+	a.http.sets = map[[4]string]prometheus.Counter{}
+	a.tcp.sets = map[[4]string]prometheus.Counter{}
+	reg.MustRegister(a.http.vec, a.tcp.vec)
 	return a
 }
 
@@ -73,39 +92,55 @@ type AuthzKey struct {
 // for as long as k holds (a connection's decision), so that counting a
 // request is one atomic add.
 func (m *Metrics) HTTPAuthz(k AuthzKey) prometheus.Counter {
-	return m.authz.http.WithLabelValues(m.authz.labels(k)...)
+	return m.authz.counter(m.authz.http, k)
 }
 
 // TCPAuthz returns the counter of connections decided as k.
 func (m *Metrics) TCPAuthz(k AuthzKey) prometheus.Counter {
-	return m.authz.tcp.WithLabelValues(m.authz.labels(k)...)
+	return m.authz.counter(m.authz.tcp, k)
 }
 
-func (a *authzMetrics) labels(k AuthzKey) []string {
-	return []string{k.Server, k.Authz, a.clientID(k.ClientID), string(k.Decision)}
-}
-
-// clientID returns the label value of a client identity.
-func (a *authzMetrics) clientID(id string) string {
-	if id == "" {
-		return ""
-	}
+// counter returns f's counter of k, its labels capped.
+func (a *authzMetrics) counter(f *authzFamily, k AuthzKey) prometheus.Counter {
+	raw := [4]string{k.Server, k.Authz, k.ClientID, string(k.Decision)}
 	a.mu.RLock()
-	_, known := a.clientIDs[id]
+	c, ok := f.sets[raw]
 	a.mu.RUnlock()
-	if known {
-		return id
+	if ok {
+		return c
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, ok := a.clientIDs[id]; ok {
-		return id
+	key := [4]string{capValue(a.servers, k.Server), capValue(a.authzs, k.Authz), capValue(a.clientIDs, k.ClientID), string(k.Decision)}
+	if c, ok := f.sets[key]; ok {
+		return c
 	}
-	if len(a.clientIDs) >= maxClientIDs {
-		return otherClientID
+	if len(f.sets) >= maxAuthzSets {
+		key = [4]string{other, other, other, string(k.Decision)}
+		if c, ok := f.sets[key]; ok {
+			return c
+		}
 	}
-	a.clientIDs[id] = struct{}{}
-	return id
+	c = f.vec.WithLabelValues(key[:]...)
+	f.sets[key] = c
+	return c
+}
+
+// capValue returns the label value of v among values, adding it if there
+// is room: "other" past maxAuthzValues. The empty value is not counted.
+// Called with authzMetrics.mu held.
+func capValue(values map[string]struct{}, v string) string {
+	if v == "" {
+		return v
+	}
+	if _, ok := values[v]; ok {
+		return v
+	}
+	if len(values) >= maxAuthzValues {
+		return other
+	}
+	values[v] = struct{}{}
+	return v
 }
 
 // PolicyStatus exports the state of the inbound policy watch: whether the

@@ -6,14 +6,13 @@ package metrics
 import (
 	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Direction says which listener a connection arrived on.
@@ -29,18 +28,10 @@ const (
 // They are dense from 10 to 50 ms, where services mostly answer and a
 // percentile interpolated inside one bucket stays within 12.5 % of the
 // truth, and coarse beyond (docs/metrics.md).
-var latencyBuckets = []float64{
+var latencyBuckets = [...]float64{
 	0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
 	0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10,
 }
-
-// maxAuthorities bounds the distinct values of the authority label: it is
-// the client's to choose, and each value is a set of series kept for the
-// life of the process.
-const maxAuthorities = 100
-
-// otherAuthority is the authority label of requests past maxAuthorities.
-const otherAuthority = "other"
 
 // Label names; docs/metrics.md says what each holds.
 var (
@@ -48,9 +39,29 @@ var (
 	httpLabels = []string{"direction", "authority", "target_addr", "dst_namespace", "dst_workload", "dst_service", "client_id", "server_id"}
 )
 
+// DefaultIdleTimeout is Config.IdleTimeout's default.
+const DefaultIdleTimeout = 10 * time.Minute
+
+// Config configures Metrics. The zero value is the default.
+type Config struct {
+	// IdleTimeout is how long the series of an HTTP or TCP label set may
+	// go without a request or connection before they are deleted, freeing
+	// their label values' places under the caps. Zero means
+	// DefaultIdleTimeout. A label set that comes back starts from zero,
+	// which Prometheus' rate() and increase() treat as a counter reset.
+	IdleTimeout time.Duration
+}
+
+// sweepEvery is the least time between two sweeps made because a cap was
+// reached; every scrape sweeps too.
+const sweepEvery = time.Second
+
 // Metrics is the proxy's registry. It is safe for concurrent use.
 type Metrics struct {
-	reg *prometheus.Registry
+	reg  *prometheus.Registry
+	idle time.Duration
+	// now reads the clock in unix nanoseconds; tests set it.
+	now func() int64
 
 	detections *prometheus.CounterVec
 	requests   *prometheus.CounterVec
@@ -61,16 +72,30 @@ type Metrics struct {
 	tcpActive  *prometheus.GaugeVec
 	readBytes  *prometheus.CounterVec
 	writeBytes *prometheus.CounterVec
+	unreached  *prometheus.CounterVec
 	authz      *authzMetrics
 
-	mu          sync.RWMutex
-	authorities map[string]struct{} // guarded by mu; at most maxAuthorities
+	// mu guards the maps of routes, conns and their valueSets, detected,
+	// and lastSweep. Lookups of known label sets take it for reading.
+	mu        sync.RWMutex
+	routes    *group[*Route]
+	conns     *group[*connSet]
+	detected  map[[3]string]prometheus.Counter // at most maxDetections, and overflow
+	lastSweep int64
 }
 
-// New returns a registry with every proxy series plus the process and Go
-// runtime collectors (memory is part of what we promise to keep small).
-func New() *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), authorities: map[string]struct{}{}}
+// New returns a registry with the default Config.
+func New() *Metrics { return NewWithConfig(Config{}) }
+
+// NewWithConfig returns a registry with every proxy series plus the
+// process and Go runtime collectors (memory is part of what we promise to
+// keep small).
+func NewWithConfig(cfg Config) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry(), idle: cfg.IdleTimeout, detected: map[[3]string]prometheus.Counter{},
+		now: func() int64 { return time.Now().UnixNano() }}
+	if m.idle <= 0 {
+		m.idle = DefaultIdleTimeout
+	}
 	m.detections = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mesh_proxy_protocol_detections_total",
 		Help: "Connections by the protocol detected on them and why.",
@@ -86,11 +111,11 @@ func New() *Metrics {
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "mesh_proxy_http_response_latency_seconds",
 		Help:    "Time from receiving a request to receiving the response headers from the target.",
-		Buckets: latencyBuckets,
+		Buckets: latencyBuckets[:],
 	}, httpLabels)
 	m.tcpOpen = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mesh_proxy_tcp_open_total",
-		Help: "TCP connections accepted by the proxy.",
+		Help: "TCP connections accepted by the proxy and forwarded.",
 	}, tcpLabels)
 	m.tcpClose = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mesh_proxy_tcp_close_total",
@@ -108,12 +133,50 @@ func New() *Metrics {
 		Name: "mesh_proxy_tcp_write_bytes_total",
 		Help: "Bytes written to clients, counted when their connection closes.",
 	}, tcpLabels)
+	m.unreached = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mesh_proxy_tcp_unreached_total",
+		Help: "TCP connections accepted that never reached an application (refused, target unreachable, client gone first), by reason; they have no per-target series.",
+	}, []string{"direction", "reason"})
 	m.reg.MustRegister(m.detections, m.requests, m.responses, m.latency,
-		m.tcpOpen, m.tcpClose, m.tcpActive, m.readBytes, m.writeBytes,
+		m.tcpOpen, m.tcpClose, m.tcpActive, m.readBytes, m.writeBytes, m.unreached,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector())
 	m.authz = newAuthzMetrics(m.reg)
+	m.newGroups()
 	return m
+}
+
+// newGroups makes the HTTP and TCP label sets, their labels capped by
+// value sets shared where the kinds share a label.
+func (m *Metrics) newGroups() {
+	target, ns, workload, client, server := newValueSet(), newValueSet(), newValueSet(), newValueSet(), newValueSet()
+	m.routes = newGroup([]*valueSet{nil, newValueSet(), target, ns, workload, newValueSet(), client, server},
+		m.newRoute, (*Route).remove)
+	m.conns = newGroup([]*valueSet{nil, target, ns, workload, client, server},
+		m.newConnSet, m.removeConn)
+}
+
+// gather sweeps idle label sets, then gathers: a scrape never shows a
+// series that has expired.
+func (m *Metrics) gather() ([]*dto.MetricFamily, error) {
+	m.mu.Lock()
+	m.sweepLocked(m.now(), true)
+	m.mu.Unlock()
+	return m.reg.Gather()
+}
+
+// sweepLocked deletes the label sets idle for longer than the idle
+// timeout, unless force is false and the last sweep was less than
+// sweepEvery ago; it reports whether it swept. Called with mu held.
+func (m *Metrics) sweepLocked(now int64, force bool) bool {
+	if !force && now-m.lastSweep < int64(sweepEvery) {
+		return false
+	}
+	m.lastSweep = now
+	deadline := now - int64(m.idle)
+	m.routes.sweep(deadline)
+	m.conns.sweep(deadline)
+	return true
 }
 
 // CountTapDrops exports the events a tap hub dropped for watchers too slow
@@ -127,15 +190,39 @@ func (m *Metrics) CountTapDrops(dropped func() uint64) {
 
 // Handler serves the registry in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	return promhttp.HandlerFor(prometheus.GathererFunc(m.gather), promhttp.HandlerOpts{})
 }
 
-// Registry exposes the underlying registry, for tests and for gathering.
+// Registry exposes the underlying registry, for registering the proxy's
+// other series. Gathering from it directly skips the sweep of idle series
+// that Handler makes.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// maxDetections bounds the (direction, protocol, reason) label sets of
+// the detection series. The proxy's code sets them (a couple of dozen);
+// the cap is a guard against a change that would let a client choose.
+const maxDetections = 32
 
 // Detected counts one protocol detection outcome.
 func (m *Metrics) Detected(dir Direction, protocol, reason string) {
-	m.detections.WithLabelValues(string(dir), protocol, reason).Inc()
+	key := [3]string{string(dir), protocol, reason}
+	m.mu.RLock()
+	c, ok := m.detected[key]
+	m.mu.RUnlock()
+	if !ok {
+		m.mu.Lock()
+		if c, ok = m.detected[key]; !ok {
+			if len(m.detected) >= maxDetections {
+				key = [3]string{string(dir), other, other}
+			}
+			if c, ok = m.detected[key]; !ok {
+				c = m.detections.WithLabelValues(key[:]...)
+				m.detected[key] = c
+			}
+		}
+		m.mu.Unlock()
+	}
+	c.Inc()
 }
 
 // Dst is what the destination service says of the workload behind an
@@ -146,152 +233,4 @@ type Dst struct {
 	// Workload is kind/name of the pod's owner: "deployment/web".
 	Workload string
 	Service  string
-}
-
-// ConnKey names the TCP series of one connection.
-type ConnKey struct {
-	Direction Direction
-	// Target is the original destination, ip:port.
-	Target string
-	// Dst is the workload an opaque outbound connection went to.
-	Dst Dst
-	// ClientID and ServerID are the peer's SPIFFE ID proven over mesh TLS,
-	// inbound and outbound respectively; "" in plain text.
-	ClientID, ServerID string
-}
-
-func (k ConnKey) labels() []string {
-	return []string{string(k.Direction), k.Target, k.Dst.Namespace, k.Dst.Workload, k.ClientID, k.ServerID}
-}
-
-// Conn is the per-connection view of the TCP series. A connection is
-// counted open only once its labels are known (Open), which is after
-// protocol detection and the mesh TLS handshake; one closed before that
-// is counted open and closed with the labels it had. Open and Close may be
-// called from different goroutines, but not concurrently.
-type Conn struct {
-	m      *Metrics
-	key    ConnKey
-	opened bool
-	closed bool
-}
-
-// Conn returns the handle of a newly accepted connection to target; it
-// counts nothing until Open or Close.
-func (m *Metrics) Conn(dir Direction, target string) *Conn {
-	return &Conn{m: m, key: ConnKey{Direction: dir, Target: target}}
-}
-
-// Open counts the connection open under k (its direction and target are
-// kept). Only the first call counts.
-func (c *Conn) Open(k ConnKey) {
-	if c.opened {
-		return
-	}
-	k.Direction, k.Target = c.key.Direction, c.key.Target
-	c.key, c.opened = k, true
-	labels := k.labels()
-	c.m.tcpOpen.WithLabelValues(labels...).Inc()
-	c.m.tcpActive.WithLabelValues(labels...).Inc()
-}
-
-// Close counts the connection's end and the bytes it moved to and from the
-// client. Only the first call counts.
-func (c *Conn) Close(read, written int64) {
-	if c.closed {
-		return
-	}
-	c.Open(c.key)
-	c.closed = true
-	labels := c.key.labels()
-	c.m.tcpClose.WithLabelValues(labels...).Inc()
-	c.m.tcpActive.WithLabelValues(labels...).Dec()
-	c.m.readBytes.WithLabelValues(labels...).Add(float64(read))
-	c.m.writeBytes.WithLabelValues(labels...).Add(float64(written))
-}
-
-// RouteKey names the HTTP series of one kind of request.
-type RouteKey struct {
-	Direction Direction
-	// Authority is the request's Host; client-controlled.
-	Authority string
-	// Target is the original destination, ip:port.
-	Target string
-	// Dst is the workload the request was balanced to, outbound.
-	Dst Dst
-	// ClientID and ServerID are the peer's SPIFFE ID proven over mesh TLS,
-	// inbound and outbound respectively; "" in plain text.
-	ClientID, ServerID string
-}
-
-// Route holds the HTTP series of one RouteKey.
-type Route struct {
-	m        *Metrics
-	labels   []string
-	requests prometheus.Counter
-	latency  prometheus.Observer
-}
-
-// maxAuthority bounds the authority label: it comes from the client.
-const maxAuthority = 253 + len(":65535") // the longest DNS name, and a port
-
-// Route returns the HTTP series for requests with this authority to target.
-// The authority is client-controlled: an absolute-form request target is
-// not validated like a Host header, and Prometheus panics on a label that
-// is not UTF-8, so it is made valid and bounded in length and in number.
-func (m *Metrics) Route(k RouteKey) *Route {
-	labels := []string{string(k.Direction), m.authority(k.Authority), k.Target,
-		k.Dst.Namespace, k.Dst.Workload, k.Dst.Service, k.ClientID, k.ServerID}
-	return &Route{
-		m:        m,
-		labels:   labels,
-		requests: m.requests.WithLabelValues(labels...),
-		latency:  m.latency.WithLabelValues(labels...),
-	}
-}
-
-// authority returns the label value of a request's authority.
-func (m *Metrics) authority(a string) string {
-	a = strings.ToValidUTF8(a, "\uFFFD")
-	if len(a) > maxAuthority {
-		a = strings.ToValidUTF8(a[:maxAuthority], "")
-	}
-	m.mu.RLock()
-	_, known := m.authorities[a]
-	m.mu.RUnlock()
-	if known {
-		return a
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.authorities[a]; ok {
-		return a
-	}
-	if len(m.authorities) >= maxAuthorities {
-		return otherAuthority
-	}
-	m.authorities[a] = struct{}{}
-	return a
-}
-
-// Request counts one request received.
-func (r *Route) Request() { r.requests.Inc() }
-
-// Response counts a response with HTTP status code and whether the exchange
-// succeeded (false for 5xx, a non-zero grpc-status or a broken stream), and
-// records the time to its headers.
-func (r *Route) Response(code int, success bool, took time.Duration) {
-	class := "success"
-	if !success {
-		class = "failure"
-	}
-	r.m.responses.WithLabelValues(append(slices.Clone(r.labels), statusClass(code), class)...).Inc()
-	r.latency.Observe(took.Seconds())
-}
-
-func statusClass(code int) string {
-	if code < 100 || code > 599 {
-		return "unknown"
-	}
-	return strconv.Itoa(code/100) + "xx"
 }
