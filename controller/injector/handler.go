@@ -120,6 +120,14 @@ func (h *handler) admit(req *admissionv1.AdmissionRequest) (resp *admissionv1.Ad
 	}
 	log = log.With("pod", podName(&pod))
 	ns := h.namespace(pod.Namespace, log)
+	if ns.Labels[inject.LabelWebhook] == inject.WebhookIgnore {
+		// The webhook configuration's namespaceSelector keeps these away;
+		// one edited by hand, or written by an older install, may not.
+		// The label wins over every annotation, with no warning or event.
+		log.Debug("not injected: the namespace is labelled " + inject.LabelWebhook + "=" + inject.WebhookIgnore)
+		h.metrics.injection(resultSkipped, reasonIgnored)
+		return resp
+	}
 
 	mutated := pod.DeepCopy()
 	res, err := inject.Pod(mutated, ns, h.inject)

@@ -173,6 +173,13 @@ func enabledNS(name string) *corev1.Namespace {
 	}}
 }
 
+// ignoredNS is an enabled namespace an admin exempted from the webhook.
+func ignoredNS(name string) *corev1.Namespace {
+	ns := enabledNS(name)
+	ns.Labels = map[string]string{inject.LabelWebhook: inject.WebhookIgnore}
+	return ns
+}
+
 // replicaSetPod is a pod as a ReplicaSet creates it: a generated name and
 // no namespace in the body.
 func replicaSetPod(annotations map[string]string) *corev1.Pod {
@@ -192,6 +199,7 @@ func TestWebhook(t *testing.T) {
 	s := startServer(t, serverOptions{namespaces: []*corev1.Namespace{
 		enabledNS("shop"),
 		{ObjectMeta: metav1.ObjectMeta{Name: "plain", UID: "uid-plain"}},
+		ignoredNS("quiet"),
 	}})
 	bare := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "bare", Annotations: map[string]string{inject.AnnotationInject: inject.Enabled, inject.ConfigPrefix + "color": "red"}},
@@ -229,6 +237,15 @@ func TestWebhook(t *testing.T) {
 			wantPatched: true, wantWarn: 1, wantMetric: [2]string{"injected", "none"},
 		},
 		{name: "namespace missing from the cache", ns: "new", pod: replicaSetPod(nil), wantMetric: [2]string{"skipped", "not-enabled"}},
+		// mesh.dev/webhook=ignore wins over the namespace's annotation, and
+		// over the pod's own, bad ones included: no patch, no warning, no
+		// event.
+		{name: "namespace labelled webhook=ignore", ns: "quiet", pod: replicaSetPod(nil), wantMetric: [2]string{"skipped", reasonIgnored}},
+		{
+			name: "namespace labelled webhook=ignore, pod asks", ns: "quiet",
+			pod:        replicaSetPod(map[string]string{inject.AnnotationInject: inject.Enabled, inject.AnnotationOpaquePorts: "3306,mysql"}),
+			wantMetric: [2]string{"skipped", reasonIgnored},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

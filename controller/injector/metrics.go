@@ -16,7 +16,11 @@ const (
 	resultError    = "error"
 )
 
-// Reasons of the "error" result; skipped pods use inject.Skip.
+// reasonIgnored is the "skipped" reason of pods in a namespace labelled
+// mesh.dev/webhook=ignore; other skipped pods use inject.Skip.
+const reasonIgnored = "webhook-ignored"
+
+// Reasons of the "error" result.
 const (
 	reasonBadRequest = "bad-request" // not an AdmissionReview: 400
 	reasonBadPod     = "bad-pod"     // the object is not a pod we can decode

@@ -25,6 +25,14 @@ import (
 const (
 	// AnnotationInject opts a namespace or pod in (Enabled) or a pod out (Disabled).
 	AnnotationInject = "mesh.dev/inject"
+	// LabelWebhook set to WebhookIgnore on a namespace keeps the proxy
+	// injector out of it whatever its annotations say: the webhook
+	// configuration's namespaceSelector does not send its pods, so even
+	// with failurePolicy Fail (--ha) an injector outage cannot block them,
+	// and the injector skips any it is sent. A label, not an annotation,
+	// because only labels can be selected on.
+	LabelWebhook  = "mesh.dev/webhook"
+	WebhookIgnore = "ignore"
 	// AnnotationProxyVersion marks an injected pod with Config.Version.
 	AnnotationProxyVersion = "mesh.dev/proxy-version"
 	// LabelControlPlaneNamespace marks an injected pod with the namespace of

@@ -270,6 +270,29 @@ func TestControllerReadsPolicy(t *testing.T) {
 	}
 }
 
+// TestWebhookIgnoreLabel: with or without --ha (failurePolicy Fail), the
+// webhook is never called for a namespace labelled
+// mesh.dev/webhook=ignore, so an admin can always exempt one.
+func TestWebhookIgnoreLabel(t *testing.T) {
+	want := map[string]any{"key": inject.LabelWebhook, "operator": "NotIn", "values": []any{inject.WebhookIgnore}}
+	for _, ha := range []bool{false, true} {
+		v := testValues()
+		v.HA = ha
+		ms, err := Render(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wh := find(t, ms, "MutatingWebhookConfiguration", WebhookConfigName)
+		hooks, _, _ := unstructured.NestedSlice(wh.Object, "webhooks")
+		for _, h := range hooks {
+			exprs, _, _ := unstructured.NestedSlice(h.(map[string]any), "namespaceSelector", "matchExpressions")
+			if !slices.ContainsFunc(exprs, func(e any) bool { return cmp.Equal(want, e) }) {
+				t.Errorf("ha=%t: webhook %v namespaceSelector %v lacks %v", ha, h.(map[string]any)["name"], exprs, want)
+			}
+		}
+	}
+}
+
 // controllerArgs returns the controller container's arguments.
 func controllerArgs(t testing.TB, v Values) []string {
 	t.Helper()
