@@ -162,7 +162,10 @@ type Route struct {
 	labels    []string
 	requests  prometheus.Counter
 	latency   prometheus.Observer
-	mu        sync.Mutex // serializes creating responses' counters
+	// mu serializes creating responses' counters with the sweep that
+	// deletes them; it guards expired.
+	mu        sync.Mutex
+	expired   bool
 	responses [len(statusClasses)][2]atomic.Pointer[counter]
 }
 
@@ -242,6 +245,12 @@ func (r *Route) response(class, failed int) *counter {
 	if c := r.responses[class][failed].Load(); c != nil {
 		return c
 	}
+	if r.expired {
+		// Swept while the request was on its way from Route to Request
+		// (it stalled for longer than the idle timeout): a counter the
+		// vector does not hold, rather than a series nothing would expire.
+		return &counter{prometheus.NewCounter(prometheus.CounterOpts{Name: "expired"})}
+	}
 	labels := append(append(make([]string, 0, len(r.labels)+2), r.labels...), statusClasses[class], classifications[failed])
 	c := &counter{r.m.responses.WithLabelValues(labels...)}
 	r.responses[class][failed].Store(c)
@@ -249,8 +258,11 @@ func (r *Route) response(class, failed int) *counter {
 }
 
 // remove deletes the route's series. Called by a sweep, with no request
-// in flight, so no response counter is being created.
+// counted in flight.
 func (r *Route) remove(labels []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.expired = true
 	r.m.requests.DeleteLabelValues(labels...)
 	r.m.latency.DeleteLabelValues(labels...)
 	for class := range r.responses {
