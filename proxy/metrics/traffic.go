@@ -158,10 +158,10 @@ type RouteKey struct {
 // requests in flight does not expire.
 type Route struct {
 	activity
-	m         *Metrics
-	labels    []string
-	requests  prometheus.Counter
-	latency   prometheus.Observer
+	m        *Metrics
+	labels   []string
+	requests prometheus.Counter
+	latency  prometheus.Observer
 	// mu serializes creating responses' counters with the sweep that
 	// deletes them; it guards expired.
 	mu        sync.Mutex
