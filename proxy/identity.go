@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -99,13 +98,7 @@ func (id *identity) run(ctx context.Context, log interface{ Error(string, ...any
 // saying when it expires and the renewal's last error, so that the pod
 // leaves its Services before its peers start refusing it
 // (client.Source.Health).
-func (id *identity) ready() error {
-	err := id.src.Health()
-	if errors.Is(err, client.ErrNotReady) {
-		return errors.New("no certificate from the identity service yet")
-	}
-	return err
-}
+func (id *identity) ready() error { return id.src.Health() }
 
 // certExpiryDesc describes the expiry gauge; its name follows Prometheus's
 // convention for timestamps, so alerts read `..._seconds - time() < X`.

@@ -243,7 +243,8 @@ func (s *Source) ID() spiffeid.ID { return s.id }
 func (s *Source) Ready() <-chan struct{} { return s.ready }
 
 // Health returns nil while the proxy holds a certificate it can go on
-// using: ErrNotReady before the first one, and an *ExpiryError once the
+// using: ErrNotReady before the first one (wrapping the last request's
+// error too, once one has failed), and an *ExpiryError once the
 // certificate has expired, or is within its expiry margin and the latest
 // attempt to renew it failed. The margin is a fifth of the validity the
 // certificate had left when it arrived, at most DefaultExpiryMargin:
@@ -253,15 +254,18 @@ func (s *Source) Ready() <-chan struct{} { return s.ready }
 // peers refuse is taken out of its Services first.
 func (s *Source) Health() error {
 	st := s.state.Load()
-	if st.svid == nil {
-		return ErrNotReady
-	}
-	notAfter := st.svid.Certificates[0].NotAfter
-	now := s.clock.Now()
 	var renewal error
 	if p := s.renewalErr.Load(); p != nil {
 		renewal = *p
 	}
+	if st.svid == nil {
+		if renewal != nil {
+			return fmt.Errorf("%w; the last request failed: %w", ErrNotReady, renewal)
+		}
+		return ErrNotReady
+	}
+	notAfter := st.svid.Certificates[0].NotAfter
+	now := s.clock.Now()
 	switch {
 	case !now.Before(notAfter):
 		return &ExpiryError{NotAfter: notAfter, Expired: true, Renewal: renewal}

@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -265,8 +266,8 @@ func TestNotReadyUntilFirstCertificate(t *testing.T) {
 	if _, err := h.src.GetX509SVID(); !errors.Is(err, client.ErrNotReady) {
 		t.Errorf("GetX509SVID error = %v, want ErrNotReady", err)
 	}
-	if err := h.src.Health(); !errors.Is(err, client.ErrNotReady) {
-		t.Errorf("Health = %v, want ErrNotReady", err)
+	if err := h.src.Health(); !errors.Is(err, client.ErrNotReady) || !strings.Contains(fmt.Sprint(err), "issuer not loaded") {
+		t.Errorf("Health = %v, want ErrNotReady saying why the request failed", err)
 	}
 	if left[0] > client.DefaultMinBackoff || left[0] < client.DefaultMinBackoff/2 {
 		t.Errorf("first retry in %s, want within [%s, %s]", left[0], client.DefaultMinBackoff/2, client.DefaultMinBackoff)
