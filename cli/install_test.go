@@ -224,8 +224,8 @@ func TestInstallDryRunJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("not JSON: %v", err)
 	}
-	if list.Kind != "List" || len(list.Items) != 18 {
-		t.Errorf("kind %q with %d items, want a List of 18", list.Kind, len(list.Items))
+	if list.Kind != "List" || len(list.Items) != 16 {
+		t.Errorf("kind %q with %d items, want a List of 16", list.Kind, len(list.Items))
 	}
 	// The CRDs come first: they are applied and established before the
 	// rest, and kubectl apply -f takes the list in order.

@@ -54,8 +54,6 @@ func TestRenderOrderAndNames(t *testing.T) {
 		"serviceaccount/mesh-controller",
 		"clusterrole/mesh-controller",
 		"clusterrolebinding/mesh-controller",
-		"role/mesh-controller",
-		"rolebinding/mesh-controller",
 		"secret/mesh-identity-issuer",
 		"configmap/mesh-trust-roots",
 		"secret/mesh-injector-tls",
@@ -265,6 +263,37 @@ func TestControllerReadsPolicy(t *testing.T) {
 		for _, verb := range []string{"get", "list", "watch"} {
 			if !granted[policyv1alpha1.GroupName+"/"+plural+"/"+verb] {
 				t.Errorf("the controller may not %s %s.%s", verb, plural, policyv1alpha1.GroupName)
+			}
+		}
+	}
+}
+
+// TestControllerReadsNoSecrets: the controller gets the identity issuer
+// and its serving certificate as volume mounts and reads no Secret or
+// ConfigMap through the API, so no role of the install grants it one (the
+// namespaced Role that let it read every Secret in mesh-system is gone).
+func TestControllerReadsNoSecrets(t *testing.T) {
+	for _, ha := range []bool{false, true} {
+		v := testValues()
+		v.HA = ha
+		ms, err := Render(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			switch m.Object.GetKind() {
+			case "Role", "RoleBinding":
+				t.Errorf("ha=%t: %s rendered; the controller needs no namespaced rights", ha, m.Name())
+			case "ClusterRole":
+				rules, _, _ := unstructured.NestedSlice(m.Object.Object, "rules")
+				for _, r := range rules {
+					resources, _, _ := unstructured.NestedStringSlice(r.(map[string]any), "resources")
+					for _, res := range resources {
+						if res == "secrets" || res == "configmaps" || res == "*" {
+							t.Errorf("ha=%t: %s grants %v on %s", ha, m.Name(), r.(map[string]any)["verbs"], res)
+						}
+					}
+				}
 			}
 		}
 	}
