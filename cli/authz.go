@@ -347,7 +347,10 @@ func firstPolicy(ctx context.Context, client inboundv1.InboundPolicyClient, ns, 
 		return nil, ctx.Err()
 	}
 	ref := ns + "/" + pod
-	if errors.Is(wctx.Err(), context.DeadlineExceeded) {
+	// The deadline reaches the server too, which may end the stream (EOF)
+	// a moment before the context here says it expired, as may gRPC's own
+	// timer (DeadlineExceeded): past the deadline, the time ran out.
+	if dl, _ := wctx.Deadline(); errors.Is(wctx.Err(), context.DeadlineExceeded) || !time.Now().Before(dl) {
 		return nil, fmt.Errorf("%w for pod %s within %s: the controller answers once it knows the pod; if the pod is new try again, else is the mesh installed and running? run mesh check",
 			errNoPolicy, ref, timeout)
 	}
