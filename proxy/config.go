@@ -47,6 +47,11 @@ type Config struct {
 	// ShutdownGrace is how long in-flight requests and connections may
 	// take to finish after SIGTERM or /shutdown.
 	ShutdownGrace time.Duration
+	// MaxConnections is the most client connections each side (inbound,
+	// outbound) holds at once; past it, new ones are reset and counted in
+	// mesh_proxy_connections_refused_total, so a flood of clients cannot
+	// take the proxy's memory. Zero means unlimited.
+	MaxConnections int
 
 	// DestinationAddr is the controller's gRPC address (host:port) the
 	// proxy asks for the endpoints behind each outbound destination. Empty
@@ -117,6 +122,7 @@ func DefaultConfig() Config {
 		ConnectTimeout: time.Second,
 		ShutdownGrace:  25 * time.Second,
 		PolicyGrace:    10 * time.Second,
+		MaxConnections: 20000,
 
 		ClusterNetworks: DefaultClusterNetworks(),
 
@@ -144,6 +150,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request header block accepted (431 past it)")
 	fs.Uint32Var(&c.MaxConcurrentStreams, "max-concurrent-streams", c.MaxConcurrentStreams, "concurrent HTTP/2 streams allowed per client connection")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time in-flight work may take to finish on shutdown")
+	fs.IntVar(&c.MaxConnections, "max-connections", c.MaxConnections, "most connections each side (inbound, outbound) holds at once; past it new ones are reset (0: unlimited)")
 	fs.StringVar(&c.DestinationAddr, "destination-addr", c.DestinationAddr, "controller's gRPC address for endpoint discovery and balancing (empty: forward to original destinations)")
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "the pod's namespace, for the controller to expand short names")
 	fs.StringVar(&c.PodName, "pod-name", c.PodName, "the pod's name, to watch its inbound policy (empty: no inbound policy, every client allowed)")
@@ -183,6 +190,9 @@ func (c Config) Validate() error {
 	}
 	if c.PolicyGrace < 0 {
 		return fmt.Errorf("policy-grace must not be negative")
+	}
+	if c.MaxConnections < 0 {
+		return fmt.Errorf("max-connections must not be negative (0: unlimited), got %d", c.MaxConnections)
 	}
 	if c.PodName != "" && c.Namespace == "" {
 		return fmt.Errorf("pod-name needs namespace: the pod is named in its namespace")

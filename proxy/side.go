@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mesh-dev/mesh/identity/meshtls"
 	"github.com/mesh-dev/mesh/proxy/authz"
 	"github.com/mesh-dev/mesh/proxy/balance"
@@ -60,11 +62,34 @@ type side struct {
 	mu         sync.Mutex
 	draining   bool // guarded by mu; set before conns.Wait, so no Add follows it
 	dialer     net.Dialer
+
+	// open counts the client connections held, up to cfg.MaxConnections;
+	// refused counts those reset past it.
+	open    atomic.Int64
+	refused prometheus.Counter
+}
+
+// refusedVec returns mesh_proxy_connections_refused_total, registered once
+// on reg however many sides share it.
+func refusedVec(reg prometheus.Registerer) *prometheus.CounterVec {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mesh_proxy_connections_refused_total",
+		Help: "Client connections reset on accept, by direction and reason (limit: max-connections reached).",
+	}, []string{"direction", "reason"})
+	if err := reg.Register(vec); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			return are.ExistingCollector.(*prometheus.CounterVec)
+		}
+		panic(err) // a different family of the same name: a programming error
+	}
+	return vec
 }
 
 func newSide(sc sideConfig) *side {
 	s := &side{sideConfig: sc, dialer: net.Dialer{Timeout: sc.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}}
 	s.connCtx, s.cancelConn = context.WithCancel(context.Background())
+	s.refused = refusedVec(sc.metrics.Registry()).WithLabelValues(string(sc.dir), "limit")
 	var pick httpproxy.Picker
 	if sc.router != nil {
 		pick = sc.router.httpPicker
@@ -106,10 +131,19 @@ func (s *side) serve() error {
 			continue
 		}
 		delay = 0
+		if !s.acquire() {
+			// Reset at once: a connection held open unserved would cost
+			// the memory the limit protects.
+			s.refused.Inc()
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			continue
+		}
 		// Add must not race drain's Wait: once draining, refuse.
 		s.mu.Lock()
 		if s.draining {
 			s.mu.Unlock()
+			s.release()
 			c.Close()
 			return nil
 		}
@@ -121,6 +155,19 @@ func (s *side) serve() error {
 		}()
 	}
 }
+
+// acquire takes one of the side's connection slots; false means the side
+// already holds cfg.MaxConnections. Every true is matched by one release,
+// when the connection is closed (meteredConn) or refused before it is.
+func (s *side) acquire() bool {
+	if s.open.Add(1) > int64(s.cfg.MaxConnections) && s.cfg.MaxConnections > 0 {
+		s.open.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (s *side) release() { s.open.Add(-1) }
 
 // drain stops accepting, lets HTTP requests and opaque streams finish
 // until ctx ends, then closes whatever is still open.
@@ -151,9 +198,10 @@ func (s *side) handle(c *net.TCPConn) {
 			"client", c.RemoteAddr().String(), "err", err)
 		c.SetLinger(0)
 		c.Close()
+		s.release()
 		return
 	}
-	mc := &meteredConn{Conn: c, tcp: c, m: s.metrics.Conn(s.dir, dst.String())}
+	mc := &meteredConn{Conn: c, tcp: c, m: s.metrics.Conn(s.dir, dst.String()), release: s.release}
 	client := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 
 	// Under an inbound policy, the policy in force says whether the port
@@ -452,6 +500,7 @@ type meteredConn struct {
 	read    atomic.Int64
 	written atomic.Int64
 	once    sync.Once
+	release func() // frees the side's connection slot, once
 }
 
 func (c *meteredConn) Read(b []byte) (int, error) {
@@ -475,5 +524,10 @@ func (c *meteredConn) Close() error {
 func (c *meteredConn) CloseWrite() error { return c.tcp.CloseWrite() }
 
 func (c *meteredConn) closeWithStats(read, written int64) {
-	c.once.Do(func() { c.m.Close(read, written) })
+	c.once.Do(func() {
+		c.m.Close(read, written)
+		if c.release != nil {
+			c.release()
+		}
+	})
 }

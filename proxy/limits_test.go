@@ -1,0 +1,57 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// dialHeld dials the proxy and sends bytes the echo backend answers only
+// at EOF, so the connection stays open and holds a slot.
+func dialHeld(t testing.TB, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestMaxConnections(t *testing.T) {
+	target := tcpBackend(t, echoHalfClose)
+	p := startProxy(t, target, func(c *Config) { c.MaxConnections = 2 })
+	first := dialHeld(t, p.inbound)
+	dialHeld(t, p.inbound)
+	waitFor(t, func() bool { return p.counter(t, "mesh_proxy_tcp_open_total") == 2 })
+
+	// The reset may reach the client as soon as it connects, or on its read.
+	over, err := net.Dial("tcp", p.inbound)
+	if err == nil {
+		defer over.Close()
+		over.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadAll(over)
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("third connection: %v, want a reset", err)
+	}
+	waitFor(t, func() bool {
+		return p.counter(t, "mesh_proxy_connections_refused_total", "direction", "inbound", "reason", "limit") == 1
+	})
+
+	// Closing one frees its slot for the next client.
+	first.Close()
+	waitFor(t, func() bool { return p.counter(t, "mesh_proxy_tcp_close_total") == 1 })
+	next := dialHeld(t, p.inbound)
+	next.(*net.TCPConn).CloseWrite()
+	next.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got, err := io.ReadAll(next); err != nil || string(got) != "*1\r\n$4\r\nPING\r\n" {
+		t.Errorf("after a slot was freed: read %q, %v", got, err)
+	}
+}
