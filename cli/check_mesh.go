@@ -385,6 +385,53 @@ func checkProxyVersions(ctx context.Context, c *checker) (string, error) {
 	return c.controlVersion, nil
 }
 
+// checkUnmeshedPods finds the pods that should carry a proxy and do not:
+// in a namespace annotated for injection, not opted out, yet created
+// without the injector (it was down, or the webhook ignored them while its
+// failurePolicy is Ignore). Their traffic is neither encrypted nor subject
+// to policy, and nothing else would say so.
+func checkUnmeshedPods(ctx context.Context, c *checker) (string, error) {
+	nss, err := c.k.client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "", err
+	}
+	var missing []string
+	var first *corev1.Pod
+	enabled := 0
+	for _, ns := range nss.Items {
+		if ns.Name == c.ns || ns.Annotations[inject.AnnotationInject] != inject.Enabled || ns.Labels[inject.LabelWebhook] == inject.WebhookIgnore {
+			continue
+		}
+		enabled++
+		pods, err := c.k.client.CoreV1().Pods(ns.Name).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return "", err
+		}
+		for i, p := range pods.Items {
+			if !wantsProxy(&p) || hasProxy(&p) {
+				continue
+			}
+			missing = append(missing, p.Namespace+"/"+p.Name)
+			if first == nil {
+				first = &pods.Items[i]
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return "", warnf("%d %s in namespaces annotated %s=%s %s no proxy, so %s traffic is neither encrypted nor authorized: %s; they were created while the injector was down or unreachable; restart them (kubectl -n %s rollout restart deployment, or delete the pod) once mesh check passes",
+			len(missing), plural(len(missing), "pod", "pods"), inject.AnnotationInject, inject.Enabled, plural(len(missing), "has", "have"),
+			plural(len(missing), "its", "their"), summarize(missing, 5), first.Namespace)
+	}
+	return fmt.Sprintf("%d meshed %s", enabled, plural(enabled, "namespace", "namespaces")), nil
+}
+
+// wantsProxy reports whether the injector would give a running pod of an
+// enabled namespace a proxy: not opted out, not on the host's network.
+func wantsProxy(p *corev1.Pod) bool {
+	return p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed &&
+		p.Annotations[inject.AnnotationInject] != inject.Disabled && !p.Spec.HostNetwork
+}
+
 // summarize joins at most n items, saying how many more there are.
 func summarize(items []string, n int) string {
 	if len(items) <= n {

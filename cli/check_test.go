@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
@@ -345,5 +346,54 @@ func TestCheckListPolicy(t *testing.T) {
 		if slices.Contains(names(true), name) {
 			t.Errorf("mesh check --pre runs %q", name)
 		}
+	}
+}
+
+func TestCheckUnmeshedPods(t *testing.T) {
+	ns := func(name string, annotations, labels map[string]string) *corev1.Namespace {
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations, Labels: labels}}
+	}
+	enabled := map[string]string{inject.AnnotationInject: inject.Enabled}
+	optedOut := testPod("shop", "opted-out", false)
+	optedOut.Annotations = map[string]string{inject.AnnotationInject: inject.Disabled}
+	hostNet := testPod("shop", "host", false)
+	hostNet.Spec.HostNetwork = true
+	done := testPod("shop", "done", false)
+	done.Status.Phase = corev1.PodSucceeded
+	for _, tc := range []struct {
+		name       string
+		objects    []runtime.Object
+		wantStatus checkStatus
+		wantDetail string
+		want       string
+	}{
+		{
+			name: "all meshed",
+			objects: []runtime.Object{ns("shop", enabled, nil), testPod("shop", "web-1", true), optedOut, hostNet, done,
+				ns("plain", nil, nil), testPod("plain", "db", false)},
+			wantStatus: statusOK, wantDetail: "1 meshed namespace",
+		},
+		{
+			name:       "one created while the injector was down",
+			objects:    []runtime.Object{ns("shop", enabled, nil), testPod("shop", "web-1", true), testPod("shop", "web-2", false)},
+			wantStatus: statusWarn,
+			want:       "1 pod in namespaces annotated mesh.dev/inject=enabled has no proxy, so its traffic is neither encrypted nor authorized: shop/web-2",
+		},
+		{
+			name:       "webhook-ignored namespace",
+			objects:    []runtime.Object{ns("shop", enabled, map[string]string{inject.LabelWebhook: inject.WebhookIgnore}), testPod("shop", "web-2", false)},
+			wantStatus: statusOK, wantDetail: "0 meshed namespaces",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &checker{k: &kube{client: fake.NewClientset(tc.objects...)}, ns: manifests.DefaultNamespace}
+			r := runChecks(context.Background(), NewOptions(nil, nil, nil), []check{{category: "data-plane", name: "unmeshed", run: func(ctx context.Context, _ *checker) (string, error) {
+				return checkUnmeshedPods(ctx, c)
+			}}})
+			got := r.Checks[0]
+			if got.Status != tc.wantStatus || got.Detail != tc.wantDetail || !strings.Contains(got.Hint, tc.want) {
+				t.Errorf("status %s, detail %q, hint %q; want %s, %q, containing %q", got.Status, got.Detail, got.Hint, tc.wantStatus, tc.wantDetail, tc.want)
+			}
+		})
 	}
 }
