@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,7 +32,12 @@ import (
 type identity struct {
 	conn *grpc.ClientConn
 	src  *client.Source
-	cfg  *Config
+	// app is the application's own certificate, which the Workload API
+	// serves: same SPIFFE ID and token as src, but its own key pair, so
+	// the proxy's key never leaves the proxy. Nil when the Workload API
+	// is not served.
+	app *client.Source
+	cfg *Config
 }
 
 // newIdentity connects to the identity service, checking it is the
@@ -59,36 +65,54 @@ func newIdentity(ctx context.Context, cfg *Config, res *dnsresolve.Resolver, reg
 	if err != nil {
 		return nil, fmt.Errorf("identity service %s: %w", cfg.IdentityAddr, err)
 	}
-	src, err := client.New(client.Config{
+	ccfg := client.Config{
 		TrustDomain: cfg.TrustDomain, Namespace: cfg.Namespace, ServiceAccount: cfg.ServiceAccount,
 		TokenPath: cfg.IdentityTokenFile, Conn: conn,
-	})
+	}
+	src, err := client.New(ccfg)
 	if err != nil {
 		conn.Close()
 		return nil, err
+	}
+	var app *client.Source
+	if cfg.WorkloadAPISocket != "" {
+		// A second rotating Source with its own key, certified and
+		// renewed like the proxy's: every process that can open the
+		// socket gets this one, so it must not be the proxy's (whose key
+		// would let an application container impersonate the proxy's
+		// TLS and read its peers' traffic).
+		if app, err = client.New(ccfg); err != nil {
+			conn.Close()
+			return nil, err
+		}
 	}
 	if err := reg.Register(certExpiry{src}); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("identity metrics: %w", err)
 	}
-	return &identity{conn: conn, src: src, cfg: cfg}, nil
+	return &identity{conn: conn, src: src, app: app, cfg: cfg}, nil
 }
 
-// run renews the certificate and serves the Workload API until ctx ends.
+// run renews the proxy's certificate and, when the Workload API is
+// served, the application's, serving it on the socket, until ctx ends.
 func (id *identity) run(ctx context.Context, log interface{ Error(string, ...any) }) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		if err := id.src.Run(ctx); err != nil && ctx.Err() == nil {
 			log.Error("certificate client stopped", "err", err)
 		}
-	}()
-	if id.cfg.WorkloadAPISocket != "" {
-		if err := workloadapi.Run(ctx, workloadapi.Config{SocketPath: id.cfg.WorkloadAPISocket, Source: id.src}); err != nil {
+	})
+	if id.app != nil {
+		wg.Go(func() {
+			if err := id.app.Run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("application certificate client stopped", "err", err)
+			}
+		})
+		if err := workloadapi.Run(ctx, workloadapi.Config{SocketPath: id.cfg.WorkloadAPISocket, Source: id.app}); err != nil {
 			log.Error("workload API stopped", "err", err)
 		}
 	}
-	<-done
+	wg.Wait()
 	id.conn.Close()
 }
 

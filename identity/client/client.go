@@ -3,8 +3,9 @@
 // (api/identity/v1), renews it before it expires, follows the trust bundle
 // the controller streams, and hands both out through go-spiffe's
 // x509svid.Source and x509bundle.Source, which the TLS configs of
-// identity/meshtls read on every handshake and identity/workloadapi serves
-// to the application.
+// identity/meshtls read on every handshake. The proxy runs a second Source
+// of the same identity for the application, with its own keys, which
+// identity/workloadapi serves, so the proxy's key never leaves the proxy.
 //
 // Every request uses a new ECDSA P-256 key made in memory; keys are never
 // written to disk. The ServiceAccount token is re-read for every request

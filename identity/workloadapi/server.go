@@ -2,7 +2,9 @@
 // (https://github.com/spiffe/spiffe/blob/main/standards/SPIFFE_Workload_API.md)
 // on a Unix socket inside the pod, so an application that speaks SPIFFE
 // itself (go-spiffe, java-spiffe, Envoy SDS through spiffe-helper...) gets
-// the same X509-SVID and trust bundle as its proxy, rotated with it.
+// an X509-SVID of the pod's identity and the trust bundle, kept fresh.
+// The Source it serves must hold a key of the application's own, never the
+// proxy's: every process that can open the socket receives the private key.
 //
 // The pod is the unit of identity: every process that can open the socket
 // is the pod's ServiceAccount, so there is no per-process attestation. The
@@ -50,7 +52,8 @@ const (
 // Addr returns the SPIFFE_ENDPOINT_SOCKET value for a socket path.
 func Addr(path string) string { return "unix://" + path }
 
-// Source is the identity the server hands out: client.Source in the proxy.
+// Source is the identity the server hands out: in the proxy, a
+// client.Source of its own key pair, distinct from the proxy's.
 type Source interface {
 	// Current returns the SVID and bundle held now (nil before the first
 	// of each) and a channel closed when either is next replaced.
