@@ -52,6 +52,9 @@ type Config struct {
 	// mesh_proxy_connections_refused_total, so a flood of clients cannot
 	// take the proxy's memory. Zero means unlimited.
 	MaxConnections int
+	// OpaqueIdleTimeout closes an opaque TCP stream once no byte moved in
+	// either direction for this long. Zero means never.
+	OpaqueIdleTimeout time.Duration
 
 	// DestinationAddr is the controller's gRPC address (host:port) the
 	// proxy asks for the endpoints behind each outbound destination. Empty
@@ -124,6 +127,8 @@ func DefaultConfig() Config {
 		PolicyGrace:    10 * time.Second,
 		MaxConnections: 20000,
 
+		OpaqueIdleTimeout: time.Hour,
+
 		ClusterNetworks: DefaultClusterNetworks(),
 
 		HeaderReadTimeout:    10 * time.Second,
@@ -150,6 +155,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request header block accepted (431 past it)")
 	fs.Uint32Var(&c.MaxConcurrentStreams, "max-concurrent-streams", c.MaxConcurrentStreams, "concurrent HTTP/2 streams allowed per client connection")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time in-flight work may take to finish on shutdown")
+	fs.DurationVar(&c.OpaqueIdleTimeout, "opaque-idle-timeout", c.OpaqueIdleTimeout, "close an opaque TCP stream with no byte in either direction for this long (0: never)")
 	fs.IntVar(&c.MaxConnections, "max-connections", c.MaxConnections, "most connections each side (inbound, outbound) holds at once; past it new ones are reset (0: unlimited)")
 	fs.StringVar(&c.DestinationAddr, "destination-addr", c.DestinationAddr, "controller's gRPC address for endpoint discovery and balancing (empty: forward to original destinations)")
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "the pod's namespace, for the controller to expand short names")
@@ -190,6 +196,9 @@ func (c Config) Validate() error {
 	}
 	if c.PolicyGrace < 0 {
 		return fmt.Errorf("policy-grace must not be negative")
+	}
+	if c.OpaqueIdleTimeout < 0 {
+		return fmt.Errorf("opaque-idle-timeout must not be negative (0: none), got %s", c.OpaqueIdleTimeout)
 	}
 	if c.MaxConnections < 0 {
 		return fmt.Errorf("max-connections must not be negative (0: unlimited), got %d", c.MaxConnections)

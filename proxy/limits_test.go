@@ -55,3 +55,18 @@ func TestMaxConnections(t *testing.T) {
 		t.Errorf("after a slot was freed: read %q, %v", got, err)
 	}
 }
+
+func TestOpaqueIdleTimeout(t *testing.T) {
+	target := tcpBackend(t, echoHalfClose)
+	p := startProxy(t, target, func(c *Config) { c.OpaqueIdleTimeout = 200 * time.Millisecond })
+	c := dialHeld(t, p.inbound)
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("idle stream: %v, want it closed", err)
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Errorf("closed after %s, before the idle timeout", d)
+	}
+	waitFor(t, func() bool { return p.counter(t, "mesh_proxy_tcp_close_total") == 1 })
+}

@@ -468,7 +468,7 @@ func (s *side) forwardOpaque(mc *meteredConn, client net.Conn, dst netip.AddrPor
 	if fs, ok := client.(*firstSpeaker); ok {
 		up = fs.watchTarget(up)
 	}
-	st, err := tcp.Forward(s.connCtx, client, up)
+	st, err := tcp.Forward(s.connCtx, client, up, s.cfg.OpaqueIdleTimeout)
 	if err != nil {
 		s.log.Debug("opaque stream ended with an error", "target", dst.String(), "err", err)
 	}

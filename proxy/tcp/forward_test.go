@@ -3,6 +3,7 @@ package tcp
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -51,7 +52,7 @@ func TestForwardHalfClose(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		st, err := Forward(context.Background(), &prefixed{Conn: proxyClient, head: []byte("head:")}, proxyUp)
+		st, err := Forward(context.Background(), &prefixed{Conn: proxyClient, head: []byte("head:")}, proxyUp, 0)
 		done <- result{st, err}
 	}()
 	// The client sends and half-closes; the server reads to EOF, then
@@ -83,7 +84,7 @@ func TestForwardCancel(t *testing.T) {
 	proxyUp, _ := pair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { _, err := Forward(ctx, proxyClient, proxyUp); done <- err }()
+	go func() { _, err := Forward(ctx, proxyClient, proxyUp, 0); done <- err }()
 	time.Sleep(50 * time.Millisecond)
 	cancel()
 	select {
@@ -100,7 +101,7 @@ func TestForwardResetAbortsBoth(t *testing.T) {
 	client, proxyClient := pair(t)
 	proxyUp, server := pair(t)
 	done := make(chan struct{})
-	go func() { Forward(context.Background(), proxyClient, proxyUp); close(done) }()
+	go func() { Forward(context.Background(), proxyClient, proxyUp, 0); close(done) }()
 	server.SetLinger(0)
 	server.Close() // RST towards the proxy
 	client.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -111,5 +112,61 @@ func TestForwardResetAbortsBoth(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Forward still running after the upstream reset")
+	}
+}
+
+func TestForwardIdleTimeout(t *testing.T) {
+	const idle = 100 * time.Millisecond
+	tests := []struct {
+		name string
+		// talk runs on the client before it goes silent.
+		talk func(t *testing.T, client, server *net.TCPConn)
+	}{
+		{name: "silent from the start"},
+		{
+			name: "one direction busy for several timeouts keeps the stream",
+			talk: func(t *testing.T, client, server *net.TCPConn) {
+				go io.Copy(io.Discard, server)
+				for end := time.Now().Add(4 * idle); time.Now().Before(end); {
+					if _, err := client.Write([]byte("x")); err != nil {
+						t.Fatalf("write while active: %v", err)
+					}
+					time.Sleep(idle / 5)
+				}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client, proxyClient := pair(t)
+			proxyUp, server := pair(t)
+			done := make(chan error, 1)
+			go func() { _, err := Forward(context.Background(), proxyClient, proxyUp, idle); done <- err }()
+			if tc.talk != nil {
+				tc.talk(t, client, server)
+			}
+			silent := time.Now()
+			select {
+			case err := <-done:
+				t.Fatalf("Forward ended before the idle timeout: %v", err)
+			case <-time.After(idle / 2):
+			}
+			select {
+			case err := <-done:
+				if !errors.Is(err, ErrIdle) {
+					t.Errorf("Forward: %v, want ErrIdle", err)
+				}
+				// talk sleeps idle/5 after its last byte.
+				if d := time.Since(silent); d < idle*3/4 || d > 2*idle {
+					t.Errorf("closed %s into the silence, want about %s", d, idle)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("idle stream still open")
+			}
+			client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadAll(client); err != nil {
+				t.Logf("client saw %v", err)
+			}
+		})
 	}
 }
