@@ -81,7 +81,11 @@ func newIdentity(ctx context.Context, cfg *Config, res *dnsresolve.Resolver, reg
 		// socket gets this one, so it must not be the proxy's (whose key
 		// would let an application container impersonate the proxy's
 		// TLS and read its peers' traffic).
-		if app, err = client.New(ccfg); err != nil {
+		// It follows the proxy's trust bundle rather than opening a
+		// second stream to the controller.
+		acfg := ccfg
+		acfg.BundleFrom = src
+		if app, err = client.New(acfg); err != nil {
 			conn.Close()
 			return nil, err
 		}

@@ -63,6 +63,27 @@ func (s *Source) watchOnce(ctx context.Context, bo *backoff) error {
 	}
 }
 
+// followBundle mirrors from's trust bundle until ctx is done: while from
+// holds one from its open stream, so does s (renewing at once if it no
+// longer verifies s's certificate); otherwise s takes the bundles of its
+// own Certify answers. A change of from's stream state that replaces no
+// bundle reaches s at from's next change.
+func (s *Source) followBundle(ctx context.Context, from *Source) {
+	for {
+		st := from.state.Load()
+		if st.bundle != nil && st.bundleFromWatch {
+			s.setWatchedBundle(st.bundle)
+		} else {
+			s.streamEnded()
+		}
+		select {
+		case <-st.changed:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // setWatchedBundle installs a bundle from the stream. When the current
 // certificate no longer verifies against it (its root was removed), it
 // asks for a new certificate at once instead of waiting for the schedule.

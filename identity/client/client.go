@@ -114,6 +114,11 @@ type Config struct {
 	// DefaultMinBackoff and DefaultMaxBackoff. A certificate is never
 	// renewed sooner than MinBackoff after the previous one arrived.
 	MinBackoff, MaxBackoff time.Duration
+	// BundleFrom, when set, is a Source of the same trust domain whose
+	// trust bundle this one follows instead of opening a trust-bundle
+	// stream of its own: the proxy's Source for the application follows
+	// the proxy's, so a pod holds one stream. Nil means open a stream.
+	BundleFrom *Source
 	// Clock is read for verification and scheduling; nil means the
 	// system clock.
 	Clock Clock
@@ -182,6 +187,9 @@ func New(cfg Config) (*Source, error) {
 	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
 	if err != nil {
 		return nil, fmt.Errorf("identity: trust domain %q: %w", cfg.TrustDomain, err)
+	}
+	if cfg.BundleFrom != nil && cfg.BundleFrom.id.TrustDomain() != td {
+		return nil, fmt.Errorf("identity: BundleFrom is of trust domain %q, not %q", cfg.BundleFrom.id.TrustDomain().Name(), td.Name())
 	}
 	id, err := spiffeid.FromSegments(td, "ns", cfg.Namespace, "sa", cfg.ServiceAccount)
 	if err != nil {
@@ -325,7 +333,11 @@ func (s *Source) Run(ctx context.Context) error {
 		return errors.New("identity: Run called twice")
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { s.watchBundle(ctx) })
+	if s.cfg.BundleFrom != nil {
+		wg.Go(func() { s.followBundle(ctx, s.cfg.BundleFrom) })
+	} else {
+		wg.Go(func() { s.watchBundle(ctx) })
+	}
 	s.renew(ctx)
 	wg.Wait()
 	return nil

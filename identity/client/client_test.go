@@ -3,6 +3,7 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/x509"
@@ -548,4 +549,36 @@ func TestRunTwice(t *testing.T) {
 	if err := h.src.Run(ctx); err == nil {
 		t.Error("a second Run succeeded")
 	}
+}
+
+// TestBundleFrom: a Source that follows another's trust bundle gets a
+// certificate of its own key and every bundle the other's stream brings,
+// without a stream of its own (the proxy's Source for the application).
+func TestBundleFrom(t *testing.T) {
+	h := start(t, harnessConfig{realClock: true})
+	proxy := h.waitReady(t)
+	app, err := client.New(client.Config{
+		Namespace: testNamespace, ServiceAccount: testAccount, TokenPath: h.token,
+		Conn: h.ctrl.Dial(t), MinBackoff: 100 * time.Millisecond, BundleFrom: h.src,
+	})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	follower := &harness{ca: h.ca, src: app}
+	svid := follower.waitReady(t)
+	if svid.ID != h.id() {
+		t.Errorf("ID = %s, want %s", svid.ID, h.id())
+	}
+	if svid.PrivateKey.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(proxy.PrivateKey.Public()) {
+		t.Error("the follower holds the other Source's key")
+	}
+	other := identitytest.NewCA(t)
+	h.ctrl.SetBundle(h.ca.Root, other.Root)
+	follower.waitFor(t, "the followed bundle", func(_ *x509svid.SVID, b *x509bundle.Bundle) bool {
+		return b != nil && len(b.X509Authorities()) == 2
+	})
 }
