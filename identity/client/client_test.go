@@ -581,4 +581,7 @@ func TestBundleFrom(t *testing.T) {
 	follower.waitFor(t, "the followed bundle", func(_ *x509svid.SVID, b *x509bundle.Bundle) bool {
 		return b != nil && len(b.X509Authorities()) == 2
 	})
+	if n := h.ctrl.Watches(); n != 1 {
+		t.Errorf("%d trust-bundle streams open, want the proxy's only", n)
+	}
 }

@@ -164,6 +164,13 @@ func (c *Controller) BreakWatches() {
 	c.broken = make(chan struct{})
 }
 
+// Watches returns how many WatchTrustBundle streams are open.
+func (c *Controller) Watches() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.watchers)
+}
+
 // Requests returns the Certify requests received so far, in order.
 func (c *Controller) Requests() []*identityv1.CertifyRequest {
 	c.mu.Lock()
