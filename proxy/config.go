@@ -55,6 +55,13 @@ type Config struct {
 	// OpaqueIdleTimeout closes an opaque TCP stream once no byte moved in
 	// either direction for this long. Zero means never.
 	OpaqueIdleTimeout time.Duration
+	// HTTP1BodyIdleTimeout ends an HTTP/1 request whose client or target
+	// connection moves no byte for this long (a stalled body). Zero means
+	// none.
+	HTTP1BodyIdleTimeout time.Duration
+	// MaxConnsPerHost bounds the inbound side's HTTP/1 connections to the
+	// application, per address; requests past it wait. Zero means no limit.
+	MaxConnsPerHost int
 
 	// DestinationAddr is the controller's gRPC address (host:port) the
 	// proxy asks for the endpoints behind each outbound destination. Empty
@@ -127,7 +134,9 @@ func DefaultConfig() Config {
 		PolicyGrace:    10 * time.Second,
 		MaxConnections: 20000,
 
-		OpaqueIdleTimeout: time.Hour,
+		OpaqueIdleTimeout:    time.Hour,
+		HTTP1BodyIdleTimeout: 5 * time.Minute,
+		MaxConnsPerHost:      10000,
 
 		ClusterNetworks: DefaultClusterNetworks(),
 
@@ -156,6 +165,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.Uint32Var(&c.MaxConcurrentStreams, "max-concurrent-streams", c.MaxConcurrentStreams, "concurrent HTTP/2 streams allowed per client connection")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time in-flight work may take to finish on shutdown")
 	fs.DurationVar(&c.OpaqueIdleTimeout, "opaque-idle-timeout", c.OpaqueIdleTimeout, "close an opaque TCP stream with no byte in either direction for this long (0: never)")
+	fs.DurationVar(&c.HTTP1BodyIdleTimeout, "http1-body-idle-timeout", c.HTTP1BodyIdleTimeout, "end an HTTP/1 request whose request or response body makes no progress for this long (0: none)")
+	fs.IntVar(&c.MaxConnsPerHost, "max-conns-per-host", c.MaxConnsPerHost, "most HTTP/1 connections from the inbound side to one application address; more requests wait (0: unlimited)")
 	fs.IntVar(&c.MaxConnections, "max-connections", c.MaxConnections, "most connections each side (inbound, outbound) holds at once; past it new ones are reset (0: unlimited)")
 	fs.StringVar(&c.DestinationAddr, "destination-addr", c.DestinationAddr, "controller's gRPC address for endpoint discovery and balancing (empty: forward to original destinations)")
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "the pod's namespace, for the controller to expand short names")
@@ -199,6 +210,9 @@ func (c Config) Validate() error {
 	}
 	if c.OpaqueIdleTimeout < 0 {
 		return fmt.Errorf("opaque-idle-timeout must not be negative (0: none), got %s", c.OpaqueIdleTimeout)
+	}
+	if c.HTTP1BodyIdleTimeout < 0 || c.MaxConnsPerHost < 0 {
+		return fmt.Errorf("http1-body-idle-timeout and max-conns-per-host must not be negative (0: none)")
 	}
 	if c.MaxConnections < 0 {
 		return fmt.Errorf("max-connections must not be negative (0: unlimited), got %d", c.MaxConnections)

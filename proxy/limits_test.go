@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"syscall"
 	"testing"
 	"time"
@@ -69,4 +71,70 @@ func TestOpaqueIdleTimeout(t *testing.T) {
 		t.Errorf("closed after %s, before the idle timeout", d)
 	}
 	waitFor(t, func() bool { return p.counter(t, "mesh_proxy_tcp_close_total") == 1 })
+}
+
+func TestHTTP1BodyIdleTimeout(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	t.Run("a stalled request body ends the request", func(t *testing.T) {
+		readErr := make(chan error, 1)
+		target := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, err := io.ReadAll(r.Body)
+			readErr <- err
+		}))
+		p := startProxy(t, target, func(c *Config) { c.HTTP1BodyIdleTimeout = idle })
+		c, err := net.Dial("tcp", p.inbound)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprint(c, "POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 10\r\n\r\nabc")
+		select {
+		case err := <-readErr:
+			if err == nil {
+				t.Error("the application read a whole body, want it cut short")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the request is still waiting for its body")
+		}
+	})
+	t.Run("a slow but steady response body is whole; a stalled one ends", func(t *testing.T) {
+		target := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			for range 8 {
+				w.Write([]byte("x"))
+				w.(http.Flusher).Flush()
+				time.Sleep(idle / 4)
+			}
+			if r.URL.Path == "/stall" {
+				select {
+				case <-r.Context().Done():
+				case <-time.After(5 * time.Second):
+				}
+			}
+		}))
+		p := startProxy(t, target, func(c *Config) { c.HTTP1BodyIdleTimeout = idle })
+		client := h1Client(t)
+		resp, err := client.Get("http://" + p.inbound + "/steady")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(body) != "xxxxxxxx" {
+			t.Errorf("steady body: %q, %v; want it whole", body, err)
+		}
+
+		start := time.Now()
+		resp, err = client.Get("http://" + p.inbound + "/stall")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Error("stalled body read to the end, want an error")
+		}
+		if d := time.Since(start); d > 4*time.Second {
+			t.Errorf("stalled body ended after %s, want about the idle timeout", d)
+		}
+	})
 }

@@ -98,6 +98,10 @@ func newSide(sc sideConfig) *side {
 	if sc.id != nil && sc.dir == metrics.Outbound {
 		meshTLS = sc.id.clientHandshake
 	}
+	var maxConnsPerHost int // outbound targets are other pods, each with its own limits
+	if sc.dir == metrics.Inbound {
+		maxConnsPerHost = sc.cfg.MaxConnsPerHost
+	}
 	s.http = httpproxy.New(httpproxy.Config{
 		Pick:            pick,
 		MeshTLS:         meshTLS,
@@ -111,6 +115,8 @@ func newSide(sc sideConfig) *side {
 		ReadHeaderTimeout:    sc.cfg.HeaderReadTimeout,
 		MaxHeaderBytes:       sc.cfg.MaxHeaderBytes,
 		MaxConcurrentStreams: sc.cfg.MaxConcurrentStreams,
+		BodyIdleTimeout:      sc.cfg.HTTP1BodyIdleTimeout,
+		MaxConnsPerHost:      maxConnsPerHost,
 	})
 	return s
 }

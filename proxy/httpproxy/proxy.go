@@ -40,6 +40,13 @@ type Config struct {
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes client connections idle this long. Zero means 90s.
 	IdleTimeout time.Duration
+	// BodyIdleTimeout ends an HTTP/1 request whose connection, to the
+	// client or to the target, moves no byte for this long: a stalled
+	// request or response body. Zero means none.
+	BodyIdleTimeout time.Duration
+	// MaxConnsPerHost bounds the HTTP/1 connections to one target address;
+	// requests past it wait for one. Zero means no limit.
+	MaxConnsPerHost int
 	// MaxHeaderBytes bounds request headers (431 past it). Zero means 64 KiB.
 	MaxHeaderBytes int
 	// MaxConcurrentStreams bounds concurrent HTTP/2 streams per client
@@ -150,7 +157,14 @@ func New(cfg Config) *Proxy {
 	p := &Proxy{cfg: cfg, h1conns: newConnQueue(), served: make(chan struct{}), h2conns: map[net.Conn]struct{}{}}
 	p.up = newUpstreams(&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}, cfg.MeshTLS)
 	p.h1tr = &http.Transport{
-		DialContext:           p.up.DialContext,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := p.up.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return withIdle(c, cfg.BodyIdleTimeout), nil
+		},
+		MaxConnsPerHost:       cfg.MaxConnsPerHost,
 		MaxIdleConns:          0, // no global cap: one pod talks to many targets
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       cfg.IdleTimeout,
@@ -208,7 +222,7 @@ func New(cfg Config) *Proxy {
 // ServeHTTP1 hands an accepted connection whose client speaks HTTP/1.x to
 // the proxy's HTTP/1 server and returns at once.
 func (p *Proxy) ServeHTTP1(c net.Conn, info ConnInfo) {
-	if !p.h1conns.push(&targetConn{Conn: c, info: &info}) {
+	if !p.h1conns.push(&targetConn{Conn: withIdle(c, p.cfg.BodyIdleTimeout), info: &info}) {
 		c.Close() // shutting down
 	}
 }
