@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,7 +21,29 @@ const (
 	envPodName = "MESH_PROXY_POD_NAME"
 	// Where traffic never falls back to plain text (Config.ClusterNetworks).
 	envClusterNetworks = "MESH_PROXY_CLUSTER_NETWORKS"
+	// The Go runtime's soft memory limit (runtime/debug.SetMemoryLimit).
+	envGoMemLimit = "GOMEMLIMIT"
 )
+
+// goMemLimitPercent of the container's memory limit is where the Go
+// runtime starts collecting garbage harder: the rest is headroom for
+// memory the runtime does not count (thread stacks, kernel buffers) so the
+// proxy slows down under pressure instead of being OOM-killed.
+const goMemLimitPercent = 90
+
+// goMemLimit is GOMEMLIMIT for resources: goMemLimitPercent of the memory
+// limit, in whole MiB when it is that large; false when there is no limit.
+func goMemLimit(r corev1.ResourceRequirements) (string, bool) {
+	lim, ok := r.Limits[corev1.ResourceMemory]
+	if !ok || lim.Value() <= 0 {
+		return "", false
+	}
+	b := lim.Value() / 100 * goMemLimitPercent
+	if b >= 1<<20 {
+		return strconv.FormatInt(b>>20, 10) + "MiB", true
+	}
+	return strconv.FormatInt(b, 10), true // bytes
+}
 
 // initContainer is mesh-init: `mesh-proxy init` with the pod's skips, as
 // root with only the capabilities iptables needs.
@@ -85,6 +108,9 @@ func proxyContainer(o overrides, cfg Config) corev1.Container {
 	}
 	if o.opaquePorts != nil {
 		env = append(env, corev1.EnvVar{Name: envOpaquePorts, Value: o.opaquePorts.String()})
+	}
+	if v, ok := goMemLimit(o.resources); ok {
+		env = append(env, corev1.EnvVar{Name: envGoMemLimit, Value: v})
 	}
 	var mounts []corev1.VolumeMount
 	ports := []corev1.ContainerPort{

@@ -148,18 +148,21 @@ func TestPodOverrides(t *testing.T) {
 			annotations: map[string]string{AnnotationProxyCPURequest: "0.1", AnnotationProxyCPULimit: "500m", AnnotationProxyMemoryRequest: "32Mi", AnnotationProxyMemoryLimit: "1Gi"},
 			wantReq:     map[corev1.ResourceName]string{"cpu": "100m", "memory": "32Mi"},
 			wantLim:     map[corev1.ResourceName]string{"cpu": "500m", "memory": "1Gi"},
+			wantEnv:     map[string]string{envGoMemLimit: "921MiB"},
 		},
 		{
 			name:        "request above the default limit raises it",
 			annotations: map[string]string{AnnotationProxyMemoryRequest: "256Mi"},
 			wantReq:     map[corev1.ResourceName]string{"memory": "256Mi"},
 			wantLim:     map[corev1.ResourceName]string{"memory": "256Mi"},
+			wantEnv:     map[string]string{envGoMemLimit: "230MiB"},
 		},
 		{
 			name:        "limit below the default request lowers it",
 			annotations: map[string]string{AnnotationProxyMemoryLimit: "16Mi"},
 			wantReq:     map[corev1.ResourceName]string{"memory": "16Mi"},
 			wantLim:     map[corev1.ResourceName]string{"memory": "16Mi"},
+			wantEnv:     map[string]string{envGoMemLimit: "14MiB"},
 		},
 		{
 			name:        "request above annotated limit: both ignored",
@@ -216,8 +219,9 @@ func TestPodOverrides(t *testing.T) {
 			wantEnv := map[string]string{
 				envLogLevel: "info", envLogFormat: "json",
 				envDestinationAddr: DefaultDestinationAddr(DefaultControlPlaneNamespace),
-				envNamespace:       "", // from the downward API
-				envPodName:         "", // from the downward API
+				envNamespace:       "",      // from the downward API
+				envPodName:         "",      // from the downward API
+				envGoMemLimit:      "57MiB", // 90 % of the default limit, 64Mi
 			}
 			for k, v := range tc.wantEnv {
 				wantEnv[k] = v
@@ -320,5 +324,27 @@ func TestConfigAnnotations(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, ConfigAnnotations()); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestGoMemLimit(t *testing.T) {
+	tests := []struct {
+		name   string
+		limits corev1.ResourceList
+		want   string // "" for no GOMEMLIMIT
+	}{
+		{name: "default limit", limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}, want: "57MiB"},
+		{name: "decimal units", limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1G")}, want: "858MiB"},
+		{name: "under a MiB is in bytes", limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1000Ki")}, want: "921600"},
+		{name: "cpu limit only", limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")}},
+		{name: "no limits"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := goMemLimit(corev1.ResourceRequirements{Limits: tc.limits})
+			if ok != (tc.want != "") || got != tc.want {
+				t.Errorf("goMemLimit = %q, %v; want %q", got, ok, tc.want)
+			}
+		})
 	}
 }
