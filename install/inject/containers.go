@@ -1,6 +1,8 @@
 package inject
 
 import (
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -108,6 +110,9 @@ func proxyContainer(o overrides, cfg Config) corev1.Container {
 	}
 	if o.opaquePorts != nil {
 		env = append(env, corev1.EnvVar{Name: envOpaquePorts, Value: o.opaquePorts.String()})
+	}
+	for _, name := range slices.Sorted(maps.Keys(o.limits)) {
+		env = append(env, corev1.EnvVar{Name: name, Value: o.limits[name]})
 	}
 	if v, ok := goMemLimit(o.resources); ok {
 		env = append(env, corev1.EnvVar{Name: envGoMemLimit, Value: v})

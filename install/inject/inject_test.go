@@ -142,6 +142,19 @@ func TestPodOverrides(t *testing.T) {
 		{name: "reversed range", annotations: map[string]string{AnnotationSkipOutboundPorts: "10-1"}, wantWarning: []string{AnnotationSkipOutboundPorts}},
 		{name: "bad subnet", annotations: map[string]string{AnnotationSkipOutboundSubnets: "10.0.0.0"}, wantWarning: []string{AnnotationSkipOutboundSubnets}},
 		{name: "log level", annotations: map[string]string{AnnotationProxyLogLevel: "Warn"}, wantEnv: map[string]string{envLogLevel: "warn"}},
+		{
+			name: "limits",
+			annotations: map[string]string{
+				AnnotationProxyMaxConnections: "500", AnnotationProxyMaxConnsPerHost: "0",
+				AnnotationProxyOpaqueIdleTimeout: "30m", AnnotationProxyHTTP1BodyIdleTimeout: " 1m ",
+			},
+			wantEnv: map[string]string{
+				"MESH_PROXY_MAX_CONNECTIONS": "500", "MESH_PROXY_MAX_CONNS_PER_HOST": "0",
+				"MESH_PROXY_OPAQUE_IDLE_TIMEOUT": "30m", "MESH_PROXY_HTTP1_BODY_IDLE_TIMEOUT": "1m",
+			},
+		},
+		{name: "negative limit", annotations: map[string]string{AnnotationProxyMaxConnections: "-1"}, wantWarning: []string{AnnotationProxyMaxConnections}},
+		{name: "bad duration", annotations: map[string]string{AnnotationProxyOpaqueIdleTimeout: "1 hour"}, wantWarning: []string{AnnotationProxyOpaqueIdleTimeout}},
 		{name: "bad log level", annotations: map[string]string{AnnotationProxyLogLevel: "trace"}, wantWarning: []string{AnnotationProxyLogLevel}},
 		{
 			name:        "resources",
@@ -318,8 +331,9 @@ func TestPodConfigErrors(t *testing.T) {
 
 func TestConfigAnnotations(t *testing.T) {
 	want := []string{
-		AnnotationDefaultInboundPolicy, AnnotationOpaquePorts, AnnotationProxyCPULimit, AnnotationProxyCPURequest, AnnotationProxyLogLevel,
-		AnnotationProxyMemoryLimit, AnnotationProxyMemoryRequest, AnnotationSkipInboundPorts,
+		AnnotationDefaultInboundPolicy, AnnotationOpaquePorts, AnnotationProxyCPULimit, AnnotationProxyCPURequest, AnnotationProxyHTTP1BodyIdleTimeout,
+		AnnotationProxyLogLevel, AnnotationProxyMaxConnections, AnnotationProxyMaxConnsPerHost,
+		AnnotationProxyMemoryLimit, AnnotationProxyMemoryRequest, AnnotationProxyOpaqueIdleTimeout, AnnotationSkipInboundPorts,
 		AnnotationSkipOutboundPorts, AnnotationSkipOutboundSubnets,
 	}
 	if diff := cmp.Diff(want, ConfigAnnotations()); diff != "" {

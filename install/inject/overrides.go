@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
@@ -32,6 +33,12 @@ const (
 	AnnotationProxyCPULimit       = ConfigPrefix + "proxy-cpu-limit"
 	AnnotationProxyMemoryLimit    = ConfigPrefix + "proxy-memory-limit"
 
+	// The proxy's limits (mesh-proxy's flags of the same names).
+	AnnotationProxyMaxConnections       = ConfigPrefix + "proxy-max-connections"
+	AnnotationProxyMaxConnsPerHost      = ConfigPrefix + "proxy-max-conns-per-host"
+	AnnotationProxyOpaqueIdleTimeout    = ConfigPrefix + "proxy-opaque-idle-timeout"
+	AnnotationProxyHTTP1BodyIdleTimeout = ConfigPrefix + "proxy-http1-body-idle-timeout"
+
 	// AnnotationDefaultInboundPolicy on a pod or its namespace (the pod's
 	// wins) overrides the install's default inbound policy, one of
 	// DefaultInboundPolicies. The controller reads it from the pod and the
@@ -51,6 +58,40 @@ type overrides struct {
 	skipSubnets  []netip.Prefix
 	logLevel     string
 	resources    corev1.ResourceRequirements // of mesh-proxy
+	limits       map[string]string           // mesh-proxy env name to value; nil: the proxy's defaults
+}
+
+// limitParser carries a limit annotation to mesh-proxy's env as it is,
+// once check accepts it.
+func limitParser(env, accepted string, check func(string) error) parser {
+	return parser{accepted, func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+		if err := check(v); err != nil {
+			return err
+		}
+		limits := maps.Clone(o.limits) // o may be restored on a later error
+		if limits == nil {
+			limits = map[string]string{}
+		}
+		limits[env] = strings.TrimSpace(v)
+		o.limits = limits
+		return nil
+	}}
+}
+
+func checkCount(v string) error {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err == nil && n < 0 {
+		err = errors.New("negative")
+	}
+	return err
+}
+
+func checkDuration(v string) error {
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err == nil && d < 0 {
+		err = errors.New("negative")
+	}
+	return err
 }
 
 // quantityKey is which of the four resource annotations a value came from.
@@ -114,6 +155,15 @@ var parsers = map[string]parser{
 	AnnotationProxyCPULimit:      quantityParser(quantityKey{corev1.ResourceCPU, true}),
 	AnnotationProxyMemoryRequest: quantityParser(quantityKey{corev1.ResourceMemory, false}),
 	AnnotationProxyMemoryLimit:   quantityParser(quantityKey{corev1.ResourceMemory, true}),
+
+	AnnotationProxyMaxConnections: limitParser("MESH_PROXY_MAX_CONNECTIONS",
+		"a whole number of connections per side, 0 for unlimited", checkCount),
+	AnnotationProxyMaxConnsPerHost: limitParser("MESH_PROXY_MAX_CONNS_PER_HOST",
+		"a whole number of connections, 0 for unlimited", checkCount),
+	AnnotationProxyOpaqueIdleTimeout: limitParser("MESH_PROXY_OPAQUE_IDLE_TIMEOUT",
+		"a duration like 30m or 2h, 0 for none", checkDuration),
+	AnnotationProxyHTTP1BodyIdleTimeout: limitParser("MESH_PROXY_HTTP1_BODY_IDLE_TIMEOUT",
+		"a duration like 30s or 10m, 0 for none", checkDuration),
 }
 
 // ConfigAnnotations returns the config.mesh.dev/* annotations this version
