@@ -1,57 +1,21 @@
 package proxy
 
 import (
-	"context"
-	"encoding/pem"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
-	"github.com/mesh-dev/mesh/identity/certify"
 	"github.com/mesh-dev/mesh/identity/identitytest"
 )
 
 // startExpiringPKI is startPKI with an issuer that expires after validity,
-// so the leaves it signs (capped at the issuer's expiry) expire then too,
-// and with a stop function that takes the identity service down as a
-// crashed controller would.
+// so the leaves it signs (capped at the issuer's expiry) expire then too.
 func startExpiringPKI(t testing.TB, validity time.Duration) (pki *meshPKI, stop func()) {
 	t.Helper()
-	ca := identitytest.NewCA(t, identitytest.WithIssuerValidity(validity))
-	dir := identitytest.NewSecretDir(t)
-	ca.WriteSecret(t, dir)
-	ids, err := certify.New(certify.Config{
-		IssuerDir: dir.Path, TrustDomain: ca.TrustDomain,
-		Reviewer: certify.TokenReviewerFunc(func(_ context.Context, token, _ string) (certify.TokenInfo, error) {
-			return certify.TokenInfo{Username: "system:serviceaccount:" + token}, nil
-		}),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	controller := ca.ID("mesh-system", "mesh-controller")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ids.TLSConfig(controller))))
-	ids.Register(srv)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { ids.Run(ctx); close(done) }()
-	go srv.Serve(ln)
-	stop = sync.OnceFunc(func() { cancel(); <-done; srv.Stop() })
-	t.Cleanup(stop)
-	anchors := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Root.Raw})
-	return &meshPKI{ca: ca, addr: ln.Addr().String(), serverID: controller.String(), anchors: string(anchors)}, stop
+	return startPKIWith(t, identitytest.WithIssuerValidity(validity))
 }
 
 // TestReadyFollowsCertificateExpiry: a proxy whose certificate is about to

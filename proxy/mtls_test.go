@@ -38,8 +38,15 @@ type meshPKI struct {
 }
 
 func startPKI(t testing.TB) *meshPKI {
+	pki, _ := startPKIWith(t)
+	return pki
+}
+
+// startPKIWith is startPKI with options for its CA, and a stop function
+// that takes the identity service down as a crashed controller would.
+func startPKIWith(t testing.TB, opts ...identitytest.Option) (pki *meshPKI, stop func()) {
 	t.Helper()
-	ca := identitytest.NewCA(t)
+	ca := identitytest.NewCA(t, opts...)
 	dir := identitytest.NewSecretDir(t)
 	ca.WriteSecret(t, dir)
 	ids, err := certify.New(certify.Config{
@@ -62,9 +69,10 @@ func startPKI(t testing.TB) *meshPKI {
 	done := make(chan struct{})
 	go func() { ids.Run(ctx); close(done) }()
 	go srv.Serve(ln)
-	t.Cleanup(func() { cancel(); <-done; srv.Stop() })
+	stop = sync.OnceFunc(func() { cancel(); <-done; srv.Stop() })
+	t.Cleanup(stop)
 	anchors := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Root.Raw})
-	return &meshPKI{ca: ca, addr: ln.Addr().String(), serverID: controller.String(), anchors: string(anchors)}
+	return &meshPKI{ca: ca, addr: ln.Addr().String(), serverID: controller.String(), anchors: string(anchors)}, stop
 }
 
 // withIdentity gives a test proxy the identity ns/sa.

@@ -35,6 +35,14 @@ type testProxy struct {
 
 func startProxy(t testing.TB, target string, mutate ...func(*Config)) *testProxy {
 	t.Helper()
+	dst := netip.MustParseAddrPort(target)
+	return startSweptProxy(t, func(*net.TCPConn) (netip.AddrPort, error) { return dst, nil }, mutate...)
+}
+
+// startSweptProxy is startProxy with lookup deciding each connection's
+// original destination, as SO_ORIGINAL_DST does behind iptables.
+func startSweptProxy(t testing.TB, lookup func(*net.TCPConn) (netip.AddrPort, error), mutate ...func(*Config)) *testProxy {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.InboundAddr, cfg.OutboundAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.DetectTimeout = 200 * time.Millisecond
@@ -46,9 +54,8 @@ func startProxy(t testing.TB, target string, mutate ...func(*Config)) *testProxy
 	if err != nil {
 		t.Fatal(err)
 	}
-	dst := netip.MustParseAddrPort(target)
 	for _, s := range p.sides {
-		s.lookup = func(*net.TCPConn) (netip.AddrPort, error) { return dst, nil }
+		s.lookup = lookup
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -3,11 +3,9 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -190,35 +188,4 @@ func closedPort(t testing.TB) uint16 {
 	}
 	defer ln.Close()
 	return netip.MustParseAddrPort(ln.Addr().String()).Port()
-}
-
-// startSweptProxy is startProxy with lookup deciding each connection's
-// original destination.
-func startSweptProxy(t testing.TB, lookup func(*net.TCPConn) (netip.AddrPort, error), mutate ...func(*Config)) *testProxy {
-	t.Helper()
-	cfg := DefaultConfig()
-	cfg.InboundAddr, cfg.OutboundAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.DetectTimeout = 200 * time.Millisecond
-	cfg.ShutdownGrace = 2 * time.Second
-	for _, f := range mutate {
-		f(&cfg)
-	}
-	p, err := New(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range p.sides {
-		s.lookup = lookup
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	in, _, _ := p.Addrs()
-	return &testProxy{Proxy: p, inbound: in.String()}
 }
