@@ -399,7 +399,10 @@ func checkUnmeshedPods(ctx context.Context, c *checker) (string, error) {
 	var first *corev1.Pod
 	enabled := 0
 	for _, ns := range nss.Items {
-		if ns.Name == c.ns || ns.Annotations[inject.AnnotationInject] != inject.Enabled || ns.Labels[inject.LabelWebhook] == inject.WebhookIgnore {
+		// A terminating namespace (mesh check's own injection probe among
+		// them) runs nothing new.
+		if ns.Name == c.ns || ns.DeletionTimestamp != nil || ns.Status.Phase == corev1.NamespaceTerminating ||
+			ns.Annotations[inject.AnnotationInject] != inject.Enabled || ns.Labels[inject.LabelWebhook] == inject.WebhookIgnore {
 			continue
 		}
 		enabled++

@@ -380,6 +380,12 @@ func TestCheckUnmeshedPods(t *testing.T) {
 			want:       "1 pod in namespaces annotated mesh.dev/inject=enabled has no proxy, so its traffic is neither encrypted nor authorized: shop/web-2",
 		},
 		{
+			name: "terminating namespace",
+			objects: []runtime.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "mesh-check-x", Annotations: enabled},
+				Status: corev1.NamespaceStatus{Phase: corev1.NamespaceTerminating}}},
+			wantStatus: statusOK, wantDetail: "0 meshed namespaces",
+		},
+		{
 			name:       "webhook-ignored namespace",
 			objects:    []runtime.Object{ns("shop", enabled, map[string]string{inject.LabelWebhook: inject.WebhookIgnore}), testPod("shop", "web-2", false)},
 			wantStatus: statusOK, wantDetail: "0 meshed namespaces",
