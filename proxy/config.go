@@ -8,13 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mesh-dev/mesh/identity/client"
+	"github.com/mesh-dev/mesh/internal/clusternet"
 	"github.com/mesh-dev/mesh/internal/ports"
 	"github.com/mesh-dev/mesh/proxy/detect"
 )
@@ -138,7 +138,7 @@ func DefaultConfig() Config {
 		HTTP1BodyIdleTimeout: 5 * time.Minute,
 		MaxConnsPerHost:      10000,
 
-		ClusterNetworks: DefaultClusterNetworks(),
+		ClusterNetworks: clusternet.Default(),
 
 		HeaderReadTimeout:    10 * time.Second,
 		MaxHeaderBytes:       64 << 10,
@@ -245,18 +245,6 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// DefaultClusterNetworks are the private ranges clusters take their pod,
-// service and node addresses from: RFC 1918 and the IPv6 unique local
-// addresses (RFC 4193).
-func DefaultClusterNetworks() []netip.Prefix {
-	return []netip.Prefix{
-		netip.MustParsePrefix("10.0.0.0/8"),
-		netip.MustParsePrefix("172.16.0.0/12"),
-		netip.MustParsePrefix("192.168.0.0/16"),
-		netip.MustParsePrefix("fd00::/8"),
-	}
-}
-
 // prefixesValue is a pflag.Value of comma-separated CIDRs.
 type prefixesValue struct{ p *[]netip.Prefix }
 
@@ -266,28 +254,13 @@ func (v *prefixesValue) String() string {
 	if v.p == nil {
 		return ""
 	}
-	s := make([]string, len(*v.p))
-	for i, p := range *v.p {
-		s[i] = p.String()
-	}
-	return strings.Join(s, ",")
+	return clusternet.Format(*v.p)
 }
 
 func (v *prefixesValue) Set(s string) error {
-	var out []netip.Prefix
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(f)
-		if err != nil {
-			return fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8: %w", f, err)
-		}
-		if p != p.Masked() {
-			return fmt.Errorf("%q has host bits set; did you mean %s?", f, p.Masked())
-		}
-		out = append(out, p)
+	out, err := clusternet.Parse(s)
+	if err != nil {
+		return err
 	}
 	*v.p = out
 	return nil

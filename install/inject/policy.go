@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/mesh-dev/mesh/internal/clusternet"
 )
 
 // The default inbound policies (DESIGN.md "Policy and traffic"): what a
@@ -67,57 +69,26 @@ func ParseDefaultInboundPolicy(s string) (string, error) {
 }
 
 // DefaultClusterNetworks are the networks `mesh install` assumes pods,
-// services and nodes take their addresses from: RFC 1918 and the IPv6
-// unique local addresses (RFC 4193). They are mesh-proxy's default too
-// (proxy.DefaultClusterNetworks; a test keeps the two equal).
-func DefaultClusterNetworks() []netip.Prefix {
-	return []netip.Prefix{
-		netip.MustParsePrefix("10.0.0.0/8"),
-		netip.MustParsePrefix("172.16.0.0/12"),
-		netip.MustParsePrefix("192.168.0.0/16"),
-		netip.MustParsePrefix("fd00::/8"),
-	}
-}
+// services and nodes take their addresses from (clusternet.Default), which
+// are mesh-proxy's default too.
+func DefaultClusterNetworks() []netip.Prefix { return clusternet.Default() }
 
 // ErrClusterNetworks is wrapped by every error of ParseClusterNetworks.
-var ErrClusterNetworks = errors.New("invalid cluster networks")
+var ErrClusterNetworks = clusternet.ErrInvalid
 
-// ParseClusterNetworks reads comma-separated CIDRs, like
-// "10.0.0.0/8,fd00::/8", with the grammar of mesh-proxy's
-// --cluster-networks: spaces around a CIDR are ignored, host bits are an
-// error (10.0.0.1/8 is likely a typo), and at least one CIDR is needed,
-// since an empty list would let every destination fall back to plain text.
-// The error wraps ErrClusterNetworks.
+// ParseClusterNetworks reads comma-separated CIDRs with the grammar of
+// mesh-proxy's --cluster-networks (clusternet.Parse), and needs at least
+// one, since an empty list would let every destination fall back to plain
+// text. The error wraps ErrClusterNetworks.
 func ParseClusterNetworks(s string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(f)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s is not a CIDR such as 10.0.0.0/8 or fd00::/8", ErrClusterNetworks, quote(f))
-		}
-		if p != p.Masked() {
-			return nil, fmt.Errorf("%w: %s has host bits set; did you mean %s?", ErrClusterNetworks, quote(f), p.Masked())
-		}
-		if !slices.Contains(out, p) {
-			out = append(out, p)
-		}
+	out, err := clusternet.Parse(s)
+	if err == nil && len(out) == 0 {
+		err = fmt.Errorf("%w: give at least one CIDR, like %s", ErrClusterNetworks, FormatClusterNetworks(DefaultClusterNetworks()))
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%w: give at least one CIDR, like %s", ErrClusterNetworks, FormatClusterNetworks(DefaultClusterNetworks()))
-	}
-	return out, nil
+	return out, err
 }
 
-// FormatClusterNetworks is the inverse of ParseClusterNetworks: the
-// prefixes joined by commas, as MESH_PROXY_CLUSTER_NETWORKS and the
-// controller's --cluster-networks take them.
-func FormatClusterNetworks(ps []netip.Prefix) string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = p.String()
-	}
-	return strings.Join(s, ",")
-}
+// FormatClusterNetworks is the inverse of ParseClusterNetworks, as
+// MESH_PROXY_CLUSTER_NETWORKS and the controller's --cluster-networks take
+// it.
+func FormatClusterNetworks(ps []netip.Prefix) string { return clusternet.Format(ps) }

@@ -96,7 +96,7 @@ func TestParseClusterNetworks(t *testing.T) {
 // what mesh-proxy assumes with no --cluster-networks: a pod injected by a
 // controller that passes none must behave as one that passes the default.
 func TestDefaultClusterNetworksAreTheProxys(t *testing.T) {
-	if diff := cmp.Diff(proxy.DefaultClusterNetworks(), DefaultClusterNetworks(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+	if diff := cmp.Diff(proxy.DefaultConfig().ClusterNetworks, DefaultClusterNetworks(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("install and proxy defaults differ (-proxy +install):\n%s", diff)
 	}
 }
