@@ -82,6 +82,14 @@ BENCH_VIZ_FLAGS ?=
 bench-viz: ## mesh viz's scrapes of 200 proxies vs a Prometheus scraping the same, side by side for 5m: RSS, CPU, same totals; BENCH_WRITE=1 updates docs/benchmarks.md
 	$(GO) run ./bench/viz $(if $(filter 1,$(BENCH_WRITE)),--write docs/benchmarks.md) $(BENCH_VIZ_FLAGS)
 
+# SOAK_FLAGS passes more flags: --duration, --rps, --kill, --keep; see
+# `go run ./bench/soak --help`. It needs the whole local cluster: on a
+# shared machine run it under `flock /tmp/mesh-e2e.lock`.
+SOAK_FLAGS ?=
+.PHONY: soak
+soak: images build ## reliability on the local cluster: 10 min at 1,000 RPS through the demo, then the controller and a server pod killed; failures, RSS and goroutine slopes; BENCH_WRITE=1 updates docs/benchmarks.md (root)
+	$(GO) run ./bench/soak --mesh $(BIN)/mesh $(if $(filter 1,$(BENCH_WRITE)),--write docs/benchmarks.md) $(SOAK_FLAGS)
+
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./... ./testdata/demo/...

@@ -23,14 +23,20 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
-	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/install/manifests"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
-// controllerGRPCPort is mesh-controller's plain-text gRPC port (container
+// controllerGRPCPort is mesh-controller's gRPC port for proxies (container
 // port "grpc" in install/manifests/30-controller.yaml), which serves the
-// destination and InboundPolicy APIs.
-const controllerGRPCPort = 8086
+// destination and InboundPolicy APIs over mesh TLS to workloads only.
+const controllerGRPCPort = names.DestinationPort
+
+// controllerLocalGRPCPort is the same API in plain text on the
+// controller pod's loopback (--grpc-local-addr): no pod reaches it, and a
+// port-forward, which dials the pod's loopback, does for a user whose RBAC
+// allows pods/portforward in the control plane's namespace.
+const controllerLocalGRPCPort = 8087
 
 // defaultAuthzTimeout bounds the wait for the controller's first answer.
 const defaultAuthzTimeout = 10 * time.Second
@@ -97,8 +103,8 @@ func newAuthzCommand(e *authzEnv) *cobra.Command {
 			"PROTOCOL is the Server's proxyProtocol; unknown means the proxy detects it.\n\n" +
 			"For a deployment, statefulset or daemonset, authz shows the policy of one of its\n" +
 			"running pods (ready ones first, by name) and says which. It reaches the controller's\n" +
-			"gRPC port " + strconv.Itoa(controllerGRPCPort) + " with a port-forward to a ready controller pod, so it needs\n" +
-			"permission to create pods/portforward in the control plane's namespace.",
+			"loopback gRPC port " + strconv.Itoa(controllerLocalGRPCPort) + " with a port-forward to a ready controller pod, so it\n" +
+			"needs permission to create pods/portforward in the control plane's namespace.",
 		Example: "  mesh authz -n shop deploy/web\n" +
 			"  mesh authz -n shop pod/web-5d8f7c-a -o yaml",
 		Args: cobra.RangeArgs(1, 2),
@@ -205,7 +211,7 @@ func runAuthz(ctx context.Context, e *authzEnv, opts authzOptions, t authzTarget
 	report := newAuthzReport(pod, picked, policy)
 	if !report.Meshed {
 		fmt.Fprintf(e.Err, "warning: pod %s/%s has no %s container: nothing enforces this policy; annotate its namespace %s=%s and restart it\n",
-			ns, pod.Name, inject.ProxyContainerName, inject.AnnotationInject, inject.Enabled)
+			ns, pod.Name, names.ProxyContainerName, names.AnnotationInject, names.Enabled)
 	}
 	return writeAuthz(e.Out, report, opts.Output)
 }
@@ -304,7 +310,10 @@ func getError(t authzTarget, ns string, err error) error {
 }
 
 // controllerPolicyDialer reaches the InboundPolicy API with a port-forward
-// to a ready controller pod's gRPC port.
+// to a ready controller pod's loopback gRPC port, which answers in plain
+// text about any pod: the port-forward is the authorization. (The pods'
+// port would ask for a workload's certificate and answer only about that
+// workload's own pod.)
 func controllerPolicyDialer(o *Options) policyDialer {
 	return func(ctx context.Context, k *kube) (*policyConn, error) {
 		ns := o.ControlPlaneNamespace
@@ -312,7 +321,7 @@ func controllerPolicyDialer(o *Options) policyDialer {
 		if err != nil {
 			return nil, err
 		}
-		f, err := portForward(ctx, k.rest, ns, pod, controllerGRPCPort)
+		f, err := portForward(ctx, k.rest, ns, pod, controllerLocalGRPCPort)
 		if err != nil {
 			return nil, fmt.Errorf("%w (is the mesh installed? run mesh check)", err)
 		}
@@ -359,8 +368,8 @@ func firstPolicy(ctx context.Context, client inboundv1.InboundPolicyClient, ns, 
 	case codes.Unimplemented:
 		return nil, fmt.Errorf("%s does not serve the InboundPolicy API (%s): is it older than this mesh binary? run mesh check", manifests.ControllerName, st.Message())
 	case codes.Unavailable:
-		return nil, fmt.Errorf("%w for pod %s: the controller's gRPC port %d did not answer (%s): is the mesh installed? run mesh check",
-			errNoPolicy, ref, controllerGRPCPort, st.Message())
+		return nil, fmt.Errorf("%w for pod %s: the controller's loopback gRPC port %d did not answer (%s): is the mesh installed, and its controller as new as this mesh binary? run mesh check",
+			errNoPolicy, ref, controllerLocalGRPCPort, st.Message())
 	case codes.InvalidArgument, codes.NotFound, codes.PermissionDenied, codes.Unauthenticated:
 		return nil, fmt.Errorf("%s refused the policy of pod %s: %s: %s", manifests.ControllerName, ref, st.Code(), st.Message())
 	}
@@ -495,7 +504,7 @@ func containerPorts(pod *corev1.Pod) map[uint32]string {
 	}
 	ports := map[uint32]string{}
 	for _, c := range append(serving, pod.Spec.Containers...) {
-		if c.Name == inject.ProxyContainerName {
+		if c.Name == names.ProxyContainerName {
 			continue
 		}
 		for _, p := range c.Ports {
@@ -569,7 +578,7 @@ func writeAuthzTable(w io.Writer, r authzReport) error {
 	}
 	fmt.Fprintln(w, head)
 	if !r.Meshed {
-		fmt.Fprintf(w, "The pod has no %s: nothing enforces this policy.\n", inject.ProxyContainerName)
+		fmt.Fprintf(w, "The pod has no %s: nothing enforces this policy.\n", names.ProxyContainerName)
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -24,9 +24,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
+	"github.com/mesh-dev/mesh/identity/pki"
 	"github.com/mesh-dev/mesh/install/certs"
-	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/install/manifests"
+	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/internal/version"
 )
 
@@ -110,7 +111,7 @@ func podReady(p *corev1.Pod) bool {
 // expiryWarning warns about certificates expiring within certWarnBefore.
 func expiryWarning(what string, cs []*x509.Certificate, now time.Time, fix string) error {
 	for _, c := range cs {
-		if certs.ExpiresWithin(c, now, certWarnBefore) {
+		if pki.ExpiresWithin(c, now, certWarnBefore) {
 			return warnf("%s %q expires on %s; %s", what, c.Subject.CommonName, day(c.NotAfter), fix)
 		}
 	}
@@ -125,7 +126,7 @@ func checkTrustAnchors(ctx context.Context, c *checker) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	anchors, err := certs.ParseCerts([]byte(cm.Data[manifests.TrustRootsKey]))
+	anchors, err := pki.ParseCerts([]byte(cm.Data[manifests.TrustRootsKey]))
 	if err != nil {
 		return "", fmt.Errorf("configmap %s key %s: %w", manifests.TrustRootsConfigMapName, manifests.TrustRootsKey, err)
 	}
@@ -150,9 +151,9 @@ func checkIssuer(ctx context.Context, c *checker) (string, error) {
 	}
 	tdName := secret.Annotations[manifests.TrustDomainAnnotation]
 	if tdName == "" {
-		tdName = certs.DefaultTrustDomain
+		tdName = pki.DefaultTrustDomain
 	}
-	td, err := certs.ParseTrustDomain(tdName)
+	td, err := pki.ParseTrustDomain(tdName)
 	if err != nil {
 		return "", fmt.Errorf("secret %s: %w", manifests.IssuerSecretName, err)
 	}
@@ -160,7 +161,7 @@ func checkIssuer(ctx context.Context, c *checker) (string, error) {
 	if cm, err := c.k.client.CoreV1().ConfigMaps(c.ns).Get(ctx, manifests.TrustRootsConfigMapName, metav1.GetOptions{}); err == nil && cm.Data[manifests.TrustRootsKey] != "" {
 		anchors = []byte(cm.Data[manifests.TrustRootsKey])
 	}
-	id, err := certs.ParseIdentity(td, anchors, secret.Data["tls.crt"], secret.Data["tls.key"])
+	id, err := pki.ParseIdentity(td, anchors, secret.Data["tls.crt"], secret.Data["tls.key"])
 	if err == nil {
 		err = id.Validate(c.now)
 	}
@@ -231,7 +232,7 @@ func checkWebhookCert(ctx context.Context, c *checker) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("the API server would refuse the injector's certificate: %w\nrun mesh install to issue a new one", err)
 	}
-	if certs.ExpiresWithin(s.Cert, c.now, servingRenewBefore) {
+	if pki.ExpiresWithin(s.Cert, c.now, servingRenewBefore) {
 		return "", warnf("the serving certificate expires on %s: run mesh install to renew it", day(s.Cert.NotAfter))
 	}
 	return "valid until " + day(s.Cert.NotAfter), nil
@@ -261,7 +262,7 @@ func checkInjection(ctx context.Context, c *checker) (string, error) {
 	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 		Name:        name,
 		Labels:      map[string]string{manifests.PartOfLabel: manifests.PartOf},
-		Annotations: map[string]string{inject.AnnotationInject: inject.Enabled},
+		Annotations: map[string]string{names.AnnotationInject: names.Enabled},
 	}}
 	namespaces := c.k.client.CoreV1().Namespaces()
 	if _, err := namespaces.Create(ctx, nsObj, metav1.CreateOptions{}); err != nil {
@@ -305,17 +306,17 @@ func checkInjection(ctx context.Context, c *checker) (string, error) {
 		return "", fmt.Errorf("dry-run pod create in %s failed: %s\nif the webhook failed: kubectl -n %s logs deployment/%s", name, firstLine(err.Error()), c.ns, manifests.ControllerName)
 	}
 	for _, ct := range slices.Concat(created.Spec.InitContainers, created.Spec.Containers) {
-		if ct.Name == inject.ProxyContainerName {
+		if ct.Name == names.ProxyContainerName {
 			return ct.Image, nil
 		}
 	}
 	return "", fmt.Errorf("a pod created in a namespace annotated %s=%s came back without the %s container: the API server did not reach the injector, or it declined; see kubectl -n %s logs deployment/%s",
-		inject.AnnotationInject, inject.Enabled, inject.ProxyContainerName, c.ns, manifests.ControllerName)
+		names.AnnotationInject, names.Enabled, names.ProxyContainerName, c.ns, manifests.ControllerName)
 }
 
 // meshedPods lists the pods injected by this control plane.
 func meshedPods(ctx context.Context, c *checker) ([]corev1.Pod, error) {
-	pods, err := c.k.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: inject.LabelControlPlaneNamespace + "=" + c.ns})
+	pods, err := c.k.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: names.LabelControlPlaneNamespace + "=" + c.ns})
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +349,7 @@ func checkProxiesReady(ctx context.Context, c *checker) (string, error) {
 	}
 	if len(notReady) > 0 {
 		return "", fmt.Errorf("%d of %d meshed pods have no ready %s: %s; see kubectl -n %s describe pod %s",
-			len(notReady), len(pods), inject.ProxyContainerName, summarize(notReady, 5), first.Namespace, first.Name)
+			len(notReady), len(pods), names.ProxyContainerName, summarize(notReady, 5), first.Namespace, first.Name)
 	}
 	return fmt.Sprintf("%d %s", len(pods), plural(len(pods), "pod", "pods")), nil
 }
@@ -357,7 +358,7 @@ func checkProxiesReady(ctx context.Context, c *checker) (string, error) {
 // sidecar among the init containers or a plain container, is ready.
 func proxyReady(p *corev1.Pod) bool {
 	for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
-		if cs.Name == inject.ProxyContainerName {
+		if cs.Name == names.ProxyContainerName {
 			return cs.Ready
 		}
 	}
@@ -374,7 +375,7 @@ func checkProxyVersions(ctx context.Context, c *checker) (string, error) {
 	}
 	var stale []string
 	for _, p := range pods {
-		if v := p.Annotations[inject.AnnotationProxyVersion]; v != c.controlVersion {
+		if v := p.Annotations[names.AnnotationProxyVersion]; v != c.controlVersion {
 			stale = append(stale, fmt.Sprintf("%s/%s (%s)", p.Namespace, p.Name, v))
 		}
 	}
@@ -402,7 +403,7 @@ func checkUnmeshedPods(ctx context.Context, c *checker) (string, error) {
 		// A terminating namespace (mesh check's own injection probe among
 		// them) runs nothing new.
 		if ns.Name == c.ns || ns.DeletionTimestamp != nil || ns.Status.Phase == corev1.NamespaceTerminating ||
-			ns.Annotations[inject.AnnotationInject] != inject.Enabled || ns.Labels[inject.LabelWebhook] == inject.WebhookIgnore {
+			ns.Annotations[names.AnnotationInject] != names.Enabled || ns.Labels[names.LabelWebhook] == names.WebhookIgnore {
 			continue
 		}
 		enabled++
@@ -422,7 +423,7 @@ func checkUnmeshedPods(ctx context.Context, c *checker) (string, error) {
 	}
 	if len(missing) > 0 {
 		return "", warnf("%d %s in namespaces annotated %s=%s %s no proxy, so %s traffic is neither encrypted nor authorized: %s; they were created while the injector was down or unreachable; restart them (kubectl -n %s rollout restart deployment, or delete the pod) once mesh check passes",
-			len(missing), plural(len(missing), "pod", "pods"), inject.AnnotationInject, inject.Enabled, plural(len(missing), "has", "have"),
+			len(missing), plural(len(missing), "pod", "pods"), names.AnnotationInject, names.Enabled, plural(len(missing), "has", "have"),
 			plural(len(missing), "its", "their"), summarize(missing, 5), first.Namespace)
 	}
 	return fmt.Sprintf("%d meshed %s", enabled, plural(enabled, "namespace", "namespaces")), nil
@@ -432,7 +433,7 @@ func checkUnmeshedPods(ctx context.Context, c *checker) (string, error) {
 // enabled namespace a proxy: not opted out, not on the host's network.
 func wantsProxy(p *corev1.Pod) bool {
 	return p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed &&
-		p.Annotations[inject.AnnotationInject] != inject.Disabled && !p.Spec.HostNetwork
+		p.Annotations[names.AnnotationInject] != names.Disabled && !p.Spec.HostNetwork
 }
 
 // summarize joins at most n items, saying how many more there are.
@@ -617,12 +618,12 @@ func proxyPolicyState(ctx context.Context, client kubernetes.Interface, pod *cor
 	ctx, cancel := context.WithTimeout(ctx, policyScrapeTimeout)
 	defer cancel()
 	body, err := client.CoreV1().Pods(pod.Namespace).
-		ProxyGet("http", pod.Name, strconv.Itoa(inject.AdminPort), "metrics", nil).DoRaw(ctx)
+		ProxyGet("http", pod.Name, strconv.Itoa(names.AdminPort), "metrics", nil).DoRaw(ctx)
 	if err != nil {
 		if apierrors.IsForbidden(err) {
 			return policyUnreadable, fmt.Errorf("you may not get pods/proxy in namespace %s", pod.Namespace)
 		}
-		return policyUnreadable, fmt.Errorf("GET :%d/metrics through the API server: %s", inject.AdminPort, firstLine(err.Error()))
+		return policyUnreadable, fmt.Errorf("GET :%d/metrics through the API server: %s", names.AdminPort, firstLine(err.Error()))
 	}
 	ready, found, err := policyReady(body)
 	switch {

@@ -22,8 +22,8 @@ import (
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/install/manifests"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 func TestCheckWithoutCluster(t *testing.T) {
@@ -234,7 +234,7 @@ func proxyMetrics(ready string) metricsAnswer {
 func TestCheckProxyPolicies(t *testing.T) {
 	meshed := func(name string) *corev1.Pod {
 		p := testPod("shop", name, true)
-		p.Labels[inject.LabelControlPlaneNamespace] = manifests.DefaultNamespace
+		p.Labels[names.LabelControlPlaneNamespace] = manifests.DefaultNamespace
 		return p
 	}
 	pending := meshed("pending")
@@ -353,9 +353,9 @@ func TestCheckUnmeshedPods(t *testing.T) {
 	ns := func(name string, annotations, labels map[string]string) *corev1.Namespace {
 		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations, Labels: labels}}
 	}
-	enabled := map[string]string{inject.AnnotationInject: inject.Enabled}
+	enabled := map[string]string{names.AnnotationInject: names.Enabled}
 	optedOut := testPod("shop", "opted-out", false)
-	optedOut.Annotations = map[string]string{inject.AnnotationInject: inject.Disabled}
+	optedOut.Annotations = map[string]string{names.AnnotationInject: names.Disabled}
 	hostNet := testPod("shop", "host", false)
 	hostNet.Spec.HostNetwork = true
 	done := testPod("shop", "done", false)
@@ -387,7 +387,7 @@ func TestCheckUnmeshedPods(t *testing.T) {
 		},
 		{
 			name:       "webhook-ignored namespace",
-			objects:    []runtime.Object{ns("shop", enabled, map[string]string{inject.LabelWebhook: inject.WebhookIgnore}), testPod("shop", "web-2", false)},
+			objects:    []runtime.Object{ns("shop", enabled, map[string]string{names.LabelWebhook: names.WebhookIgnore}), testPod("shop", "web-2", false)},
 			wantStatus: statusOK, wantDetail: "0 meshed namespaces",
 		},
 	} {

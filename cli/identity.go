@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -20,8 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/mesh-dev/mesh/install/certs"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/identity/pki"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // identityPath is the proxy's admin endpoint that serves its certificate
@@ -95,9 +94,10 @@ func newIdentityCmd(o *Options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "identity (POD | pod/POD)... | -l SELECTOR",
 		Short: "Show the certificates of meshed pods: SPIFFE ID, issuer, validity",
-		Long: "identity asks the proxy of each pod, through the API server, for the certificate it\n" +
-			"holds (GET /identity on its admin port) and shows its SPIFFE ID, issuer, serial,\n" +
-			"validity and the time left. It exits non-zero when any pod's certificate cannot be read.",
+		Long: "identity asks the proxy of each pod for the certificate it holds (GET /identity on its\n" +
+			"admin port, through a port-forward, so it needs permission to create pods/portforward)\n" +
+			"and shows its SPIFFE ID, issuer, serial, validity and the time left. It exits non-zero\n" +
+			"when any pod's certificate cannot be read.",
 		Example: "  mesh identity -n shop web-7d9f8c6b5-x2x4q\n  mesh identity -n shop -l app=web -o json",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(opts.Output, "table", "json", "yaml"); err != nil {
@@ -237,8 +237,10 @@ func podIdentities(ctx context.Context, k *kube, ns string, names []string, sele
 	return ids, nil
 }
 
-// fetchIdentity asks the pod's proxy for its certificate through the API
-// server's pod proxy, and parses it.
+// fetchIdentity asks the pod's proxy for its certificate through a
+// port-forward to its admin port, and parses it. The proxy answers
+// /identity only on its loopback address, which a port-forward reaches and
+// the API server's pod proxy (which dials the pod's IP) does not.
 func fetchIdentity(ctx context.Context, k *kube, pod *corev1.Pod) podIdentity {
 	ref := pod.Namespace + "/" + pod.Name
 	id := podIdentity{Namespace: pod.Namespace, Pod: pod.Name}
@@ -248,16 +250,18 @@ func fetchIdentity(ctx context.Context, k *kube, pod *corev1.Pod) podIdentity {
 	}
 	if !hasProxy(pod) {
 		return fail(fmt.Errorf("pod %s is %w: it has no %s container; annotate its namespace %s=%s and restart it",
-			ref, errNotMeshed, inject.ProxyContainerName, inject.AnnotationInject, inject.Enabled))
+			ref, errNotMeshed, names.ProxyContainerName, names.AnnotationInject, names.Enabled))
 	}
 	if pod.Status.Phase != corev1.PodRunning || pod.Status.PodIP == "" {
 		return fail(fmt.Errorf("pod %s is %s, not running: its proxy cannot answer; see kubectl -n %s describe pod %s",
 			ref, pod.Status.Phase, pod.Namespace, pod.Name))
 	}
-	body, err := k.client.CoreV1().Pods(pod.Namespace).
-		ProxyGet("http", pod.Name, strconv.Itoa(inject.AdminPort), identityPath, nil).DoRaw(ctx)
+	code, body, err := getAdmin(ctx, k, pod, identityPath)
 	if err != nil {
-		return fail(proxyError(pod, body, err))
+		return fail(err)
+	}
+	if code != http.StatusOK {
+		return fail(adminError(pod, code, body))
 	}
 	parsed, err := parseIdentity(body)
 	if err != nil {
@@ -267,45 +271,71 @@ func fetchIdentity(ctx context.Context, k *kube, pod *corev1.Pod) podIdentity {
 	return parsed
 }
 
+// maxAdminAnswer bounds what is read of an admin endpoint's answer: a
+// certificate chain and its trust anchors are a few KiB.
+const maxAdminAnswer = 1 << 20
+
+// adminTimeout bounds one GET of an admin endpoint once the port-forward
+// runs: the proxy answers at once, or not at all.
+const adminTimeout = 30 * time.Second
+
+// getAdmin GETs path of the pod's proxy admin port through a port-forward
+// and returns the status and body of the answer, or an error that says
+// why there is none and what to do.
+func getAdmin(ctx context.Context, k *kube, pod *corev1.Pod, path string) (int, []byte, error) {
+	ref := pod.Namespace + "/" + pod.Name
+	f, err := portForward(ctx, k.rest, pod.Namespace, pod.Name, names.AdminPort)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(f.Context(), adminTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.URL+"/"+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	res, err := (&http.Client{Transport: tr}).Do(req)
+	if err == nil {
+		defer res.Body.Close()
+		var body []byte
+		if body, err = io.ReadAll(io.LimitReader(res.Body, maxAdminAnswer)); err == nil {
+			return res.StatusCode, body, nil
+		}
+	}
+	if last := f.LastError(); last != nil {
+		err = last // what the kubelet said: nothing listens, most likely
+	}
+	return 0, nil, fmt.Errorf("pod %s: cannot reach its proxy on port %d: %v; see kubectl -n %s logs %s -c %s",
+		ref, names.AdminPort, err, pod.Namespace, pod.Name, names.ProxyContainerName)
+}
+
 // hasProxy reports whether the pod has the mesh-proxy container, a native
 // sidecar among the init containers or a plain container.
 func hasProxy(pod *corev1.Pod) bool {
 	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
-		if c.Name == inject.ProxyContainerName {
+		if c.Name == names.ProxyContainerName {
 			return true
 		}
 	}
 	return false
 }
 
-// proxyError explains a failed GET /identity: body and err are what the
-// pod proxy request returned.
-func proxyError(pod *corev1.Pod, body []byte, err error) error {
+// adminError explains an answer to GET /identity other than 200.
+func adminError(pod *corev1.Pod, code int, body []byte) error {
 	ref := pod.Namespace + "/" + pod.Name
-	var se *apierrors.StatusError
-	if !errors.As(err, &se) {
-		return fmt.Errorf("pod %s: ask its proxy through the API server: %w", ref, err)
-	}
-	// A Status object is the API server's own answer: it refused us or
-	// could not reach the proxy. Anything else is the proxy's answer.
-	var st metav1.Status
-	if json.Unmarshal(body, &st) == nil && st.Kind == "Status" {
-		if apierrors.IsForbidden(err) {
-			return fmt.Errorf("pod %s: you may not reach its proxy (get pods/proxy in namespace %s): %s", ref, pod.Namespace, st.Message)
-		}
-		return fmt.Errorf("pod %s: the API server cannot reach its proxy on port %d: %s; see kubectl -n %s logs %s -c %s",
-			ref, inject.AdminPort, st.Message, pod.Namespace, pod.Name, inject.ProxyContainerName)
-	}
 	msg := firstLine(strings.TrimSpace(string(body)))
-	switch se.ErrStatus.Code {
+	switch code {
 	case http.StatusServiceUnavailable:
 		return fmt.Errorf("pod %s: %w (%s): it is not ready until the identity service signs one; see kubectl -n %s logs %s -c %s",
-			ref, errNoCertificate, msg, pod.Namespace, pod.Name, inject.ProxyContainerName)
+			ref, errNoCertificate, msg, pod.Namespace, pod.Name, names.ProxyContainerName)
 	case http.StatusNotFound:
 		return fmt.Errorf("pod %s: %w (installed before identity, or --identity-addr unset); restart the pod to get the current proxy",
 			ref, errNoIdentity)
 	}
-	return fmt.Errorf("pod %s: its proxy answered GET /%s with %d: %s", ref, identityPath, se.ErrStatus.Code, msg)
+	return fmt.Errorf("pod %s: its proxy answered GET /%s with %d: %s", ref, identityPath, code, msg)
 }
 
 // parseIdentity reads the proxy's answer. What it shows of the certificate
@@ -316,7 +346,7 @@ func parseIdentity(body []byte) (podIdentity, error) {
 	if err := json.Unmarshal(body, &answer); err != nil {
 		return podIdentity{}, fmt.Errorf("the proxy's answer to GET /%s is not its JSON: %w", identityPath, err)
 	}
-	chain, err := certs.ParseCerts([]byte(answer.ChainPEM))
+	chain, err := pki.ParseCerts([]byte(answer.ChainPEM))
 	if err != nil {
 		return podIdentity{}, fmt.Errorf("%w: %w", errBadChain, err)
 	}

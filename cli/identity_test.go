@@ -9,71 +9,134 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"text/tabwriter"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/apimachinery/pkg/util/httpstream/spdy"
+	pfconstants "k8s.io/apimachinery/pkg/util/portforward"
+	"k8s.io/client-go/tools/portforward"
 	"sigs.k8s.io/yaml"
 
 	"github.com/mesh-dev/mesh/identity/identitytest"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // The tests of `mesh identity` talk to apiStandIn, a stand-in for the
-// Kubernetes API server, because client-go's fake clientset cannot answer
-// ProxyGet; the lead's end-to-end suite runs the command against the real
-// cluster and real proxies. The stand-in answers only what the command
-// asks: GET of a pod, a pod list by label selector, and GET /identity
-// through the pod proxy, at the exact path client-go builds for it.
+// Kubernetes API server, because client-go's fake clientset cannot serve a
+// port-forward; the lead's end-to-end suite runs the command against the
+// real cluster and real proxies. The stand-in answers only what the
+// command asks: GET of a pod, a pod list by label selector, and the pod's
+// portforward subresource, over SPDY as the API server and kubelet serve
+// it, to a real HTTP server that plays the pod's proxy admin port.
 
-// proxyAnswer is what the stand-in answers for a pod's proxy.
+// proxyAnswer is what a pod's proxy answers on its admin port. The zero
+// value is a pod without one: the stand-in then serves no port-forward
+// to it.
 type proxyAnswer struct {
 	code        int
 	contentType string
 	body        string
+	// refused: the port-forward starts, and nothing listens on the admin
+	// port.
+	refused bool
+	// forbidden: the API server refuses the port-forward (RBAC).
+	forbidden bool
 }
 
-// apiStandIn holds the pods and their proxies' answers; mu guards both,
-// as the server reads them from its own goroutines.
+// apiStandIn holds the pods and their proxies; mu guards both, as the
+// server reads them from its own goroutines.
 type apiStandIn struct {
+	tb      testing.TB
 	mu      sync.Mutex
 	pods    map[string]*corev1.Pod // by namespace/name
 	answers map[string]proxyAnswer // by namespace/name
+	admins  map[string]string      // the admin port's host:port, by namespace/name
 	url     string
+	// forwarded is set once a port-forward started.
+	forwarded atomic.Bool
 }
 
 func newAPIStandIn(t testing.TB) *apiStandIn {
 	t.Helper()
-	a := &apiStandIn{pods: map[string]*corev1.Pod{}, answers: map[string]proxyAnswer{}}
+	a := &apiStandIn{tb: t, pods: map[string]*corev1.Pod{}, answers: map[string]proxyAnswer{}, admins: map[string]string{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/namespaces/{ns}/pods", a.listPods)
 	mux.HandleFunc("GET /api/v1/namespaces/{ns}/pods/{name}", a.getPod)
-	mux.HandleFunc("GET /api/v1/namespaces/{ns}/pods/{target}/proxy/{path...}", a.proxy)
+	mux.HandleFunc("/api/v1/namespaces/{ns}/pods/{name}/portforward", a.portForward)
 	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		srv.Close()
+		if a.forwarded.Load() {
+			waitSPDYClosed(t)
+		}
+	})
 	a.url = srv.URL
 	return a
 }
 
-// addPod adds pod, whose proxy gives answer.
+// waitSPDYClosed waits until no SPDY connection is still shutting down. A
+// connection whose peer closed first lingers for up to a second
+// (moby/spdystream's Connection.shutdown waits that long for someone to
+// take its close error), on the client's side and on the stand-in's; the
+// package's goroutine check would take that for a leak.
+func waitSPDYClosed(t testing.TB) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		n := runtime.Stack(buf, true)
+		if !bytes.Contains(buf[:n], []byte("spdystream.(*Connection).shutdown")) {
+			return
+		}
+	}
+	t.Errorf("SPDY connections still shutting down 5s after the test")
+}
+
+// addPod adds pod, whose proxy gives answer to GET /identity on a server
+// of its own, and 404 to any other path.
 func (a *apiStandIn) addPod(pod *corev1.Pod, answer proxyAnswer) {
+	key := pod.Namespace + "/" + pod.Name
+	var admin string
+	switch {
+	case answer.refused:
+		admin = closedAddr(a.tb)
+	case answer.code != 0:
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodGet || r.URL.Path != "/"+identityPath {
+				http.NotFound(w, r)
+				return
+			}
+			w.Header().Set("Content-Type", answer.contentType)
+			w.WriteHeader(answer.code)
+			io.WriteString(w, answer.body)
+		}))
+		a.tb.Cleanup(srv.Close)
+		admin = srv.Listener.Addr().String()
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	key := pod.Namespace + "/" + pod.Name
-	a.pods[key], a.answers[key] = pod, answer
+	a.pods[key], a.answers[key], a.admins[key] = pod, answer, admin
 }
 
 func (a *apiStandIn) getPod(w http.ResponseWriter, r *http.Request) {
@@ -104,26 +167,85 @@ func (a *apiStandIn) listPods(w http.ResponseWriter, r *http.Request) {
 	writeObject(w, list)
 }
 
-// proxy answers GET /identity on port 4191 of a pod for
-// /api/v1/namespaces/NS/pods/http:NAME:4191/proxy/identity, the path
-// ProxyGet("http", NAME, "4191", "identity", nil) requests.
-func (a *apiStandIn) proxy(w http.ResponseWriter, r *http.Request) {
-	scheme, rest, _ := strings.Cut(r.PathValue("target"), ":")
-	name, port, _ := strings.Cut(rest, ":")
-	if scheme != "http" || port != "4191" || r.PathValue("path") != "identity" {
-		writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, "stand-in: unexpected proxy request "+r.URL.Path)
-		return
-	}
+// portForward serves a pod's portforward subresource as the API server
+// does: SPDY tunnelled over a WebSocket, whose subprotocol names both.
+// Each connection the client forwards arrives as a pair of streams with
+// one requestID: the error stream, then the data stream, which the
+// stand-in connects to the pod's admin server when the client asked for
+// its port; when that fails, it says why on the error stream, as the
+// kubelet does.
+func (a *apiStandIn) portForward(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("ns") + "/" + r.PathValue("name")
 	a.mu.Lock()
-	answer, ok := a.answers[r.PathValue("ns")+"/"+name]
+	answer, admin := a.answers[key], a.admins[key]
 	a.mu.Unlock()
-	if !ok {
-		writeStatus(w, http.StatusNotFound, metav1.StatusReasonNotFound, `pods "`+name+`" not found`)
+	switch {
+	case answer.forbidden:
+		writeStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, `pods "`+r.PathValue("name")+
+			`" is forbidden: User "viewer" cannot create resource "pods/portforward" in API group "" in the namespace "`+r.PathValue("ns")+`"`)
+		return
+	case admin == "":
+		writeStatus(w, http.StatusNotFound, metav1.StatusReasonNotFound, "stand-in: no port-forward to pod "+key)
 		return
 	}
-	w.Header().Set("Content-Type", answer.contentType)
-	w.WriteHeader(answer.code)
-	w.Write([]byte(answer.body))
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols: []string{pfconstants.WebsocketsSPDYTunnelingPrefix + portforward.PortForwardProtocolV1Name},
+	})
+	if err != nil {
+		return // Accept answered
+	}
+	a.forwarded.Store(true)
+	// SPDY frames travel in binary messages, as client-go's
+	// TunnelingConnection reads and writes them.
+	tunnel := websocket.NetConn(context.WithoutCancel(r.Context()), ws, websocket.MessageBinary)
+	var mu sync.Mutex
+	errorStreams := map[string]httpstream.Stream{} // by requestID, guarded by mu
+	conn, err := spdy.NewServerConnection(tunnel, func(s httpstream.Stream, replySent <-chan struct{}) error {
+		id := s.Headers().Get(corev1.PortForwardRequestIDHeader)
+		mu.Lock()
+		defer mu.Unlock()
+		if s.Headers().Get(corev1.StreamType) == corev1.StreamTypeError {
+			errorStreams[id] = s
+			return nil
+		}
+		errStream := errorStreams[id]
+		delete(errorStreams, id)
+		go forwardStream(s, errStream, replySent, admin, s.Headers().Get(corev1.PortHeader))
+		return nil
+	})
+	if err != nil {
+		tunnel.Close()
+		return
+	}
+	<-conn.CloseChan()
+}
+
+// forwardStream copies between a port-forward's data stream and the pod's
+// admin server, or writes to errStream why it cannot. Whatever the client
+// sends is read to its end either way: spdystream blocks the whole
+// connection on a data frame nobody reads.
+func forwardStream(data, errStream httpstream.Stream, replySent <-chan struct{}, admin, port string) {
+	<-replySent
+	c, err := net.Dial("tcp", admin)
+	if err == nil && port != strconv.Itoa(names.AdminPort) {
+		c.Close()
+		err = fmt.Errorf("stand-in: only port %d is forwarded", names.AdminPort)
+	}
+	if err != nil {
+		fmt.Fprintf(errStream, "error forwarding port %s to pod stand-in: failed to connect to localhost:%s inside the pod: %v", port, port, err)
+		errStream.Close()
+		data.Close()
+		io.Copy(io.Discard, data)
+		return
+	}
+	defer c.Close()
+	go func() {
+		io.Copy(c, data)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	io.Copy(data, c)
+	data.Close()
+	errStream.Close()
 }
 
 func writeObject(w http.ResponseWriter, v any) {
@@ -181,7 +303,7 @@ func testPod(ns, name string, meshed bool) *corev1.Pod {
 	}
 	if meshed {
 		always := corev1.ContainerRestartPolicyAlways
-		p.Spec.InitContainers = []corev1.Container{{Name: inject.ProxyContainerName, RestartPolicy: &always}}
+		p.Spec.InitContainers = []corev1.Container{{Name: names.ProxyContainerName, RestartPolicy: &always}}
 	}
 	return p
 }
@@ -370,12 +492,8 @@ func TestIdentityErrors(t *testing.T) {
 	f.api.addPod(testPod("shop", "garbled", true), proxyAnswer{code: http.StatusOK, contentType: "application/json",
 		body: `{"spiffe_id": "spiffe://cluster.local/ns/shop/sa/web", "chain_pem": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}`})
 	f.api.addPod(testPod("shop", "chatty", true), text(http.StatusOK, "hello"))
-	// The API server's own answer when nothing listens on the admin port.
-	refused, _ := json.Marshal(&metav1.Status{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Status"}, Status: metav1.StatusFailure, Code: 503,
-		Reason: metav1.StatusReasonServiceUnavailable, Message: "error trying to reach service: dial tcp 10.0.0.7:4191: connect: connection refused",
-	})
-	f.api.addPod(testPod("shop", "refusing", true), proxyAnswer{code: http.StatusServiceUnavailable, contentType: "application/json", body: string(refused)})
+	f.api.addPod(testPod("shop", "refusing", true), proxyAnswer{refused: true})
+	f.api.addPod(testPod("shop", "secret", true), proxyAnswer{forbidden: true})
 
 	tests := []struct {
 		name   string
@@ -394,7 +512,10 @@ func TestIdentityErrors(t *testing.T) {
 		{name: "chain does not parse", pod: "garbled", wantIs: errBadChain, want: []string{"pod shop/garbled: the proxy's certificate chain does not parse: PEM block 1"}},
 		{name: "answer not JSON", pod: "chatty", want: []string{"pod shop/chatty: the proxy's answer to GET /identity is not its JSON"}},
 		{name: "proxy unreachable", pod: "refusing", want: []string{
-			"pod shop/refusing: the API server cannot reach its proxy on port 4191: error trying to reach service", "connection refused"}},
+			"pod shop/refusing: cannot reach its proxy on port 4191: error forwarding port 4191", "connection refused",
+			"see kubectl -n shop logs refusing -c mesh-proxy"}},
+		{name: "port-forward forbidden", pod: "secret", want: []string{
+			"port-forward to pod shop/secret: ", "is forbidden", "you need permission to create pods/portforward in namespace shop"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/install/manifests"
+	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/internal/version"
 )
 
@@ -43,7 +44,7 @@ func defaultInjectOptions() injectOptions {
 
 func (opts *injectOptions) addFlags(f *pflag.FlagSet) {
 	f.StringSliceVarP(&opts.Files, "filename", "f", nil, "file or directory of manifests to inject; - is standard input (default)")
-	f.BoolVar(&opts.Manual, "manual", false, "add the proxy containers to the pod templates instead of the "+inject.AnnotationInject+" annotation")
+	f.BoolVar(&opts.Manual, "manual", false, "add the proxy containers to the pod templates instead of the "+names.AnnotationInject+" annotation")
 	f.StringVar(&opts.Registry, "registry", opts.Registry, "with --manual: registry of the mesh-proxy image")
 	f.StringVar(&opts.Version, "version", opts.Version, "with --manual: version (tag) of the mesh-proxy image")
 }
@@ -54,7 +55,7 @@ func newInjectCmd(o *Options) *cobra.Command {
 		Use:   "inject [-f FILE|-]",
 		Short: "Add the mesh to the workloads of Kubernetes manifests",
 		Long: "inject reads manifests (YAML or JSON, several documents, kind: List) and writes them\n" +
-			"back with " + inject.AnnotationInject + ": " + inject.Enabled + " on the pod template of every Pod, Deployment,\n" +
+			"back with " + names.AnnotationInject + ": " + names.Enabled + " on the pod template of every Pod, Deployment,\n" +
 			"StatefulSet, DaemonSet, ReplicaSet, Job and CronJob, so the injector adds the proxy\n" +
 			"when they are applied. Other objects pass through unchanged. With --manual it adds\n" +
 			"the proxy containers itself, exactly as the injector would. What it did to each\n" +
@@ -104,7 +105,7 @@ func (opts *injectOptions) transformer(controlPlaneNS string) (podTransform, err
 	}
 	return func(tmpl *corev1.PodTemplateSpec, namespace string) (string, error) {
 		// The annotation makes the pod opt in whatever its namespace says.
-		tmpl.Annotations = withAnnotation(tmpl.Annotations, inject.AnnotationInject, inject.Enabled)
+		tmpl.Annotations = withAnnotation(tmpl.Annotations, names.AnnotationInject, names.Enabled)
 		ns := &corev1.Namespace{}
 		ns.Name = namespace
 		res, err := inject.PodTemplate(&tmpl.ObjectMeta, &tmpl.Spec, ns, cfg)
@@ -126,14 +127,14 @@ func (opts *injectOptions) transformer(controlPlaneNS string) (podTransform, err
 // injected.
 func annotate(tmpl *corev1.PodTemplateSpec, _ string) (string, error) {
 	switch {
-	case tmpl.Annotations[inject.AnnotationInject] == inject.Disabled:
-		return "skipped: annotated " + inject.AnnotationInject + "=" + inject.Disabled, nil
+	case tmpl.Annotations[names.AnnotationInject] == names.Disabled:
+		return "skipped: annotated " + names.AnnotationInject + "=" + names.Disabled, nil
 	case tmpl.Spec.HostNetwork:
 		return "skipped: uses hostNetwork, which the proxy cannot intercept", nil
-	case tmpl.Annotations[inject.AnnotationInject] == inject.Enabled:
+	case tmpl.Annotations[names.AnnotationInject] == names.Enabled:
 		return "already annotated", nil
 	}
-	tmpl.Annotations = withAnnotation(tmpl.Annotations, inject.AnnotationInject, inject.Enabled)
+	tmpl.Annotations = withAnnotation(tmpl.Annotations, names.AnnotationInject, names.Enabled)
 	return "annotated", nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/internal/version"
 )
 
@@ -47,7 +48,7 @@ spec:
 // injectAnnotationAt returns the mesh.dev/inject annotation at path of
 // the decoded object, and whether it is there.
 func injectAnnotationAt(obj map[string]any, path ...string) (string, bool) {
-	v, ok, _ := unstructured.NestedString(obj, append(path, "metadata", "annotations", inject.AnnotationInject)...)
+	v, ok, _ := unstructured.NestedString(obj, append(path, "metadata", "annotations", names.AnnotationInject)...)
 	return v, ok
 }
 
@@ -146,8 +147,8 @@ func TestInjectAnnotates(t *testing.T) {
 					obj = items[0].(map[string]any)
 					path = tmpl
 				}
-				if v, ok := injectAnnotationAt(obj, path...); !ok || v != inject.Enabled {
-					t.Errorf("document %d: %s=%q at %v, want enabled", i+1, inject.AnnotationInject, v, path)
+				if v, ok := injectAnnotationAt(obj, path...); !ok || v != names.Enabled {
+					t.Errorf("document %d: %s=%q at %v, want enabled", i+1, names.AnnotationInject, v, path)
 				}
 			}
 			if diff := cmp.Diff(tc.wantReport, nonEmptyLines(report)); diff != "" {
@@ -244,7 +245,7 @@ func TestInjectManual(t *testing.T) {
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(tmpl, &want); err != nil {
 		t.Fatal(err)
 	}
-	want.Annotations = map[string]string{inject.AnnotationInject: inject.Enabled}
+	want.Annotations = map[string]string{names.AnnotationInject: names.Enabled}
 	ns := &corev1.Namespace{}
 	ns.Name = "shop"
 	if _, err := inject.PodTemplate(&want.ObjectMeta, &want.Spec, ns, inject.Config{
@@ -255,7 +256,7 @@ func TestInjectManual(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("pod template (-injector +mesh inject --manual):\n%s", diff)
 	}
-	if got.Annotations[inject.AnnotationProxyVersion] != "v9.9.9" || len(got.Spec.InitContainers) == 0 {
+	if got.Annotations[names.AnnotationProxyVersion] != "v9.9.9" || len(got.Spec.InitContainers) == 0 {
 		t.Errorf("not injected: %+v", got.ObjectMeta)
 	}
 }

@@ -19,9 +19,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/version"
 
-	"github.com/mesh-dev/mesh/install/certs"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/identity/pki"
 	"github.com/mesh-dev/mesh/install/manifests"
+	"github.com/mesh-dev/mesh/internal/clusternet"
+	"github.com/mesh-dev/mesh/internal/names"
 	meshversion "github.com/mesh-dev/mesh/internal/version"
 )
 
@@ -52,9 +53,9 @@ type installOptions struct {
 	Output      string
 	TrustDomain string
 	Identity    identityFiles
-	// DefaultInboundPolicy is one of inject.DefaultInboundPolicies.
+	// DefaultInboundPolicy is one of names.DefaultInboundPolicies.
 	DefaultInboundPolicy string
-	// ClusterNetworks are comma-separated CIDRs (inject.ParseClusterNetworks).
+	// ClusterNetworks are comma-separated CIDRs (clusternet.Parse), at least one.
 	ClusterNetworks string
 }
 
@@ -64,9 +65,9 @@ func defaultInstallOptions() installOptions {
 		Version:              meshversion.Version,
 		Wait:                 5 * time.Minute,
 		Output:               "yaml",
-		TrustDomain:          certs.DefaultTrustDomain,
-		DefaultInboundPolicy: inject.DefaultInboundPolicy,
-		ClusterNetworks:      inject.FormatClusterNetworks(inject.DefaultClusterNetworks()),
+		TrustDomain:          pki.DefaultTrustDomain,
+		DefaultInboundPolicy: names.DefaultInboundPolicy,
+		ClusterNetworks:      clusternet.Format(clusternet.Default()),
 	}
 }
 
@@ -82,7 +83,7 @@ func (opts *installOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&opts.Identity.IssuerCert, "identity-issuer-certificate-file", "", "PEM file of the issuer CA certificate, then any intermediates")
 	f.StringVar(&opts.Identity.IssuerKey, "identity-issuer-key-file", "", "PEM file of the issuer CA's private key")
 	f.StringVar(&opts.DefaultInboundPolicy, "default-inbound-policy", opts.DefaultInboundPolicy,
-		"what proxies allow on ports no Server selects, unless the namespace or pod is annotated "+inject.AnnotationDefaultInboundPolicy+": "+strings.Join(inject.DefaultInboundPolicies, ", "))
+		"what proxies allow on ports no Server selects, unless the namespace or pod is annotated "+names.AnnotationDefaultInboundPolicy+": "+strings.Join(names.DefaultInboundPolicies, ", "))
 	f.StringVar(&opts.ClusterNetworks, "cluster-networks", opts.ClusterNetworks,
 		"the cluster's pod, service and node networks, comma-separated CIDRs: inside them proxies never fall back to plain text")
 }
@@ -101,15 +102,20 @@ func (opts *installOptions) validate(cmd *cobra.Command, namespace string) error
 	if err := checkNamespace(namespace); err != nil {
 		return err
 	}
-	if _, err := certs.ParseTrustDomain(opts.TrustDomain); err != nil {
+	if _, err := pki.ParseTrustDomain(opts.TrustDomain); err != nil {
 		return fmt.Errorf("--identity-trust-domain: %w", err)
 	}
-	policy, err := inject.ParseDefaultInboundPolicy(opts.DefaultInboundPolicy)
+	policy, err := names.ParseDefaultInboundPolicy(opts.DefaultInboundPolicy)
 	if err != nil {
 		return fmt.Errorf("--default-inbound-policy: %w", err)
 	}
 	opts.DefaultInboundPolicy = policy
-	if _, err := inject.ParseClusterNetworks(opts.ClusterNetworks); err != nil {
+	networks, err := clusternet.Parse(opts.ClusterNetworks)
+	if err == nil && len(networks) == 0 {
+		// An empty list would let every destination fall back to plain text.
+		err = fmt.Errorf("%w: give at least one CIDR, like %s", clusternet.ErrInvalid, clusternet.Format(clusternet.Default()))
+	}
+	if err != nil {
 		return fmt.Errorf("--cluster-networks: %w", err)
 	}
 	return opts.Identity.validate()
@@ -126,7 +132,7 @@ func checkNamespace(namespace string) error {
 // values are the manifests' inputs, without certificates. validate has
 // checked the cluster networks; unparsable ones are left to the default.
 func (opts *installOptions) values(namespace string) manifests.Values {
-	networks, _ := inject.ParseClusterNetworks(opts.ClusterNetworks)
+	networks, _ := clusternet.Parse(opts.ClusterNetworks)
 	return manifests.Values{
 		Namespace:            namespace,
 		Registry:             strings.TrimSuffix(opts.Registry, "/"),
@@ -168,8 +174,8 @@ func newInstallCmd(o *Options) *cobra.Command {
 }
 
 // render makes the manifests with certificates from loadPKI.
-func (opts *installOptions) render(ctx context.Context, o *Options, k *kube) ([]manifests.Manifest, *pki, error) {
-	td, err := certs.ParseTrustDomain(opts.TrustDomain)
+func (opts *installOptions) render(ctx context.Context, o *Options, k *kube) ([]manifests.Manifest, *installPKI, error) {
+	td, err := pki.ParseTrustDomain(opts.TrustDomain)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--identity-trust-domain: %w", err)
 	}
@@ -333,14 +339,14 @@ func (opts *installOptions) summary(w io.Writer, ns string, changed int) {
 }
 
 // waitReady waits, for at most opts.Wait, until the controller is available
-// and its Service has a ready endpoint.
+// and its Service has a ready endpoint, then until mesh-viz is available.
 func (opts *installOptions) waitReady(ctx context.Context, k *kube, p *progress, ns string) error {
 	ctx, cancel := context.WithTimeout(ctx, opts.Wait)
 	defer cancel()
 	hint := fmt.Sprintf("\ninspect with: kubectl -n %s describe deployment %s; kubectl -n %s logs deployment/%s\nthen run mesh install again (it picks up where it stopped)",
 		ns, manifests.ControllerName, ns, manifests.ControllerName)
 	if err := p.run(ctx, "deployment/"+manifests.ControllerName+" available", func(ctx context.Context, status func(string)) (string, error) {
-		return poll(ctx, status, controllerRollout(k, ns))
+		return poll(ctx, status, rolloutOf(k, ns, manifests.ControllerName, controllerSelector))
 	}); err != nil {
 		return fmt.Errorf("the controller is not available after %s: %w%s", opts.Wait, err, hint)
 	}
@@ -349,7 +355,38 @@ func (opts *installOptions) waitReady(ctx context.Context, k *kube, p *progress,
 	}); err != nil {
 		return fmt.Errorf("the injector service has no ready endpoint after %s: %w%s", opts.Wait, err, hint)
 	}
+	// Last: mesh-viz is ready only once the identity service, in the
+	// controller, has certified it.
+	if err := p.run(ctx, "deployment/"+vizName+" available", func(ctx context.Context, status func(string)) (string, error) {
+		return poll(ctx, status, rolloutOf(k, ns, vizName, vizSelector))
+	}); err != nil {
+		return fmt.Errorf("%s is not available after %s: %w\ninspect with: kubectl -n %s describe deployment %s; kubectl -n %s logs deployment/%s\nthen run mesh install again (it picks up where it stopped)",
+			vizName, opts.Wait, err, ns, vizName, ns, vizName)
+	}
 	return nil
+}
+
+// rolloutOf is a poll condition: Deployment name, whose pods selector
+// selects, has rolled out; while it has not, the detail names the first
+// pod problem found, with what to do about it.
+func rolloutOf(k *kube, namespace, name, selector string) func(context.Context) (bool, string, error) {
+	return func(ctx context.Context) (bool, string, error) {
+		d, err := k.client.AppsV1().Deployments(namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, "", fatal(err)
+		}
+		done, detail := rolloutDone(d)
+		if done {
+			return true, detail, nil
+		}
+		pods, err := k.client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err == nil {
+			if problem := podProblem(pods.Items); problem != "" {
+				detail += "; " + problem
+			}
+		}
+		return false, detail, nil
+	}
 }
 
 // waitEstablished waits until the API server serves every CRD of crds, for

@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/mesh-dev/mesh/identity/pki"
 	"github.com/mesh-dev/mesh/install/certs"
 	"github.com/mesh-dev/mesh/install/manifests"
 )
@@ -19,11 +20,12 @@ import (
 // expires sooner than this, well before the API server would refuse it.
 const servingRenewBefore = 30 * 24 * time.Hour
 
-// pki is the certificate material install renders, with a line per part
-// saying where it came from.
-type pki struct {
-	identity *certs.Identity
-	serving  *certs.Serving
+// installPKI is the certificate material install renders, with a line per
+// part saying where it came from.
+type installPKI struct {
+	identity *pki.Identity
+	serving  *certs.Serving // the injector's
+	tap      *certs.Serving // the tap API's
 	notes    []pkiNote
 }
 
@@ -34,7 +36,7 @@ type pkiNote struct {
 }
 
 // fill puts the PEM encoding of p into v.
-func (p *pki) fill(v *manifests.Values) error {
+func (p *installPKI) fill(v *manifests.Values) error {
 	issuerKey, err := p.identity.IssuerKeyPEM()
 	if err != nil {
 		return err
@@ -49,6 +51,11 @@ func (p *pki) fill(v *manifests.Values) error {
 		IssuerKey:    issuerKey,
 	}
 	v.Injector = manifests.ServingPEM{CA: p.serving.CAPEM(), Cert: p.serving.CertPEM(), Key: servingKey}
+	tapKey, err := p.tap.KeyPEM()
+	if err != nil {
+		return err
+	}
+	v.Tap = manifests.ServingPEM{CA: p.tap.CAPEM(), Cert: p.tap.CertPEM(), Key: tapKey}
 	return nil
 }
 
@@ -69,7 +76,7 @@ func (f identityFiles) validate() error {
 }
 
 // load reads and validates the identity PKI from the files.
-func (f identityFiles) load(td spiffeid.TrustDomain, now time.Time) (*certs.Identity, error) {
+func (f identityFiles) load(td spiffeid.TrustDomain, now time.Time) (*pki.Identity, error) {
 	read := func(flag, path string) ([]byte, error) {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -89,7 +96,7 @@ func (f identityFiles) load(td spiffeid.TrustDomain, now time.Time) (*certs.Iden
 	if err != nil {
 		return nil, err
 	}
-	id, err := certs.ParseIdentity(td, anchors, cert, key)
+	id, err := pki.ParseIdentity(td, anchors, cert, key)
 	if err != nil {
 		return nil, fmt.Errorf("identity files: %w", err)
 	}
@@ -102,15 +109,15 @@ func (f identityFiles) load(td spiffeid.TrustDomain, now time.Time) (*certs.Iden
 // identityHint tells what to do about a validation error of the files.
 func identityHint(err error) string {
 	switch {
-	case errors.Is(err, certs.ErrUntrusted):
+	case errors.Is(err, pki.ErrUntrusted):
 		return "\nthe issuer certificate must be signed by a certificate of --identity-trust-anchors-file (put any intermediates after the issuer in its file)"
-	case errors.Is(err, certs.ErrKeyMismatch):
+	case errors.Is(err, pki.ErrKeyMismatch):
 		return "\n--identity-issuer-key-file must hold the private key of the first certificate in --identity-issuer-certificate-file"
-	case errors.Is(err, certs.ErrNotCA):
+	case errors.Is(err, pki.ErrNotCA):
 		return "\nthe issuer must be a CA (basic constraints CA:TRUE, key usage keyCertSign), e.g. step certificate create ... --profile intermediate-ca"
-	case errors.Is(err, certs.ErrExpired):
+	case errors.Is(err, pki.ErrExpired):
 		return "\nissue a new certificate; check the clocks if it should be valid"
-	case errors.Is(err, certs.ErrTrustDomain):
+	case errors.Is(err, pki.ErrTrustDomain):
 		return "\npass --identity-trust-domain with the trust domain the certificates were made for, or make certificates for this one"
 	}
 	return ""
@@ -118,11 +125,11 @@ func identityHint(err error) string {
 
 // loadPKI picks the certificates install renders. Identity: the files when
 // given, else what the cluster holds if it is still valid, else new. The
-// webhook's: what the cluster holds if it is valid for the injector's name
-// for servingRenewBefore more, else new. With k nil (dry run) nothing is
-// read from a cluster.
-func loadPKI(ctx context.Context, k *kube, namespace string, files identityFiles, td spiffeid.TrustDomain, now time.Time) (*pki, error) {
-	p := &pki{}
+// webhook's and the tap API's: what the cluster holds if it is valid for
+// its Service's name for servingRenewBefore more, else new. With k nil
+// (dry run) nothing is read from a cluster.
+func loadPKI(ctx context.Context, k *kube, namespace string, files identityFiles, td spiffeid.TrustDomain, now time.Time) (*installPKI, error) {
+	p := &installPKI{}
 	var err error
 	switch {
 	case files.any():
@@ -142,7 +149,7 @@ func loadPKI(ctx context.Context, k *kube, namespace string, files identityFiles
 		case p.identity != nil:
 			p.note(false, "identity: kept the trust anchor and issuer in the cluster (issuer valid until %s)", day(p.identity.Issuer().NotAfter))
 		default:
-			if p.identity, err = certs.NewIdentity(td, now); err != nil {
+			if p.identity, err = pki.NewIdentity(td, now); err != nil {
 				return nil, err
 			}
 			if why != "" {
@@ -154,37 +161,67 @@ func loadPKI(ctx context.Context, k *kube, namespace string, files identityFiles
 		}
 	}
 
-	names := certs.ServiceDNSNames(manifests.InjectorServiceName, namespace)
-	var why string
-	if k != nil {
-		if p.serving, why, err = clusterServing(ctx, k, namespace, names[0], now); err != nil {
-			return nil, err
-		}
+	if p.serving, err = p.loadServing(ctx, k, namespace, injectorServing, now); err != nil {
+		return nil, err
 	}
-	switch {
-	case p.serving != nil:
-		p.note(false, "injector: kept the webhook serving certificate in the cluster (valid until %s)", day(p.serving.Cert.NotAfter))
-	default:
-		if p.serving, err = certs.NewServing(names, now); err != nil {
-			return nil, err
-		}
-		text := "injector: generated a webhook serving certificate for " + names[0]
-		if why != "" {
-			text = "injector: " + why + "; generated a new webhook serving certificate"
-		}
-		p.note(false, "%s", text)
+	if p.tap, err = p.loadServing(ctx, k, namespace, tapServing, now); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
 
-func (p *pki) note(warn bool, format string, args ...any) {
+// servingCert names a serving certificate install makes for a Service the
+// API server calls, for messages and to find it in the cluster.
+type servingCert struct {
+	// label starts install's note; what names the certificate.
+	label, what     string
+	secret, service string
+}
+
+var (
+	injectorServing = servingCert{label: "injector", what: "webhook serving certificate",
+		secret: manifests.InjectorTLSSecretName, service: manifests.InjectorServiceName}
+	tapServing = servingCert{label: "tap API", what: "tap API serving certificate",
+		secret: manifests.TapTLSSecretName, service: manifests.TapServiceName}
+)
+
+// loadServing keeps the certificate of s the cluster holds when it is
+// valid for servingRenewBefore more, else makes a new one. With k nil
+// (dry run) it always makes one.
+func (p *installPKI) loadServing(ctx context.Context, k *kube, namespace string, s servingCert, now time.Time) (*certs.Serving, error) {
+	names := certs.ServiceDNSNames(s.service, namespace)
+	var why string
+	if k != nil {
+		kept, reason, err := clusterServing(ctx, k, namespace, s, names[0], now)
+		if err != nil {
+			return nil, err
+		}
+		if kept != nil {
+			p.note(false, "%s: kept the %s in the cluster (valid until %s)", s.label, s.what, day(kept.Cert.NotAfter))
+			return kept, nil
+		}
+		why = reason
+	}
+	serving, err := certs.NewServing(names, now)
+	if err != nil {
+		return nil, err
+	}
+	if why != "" {
+		p.note(false, "%s: %s; generated a new %s", s.label, why, s.what)
+	} else {
+		p.note(false, "%s: generated a %s for %s", s.label, s.what, names[0])
+	}
+	return serving, nil
+}
+
+func (p *installPKI) note(warn bool, format string, args ...any) {
 	p.notes = append(p.notes, pkiNote{warn: warn, text: fmt.Sprintf(format, args...)})
 }
 
 // clusterIdentity reads the identity PKI back from the cluster. It returns
 // nil and no reason when there is none, nil and the reason when it is
 // unusable, and an error only when it could not be read.
-func clusterIdentity(ctx context.Context, k *kube, namespace string, td spiffeid.TrustDomain, now time.Time) (*certs.Identity, string, error) {
+func clusterIdentity(ctx context.Context, k *kube, namespace string, td spiffeid.TrustDomain, now time.Time) (*pki.Identity, string, error) {
 	secret, err := k.client.CoreV1().Secrets(namespace).Get(ctx, manifests.IssuerSecretName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, "", nil
@@ -200,12 +237,12 @@ func clusterIdentity(ctx context.Context, k *kube, namespace string, td spiffeid
 	case err != nil && !apierrors.IsNotFound(err):
 		return nil, "", fmt.Errorf("read the existing trust roots: %w", err)
 	}
-	id, err := certs.ParseIdentity(td, anchors, secret.Data["tls.crt"], secret.Data["tls.key"])
+	id, err := pki.ParseIdentity(td, anchors, secret.Data["tls.crt"], secret.Data["tls.key"])
 	if err == nil {
 		err = id.Validate(now)
 	}
 	switch {
-	case errors.Is(err, certs.ErrTrustDomain):
+	case errors.Is(err, pki.ErrTrustDomain):
 		old := secret.Annotations[manifests.TrustDomainAnnotation]
 		if old == "" {
 			old = "another"
@@ -217,15 +254,15 @@ func clusterIdentity(ctx context.Context, k *kube, namespace string, td spiffeid
 	return id, "", nil
 }
 
-// clusterServing reads the webhook serving certificate back from the
+// clusterServing reads the serving certificate of sc back from the
 // cluster, like clusterIdentity.
-func clusterServing(ctx context.Context, k *kube, namespace, dnsName string, now time.Time) (*certs.Serving, string, error) {
-	secret, err := k.client.CoreV1().Secrets(namespace).Get(ctx, manifests.InjectorTLSSecretName, metav1.GetOptions{})
+func clusterServing(ctx context.Context, k *kube, namespace string, sc servingCert, dnsName string, now time.Time) (*certs.Serving, string, error) {
+	secret, err := k.client.CoreV1().Secrets(namespace).Get(ctx, sc.secret, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, "", nil
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("read the existing webhook serving certificate: %w", err)
+		return nil, "", fmt.Errorf("read the existing %s: %w", sc.what, err)
 	}
 	s, err := certs.ParseServing(secret.Data["ca.crt"], secret.Data["tls.crt"], secret.Data["tls.key"])
 	if err == nil {
@@ -234,7 +271,7 @@ func clusterServing(ctx context.Context, k *kube, namespace, dnsName string, now
 	switch {
 	case err != nil:
 		return nil, "the existing serving certificate is unusable (" + err.Error() + ")", nil
-	case certs.ExpiresWithin(s.Cert, now, servingRenewBefore):
+	case pki.ExpiresWithin(s.Cert, now, servingRenewBefore):
 		return nil, "the serving certificate expires on " + day(s.Cert.NotAfter), nil
 	}
 	return s, "", nil

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
 	"k8s.io/klog/v2"
+	streamhttp "k8s.io/streaming/pkg/httpstream"
 )
 
 // errForwardClosed is the cause of a forward's context after Close.
@@ -148,9 +149,17 @@ func forwardDialer(cfg *rest.Config, ns, pod string) (httpstream.Dialer, error) 
 	if err != nil {
 		return nil, err
 	}
-	return portforward.NewFallbackDialer(wsDialer, spdyDialer, func(err error) bool {
-		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
-	}), nil
+	return portforward.NewFallbackDialer(wsDialer, spdyDialer, notUpgraded), nil
+}
+
+// notUpgraded reports whether err says the WebSocket upgrade was refused,
+// by an API server before Kubernetes 1.31 or a proxy in between, so SPDY
+// is worth trying. client-go's WebSocket transport reports a refusal as
+// k8s.io/streaming's UpgradeFailureError (since 0.37), a different type
+// from apimachinery's, whose IsUpgradeFailure does not see it; both are
+// checked, so the fallback does not depend on which one client-go uses.
+func notUpgraded(err error) bool {
+	return streamhttp.IsUpgradeFailure(err) || httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
 }
 
 // copyURL returns a copy of u: each dialer may rewrite its own (the

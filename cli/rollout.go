@@ -87,29 +87,6 @@ func rolloutDone(d *appsv1.Deployment) (bool, string) {
 	return true, fmt.Sprintf("%d of %d pods available", st.AvailableReplicas, want)
 }
 
-// controllerRollout is a poll condition: the controller Deployment has
-// rolled out. While it has not, the detail names the first pod problem
-// found (image pulls, crashes, scheduling), with what to do about it.
-func controllerRollout(k *kube, namespace string) func(context.Context) (bool, string, error) {
-	return func(ctx context.Context) (bool, string, error) {
-		d, err := k.client.AppsV1().Deployments(namespace).Get(ctx, manifests.ControllerName, metav1.GetOptions{})
-		if err != nil {
-			return false, "", fatal(err)
-		}
-		done, detail := rolloutDone(d)
-		if done {
-			return true, detail, nil
-		}
-		pods, err := k.client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: controllerSelector})
-		if err == nil {
-			if problem := podProblem(pods.Items); problem != "" {
-				detail += "; " + problem
-			}
-		}
-		return false, detail, nil
-	}
-}
-
 // podProblem describes the first reason found that keeps one of pods from
 // running, with a hint, or returns "".
 func podProblem(pods []corev1.Pod) string {

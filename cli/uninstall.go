@@ -13,8 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/install/manifests"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // uninstallOptions are the flags of `mesh uninstall`.
@@ -280,18 +280,18 @@ func crdGone(k *kube, name string) func(context.Context) (bool, string, error) {
 // injectedPods says which pods still run a proxy of this control plane:
 // uninstall leaves them alone.
 func injectedPods(ctx context.Context, k *kube, ns string) string {
-	pods, err := k.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: inject.LabelControlPlaneNamespace + "=" + ns})
+	pods, err := k.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: names.LabelControlPlaneNamespace + "=" + ns})
 	if err != nil || len(pods.Items) == 0 {
 		return "Injected workloads, if any, keep running with their proxies until they are restarted.\n"
 	}
-	var names []string
+	var namespaces []string
 	for _, p := range pods.Items {
-		if !slices.Contains(names, p.Namespace) {
-			names = append(names, p.Namespace)
+		if !slices.Contains(namespaces, p.Namespace) {
+			namespaces = append(namespaces, p.Namespace)
 		}
 	}
 	return fmt.Sprintf("Injected pods keep running with their proxies, which go on forwarding traffic without the\n"+
 		"controller: %d in %s %s. To remove the proxies, remove the %s annotation and\n"+
 		"restart the workloads: kubectl rollout restart deployment -n NAMESPACE\n",
-		len(pods.Items), plural(len(names), "namespace", "namespaces"), strings.Join(names, ", "), inject.AnnotationInject)
+		len(pods.Items), plural(len(namespaces), "namespace", "namespaces"), strings.Join(namespaces, ", "), names.AnnotationInject)
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/term"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/clientcmd"
 
 	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
@@ -51,7 +52,7 @@ func (c *vizConn) explain(err error) error {
 		return err
 	}
 	if fe := c.forwardErr(); fe != nil {
-		return fmt.Errorf("%w; the port-forward to the controller reports: %v", err, fe)
+		return fmt.Errorf("%w; the port-forward to %s reports: %v", err, vizName, fe)
 	}
 	return err
 }
@@ -106,7 +107,7 @@ func (e *vizEnv) namespace(ns string) (string, error) {
 }
 
 func newVizCmd(o *Options) *cobra.Command {
-	return newVizCommand(&vizEnv{Options: o, connect: controllerConnector(o), statEvery: statRefresh, topEvery: topRefresh})
+	return newVizCommand(&vizEnv{Options: o, connect: vizPodConnector(o), statEvery: statRefresh, topEvery: topRefresh})
 }
 
 // newVizCommand returns `mesh viz` over e, which tests point at a
@@ -115,11 +116,12 @@ func newVizCommand(e *vizEnv) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "viz",
 		Short: "Watch live traffic: stats, edges, routes, tap, top and the dashboard",
-		Long: "viz shows what the proxies see, as mesh-controller aggregates it: success rates,\n" +
+		Long: "viz shows what the proxies see, as mesh-viz aggregates it: success rates,\n" +
 			"request rates and latencies per workload, who talks to whom and over mTLS or not,\n" +
-			"and single requests as they happen. It reaches the controller's viz API (port " + strconv.Itoa(vizv1.Port) + ")\n" +
-			"with a port-forward to a ready controller pod, so it needs permission to create\n" +
-			"pods/portforward in the control plane's namespace.",
+			"and single requests as they happen. It reaches mesh-viz's API (port " + strconv.Itoa(vizv1.Port) + ", on the pod's\n" +
+			"loopback only) with a port-forward to a ready mesh-viz pod, so it needs permission to\n" +
+			"create pods/portforward in the control plane's namespace. tap goes through the\n" +
+			"Kubernetes API instead, and needs the right to tap the namespace (ClusterRole mesh-tap).",
 	}
 	cmd.AddCommand(
 		newVizStatCmd(e),
@@ -132,16 +134,27 @@ func newVizCommand(e *vizEnv) *cobra.Command {
 	return cmd
 }
 
-// controllerConnector reaches the viz API with a port-forward to a ready
-// controller pod.
-func controllerConnector(o *Options) vizConnector {
+// vizName names mesh-viz's Deployment, ServiceAccount and pods' app
+// label (install/manifests/35-viz.yaml).
+const vizName = "mesh-viz"
+
+// vizSelector selects mesh-viz's pods.
+var vizSelector = labels.SelectorFromSet(labels.Set{
+	manifests.NameLabel:   vizName,
+	manifests.PartOfLabel: manifests.PartOf,
+}).String()
+
+// vizPodConnector reaches the viz API with a port-forward to a ready
+// mesh-viz pod: the API listens on the pod's loopback, which nothing
+// but a port-forward reaches.
+func vizPodConnector(o *Options) vizConnector {
 	return func(ctx context.Context) (*vizConn, error) {
 		k, err := o.kube()
 		if err != nil {
 			return nil, err
 		}
 		ns := o.ControlPlaneNamespace
-		pod, err := readyControllerPod(ctx, k, ns)
+		pod, err := readyPod(ctx, k, ns, vizName, vizSelector)
 		if err != nil {
 			return nil, err
 		}
@@ -156,13 +169,20 @@ func controllerConnector(o *Options) vizConnector {
 // readyControllerPod returns the name of a ready controller pod in ns,
 // the first by name, or an error that says what to do.
 func readyControllerPod(ctx context.Context, k *kube, ns string) (string, error) {
-	pods, err := k.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: controllerSelector})
+	return readyPod(ctx, k, ns, manifests.ControllerName, controllerSelector)
+}
+
+// readyPod returns the name of a ready pod of Deployment name, whose pods
+// selector selects, in ns: the first by name, so that successive commands
+// see the same one; or an error that says what to do.
+func readyPod(ctx context.Context, k *kube, ns, name, selector string) (string, error) {
+	pods, err := k.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
-		return "", fmt.Errorf("find the %s pods in namespace %s: %w", manifests.ControllerName, ns, err)
+		return "", fmt.Errorf("find the %s pods in namespace %s: %w", name, ns, err)
 	}
 	if len(pods.Items) == 0 {
-		return "", fmt.Errorf("no %s pods in namespace %s: install the mesh with mesh install, or pass --control-plane-namespace if it lives elsewhere",
-			manifests.ControllerName, ns)
+		return "", fmt.Errorf("no %s pods in namespace %s: install the mesh with mesh install (it also upgrades a control plane that lacks %s), or pass --control-plane-namespace if it lives elsewhere",
+			name, ns, name)
 	}
 	slices.SortFunc(pods.Items, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 	var states []string
@@ -174,7 +194,7 @@ func readyControllerPod(ctx context.Context, k *kube, ns string) (string, error)
 		states = append(states, fmt.Sprintf("%s is %s and not ready", p.Name, p.Status.Phase))
 	}
 	return "", fmt.Errorf("no %s pod in namespace %s is ready (%s): run mesh check to see why",
-		manifests.ControllerName, ns, summarize(states, 3))
+		name, ns, summarize(states, 3))
 }
 
 // vizKind returns the viz API's kind (deploy, pod, svc, ns) for one of
@@ -325,7 +345,7 @@ func (s *screen) draw(frame []byte) error {
 // watch draws the frame that frame makes now and every period after it,
 // until conn's context ends. A first failure, and any the request's own
 // fault (HTTP 4xx), ends it; later ones are written to errOut and the
-// watch goes on, as a controller restarting fails a few in a row.
+// watch goes on, as mesh-viz restarting fails a few in a row.
 func (e *vizEnv) watch(ctx context.Context, conn *vizConn, period time.Duration, frame func(context.Context) ([]byte, error)) error {
 	scr := &screen{w: e.Out, tty: e.tty()}
 	tick := time.NewTicker(period)

@@ -17,7 +17,7 @@ import (
 )
 
 // The client of the viz API (api/viz/v1): functions over an HTTP client
-// and the API's base URL, which is a port-forward to the controller or,
+// and the API's base URL, which is a port-forward to mesh-viz or,
 // in tests, a stand-in.
 
 // Limits on what the API may send, so a confused server cannot make the
@@ -27,9 +27,9 @@ const (
 	maxTapLine     = 1 << 20
 )
 
-// errTapEnded is returned when the controller ends a tap stream the user
-// did not stop.
-var errTapEnded = errors.New("viz: the controller ended the tap stream (did it restart? run the command again)")
+// errTapEnded is returned when mesh-viz ends a tap stream the user did
+// not stop.
+var errTapEnded = errors.New("viz: mesh-viz ended the tap stream (did it restart? run the command again)")
 
 // vizAPIError is an error answer of the viz API.
 type vizAPIError struct {
@@ -55,17 +55,19 @@ func (q statQuery) values() url.Values {
 		"from", q.From, "to", q.To, "window", q.Window)
 }
 
-// tapQuery is the query of PathTap. Empty fields are left out; MaxRPS 0
-// leaves the server's default.
+// tapQuery is a tap: Resource (KIND/NAME, kind deploy, pod or ns) in
+// Namespace, which name the tap API's path, and the filters. Empty fields
+// are left out; MaxRPS 0 leaves the server's default.
 type tapQuery struct {
 	Namespace, Resource     string
 	Method, Authority, Path string
 	MaxRPS                  float64
 }
 
+// values is the tap API's query: the filters only, as the resource is in
+// the path.
 func (q tapQuery) values() url.Values {
-	v := queryValues("namespace", q.Namespace, "resource", q.Resource,
-		"method", q.Method, "authority", q.Authority, "path", q.Path)
+	v := queryValues("method", q.Method, "authority", q.Authority, "path", q.Path)
 	if q.MaxRPS > 0 {
 		v.Set("max_rps", strconv.FormatFloat(q.MaxRPS, 'g', -1, 64))
 	}
@@ -102,11 +104,13 @@ func fetchEdges(ctx context.Context, c *http.Client, base, namespace, window str
 	return &list, nil
 }
 
-// streamTap reads PathTap's stream, calling fn with each event and the
-// line it came in, until ctx ends (then it returns ctx's error), the
-// stream ends (errTapEnded), or fn fails.
+// streamTap reads the stream of the tap API (tap.mesh.dev, through the
+// Kubernetes API server at base with the user's client c: see
+// tapConnect), calling fn with each event and the line it came in, until
+// ctx ends (then it returns ctx's error), the stream ends (errTapEnded),
+// or fn fails.
 func streamTap(ctx context.Context, c *http.Client, base string, q tapQuery, fn func(line []byte, ev *vizv1.TapEvent) error) error {
-	resp, err := vizGet(ctx, c, base, vizv1.PathTap, q.values())
+	resp, err := openTap(ctx, c, base, q)
 	if err != nil {
 		return err
 	}
@@ -178,7 +182,7 @@ func vizGet(ctx context.Context, c *http.Client, base, path string, q url.Values
 }
 
 // answerError reads a failed answer: the Error body the API sends, or
-// what a server that is not the viz API (an older controller) said.
+// what a server that is not the viz API (an older mesh-viz) said.
 func answerError(resp *http.Response, path string) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var e vizv1.Error
@@ -190,7 +194,7 @@ func answerError(resp *http.Response, path string) error {
 		msg = http.StatusText(resp.StatusCode)
 	}
 	if resp.StatusCode == http.StatusNotFound {
-		msg = fmt.Sprintf("the controller does not serve %s (%s): is it older than this mesh binary? run mesh check", path, msg)
+		msg = fmt.Sprintf("mesh-viz does not serve %s (%s): is it older than this mesh binary? run mesh check", path, msg)
 	}
 	return &vizAPIError{Status: resp.StatusCode, Message: msg}
 }

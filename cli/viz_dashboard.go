@@ -43,7 +43,7 @@ func newVizDashboardCmd(e *vizEnv) *cobra.Command {
 		Use:   "dashboard",
 		Short: "Serve the web dashboard on localhost and open it in a browser",
 		Long: "dashboard serves the web page of live stats, the service graph and tap on\n" +
-			"http://127.0.0.1:PORT, and passes the page's API requests to the controller through\n" +
+			"http://127.0.0.1:PORT, and passes the page's API requests to mesh-viz through\n" +
 			"a port-forward. It opens the page in a browser when there is one (a desktop session\n" +
 			"on Linux, or macOS), and runs until interrupted.",
 		Example: "  mesh viz dashboard\n  mesh viz dashboard --port 0 --show=false",
@@ -63,7 +63,7 @@ func newVizDashboardCmd(e *vizEnv) *cobra.Command {
 }
 
 // runDashboard serves the dashboard until ctx ends or the connection to
-// the controller is lost.
+// mesh-viz is lost.
 func runDashboard(ctx context.Context, e *vizEnv, opts dashboardOptions) error {
 	// Listen first: a port in use fails before any port-forward.
 	ln, err := listenDashboard(opts.Port)
@@ -82,8 +82,14 @@ func runDashboard(ctx context.Context, e *vizEnv, opts dashboardOptions) error {
 		return fmt.Errorf("viz API address %q: %w", conn.base, err)
 	}
 	addr := ln.Addr().String()
+	// Tap goes through the Kubernetes API server (tap.mesh.dev) with the
+	// user's credentials, not through the port-forward.
+	tapConn, tapErr := e.tapConnect(conn.ctx)
+	if tapConn != nil {
+		defer tapConn.close()
+	}
 	srv := &http.Server{
-		Handler:           dashboardHandler(dashboard.Files(), target, conn.client.Transport, addr),
+		Handler:           dashboardHandler(dashboard.Files(), target, conn.client.Transport, addr, dashboardTap(tapConn, tapErr)),
 		ReadHeaderTimeout: 10 * time.Second,
 		// Requests end with the connection, so open tap streams do not
 		// hold up the shutdown.
@@ -126,11 +132,11 @@ func listenDashboard(port int) (net.Listener, error) {
 }
 
 // dashboardHandler serves files and passes /api/ to the viz API at
-// target, streaming answers as they come (tap). It answers only requests
+// target, but tap to the tap handler. It answers only requests
 // addressed to addr, its own address by IP or as localhost, so that a
 // page elsewhere cannot read the API through a DNS name rebound to
 // 127.0.0.1.
-func dashboardHandler(files fs.FS, target *url.URL, transport http.RoundTripper, addr string) http.Handler {
+func dashboardHandler(files fs.FS, target *url.URL, transport http.RoundTripper, addr string, tap http.Handler) http.Handler {
 	proxy := &httputil.ReverseProxy{
 		Rewrite:       func(r *httputil.ProxyRequest) { r.SetURL(target) },
 		Transport:     transport,
@@ -139,7 +145,7 @@ func dashboardHandler(files fs.FS, target *url.URL, transport http.RoundTripper,
 			if r.Context().Err() != nil {
 				return // the page went away, or the dashboard is stopping
 			}
-			writeVizError(w, http.StatusBadGateway, "mesh viz dashboard cannot reach the controller's viz API: "+err.Error())
+			writeVizError(w, http.StatusBadGateway, "mesh viz dashboard cannot reach mesh-viz's API: "+err.Error())
 		},
 	}
 	mux := http.NewServeMux()
@@ -147,6 +153,10 @@ func dashboardHandler(files fs.FS, target *url.URL, transport http.RoundTripper,
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			writeVizError(w, http.StatusMethodNotAllowed, "the viz API answers GET only")
+			return
+		}
+		if r.URL.Path == vizv1.PathTap {
+			tap.ServeHTTP(w, r)
 			return
 		}
 		proxy.ServeHTTP(w, r)

@@ -61,7 +61,7 @@ func TestVizDashboard(t *testing.T) {
 	// through the dashboard before it sends the next: the proxy must
 	// flush each as it comes.
 	next := make(chan struct{})
-	api.HandleFunc("GET "+vizv1.PathTap, func(w http.ResponseWriter, r *http.Request) {
+	api.HandleFunc("GET "+webTapPath, func(w http.ResponseWriter, r *http.Request) { // tap goes to the API server (viz_tap_test.go)
 		w.Write([]byte(`{"type":"request","id":"1"}` + "\n"))
 		w.(http.Flusher).Flush()
 		select {
@@ -73,7 +73,7 @@ func TestVizDashboard(t *testing.T) {
 		w.(http.Flusher).Flush()
 		<-r.Context().Done()
 	})
-	r := startViz(t, api, "viz", "dashboard", "--port", "0")
+	r := startViz(t, api, "viz", "dashboard", "--port", "0", "--kubeconfig", standInKubeconfig(t, api))
 	base := dashboardURL(t, r)
 	c := httpClient(t)
 
@@ -124,7 +124,7 @@ func TestVizDashboard(t *testing.T) {
 // next is closed.
 func checkDashboardStreams(t *testing.T, c *http.Client, base string, next chan struct{}) {
 	t.Helper()
-	resp, err := c.Get(base + vizv1.PathTap + "?resource=deploy/web")
+	resp, err := c.Get(base + vizv1.PathTap + "?namespace=shop&resource=deploy/web")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestVizDashboardAPIDown(t *testing.T) {
 	resp, body := get(t, httpClient(t), dashboardURL(t, r)+vizv1.PathEdges)
 	var e vizv1.Error
 	if resp.StatusCode != http.StatusBadGateway || json.Unmarshal(body, &e) != nil ||
-		!strings.HasPrefix(e.Error, "mesh viz dashboard cannot reach the controller's viz API: ") {
+		!strings.HasPrefix(e.Error, "mesh viz dashboard cannot reach mesh-viz's API: ") {
 		t.Errorf("GET %s = %d %s, want 502 and an Error body", vizv1.PathEdges, resp.StatusCode, body)
 	}
 	if err := r.stop(t); err != nil {

@@ -191,9 +191,9 @@ func TestVizRoutesAPIErrors(t *testing.T) {
 		handler: answer(http.StatusNotFound, vizv1.Error{Error: "deployment/nope not found in namespace shop"}),
 		want:    "viz: deployment/nope not found in namespace shop (HTTP 404)",
 	}, {
-		name:    "older controller",
+		name:    "older mesh-viz",
 		handler: http.NotFound,
-		want:    "viz: the controller does not serve /api/v1/routes (404 page not found): is it older than this mesh binary? run mesh check (HTTP 404)",
+		want:    "viz: mesh-viz does not serve /api/v1/routes (404 page not found): is it older than this mesh binary? run mesh check (HTTP 404)",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			api := newVizStandIn(t)

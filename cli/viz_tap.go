@@ -2,14 +2,22 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 
 	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
+	"github.com/mesh-dev/mesh/install/manifests"
 )
 
 // Event types of the tap stream.
@@ -71,7 +79,11 @@ func newVizTapCmd(e *vizEnv) *cobra.Command {
 		Long: "tap prints each request the proxies of a resource see, and its response, until\n" +
 			"interrupted: method, authority, path, source and destination, the identities proven\n" +
 			"over mesh TLS, status and latency. A request and its response share their id.\n" +
-			"KIND is deploy, pod or ns. Problems the controller reports on the way go to stderr.",
+			"KIND is deploy, pod or ns. Problems mesh-viz reports on the way go to stderr.\n\n" +
+			"tap goes through the Kubernetes API server (APIService v1alpha1.tap.mesh.dev) with the\n" +
+			"kubeconfig's credentials. It needs the watch verb on the resource's tap subresource in\n" +
+			"group tap.mesh.dev, which ClusterRole mesh-tap grants; an admin binds it per namespace:\n" +
+			"  kubectl create rolebinding mesh-tap-alice -n shop --clusterrole=mesh-tap --user=alice",
 		Example: "  mesh viz tap deploy/web -n shop\n" +
 			"  mesh viz tap deploy/web -n shop --method GET --path /api --max-rps 10\n" +
 			"  mesh viz tap ns/shop -o json",
@@ -113,7 +125,7 @@ func tapTarget(args []string, command string) (kind, name string, err error) {
 
 // runTap prints the events of the stream until ctx ends.
 func runTap(ctx context.Context, e *vizEnv, output string, q tapQuery) error {
-	conn, err := e.connect(ctx)
+	conn, err := e.tapConnect(ctx)
 	if err != nil {
 		return err
 	}
@@ -136,6 +148,206 @@ func runTap(ctx context.Context, e *vizEnv, output string, q tapQuery) error {
 		return conn.ended(ctx)
 	}
 	return conn.explain(err)
+}
+
+// The tap API (controller/tapapi), an aggregated API of the Kubernetes
+// API server: the API server authenticates the user with whatever the
+// kubeconfig holds (token, client certificate, exec plugin, OIDC), checks
+// RBAC on the path, and forwards to mesh-viz, which checks again with a
+// SubjectAccessReview.
+const (
+	tapAPIPrefix = "/apis/tap.mesh.dev/v1alpha1/watch/namespaces/"
+	tapAPIGroup  = "tap.mesh.dev"
+)
+
+// tapResources maps tap's kinds to the tap API's resources; a namespace
+// is tapped as a whole, with no resource in the path.
+var tapResources = map[string]string{"deploy": "deployments", "pod": "pods", "ns": ""}
+
+// tapConnect reaches the tap API through the Kubernetes API server with
+// the kubeconfig's own credentials. The connection is only a client: it
+// lasts as long as ctx.
+func (e *vizEnv) tapConnect(ctx context.Context) (*vizConn, error) {
+	k, err := e.kube()
+	if err != nil {
+		return nil, err
+	}
+	// k.rest has no request timeout: a tap lasts as long as the user watches.
+	client, err := rest.HTTPClientFor(k.rest)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	server, _, err := rest.DefaultServerUrlFor(k.rest)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes API server address: %w", err)
+	}
+	return &vizConn{ctx: ctx, base: strings.TrimSuffix(server.String(), "/"), client: client, close: client.CloseIdleConnections}, nil
+}
+
+// path is the tap API's path for q's resource.
+func (q tapQuery) path() (string, error) {
+	kind, name, _ := strings.Cut(q.Resource, "/")
+	plural, ok := tapResources[kind]
+	switch {
+	case !ok:
+		return "", fmt.Errorf("viz: tap: cannot tap %q: tap takes deploy, pod or ns", q.Resource)
+	case plural == "":
+		return tapAPIPrefix + name + "/tap", nil
+	case q.Namespace == "":
+		return "", fmt.Errorf("viz: tap: no namespace for %s", q.Resource)
+	}
+	return tapAPIPrefix + q.Namespace + "/" + plural + "/" + name + "/tap", nil
+}
+
+// openTap asks the tap API for q's stream and returns the response when
+// it is 200 OK; any other answer becomes a *vizAPIError that says what to
+// do about it.
+func openTap(ctx context.Context, c *http.Client, base string, q tapQuery) (*http.Response, error) {
+	path, err := q.path()
+	if err != nil {
+		return nil, err
+	}
+	u := base + path
+	if v := q.values(); len(v) > 0 {
+		u += "?" + v.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("viz: tap: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("viz: tap: GET %s from the Kubernetes API server: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, tapRefused(resp, q)
+	}
+	return resp, nil
+}
+
+// tapRefused explains an answer other than 200. viz's own refusals (no
+// such resource, a bad filter) come as its Error body; the API server's
+// and the tap API's as a metav1.Status.
+func tapRefused(resp *http.Response, q tapQuery) error {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var vizErr vizv1.Error
+	if json.Unmarshal(body, &vizErr) == nil && vizErr.Error != "" {
+		return &vizAPIError{Status: resp.StatusCode, Message: vizErr.Error}
+	}
+	var st metav1.Status
+	msg := firstLine(strings.TrimSpace(string(body)))
+	if json.Unmarshal(body, &st) == nil && st.Kind == "Status" && st.Message != "" {
+		msg = st.Message
+	}
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	switch resp.StatusCode {
+	case http.StatusForbidden:
+		// The API server refuses before mesh-viz would, without saying
+		// how to grant the permission; mesh-viz's own refusal does.
+		if !strings.Contains(msg, "--clusterrole="+manifests.TapClusterRoleName) {
+			msg += fmt.Sprintf(": tapping needs the watch verb on the tap resources of group %s; an admin grants it with "+
+				"kubectl create rolebinding NAME -n %s --clusterrole=%s --user=USER (or --serviceaccount=NAMESPACE:NAME)",
+				tapAPIGroup, q.Namespace, manifests.TapClusterRoleName)
+		}
+	case http.StatusUnauthorized:
+		msg += ": check the kubeconfig's credentials (kubectl auth whoami); if they work, mesh-viz did not accept the API server's front-proxy certificate: run mesh check"
+	case http.StatusNotFound, http.StatusServiceUnavailable, http.StatusBadGateway:
+		msg = fmt.Sprintf("the tap API (APIService %s) is not available (%s): %s is not installed or not ready; run mesh check",
+			manifests.TapAPIServiceName, msg, manifests.TapServiceName)
+	}
+	return &vizAPIError{Status: resp.StatusCode, Message: msg}
+}
+
+// dashboardTap serves the page's tap, the viz API's PathTap query,
+// through the tap API with the user's credentials, flushing the stream
+// as it comes; refusals are answered as the viz API's Error, which the
+// page shows. conn is nil when the API server cannot be reached (connErr
+// says why).
+func dashboardTap(conn *vizConn, connErr error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if conn == nil {
+			writeVizError(w, http.StatusBadGateway, "mesh viz dashboard cannot reach the tap API: "+connErr.Error())
+			return
+		}
+		q, err := pageTapQuery(r.URL.Query())
+		if err != nil {
+			writeVizError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		resp, err := openTap(r.Context(), conn.client, conn.base, q)
+		if err != nil {
+			if r.Context().Err() != nil {
+				return // the page went away
+			}
+			code := http.StatusBadGateway
+			if apiErr, ok := errors.AsType[*vizAPIError](err); ok {
+				code = apiErr.Status
+			}
+			writeVizError(w, code, strings.TrimPrefix(err.Error(), "viz: "))
+			return
+		}
+		defer resp.Body.Close()
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		relay(w, resp.Body)
+	})
+}
+
+// relay copies the stream to w, flushing each read, until either side
+// ends.
+func relay(w http.ResponseWriter, body io.Reader) {
+	rc := http.NewResponseController(w)
+	if rc.Flush() != nil {
+		return
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil || rc.Flush() != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// pageTapQuery reads the page's tap query: namespace and resource
+// (required; deploy, pod or ns), and the filters.
+func pageTapQuery(v url.Values) (tapQuery, error) {
+	for name, vals := range v {
+		if !slices.Contains([]string{"namespace", "resource", "method", "authority", "path", "max_rps"}, name) {
+			return tapQuery{}, fmt.Errorf("unknown parameter %q", name)
+		}
+		if len(vals) > 1 {
+			return tapQuery{}, fmt.Errorf("parameter %q given %d times", name, len(vals))
+		}
+	}
+	kind, name, err := parseResource("resource", v.Get("resource"), "deploy", "pod", "ns")
+	if err != nil {
+		return tapQuery{}, err
+	}
+	opts := tapOptions{Namespace: v.Get("namespace"), Method: v.Get("method"), Authority: v.Get("authority"), Path: v.Get("path")}
+	if s := v.Get("max_rps"); s != "" {
+		if opts.MaxRPS, err = strconv.ParseFloat(s, 64); err != nil {
+			return tapQuery{}, fmt.Errorf("max_rps %q: want a number", s)
+		}
+	}
+	q, err := opts.query(kind, name)
+	if err == nil && q.Namespace == "" {
+		err = fmt.Errorf("namespace is required for resource %s", q.Resource)
+	}
+	return q, err
 }
 
 // formatTapEvent writes a request or response as one line of key=value

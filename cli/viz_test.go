@@ -464,7 +464,7 @@ func TestVizAPIErrors(t *testing.T) {
 	}, {
 		name:    "not the viz API",
 		handler: http.NotFound,
-		want:    "viz: the controller does not serve /api/v1/stat (404 page not found): is it older than this mesh binary? run mesh check (HTTP 404)",
+		want:    "viz: mesh-viz does not serve /api/v1/stat (404 page not found): is it older than this mesh binary? run mesh check (HTTP 404)",
 	}, {
 		name: "no body",
 		handler: func(w http.ResponseWriter, _ *http.Request) {
@@ -561,13 +561,14 @@ func TestVizEdgesArgumentErrors(t *testing.T) {
 	}
 }
 
-// Without a stand-in connector, viz finds a ready controller pod through
+// Without a stand-in connector, viz finds a ready mesh-viz pod through
 // the Kubernetes API before it port-forwards; the API stand-in answers
-// the pod list, and has no portforward subresource.
-func TestVizFindsController(t *testing.T) {
-	controller := func(name string, ready bool) *corev1.Pod {
+// the pod list, and has no portforward subresource. The controller's
+// pods serve no viz: they are never chosen.
+func TestVizFindsVizPod(t *testing.T) {
+	pod := func(app, name string, ready bool) *corev1.Pod {
 		p := testPod(manifests.DefaultNamespace, name, false)
-		p.Labels = map[string]string{manifests.NameLabel: manifests.ControllerName, manifests.PartOfLabel: manifests.PartOf}
+		p.Labels = map[string]string{manifests.NameLabel: app, manifests.PartOfLabel: manifests.PartOf}
 		status := corev1.ConditionFalse
 		if ready {
 			status = corev1.ConditionTrue
@@ -575,16 +576,18 @@ func TestVizFindsController(t *testing.T) {
 		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}
 		return p
 	}
+	controller := pod(manifests.ControllerName, "mesh-controller-1", true)
 	for _, tc := range []struct {
 		name string
 		pods []*corev1.Pod
 		want string
 	}{
-		{"none", nil, "no mesh-controller pods in namespace mesh-system: install the mesh with mesh install"},
-		{"not ready", []*corev1.Pod{controller("mesh-controller-1", false)},
-			"no mesh-controller pod in namespace mesh-system is ready (mesh-controller-1 is Running and not ready): run mesh check to see why"},
-		{"ready", []*corev1.Pod{controller("mesh-controller-2", false), controller("mesh-controller-3", true)},
-			"port-forward to pod mesh-system/mesh-controller-3: "},
+		{"none", []*corev1.Pod{controller},
+			"no mesh-viz pods in namespace mesh-system: install the mesh with mesh install (it also upgrades a control plane that lacks mesh-viz)"},
+		{"not ready", []*corev1.Pod{controller, pod("mesh-viz", "mesh-viz-1", false)},
+			"no mesh-viz pod in namespace mesh-system is ready (mesh-viz-1 is Running and not ready): run mesh check to see why"},
+		{"ready", []*corev1.Pod{controller, pod("mesh-viz", "mesh-viz-2", false), pod("mesh-viz", "mesh-viz-3", true)},
+			"port-forward to pod mesh-system/mesh-viz-3: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k8s := newAPIStandIn(t)

@@ -73,7 +73,8 @@ func newVizTopCmd(e *vizEnv) *cobra.Command {
 // runTop aggregates the tap stream and draws the table every e.topEvery
 // until ctx ends.
 func runTop(ctx context.Context, e *vizEnv, q tapQuery, maxRows int) error {
-	conn, err := e.connect(ctx)
+	// top is made of tap events: through the tap API, like mesh viz tap.
+	conn, err := e.tapConnect(ctx)
 	if err != nil {
 		return err
 	}

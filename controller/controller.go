@@ -2,8 +2,10 @@
 // component per package, each started with its own Run(ctx, Config): the
 // proxy injector (controller/injector), the destination service
 // (controller/destination), the inbound policy service
-// (controller/policy), the identity service (identity/certify), the viz
-// API (controller/viz) and the admin server (controller/admin).
+// (controller/policy), the identity service (identity/certify) and the
+// admin server (controller/admin). The viz component (controller/viz)
+// runs in a process of its own, mesh-viz (RunViz), so that what it does
+// for anyone who asks cannot knock these over.
 package controller
 
 import (
@@ -16,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -35,18 +38,16 @@ import (
 	"k8s.io/client-go/tools/events"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
-	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
 	"github.com/mesh-dev/mesh/controller/admin"
 	"github.com/mesh-dev/mesh/controller/destination"
 	"github.com/mesh-dev/mesh/controller/injector"
 	"github.com/mesh-dev/mesh/controller/policy"
-	"github.com/mesh-dev/mesh/controller/viz"
 	"github.com/mesh-dev/mesh/identity/ca"
 	"github.com/mesh-dev/mesh/identity/certify"
 	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/clusternet"
+	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/internal/version"
 )
 
@@ -65,10 +66,12 @@ type Config struct {
 	WebhookAddr   string // the injector's HTTPS listener
 	WebhookTLSDir string // holds tls.crt and tls.key, reloaded on change
 	AdminAddr     string // /metrics, /ready, /live
-	GRPCAddr      string // the proxies' API: destination and inbound policy
-	// VizAddr serves the viz API (api/viz/v1) that mesh viz reads
-	// through a port-forward.
-	VizAddr string
+	GRPCAddr      string // the proxies' API: destination and inbound policy, mesh TLS only
+	// GRPCLocalAddr serves the same API in plain text on loopback only,
+	// for `mesh authz` and diagnostics through a port-forward: reaching it
+	// takes the cluster's RBAC right to port-forward in the control plane
+	// namespace, where no pod can reach it.
+	GRPCLocalAddr string
 	// IdentityAddr serves the identity service over TLS with the
 	// controller's own SVID, so a proxy can check the server against its
 	// trust anchors before it sends its token.
@@ -100,7 +103,7 @@ type Config struct {
 	// DefaultInboundPolicy applies to the ports no Server selects, unless
 	// a namespace or pod says otherwise with
 	// config.mesh.dev/default-inbound-policy: one of
-	// inject.DefaultInboundPolicies.
+	// names.DefaultInboundPolicies.
 	DefaultInboundPolicy string
 	// ClusterNetworks are the cluster's pod, service and node networks:
 	// the cluster-* default policies allow clients from them, and injected
@@ -122,15 +125,15 @@ type Config struct {
 // flags (and, as Run rejects it, no --proxy-image).
 func DefaultConfig() Config {
 	return Config{
-		Namespace:     inject.DefaultControlPlaneNamespace,
+		Namespace:     names.DefaultControlPlaneNamespace,
 		Version:       version.Version,
 		WebhookAddr:   ":8443",
 		WebhookTLSDir: "/var/run/mesh/webhook-tls",
 		AdminAddr:     ":9990",
-		GRPCAddr:      ":8086",
-		VizAddr:       fmt.Sprintf(":%d", vizv1.Port),
+		GRPCAddr:      ":" + strconv.Itoa(names.DestinationPort),
+		GRPCLocalAddr: "127.0.0.1:8087",
 
-		IdentityAddr:         ":8080",
+		IdentityAddr:         ":" + strconv.Itoa(names.IdentityPort),
 		IdentityIssuerDir:    "/var/run/mesh/identity-issuer",
 		IdentityLeafLifetime: 24 * time.Hour,
 
@@ -142,8 +145,8 @@ func DefaultConfig() Config {
 
 		ClusterDomain:        "cluster.local",
 		TrustDomain:          "cluster.local",
-		DefaultInboundPolicy: inject.DefaultInboundPolicy,
-		ClusterNetworks:      inject.DefaultClusterNetworks(),
+		DefaultInboundPolicy: names.DefaultInboundPolicy,
+		ClusterNetworks:      clusternet.Default(),
 		LogLevel:             slog.LevelInfo,
 		LogFormat:            "json",
 	}
@@ -158,8 +161,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.WebhookAddr, "webhook-addr", c.WebhookAddr, "address of the proxy injector's HTTPS listener")
 	fs.StringVar(&c.WebhookTLSDir, "webhook-tls-dir", c.WebhookTLSDir, "directory with the injector's tls.crt and tls.key, reloaded when they change")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "address of the admin server (/metrics, /ready, /live)")
-	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "address of the gRPC server proxies ask for destinations")
-	fs.StringVar(&c.VizAddr, "viz-addr", c.VizAddr, "address of the viz API (live stats and tap for mesh viz)")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "address of the gRPC server (mesh TLS) proxies ask for destinations and policy")
+	fs.StringVar(&c.GRPCLocalAddr, "grpc-local-addr", c.GRPCLocalAddr, "loopback address of the same gRPC API in plain text, for mesh authz through a port-forward")
 	fs.StringVar(&c.IdentityAddr, "identity-addr", c.IdentityAddr, "address of the identity service (TLS gRPC) proxies get certificates from")
 	fs.StringVar(&c.IdentityIssuerDir, "identity-issuer-dir", c.IdentityIssuerDir, "directory with the issuer's tls.crt, tls.key and the trust anchors' ca.crt, reloaded on change")
 	fs.DurationVar(&c.IdentityLeafLifetime, "identity-leaf-lifetime", c.IdentityLeafLifetime, "lifetime of workload certificates")
@@ -171,8 +174,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "the cluster's DNS domain")
 	fs.StringVar(&c.TrustDomain, "trust-domain", c.TrustDomain, "SPIFFE trust domain of workload identities")
 	fs.StringVar(&c.DefaultInboundPolicy, "default-inbound-policy", c.DefaultInboundPolicy,
-		"policy of the ports no Server selects, unless the namespace or pod annotation "+inject.AnnotationDefaultInboundPolicy+
-			" says otherwise: "+strings.Join(inject.DefaultInboundPolicies, ", "))
+		"policy of the ports no Server selects, unless the namespace or pod annotation "+names.AnnotationDefaultInboundPolicy+
+			" says otherwise: "+strings.Join(names.DefaultInboundPolicies, ", "))
 	fs.Var(&prefixesValue{&c.ClusterNetworks}, "cluster-networks",
 		"the cluster's pod, service and node networks, comma-separated CIDRs: the cluster-* default policies allow them, and proxies never send plain text inside them")
 	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
@@ -186,8 +189,10 @@ func (c Config) Validate() error {
 		return errors.New("--proxy-image is required: the mesh-proxy image injected pods run")
 	case c.Namespace == "":
 		return errors.New("--namespace must not be empty")
-	case c.WebhookAddr == "" || c.AdminAddr == "" || c.WebhookTLSDir == "" || c.GRPCAddr == "" || c.VizAddr == "":
-		return errors.New("--webhook-addr, --webhook-tls-dir, --admin-addr, --grpc-addr and --viz-addr must not be empty")
+	case c.WebhookAddr == "" || c.AdminAddr == "" || c.WebhookTLSDir == "" || c.GRPCAddr == "":
+		return errors.New("--webhook-addr, --webhook-tls-dir, --admin-addr and --grpc-addr must not be empty")
+	case c.GRPCLocalAddr != "" && !isLoopback(c.GRPCLocalAddr):
+		return fmt.Errorf("--grpc-local-addr %q: must be a loopback address like 127.0.0.1:8087 (it serves without authentication)", c.GRPCLocalAddr)
 	case c.IdentityAddr == "" || c.IdentityIssuerDir == "":
 		return errors.New("--identity-addr and --identity-issuer-dir must not be empty")
 	case c.IdentityLeafLifetime < time.Minute:
@@ -195,9 +200,9 @@ func (c Config) Validate() error {
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return fmt.Errorf("--log-format must be json or text, got %q", c.LogFormat)
 	case len(c.ClusterNetworks) == 0:
-		return fmt.Errorf("--cluster-networks must name at least one CIDR, like %s", inject.FormatClusterNetworks(inject.DefaultClusterNetworks()))
+		return fmt.Errorf("--cluster-networks must name at least one CIDR, like %s", clusternet.Format(clusternet.Default()))
 	}
-	if _, err := inject.ParseDefaultInboundPolicy(c.DefaultInboundPolicy); err != nil {
+	if _, err := names.ParseDefaultInboundPolicy(c.DefaultInboundPolicy); err != nil {
 		return fmt.Errorf("--default-inbound-policy: %w", err)
 	}
 	for _, p := range c.ClusterNetworks {
@@ -220,10 +225,21 @@ func (c Config) injectConfig(anchors string) inject.Config {
 	}
 }
 
-// NewLogger returns the logger cfg asks for, writing to w.
-func NewLogger(cfg Config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	if cfg.LogFormat == "text" {
+// isLoopback reports whether the host of addr is a loopback IP address.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// NewLogger returns a logger of level and format ("json" or "text", as
+// --log-format), writing to w.
+func NewLogger(level slog.Level, format string, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
@@ -238,7 +254,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.logTo == nil {
 		cfg.logTo = os.Stderr
 	}
-	log := NewLogger(cfg, cfg.logTo)
+	log := NewLogger(cfg.LogLevel, cfg.LogFormat, cfg.logTo)
 	client, dyn := cfg.client, cfg.dynamic
 	if client == nil {
 		var err error
@@ -306,10 +322,6 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("controller: %w", err)
 	}
 	state.policy = pol.Ready
-	vz, err := newViz(cfg, factory, ids, reg, log)
-	if err != nil {
-		return err
-	}
 	factory.Start(ctx.Done())
 	broadcaster := cfg.events
 	if broadcaster == nil {
@@ -346,14 +358,13 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	})
 	g.Go(func() error { return pol.Run(ctx) })
-	g.Go(func() error { return serveGRPC(ctx, cfg, dst, pol) })
+	g.Go(func() error { return serveGRPC(ctx, cfg, ids, dst, pol) })
 	g.Go(func() error { return ids.Run(ctx) })
 	g.Go(func() error { return serveIdentity(ctx, cfg, ids) })
-	g.Go(func() error { return vz.Run(ctx) })
 	// Not ready from the moment shutdown starts, so no new work is sent.
 	context.AfterFunc(ctx, func() { state.stopping.Store(true) })
 	log.Info("mesh-controller starting", "version", version.Version, "namespace", cfg.Namespace, "proxy_image", cfg.ProxyImage,
-		"default_inbound_policy", cfg.DefaultInboundPolicy, "cluster_networks", inject.FormatClusterNetworks(cfg.ClusterNetworks))
+		"default_inbound_policy", cfg.DefaultInboundPolicy, "cluster_networks", clusternet.Format(cfg.ClusterNetworks))
 	return g.Wait()
 }
 
@@ -376,13 +387,9 @@ func newIdentity(cfg Config, client kubernetes.Interface, log *slog.Logger, reg 
 	// test's fake client is used as it is.
 	var reviewer certify.TokenReviewer = certify.NewKubeTokenReviewer(client)
 	if cfg.client == nil {
-		load := rest.InClusterConfig
-		if cfg.Kubeconfig != "" {
-			load = func() (*rest.Config, error) { return clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig) }
-		}
-		rc, err := load()
+		rc, err := restConfig(cfg.Kubeconfig)
 		if err != nil {
-			return nil, "", fmt.Errorf("controller: kubernetes config: %w", err)
+			return nil, "", err
 		}
 		rc.UserAgent = "mesh-controller/" + version.Version + " (token review)"
 		if reviewer, err = certify.NewKubeTokenReviewerForConfig(rc, cfg.IdentityReviewQPS, cfg.IdentityReviewBurst); err != nil {
@@ -401,54 +408,11 @@ func newIdentity(cfg Config, client kubernetes.Interface, log *slog.Logger, reg 
 	return ids, string(anchors), nil
 }
 
-// serveIdentity serves the identity service over TLS with the
-// controller's own SVID until ctx ends.
-func serveIdentity(ctx context.Context, cfg Config, ids *certify.Server) error {
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ids.TLSConfig(controllerID(cfg, ids)))))
-	ids.Register(srv)
-	// ids.Run ends the trust-bundle streams when ctx ends, so GracefulStop
-	// returns.
-	return serve(ctx, cfg, "identity", cfg.IdentityAddr, srv)
-}
-
-// newViz makes the viz component, which adds the pod, service and
-// namespace informers it reads to factory: call it before factory.Start.
-// Its tap relay presents the controller's own identity to the proxies.
-func newViz(cfg Config, factory informers.SharedInformerFactory, ids *certify.Server, reg prometheus.Registerer, log *slog.Logger) (*viz.Viz, error) {
-	vz, err := viz.New(viz.Config{
-		Addr: cfg.VizAddr, Informers: factory, TrustDomain: ids.TrustDomain(),
-		TapTLS:     ids.ClientTLS(controllerID(cfg, ids)),
-		Registerer: reg, Log: log.With("component", "viz"),
-		OnListen: func(a net.Addr) { cfg.listening("viz", a) },
-	})
-	if err != nil {
-		return nil, fmt.Errorf("controller: %w", err)
-	}
-	return vz, nil
-}
-
 // controllerID is the controller's own SPIFFE ID, the identity of its
-// ServiceAccount: the identity service presents it to proxies, and the
-// viz tap relay to their tap servers, which admit no other.
+// ServiceAccount: the identity service presents it to proxies (and to
+// mesh-viz), which check it before they send their tokens.
 func controllerID(cfg Config, ids *certify.Server) spiffeid.ID {
-	return spiffeid.RequireFromSegments(ids.TrustDomain(), "ns", cfg.Namespace, "sa", inject.ControllerServiceAccount)
-}
-
-// serve runs srv on addr until ctx ends, then stops it gracefully: its
-// services must end their streams when ctx does.
-func serve(ctx context.Context, cfg Config, component, addr string, srv *grpc.Server) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", addr)
-	if err != nil {
-		return fmt.Errorf("controller: %s listener: %w", component, err)
-	}
-	cfg.listening(component, ln.Addr())
-	stop := context.AfterFunc(ctx, srv.GracefulStop)
-	defer stop()
-	if err := srv.Serve(ln); err != nil {
-		return fmt.Errorf("controller: %s server: %w", component, err)
-	}
-	return nil
+	return spiffeid.RequireFromSegments(ids.TrustDomain(), "ns", cfg.Namespace, "sa", names.ControllerServiceAccount)
 }
 
 // stripManagedFields drops what the informers would cache for nothing.
@@ -457,30 +421,6 @@ func stripManagedFields(obj any) (any, error) {
 		o.SetManagedFields(nil)
 	}
 	return obj, nil
-}
-
-// serveGRPC serves the proxies' API, destination and inbound policy, once
-// the destination caches are filled, until ctx ends. The policy service
-// answers UNAVAILABLE until its own caches are filled (pol.Run), so that
-// destination does not wait on the policy CRDs.
-func serveGRPC(ctx context.Context, cfg Config, dst *destination.Server, pol *policy.Server) error {
-	if err := dst.Start(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil // shut down before the caches filled
-		}
-		return err
-	}
-	// Every proxy holds a connection open for good: grpc-go's default
-	// 32 KiB read and write buffers per connection would be most of the
-	// controller's memory at a thousand proxies, for streams that carry a
-	// few small updates. Writes share one pool instead (grpc-go's default
-	// since SharedWriteBuffer was deprecated).
-	srv := grpc.NewServer(grpc.ReadBufferSize(4<<10), grpc.WriteBufferSize(4<<10))
-	dst.Register(srv)
-	pol.Register(srv)
-	// Start and pol.Run end every open stream when ctx ends, so
-	// GracefulStop returns.
-	return serve(ctx, cfg, "grpc", cfg.GRPCAddr, srv)
 }
 
 func (c Config) listening(component string, a net.Addr) {
@@ -493,17 +433,9 @@ func (c Config) listening(component string, a net.Addr) {
 // service account when path is "": a clientset, and a dynamic client for
 // the kinds that have none.
 func newClients(path string) (kubernetes.Interface, dynamic.Interface, error) {
-	var (
-		rc  *rest.Config
-		err error
-	)
-	if path == "" {
-		rc, err = rest.InClusterConfig()
-	} else {
-		rc, err = clientcmd.BuildConfigFromFlags("", path)
-	}
+	rc, err := restConfig(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("controller: kubernetes config: %w", err)
+		return nil, nil, err
 	}
 	rc.UserAgent = "mesh-controller/" + version.Version
 	client, err := kubernetes.NewForConfig(rc)
@@ -517,6 +449,24 @@ func newClients(path string) (kubernetes.Interface, dynamic.Interface, error) {
 	return client, dyn, nil
 }
 
+// restConfig loads the kubeconfig file at path, or the pod's service
+// account when path is "".
+func restConfig(path string) (*rest.Config, error) {
+	var (
+		rc  *rest.Config
+		err error
+	)
+	if path == "" {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags("", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("controller: kubernetes config: %w", err)
+	}
+	return rc, nil
+}
+
 // prefixesValue is a pflag.Value of comma-separated CIDRs, read and
 // written as mesh-proxy's --cluster-networks.
 type prefixesValue struct{ p *[]netip.Prefix }
@@ -525,13 +475,17 @@ func (v *prefixesValue) String() string {
 	if v.p == nil {
 		return ""
 	}
-	return inject.FormatClusterNetworks(*v.p)
+	return clusternet.Format(*v.p)
 }
 
 func (v *prefixesValue) Set(s string) error {
-	ps, err := inject.ParseClusterNetworks(s)
+	ps, err := clusternet.Parse(s)
 	if err != nil {
 		return err
+	}
+	if len(ps) == 0 {
+		// An empty list would let every destination fall back to plain text.
+		return fmt.Errorf("%w: give at least one CIDR, like %s", clusternet.ErrInvalid, clusternet.Format(clusternet.Default()))
 	}
 	*v.p = ps
 	return nil

@@ -35,10 +35,10 @@ import (
 	identityv1 "github.com/mesh-dev/mesh/api/identity/v1"
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
 	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
-	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
 	"github.com/mesh-dev/mesh/controller/injector/injectortest"
 	"github.com/mesh-dev/mesh/identity/identitytest"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/clusternet"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 func TestMain(m *testing.M) {
@@ -52,9 +52,9 @@ func TestMain(m *testing.M) {
 func testConfig(t *testing.T, objs ...runtime.Object) (Config, chan [2]string) {
 	cfg := DefaultConfig()
 	cfg.ProxyImage = "ghcr.io/mesh-dev/mesh-proxy:v0.1.0"
-	cfg.WebhookAddr, cfg.AdminAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.WebhookAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GRPCLocalAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.WebhookTLSDir = t.TempDir()
-	cfg.IdentityAddr, cfg.VizAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.IdentityAddr = "127.0.0.1:0"
 	issuer := identitytest.NewSecretDir(t)
 	testCA = identitytest.NewCA(t)
 	testCA.WriteSecret(t, issuer)
@@ -86,7 +86,7 @@ func TestRun(t *testing.T) {
 	ca := injectortest.NewCA(t)
 	cfg, addrs := testConfig(t,
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-			Name: "shop", Annotations: map[string]string{inject.AnnotationInject: inject.Enabled},
+			Name: "shop", Annotations: map[string]string{names.AnnotationInject: names.Enabled},
 		}},
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-0", Labels: map[string]string{"app": "web"}}},
 		&policyv1alpha1.Server{
@@ -94,7 +94,7 @@ func TestRun(t *testing.T) {
 			Spec:       policyv1alpha1.ServerSpec{Port: intstr.FromInt32(8080), ProxyProtocol: policyv1alpha1.ProtocolHTTP1},
 		},
 	)
-	cfg.DefaultInboundPolicy = inject.PolicyAllAuthenticated
+	cfg.DefaultInboundPolicy = names.PolicyAllAuthenticated
 	ca.WriteServing(t, cfg.WebhookTLSDir)
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -145,9 +145,10 @@ func TestRun(t *testing.T) {
 		t.Errorf("the injector's patch lacks the cluster networks: %s", patch)
 	}
 
-	// The destination service answers on the gRPC address: a Service that
+	// The destination service answers on the loopback gRPC address (the
+	// proxies' one, mesh TLS only, is TestServeGRPC's): a Service that
 	// does not exist is NOT_FOUND, which proxies take as "forward as is".
-	conn, err := grpc.NewClient(listening["grpc"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(listening["grpc-local"], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +167,7 @@ func TestRun(t *testing.T) {
 	if err == nil {
 		var pp *inboundv1.PodPolicy
 		pp, err = policies.Recv()
-		if err == nil && (pp.GetDefaultPolicy() != inject.PolicyAllAuthenticated || len(pp.GetPorts()) != 1 || pp.GetPorts()[0].GetServer() != "web-http") {
+		if err == nil && (pp.GetDefaultPolicy() != names.PolicyAllAuthenticated || len(pp.GetPorts()) != 1 || pp.GetPorts()[0].GetServer() != "web-http") {
 			err = fmt.Errorf("policy %v", pp)
 		}
 	}
@@ -176,7 +177,7 @@ func TestRun(t *testing.T) {
 
 	// The identity service answers over TLS as the controller's own
 	// SPIFFE ID, which a proxy checks against its trust anchors.
-	controllerID := testCA.ID(cfg.Namespace, inject.ControllerServiceAccount)
+	controllerID := testCA.ID(cfg.Namespace, names.ControllerServiceAccount)
 	idConn, err := grpc.NewClient(listening["identity"], grpc.WithTransportCredentials(
 		credentials.NewTLS(tlsconfig.TLSClientConfig(testCA.Bundle(), tlsconfig.AuthorizeID(controllerID)))))
 	if err != nil {
@@ -195,18 +196,9 @@ func TestRun(t *testing.T) {
 		t.Errorf("identity service over TLS as %s: %v", controllerID, err)
 	}
 
-	// The viz API answers once its caches have synced: the namespace
-	// exists and has one pod, not meshed.
-	var stat vizv1.StatList
-	getJSON(t, "http://"+listening["viz"]+vizv1.PathStat+"?kind=ns&name=shop", &stat)
-	if len(stat.Rows) != 1 || stat.Rows[0].Resource.Name != "shop" || stat.Rows[0].TotalPods != 1 || stat.Rows[0].MeshedPods != 0 {
-		t.Errorf("viz stat ns/shop: %+v", stat.Rows)
-	}
-
 	_, metrics := get(t, adminURL+"/metrics")
 	for _, want := range []string{
 		`mesh_controller_injections_total{reason="none",result="injected"} 1`, "go_goroutines", "process_",
-		"mesh_controller_viz_scrapes_total", "mesh_controller_viz_series",
 		"mesh_policy_active_streams 1", `mesh_policy_watches_total{code="OK"} 1`,
 	} {
 		if !strings.Contains(metrics, want) {
@@ -233,7 +225,6 @@ func TestRunErrors(t *testing.T) {
 	}{
 		{name: "no proxy image", mod: func(c *Config) { c.ProxyImage = "" }, wantErr: "--proxy-image is required"},
 		{name: "bad log format", mod: func(c *Config) { c.LogFormat = "xml" }, wantErr: "--log-format"},
-		{name: "no viz address", mod: func(c *Config) { c.VizAddr = "" }, wantErr: "--viz-addr"},
 		{name: "bad default policy", mod: func(c *Config) { c.DefaultInboundPolicy = "allow-all" }, wantErr: "--default-inbound-policy: unknown default inbound policy"},
 		{name: "no cluster networks", mod: func(c *Config) { c.ClusterNetworks = nil }, wantErr: "--cluster-networks must name at least one CIDR"},
 		{name: "cluster network with host bits", mod: func(c *Config) {
@@ -298,18 +289,14 @@ func TestRunStopsEverythingOnSetupFailure(t *testing.T) {
 	}
 }
 
-func TestVizAddrFlag(t *testing.T) {
-	cfg := DefaultConfig()
-	if cfg.VizAddr != ":8085" {
-		t.Errorf("default viz address %q, want :8085 (vizv1.Port)", cfg.VizAddr)
-	}
+// TestNoViz: viz runs in mesh-viz (RunViz), never in the controller,
+// whose flags no longer take its address.
+func TestNoViz(t *testing.T) {
 	fs := pflag.NewFlagSet("mesh-controller", pflag.ContinueOnError)
+	cfg := DefaultConfig()
 	cfg.AddFlags(fs)
-	if err := fs.Parse([]string{"--viz-addr=127.0.0.1:9000"}); err != nil {
-		t.Fatal(err)
-	}
-	if cfg.VizAddr != "127.0.0.1:9000" {
-		t.Errorf("--viz-addr set VizAddr to %q", cfg.VizAddr)
+	if f := fs.Lookup("viz-addr"); f != nil {
+		t.Errorf("the controller still has --viz-addr (%q): viz belongs to mesh-controller viz", f.DefValue)
 	}
 }
 
@@ -346,7 +333,7 @@ func TestPolicyFlags(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := inject.FormatClusterNetworks(cfg.ClusterNetworks); cfg.DefaultInboundPolicy != tc.wantPolicy || got != tc.wantNetworks {
+			if got := clusternet.Format(cfg.ClusterNetworks); cfg.DefaultInboundPolicy != tc.wantPolicy || got != tc.wantNetworks {
 				t.Errorf("policy %q, networks %q; want %q, %q", cfg.DefaultInboundPolicy, got, tc.wantPolicy, tc.wantNetworks)
 			}
 			if got := fs.Lookup("cluster-networks").Value.String(); got != tc.wantNetworks {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/mesh-dev/mesh/identity/client"
 	"github.com/mesh-dev/mesh/internal/clusternet"
+	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/internal/ports"
 	"github.com/mesh-dev/mesh/proxy/detect"
 )
@@ -92,6 +94,10 @@ type Config struct {
 	IdentityAddr string
 	// IdentityServerID is the SPIFFE ID the identity service must prove.
 	IdentityServerID string
+	// DestinationServerID is the SPIFFE ID the destination and policy
+	// API at DestinationAddr must prove when the proxy has an identity;
+	// "" means IdentityServerID, as one controller serves both.
+	DestinationServerID string
 	// TrustDomain of workload identities.
 	TrustDomain string
 	// TrustAnchors is the PEM bundle the identity service is checked
@@ -112,8 +118,8 @@ type Config struct {
 	// identity and TapClientID is set.
 	TapAddr string
 	// TapClientID is the only SPIFFE ID allowed to tap the proxy's
-	// traffic: mesh-controller's,
-	// spiffe://<trust-domain>/ns/<control-plane-namespace>/sa/mesh-controller.
+	// traffic: mesh-viz's,
+	// spiffe://<trust-domain>/ns/<control-plane-namespace>/sa/mesh-viz.
 	// Empty means no tap listener.
 	TapClientID string
 
@@ -121,18 +127,24 @@ type Config struct {
 	LogFormat string // "json" or "text"
 }
 
-// DefaultConfig returns the configuration mesh-proxy runs with no flags.
+// hostPort is host:port, for the default listen addresses.
+func hostPort(host string, port int) string {
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// DefaultConfig returns the configuration mesh-proxy runs with no flags:
+// the ports of internal/names.
 func DefaultConfig() Config {
 	return Config{
-		InboundAddr:    "0.0.0.0:4143",
-		OutboundAddr:   "127.0.0.1:4140",
-		AdminAddr:      "0.0.0.0:4191",
+		InboundAddr:    hostPort("0.0.0.0", names.InboundPort),
+		OutboundAddr:   hostPort("127.0.0.1", names.OutboundPort),
+		AdminAddr:      hostPort("0.0.0.0", names.AdminPort),
 		DetectTimeout:  500 * time.Millisecond,
 		OpaquePorts:    detect.DefaultOpaquePorts,
 		ConnectTimeout: time.Second,
 		ShutdownGrace:  25 * time.Second,
 		PolicyGrace:    10 * time.Second,
-		MaxConnections: 20000,
+		MaxConnections: 4096,
 
 		OpaqueIdleTimeout:    time.Hour,
 		HTTP1BodyIdleTimeout: 5 * time.Minute,
@@ -145,7 +157,7 @@ func DefaultConfig() Config {
 		MaxConcurrentStreams: 1000,
 		TrustDomain:          "cluster.local",
 		IdentityTokenFile:    client.DefaultTokenPath,
-		TapAddr:              ":4190",
+		TapAddr:              hostPort("", names.TapPort),
 		LogLevel:             slog.LevelInfo,
 		LogFormat:            "json",
 	}
@@ -175,13 +187,14 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(newPrefixesValue(&c.ClusterNetworks), "cluster-networks", "the cluster's networks, comma-separated CIDRs: inside them, traffic never falls back to plain text when the controller cannot answer")
 	fs.StringVar(&c.IdentityAddr, "identity-addr", c.IdentityAddr, "controller's identity service (host:port); empty: no certificate, plain text")
 	fs.StringVar(&c.IdentityServerID, "identity-server-id", c.IdentityServerID, "SPIFFE ID the identity service must present")
+	fs.StringVar(&c.DestinationServerID, "destination-server-id", c.DestinationServerID, "SPIFFE ID the destination and policy API must present over mesh TLS when the proxy has an identity (empty: identity-server-id)")
 	fs.StringVar(&c.TrustDomain, "trust-domain", c.TrustDomain, "SPIFFE trust domain of workload identities")
 	fs.StringVar(&c.TrustAnchors, "trust-anchors", c.TrustAnchors, "PEM trust anchors to check the identity service with")
 	fs.StringVar(&c.ServiceAccount, "service-account", c.ServiceAccount, "the pod's ServiceAccount, part of the proxy's SPIFFE ID")
 	fs.StringVar(&c.IdentityTokenFile, "identity-token-file", c.IdentityTokenFile, "projected ServiceAccount token for the identity service")
 	fs.StringVar(&c.WorkloadAPISocket, "workload-api-socket", c.WorkloadAPISocket, "Unix socket to serve the SPIFFE Workload API on (empty: not served)")
 	fs.StringVar(&c.TapAddr, "tap-addr", c.TapAddr, "address of the tap server for `mesh viz tap` (mutual TLS; needs an identity and tap-client-id)")
-	fs.StringVar(&c.TapClientID, "tap-client-id", c.TapClientID, "the only SPIFFE ID allowed to tap (mesh-controller's); empty: no tap server")
+	fs.StringVar(&c.TapClientID, "tap-client-id", c.TapClientID, "the only SPIFFE ID allowed to tap (mesh-viz's); empty: no tap server")
 	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
 }
@@ -224,11 +237,21 @@ func (c Config) Validate() error {
 		if c.Namespace == "" || c.ServiceAccount == "" || c.TrustAnchors == "" || c.IdentityServerID == "" {
 			return fmt.Errorf("identity-addr needs namespace, service-account, trust-anchors and identity-server-id")
 		}
+		// The destination server is checked against the proxy's own
+		// trust bundle, so an ID of another trust domain could never
+		// connect.
+		id, err := spiffeid.FromString(c.destinationServerID())
+		if err != nil {
+			return fmt.Errorf("destination-server-id %q: want a SPIFFE ID such as spiffe://%s/ns/mesh-system/sa/mesh-controller: %w", c.destinationServerID(), c.TrustDomain, err)
+		}
+		if td := id.TrustDomain().Name(); td != c.TrustDomain {
+			return fmt.Errorf("destination-server-id %q is not in the proxy's trust domain %q", c.destinationServerID(), c.TrustDomain)
+		}
 	}
 	if c.TapClientID != "" {
 		id, err := spiffeid.FromString(c.TapClientID)
 		if err != nil {
-			return fmt.Errorf("tap-client-id %q: want a SPIFFE ID such as spiffe://%s/ns/mesh-system/sa/mesh-controller: %w", c.TapClientID, c.TrustDomain, err)
+			return fmt.Errorf("tap-client-id %q: want a SPIFFE ID such as spiffe://%s/ns/mesh-system/sa/mesh-viz: %w", c.TapClientID, c.TrustDomain, err)
 		}
 		// The client is verified against the proxy's own trust bundle, so
 		// an ID of another trust domain could never connect.
@@ -243,6 +266,15 @@ func (c Config) Validate() error {
 		return fmt.Errorf("log-format must be json or text, got %q", c.LogFormat)
 	}
 	return nil
+}
+
+// destinationServerID is the SPIFFE ID the destination server must prove
+// over mesh TLS.
+func (c Config) destinationServerID() string {
+	if c.DestinationServerID != "" {
+		return c.DestinationServerID
+	}
+	return c.IdentityServerID
 }
 
 // prefixesValue is a pflag.Value of comma-separated CIDRs.

@@ -18,10 +18,11 @@ func startExpiringPKI(t testing.TB, validity time.Duration) (pki *meshPKI, stop 
 	return startPKIWith(t, identitytest.WithIssuerValidity(validity))
 }
 
-// TestReadyFollowsCertificateExpiry: a proxy whose certificate is about to
-// expire while the identity service is down goes unready before the
-// certificate expires, and /ready says when it expires and why renewal
-// fails; the expiry is exported as a timestamp gauge. Today /ready stays
+// TestReadyFollowsCertificateExpiry (issue 12 test 7): a proxy whose
+// certificate is about to expire while the identity service is down goes
+// unready before the certificate expires, and /ready says when it expires
+// and why renewal fails; it is ready again once the service returns. The
+// expiry is exported as a timestamp gauge. Today /ready stays
 // 200 with an expired certificate and there is no such metric.
 func TestReadyFollowsCertificateExpiry(t *testing.T) {
 	// Five seconds of validity: renewal is due after about 3.5, the
@@ -60,6 +61,36 @@ func TestReadyFollowsCertificateExpiry(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("/ready: %s", body)
+	checkReadyBody(t, body, notAfter)
+
+	// The controller returns, with an issuer rotated under the same trust
+	// anchor (the old one has expired): the proxy renews and is ready
+	// again, with no restart.
+	serveIdentity(t, pki.ca.RotateIssuer(t, identitytest.WithIssuerValidity(time.Hour)), pki.addr)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, b := getReady(t, admin.String())
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30s after the identity service returned, /ready = %d %q", code, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	renewed, err := p.id.src.GetX509SVID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := renewed.Certificates[0].NotAfter; !got.After(notAfter) {
+		t.Errorf("ready again with a certificate expiring at %s, not renewed past %s", got, notAfter)
+	}
+}
+
+// checkReadyBody checks that an unready /ready says when the certificate
+// expires and why renewing it fails.
+func checkReadyBody(t *testing.T, body string, notAfter time.Time) {
+	t.Helper()
 	for _, want := range []string{"at " + notAfter.UTC().Format(time.RFC3339), "renewal fails: ", "Unavailable"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/ready says %q, want it to say %q", body, want)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -146,6 +147,52 @@ func (c certExpiry) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue,
 		float64(svid.Certificates[0].NotAfter.Unix()))
+}
+
+// controllerCredentials returns the transport credentials of the
+// connection to the controller's destination and policy API: mesh TLS
+// that presents the proxy's own certificate and accepts the server only
+// if it proves exactly server against the trust bundle, both read from
+// the rotating Source on every handshake. A handshake waits for the
+// proxy's first certificate, so a starting proxy's first dial does not
+// fail for want of one.
+func (id *identity) controllerCredentials(server spiffeid.ID) credentials.TransportCredentials {
+	cfg := tlsconfig.MTLSClientConfig(id.src, id.src, authorizeController(server))
+	return awaitCertificate{TransportCredentials: credentials.NewTLS(cfg), ready: id.src.Ready()}
+}
+
+// authorizeController admits only want, and names both IDs when it
+// refuses, which is what an operator reading the proxy's log needs: a
+// server of the mesh's CA that is not the controller is an impostor, or a
+// destination-server-id that does not match the install.
+func authorizeController(want spiffeid.ID) tlsconfig.Authorizer {
+	return func(got spiffeid.ID, _ [][]*x509.Certificate) error {
+		if got != want {
+			return fmt.Errorf("the destination server proved %q, not the controller's %q (destination-server-id)", got, want)
+		}
+		return nil
+	}
+}
+
+// awaitCertificate is TLS credentials whose client handshakes wait until
+// ready is closed (the proxy holds its first certificate) or the dial's
+// context ends.
+type awaitCertificate struct {
+	credentials.TransportCredentials
+	ready <-chan struct{}
+}
+
+func (a awaitCertificate) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	select {
+	case <-a.ready:
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("mesh TLS to the controller: the proxy has no certificate yet: %w", ctx.Err())
+	}
+	return a.TransportCredentials.ClientHandshake(ctx, authority, conn)
+}
+
+func (a awaitCertificate) Clone() credentials.TransportCredentials {
+	return awaitCertificate{TransportCredentials: a.TransportCredentials.Clone(), ready: a.ready}
 }
 
 // serverTLS is inbound mesh TLS: any workload of the trust domain.

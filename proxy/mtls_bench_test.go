@@ -336,7 +336,11 @@ func startMeshPair(tb testing.TB, app string, mtls bool, mutate ...func(*Config)
 	if mtls {
 		identities[server.inbound] = pki.ca.ID("shop", "api").String()
 	}
-	dest := startDestination(tb, &fakeDestination{
+	start := startDestination
+	if mtls {
+		start = pki.startDestination
+	}
+	dest := start(tb, &fakeDestination{
 		sets: map[string][]string{meshService: {server.inbound}}, identities: identities})
 	useDest := func(c *Config) { c.DestinationAddr = dest }
 	client := startProxy(tb, meshService, append(slices.Concat(mutate, clientID), useDest)...)

@@ -47,6 +47,17 @@ func startPKI(t testing.TB) *meshPKI {
 func startPKIWith(t testing.TB, opts ...identitytest.Option) (pki *meshPKI, stop func()) {
 	t.Helper()
 	ca := identitytest.NewCA(t, opts...)
+	addr, stop := serveIdentity(t, ca, "127.0.0.1:0")
+	controller := ca.ID("mesh-system", "mesh-controller")
+	anchors := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Root.Raw})
+	return &meshPKI{ca: ca, addr: addr, serverID: controller.String(), anchors: string(anchors)}, stop
+}
+
+// serveIdentity runs the identity service signing with ca's issuer on
+// addr, as the controller's ServiceAccount, until stop or the test's end;
+// it returns the bound address.
+func serveIdentity(t testing.TB, ca *identitytest.CA, addr string) (bound string, stop func()) {
+	t.Helper()
 	dir := identitytest.NewSecretDir(t)
 	ca.WriteSecret(t, dir)
 	ids, err := certify.New(certify.Config{
@@ -58,12 +69,11 @@ func startPKIWith(t testing.TB, opts ...identitytest.Option) (pki *meshPKI, stop
 	if err != nil {
 		t.Fatal(err)
 	}
-	controller := ca.ID("mesh-system", "mesh-controller")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ids.TLSConfig(controller))))
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ids.TLSConfig(ca.ID("mesh-system", "mesh-controller")))))
 	ids.Register(srv)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -71,8 +81,7 @@ func startPKIWith(t testing.TB, opts ...identitytest.Option) (pki *meshPKI, stop
 	go srv.Serve(ln)
 	stop = sync.OnceFunc(func() { cancel(); <-done; srv.Stop() })
 	t.Cleanup(stop)
-	anchors := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Root.Raw})
-	return &meshPKI{ca: ca, addr: ln.Addr().String(), serverID: controller.String(), anchors: string(anchors)}, stop
+	return ln.Addr().String(), stop
 }
 
 // withIdentity gives a test proxy the identity ns/sa.
@@ -143,7 +152,7 @@ func TestMeshTLSBetweenProxies(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			service := tc.service
-			controller := startDestination(t, &fakeDestination{
+			controller := pki.startDestination(t, &fakeDestination{
 				sets: map[string][]string{service: {inbound}}, identities: map[string]string{inbound: tc.identity}})
 			client := startProxy(t, service, func(c *Config) { c.DestinationAddr = controller }, pki.withIdentity(t, "shop", "web"))
 			waitReady(t, client)
@@ -212,7 +221,7 @@ func TestHTTP1RidesOneHTTP2Connection(t *testing.T) {
 	}))
 	server := startProxy(t, app, pki.withIdentity(t, "shop", "api"))
 	service := "127.0.0.1:1"
-	controller := startDestination(t, &fakeDestination{sets: map[string][]string{service: {server.inbound}},
+	controller := pki.startDestination(t, &fakeDestination{sets: map[string][]string{service: {server.inbound}},
 		identities: map[string]string{server.inbound: pki.ca.ID("shop", "api").String()}})
 	client := startProxy(t, service, func(c *Config) { c.DestinationAddr = controller }, pki.withIdentity(t, "shop", "web"))
 	waitReady(t, server)

@@ -80,13 +80,13 @@ func get(t testing.TB, c *http.Client, url string) (int, string) {
 func TestInboundPolicyHTTP(t *testing.T) {
 	pki := startPKI(t)
 	app := backend(t, named("hello from api", 0))
-	fake, policyAddr, _ := policytest.Start(t)
+	fake, policyAddr := pki.startPolicy(t)
 	web, other := pki.ca.ID("shop", "web").String(), pki.ca.ID("shop", "other").String()
 	fake.Set(serverPolicy(portOf(t, app), inboundv1.ProxyProtocol_PROXY_PROTOCOL_UNKNOWN, web))
 	server := startProxy(t, app, pki.withIdentity(t, "shop", "api"), withPolicy(policyAddr, 10*time.Second))
 	waitReady(t, server)
 	service := "127.0.0.1:1" // the address the client app dialled; never reached
-	controller := startDestination(t, &fakeDestination{sets: map[string][]string{service: {server.inbound}},
+	controller := pki.startDestination(t, &fakeDestination{sets: map[string][]string{service: {server.inbound}},
 		identities: map[string]string{server.inbound: pki.ca.ID("shop", "api").String()}})
 
 	for _, tc := range []struct {
@@ -222,13 +222,13 @@ func exchangeTCP(t testing.TB, addr, msg string) (string, error) {
 func TestInboundPolicyOpaque(t *testing.T) {
 	pki := startPKI(t)
 	echo := startEcho(t)
-	fake, policyAddr, _ := policytest.Start(t)
+	fake, policyAddr := pki.startPolicy(t)
 	web := pki.ca.ID("shop", "web").String()
 	fake.Set(serverPolicy(portOf(t, echo.addr), inboundv1.ProxyProtocol_PROXY_PROTOCOL_OPAQUE, web))
 	server := startProxy(t, echo.addr, pki.withIdentity(t, "shop", "api"), withPolicy(policyAddr, 10*time.Second))
 	waitReady(t, server)
 	service := "127.0.0.1:1"
-	controller := startDestination(t, &fakeDestination{sets: map[string][]string{service: {server.inbound}},
+	controller := pki.startDestination(t, &fakeDestination{sets: map[string][]string{service: {server.inbound}},
 		identities: map[string]string{server.inbound: pki.ca.ID("shop", "api").String()}})
 	// In plain text the client sends what looks like HTTP: opaque all the
 	// same. Through a client proxy it sends what does not, or that proxy

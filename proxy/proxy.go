@@ -95,6 +95,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Proxy, err error
 			return nil, fmt.Errorf("resolver: %w", err)
 		}
 	}
+	// The identity comes first: with one, the controller's destination and
+	// policy API is reached over mesh TLS with the proxy's certificate.
+	if cfg.IdentityAddr != "" {
+		if p.id, err = newIdentity(ctx, &p.cfg, res, p.metrics.Registry()); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.DestinationAddr != "" {
 		if err := p.connectController(ctx, res); err != nil {
 			return nil, err
@@ -102,11 +109,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Proxy, err error
 	}
 	if cfg.DestinationAddr != "" && cfg.PodName != "" {
 		if p.policy, err = p.newPolicy(); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.IdentityAddr != "" {
-		if p.id, err = newIdentity(ctx, &p.cfg, res, p.metrics.Registry()); err != nil {
 			return nil, err
 		}
 	}
@@ -151,17 +153,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Proxy, err error
 	if p.id != nil {
 		identityInfo = http.HandlerFunc(p.id.identityJSON)
 	}
-	p.admin = &http.Server{
-		Handler: admin.Handler(admin.Config{
-			Metrics:  p.metrics.Handler(),
-			Ready:    p.isReady,
-			Shutdown: func() { p.once.Do(func() { close(p.shutdown) }) },
+	p.admin = admin.NewServer(admin.Config{
+		Metrics:  p.metrics.Handler(),
+		Ready:    p.isReady,
+		Shutdown: func() { p.once.Do(func() { close(p.shutdown) }) },
 
-			Destinations: destinations,
-			Identity:     identityInfo,
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
+		Destinations: destinations,
+		Identity:     identityInfo,
+	})
 	return p, nil
 }
 
@@ -335,14 +334,30 @@ var controllerConnectParams = grpc.ConnectParams{
 // discovery cache on it. Dialing is lazy: a controller that is down is
 // retried in the background, and connections go to their original
 // destinations meanwhile.
+//
+// With an identity the connection is mesh TLS, never plain text: its
+// answers decide which identity each destination must prove and where
+// traffic goes, so the server must prove the controller's SPIFFE ID, and
+// the controller learns from the proxy's certificate who asks (it answers
+// a proxy only about what its identity may know). Without one (zero
+// config, tests) it is plain text, as is everything else.
 func (p *Proxy) connectController(ctx context.Context, res *dnsresolve.Resolver) error {
+	creds := insecure.NewCredentials()
+	if p.id != nil {
+		// Validate checked the ID.
+		server, err := spiffeid.FromString(p.cfg.destinationServerID())
+		if err != nil {
+			return fmt.Errorf("destination-server-id %q: %w", p.cfg.destinationServerID(), err)
+		}
+		creds = p.id.controllerCredentials(server)
+	}
 	// The controller's address is a headless Service: its name resolves to
 	// the controller pods, and is re-resolved when its DNS TTL runs out, so
 	// a controller that moved is found without waiting for a failure.
 	dns := dnsresolve.NewBuilder(ctx, res, dnsresolve.BuilderConfig{})
 	conn, err := grpc.NewClient(dnsresolve.Scheme+":///"+p.cfg.DestinationAddr,
 		grpc.WithResolvers(dns),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(controllerConnectParams))
 	if err != nil {
 		return fmt.Errorf("controller %s: %w", p.cfg.DestinationAddr, err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -207,53 +209,85 @@ func (s *side) handle(c *net.TCPConn) {
 		s.release()
 		return
 	}
-	mc := &meteredConn{Conn: c, tcp: c, m: s.metrics.Conn(s.dir, dst.String()), release: s.release}
-	client := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
-
+	a := arrival{
+		mc:     &meteredConn{Conn: c, tcp: c, m: s.metrics.Conn(s.dir, dst.String()), release: s.release},
+		dst:    dst,
+		client: c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap(),
+	}
 	// Under an inbound policy, the policy in force says whether the port
 	// is opaque, and then decides the client once it is known.
-	var pol *authz.Policy
 	if s.policy != nil {
-		if pol, err = s.policy.Admit(s.connCtx, dst.Port(), client); err != nil {
+		if a.pol, err = s.policy.Admit(s.connCtx, dst.Port(), a.client); err != nil {
 			// No policy after the grace (counted and logged), or shutting down.
-			mc.m.Unreached(metrics.NoPolicy)
-			mc.Close()
+			a.mc.m.Unreached(metrics.NoPolicy)
+			a.mc.Close()
 			return
 		}
 	}
-	opaque := s.opaqueReason(pol, dst.Port())
-	res, conn, err := s.detect(c, dst, opaque)
+	a.opaque = s.opaqueReason(a.pol, dst.Port())
+	res, conn, err := s.detect(c, dst, a.opaque)
 	if err != nil {
 		// The client left before sending anything: counted open and
 		// closed under the target (caps and expiry bound the series).
-		mc.Close()
+		a.mc.Close()
 		return
 	}
+	if s.silentInbound(res, conn) {
+		s.late(a, conn.(*detect.Conn))
+		return
+	}
+	s.dispatch(a, res, conn)
+}
+
+// arrival is an accepted connection whose target and policy are known,
+// before its protocol is.
+type arrival struct {
+	mc     *meteredConn
+	dst    netip.AddrPort
+	client netip.Addr
+	pol    *authz.Policy // the policy it was admitted under; nil without one
+	opaque string        // why the port is opaque; "" when it is not
+	late   bool          // the client sent nothing within the detect timeout
+}
+
+// dispatch forwards a connection whose first bytes were classified as res:
+// inbound, a peer proxy's mesh TLS is terminated first; then the policy
+// decides the client.
+func (s *side) dispatch(a arrival, res detect.Result, conn net.Conn) {
 	var clientID string // proven over mesh TLS
 	if res.Protocol == detect.TLS && s.dir == metrics.Inbound && s.id != nil {
 		var meshed bool
-		if res, conn, clientID, meshed, err = s.terminateMeshTLS(conn.(*detect.Conn), opaque); err != nil {
-			s.log.Info("mesh TLS refused", "client", c.RemoteAddr().String(), "err", err)
-			mc.m.Unreached(metrics.MeshTLSFailed)
-			mc.Close()
+		var err error
+		if res, conn, clientID, meshed, err = s.terminateMeshTLS(conn.(*detect.Conn), a.opaque); err != nil {
+			s.refuseMeshTLS(a, err)
 			return
 		}
 		if meshed {
-			s.metrics.Detected(s.dir, "mesh-tls", "alpn")
+			reason := "alpn"
+			if a.late {
+				reason = "late-alpn"
+			}
+			s.metrics.Detected(s.dir, "mesh-tls", reason)
 		}
 	}
-	if opaque != "" && (res.Protocol == detect.HTTP1 || res.Protocol == detect.HTTP2) {
+	if a.opaque != "" && (res.Protocol == detect.HTTP1 || res.Protocol == detect.HTTP2) {
 		// Detected only to find mesh TLS: an opaque port's bytes go to the
 		// application as they came, whatever they look like.
-		res = detect.Result{Protocol: detect.Opaque, Reason: opaque}
+		res = detect.Result{Protocol: detect.Opaque, Reason: a.opaque}
 	}
 	s.metrics.Detected(s.dir, res.Protocol.String(), res.Reason)
-	mc.Conn = conn
-	a := accepted{mc: mc, conn: conn, dst: dst, proto: res.Protocol, clientID: clientID}
-	if pol != nil {
-		a.guard = s.policy.Conn(pol, dst.Port(), authz.Client{Addr: client, ID: clientID})
+	a.mc.Conn = conn
+	acc := accepted{mc: a.mc, conn: conn, dst: a.dst, proto: res.Protocol, clientID: clientID}
+	if a.pol != nil {
+		acc.guard = s.policy.Conn(a.pol, a.dst.Port(), authz.Client{Addr: a.client, ID: clientID})
 	}
-	s.forward(a)
+	s.forward(acc)
+}
+
+func (s *side) refuseMeshTLS(a arrival, err error) {
+	s.log.Info("mesh TLS refused", "client", a.mc.tcp.RemoteAddr().String(), "err", err)
+	a.mc.m.Unreached(metrics.MeshTLSFailed)
+	a.mc.Close()
 }
 
 // accepted is a connection whose protocol and client are known.
@@ -272,11 +306,13 @@ func (s *side) forward(a accepted) {
 	key := metrics.ConnKey{ClientID: a.clientID}
 	switch a.proto {
 	case detect.HTTP1, detect.HTTP2:
-		info := httpproxy.ConnInfo{Target: a.dst, ClientID: a.clientID}
+		// The TCP series open once a request reaches the application: a
+		// request to a closed port must not name it (docs/metrics.md).
+		a.mc.m.OpenOnReach(key)
+		info := httpproxy.ConnInfo{Target: a.dst, ClientID: a.clientID, TCP: a.mc.m}
 		if a.guard != nil {
 			info.Authz = a.guard // never a typed nil in the interface
 		}
-		a.mc.m.Open(key)
 		if a.proto == detect.HTTP1 {
 			s.http.ServeHTTP1(a.mc, info)
 		} else {
@@ -314,8 +350,14 @@ func (s *side) detect(c *net.TCPConn, dst netip.AddrPort, opaque string) (detect
 	if s.dir == metrics.Inbound && s.id != nil {
 		// A peer proxy always speaks first (its ClientHello), on opaque
 		// ports too, and its mesh TLS must be terminated here, not handed
-		// to the application: never skip detection inbound.
-		return detect.Peek(s.connCtx, c, s.cfg.DetectTimeout)
+		// to the application: never skip detection inbound. A silent
+		// client is served by late.
+		res, pc, err := detect.Peek(s.connCtx, c, s.cfg.DetectTimeout)
+		if err == nil && res.Reason == "timeout" && detect.PartialHello(pc.Buffered()) {
+			// Part of a ClientHello came: the rest is only late.
+			return detect.Peek(s.connCtx, pc, meshHandshakeTimeout)
+		}
+		return res, pc, err
 	}
 	if opaque != "" {
 		return detect.Result{Protocol: detect.Opaque, Reason: opaque}, c, nil
@@ -340,6 +382,131 @@ func (s *side) detect(c *net.TCPConn, dst netip.AddrPort, opaque string) (detect
 		}), nil
 	}
 	return res, pc, nil
+}
+
+// meshHandshakeTimeout bounds a peer proxy's mesh TLS handshake, and the
+// wait for a silent client on a port that has nothing for one that is not
+// a peer proxy.
+const meshHandshakeTimeout = 10 * time.Second
+
+// silentInbound reports whether an inbound connection that may carry mesh
+// TLS sent nothing within the detect timeout.
+func (s *side) silentInbound(res detect.Result, conn net.Conn) bool {
+	if s.dir != metrics.Inbound || s.id == nil || res.Reason != "timeout" {
+		return false
+	}
+	return len(conn.(*detect.Conn).Buffered()) == 0
+}
+
+// late serves an inbound client silent past the detect timeout. It may
+// wait for the application to speak first (MySQL, SMTP), so its wait must
+// not grow; or it is a peer proxy whose ClientHello is late (a loaded
+// node), whose mesh TLS must never reach the application. So the
+// application is dialed at once and its first bytes go to the client,
+// while the client's first bytes are still watched: a mesh ClientHello
+// that comes before any of the application's bytes was relayed drops the
+// application's connection and gets mesh TLS and the policy exactly as on
+// time; anything else is relayed as opaque, as from an unauthenticated
+// client, under the same policy as on time.
+func (s *side) late(a arrival, pc *detect.Conn) {
+	a.late = true
+	if a.pol != nil && !s.policy.Policy().Authorize(a.dst.Port(), authz.Client{Addr: a.client}).Allowed {
+		// Nothing here for a client that is not a peer proxy (checked
+		// without counting a decision), so no application to dial.
+		s.lateAlone(a, pc)
+		return
+	}
+	up, ok := s.connectOpaque(a.mc, a.dst, metrics.ConnKey{})
+	if !ok {
+		return
+	}
+	// Two goroutines wait, as for any opaque stream: this one for the
+	// client, the other for the application, with one-byte buffers, as
+	// both may stay silent long.
+	w := detect.NewWatcher(pc)
+	app := make(chan []byte, 1) // the application's first byte; none if it closed
+	go func() {
+		b := make([]byte, 1)
+		n, _ := up.conn.Read(b)
+		app <- b[:n]
+		w.Stop() // the application spoke first: the client's bytes are its
+	}()
+	res, conn, err := w.Peek(s.connCtx, s.cfg.OpaqueIdleTimeout)
+	var first []byte
+	spoke := false // first came from the application; none of it was relayed yet
+	select {
+	case first = <-app:
+		spoke = true
+	default:
+	}
+	drop := func() {
+		up.close()
+		if !spoke {
+			<-app
+		}
+	}
+	switch {
+	case err != nil: // the client left, or the proxy is shutting down
+		drop()
+		a.mc.Close()
+		return
+	case res.Protocol == detect.TLS:
+		protos, err := detect.ClientHelloALPN(conn, s.cfg.DetectTimeout)
+		if err != nil {
+			drop()
+			s.refuseMeshTLS(a, err)
+			return
+		}
+		if meshtls.OffersMesh(protos) {
+			drop()
+			s.log.Debug("peer proxy's ClientHello came after the detect timeout", "client", a.client.String())
+			s.dispatch(a, res, conn)
+			return
+		}
+	case !spoke && res.Reason == "timeout": // the opaque idle timeout passed
+		drop()
+		a.mc.Close()
+		return
+	}
+	if !spoke {
+		// Take back the application's pending read, and any byte it got.
+		up.conn.SetReadDeadline(time.Unix(1, 0))
+		first = <-app
+		up.conn.SetReadDeadline(time.Time{})
+	}
+	s.relayLate(a, res, conn, up, first)
+}
+
+// lateAlone waits for a late client for as long as a mesh handshake may
+// take, then serves what it sent as if it had been on time: a peer proxy
+// gets mesh TLS and the policy, anything else the policy for
+// unauthenticated clients.
+func (s *side) lateAlone(a arrival, pc *detect.Conn) {
+	res, conn, err := detect.NewWatcher(pc).Peek(s.connCtx, meshHandshakeTimeout)
+	if err != nil {
+		a.mc.Close()
+		return
+	}
+	s.dispatch(a, res, conn)
+}
+
+// relayLate relays a late client as opaque to the application connection
+// up, once the policy allows the client unauthenticated; first are the
+// bytes the application already sent, for the client.
+func (s *side) relayLate(a arrival, res detect.Result, client *detect.Conn, up target, first []byte) {
+	if res.Protocol != detect.TLS {
+		res = detect.Result{Protocol: detect.Opaque, Reason: "timeout"}
+	}
+	s.metrics.Detected(s.dir, res.Protocol.String(), res.Reason)
+	a.mc.Conn = client
+	if a.pol != nil && !s.policy.Conn(a.pol, a.dst.Port(), authz.Client{Addr: a.client}).AuthorizeTCP() {
+		// The policy changed since late checked it: not a byte was relayed.
+		a.mc.m.Unreached(metrics.PolicyDenied)
+		up.close()
+		a.mc.Close()
+		return
+	}
+	s.relayOpaque(a.mc, client, up, first)
 }
 
 // terminateMeshTLS checks whether a TLS client is a peer proxy (it offers
@@ -401,6 +568,17 @@ func (c *firstSpeaker) Read(b []byte) (int, error) {
 
 func (c *firstSpeaker) CloseWrite() error { return closeWrite(c.Conn) }
 
+// WriteTo is the relay's copy from the client (io.Copy prefers it to
+// Read): it waits for the first byte in a one-byte buffer, so that
+// thousands of silent connections hold no copy buffers while they wait,
+// then copies the rest between the unwrapped connections, which splice.
+func (c *firstSpeaker) WriteTo(w io.Writer) (int64, error) {
+	if t, ok := w.(*targetSide); ok {
+		w = t.Conn
+	}
+	return copyAfterFirst(w, rawConn(c.Conn), func() { c.decided.Store(true) })
+}
+
 // watchTarget wraps the target side of a watched relay.
 func (c *firstSpeaker) watchTarget(up net.Conn) net.Conn { return &targetSide{Conn: up, watch: c} }
 
@@ -419,6 +597,45 @@ func (c *targetSide) Read(b []byte) (int, error) {
 
 func (c *targetSide) CloseWrite() error { return closeWrite(c.Conn) }
 
+// WriteTo is firstSpeaker.WriteTo for the target's side.
+func (c *targetSide) WriteTo(w io.Writer) (int64, error) {
+	if f, ok := w.(*firstSpeaker); ok {
+		w = rawConn(f.Conn)
+	}
+	return copyAfterFirst(w, c.Conn, func() {
+		if c.watch.decided.CompareAndSwap(false, true) {
+			c.watch.serverFirst()
+		}
+	})
+}
+
+// copyAfterFirst copies src to dst as io.Copy does, calling spoke once the
+// first byte came, which it reads alone.
+func copyAfterFirst(dst io.Writer, src net.Conn, spoke func()) (int64, error) {
+	var first [1]byte
+	n, err := src.Read(first[:])
+	if n > 0 {
+		spoke()
+		if _, werr := dst.Write(first[:n]); werr != nil {
+			return 0, werr
+		}
+	}
+	if err != nil {
+		return int64(n), err
+	}
+	m, err := io.Copy(dst, src)
+	return int64(n) + m, err
+}
+
+// rawConn is c without a detect.Conn's wrapper when it holds no peeked
+// bytes, so that copies from and to it can splice.
+func rawConn(c net.Conn) net.Conn {
+	if dc, ok := c.(*detect.Conn); ok && len(dc.Buffered()) == 0 {
+		return dc.Raw()
+	}
+	return c
+}
+
 func closeWrite(c net.Conn) error {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
@@ -433,16 +650,36 @@ func closeWrite(c net.Conn) error {
 // proven identity are added once connected, and a connection that never
 // connects has no per-target series.
 func (s *side) forwardOpaque(mc *meteredConn, client net.Conn, dst netip.AddrPort, key metrics.ConnKey) {
+	if up, ok := s.connectOpaque(mc, dst, key); ok {
+		s.relayOpaque(mc, client, up, nil)
+	}
+}
+
+// target is the connected target of an opaque connection.
+type target struct {
+	conn net.Conn
+	key  metrics.ConnKey // the connection's TCP series, with the target's workload and identity
+	pick *balance.Pick   // the balancer's, pending until the stream ends; nil when unbalanced
+}
+
+// close closes the connection to the target and ends its pick.
+func (t target) close() {
+	t.conn.Close()
+	if t.pick != nil {
+		t.pick.Done()
+	}
+}
+
+// connectOpaque connects to where an opaque connection to dst goes (see
+// forwardOpaque). When it cannot, it resets the client and returns false.
+func (s *side) connectOpaque(mc *meteredConn, dst netip.AddrPort, key metrics.ConnKey) (target, bool) {
 	addr, pick, err := s.pickConn(dst)
 	if err != nil {
 		s.log.Info("no endpoint for opaque connection; resetting client", "target", dst.String(), "err", err)
 		mc.m.Unreached(metrics.NoEndpoint)
 		mc.tcp.SetLinger(0)
 		mc.Close()
-		return
-	}
-	if pick != nil {
-		defer pick.Done()
+		return target{}, false
 	}
 	ctx, cancel := context.WithTimeout(s.connCtx, s.cfg.ConnectTimeout)
 	start := time.Now()
@@ -452,14 +689,20 @@ func (s *side) forwardOpaque(mc *meteredConn, client net.Conn, dst netip.AddrPor
 		m, _ := discovery.Meta(pick.Endpoint())
 		key.Dst = dstOf(m)
 		if s.id != nil && m.Identity != "" {
-			if up, err = s.id.clientHandshake(s.connCtx, up, m.Identity); err != nil {
-				up = nil
+			raw := up
+			if up, err = s.id.clientHandshake(s.connCtx, raw, m.Identity); err != nil {
+				raw.Close()
 			}
 			key.ServerID = m.Identity // proven by the handshake, or the connection fails
 		}
 	}
-	if pick != nil {
-		pick.Observe(time.Since(start), err)
+	if pick != nil && err != nil {
+		// Unreachable: out of rotation at once, like an HTTP endpoint
+		// whose connection failed; no latency sample to learn from.
+		pick.Observe(0, fmt.Errorf("%w: %w", balance.ErrUnreachable, err))
+		pick.Done()
+	} else if pick != nil {
+		pick.Observe(time.Since(start), nil)
 	}
 	if err != nil {
 		// Counted without the target: a port sweep or a dead endpoint
@@ -468,17 +711,34 @@ func (s *side) forwardOpaque(mc *meteredConn, client net.Conn, dst netip.AddrPor
 		mc.m.Unreached(metrics.ConnectFailed)
 		mc.tcp.SetLinger(0) // a reset tells the client what a silent close would hide
 		mc.Close()
-		return
+		return target{}, false
 	}
-	mc.m.Open(key)
+	return target{conn: up, key: key, pick: pick}, true
+}
+
+// relayOpaque relays client and up until both are done, the target's
+// first bytes (already read from it, may be nil) to the client first.
+func (s *side) relayOpaque(mc *meteredConn, client net.Conn, up target, first []byte) {
+	defer up.close()
+	mc.m.Open(up.key)
+	var sent int64
+	if len(first) > 0 {
+		n, err := client.Write(first)
+		if sent = int64(n); err != nil {
+			client.Close()
+			mc.closeWithStats(0, sent)
+			return
+		}
+	}
+	upConn := up.conn
 	if fs, ok := client.(*firstSpeaker); ok {
-		up = fs.watchTarget(up)
+		upConn = fs.watchTarget(upConn)
 	}
-	st, err := tcp.Forward(s.connCtx, client, up, s.cfg.OpaqueIdleTimeout)
+	st, err := tcp.Forward(s.connCtx, client, upConn, s.cfg.OpaqueIdleTimeout)
 	if err != nil {
-		s.log.Debug("opaque stream ended with an error", "target", dst.String(), "err", err)
+		s.log.Debug("opaque stream ended with an error", "target", up.conn.RemoteAddr().String(), "err", err)
 	}
-	mc.closeWithStats(st.FromClient, st.ToClient)
+	mc.closeWithStats(st.FromClient, st.ToClient+sent)
 }
 
 // pickConn chooses where an opaque connection to dst goes: an endpoint of

@@ -20,12 +20,17 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mesh-dev/mesh/bench/internal/benchdoc"
+	"github.com/mesh-dev/mesh/identity/pki"
 	"github.com/mesh-dev/mesh/install/certs"
 )
 
 // controller is a mesh-controller process the benchmark started.
 type controller struct {
-	cmd       *exec.Cmd
+	cmd *exec.Cmd
+	// grpcAddr is where the benchmark's streams connect: the plain-text
+	// loopback listener (--grpc-local-addr) of the same API that proxies
+	// reach over mesh TLS on --grpc-addr, which would refuse the
+	// benchmark's certificate-less clients.
 	grpcAddr  string
 	adminAddr string
 	logPath   string
@@ -54,12 +59,12 @@ func startController(ctx context.Context, bin, dir string, cfg config) (*control
 	if err := writeServingPair(tlsDir); err != nil {
 		return nil, err
 	}
-	addrs, err := freeAddrs(4)
+	addrs, err := freeAddrs(5)
 	if err != nil {
 		return nil, err
 	}
 	c := &controller{
-		grpcAddr:  addrs[0],
+		grpcAddr:  addrs[4],
 		adminAddr: addrs[1],
 		logPath:   filepath.Join(dir, "controller.log"),
 		exited:    make(chan struct{}),
@@ -69,13 +74,14 @@ func startController(ctx context.Context, bin, dir string, cfg config) (*control
 		"--kubeconfig=" + cfg.Kubeconfig,
 		"--namespace=" + cfg.Namespace,
 		"--proxy-image=bench.invalid/mesh-proxy:bench",
-		"--grpc-addr=" + c.grpcAddr,
 		"--admin-addr=" + c.adminAddr,
 		"--webhook-addr=" + addrs[2],
 		"--webhook-tls-dir=" + tlsDir,
 		"--log-format=text",
 	}
-	idArgs, err := identityArgs(ctx, bin, filepath.Join(dir, "identity-issuer"), addrs[3])
+	help, _ := exec.CommandContext(ctx, bin, "--help").CombinedOutput()
+	args = append(args, grpcArgs(help, addrs[0], c.grpcAddr)...)
+	idArgs, err := identityArgs(help, filepath.Join(dir, "identity-issuer"), addrs[3])
 	if err != nil {
 		return nil, err
 	}
@@ -101,15 +107,27 @@ func startController(ctx context.Context, bin, dir string, cfg config) (*control
 	return c, nil
 }
 
-// identityArgs returns the flags of the identity service when bin has it
-// (it needs an issuer: a throwaway one is written into dir), and none for
-// a controller from before it. The benchmark makes no identity requests.
-func identityArgs(ctx context.Context, bin, dir, addr string) ([]string, error) {
-	help, _ := exec.CommandContext(ctx, bin, "--help").CombinedOutput()
+// grpcArgs returns the flags of the destination API's listeners for a
+// controller whose --help says help: the mesh TLS one on meshAddr, and the
+// plain-text loopback one on localAddr, which the benchmark dials. A
+// controller from before the loopback listener serves plain text on
+// --grpc-addr itself, so it gets localAddr there.
+func grpcArgs(help []byte, meshAddr, localAddr string) []string {
+	if !bytes.Contains(help, []byte("--grpc-local-addr")) {
+		return []string{"--grpc-addr=" + localAddr}
+	}
+	return []string{"--grpc-addr=" + meshAddr, "--grpc-local-addr=" + localAddr}
+}
+
+// identityArgs returns the flags of the identity service when the
+// controller's --help, help, lists it (it needs an issuer: a throwaway one
+// is written into dir), and none for a controller from before it. The
+// benchmark makes no identity requests.
+func identityArgs(help []byte, dir, addr string) ([]string, error) {
 	if !bytes.Contains(help, []byte("--identity-issuer-dir")) {
 		return nil, nil
 	}
-	id, err := certs.NewIdentity(spiffeid.RequireTrustDomainFromString("cluster.local"), time.Now())
+	id, err := pki.NewIdentity(spiffeid.RequireTrustDomainFromString("cluster.local"), time.Now())
 	if err != nil {
 		return nil, err
 	}

@@ -39,7 +39,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/mesh-dev/mesh/bench/viz/fleet"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 func main() {
@@ -88,7 +88,7 @@ func defaultConfig() config {
 	return config{
 		Pods:        200,
 		Namespace:   "bench-viz",
-		Port:        inject.AdminPort,
+		Port:        names.AdminPort,
 		RPS:         20,
 		Duration:    5 * time.Minute,
 		SampleEvery: 10 * time.Second,

@@ -213,7 +213,7 @@ func (b *bench) meaning(sb *strings.Builder) {
 		"before compacting to disk, and viz's store fills for 16 minutes, so a %s run saw it %.0f%% full "+
 		"(`--duration 20m` shows it full). Every label set carried traffic in every step, which is viz's worst case; "+
 		"in a cluster most are idle most of the time. viz ran alone here, with a fake clientset in place of the informers; "+
-		"in a cluster it shares mesh-controller's process, binary and caches. One run on a shared machine.\n",
+		"in a cluster it runs as the mesh-viz Deployment, with its own informers' caches. One run on a shared machine.\n",
 		thousands(c.Pods), human(c.Duration), ratio(last.prom.HWM, last.viz.HWM), cpu, mb(float64(r.promDisk)),
 		thousands(int(r.promHeadSeries)), human(c.Duration), 100*filled)
 }

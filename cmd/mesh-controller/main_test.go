@@ -84,7 +84,8 @@ func TestFlagsToConfig(t *testing.T) {
 			var got *controller.Config
 			run := func(_ context.Context, c controller.Config) error { got = &c; return nil }
 			lookup := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
-			cmd := newRootCmd(lookup, run)
+			runViz := func(context.Context, controller.VizConfig) error { t.Error("viz ran"); return nil }
+			cmd := newRootCmd(lookup, run, runViz)
 			cmd.SetArgs(tc.args)
 			cmd.SetOut(io.Discard)
 			err := cmd.ExecuteContext(t.Context())
@@ -99,6 +100,62 @@ func TestFlagsToConfig(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, *got, cmp.AllowUnexported(controller.Config{}),
 				cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+				t.Errorf("config (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestVizFlagsToConfig(t *testing.T) {
+	defaults := controller.DefaultVizConfig()
+	with := func(mod func(*controller.VizConfig)) controller.VizConfig {
+		c := defaults
+		mod(&c)
+		return c
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    controller.VizConfig
+		wantErr string
+	}{
+		{name: "defaults", args: []string{"viz"}, want: defaults},
+		{
+			name: "flags", args: []string{"viz", "--namespace=mesh", "--viz-addr=127.0.0.1:9", "--tap-addr=", "--trust-domain=example.org"},
+			want: with(func(c *controller.VizConfig) {
+				c.Namespace, c.Addr, c.TapAddr, c.TrustDomain = "mesh", "127.0.0.1:9", "", "example.org"
+			}),
+		},
+		{
+			name: "POD_NAMESPACE and MESH_CONTROLLER_ variables", args: []string{"viz"},
+			env:  map[string]string{"POD_NAMESPACE": "mesh-a", "MESH_CONTROLLER_ADMIN_ADDR": ":4"},
+			want: with(func(c *controller.VizConfig) { c.Namespace, c.AdminAddr = "mesh-a", ":4" }),
+		},
+		// The controller's flags are not viz's.
+		{name: "a controller flag", args: []string{"viz", "--proxy-image=proxy:v1"}, wantErr: "unknown flag: --proxy-image"},
+		{name: "arguments", args: []string{"viz", "extra"}, wantErr: "unknown command"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got *controller.VizConfig
+			run := func(context.Context, controller.Config) error { t.Error("the controller ran"); return nil }
+			runViz := func(_ context.Context, c controller.VizConfig) error { got = &c; return nil }
+			lookup := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
+			cmd := newRootCmd(lookup, run, runViz)
+			cmd.SetArgs(tc.args)
+			cmd.SetOut(io.Discard)
+			err := cmd.ExecuteContext(t.Context())
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want an error with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, *got, cmp.AllowUnexported(controller.VizConfig{})); diff != "" {
 				t.Errorf("config (-want +got):\n%s", diff)
 			}
 		})

@@ -36,6 +36,10 @@ type Config struct {
 	// ShutdownGrace bounds how long in-flight requests may take after ctx
 	// is done; 0 means 5s.
 	ShutdownGrace time.Duration
+	// IdleTimeout closes a keep-alive connection that has waited this long
+	// for its next request; 0 means 30s, which keeps a scraper's
+	// connection across its interval and frees the ones nobody uses.
+	IdleTimeout time.Duration
 }
 
 // Handler returns the admin mux:
@@ -74,14 +78,23 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ShutdownGrace == 0 {
 		cfg.ShutdownGrace = 5 * time.Second
 	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 30 * time.Second
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
+	// Any pod can reach the port: slow, silent or idle clients are cut off
+	// rather than left holding connections and buffers.
 	srv := &http.Server{
 		Handler:           Handler(cfg),
 		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    8 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn),
 	}
 	cfg.Log.Info("admin server listening", "addr", ln.Addr().String())

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
@@ -71,5 +73,47 @@ func TestRun(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run after cancel: %v", err)
+	}
+}
+
+// TestIdleConnectionClosed: a keep-alive connection that sends no next
+// request is closed after the idle timeout.
+func TestIdleConnectionClosed(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(t.Context())
+	addr := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{
+			Addr: "127.0.0.1:0", Gatherer: prometheus.NewRegistry(), Ready: func() error { return nil },
+			OnListen: func(a net.Addr) { addr <- a }, IdleTimeout: idle,
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run after cancel: %v", err)
+		}
+	}()
+	c, err := net.Dial("tcp", (<-addr).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /live HTTP/1.1\r\nHost: admin\r\n\r\n")
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	start := time.Now()
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("read on the idle connection: %v, want EOF", err)
+	}
+	if waited := time.Since(start); waited < idle/2 || waited > 5*time.Second {
+		t.Errorf("closed after %s idle, want about %s", waited, idle)
 	}
 }

@@ -9,7 +9,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -20,7 +23,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/identity/identitytest"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // This file holds the test harness: the real Server behind a real gRPC
@@ -39,8 +43,12 @@ type harness struct {
 	client *fake.Clientset
 	srv    *Server
 	reg    *prometheus.Registry
-	addr   string
-	stop   context.CancelFunc // cancels Start's context
+	addr   string // the loopback listener's, plain text (RegisterLocal)
+	// meshAddr is the proxies' listener, mesh TLS with a certificate of
+	// pki (Register).
+	meshAddr string
+	pki      *identitytest.CA
+	stop     context.CancelFunc // cancels Start's context
 }
 
 type harnessOptions struct {
@@ -67,12 +75,27 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 			t.Fatalf("Start: %v", err)
 		}
 	}
+	h := &harness{client: client, srv: srv, reg: reg, stop: cancel, pki: identitytest.NewCA(t)}
+	// The controller's two listeners: the loopback one in plain text
+	// that trusts the request, and the proxies' one in mesh TLS with the
+	// controller's SVID, which requires a client certificate of the CA.
+	controller := h.pki.IssueSVID(t, h.pki.ID("mesh-system", "mesh-controller"))
+	h.addr = serve(t, srv.RegisterLocal)
+	h.meshAddr = serve(t, srv.Register, grpc.Creds(credentials.NewTLS(
+		tlsconfig.MTLSServerConfig(controller, h.pki.Bundle(), tlsconfig.AuthorizeMemberOf(h.pki.TrustDomain)))))
+	return h
+}
+
+// serve runs a gRPC server with opts and the service register adds on
+// 127.0.0.1:0 until the test ends, and returns its address.
+func serve(t *testing.T, register func(grpc.ServiceRegistrar), opts ...grpc.ServerOption) string {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
-	srv.Register(gs)
+	gs := grpc.NewServer(opts...)
+	register(gs)
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(lis) }()
 	t.Cleanup(func() {
@@ -81,7 +104,22 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &harness{client: client, srv: srv, reg: reg, addr: lis.Addr().String(), stop: cancel}
+	return lis.Addr().String()
+}
+
+// dialAs returns a client of the mesh TLS listener presenting a
+// certificate of the harness's CA for id, as a proxy does.
+func (h *harness) dialAs(t *testing.T, id spiffeid.ID) destinationv1.DestinationClient {
+	t.Helper()
+	svid := h.pki.IssueSVID(t, id)
+	controller := h.pki.ID("mesh-system", "mesh-controller")
+	conn, err := grpc.NewClient(h.meshAddr, grpc.WithTransportCredentials(credentials.NewTLS(
+		tlsconfig.MTLSClientConfig(svid, h.pki.Bundle(), tlsconfig.AuthorizeID(controller)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return destinationv1.NewDestinationClient(conn)
 }
 
 // dial returns a client on a connection of its own.
@@ -305,7 +343,7 @@ func servicePortNamed(name string, port int32, target intstr.IntOrString) corev1
 
 type podOption func(*corev1.Pod)
 
-func unmeshed(p *corev1.Pod) { delete(p.Annotations, inject.AnnotationProxyVersion) }
+func unmeshed(p *corev1.Pod) { delete(p.Annotations, names.AnnotationProxyVersion) }
 
 func annotated(k, v string) podOption {
 	return func(p *corev1.Pod) { p.Annotations[k] = v }
@@ -324,7 +362,7 @@ func pod(name, ip string, opts ...podOption) *corev1.Pod {
 			Namespace:   testNS,
 			Name:        name,
 			Labels:      map[string]string{"app": "web", "pod-template-hash": "5d9f8c7b6"},
-			Annotations: map[string]string{inject.AnnotationProxyVersion: "v0.1.0"},
+			Annotations: map[string]string{names.AnnotationProxyVersion: "v0.1.0"},
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-5d9f8c7b6", Controller: new(true),
 			}},

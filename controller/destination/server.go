@@ -45,6 +45,7 @@ import (
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
 	"github.com/mesh-dev/mesh/controller/destination/watcher"
+	"github.com/mesh-dev/mesh/identity/certify"
 )
 
 // Defaults of Config.
@@ -137,9 +138,42 @@ func New(cfg Config) (*Server, error) {
 	}, nil
 }
 
-// Register adds the Destination service to r.
+// Register adds the Destination service to r, a server whose listener
+// requires mesh TLS (certify.Server.MTLSServerConfig): Get expands short
+// names in the namespace of the caller's proven identity, whatever the
+// request's context_namespace says, and answers UNAUTHENTICATED to a
+// caller that proved none, so the service refuses everyone if r is ever
+// served without mesh TLS.
 func (s *Server) Register(r grpc.ServiceRegistrar) {
+	destinationv1.RegisterDestinationServer(r, meshTLSServer{s: s})
+}
+
+// RegisterLocal adds the Destination service to r as the request says,
+// for the controller's loopback listener, which only a user the cluster's
+// RBAC lets port-forward to the controller reaches.
+func (s *Server) RegisterLocal(r grpc.ServiceRegistrar) {
 	destinationv1.RegisterDestinationServer(r, s)
+}
+
+// meshTLSServer is the Destination service of proxies, which proved
+// their identity over mesh TLS.
+type meshTLSServer struct {
+	destinationv1.UnimplementedDestinationServer
+	s *Server
+}
+
+// Get is Server.Get in the caller's namespace.
+func (m meshTLSServer) Get(req *destinationv1.GetDestinationRequest, stream grpc.ServerStreamingServer[destinationv1.Update]) error {
+	caller, err := certify.CallerOf(stream.Context())
+	switch {
+	case errors.Is(err, certify.ErrNoCaller):
+		m.s.metrics.lookup(codes.Unauthenticated)
+		return status.Error(codes.Unauthenticated, "destination: "+err.Error()+"; connect with the proxy's mesh TLS certificate")
+	case err != nil:
+		m.s.metrics.lookup(codes.PermissionDenied)
+		return status.Error(codes.PermissionDenied, "destination: "+err.Error()+"; only a proxy may ask for destinations")
+	}
+	return m.s.get(req, caller.Namespace, stream)
 }
 
 // Start starts watching the cluster and returns once the caches are filled
@@ -172,7 +206,15 @@ func (s *Server) Ready() error {
 // stream while a Send is blocked on a client that stopped reading: returning
 // makes gRPC cancel the stream, which unblocks that Send. Only that
 // goroutine calls Send.
+//
+// Get trusts the request's context_namespace: Register serves it behind
+// mesh TLS with the caller's namespace instead.
 func (s *Server) Get(req *destinationv1.GetDestinationRequest, stream grpc.ServerStreamingServer[destinationv1.Update]) error {
+	return s.get(req, req.GetContextNamespace(), stream)
+}
+
+// get is Get with short names expanded in contextNS.
+func (s *Server) get(req *destinationv1.GetDestinationRequest, contextNS string, stream grpc.ServerStreamingServer[destinationv1.Update]) error {
 	if !s.synced.Load() {
 		s.metrics.lookup(codes.Unavailable)
 		return status.Error(codes.Unavailable, "destination: caches not synced yet, retry")
@@ -183,10 +225,10 @@ func (s *Server) Get(req *destinationv1.GetDestinationRequest, stream grpc.Serve
 		return status.Error(codes.Unavailable, "destination: controller shutting down")
 	default:
 	}
-	target, err := s.resolve(req)
+	target, err := s.resolve(req.GetAuthority(), contextNS)
 	s.metrics.lookup(status.Code(err))
 	if err != nil {
-		s.log.Debug("lookup failed", "authority", req.GetAuthority(), "context_namespace", req.GetContextNamespace(), "error", err)
+		s.log.Debug("lookup failed", "authority", req.GetAuthority(), "context_namespace", contextNS, "error", err)
 		return err
 	}
 	tr := newTranslator(s.td, s.queueSize)
@@ -214,13 +256,14 @@ func (s *Server) Get(req *destinationv1.GetDestinationRequest, stream grpc.Serve
 	}
 }
 
-// resolve maps req to a watcher Target, with the errors as gRPC statuses.
-func (s *Server) resolve(req *destinationv1.GetDestinationRequest) (watcher.Target, error) {
-	a, err := watcher.ParseAuthority(req.GetAuthority())
+// resolve maps authority, with short names in contextNS, to a watcher
+// Target, with the errors as gRPC statuses.
+func (s *Server) resolve(authority, contextNS string) (watcher.Target, error) {
+	a, err := watcher.ParseAuthority(authority)
 	if err != nil {
 		return watcher.Target{}, status.Error(codes.InvalidArgument, "destination: "+err.Error())
 	}
-	target, err := s.watcher.Resolve(a, req.GetContextNamespace())
+	target, err := s.watcher.Resolve(a, contextNS)
 	switch {
 	case errors.Is(err, watcher.ErrNotFound):
 		return watcher.Target{}, status.Error(codes.NotFound, "destination: "+err.Error()+"; forward to the original address")

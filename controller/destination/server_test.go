@@ -22,7 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 func TestMain(m *testing.M) {
@@ -49,24 +49,21 @@ func TestGetSendsTheFullSetFirst(t *testing.T) {
 		slice("web-1", "web", "http", 8080, endpoint(a, ready), endpoint(b, ready), endpoint(c, notReady), endpoint(d, gone)),
 	}})
 	w := h.get(t, "web.shop.svc.cluster.local:80", "")
-	labels := func(pod string) map[string]string {
-		return map[string]string{
-			"namespace": testNS, "service": "web", "pod": pod, "serviceaccount": "web",
-			"replicaset": "web-5d9f8c7b6", "deployment": "web", "workload": "deployment/web",
-		}
-	}
+	// Only the labels a proxy reads: not the pod's name, ServiceAccount
+	// or owners.
+	labels := map[string]string{"namespace": testNS, "service": "web", "workload": "deployment/web"}
 	want := &destinationv1.Update{Kind: &destinationv1.Update_Add{Add: &destinationv1.AddSet{Endpoints: []*destinationv1.Endpoint{{
 		Address:      "10.0.0.1:8080",
 		Weight:       DefaultWeight,
 		Zone:         "zone-a",
 		Identity:     "spiffe://cluster.local/ns/shop/sa/web",
 		ProtocolHint: h2,
-		Labels:       labels("web-a"),
+		Labels:       labels,
 	}, {
 		Address: "10.0.0.2:8080",
 		Weight:  DefaultWeight,
 		Zone:    "zone-a",
-		Labels:  labels("web-b"),
+		Labels:  labels,
 	}}}}}
 	if diff := cmp.Diff(want, w.recv(), protocmp.Transform()); diff != "" {
 		t.Errorf("first update (-want +got):\n%s", diff)
@@ -225,8 +222,8 @@ func TestGetHeadless(t *testing.T) {
 			if diff := cmp.Diff(tc.want, w.addrs()); diff != "" {
 				t.Errorf("endpoints (-want +got):\n%s", diff)
 			}
-			if got := w.held["10.0.1.0:5432"].GetLabels()["statefulset"]; len(tc.want) > 0 && tc.want[0] == "10.0.1.0:5432" && got != "db" {
-				t.Errorf("statefulset label = %q, want db", got)
+			if got := w.held["10.0.1.0:5432"].GetLabels()["workload"]; len(tc.want) > 0 && tc.want[0] == "10.0.1.0:5432" && got != "statefulset/db" {
+				t.Errorf("workload label = %q, want statefulset/db", got)
 			}
 		})
 	}
@@ -332,15 +329,15 @@ func TestGetIdentityAndHints(t *testing.T) {
 		{name: "not meshed", podOptions: []podOption{unmeshed}, wantHint: plain},
 		{name: "default service account", podOptions: []podOption{func(p *corev1.Pod) { p.Spec.ServiceAccountName = "" }},
 			wantIdentity: "spiffe://example.org/ns/shop/sa/default", wantHint: h2},
-		{name: "pod lists the target port", podOptions: []podOption{annotated(inject.AnnotationOpaquePorts, "3306,8000-8100")}, wantIdentity: id, wantHint: opaque},
-		{name: "pod lists another port", podOptions: []podOption{annotated(inject.AnnotationOpaquePorts, "3306")}, wantIdentity: id, wantHint: h2},
-		{name: "unmeshed pod lists the port", podOptions: []podOption{unmeshed, annotated(inject.AnnotationOpaquePorts, "8080")}, wantHint: opaque},
-		{name: "service lists the service port", svcAnnots: map[string]string{inject.AnnotationOpaquePorts: "80"}, wantIdentity: id, wantHint: opaque},
-		{name: "service lists the target port only", svcAnnots: map[string]string{inject.AnnotationOpaquePorts: "8080"}, wantIdentity: id, wantHint: h2},
-		{name: "namespace lists the port", nsAnnots: map[string]string{inject.AnnotationOpaquePorts: "8080"}, wantIdentity: id, wantHint: opaque},
-		{name: "pod's own empty list overrides the namespace's", podOptions: []podOption{annotated(inject.AnnotationOpaquePorts, "")},
-			nsAnnots: map[string]string{inject.AnnotationOpaquePorts: "8080"}, wantIdentity: id, wantHint: h2},
-		{name: "malformed annotation is ignored", podOptions: []podOption{annotated(inject.AnnotationOpaquePorts, "80-x")}, wantIdentity: id, wantHint: h2},
+		{name: "pod lists the target port", podOptions: []podOption{annotated(names.AnnotationOpaquePorts, "3306,8000-8100")}, wantIdentity: id, wantHint: opaque},
+		{name: "pod lists another port", podOptions: []podOption{annotated(names.AnnotationOpaquePorts, "3306")}, wantIdentity: id, wantHint: h2},
+		{name: "unmeshed pod lists the port", podOptions: []podOption{unmeshed, annotated(names.AnnotationOpaquePorts, "8080")}, wantHint: opaque},
+		{name: "service lists the service port", svcAnnots: map[string]string{names.AnnotationOpaquePorts: "80"}, wantIdentity: id, wantHint: opaque},
+		{name: "service lists the target port only", svcAnnots: map[string]string{names.AnnotationOpaquePorts: "8080"}, wantIdentity: id, wantHint: h2},
+		{name: "namespace lists the port", nsAnnots: map[string]string{names.AnnotationOpaquePorts: "8080"}, wantIdentity: id, wantHint: opaque},
+		{name: "pod's own empty list overrides the namespace's", podOptions: []podOption{annotated(names.AnnotationOpaquePorts, "")},
+			nsAnnots: map[string]string{names.AnnotationOpaquePorts: "8080"}, wantIdentity: id, wantHint: h2},
+		{name: "malformed annotation is ignored", podOptions: []podOption{annotated(names.AnnotationOpaquePorts, "80-x")}, wantIdentity: id, wantHint: h2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -374,7 +371,7 @@ func TestGetPushesMetadataChanges(t *testing.T) {
 		t.Fatalf("hint = %v, want %v", got, plain)
 	}
 
-	h.update(t, namespace(testNS, map[string]string{inject.AnnotationOpaquePorts: "8080"}))
+	h.update(t, namespace(testNS, map[string]string{names.AnnotationOpaquePorts: "8080"}))
 	w.recv()
 	if got := w.last.GetAdd().GetEndpoints(); len(got) != 1 || got[0].GetProtocolHint() != opaque {
 		t.Fatalf("after annotating the namespace: %v, want an Add with the endpoint OPAQUE", w.last)
@@ -399,13 +396,13 @@ func TestGetPodArrivesAfterSlice(t *testing.T) {
 	h := newHarness(t, harnessOptions{objects: []runtime.Object{web(), slice("web-1", "web", "http", 8080, endpoint(a, ready))}})
 	w := h.get(t, "web.shop.svc.cluster.local:80", "")
 	w.recv()
-	if got := w.held["10.0.0.1:8080"]; got.GetIdentity() != "" || got.GetLabels()["pod"] != "" {
-		t.Fatalf("endpoint of an unknown pod = %v, want no identity and no pod label", got)
+	if got := w.held["10.0.0.1:8080"]; got.GetIdentity() != "" || got.GetLabels()["workload"] != "" {
+		t.Fatalf("endpoint of an unknown pod = %v, want no identity and no workload label", got)
 	}
 	h.create(t, a)
 	w.recv()
-	if got := w.held["10.0.0.1:8080"]; got.GetIdentity() != "spiffe://cluster.local/ns/shop/sa/web" || got.GetLabels()["pod"] != "web-a" {
-		t.Errorf("endpoint once the pod is known = %v, want its identity and pod label", got)
+	if got := w.held["10.0.0.1:8080"]; got.GetIdentity() != "spiffe://cluster.local/ns/shop/sa/web" || got.GetLabels()["workload"] != "deployment/web" {
+		t.Errorf("endpoint once the pod is known = %v, want its identity and workload label", got)
 	}
 }
 
@@ -418,10 +415,7 @@ func TestGetPodIP(t *testing.T) {
 		Weight:       DefaultWeight,
 		Identity:     "spiffe://cluster.local/ns/shop/sa/web",
 		ProtocolHint: h2,
-		Labels: map[string]string{
-			"namespace": testNS, "pod": "web-a", "serviceaccount": "web",
-			"replicaset": "web-5d9f8c7b6", "deployment": "web", "workload": "deployment/web",
-		},
+		Labels:       map[string]string{"namespace": testNS, "workload": "deployment/web"},
 	}}}}}
 	if diff := cmp.Diff(want, w.recv(), protocmp.Transform()); diff != "" {
 		t.Errorf("first update (-want +got):\n%s", diff)
@@ -442,10 +436,10 @@ func TestGetWorkloadLabels(t *testing.T) {
 		opts []podOption
 		want map[string]string
 	}{
-		{name: "deployment", want: map[string]string{"replicaset": "web-5d9f8c7b6", "deployment": "web", "workload": "deployment/web"}},
-		{name: "statefulset", opts: []podOption{ownedBy("StatefulSet", "db")}, want: map[string]string{"statefulset": "db", "workload": "statefulset/db"}},
-		{name: "daemonset", opts: []podOption{ownedBy("DaemonSet", "agent")}, want: map[string]string{"daemonset": "agent", "workload": "daemonset/agent"}},
-		{name: "bare replicaset", opts: []podOption{ownedBy("ReplicaSet", "rs")}, want: map[string]string{"replicaset": "rs", "workload": "replicaset/rs"}},
+		{name: "deployment", want: map[string]string{"workload": "deployment/web"}},
+		{name: "statefulset", opts: []podOption{ownedBy("StatefulSet", "db")}, want: map[string]string{"workload": "statefulset/db"}},
+		{name: "daemonset", opts: []podOption{ownedBy("DaemonSet", "agent")}, want: map[string]string{"workload": "daemonset/agent"}},
+		{name: "bare replicaset", opts: []podOption{ownedBy("ReplicaSet", "rs")}, want: map[string]string{"workload": "replicaset/rs"}},
 		{name: "no owner", opts: []podOption{func(p *corev1.Pod) { p.OwnerReferences = nil }}, want: map[string]string{"workload": "pod/web-a"}},
 		// Not a label name, but a fine label value.
 		{name: "owner kind that is no label name", opts: []podOption{ownedBy("Odd-Kind", "x")}, want: map[string]string{"workload": "odd-kind/x"}},
@@ -456,7 +450,8 @@ func TestGetWorkloadLabels(t *testing.T) {
 			h := newHarness(t, harnessOptions{objects: []runtime.Object{web(), p, slice("web-1", "web", "http", 8080, endpoint(p, ready))}})
 			w := h.get(t, "web.shop.svc.cluster.local:80", "")
 			w.recv()
-			want := map[string]string{"namespace": testNS, "service": "web", "pod": "web-a", "serviceaccount": "web"}
+			// Only what proxies read: no pod name, ServiceAccount or owner.
+			want := map[string]string{"namespace": testNS, "service": "web"}
 			for k, v := range tc.want {
 				want[k] = v
 			}

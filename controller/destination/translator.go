@@ -107,6 +107,12 @@ func (t *translator) diff(set watcher.Set) []*destinationv1.Update {
 	return updates
 }
 
+// routeLabels are the endpoint labels proxies read, for their metrics'
+// dst_namespace, dst_workload and dst_service. The watcher knows more (the
+// pod's name, ServiceAccount and owners), but any meshed pod may ask about
+// any address, so what a proxy does not use stays here (issue 12).
+var routeLabels = []string{watcher.LabelNamespace, watcher.LabelWorkload, watcher.LabelService}
+
 // endpoint is e in the API's terms. The identity is only given for a meshed
 // pod: anything else has no certificate to present.
 func (t *translator) endpoint(e watcher.Endpoint) *destinationv1.Endpoint {
@@ -114,7 +120,12 @@ func (t *translator) endpoint(e watcher.Endpoint) *destinationv1.Endpoint {
 		Address: e.Addr.String(),
 		Weight:  DefaultWeight,
 		Zone:    e.Zone,
-		Labels:  maps.Clone(e.Labels),
+		Labels:  make(map[string]string, len(routeLabels)),
+	}
+	for _, k := range routeLabels {
+		if v, ok := e.Labels[k]; ok {
+			pe.Labels[k] = v
+		}
 	}
 	switch {
 	case e.Opaque:

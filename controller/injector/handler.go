@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/events"
 
 	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // Event reasons, on the pod's owner (or namespace): the pod itself does not
@@ -120,11 +121,11 @@ func (h *handler) admit(req *admissionv1.AdmissionRequest) (resp *admissionv1.Ad
 	}
 	log = log.With("pod", podName(&pod))
 	ns := h.namespace(pod.Namespace, log)
-	if ns.Labels[inject.LabelWebhook] == inject.WebhookIgnore {
+	if ns.Labels[names.LabelWebhook] == names.WebhookIgnore {
 		// The webhook configuration's namespaceSelector keeps these away;
 		// one edited by hand, or written by an older install, may not.
 		// The label wins over every annotation, with no warning or event.
-		log.Debug("not injected: the namespace is labelled " + inject.LabelWebhook + "=" + inject.WebhookIgnore)
+		log.Debug("not injected: the namespace is labelled " + names.LabelWebhook + "=" + names.WebhookIgnore)
 		h.metrics.injection(resultSkipped, reasonIgnored)
 		return resp
 	}

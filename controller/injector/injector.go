@@ -22,6 +22,7 @@ import (
 
 	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/internal/httpserver"
+	"github.com/mesh-dev/mesh/internal/keypair"
 )
 
 // Path is where the manifests register the webhook; every path is served.
@@ -51,6 +52,12 @@ type Config struct {
 	// ShutdownGrace bounds how long in-flight requests may take after ctx
 	// is done; 0 means 10s.
 	ShutdownGrace time.Duration
+	// IdleTimeout closes a keep-alive connection that has waited this long
+	// for its next review; 0 means 2m: longer than the API server's client
+	// keeps an idle connection (90s, net/http's default), so that the API
+	// server closes first and never sends a review on a connection the
+	// webhook is closing.
+	IdleTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -62,6 +69,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 2 * time.Minute
 	}
 	return c
 }
@@ -91,7 +101,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Inject.Validate(); err != nil {
 		return fmt.Errorf("injector: %w", err)
 	}
-	keys := newKeyPair(cfg.TLSDir, cfg.Log)
+	keys := keypair.New(cfg.TLSDir, "webhook certificate", cfg.Log)
 	// Fail at start, not at the first handshake, when the Secret is missing.
 	if _, err := keys.GetCertificate(nil); err != nil {
 		return fmt.Errorf("injector: %w", err)
@@ -110,6 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn),
 	}
 	cfg.Log.Info("proxy injector listening", "addr", ln.Addr().String(), "tls_dir", cfg.TLSDir)

@@ -1,9 +1,12 @@
 package injector
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -32,6 +35,7 @@ import (
 
 	"github.com/mesh-dev/mesh/controller/injector/injectortest"
 	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 func TestMain(m *testing.M) {
@@ -46,6 +50,7 @@ var testInject = inject.Config{ProxyImage: "ghcr.io/mesh-dev/mesh-proxy:v0.1.0",
 // server's side (registration, TLS from the Secret, the patch applied to
 // real pods) is exercised by the end-to-end suite on the local cluster.
 type server struct {
+	addr    string
 	url     string
 	ca      *injectortest.CA
 	tlsDir  string
@@ -57,6 +62,8 @@ type server struct {
 type serverOptions struct {
 	namespaces []*corev1.Namespace
 	lister     corelisters.NamespaceLister // nil: an informer on the fake clientset
+	// idleTimeout is Config.IdleTimeout.
+	idleTimeout time.Duration
 }
 
 func startServer(t *testing.T, opts serverOptions) *server {
@@ -100,6 +107,8 @@ func startServer(t *testing.T, opts serverOptions) *server {
 			Metrics:    s.metrics,
 			Log:        slog.New(slog.NewTextHandler(t.Output(), nil)),
 			Ready:      func(a net.Addr) { ready <- a },
+
+			IdleTimeout: opts.idleTimeout,
 		})
 	}()
 	t.Cleanup(func() {
@@ -110,7 +119,8 @@ func startServer(t *testing.T, opts serverOptions) *server {
 	})
 	select {
 	case a := <-ready:
-		s.url = "https://" + a.String() + Path
+		s.addr = a.String()
+		s.url = "https://" + s.addr + Path
 	case err := <-done:
 		t.Fatalf("Run: %v", err)
 	}
@@ -169,14 +179,14 @@ func (s *server) post(t testing.TB, body []byte) (int, *admissionv1.AdmissionRev
 func enabledNS(name string) *corev1.Namespace {
 	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 		Name: name, UID: types.UID("uid-" + name),
-		Annotations: map[string]string{inject.AnnotationInject: inject.Enabled},
+		Annotations: map[string]string{names.AnnotationInject: names.Enabled},
 	}}
 }
 
 // ignoredNS is an enabled namespace an admin exempted from the webhook.
 func ignoredNS(name string) *corev1.Namespace {
 	ns := enabledNS(name)
-	ns.Labels = map[string]string{inject.LabelWebhook: inject.WebhookIgnore}
+	ns.Labels = map[string]string{names.LabelWebhook: names.WebhookIgnore}
 	return ns
 }
 
@@ -202,7 +212,7 @@ func TestWebhook(t *testing.T) {
 		ignoredNS("quiet"),
 	}})
 	bare := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "bare", Annotations: map[string]string{inject.AnnotationInject: inject.Enabled, inject.ConfigPrefix + "color": "red"}},
+		ObjectMeta: metav1.ObjectMeta{Name: "bare", Annotations: map[string]string{names.AnnotationInject: names.Enabled, names.ConfigPrefix + "color": "red"}},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
 	}
 	hostNet := replicaSetPod(nil)
@@ -221,7 +231,7 @@ func TestWebhook(t *testing.T) {
 		{name: "namespace enabled", ns: "shop", pod: replicaSetPod(nil), wantPatched: true, wantMetric: [2]string{"injected", "none"}},
 		{name: "namespace not enabled", ns: "plain", pod: replicaSetPod(nil), wantMetric: [2]string{"skipped", "not-enabled"}},
 		{
-			name: "bad annotation: event on the owner", ns: "shop", pod: replicaSetPod(map[string]string{inject.AnnotationOpaquePorts: "3306,mysql"}),
+			name: "bad annotation: event on the owner", ns: "shop", pod: replicaSetPod(map[string]string{names.AnnotationOpaquePorts: "3306,mysql"}),
 			wantPatched: true, wantWarn: 1, wantEvents: []string{"InvalidAnnotation ReplicaSet/web-7d4b9c"}, wantMetric: [2]string{"injected", "none"},
 		},
 		{
@@ -233,7 +243,7 @@ func TestWebhook(t *testing.T) {
 			wantWarn: 1, wantEvents: []string{"InjectionSkipped ReplicaSet/web-7d4b9c"}, wantMetric: [2]string{"skipped", "host-network"},
 		},
 		{
-			name: "dry run: warnings but no event", ns: "shop", pod: replicaSetPod(map[string]string{inject.AnnotationProxyLogLevel: "loud"}), dryRun: true,
+			name: "dry run: warnings but no event", ns: "shop", pod: replicaSetPod(map[string]string{names.AnnotationProxyLogLevel: "loud"}), dryRun: true,
 			wantPatched: true, wantWarn: 1, wantMetric: [2]string{"injected", "none"},
 		},
 		{name: "namespace missing from the cache", ns: "new", pod: replicaSetPod(nil), wantMetric: [2]string{"skipped", "not-enabled"}},
@@ -243,7 +253,7 @@ func TestWebhook(t *testing.T) {
 		{name: "namespace labelled webhook=ignore", ns: "quiet", pod: replicaSetPod(nil), wantMetric: [2]string{"skipped", reasonIgnored}},
 		{
 			name: "namespace labelled webhook=ignore, pod asks", ns: "quiet",
-			pod:        replicaSetPod(map[string]string{inject.AnnotationInject: inject.Enabled, inject.AnnotationOpaquePorts: "3306,mysql"}),
+			pod:        replicaSetPod(map[string]string{names.AnnotationInject: names.Enabled, names.AnnotationOpaquePorts: "3306,mysql"}),
 			wantMetric: [2]string{"skipped", reasonIgnored},
 		},
 	}
@@ -285,7 +295,7 @@ func TestWebhook(t *testing.T) {
 			}
 		})
 	}
-	if got := testutil.ToFloat64(s.metrics.warnings.WithLabelValues(inject.ConfigPrefix + "unknown")); got != 1 {
+	if got := testutil.ToFloat64(s.metrics.warnings.WithLabelValues(names.ConfigPrefix + "unknown")); got != 1 {
 		t.Errorf("warnings_total{annotation=config.mesh.dev/unknown} = %v, want 1", got)
 	}
 }
@@ -310,14 +320,14 @@ func checkPatch(t testing.TB, pod *corev1.Pod, resp *admissionv1.AdmissionRespon
 	if err := json.Unmarshal(patched, &got); err != nil {
 		t.Fatal(err)
 	}
-	var names []string
+	var containers []string
 	for _, c := range got.Spec.InitContainers {
-		names = append(names, c.Name)
+		containers = append(containers, c.Name)
 	}
-	if diff := cmp.Diff([]string{inject.InitContainerName, inject.ProxyContainerName}, names); diff != "" {
+	if diff := cmp.Diff([]string{names.InitContainerName, names.ProxyContainerName}, containers); diff != "" {
 		t.Errorf("init containers after the patch (-want +got):\n%s", diff)
 	}
-	if got.Annotations[inject.AnnotationProxyVersion] != testInject.Version {
+	if got.Annotations[names.AnnotationProxyVersion] != testInject.Version {
 		t.Errorf("annotations after the patch: %v", got.Annotations)
 	}
 }
@@ -453,5 +463,38 @@ func TestNotAPodCreation(t *testing.T) {
 	status, out, raw := s.post(t, body)
 	if status != http.StatusOK || !out.Response.Allowed || len(out.Response.Patch) != 0 {
 		t.Errorf("got %d %s, want allowed without a patch", status, raw)
+	}
+}
+
+// TestIdleConnectionClosed: a keep-alive connection that sends no next
+// review is closed after the idle timeout; any pod can reach the port.
+func TestIdleConnectionClosed(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	s := startServer(t, serverOptions{namespaces: []*corev1.Namespace{enabledNS("shop")}, idleTimeout: idle})
+	tlsConfig := s.ca.Client().Transport.(*http.Transport).TLSClientConfig
+	c, err := tls.Dial("tcp", s.addr, tlsConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	body := review(t, "shop", replicaSetPod(nil), false)
+	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: injector\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", Path, len(body), body)
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || res.Close {
+		t.Fatalf("review: %s, close %v; want 200 on a kept-alive connection", res.Status, res.Close)
+	}
+	start := time.Now()
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("read on the idle connection: %v, want EOF", err)
+	}
+	if waited := time.Since(start); waited < idle/2 || waited > 5*time.Second {
+		t.Errorf("closed after %s idle, want about %s", waited, idle)
 	}
 }

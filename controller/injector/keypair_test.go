@@ -1,6 +1,7 @@
 package injector
 
 import (
+	"github.com/mesh-dev/mesh/internal/keypair"
 	"math/big"
 	"net/http"
 	"os"
@@ -39,11 +40,11 @@ func TestCertificateReload(t *testing.T) {
 	// pair is served meanwhile.
 	other := t.TempDir()
 	s.ca.WriteServing(t, other)
-	oldKey, err := os.ReadFile(filepath.Join(s.tlsDir, keyFile))
+	oldKey, err := os.ReadFile(filepath.Join(s.tlsDir, keypair.KeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	newCert, err := os.ReadFile(filepath.Join(other, certFile))
+	newCert, err := os.ReadFile(filepath.Join(other, keypair.CertFile))
 	if err != nil {
 		t.Fatal(err)
 	}

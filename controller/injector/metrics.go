@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // Results of an admission request, the "result" label.
@@ -67,9 +68,9 @@ func (m *Metrics) warning(annotation string) {
 	if m == nil || annotation == "" {
 		return
 	}
-	if strings.HasPrefix(annotation, inject.ConfigPrefix) && !slices.Contains(inject.ConfigAnnotations(), annotation) &&
-		annotation != inject.AnnotationDefaultInboundPolicy {
-		annotation = inject.ConfigPrefix + "unknown"
+	if strings.HasPrefix(annotation, names.ConfigPrefix) && !slices.Contains(inject.ConfigAnnotations(), annotation) &&
+		annotation != names.AnnotationDefaultInboundPolicy {
+		annotation = names.ConfigPrefix + "unknown"
 	}
 	m.warnings.WithLabelValues(annotation).Inc()
 }

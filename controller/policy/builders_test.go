@@ -9,7 +9,7 @@ import (
 
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
 	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // Builders of the objects the tests use. Policy objects are in testNS
@@ -96,14 +96,14 @@ func pod(name string, opts ...podOption) *corev1.Pod {
 			Namespace:   testNS,
 			Name:        name,
 			Labels:      map[string]string{"app": "web"},
-			Annotations: map[string]string{inject.AnnotationProxyVersion: "v0.1.0"},
+			Annotations: map[string]string{names.AnnotationProxyVersion: "v0.1.0"},
 		},
 		Spec: corev1.PodSpec{
 			ServiceAccountName: "web",
 			InitContainers: []corev1.Container{
-				{Name: inject.InitContainerName, Image: "mesh-proxy"},
+				{Name: names.InitContainerName, Image: "mesh-proxy"},
 				{
-					Name: inject.ProxyContainerName, Image: "mesh-proxy", RestartPolicy: &always,
+					Name: names.ProxyContainerName, Image: "mesh-proxy", RestartPolicy: &always,
 					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 4143}, {Name: "admin", ContainerPort: 4191}},
 					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
 						HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromString("admin")},

@@ -4,7 +4,7 @@ import (
 	"net/netip"
 
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // DefaultAuthorizationPrefix starts the names of the authorizations and
@@ -13,7 +13,7 @@ import (
 const DefaultAuthorizationPrefix = "default:"
 
 // defaultAuthorizations spells out a default inbound policy (one of
-// inject.DefaultInboundPolicies) for the ports no Server selects:
+// names.DefaultInboundPolicies) for the ports no Server selects:
 //
 //	all-unauthenticated      one authorization that requires nothing
 //	all-authenticated        mesh TLS, any identity of the trust domain ("*")
@@ -33,14 +33,14 @@ func defaultAuthorizations(policy string, clusterNetworks []*inboundv1.Network) 
 	}
 	var required []*inboundv1.Authentication
 	switch policy {
-	case inject.PolicyAllUnauthenticated:
-	case inject.PolicyAllAuthenticated:
+	case names.PolicyAllUnauthenticated:
+	case names.PolicyAllAuthenticated:
 		required = []*inboundv1.Authentication{anyIdentity}
-	case inject.PolicyClusterAuthenticated:
+	case names.PolicyClusterAuthenticated:
 		required = []*inboundv1.Authentication{inCluster, anyIdentity}
-	case inject.PolicyClusterUnauthenticated:
+	case names.PolicyClusterUnauthenticated:
 		required = []*inboundv1.Authentication{inCluster}
-	case inject.PolicyAudit:
+	case names.PolicyAudit:
 		return nil, true
 	default: // deny, and anything unknown: fail closed
 		return nil, false

@@ -12,8 +12,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -28,6 +31,7 @@ import (
 
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
 	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
+	"github.com/mesh-dev/mesh/identity/identitytest"
 )
 
 // This file holds the test harness: the real Server behind a real gRPC
@@ -48,9 +52,13 @@ type harness struct {
 	srv     *Server
 	reg     *prometheus.Registry
 	logs    *logBuffer
-	addr    string
-	stop    context.CancelFunc // cancels Run's context
-	done    chan error         // Run's result
+	addr    string // the loopback listener's, plain text (RegisterLocal)
+	// meshAddr is the proxies' listener, mesh TLS with a certificate of
+	// pki (Register).
+	meshAddr string
+	pki      *identitytest.CA
+	stop     context.CancelFunc // cancels Run's context
+	done     chan error         // Run's result
 }
 
 type harnessOptions struct {
@@ -112,12 +120,27 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		}
 	}
 
+	// The controller's two listeners: the loopback one in plain text
+	// that checks nobody, and the proxies' one in mesh TLS with the
+	// controller's SVID, which requires a client certificate of the CA.
+	h.pki = identitytest.NewCA(t)
+	controller := h.pki.IssueSVID(t, h.pki.ID("mesh-system", "mesh-controller"))
+	h.addr = h.serve(t, srv.RegisterLocal)
+	h.meshAddr = h.serve(t, srv.Register, grpc.Creds(credentials.NewTLS(
+		tlsconfig.MTLSServerConfig(controller, h.pki.Bundle(), tlsconfig.AuthorizeMemberOf(h.pki.TrustDomain)))))
+	return h
+}
+
+// serve runs a gRPC server with opts and the service register adds on
+// 127.0.0.1:0 until the test ends, and returns its address.
+func (h *harness) serve(t *testing.T, register func(grpc.ServiceRegistrar), opts ...grpc.ServerOption) string {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
-	srv.Register(gs)
+	gs := grpc.NewServer(opts...)
+	register(gs)
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(lis) }()
 	t.Cleanup(func() {
@@ -126,8 +149,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	h.addr = lis.Addr().String()
-	return h
+	return lis.Addr().String()
 }
 
 func testScheme(t testing.TB) *runtime.Scheme {
@@ -158,11 +180,37 @@ type watch struct {
 	cancel context.CancelFunc
 }
 
+// dialAs returns a client of the mesh TLS listener presenting a
+// certificate of the harness's CA for id.
+func (h *harness) dialAs(t *testing.T, id spiffeid.ID) inboundv1.InboundPolicyClient {
+	t.Helper()
+	svid := h.pki.IssueSVID(t, id)
+	controller := h.pki.ID("mesh-system", "mesh-controller")
+	conn, err := grpc.NewClient(h.meshAddr, grpc.WithTransportCredentials(credentials.NewTLS(
+		tlsconfig.MTLSClientConfig(svid, h.pki.Bundle(), tlsconfig.AuthorizeID(controller)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return inboundv1.NewInboundPolicyClient(conn)
+}
+
 func (h *harness) watch(t *testing.T, ns, pod string) *watch {
+	t.Helper()
+	return watchWith(t, h.dial(t), ns, pod)
+}
+
+// watchAs watches over the mesh TLS listener as id, as a proxy does.
+func (h *harness) watchAs(t *testing.T, id spiffeid.ID, ns, pod string) *watch {
+	t.Helper()
+	return watchWith(t, h.dialAs(t, id), ns, pod)
+}
+
+func watchWith(t *testing.T, c inboundv1.InboundPolicyClient, ns, pod string) *watch {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	t.Cleanup(cancel)
-	stream, err := h.dial(t).Watch(ctx, &inboundv1.WatchRequest{Namespace: ns, Pod: pod})
+	stream, err := c.Watch(ctx, &inboundv1.WatchRequest{Namespace: ns, Pod: pod})
 	if err != nil {
 		t.Fatalf("Watch(%s/%s): %v", ns, pod, err)
 	}

@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // index is the Kubernetes side of the server: the informer caches a
@@ -172,7 +172,7 @@ func (ix *index) onPodUpdate(oldObj, newObj any) {
 		return
 	}
 	if okOld && old.UID == pod.UID && maps.Equal(old.Labels, pod.Labels) &&
-		old.Annotations[inject.AnnotationDefaultInboundPolicy] == pod.Annotations[inject.AnnotationDefaultInboundPolicy] &&
+		old.Annotations[names.AnnotationDefaultInboundPolicy] == pod.Annotations[names.AnnotationDefaultInboundPolicy] &&
 		reflect.DeepEqual(old.Spec.Containers, pod.Spec.Containers) &&
 		reflect.DeepEqual(old.Spec.InitContainers, pod.Spec.InitContainers) {
 		return
@@ -189,7 +189,7 @@ func (ix *index) onNamespace(obj any) {
 func (ix *index) onNamespaceUpdate(oldObj, newObj any) {
 	old, okOld := object[*corev1.Namespace](oldObj)
 	ns, ok := object[*corev1.Namespace](newObj)
-	if ok && (!okOld || old.Annotations[inject.AnnotationDefaultInboundPolicy] != ns.Annotations[inject.AnnotationDefaultInboundPolicy]) {
+	if ok && (!okOld || old.Annotations[names.AnnotationDefaultInboundPolicy] != ns.Annotations[names.AnnotationDefaultInboundPolicy]) {
 		ix.dirty.addNamespace(ns.Name)
 	}
 }

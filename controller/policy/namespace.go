@@ -15,7 +15,7 @@ import (
 
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
 	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // namespaceInputs are the objects of one namespace a namespacePolicy is
@@ -61,10 +61,10 @@ type serverRule struct {
 func buildNamespace(in namespaceInputs, td spiffeid.TrustDomain) (*namespacePolicy, []string) {
 	b := nsBuilder{in: in, td: td}
 	np := &namespacePolicy{authorizations: map[string][]*inboundv1.Authorization{}}
-	if v, ok := in.annotations[inject.AnnotationDefaultInboundPolicy]; ok {
-		p, err := inject.ParseDefaultInboundPolicy(v)
+	if v, ok := in.annotations[names.AnnotationDefaultInboundPolicy]; ok {
+		p, err := names.ParseDefaultInboundPolicy(v)
 		if err != nil {
-			b.warn("namespace %s: annotation %s is ignored: %v", in.name, inject.AnnotationDefaultInboundPolicy, err)
+			b.warn("namespace %s: annotation %s is ignored: %v", in.name, names.AnnotationDefaultInboundPolicy, err)
 		}
 		np.defaultPolicy = p
 	}

@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // GRPCHealthCheckPath is the request path of a kubelet gRPC probe
@@ -39,9 +39,9 @@ func (d *defaults) podPolicy(pod *corev1.Pod, np *namespacePolicy) (*inboundv1.P
 	warn := func(format string, args ...any) { warnings = append(warnings, fmt.Sprintf(format, args...)) }
 
 	policy := cmp.Or(np.defaultPolicy, d.policy)
-	if v, ok := pod.Annotations[inject.AnnotationDefaultInboundPolicy]; ok {
-		if p, err := inject.ParseDefaultInboundPolicy(v); err != nil {
-			warn("annotation %s is ignored, the default %s applies: %v", inject.AnnotationDefaultInboundPolicy, policy, err)
+	if v, ok := pod.Annotations[names.AnnotationDefaultInboundPolicy]; ok {
+		if p, err := names.ParseDefaultInboundPolicy(v); err != nil {
+			warn("annotation %s is ignored, the default %s applies: %v", names.AnnotationDefaultInboundPolicy, policy, err)
 		} else {
 			policy = p
 		}
@@ -104,7 +104,7 @@ func appContainers(pod *corev1.Pod) []*corev1.Container {
 }
 
 func isMesh(c *corev1.Container) bool {
-	return c.Name == inject.ProxyContainerName || c.Name == inject.InitContainerName
+	return c.Name == names.ProxyContainerName || c.Name == names.InitContainerName
 }
 
 // serverPorts resolves a Server's spec.port: a number is itself, whether

@@ -17,7 +17,7 @@ import (
 
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
 	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 var testTD = spiffeid.RequireTrustDomainFromString("cluster.local")
@@ -26,7 +26,7 @@ var testTD = spiffeid.RequireTrustDomainFromString("cluster.local")
 // networks.
 func testDefaults(policy string) *defaults {
 	if policy == "" {
-		policy = inject.PolicyAllUnauthenticated
+		policy = names.PolicyAllUnauthenticated
 	}
 	return &defaults{
 		policy:          policy,
@@ -74,7 +74,7 @@ func resolve(t testing.TB, d *defaults, p *corev1.Pod, objs []runtime.Object) (*
 func unauthenticated(ports ...*inboundv1.PortPolicy) *inboundv1.PodPolicy {
 	return &inboundv1.PodPolicy{
 		Ports:                 ports,
-		DefaultPolicy:         inject.PolicyAllUnauthenticated,
+		DefaultPolicy:         names.PolicyAllUnauthenticated,
 		DefaultAuthorizations: []*inboundv1.Authorization{allowAll("default:all-unauthenticated")},
 	}
 }
@@ -110,54 +110,54 @@ func TestDefaultPolicy(t *testing.T) {
 			want: unauthenticated(),
 		},
 		{
-			name: "all-authenticated", install: inject.PolicyAllAuthenticated,
+			name: "all-authenticated", install: names.PolicyAllAuthenticated,
 			want: &inboundv1.PodPolicy{DefaultPolicy: "all-authenticated", DefaultAuthorizations: []*inboundv1.Authorization{
 				authorization("default:all-authenticated", meshTLS("default:all-authenticated", "*")),
 			}},
 		},
 		{
-			name: "cluster-authenticated", install: inject.PolicyClusterAuthenticated,
+			name: "cluster-authenticated", install: names.PolicyClusterAuthenticated,
 			want: &inboundv1.PodPolicy{DefaultPolicy: "cluster-authenticated", DefaultAuthorizations: []*inboundv1.Authorization{
 				authorization("default:cluster-authenticated", networks, meshTLS("default:cluster-authenticated", "*")),
 			}},
 		},
 		{
-			name: "cluster-unauthenticated", install: inject.PolicyClusterUnauthenticated,
+			name: "cluster-unauthenticated", install: names.PolicyClusterUnauthenticated,
 			want: &inboundv1.PodPolicy{DefaultPolicy: "cluster-unauthenticated", DefaultAuthorizations: []*inboundv1.Authorization{
 				authorization("default:cluster-unauthenticated", nets("default:cluster-unauthenticated", cidr("10.0.0.0/8"), cidr("fd00::/8"))),
 			}},
 		},
 		{
-			name: "deny", install: inject.PolicyDeny,
+			name: "deny", install: names.PolicyDeny,
 			want: &inboundv1.PodPolicy{DefaultPolicy: "deny"},
 		},
 		{
-			name: "audit", install: inject.PolicyAudit,
+			name: "audit", install: names.PolicyAudit,
 			want: &inboundv1.PodPolicy{DefaultPolicy: "audit", Audit: true},
 		},
 		{
 			name:      "the namespace's beats the install's",
-			install:   inject.PolicyAllAuthenticated,
-			namespace: map[string]string{inject.AnnotationDefaultInboundPolicy: "deny"},
+			install:   names.PolicyAllAuthenticated,
+			namespace: map[string]string{names.AnnotationDefaultInboundPolicy: "deny"},
 			want:      &inboundv1.PodPolicy{DefaultPolicy: "deny"},
 		},
 		{
 			name:      "the pod's beats the namespace's",
-			namespace: map[string]string{inject.AnnotationDefaultInboundPolicy: "deny"},
-			pod:       []podOption{annotated(inject.AnnotationDefaultInboundPolicy, "audit")},
+			namespace: map[string]string{names.AnnotationDefaultInboundPolicy: "deny"},
+			pod:       []podOption{annotated(names.AnnotationDefaultInboundPolicy, "audit")},
 			want:      &inboundv1.PodPolicy{DefaultPolicy: "audit", Audit: true},
 		},
 		{
 			name:         "an invalid pod annotation falls back to the namespace's",
-			namespace:    map[string]string{inject.AnnotationDefaultInboundPolicy: " deny "},
-			pod:          []podOption{annotated(inject.AnnotationDefaultInboundPolicy, "allow-all")},
+			namespace:    map[string]string{names.AnnotationDefaultInboundPolicy: " deny "},
+			pod:          []podOption{annotated(names.AnnotationDefaultInboundPolicy, "allow-all")},
 			want:         &inboundv1.PodPolicy{DefaultPolicy: "deny"},
 			wantWarnings: []string{`annotation config.mesh.dev/default-inbound-policy is ignored, the default deny applies`},
 		},
 		{
 			name:         "an invalid namespace annotation falls back to the install's",
-			install:      inject.PolicyDeny,
-			namespace:    map[string]string{inject.AnnotationDefaultInboundPolicy: "Deny"},
+			install:      names.PolicyDeny,
+			namespace:    map[string]string{names.AnnotationDefaultInboundPolicy: "Deny"},
 			want:         &inboundv1.PodPolicy{DefaultPolicy: "deny"},
 			wantWarnings: []string{"namespace shop: annotation config.mesh.dev/default-inbound-policy is ignored"},
 		},
@@ -588,7 +588,7 @@ func TestRevision(t *testing.T) {
 			t.Fatalf("revision %s of a shuffled input, want %s", got.GetRevision(), first.GetRevision())
 		}
 	}
-	changed, _ := resolve(t, testDefaults(inject.PolicyDeny), pod("web-0"), objs)
+	changed, _ := resolve(t, testDefaults(names.PolicyDeny), pod("web-0"), objs)
 	if changed.GetRevision() == first.GetRevision() {
 		t.Errorf("revision %s unchanged with another default policy", changed.GetRevision())
 	}

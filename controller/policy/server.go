@@ -65,7 +65,10 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/identity/certify"
+	"github.com/mesh-dev/mesh/internal/clusternet"
+	"github.com/mesh-dev/mesh/internal/names"
+	"github.com/mesh-dev/mesh/internal/workload"
 )
 
 // DefaultTrustDomain is Config.TrustDomain's default.
@@ -88,11 +91,11 @@ type Config struct {
 	// in; "" means cluster.local.
 	TrustDomain string
 	// DefaultInboundPolicy is the install's default inbound policy, one of
-	// inject.DefaultInboundPolicies; "" means all-unauthenticated.
+	// names.DefaultInboundPolicies; "" means all-unauthenticated.
 	DefaultInboundPolicy string
 	// ClusterNetworks spell out the cluster-authenticated and
 	// cluster-unauthenticated defaults; nil means
-	// inject.DefaultClusterNetworks().
+	// clusternet.Default().
 	ClusterNetworks []netip.Prefix
 	// Registerer gets the server's metrics; nil means they are not
 	// registered (but still kept).
@@ -129,9 +132,9 @@ type Server struct {
 // podState is a subscribed pod.
 type podState struct {
 	key types.NamespacedName
-	// last is the policy the mailboxes were last given; nil until the
-	// pod is known.
-	last  *inboundv1.PodPolicy
+	// last is the policy the mailboxes were last given; its policy is
+	// nil until the pod is known.
+	last  computed
 	boxes map[*mailbox]struct{}
 	// warned are the warnings last logged about the pod.
 	warned map[string]struct{}
@@ -150,13 +153,13 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: trust domain %q: %w", cfg.TrustDomain, err)
 	}
-	def, err := inject.ParseDefaultInboundPolicy(cmp.Or(cfg.DefaultInboundPolicy, inject.DefaultInboundPolicy))
+	def, err := names.ParseDefaultInboundPolicy(cmp.Or(cfg.DefaultInboundPolicy, names.DefaultInboundPolicy))
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	nets := cfg.ClusterNetworks
 	if nets == nil {
-		nets = inject.DefaultClusterNetworks()
+		nets = clusternet.Default()
 	}
 	for _, p := range nets {
 		if !p.IsValid() {
@@ -189,9 +192,42 @@ func New(cfg Config) (*Server, error) {
 	}, nil
 }
 
-// Register adds the InboundPolicy service to r.
+// Register adds the InboundPolicy service to r, a server whose listener
+// requires mesh TLS (certify.Server.MTLSServerConfig): a proxy learns only
+// its own pod's policy. Watch answers PERMISSION_DENIED when the caller's
+// SPIFFE ID is not the ServiceAccount identity of the pod it names, and
+// UNAUTHENTICATED when the caller proved none, so the service refuses
+// everyone if r is ever served without mesh TLS.
 func (s *Server) Register(r grpc.ServiceRegistrar) {
+	inboundv1.RegisterInboundPolicyServer(r, meshTLSServer{s: s})
+}
+
+// RegisterLocal adds the InboundPolicy service to r without checking who
+// asks: for the controller's loopback listener, which `mesh authz` reaches
+// through a port-forward, so the cluster's RBAC has admitted the caller.
+func (s *Server) RegisterLocal(r grpc.ServiceRegistrar) {
 	inboundv1.RegisterInboundPolicyServer(r, s)
+}
+
+// meshTLSServer is the InboundPolicy service of proxies, which proved
+// their identity over mesh TLS.
+type meshTLSServer struct {
+	inboundv1.UnimplementedInboundPolicyServer
+	s *Server
+}
+
+// Watch is Server.Watch for the pod of the caller alone.
+func (m meshTLSServer) Watch(req *inboundv1.WatchRequest, stream grpc.ServerStreamingServer[inboundv1.PodPolicy]) error {
+	caller, err := certify.CallerOf(stream.Context())
+	switch {
+	case errors.Is(err, certify.ErrNoCaller):
+		m.s.metrics.watch(codes.Unauthenticated)
+		return status.Error(codes.Unauthenticated, "policy: "+err.Error()+"; connect with the proxy's mesh TLS certificate")
+	case err != nil:
+		m.s.metrics.watch(codes.PermissionDenied)
+		return status.Error(codes.PermissionDenied, "policy: "+err.Error()+"; only a proxy may watch its pod's policy")
+	}
+	return m.s.watch(req, stream, &caller)
 }
 
 // Run watches the cluster and keeps the subscribed pods' policies current
@@ -240,10 +276,32 @@ func (s *Server) Ready() error {
 // stream while a Send is blocked on a client that stopped reading:
 // returning makes gRPC cancel the stream, which unblocks that Send. Only
 // that goroutine calls Send.
+//
+// Watch checks nobody: Register serves it behind a check of the caller.
 func (s *Server) Watch(req *inboundv1.WatchRequest, stream grpc.ServerStreamingServer[inboundv1.PodPolicy]) error {
+	return s.watch(req, stream, nil)
+}
+
+// watch is Watch for caller, the proxy asking; nil means anyone. A caller
+// of another namespace than the pod's is refused at once; one of another
+// ServiceAccount once the pod is known (a stream may wait for the pod),
+// before any policy is sent and whenever a recreated pod of the name runs
+// as another ServiceAccount.
+func (s *Server) watch(req *inboundv1.WatchRequest, stream grpc.ServerStreamingServer[inboundv1.PodPolicy], caller *certify.Caller) error {
 	if err := validateRequest(req); err != nil {
 		s.metrics.watch(codes.InvalidArgument)
 		return status.Error(codes.InvalidArgument, "policy: "+err.Error())
+	}
+	key := types.NamespacedName{Namespace: req.GetNamespace(), Name: req.GetPod()}
+	if caller != nil {
+		var sa string // unknown until the pod is cached
+		if pod := s.ix.pod(key); pod != nil {
+			sa = workload.ServiceAccount(pod)
+		}
+		if err := s.admit(*caller, key, sa); err != nil {
+			s.metrics.watch(codes.PermissionDenied)
+			return err
+		}
 	}
 	if !s.synced.Load() {
 		s.metrics.watch(codes.Unavailable)
@@ -256,7 +314,6 @@ func (s *Server) Watch(req *inboundv1.WatchRequest, stream grpc.ServerStreamingS
 	default:
 	}
 	s.metrics.watch(codes.OK)
-	key := types.NamespacedName{Namespace: req.GetNamespace(), Name: req.GetPod()}
 	ctx := stream.Context()
 	box, unsubscribe := s.subscribe(key)
 	defer unsubscribe()
@@ -264,8 +321,12 @@ func (s *Server) Watch(req *inboundv1.WatchRequest, stream grpc.ServerStreamingS
 	defer s.metrics.active.Dec()
 	s.log.Debug("policy watch", "pod", key.String(), "peer", peerAddr(ctx))
 
+	var admit func(computed) error
+	if caller != nil {
+		admit = func(c computed) error { return s.admit(*caller, key, c.serviceAccount) }
+	}
 	sendErr := make(chan error, 1)
-	go func() { sendErr <- s.send(ctx, stream, box) }()
+	go func() { sendErr <- s.send(ctx, stream, box, admit) }()
 	select {
 	case err := <-sendErr:
 		return err // the client is gone; gRPC already knows why
@@ -289,22 +350,46 @@ func validateRequest(req *inboundv1.WatchRequest) error {
 	return nil
 }
 
+// admit returns nil when caller may watch the policy of pod key, which
+// runs as ServiceAccount sa ("" when not known yet: then only the
+// namespace is checked), and else a PERMISSION_DENIED status saying who
+// asked for what.
+func (s *Server) admit(caller certify.Caller, key types.NamespacedName, sa string) error {
+	if caller.ID.MemberOf(s.td) && caller.Namespace == key.Namespace && (sa == "" || caller.ServiceAccount == sa) {
+		return nil
+	}
+	runs := "in namespace " + key.Namespace
+	if id, err := spiffeid.FromSegments(s.td, "ns", key.Namespace, "sa", sa); sa != "" && err == nil {
+		runs = "as " + id.String()
+	}
+	s.log.Debug("refused a policy watch for another pod", "caller", caller.ID.String(), "pod", key.String(), "pod_service_account", sa)
+	return status.Errorf(codes.PermissionDenied,
+		"policy: %s asked for the policy of pod %s, which runs %s: a proxy may watch only its own pod's policy", caller.ID, key, runs)
+}
+
 // send sends each policy box receives whose revision differs from the
-// last sent, until ctx is done or a Send fails.
-func (s *Server) send(ctx context.Context, stream grpc.ServerStreamingServer[inboundv1.PodPolicy], box *mailbox) error {
+// last sent, until ctx is done or a Send fails. admit, when not nil,
+// vets every policy received, even one not sent again, so a caller that
+// is no longer the pod's identity is cut off; its error ends the stream.
+func (s *Server) send(ctx context.Context, stream grpc.ServerStreamingServer[inboundv1.PodPolicy], box *mailbox, admit func(computed) error) error {
 	var sent string
 	for {
 		select {
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
-		case pp := <-box.ch:
-			if pp.GetRevision() == sent {
+		case c := <-box.ch:
+			if admit != nil {
+				if err := admit(c); err != nil {
+					return err
+				}
+			}
+			if c.policy.GetRevision() == sent {
 				continue
 			}
-			if err := stream.Send(pp); err != nil {
+			if err := stream.Send(c.policy); err != nil {
 				return err
 			}
-			sent = pp.GetRevision()
+			sent = c.policy.GetRevision()
 			s.metrics.updates.Inc()
 		}
 	}
@@ -317,15 +402,22 @@ func peerAddr(ctx context.Context) string {
 	return ""
 }
 
+// computed is a pod's policy with the ServiceAccount the pod ran as when
+// it was computed, which a proxy must prove to receive it.
+type computed struct {
+	policy         *inboundv1.PodPolicy
+	serviceAccount string
+}
+
 // mailbox holds the newest policy a stream has not sent yet. put is
 // called with Server.mu held, so puts are serial; one sender receives.
 type mailbox struct {
-	ch chan *inboundv1.PodPolicy // capacity 1
+	ch chan computed // capacity 1
 }
 
 // put leaves pp in the mailbox, replacing a policy not sent yet. It never
 // blocks: the only other party takes, never puts.
-func (b *mailbox) put(pp *inboundv1.PodPolicy, superseded prometheus.Counter) {
+func (b *mailbox) put(pp computed, superseded prometheus.Counter) {
 	for {
 		select {
 		case b.ch <- pp:
@@ -343,7 +435,7 @@ func (b *mailbox) put(pp *inboundv1.PodPolicy, superseded prometheus.Counter) {
 // subscribe adds a mailbox for the policy of pod key, with the current
 // policy in it when the pod is known. unsubscribe is idempotent.
 func (s *Server) subscribe(key types.NamespacedName) (box *mailbox, unsubscribe func()) {
-	box = &mailbox{ch: make(chan *inboundv1.PodPolicy, 1)}
+	box = &mailbox{ch: make(chan computed, 1)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	byName := s.pods[key.Namespace]
@@ -361,7 +453,7 @@ func (s *Server) subscribe(key types.NamespacedName) (box *mailbox, unsubscribe 
 		s.refreshPod(ps)
 	}
 	ps.boxes[box] = struct{}{}
-	if ps.last != nil {
+	if ps.last.policy != nil {
 		box.put(ps.last, s.metrics.superseded)
 	}
 	var once sync.Once
@@ -433,14 +525,18 @@ func (s *Server) refreshPod(ps *podState) {
 	}
 	pp, warnings := s.defaults.podPolicy(pod, s.namespaces[ps.key.Namespace].policy)
 	ps.warned = s.warnNew(ps.warned, warnings, "pod", ps.key.String())
-	if pp == nil || (ps.last != nil && pp.GetRevision() == ps.last.GetRevision()) {
+	// A pod recreated under the same name with another ServiceAccount is
+	// given to the mailboxes even if its policy is the same, so the
+	// streams of the old identity end.
+	sa := workload.ServiceAccount(pod)
+	if pp == nil || (pp.GetRevision() == ps.last.policy.GetRevision() && sa == ps.last.serviceAccount) {
 		return
 	}
-	ps.last = pp
+	ps.last = computed{policy: pp, serviceAccount: sa}
 	s.log.Debug("pod policy changed", "pod", ps.key.String(), "revision", pp.GetRevision(),
 		"default_policy", pp.GetDefaultPolicy(), "ports", len(pp.GetPorts()))
 	for box := range ps.boxes {
-		box.put(pp, s.metrics.superseded)
+		box.put(ps.last, s.metrics.superseded)
 	}
 }
 

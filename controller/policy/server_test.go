@@ -24,7 +24,7 @@ import (
 
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
 	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // propagation is how soon a change must reach a stream: "in under a
@@ -119,13 +119,13 @@ func TestWatchWaitsForThePod(t *testing.T) {
 	eventually(t, "the stream to open", func() bool { return h.metric(t, "mesh_policy_active_streams") == 1 })
 	start := time.Now()
 	h.apply(t, pod("web-0"))
-	if got := w.recvWithin(start, propagation); got.GetDefaultPolicy() != inject.PolicyAllUnauthenticated {
+	if got := w.recvWithin(start, propagation); got.GetDefaultPolicy() != names.PolicyAllUnauthenticated {
 		t.Errorf("policy %v, want the install default", got)
 	}
 	// The namespace appears later with a default of its own.
 	start = time.Now()
-	h.apply(t, namespace(testNS, map[string]string{inject.AnnotationDefaultInboundPolicy: inject.PolicyDeny}))
-	if got := w.recvWithin(start, propagation); got.GetDefaultPolicy() != inject.PolicyDeny {
+	h.apply(t, namespace(testNS, map[string]string{names.AnnotationDefaultInboundPolicy: names.PolicyDeny}))
+	if got := w.recvWithin(start, propagation); got.GetDefaultPolicy() != names.PolicyDeny {
 		t.Errorf("policy %v, want deny", got)
 	}
 }
@@ -230,10 +230,10 @@ func TestWatchFollowsChanges(t *testing.T) {
 			name: "the pod's own default",
 			change: func(t *testing.T) {
 				h.apply(t, pod("web-0", func(p *corev1.Pod) { p.Labels = map[string]string{"app": "web-v2"} },
-					annotated(inject.AnnotationDefaultInboundPolicy, inject.PolicyAudit)))
+					annotated(names.AnnotationDefaultInboundPolicy, names.PolicyAudit)))
 			},
 			objects: 1,
-			want:    &inboundv1.PodPolicy{DefaultPolicy: inject.PolicyAudit, Audit: true},
+			want:    &inboundv1.PodPolicy{DefaultPolicy: names.PolicyAudit, Audit: true},
 		},
 	}
 	// Each step's first message not as wanted fails it when it made one
@@ -273,13 +273,13 @@ func TestWatchSendsOnlyChanges(t *testing.T) {
 	billing := server("payments", 0, intstr.FromInt32(8080), "", nil)
 	billing.Namespace = "billing"
 	h.apply(t, billing)
-	h.apply(t, namespace("billing", map[string]string{inject.AnnotationDefaultInboundPolicy: inject.PolicyDeny}))
+	h.apply(t, namespace("billing", map[string]string{names.AnnotationDefaultInboundPolicy: names.PolicyDeny}))
 	h.apply(t, server("api", 0, intstr.FromInt32(8080), "", map[string]string{"app": "api"}))
 	// And one that changes the policy, last.
-	h.apply(t, namespace(testNS, map[string]string{inject.AnnotationDefaultInboundPolicy: inject.PolicyDeny}))
+	h.apply(t, namespace(testNS, map[string]string{names.AnnotationDefaultInboundPolicy: names.PolicyDeny}))
 
 	got := w.recv()
-	if got.GetDefaultPolicy() != inject.PolicyDeny || got.GetRevision() == first.GetRevision() {
+	if got.GetDefaultPolicy() != names.PolicyDeny || got.GetRevision() == first.GetRevision() {
 		t.Errorf("second policy %v, want the deny default", got)
 	}
 	h.waitMetric(t, "mesh_policy_updates_total", 2)
@@ -311,11 +311,11 @@ func TestWatchStreamsOfOnePod(t *testing.T) {
 
 func TestMailboxKeepsTheNewest(t *testing.T) {
 	superseded := prometheus.NewCounter(prometheus.CounterOpts{Name: "superseded"})
-	box := &mailbox{ch: make(chan *inboundv1.PodPolicy, 1)}
+	box := &mailbox{ch: make(chan computed, 1)}
 	for _, rev := range []string{"1", "2", "3"} {
-		box.put(&inboundv1.PodPolicy{Revision: rev}, superseded)
+		box.put(computed{policy: &inboundv1.PodPolicy{Revision: rev}}, superseded)
 	}
-	if got := (<-box.ch).GetRevision(); got != "3" {
+	if got := (<-box.ch).policy.GetRevision(); got != "3" {
 		t.Errorf("took revision %s, want 3", got)
 	}
 	select {

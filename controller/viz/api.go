@@ -37,21 +37,37 @@ func notFound(format string, args ...any) error {
 	return &httpError{status: http.StatusNotFound, msg: fmt.Sprintf(format, args...)}
 }
 
-// Handler returns the viz API: the paths of api/viz/v1, GET only, every
-// answer JSON (tap: newline-delimited JSON).
+// Handler returns the viz API: the paths of api/viz/v1 but tap, GET
+// only, every answer JSON. It checks no caller: it is served on loopback,
+// which only a port-forward reaches, and so only a user the cluster's
+// RBAC lets port-forward to mesh-viz.
+//
+// Tap is not among them: it shows the requests themselves, so a user
+// needs a right on the namespace tapped, which only the tap API (package
+// controller/tapapi, behind the Kubernetes API server) checks before it
+// calls TapHandler.
 func (v *Viz) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(vizv1.PathStat, v.handle(v.serveStat))
 	mux.Handle(vizv1.PathEdges, v.handle(v.serveEdges))
 	mux.Handle(vizv1.PathRoutes, v.handle(v.serveRoutes))
 	mux.Handle(vizv1.PathSeries, v.handle(v.serveSeries))
-	mux.Handle(vizv1.PathTap, v.handle(v.serveTap))
+	mux.Handle(vizv1.PathTap, v.handle(func(http.ResponseWriter, *http.Request) error {
+		return notFound("tap is not served here: mesh viz tap reaches it through the Kubernetes API (group tap.mesh.dev), which checks your right to tap the namespace")
+	}))
 	mux.Handle("/", v.handle(func(_ http.ResponseWriter, r *http.Request) error {
-		return notFound("no such path %q: the viz API serves %s, %s, %s, %s and %s",
-			r.URL.Path, vizv1.PathStat, vizv1.PathEdges, vizv1.PathRoutes, vizv1.PathSeries, vizv1.PathTap)
+		return notFound("no such path %q: the viz API serves %s, %s, %s and %s",
+			r.URL.Path, vizv1.PathStat, vizv1.PathEdges, vizv1.PathRoutes, vizv1.PathSeries)
 	}))
 	return mux
 }
+
+// TapHandler answers one tap request, whatever its path: the query of
+// api/viz/v1's PathTap (namespace, resource, method, authority, path,
+// max_rps), GET only, streamed as newline-delimited JSON TapEvents until
+// the client goes away. It checks no caller: the tap API serves it only
+// to users the cluster's RBAC allows to tap the resource asked for.
+func (v *Viz) TapHandler() http.Handler { return v.handle(v.serveTap) }
 
 // handle answers GET requests with h once the caches have synced, and
 // turns h's error into an Error answer.
@@ -63,7 +79,7 @@ func (v *Viz) handle(h func(http.ResponseWriter, *http.Request) error) http.Hand
 			w.Header().Set("Allow", "GET")
 			err = &httpError{status: http.StatusMethodNotAllowed, msg: "the viz API answers GET only"}
 		case !v.ready.Load():
-			err = &httpError{status: http.StatusServiceUnavailable, msg: "waiting for the pod cache to sync with the API server"}
+			err = &httpError{status: http.StatusServiceUnavailable, msg: errNotSynced.Error()}
 		default:
 			err = h(w, r)
 		}

@@ -24,7 +24,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 func TestMain(m *testing.M) {
@@ -214,9 +214,9 @@ func (c *cluster) addPod(t testing.TB, s podSpec) *proxy {
 	if !s.meshed {
 		return nil
 	}
-	pod.Annotations = map[string]string{inject.AnnotationProxyVersion: "v0.1.0"}
+	withProxy(pod, names.AdminPort)
 	p := newProxy(t, time.Now().Add(-time.Hour))
-	c.route(net.JoinHostPort(s.ip, strconv.Itoa(inject.AdminPort)), p.addr)
+	c.route(net.JoinHostPort(s.ip, strconv.Itoa(names.AdminPort)), p.addr)
 	return p
 }
 

@@ -8,17 +8,53 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	k8slabels "k8s.io/apimachinery/pkg/labels"
 
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/internal/workload"
 )
 
 var everything = k8slabels.Everything()
 
-// meshed reports whether pod runs a mesh proxy: the injector marks every
-// pod it gives one with mesh.dev/proxy-version.
+// meshed reports whether pod runs a mesh proxy as the injector adds one:
+// marked with mesh.dev/proxy-version, and with the proxy's container and
+// admin port. The annotation alone is not enough: any pod can carry it,
+// and viz would scrape whatever such a pod serves.
 func meshed(pod *corev1.Pod) bool {
-	_, ok := pod.Annotations[inject.AnnotationProxyVersion]
-	return ok
+	_, annotated := pod.Annotations[names.AnnotationProxyVersion]
+	_, ok := proxyAdminPort(pod)
+	return annotated && ok
+}
+
+// proxyAdminPort returns the port of pod's proxy's admin server, which
+// serves /metrics: the mesh-admin TCP port of the container named
+// mesh-proxy, a native sidecar (an init container that keeps running) as
+// the injector adds it, or a regular container.
+func proxyAdminPort(pod *corev1.Pod) (int, bool) {
+	c := proxyContainer(pod)
+	if c == nil {
+		return 0, false
+	}
+	for _, p := range c.Ports {
+		if p.Name == names.AdminPortName && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) && p.ContainerPort > 0 {
+			return int(p.ContainerPort), true
+		}
+	}
+	return 0, false
+}
+
+// proxyContainer returns pod's mesh-proxy container, nil without one.
+func proxyContainer(pod *corev1.Pod) *corev1.Container {
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if c.Name == names.ProxyContainerName && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			return c
+		}
+	}
+	for i := range pod.Spec.Containers {
+		if c := &pod.Spec.Containers[i]; c.Name == names.ProxyContainerName {
+			return c
+		}
+	}
+	return nil
 }
 
 // running reports whether pod runs and has an address to reach it at.
@@ -62,9 +98,13 @@ func (v *Viz) podInfo(pod *corev1.Pod) podInfo {
 	if pod.Status.StartTime != nil {
 		info.Started = pod.Status.StartTime.Time
 	}
-	for _, cs := range pod.Status.ContainerStatuses {
-		if cs.Name == inject.ProxyContainerName && cs.State.Running != nil {
-			info.Started = cs.State.Running.StartedAt.Time
+	// The injector's proxy is a native sidecar, whose status is among
+	// the init containers'.
+	for _, statuses := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {
+		for _, cs := range statuses {
+			if cs.Name == names.ProxyContainerName && cs.State.Running != nil {
+				info.Started = cs.State.Running.StartedAt.Time
+			}
 		}
 	}
 	return info

@@ -5,17 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // Names of the series a scrape reads (docs/metrics.md).
@@ -35,13 +33,21 @@ const (
 	metricTCPAuthz  = "mesh_proxy_inbound_tcp_authz_total"
 )
 
-// maxScrapeBytes bounds the body of one scrape. A proxy exports a few
-// hundred series (docs/metrics.md), tens of kilobytes; a body larger than
-// this is not a mesh proxy's and is refused rather than read.
-const maxScrapeBytes = 8 << 20
+// maxScrapeBytes bounds the body of one scrape, enforced while it is
+// read. It fits the largest /metrics a proxy serves: at its series bound
+// (docs/metrics.md: 10,635 series, plus about 100 of the Go runtime and
+// the process) with the names of a cluster, a proxy serves 3.3 MiB
+// (testdata/proxy-metrics-bound.txt.gz); 6 MiB is 585 bytes for each of
+// those 10,750 lines, of which the series' names and the label syntax
+// take about 190, leaving room for label values twice as long as
+// usual. A proxy with a few dozen label sets, the common case, serves
+// under 100 KiB. The body is counted after the transport's gzip is
+// undone, so a small compressed body cannot expand past the cap.
+const maxScrapeBytes = 6 << 20
 
 // errTooLarge reports a scrape body over maxScrapeBytes.
-var errTooLarge = errors.New("metrics larger than 8 MiB")
+var errTooLarge = fmt.Errorf("the body is over %d MiB, larger than any mesh proxy's /metrics (docs/metrics.md): is its %s container a mesh proxy?",
+	maxScrapeBytes>>20, names.ProxyContainerName)
 
 // acceptHeader asks for the Prometheus text format, the one the parser
 // reads.
@@ -63,261 +69,200 @@ func newScrapeClient(cfg Config) *http.Client {
 	}}
 }
 
-// scrapeAll scrapes pods with at most cfg.Concurrency scrapes at a time,
-// each within cfg.ScrapeTimeout, and returns one result per pod.
-func (v *Viz) scrapeAll(ctx context.Context, pods []podInfo) []scrapeResult {
-	results := make([]scrapeResult, len(pods))
+// scrapeAll scrapes targets with at most cfg.Concurrency scrapes at a
+// time, each within cfg.ScrapeTimeout, and returns one result per target.
+func (v *Viz) scrapeAll(ctx context.Context, targets []scrapeTarget) []scrapeResult {
+	results := make([]scrapeResult, len(targets))
 	sem := make(chan struct{}, v.cfg.Concurrency)
 	var wg sync.WaitGroup
-	for i := range pods {
+	for i := range targets {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			results[i] = scrapeResult{pod: pods[i], err: ctx.Err()}
+			results[i] = scrapeResult{pod: targets[i].pod, err: ctx.Err()}
 			continue
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			results[i] = v.scrape(ctx, pods[i])
+			results[i] = v.scrape(ctx, targets[i])
 		})
 	}
 	wg.Wait()
+	if ctx.Err() == nil { // a round cut short failed nothing
+		v.countErrors(results)
+	}
 	return results
 }
 
-// scrape reads one pod's proxy metrics.
-func (v *Viz) scrape(ctx context.Context, pod podInfo) scrapeResult {
+// scrape reads the metrics of one pod's proxy. A failure is a
+// *scrapeError.
+func (v *Viz) scrape(ctx context.Context, t scrapeTarget) scrapeResult {
+	url := "http://" + net.JoinHostPort(t.pod.IP, strconv.Itoa(t.port)) + "/metrics"
+	start, series, err := v.fetch(ctx, url)
+	if err != nil {
+		return scrapeResult{pod: t.pod, err: &scrapeError{pod: t.pod.Namespace + "/" + t.pod.Name, url: url, err: err}}
+	}
+	return scrapeResult{pod: t.pod, start: start, series: series}
+}
+
+// fetch GETs url and parses the body as it arrives. ScrapeTimeout bounds
+// the whole exchange, the body's last byte included, so a proxy that
+// trickles its metrics holds a slot for one timeout at most; a body over
+// maxScrapeBytes is refused at that byte and its connection closed
+// rather than drained.
+func (v *Viz) fetch(ctx context.Context, url string) (float64, map[labels]*counters, error) {
 	ctx, cancel := context.WithTimeout(ctx, v.cfg.ScrapeTimeout)
 	defer cancel()
-	r := scrapeResult{pod: pod}
-	url := "http://" + net.JoinHostPort(pod.IP, strconv.Itoa(v.cfg.MetricsPort)) + "/metrics"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		r.err = err
-		return r
+		return 0, nil, err
 	}
 	req.Header.Set("Accept", acceptHeader)
 	resp, err := v.client.Do(req)
 	if err != nil {
-		r.err = err
-		return r
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-		r.err = fmt.Errorf("GET %s: %s", url, resp.Status)
-		return r
+		return 0, nil, &statusError{status: resp.Status}
 	}
-	body := &limitedReader{r: resp.Body, left: maxScrapeBytes}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(body)
-	if body.over {
-		err = errTooLarge
-	}
-	if err != nil {
-		r.err = fmt.Errorf("GET %s: %w", url, err)
-		return r
-	}
-	r.start, r.series = fromFamilies(families)
-	return r
+	return parseMetrics(&cappedReader{r: resp.Body, left: maxScrapeBytes})
 }
 
-// limitedReader fails once it has read left bytes, unlike io.LimitReader,
-// which ends quietly and would pass a cut body for a whole one.
-type limitedReader struct {
+// cappedReader reads r up to left bytes and fails with errTooLarge when r
+// holds more, where io.LimitReader would end quietly and pass a cut body
+// for a whole one.
+type cappedReader struct {
 	r    io.Reader
 	left int64
-	over bool
 }
 
-func (l *limitedReader) Read(p []byte) (int, error) {
-	if l.left <= 0 {
-		l.over = true
-		return 0, errTooLarge
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		// At the cap: a body of exactly left bytes ends here, a longer
+		// one has a byte more.
+		var one [1]byte
+		n, err := c.r.Read(one[:])
+		if n > 0 {
+			return 0, errTooLarge
+		}
+		return 0, err
 	}
-	if int64(len(p)) > l.left {
-		p = p[:l.left]
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
 	}
-	n, err := l.r.Read(p)
-	l.left -= int64(n)
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
 	return n, err
 }
 
-// fromFamilies folds the parsed families into counters per label set and
-// returns them with the process start time (0 when not exported).
-// Families and labels it does not know are ignored, so a proxy that adds
-// some does not break the scrape.
-func fromFamilies(families map[string]*dto.MetricFamily) (float64, map[labels]*counters) {
-	series := map[labels]*counters{}
-	get := func(m *dto.Metric) *counters {
-		l := labelsOf(m)
-		c := series[l]
-		if c == nil {
-			c = &counters{}
-			series[l] = c
-		}
-		return c
-	}
-	for _, m := range families[metricResponses].GetMetric() {
-		c, v := get(m), value(m)
-		c.Responses += v
-		if labelValue(m, "classification") == "success" {
-			c.Successes += v
-		}
-	}
-	for _, m := range families[metricLatency].GetMetric() {
-		if h, ok := histogramOf(m); ok {
-			get(m).Latency = h
-		}
-	}
-	tcp := []struct {
-		name string
-		add  func(*counters, float64)
-	}{
-		{metricTCPOpen, func(c *counters, v float64) { c.TCPOpen += v }},
-		{metricTCPClose, func(c *counters, v float64) { c.TCPClose += v }},
-		{metricTCPConns, func(c *counters, v float64) { c.OpenConns += v }},
-		{metricReadBytes, func(c *counters, v float64) { c.ReadBytes += v }},
-		{metricWriteBytes, func(c *counters, v float64) { c.WriteBytes += v }},
-	}
-	for _, f := range tcp {
-		for _, m := range families[f.name].GetMetric() {
-			f.add(get(m), value(m))
-		}
-	}
-	// Denials are summed over server, authz and client_id into one label
-	// set per pod: the API shows a workload's denials, not who was denied
-	// (mesh authz and the proxies' own metrics tell that), and a label set
-	// per client would grow with the clients.
-	for _, name := range []string{metricHTTPAuthz, metricTCPAuthz} {
-		for _, m := range families[name].GetMetric() {
-			if labelValue(m, "decision") != decisionDeny {
-				continue
-			}
-			c := series[authzLabels]
-			if c == nil {
-				c = &counters{}
-				series[authzLabels] = c
-			}
-			c.Denied += value(m)
-		}
-	}
-	var start float64
-	if ms := families[metricStartTime].GetMetric(); len(ms) > 0 {
-		start = value(ms[0])
-	}
-	return start, series
+// statusError is a /metrics answered with another status than 200.
+type statusError struct{ status string }
+
+func (e *statusError) Error() string { return "answered " + e.status }
+
+// scrapeError is a failed scrape of one pod's proxy.
+type scrapeError struct {
+	pod, url string
+	err      error
 }
 
-// labelsOf returns the label set of m.
-func labelsOf(m *dto.Metric) labels {
-	var l labels
-	for _, p := range m.GetLabel() {
-		v := p.GetValue()
-		switch p.GetName() {
-		case "direction":
-			l.Direction = v
-		case "authority":
-			l.Authority = v
-		case "target_addr":
-			l.TargetAddr = v
-		case "dst_namespace":
-			l.DstNamespace = v
-		case "dst_workload":
-			l.DstWorkload = v
-		case "dst_service":
-			l.DstService = v
-		case "client_id":
-			l.ClientID = v
-		case "server_id":
-			l.ServerID = v
-		}
-	}
-	return l
+func (e *scrapeError) Error() string {
+	return fmt.Sprintf("scraping pod %s at %s: %v", e.pod, e.url, e.err)
 }
 
-func labelValue(m *dto.Metric, name string) string {
-	for _, p := range m.GetLabel() {
-		if p.GetName() == name {
-			return p.GetValue()
-		}
-	}
-	return ""
-}
+func (e *scrapeError) Unwrap() error { return e.err }
 
-// value returns the value of a counter, gauge or untyped sample; NaN and
-// negative values count as 0, as no series here can hold them.
-func value(m *dto.Metric) float64 {
-	var v float64
+// Reasons of mesh_controller_viz_scrape_errors_total.
+const (
+	// reasonTooLarge: a body over maxScrapeBytes, a line over
+	// maxLineBytes, more label sets than a proxy exports, or a histogram
+	// of more buckets.
+	reasonTooLarge = "too_large"
+	// reasonMalformed: not the Prometheus text format.
+	reasonMalformed = "malformed"
+	// reasonTimeout: no whole answer within ScrapeTimeout.
+	reasonTimeout = "timeout"
+	// reasonStatus: an HTTP status other than 200.
+	reasonStatus = "http_status"
+	// reasonUnreachable: no connection, or one broken before the end.
+	reasonUnreachable = "unreachable"
+)
+
+var scrapeErrorReasons = []string{reasonTooLarge, reasonMalformed, reasonTimeout, reasonStatus, reasonUnreachable}
+
+// reasonOf returns the reason a scrape failed with err.
+func reasonOf(err error) string {
+	var syntax *syntaxError
+	var status *statusError
+	var netErr net.Error
 	switch {
-	case m.Counter != nil:
-		v = m.GetCounter().GetValue()
-	case m.Gauge != nil:
-		v = m.GetGauge().GetValue()
-	case m.Untyped != nil:
-		v = m.GetUntyped().GetValue()
+	case errors.Is(err, errTooLarge), errors.Is(err, errLineTooLong), errors.Is(err, errTooManySeries), errors.Is(err, errTooManyBuckets):
+		return reasonTooLarge
+	case errors.As(err, &syntax):
+		return reasonMalformed
+	case errors.As(err, &status):
+		return reasonStatus
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return reasonTimeout
 	}
-	if !(v > 0) || math.IsInf(v, 1) {
-		return 0
-	}
-	return v
+	return reasonUnreachable
 }
 
-// histogramOf returns m's buckets, ending with +Inf (added from the
-// sample count when the exposition left it out), and false when m is not
-// a usable histogram.
-func histogramOf(m *dto.Metric) (histogram, bool) {
-	hm := m.GetHistogram()
-	if hm == nil {
-		return histogram{}, false
+// countErrors counts the failed scrapes of a round by reason in
+// mesh_controller_viz_scrape_errors_total, on the component's registry
+// (none without one). Each round registers the counter again: the
+// registry answers with the one already registered, so the counts carry
+// on without a field in Viz.
+func (v *Viz) countErrors(results []scrapeResult) {
+	if v.cfg.Registerer == nil {
+		return
 	}
-	var h histogram
-	for _, b := range hm.GetBucket() {
-		ub := b.GetUpperBound()
-		c := float64(b.GetCumulativeCount())
-		if b.CumulativeCountFloat != nil {
-			c = b.GetCumulativeCountFloat()
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mesh_controller_viz_scrape_errors_total",
+		Help: "Scrapes of proxy metrics that failed, by reason: too_large (over the caps on the body, a line, the label sets or a histogram's buckets), malformed, timeout, http_status, unreachable.",
+	}, []string{"reason"})
+	if err := v.cfg.Registerer.Register(vec); err != nil {
+		var already prometheus.AlreadyRegisteredError
+		if !errors.As(err, &already) {
+			v.cfg.Log.Error("viz: registering the scrape error counter", "err", err)
+			return
 		}
-		if math.IsNaN(ub) || !(c >= 0) {
-			return histogram{}, false
-		}
-		h.Bounds = append(h.Bounds, ub)
-		h.Counts = append(h.Counts, c)
+		vec = already.ExistingCollector.(*prometheus.CounterVec)
 	}
-	if !slices.IsSorted(h.Bounds) {
-		return histogram{}, false
+	for _, reason := range scrapeErrorReasons {
+		vec.WithLabelValues(reason) // exported at 0 before the first failure
 	}
-	if n := len(h.Bounds); n == 0 || !math.IsInf(h.Bounds[n-1], 1) {
-		total := float64(hm.GetSampleCount())
-		if hm.SampleCountFloat != nil {
-			total = hm.GetSampleCountFloat()
-		}
-		h.Bounds = append(h.Bounds, math.Inf(1))
-		h.Counts = append(h.Counts, total)
-	}
-	// Cumulative counts never go down; a histogram that does is broken.
-	for i := 1; i < len(h.Counts); i++ {
-		if h.Counts[i] < h.Counts[i-1] {
-			return histogram{}, false
+	for _, r := range results {
+		if r.err != nil {
+			vec.WithLabelValues(reasonOf(r.err)).Inc()
 		}
 	}
-	return h, true
 }
 
-// targets returns the pods to scrape: Running, with an IP, and carrying
-// mesh.dev/proxy-version, the mark of an injected pod.
-func (v *Viz) targets() ([]podInfo, map[types.UID]bool, error) {
+// scrapeTarget is a pod to scrape, and the port its proxy serves /metrics
+// on.
+type scrapeTarget struct {
+	pod  podInfo
+	port int
+}
+
+// targets returns the pods to scrape: those running the proxy the
+// injector adds (see scrapeable), at the admin port that proxy declares.
+func (v *Viz) targets() ([]scrapeTarget, map[types.UID]bool, error) {
 	pods, err := v.pods.List(everything)
 	if err != nil {
 		return nil, nil, err
 	}
-	var out []podInfo
+	var out []scrapeTarget
 	live := map[types.UID]bool{}
 	for _, p := range pods {
 		if !scrapeable(p) {
 			continue
 		}
-		out = append(out, v.podInfo(p))
+		port, _ := proxyAdminPort(p)
+		out = append(out, scrapeTarget{pod: v.podInfo(p), port: port})
 		live[p.UID] = true
 	}
 	return out, live, nil

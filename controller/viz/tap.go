@@ -112,7 +112,7 @@ func (v *Viz) serveTap(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if v.cfg.TapTLS == nil {
-		return &httpError{status: http.StatusServiceUnavailable, msg: "tap is off: the controller has no identity to present to the proxies"}
+		return &httpError{status: http.StatusServiceUnavailable, msg: "tap is off: viz has no identity to present to the proxies"}
 	}
 	pods, err := v.tapPods(ns, res)
 	if err != nil {

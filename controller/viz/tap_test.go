@@ -8,12 +8,15 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -28,12 +31,11 @@ import (
 
 	tapv1 "github.com/mesh-dev/mesh/api/tap/v1"
 	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
-	"github.com/mesh-dev/mesh/identity/certify"
 	"github.com/mesh-dev/mesh/identity/identitytest"
 )
 
 // tapServer is a proxy's tap server as api/tap/v1 describes it: mutual
-// TLS as the pod's identity, admitting only the controller's, streaming
+// TLS as the pod's identity, admitting only viz's, streaming
 // one request and its response, then holding the stream open.
 type tapServer struct {
 	tapv1.UnimplementedTapServer
@@ -102,34 +104,44 @@ func serveTap(t *testing.T, c *cluster, ca *identitytest.CA, ip string, id, clie
 	return ts
 }
 
+// startTap starts viz on c's objects as start does, and returns the
+// URL of a real HTTP server of its TapHandler, as the tap API calls it
+// once it has authorized the caller.
+func (c *cluster) startTap(t testing.TB, mod func(*Config)) string {
+	t.Helper()
+	v, _ := c.start(t, mod)
+	srv := httptest.NewServer(v.TapHandler())
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// clientTLS is TapTLS as viz's own certificate makes it: svid presented,
+// the server checked against the bundle as exactly the pod's identity.
+func clientTLS(svid x509svid.Source, bundle x509bundle.Source) func(spiffeid.ID) *tls.Config {
+	return func(server spiffeid.ID) *tls.Config {
+		return tlsconfig.MTLSClientConfig(svid, bundle, tlsconfig.AuthorizeID(server))
+	}
+}
+
 // TestTap relays the tap of a deployment with two pods: one whose tap
 // server is the pod's identity streams its events; one that presents
 // another identity is refused in the handshake, which the relay reports
 // as an error event naming the pod, and goes on.
 func TestTap(t *testing.T) {
 	ca := identitytest.NewCA(t)
-	issuer := identitytest.NewSecretDir(t)
-	ca.WriteSecret(t, issuer)
-	ids, err := certify.New(certify.Config{
-		IssuerDir: issuer.Path,
-		Reviewer: certify.TokenReviewerFunc(func(context.Context, string, string) (certify.TokenInfo, error) {
-			return certify.TokenInfo{}, errors.New("no tokens here")
-		}),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	controller := ca.ID("mesh-system", "mesh-controller")
+	vizID := ca.ID("mesh-system", "mesh-viz")
 
 	s := newShop(t)
-	good := serveTap(t, s.cluster, ca, "10.0.0.1", ca.ID("shop", "web"), controller)
-	impostor := serveTap(t, s.cluster, ca, "10.0.0.2", ca.ID("shop", "backend"), controller)
-	_, base := s.start(t, func(c *Config) { c.TapTLS = ids.ClientTLS(controller) })
+	good := serveTap(t, s.cluster, ca, "10.0.0.1", ca.ID("shop", "web"), vizID)
+	impostor := serveTap(t, s.cluster, ca, "10.0.0.2", ca.ID("shop", "backend"), vizID)
+	base := s.startTap(t, func(c *Config) { c.TapTLS = clientTLS(ca.IssueSVID(t, vizID), ca.Bundle()) })
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
+	// Any path: the tap API decides where tap lives, and passes the query.
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet,
-		base+vizv1.PathTap+"?"+values("namespace", "shop", "resource", "deploy/web", "method", "GET", "path", "/books", "max_rps", "5").Encode(), nil)
+		base+"/apis/tap.mesh.dev/v1alpha1/watch/namespaces/shop/deployments/web/tap?"+
+			values("namespace", "shop", "resource", "deploy/web", "method", "GET", "path", "/books", "max_rps", "5").Encode(), nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -161,8 +173,8 @@ func TestTap(t *testing.T) {
 	}
 
 	good.mu.Lock()
-	if len(good.clients) != 1 || good.clients[0] != controller {
-		t.Errorf("tap server saw clients %v, want the controller %s", good.clients, controller)
+	if len(good.clients) != 1 || good.clients[0] != vizID {
+		t.Errorf("tap server saw clients %v, want viz %s", good.clients, vizID)
 	}
 	if r := good.reqs[0]; r.GetMethod() != "GET" || r.GetPathPrefix() != "/books" || r.GetMaxRps() != 5 {
 		t.Errorf("tap server got filters %v", r)
@@ -186,29 +198,46 @@ func TestTap(t *testing.T) {
 // TestTapErrors covers the answers before a stream starts.
 func TestTapErrors(t *testing.T) {
 	s := newShop(t)
-	_, noTLS := s.start(t, nil)
+	noTLS := s.startTap(t, nil)
 	var e vizv1.Error
 	if code := getJSON(t, noTLS, vizv1.PathTap, values("namespace", "shop", "resource", "deploy/web"), &e); code != http.StatusServiceUnavailable {
 		t.Errorf("tap without an identity: %d %q, want 503", code, e.Error)
 	}
-	_, base := s.start(t, func(c *Config) {
+	base := s.startTap(t, func(c *Config) {
 		c.TapTLS = func(spiffeid.ID) *tls.Config { return &tls.Config{} }
 	})
 	tests := []struct {
-		resource string
+		name     string
+		q        url.Values
 		wantCode int
 		wantMsg  string
 	}{
-		{resource: "deploy/nope", wantCode: http.StatusNotFound, wantMsg: "deployment/nope not found in namespace shop"},
-		{resource: "deploy/legacy", wantCode: http.StatusNotFound, wantMsg: "no running meshed pod"},
-		{resource: "ns/nope", wantCode: http.StatusNotFound, wantMsg: "namespace/nope not found"},
+		{name: "missing deployment", q: values("namespace", "shop", "resource", "deploy/nope"), wantCode: http.StatusNotFound, wantMsg: "deployment/nope not found in namespace shop"},
+		{name: "unmeshed deployment", q: values("namespace", "shop", "resource", "deploy/legacy"), wantCode: http.StatusNotFound, wantMsg: "no running meshed pod"},
+		{name: "missing namespace", q: values("namespace", "shop", "resource", "ns/nope"), wantCode: http.StatusNotFound, wantMsg: "namespace/nope not found"},
+		{name: "no resource", q: values("namespace", "shop"), wantCode: http.StatusBadRequest, wantMsg: "resource is required"},
+		{name: "a service", q: values("namespace", "shop", "resource", "svc/web"), wantCode: http.StatusBadRequest, wantMsg: "tap takes a deploy, pod or ns"},
+		{name: "max_rps 0", q: values("namespace", "shop", "resource", "deploy/web", "max_rps", "0"), wantCode: http.StatusBadRequest, wantMsg: "max_rps"},
+		{name: "unknown parameter", q: values("namespace", "shop", "resource", "deploy/web", "kind", "deploy"), wantCode: http.StatusBadRequest, wantMsg: `unknown parameter "kind"`},
+		{name: "method in lower case", q: values("namespace", "shop", "resource", "deploy/web", "method", "get"), wantCode: http.StatusBadRequest, wantMsg: "in capitals"},
 	}
 	for _, tc := range tests {
-		var got vizv1.Error
-		code := getJSON(t, base, vizv1.PathTap, values("namespace", "shop", "resource", tc.resource), &got)
-		if code != tc.wantCode || !strings.Contains(got.Error, tc.wantMsg) {
-			t.Errorf("tap %s: %d %q, want %d with %q", tc.resource, code, got.Error, tc.wantCode, tc.wantMsg)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			var got vizv1.Error
+			code := getJSON(t, base, vizv1.PathTap, tc.q, &got)
+			if code != tc.wantCode || !strings.Contains(got.Error, tc.wantMsg) {
+				t.Errorf("tap %s: %d %q, want %d with %q", tc.q.Encode(), code, got.Error, tc.wantCode, tc.wantMsg)
+			}
+		})
+	}
+
+	resp, err := http.Post(base+vizv1.PathTap, "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST to tap: %d, want 405", resp.StatusCode)
 	}
 }
 

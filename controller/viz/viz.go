@@ -1,24 +1,37 @@
-// Package viz is mesh-controller's live-stats component: the viz API
+// Package viz is the live-stats component of mesh-viz, its own
+// Deployment apart from the controller (controller.RunViz): the viz API
 // (api/viz/v1) that `mesh viz` and the dashboard read, answered from the
-// proxies' own metrics without a Prometheus.
+// proxies' own metrics without a Prometheus, and the tap relay.
+//
+// # Who may ask
+//
+// The API listens on loopback only (127.0.0.1:8085 by default), which no
+// pod but its own reaches: `mesh viz` comes in through a port-forward,
+// so the cluster's RBAC (create pods/portforward in the control plane's
+// namespace) decides who reads the stats. Tap is not on it: TapHandler
+// is served by the tap API (controller/tapapi), which the Kubernetes API
+// server fronts and which checks the caller's right to tap the resource
+// with a SubjectAccessReview (issue 12).
 //
 // # Scrape, not push
 //
-// Every Interval it scrapes http://<pod IP>:4191/metrics of every Running
-// pod carrying mesh.dev/proxy-version, the pods the injector gave a proxy,
-// as found in the controller's pod cache. The proxies stay passive: they
+// Every Interval it scrapes http://<pod IP>:<mesh-admin port>/metrics of
+// every Running pod the injector gave a proxy (mesh.dev/proxy-version and
+// a mesh-proxy container declaring its mesh-admin port), as found in
+// viz's pod cache; each body is read with a cap and parsed as it streams,
+// keeping only the families viz uses (scrape.go, parse.go), so a hostile
+// pod costs viz a bounded read. The proxies stay passive: they
 // need no controller address and send nothing, so a proxy started with no
 // flags exports the same metrics it always does. The endpoint is the one a
 // Prometheus would scrape, so the totals `mesh viz` shows and a Prometheus
 // would sum agree by construction (docs/metrics.md). The series are
-// cumulative counters, so a controller restart or a missed scrape loses no
+// cumulative counters, so a restart of viz or a missed scrape loses no
 // count, only resolution: the next scrape's delta carries what the missed
 // one would have. Scrapes run at most Concurrency at a time, each within
 // ScrapeTimeout, so a hung proxy costs one slot for one timeout.
 //
 // The proxies do not label their series with their own pod, workload or
-// identity: the controller knows which pod it scraped, and adds them from
-// its cache (the workload from the pod's owner, see internal/workload; the
+// identity: viz knows which pod it scraped, and adds them from its cache (the workload from the pod's owner, see internal/workload; the
 // identity from its ServiceAccount).
 //
 // # Store
@@ -69,10 +82,12 @@
 //
 // # Tap
 //
-// /api/v1/tap relays the tap streams (api/tap/v1) of a resource's pods:
-// the controller dials each pod's tap server over mutual TLS as its own
-// identity, checking that the server is the pod's identity, and writes
-// every event as one line of JSON.
+// TapHandler relays the tap streams (api/tap/v1) of a resource's pods:
+// viz dials each pod's tap server over mutual TLS as its own identity,
+// spiffe://<trust domain>/ns/<namespace>/sa/mesh-viz, the only client the
+// injected proxies admit (MESH_PROXY_TAP_CLIENT_ID), checking that the
+// server is the pod's identity, and writes every event as one line of
+// JSON.
 package viz
 
 import (
@@ -84,6 +99,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -95,8 +111,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
-	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/internal/httpserver"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // Defaults of Config.
@@ -107,9 +123,13 @@ const (
 	DefaultRetention     = 16 * time.Minute
 	DefaultMaxSeries     = 10000
 	// DefaultTapPort is mesh-proxy's tap server port.
-	DefaultTapPort    = 4190
+	DefaultTapPort    = names.TapPort
 	DefaultMaxTapPods = 20
 )
+
+// DefaultAddr is where the API listens by default: on loopback, for a
+// port-forward, on vizv1.Port.
+var DefaultAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(vizv1.Port))
 
 // MinRetention is the shortest Retention: the longest window the API
 // serves, 15 minutes, and a step.
@@ -118,9 +138,10 @@ const MinRetention = 15 * time.Minute
 // Config configures a Viz. Informers is required; the zero value of every
 // other field means what its comment says.
 type Config struct {
-	// Addr to serve the API on; "" means ":8085" (vizv1.Port).
+	// Addr to serve the API on; "" means DefaultAddr. The API checks no
+	// caller, so anything but a loopback address opens it to every pod.
 	Addr string
-	// Informers is the controller's shared factory; New adds the pod,
+	// Informers is the process's shared factory; New adds the pod,
 	// service and namespace informers to it, so it must be called before
 	// the factory starts.
 	Informers informers.SharedInformerFactory
@@ -143,9 +164,6 @@ type Config struct {
 	// MaxSeries bounds the label sets the store tracks (see the package
 	// doc for the memory this means); 0 means DefaultMaxSeries.
 	MaxSeries int
-	// MetricsPort is the proxies' admin port, scraped at /metrics; 0 means
-	// inject.AdminPort.
-	MetricsPort int
 
 	// TapPort is the proxies' tap port; 0 means DefaultTapPort.
 	TapPort int
@@ -153,9 +171,8 @@ type Config struct {
 	// DefaultMaxTapPods.
 	MaxTapPods int
 	// TapTLS returns the client TLS configuration of a connection to a
-	// proxy's tap server whose certificate must carry server: the
-	// controller's own identity, and the trust anchors (see
-	// certify.Server.ClientTLS). nil makes tap answer 503.
+	// proxy's tap server whose certificate must carry server: viz's own
+	// certificate, and the trust anchors. nil makes tap answer 503.
 	TapTLS func(server spiffeid.ID) *tls.Config
 
 	// Dial connects the scrapes and the tap relay to "ip:port"; nil means a
@@ -195,7 +212,7 @@ func New(cfg Config) (*Viz, error) {
 		return nil, errors.New("viz: Informers is required")
 	}
 	if cfg.Addr == "" {
-		cfg.Addr = fmt.Sprintf(":%d", vizv1.Port)
+		cfg.Addr = DefaultAddr
 	}
 	if cfg.TrustDomain.IsZero() {
 		cfg.TrustDomain = spiffeid.RequireTrustDomainFromString("cluster.local")
@@ -205,7 +222,6 @@ func New(cfg Config) (*Viz, error) {
 	setDefault(&cfg.Retention, DefaultRetention)
 	setDefault(&cfg.Concurrency, DefaultConcurrency)
 	setDefault(&cfg.MaxSeries, DefaultMaxSeries)
-	setDefault(&cfg.MetricsPort, inject.AdminPort)
 	setDefault(&cfg.TapPort, DefaultTapPort)
 	setDefault(&cfg.MaxTapPods, DefaultMaxTapPods)
 	setDefault(&cfg.ShutdownGrace, 5*time.Second)
@@ -260,9 +276,12 @@ func (v *Viz) Run(ctx context.Context) error {
 	srv := &http.Server{
 		Handler:           v.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(v.cfg.Log.Handler(), slog.LevelWarn),
-		// Requests see ctx end, so tap streams stop on shutdown.
-		BaseContext: func(net.Listener) context.Context { return ctx },
+		// The dashboard polls every few seconds; a connection idle for
+		// longer than that is one it gave up.
+		IdleTimeout:    time.Minute,
+		MaxHeaderBytes: 16 << 10,
+		ErrorLog:       slog.NewLogLogger(v.cfg.Log.Handler(), slog.LevelWarn),
+		BaseContext:    func(net.Listener) context.Context { return ctx },
 	}
 	v.cfg.Log.Info("viz API listening", "addr", ln.Addr().String())
 	if v.cfg.OnListen != nil {
@@ -279,6 +298,18 @@ func (v *Viz) Run(ctx context.Context) error {
 	v.client.CloseIdleConnections()
 	return err
 }
+
+// Ready returns nil once the caches have synced and the API answers,
+// else what it waits for. It does not block.
+func (v *Viz) Ready() error {
+	if !v.ready.Load() {
+		return errNotSynced
+	}
+	return nil
+}
+
+// errNotSynced is what viz waits for before it answers.
+var errNotSynced = errors.New("waiting for the pod cache to sync with the API server")
 
 // scrapeLoop runs a scrape round every Interval once the caches have
 // synced, until ctx is done.

@@ -4,7 +4,7 @@
 // certificate signing requests (see ParseCSR).
 //
 // The issuer is an intermediate below the trust anchors `mesh install`
-// generates (install/certs) or the user brings; the anchors' keys never
+// generates (identity/pki) or the user brings; the anchors' keys never
 // reach the cluster.
 package ca
 
@@ -22,7 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/mesh-dev/mesh/install/certs"
+	"github.com/mesh-dev/mesh/identity/pki"
 )
 
 // DefaultPollInterval is how often Run checks the issuer files. Kubelet
@@ -36,7 +36,7 @@ type Config struct {
 	// mounted as a volume, or any directory with those files.
 	Dir string
 	// TrustDomain is the one the issuer signs IDs in; the zero value means
-	// certs.DefaultTrustDomain.
+	// pki.DefaultTrustDomain.
 	TrustDomain spiffeid.TrustDomain
 	// Lifetime of the leaves Sign issues; 0 means DefaultLifetime. A leaf
 	// never outlives the issuer chain whatever this says.
@@ -83,7 +83,7 @@ func New(cfg Config) (*CA, error) {
 		return nil, errors.New("ca: no issuer directory configured")
 	}
 	if cfg.TrustDomain.IsZero() {
-		td, err := spiffeid.TrustDomainFromString(certs.DefaultTrustDomain)
+		td, err := spiffeid.TrustDomainFromString(pki.DefaultTrustDomain)
 		if err != nil {
 			return nil, fmt.Errorf("ca: %w", err)
 		}
@@ -175,7 +175,7 @@ func (c *CA) Reload() error {
 }
 
 func (c *CA) parse(f files) (*Issuer, error) {
-	id, err := certs.ParseIdentity(c.cfg.TrustDomain, f.anchors, f.cert, f.key)
+	id, err := pki.ParseIdentity(c.cfg.TrustDomain, f.anchors, f.cert, f.key)
 	if err != nil {
 		return nil, err
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/mesh-dev/mesh/install/certs"
+	"github.com/mesh-dev/mesh/identity/pki"
 )
 
 // Backdate is how far before the moment of signing a leaf's NotBefore lies,
@@ -51,11 +51,11 @@ type Issuer struct {
 	notAfter time.Time
 }
 
-// NewIssuer checks id with certs.Identity.Validate at now and returns the
+// NewIssuer checks id with pki.Identity.Validate at now and returns the
 // Issuer it describes. Trust anchors found in the issuer chain (a tls.crt
 // holding the whole chain up to the root) are dropped from it, since a
 // chain sent to peers stops below the anchor.
-func NewIssuer(id *certs.Identity, now time.Time) (*Issuer, error) {
+func NewIssuer(id *pki.Identity, now time.Time) (*Issuer, error) {
 	if id.TrustDomain.IsZero() {
 		return nil, errors.New("issuer: empty trust domain")
 	}

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,15 +37,19 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 
 	identityv1 "github.com/mesh-dev/mesh/api/identity/v1"
 	"github.com/mesh-dev/mesh/identity/ca"
+	"github.com/mesh-dev/mesh/identity/meshtls"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // DefaultAudience is the audience of the projected ServiceAccount token a
 // proxy presents; a token for any other audience (the API server's
 // included) is refused.
-const DefaultAudience = "identity.mesh.dev"
+const DefaultAudience = names.IdentityTokenAudience
 
 // DefaultReviewTimeout bounds one TokenReview, so a slow API server
 // answers the proxy with UNAVAILABLE, which it retries, instead of
@@ -283,6 +288,68 @@ func (s *Server) ClientTLS(self spiffeid.ID) func(server spiffeid.ID) *tls.Confi
 		tlsconfig.HookMTLSClientConfig(cfg, svid, anchors, tlsconfig.AuthorizeID(server))
 		return cfg
 	}
+}
+
+// MTLSServerConfig returns the TLS configuration of a listener that
+// serves the mesh's workloads rather than strangers (the proxies'
+// destination and inbound policy API): it presents an SVID for self, as
+// TLSConfig does, and requires a client certificate that chains to the
+// current trust anchors and names an ID of the trust domain, so a caller
+// without one, or with one of another CA, is refused at the handshake.
+// CallerOf then tells a method who called. Anchors are read on every
+// handshake; session tickets are off because a resumed session skips the
+// check and would admit a client whose anchor has left the bundle. Use it
+// with credentials.NewTLS.
+func (s *Server) MTLSServerConfig(self spiffeid.ID) *tls.Config {
+	return &tls.Config{
+		MinVersion:             tls.VersionTLS13,
+		GetCertificate:         s.ca.ServingCertificate(self),
+		ClientAuth:             tls.RequireAnyClientCert,
+		VerifyPeerCertificate:  tlsconfig.VerifyPeerCertificate(anchorSource{s.ca}, tlsconfig.AuthorizeMemberOf(s.ca.TrustDomain())),
+		SessionTicketsDisabled: true,
+	}
+}
+
+// Errors of CallerOf, for errors.Is.
+var (
+	// ErrNoCaller: the connection carried no verified client certificate
+	// (it is not TLS, or not a listener of MTLSServerConfig's).
+	ErrNoCaller = errors.New("certify: the caller proved no identity over mesh TLS")
+	// ErrNotWorkload: the caller's ID is not a workload's,
+	// spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>.
+	ErrNotWorkload = errors.New("certify: the caller's SPIFFE ID names no ServiceAccount")
+)
+
+// Caller is a workload that proved its SPIFFE ID over mesh TLS, and the
+// namespace and ServiceAccount the ID names.
+type Caller struct {
+	ID                        spiffeid.ID
+	Namespace, ServiceAccount string
+}
+
+// CallerOf returns the caller of a gRPC method served over a listener
+// configured with MTLSServerConfig, from the method's context: the
+// handshake verified its certificate, so its ID is proven. It fails with
+// ErrNoCaller on any other connection, and with ErrNotWorkload when the ID
+// is not of the form spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>.
+func CallerOf(ctx context.Context) (Caller, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return Caller{}, ErrNoCaller
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return Caller{}, ErrNoCaller
+	}
+	id, err := meshtls.PeerID(info.State)
+	if err != nil {
+		return Caller{}, fmt.Errorf("%w: %v", ErrNoCaller, err)
+	}
+	seg := strings.Split(id.Path(), "/") // "", "ns", ns, "sa", sa
+	if len(seg) != 5 || seg[1] != "ns" || seg[3] != "sa" {
+		return Caller{}, fmt.Errorf("%w: %q", ErrNotWorkload, id)
+	}
+	return Caller{ID: id, Namespace: seg[2], ServiceAccount: seg[4]}, nil
 }
 
 // servingSVID is an x509svid.Source of the controller's own certificate.

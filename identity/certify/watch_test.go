@@ -18,7 +18,7 @@ import (
 	"github.com/mesh-dev/mesh/identity/ca"
 	"github.com/mesh-dev/mesh/identity/certify"
 	"github.com/mesh-dev/mesh/identity/identitytest"
-	"github.com/mesh-dev/mesh/install/certs"
+	"github.com/mesh-dev/mesh/identity/pki"
 )
 
 // recvBundle waits for the next bundle on stream and checks it holds
@@ -84,7 +84,7 @@ func TestRotation(t *testing.T) {
 	// proxies move over: the stream sends both.
 	e.pki = identitytest.NewCA(t)
 	files := e.pki.SecretFiles(t)
-	files[ca.AnchorsFile] = certs.EncodeCerts(e.pki.Root, oldRoot)
+	files[ca.AnchorsFile] = pki.EncodeCerts(e.pki.Root, oldRoot)
 	e.dir.Write(t, files)
 	if err := e.server.Reload(); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	identityv1 "github.com/mesh-dev/mesh/api/identity/v1"
+	"github.com/mesh-dev/mesh/internal/backoff"
 )
 
 // errStreamClosed reports a trust-bundle stream the controller ended
@@ -20,14 +21,14 @@ var errStreamClosed = errors.New("the controller closed the trust-bundle stream"
 // with backoff whenever the stream breaks, so a new trust anchor reaches
 // the proxy without a restart.
 func (s *Source) watchBundle(ctx context.Context) {
-	bo := backoff{min: s.cfg.MinBackoff, max: s.cfg.MaxBackoff}
+	bo := backoff.Backoff{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff}
 	for {
 		err := s.watchOnce(ctx, &bo)
 		s.streamEnded()
 		if ctx.Err() != nil {
 			return
 		}
-		wait := bo.next()
+		wait := bo.Next()
 		s.log.Warn("trust bundle stream broke; reconnecting", "err", err, "retry_in", wait)
 		if s.sleep(ctx, wait, nil) != nil {
 			return
@@ -39,7 +40,7 @@ func (s *Source) watchBundle(ctx context.Context) {
 // client cannot use ends the stream too: reconnecting gets the current
 // bundle afresh, while skipping it would leave the proxy on an old one
 // that the controller believes replaced.
-func (s *Source) watchOnce(ctx context.Context, bo *backoff) error {
+func (s *Source) watchOnce(ctx context.Context, bo *backoff.Backoff) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := s.api.WatchTrustBundle(ctx, &identityv1.WatchTrustBundleRequest{})
@@ -58,7 +59,7 @@ func (s *Source) watchOnce(ctx context.Context, bo *backoff) error {
 		if err != nil {
 			return err
 		}
-		bo.reset()
+		bo.Reset()
 		s.setWatchedBundle(b)
 	}
 }

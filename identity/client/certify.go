@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	identityv1 "github.com/mesh-dev/mesh/api/identity/v1"
+	"github.com/mesh-dev/mesh/internal/backoff"
 )
 
 // maxTokenSize bounds the token file read: a projected ServiceAccount
@@ -30,7 +31,7 @@ const maxTokenSize = 64 << 10
 // remaining validity has passed (or for a backoff after a failure), and
 // again, until ctx is done.
 func (s *Source) renew(ctx context.Context) {
-	bo := backoff{min: s.cfg.MinBackoff, max: s.cfg.MaxBackoff}
+	bo := backoff.Backoff{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff}
 	var wait time.Duration
 	for {
 		if err := s.sleep(ctx, wait, s.renewNow); err != nil {
@@ -42,12 +43,12 @@ func (s *Source) renew(ctx context.Context) {
 				return
 			}
 			s.renewalErr.Store(&err)
-			wait = bo.next()
+			wait = bo.Next()
 			s.logFailure(err, wait)
 			continue
 		}
 		s.renewalErr.Store(nil)
-		bo.reset()
+		bo.Reset()
 		wait = s.untilRenewal(svid)
 		leaf := svid.Certificates[0]
 		s.log.Info("identity certificate issued", "serial", leaf.SerialNumber.Text(16),

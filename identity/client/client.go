@@ -27,16 +27,18 @@ import (
 	"google.golang.org/grpc"
 
 	identityv1 "github.com/mesh-dev/mesh/api/identity/v1"
+	"github.com/mesh-dev/mesh/identity/pki"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // Defaults of the zero Config fields.
 const (
 	// DefaultTrustDomain is the trust domain of a mesh installed without
 	// one (DESIGN.md).
-	DefaultTrustDomain = "cluster.local"
+	DefaultTrustDomain = pki.DefaultTrustDomain
 	// DefaultTokenPath is where the injector projects the pod's
 	// ServiceAccount token with the identity service's audience.
-	DefaultTokenPath = "/var/run/secrets/mesh.dev/identity/token"
+	DefaultTokenPath = names.IdentityTokenDir + "/" + names.IdentityTokenFile
 	// DefaultRequestTimeout bounds one Certify call.
 	DefaultRequestTimeout = 10 * time.Second
 	// DefaultMinBackoff and DefaultMaxBackoff bound the delay between

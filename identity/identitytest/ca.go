@@ -20,12 +20,12 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/mesh-dev/mesh/identity/ca"
-	"github.com/mesh-dev/mesh/install/certs"
+	"github.com/mesh-dev/mesh/identity/pki"
 )
 
 // Defaults of NewCA.
 const (
-	DefaultTrustDomain    = "cluster.local"
+	DefaultTrustDomain    = pki.DefaultTrustDomain
 	DefaultIssuerValidity = 30 * 24 * time.Hour
 	rootValidity          = 365 * 24 * time.Hour
 	// backdate lets a test pin its clock a little in the past.
@@ -160,9 +160,9 @@ func sign(t testing.TB, tmpl, parent *x509.Certificate, parentKey crypto.Signer)
 	return cert, key
 }
 
-// Identity returns the PKI as install/certs describes it.
-func (c *CA) Identity() *certs.Identity {
-	return &certs.Identity{
+// Identity returns the PKI as package pki describes it.
+func (c *CA) Identity() *pki.Identity {
+	return &pki.Identity{
 		TrustDomain:  c.TrustDomain,
 		TrustAnchors: []*x509.Certificate{c.Root},
 		IssuerChain:  []*x509.Certificate{c.Issuer},
@@ -179,14 +179,14 @@ func (c *CA) Bundle() *x509bundle.Bundle {
 // PKI, by name.
 func (c *CA) SecretFiles(t testing.TB) map[string][]byte {
 	t.Helper()
-	key, err := certs.EncodeKey(c.IssuerKey)
+	key, err := pki.EncodeKey(c.IssuerKey)
 	if err != nil {
 		t.Fatalf("identitytest: %v", err)
 	}
 	return map[string][]byte{
-		ca.CertFile:    certs.EncodeCerts(c.Issuer),
+		ca.CertFile:    pki.EncodeCerts(c.Issuer),
 		ca.KeyFile:     key,
-		ca.AnchorsFile: certs.EncodeCerts(c.Root),
+		ca.AnchorsFile: pki.EncodeCerts(c.Root),
 	}
 }
 

@@ -34,6 +34,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 const (
@@ -42,7 +44,7 @@ const (
 	EndpointSocketEnv = "SPIFFE_ENDPOINT_SOCKET"
 	// DefaultSocketPath is where the proxy serves the Workload API, in a
 	// directory the injector shares with the application's containers.
-	DefaultSocketPath = "/var/run/mesh/spiffe/socket"
+	DefaultSocketPath = names.SPIFFESocketDir + "/" + names.SPIFFESocketFile
 	// securityHeader must be "true" on every call (SPIFFE Workload
 	// Endpoint spec), so that a request relayed by an SSRF-prone service,
 	// which would not add it, is refused.

@@ -1,3 +1,12 @@
+// Package certs makes and checks the serving certificates `mesh install`
+// puts in the cluster for servers the Kubernetes API server calls (the
+// proxy-injector webhook, the tap API), each with the small CA the API
+// server verifies it against. The identity PKI, trust anchors and issuer,
+// is identity/pki's; this package builds on its templates, PEM encoding
+// and checks, so both fail with the same errors (pki.ErrExpired, ...).
+//
+// Every key is ECDSA P-256. Nothing here talks to a cluster: callers read
+// and write the PEM this package produces.
 package certs
 
 import (
@@ -6,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/mesh-dev/mesh/identity/pki"
 )
 
 // Validity of the webhook serving certificate and of the CA that signs it.
@@ -42,22 +53,22 @@ func NewServing(dnsNames []string, now time.Time) (*Serving, error) {
 	if len(dnsNames) == 0 {
 		return nil, errors.New("new serving certificate: no DNS names")
 	}
-	caT, err := caTemplate(dnsNames[0]+" CA", now, ServingCAValidity, true)
+	caT, err := pki.NewCATemplate(dnsNames[0]+" CA", now, ServingCAValidity, true)
 	if err != nil {
 		return nil, err
 	}
-	ca, caKey, err := sign(caT, nil, nil)
+	ca, caKey, err := pki.Sign(caT, nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("serving CA: %w", err)
 	}
-	t, err := template(dnsNames[0], now, ServingValidity)
+	t, err := pki.NewTemplate(dnsNames[0], now, ServingValidity)
 	if err != nil {
 		return nil, err
 	}
 	t.DNSNames = dnsNames
 	t.KeyUsage = x509.KeyUsageDigitalSignature
 	t.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-	cert, key, err := sign(t, ca, caKey)
+	cert, key, err := pki.Sign(t, ca, caKey)
 	if err != nil {
 		return nil, fmt.Errorf("serving certificate: %w", err)
 	}
@@ -67,15 +78,15 @@ func NewServing(dnsNames []string, now time.Time) (*Serving, error) {
 // ParseServing parses a PEM-encoded CA, serving certificate and key. It
 // only parses: call Validate before using the result.
 func ParseServing(caPEM, certPEM, keyPEM []byte) (*Serving, error) {
-	cas, err := ParseCerts(caPEM)
+	cas, err := pki.ParseCerts(caPEM)
 	if err != nil {
 		return nil, fmt.Errorf("serving CA: %w", err)
 	}
-	certs, err := ParseCerts(certPEM)
+	certs, err := pki.ParseCerts(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("serving certificate: %w", err)
 	}
-	key, err := ParseKey(keyPEM)
+	key, err := pki.ParseKey(keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("serving key: %w", err)
 	}
@@ -83,13 +94,13 @@ func ParseServing(caPEM, certPEM, keyPEM []byte) (*Serving, error) {
 }
 
 // Validate checks that a client verifying with s.CA accepts s.Cert for
-// dnsName at now, and that s.Key belongs to s.Cert. Errors wrap ErrExpired,
-// ErrNotCA, ErrKeyMismatch or ErrUntrusted.
+// dnsName at now, and that s.Key belongs to s.Cert. Errors wrap
+// pki.ErrExpired, pki.ErrNotCA, pki.ErrKeyMismatch or pki.ErrUntrusted.
 func (s *Serving) Validate(dnsName string, now time.Time) error {
 	if err := VerifyServing(s.CA, s.Cert, dnsName, now); err != nil {
 		return err
 	}
-	if err := checkKeyPair(s.Cert, s.Key); err != nil {
+	if err := pki.CheckKeyPair(s.Cert, s.Key); err != nil {
 		return fmt.Errorf("serving key: %w", err)
 	}
 	return nil
@@ -98,13 +109,13 @@ func (s *Serving) Validate(dnsName string, now time.Time) error {
 // VerifyServing checks, as a TLS client trusting only ca would, that cert
 // is valid for dnsName at now.
 func VerifyServing(ca, cert *x509.Certificate, dnsName string, now time.Time) error {
-	if err := checkCA(ca); err != nil {
+	if err := pki.CheckCA(ca); err != nil {
 		return fmt.Errorf("serving CA: %w", err)
 	}
-	if err := checkTime(ca, now); err != nil {
+	if err := pki.CheckValidity(ca, now); err != nil {
 		return fmt.Errorf("serving CA: %w", err)
 	}
-	if err := checkTime(cert, now); err != nil {
+	if err := pki.CheckValidity(cert, now); err != nil {
 		return fmt.Errorf("serving certificate: %w", err)
 	}
 	roots := x509.NewCertPool()
@@ -116,16 +127,16 @@ func VerifyServing(ca, cert *x509.Certificate, dnsName string, now time.Time) er
 		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	})
 	if err != nil {
-		return fmt.Errorf("serving certificate: %w: %v", ErrUntrusted, err)
+		return fmt.Errorf("serving certificate: %w: %v", pki.ErrUntrusted, err)
 	}
 	return nil
 }
 
 // CAPEM returns the CA certificate as PEM.
-func (s *Serving) CAPEM() []byte { return EncodeCerts(s.CA) }
+func (s *Serving) CAPEM() []byte { return pki.EncodeCerts(s.CA) }
 
 // CertPEM returns the serving certificate as PEM.
-func (s *Serving) CertPEM() []byte { return EncodeCerts(s.Cert) }
+func (s *Serving) CertPEM() []byte { return pki.EncodeCerts(s.Cert) }
 
 // KeyPEM returns the serving key as PEM.
-func (s *Serving) KeyPEM() ([]byte, error) { return EncodeKey(s.Key) }
+func (s *Serving) KeyPEM() ([]byte, error) { return pki.EncodeKey(s.Key) }

@@ -61,6 +61,17 @@ func components(p paths, k8sBin string) []component {
 				"--service-account-key-file=" + pki("sa.pub"),
 				"--service-account-signing-key-file=" + pki("sa.key"),
 				"--api-audiences=https://kubernetes.default.svc." + Domain,
+				// The aggregation layer (mesh-viz's tap API): the apiserver
+				// authenticates the user, then forwards the request with
+				// the user in these headers over a client certificate the
+				// extension server checks, as on a kubeadm cluster.
+				"--requestheader-client-ca-file=" + pki("front-proxy-ca.crt"),
+				"--requestheader-allowed-names=" + frontProxyClient,
+				"--requestheader-username-headers=X-Remote-User",
+				"--requestheader-group-headers=X-Remote-Group",
+				"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+				"--proxy-client-cert-file=" + pki("front-proxy-client.crt"),
+				"--proxy-client-key-file=" + pki("front-proxy-client.key"),
 				"--profiling=false",
 			},
 		},

@@ -44,11 +44,14 @@ func writePKI(p paths) error {
 	if err := os.MkdirAll(p.pki, 0o700); err != nil {
 		return err
 	}
-	ca, caKey, err := newCA()
+	ca, caKey, err := newCA("mesh-cluster-ca")
 	if err != nil {
 		return err
 	}
 	if err := writeCert(filepath.Join(p.pki, "ca"), ca, caKey); err != nil {
+		return err
+	}
+	if err := writeFrontProxyPKI(p); err != nil {
 		return err
 	}
 	serving := &x509.Certificate{
@@ -79,14 +82,37 @@ func writePKI(p paths) error {
 	return writeTokens(p, ca)
 }
 
-func newCA() (*x509.Certificate, crypto.Signer, error) {
+// writeFrontProxyPKI creates what the apiserver's aggregation layer needs:
+// a CA of its own, as kubeadm makes, and the client certificate the
+// apiserver presents when it forwards a request to an extension API server
+// (mesh-viz's tap API), which trusts the user headers only from it.
+func writeFrontProxyPKI(p paths) error {
+	ca, key, err := newCA("mesh-cluster-front-proxy-ca")
+	if err != nil {
+		return err
+	}
+	if err := writeCert(filepath.Join(p.pki, "front-proxy-ca"), ca, key); err != nil {
+		return err
+	}
+	client := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: frontProxyClient},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	return issue(filepath.Join(p.pki, "front-proxy-client"), client, ca, key)
+}
+
+// frontProxyClient is the aggregation layer's client certificate's name,
+// the one name --requestheader-allowed-names accepts.
+const frontProxyClient = "front-proxy-client"
+
+func newCA(name string) (*x509.Certificate, crypto.Signer, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "mesh-cluster-ca"},
+		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().AddDate(10, 0, 0),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,

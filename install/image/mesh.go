@@ -1,5 +1,11 @@
 package image
 
+import (
+	"strconv"
+
+	"github.com/mesh-dev/mesh/internal/names"
+)
+
 // The images the project builds. Their references are the defaults `mesh
 // install` and the local cluster use, so they live in one place.
 
@@ -9,13 +15,13 @@ const (
 	// CoreDNSVersion is the CoreDNS release the local cluster runs as its
 	// DNS; its image is tagged with it.
 	CoreDNSVersion = "v1.15.0"
-	// ProxyUID is the UID mesh-proxy runs as; `mesh-proxy init` exempts its
-	// traffic from interception (DESIGN.md, fixed contract).
-	ProxyUID = "2102"
 	// NonRootUID is the UID of images that need no particular identity
 	// (the distroless "nonroot" convention).
 	NonRootUID = "65532"
 )
+
+// proxyUID is the UID and GID mesh-proxy's image runs as.
+var proxyUID = strconv.Itoa(names.ProxyUID)
 
 // Image names, without registry or tag.
 const (
@@ -61,8 +67,10 @@ func Proxy(version, binary string) Spec {
 		},
 		Dirs:       []string{"/tmp", "/run"},
 		Entrypoint: []string{"/usr/local/bin/mesh-proxy"},
-		User:       ProxyUID + ":" + ProxyUID,
-		Labels:     labels(version),
+		// names.ProxyUID, whose traffic `mesh-proxy init` exempts from
+		// interception (DESIGN.md, fixed contract).
+		User:   proxyUID + ":" + proxyUID,
+		Labels: labels(version),
 	}
 	for _, name := range iptablesTools {
 		s.Symlinks = append(s.Symlinks, Symlink{Path: "/usr/sbin/" + name, Target: "xtables-nft-multi"})

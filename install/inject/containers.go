@@ -8,6 +8,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/mesh-dev/mesh/internal/clusternet"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // Environment variables of mesh-proxy (internal/envflag: MESH_PROXY_ + flag).
@@ -65,7 +68,7 @@ func initContainer(o overrides, cfg Config) corev1.Container {
 		args = append(args, "--skip-outbound-subnets="+strings.Join(s, ","))
 	}
 	return corev1.Container{
-		Name:            InitContainerName,
+		Name:            names.InitContainerName,
 		Image:           cfg.ProxyImage,
 		ImagePullPolicy: cfg.ImagePullPolicy,
 		Args:            args,
@@ -106,7 +109,7 @@ func proxyContainer(o overrides, cfg Config) corev1.Container {
 		}},
 	}
 	if len(cfg.ClusterNetworks) > 0 {
-		env = append(env, corev1.EnvVar{Name: envClusterNetworks, Value: FormatClusterNetworks(cfg.ClusterNetworks)})
+		env = append(env, corev1.EnvVar{Name: envClusterNetworks, Value: clusternet.Format(cfg.ClusterNetworks)})
 	}
 	if o.opaquePorts != nil {
 		env = append(env, corev1.EnvVar{Name: envOpaquePorts, Value: o.opaquePorts.String()})
@@ -119,19 +122,19 @@ func proxyContainer(o overrides, cfg Config) corev1.Container {
 	}
 	var mounts []corev1.VolumeMount
 	ports := []corev1.ContainerPort{
-		{Name: "mesh-inbound", ContainerPort: InboundPort, Protocol: corev1.ProtocolTCP},
-		{Name: "mesh-admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
+		{Name: "mesh-inbound", ContainerPort: names.InboundPort, Protocol: corev1.ProtocolTCP},
+		{Name: names.AdminPortName, ContainerPort: names.AdminPort, Protocol: corev1.ProtocolTCP},
 	}
 	if cfg.identityEnabled() {
 		env = append(env, identityEnv(cfg)...)
 		mounts = identityMounts()
 		// Tap needs the proxy's identity: without one there is no listener.
-		ports = append(ports, corev1.ContainerPort{Name: "mesh-tap", ContainerPort: TapPort, Protocol: corev1.ProtocolTCP})
+		ports = append(ports, corev1.ContainerPort{Name: "mesh-tap", ContainerPort: names.TapPort, Protocol: corev1.ProtocolTCP})
 	}
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Path: path, Port: intstr.FromInt32(AdminPort), Scheme: corev1.URISchemeHTTP,
+				Path: path, Port: intstr.FromInt32(names.AdminPort), Scheme: corev1.URISchemeHTTP,
 			}},
 			PeriodSeconds:    period,
 			TimeoutSeconds:   1,
@@ -140,7 +143,7 @@ func proxyContainer(o overrides, cfg Config) corev1.Container {
 		}
 	}
 	return corev1.Container{
-		Name:            ProxyContainerName,
+		Name:            names.ProxyContainerName,
 		Image:           cfg.ProxyImage,
 		ImagePullPolicy: cfg.ImagePullPolicy,
 		RestartPolicy:   ptr(corev1.ContainerRestartPolicyAlways),
@@ -154,8 +157,8 @@ func proxyContainer(o overrides, cfg Config) corev1.Container {
 		LivenessProbe:  probe("/live", 10, 3),
 		Resources:      o.resources,
 		SecurityContext: &corev1.SecurityContext{
-			RunAsUser:                ptr(int64(ProxyUID)),
-			RunAsGroup:               ptr(int64(ProxyUID)),
+			RunAsUser:                ptr(int64(names.ProxyUID)),
+			RunAsGroup:               ptr(int64(names.ProxyUID)),
 			RunAsNonRoot:             ptr(true),
 			ReadOnlyRootFilesystem:   ptr(true),
 			AllowPrivilegeEscalation: ptr(false),

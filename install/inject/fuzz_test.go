@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/mesh-dev/mesh/internal/envflag"
+	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/proxy"
 	"github.com/mesh-dev/mesh/proxy/iptables"
 )
@@ -53,22 +54,22 @@ func FuzzAnnotations(f *testing.F) {
 	f.Add("", "", "", "", "", "", "", "", "", "é/~1", "cluster-authenticated")
 
 	keys := []string{
-		AnnotationOpaquePorts, AnnotationSkipInboundPorts, AnnotationSkipOutboundPorts,
-		AnnotationSkipOutboundSubnets, AnnotationProxyLogLevel, AnnotationProxyCPURequest,
-		AnnotationProxyMemoryRequest, AnnotationProxyCPULimit, AnnotationProxyMemoryLimit,
+		names.AnnotationOpaquePorts, names.AnnotationSkipInboundPorts, names.AnnotationSkipOutboundPorts,
+		names.AnnotationSkipOutboundSubnets, names.AnnotationProxyLogLevel, names.AnnotationProxyCPURequest,
+		names.AnnotationProxyMemoryRequest, names.AnnotationProxyCPULimit, names.AnnotationProxyMemoryLimit,
 	}
 	f.Fuzz(func(t *testing.T, opaque, skipIn, skipOut, subnets, level, cpuReq, memReq, cpuLim, memLim, extra, policy string) {
-		ann := map[string]string{AnnotationInject: Enabled}
+		ann := map[string]string{names.AnnotationInject: names.Enabled}
 		for i, v := range []string{opaque, skipIn, skipOut, subnets, level, cpuReq, memReq, cpuLim, memLim} {
 			if v != "" || i == 0 { // an empty opaque-ports means "none", worth fuzzing too
 				ann[keys[i]] = v
 			}
 		}
 		if extra != "" {
-			ann[ConfigPrefix+extra] = "x"
+			ann[names.ConfigPrefix+extra] = "x"
 		}
 		if policy != "" {
-			ann[AnnotationDefaultInboundPolicy] = policy
+			ann[names.AnnotationDefaultInboundPolicy] = policy
 		}
 		orig := newPod(ann)
 		pod := orig.DeepCopy()
@@ -88,14 +89,14 @@ func FuzzAnnotations(f *testing.F) {
 		}
 		// The policy is warned about exactly when the controller would
 		// ignore it, and stays on the pod for the controller to read.
-		if v, ok := ann[AnnotationDefaultInboundPolicy]; ok {
-			_, perr := ParseDefaultInboundPolicy(v)
-			warned := slices.ContainsFunc(res.Details, func(w Warning) bool { return w.Annotation == AnnotationDefaultInboundPolicy })
+		if v, ok := ann[names.AnnotationDefaultInboundPolicy]; ok {
+			_, perr := names.ParseDefaultInboundPolicy(v)
+			warned := slices.ContainsFunc(res.Details, func(w Warning) bool { return w.Annotation == names.AnnotationDefaultInboundPolicy })
 			if warned != (perr != nil) {
 				t.Errorf("policy %q: warned %v, parse error %v", v, warned, perr)
 			}
-			if pod.Annotations[AnnotationDefaultInboundPolicy] != v {
-				t.Errorf("policy %q became %q on the pod", v, pod.Annotations[AnnotationDefaultInboundPolicy])
+			if pod.Annotations[names.AnnotationDefaultInboundPolicy] != v {
+				t.Errorf("policy %q became %q on the pod", v, pod.Annotations[names.AnnotationDefaultInboundPolicy])
 			}
 		}
 		checkProxyAccepts(t, pod)
@@ -132,7 +133,7 @@ func messages(ws []Warning) []string {
 func checkProxyAccepts(t testing.TB, pod *corev1.Pod) {
 	t.Helper()
 	initC, proxyC := pod.Spec.InitContainers[0], pod.Spec.InitContainers[1]
-	if initC.Name != InitContainerName || proxyC.Name != ProxyContainerName || initC.Args[0] != "init" {
+	if initC.Name != names.InitContainerName || proxyC.Name != names.ProxyContainerName || initC.Args[0] != "init" {
 		t.Fatalf("init containers %s, %s, args %q", initC.Name, proxyC.Name, initC.Args)
 	}
 	var ic iptables.Config

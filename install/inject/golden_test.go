@@ -9,6 +9,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/mesh-dev/mesh/internal/clusternet"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // testConfig is the Config of every test: what `mesh install` passes.
@@ -27,15 +30,15 @@ func TestGolden(t *testing.T) {
 		wantWarnings int
 		identity     bool // the control plane has trust anchors
 	}{
-		{name: "defaults", nsAnnotation: Enabled},
+		{name: "defaults", nsAnnotation: names.Enabled},
 		// The defaults pod again, as a controller that `mesh install` ran
 		// injects it: SPIFFE identity (the token volume, the Workload API
 		// socket shared with the app, the proxy's env) and the cluster
 		// networks.
-		{name: "identity", nsAnnotation: Enabled, identity: true},
+		{name: "identity", nsAnnotation: names.Enabled, identity: true},
 		{name: "overrides"},
 		{name: "malformed", wantWarnings: 8},
-		{name: "job", nsAnnotation: Disabled},
+		{name: "job", nsAnnotation: names.Disabled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,12 +46,12 @@ func TestGolden(t *testing.T) {
 			if tc.identity {
 				input = "defaults"
 				cfg.TrustAnchors = "-----BEGIN CERTIFICATE-----\nMIIB (a test anchor)\n-----END CERTIFICATE-----\n"
-				cfg.ClusterNetworks = DefaultClusterNetworks()
+				cfg.ClusterNetworks = clusternet.Default()
 			}
 			pod := readPod(t, filepath.Join("testdata", input+".input.yaml"))
 			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: pod.Namespace}}
 			if tc.nsAnnotation != "" {
-				ns.Annotations = map[string]string{AnnotationInject: tc.nsAnnotation}
+				ns.Annotations = map[string]string{names.AnnotationInject: tc.nsAnnotation}
 			}
 			res, err := Pod(pod, ns, cfg)
 			if err != nil {

@@ -19,54 +19,23 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/mesh-dev/mesh/identity/pki"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
-// Annotations and labels of the contract in DESIGN.md.
+// The names an injected pod carries (annotations, labels, container
+// names, ports, the proxy's UID) are in internal/names, shared with the
+// controller and the proxy.
+
+// LockVolumeName is the emptyDir mounted at /run in mesh-init: iptables
+// takes its xtables lock there, and the container's root is read-only.
+const LockVolumeName = "mesh-init-xtables-lock"
+
+// Defaults of the containers the injector writes.
 const (
-	// AnnotationInject opts a namespace or pod in (Enabled) or a pod out (Disabled).
-	AnnotationInject = "mesh.dev/inject"
-	// LabelWebhook set to WebhookIgnore on a namespace keeps the proxy
-	// injector out of it whatever its annotations say: the webhook
-	// configuration's namespaceSelector does not send its pods, so even
-	// with failurePolicy Fail (--ha) an injector outage cannot block them,
-	// and the injector skips any it is sent. A label, not an annotation,
-	// because only labels can be selected on.
-	LabelWebhook  = "mesh.dev/webhook"
-	WebhookIgnore = "ignore"
-	// AnnotationProxyVersion marks an injected pod with Config.Version.
-	AnnotationProxyVersion = "mesh.dev/proxy-version"
-	// LabelControlPlaneNamespace marks an injected pod with the namespace of
-	// the control plane it belongs to.
-	LabelControlPlaneNamespace = "mesh.dev/control-plane-ns"
-	// ConfigPrefix starts every per-pod override annotation.
-	ConfigPrefix = "config.mesh.dev/"
-
-	Enabled  = "enabled"
-	Disabled = "disabled"
-)
-
-// Names of what an injected pod gains.
-const (
-	ProxyContainerName = "mesh-proxy"
-	InitContainerName  = "mesh-init"
-	// LockVolumeName is the emptyDir mounted at /run in mesh-init: iptables
-	// takes its xtables lock there, and the container's root is read-only.
-	LockVolumeName = "mesh-init-xtables-lock"
-)
-
-// Defaults of DESIGN.md.
-const (
-	DefaultControlPlaneNamespace = "mesh-system"
-	DefaultImagePullPolicy       = corev1.PullIfNotPresent
-	DefaultProxyLogLevel         = "info"
-
-	// ProxyUID is the UID (and GID) the proxy runs as; mesh-proxy init
-	// exempts its connections from interception.
-	ProxyUID = 2102
-	// Ports of mesh-proxy with no flags.
-	InboundPort = 4143
-	AdminPort   = 4191
-	TapPort     = 4190
+	DefaultImagePullPolicy = corev1.PullIfNotPresent
+	DefaultProxyLogLevel   = "info"
 )
 
 // systemNamespace is never injected: its pods run the cluster itself.
@@ -85,7 +54,7 @@ type Config struct {
 	// mesh.dev/control-plane-ns label; "" means mesh-system.
 	ControlPlaneNamespace string
 	// IdentityAddr is the identity service proxies get certificates from;
-	// "" means DefaultIdentityAddr(ControlPlaneNamespace).
+	// "" means names.DefaultIdentityAddr(ControlPlaneNamespace).
 	IdentityAddr string
 	// TrustDomain of workload identities; "" means cluster.local.
 	TrustDomain string
@@ -94,7 +63,7 @@ type Config struct {
 	// Empty means no identity: proxies run in plain text.
 	TrustAnchors string
 	// DestinationAddr is the control plane's gRPC address proxies ask for
-	// endpoints; "" means DefaultDestinationAddr(ControlPlaneNamespace).
+	// endpoints; "" means names.DefaultDestinationAddr(ControlPlaneNamespace).
 	DestinationAddr string
 	// ImagePullPolicy of both containers; "" means IfNotPresent, so images
 	// loaded into the node run without a registry.
@@ -103,7 +72,11 @@ type Config struct {
 	// means info.
 	ProxyLogLevel string
 	// ProxyResources of mesh-proxy unless the pod overrides them; the zero
-	// value means requests cpu 10m and memory 20Mi, limit memory 64Mi.
+	// value means requests cpu 10m and memory 20Mi, limit memory 128Mi:
+	// an idle proxy uses under 20 MiB, and each connection held costs up to
+	// about 20 KiB (a silent one: goroutines waiting for its first byte),
+	// so the default --max-connections, 4,096 per side, of silent inbound
+	// connections fits under the limit.
 	ProxyResources corev1.ResourceRequirements
 	// InitResources of mesh-init; the zero value means requests cpu 10m and
 	// memory 10Mi, limits cpu 100m and memory 64Mi.
@@ -116,30 +89,22 @@ type Config struct {
 	ClusterNetworks []netip.Prefix
 }
 
-// DefaultDestinationAddr is where proxies reach the controller's gRPC API
-// when it runs in namespace ns: the headless Service of `mesh install`.
-// The name is absolute (a trailing dot), so that it resolves the same
-// from every namespace without trying the pod's DNS search domains first.
-func DefaultDestinationAddr(ns string) string {
-	return "mesh-controller." + ns + ".svc.cluster.local.:8086"
-}
-
 // ErrConfig is wrapped by every error about a Config.
 var ErrConfig = errors.New("inject: invalid config")
 
 // withDefaults fills the zero fields.
 func (c Config) withDefaults() Config {
 	if c.ControlPlaneNamespace == "" {
-		c.ControlPlaneNamespace = DefaultControlPlaneNamespace
+		c.ControlPlaneNamespace = names.DefaultControlPlaneNamespace
 	}
 	if c.DestinationAddr == "" {
-		c.DestinationAddr = DefaultDestinationAddr(c.ControlPlaneNamespace)
+		c.DestinationAddr = names.DefaultDestinationAddr(c.ControlPlaneNamespace)
 	}
 	if c.IdentityAddr == "" {
-		c.IdentityAddr = DefaultIdentityAddr(c.ControlPlaneNamespace)
+		c.IdentityAddr = names.DefaultIdentityAddr(c.ControlPlaneNamespace)
 	}
 	if c.TrustDomain == "" {
-		c.TrustDomain = "cluster.local"
+		c.TrustDomain = pki.DefaultTrustDomain
 	}
 	if c.ImagePullPolicy == "" {
 		c.ImagePullPolicy = DefaultImagePullPolicy
@@ -153,7 +118,7 @@ func (c Config) withDefaults() Config {
 				corev1.ResourceCPU:    resource.MustParse("10m"),
 				corev1.ResourceMemory: resource.MustParse("20Mi"),
 			},
-			Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
+			Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
 		}
 	}
 	if isZero(c.InitResources) {
@@ -298,13 +263,13 @@ func PodTemplate(meta *metav1.ObjectMeta, spec *corev1.PodSpec, ns *corev1.Names
 func shouldInject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, ns *corev1.Namespace, cfg Config) (Result, bool) {
 	var res Result
 	if injected(meta, spec) {
-		res.skip(SkipAlreadyInjected, "the pod already has the %s sidecar", ProxyContainerName)
+		res.skip(SkipAlreadyInjected, "the pod already has the %s sidecar", names.ProxyContainerName)
 		return res, false
 	}
 	nsName := ns.Name
 	podSays := injectValue(&res, meta.Annotations, "the pod")
 	nsSays := injectValue(&res, ns.Annotations, "namespace "+nsName)
-	asked := podSays == Enabled || (podSays == "" && nsSays == Enabled)
+	asked := podSays == names.Enabled || (podSays == "" && nsSays == names.Enabled)
 
 	var protected Skip
 	switch nsName {
@@ -316,20 +281,20 @@ func shouldInject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, ns *corev1.Name
 	if protected != SkipNone {
 		res.skip(protected, "pods in namespace %s are never injected", nsName)
 		if asked {
-			res.warn("", "%s=%s is ignored: pods in namespace %s are never injected", AnnotationInject, Enabled, nsName)
+			res.warn("", "%s=%s is ignored: pods in namespace %s are never injected", names.AnnotationInject, names.Enabled, nsName)
 		}
 		return res, false
 	}
 	switch {
-	case podSays == Disabled:
-		res.skip(SkipDisabled, "the pod is annotated %s=%s", AnnotationInject, Disabled)
+	case podSays == names.Disabled:
+		res.skip(SkipDisabled, "the pod is annotated %s=%s", names.AnnotationInject, names.Disabled)
 		return res, false
 	case !asked:
-		res.skip(SkipNotEnabled, "neither the pod nor namespace %s is annotated %s=%s", nsName, AnnotationInject, Enabled)
+		res.skip(SkipNotEnabled, "neither the pod nor namespace %s is annotated %s=%s", nsName, names.AnnotationInject, names.Enabled)
 		return res, false
 	case spec.HostNetwork:
 		res.skip(SkipHostNetwork, "the pod uses the node's network (hostNetwork: true)")
-		res.warn("", "%s=%s is ignored: the pod uses hostNetwork, and intercepting its traffic would intercept the node's", AnnotationInject, Enabled)
+		res.warn("", "%s=%s is ignored: the pod uses hostNetwork, and intercepting its traffic would intercept the node's", names.AnnotationInject, names.Enabled)
 		return res, false
 	}
 	return res, true
@@ -338,13 +303,13 @@ func shouldInject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, ns *corev1.Name
 // injectValue returns the mesh.dev/inject value of annotations, or "" when
 // absent or not understood (with a warning naming whose it is).
 func injectValue(res *Result, annotations map[string]string, whose string) string {
-	v, ok := annotations[AnnotationInject]
+	v, ok := annotations[names.AnnotationInject]
 	if !ok {
 		return ""
 	}
-	if v != Enabled && v != Disabled {
-		res.warn(AnnotationInject, "annotation %s=%s on %s is ignored: want %s or %s",
-			AnnotationInject, quote(v), whose, Enabled, Disabled)
+	if v != names.Enabled && v != names.Disabled {
+		res.warn(names.AnnotationInject, "annotation %s=%s on %s is ignored: want %s or %s",
+			names.AnnotationInject, quote(v), whose, names.Enabled, names.Disabled)
 		return ""
 	}
 	return v
@@ -353,12 +318,12 @@ func injectValue(res *Result, annotations map[string]string, whose string) strin
 // injected reports whether the pod already carries the sidecar, in part or
 // whole: injecting again would duplicate container names and be rejected.
 func injected(meta *metav1.ObjectMeta, spec *corev1.PodSpec) bool {
-	if _, ok := meta.Annotations[AnnotationProxyVersion]; ok {
+	if _, ok := meta.Annotations[names.AnnotationProxyVersion]; ok {
 		return true
 	}
 	for _, cs := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
 		for _, c := range cs {
-			if c.Name == ProxyContainerName || c.Name == InitContainerName {
+			if c.Name == names.ProxyContainerName || c.Name == names.InitContainerName {
 				return true
 			}
 		}
@@ -373,8 +338,8 @@ func injected(meta *metav1.ObjectMeta, spec *corev1.PodSpec) bool {
 
 // mutate adds the sidecar; shouldInject has said yes.
 func mutate(meta *metav1.ObjectMeta, spec *corev1.PodSpec, o overrides, cfg Config) {
-	meta.Annotations = withEntry(meta.Annotations, AnnotationProxyVersion, cfg.Version)
-	meta.Labels = withEntry(meta.Labels, LabelControlPlaneNamespace, cfg.ControlPlaneNamespace)
+	meta.Annotations = withEntry(meta.Annotations, names.AnnotationProxyVersion, cfg.Version)
+	meta.Labels = withEntry(meta.Labels, names.LabelControlPlaneNamespace, cfg.ControlPlaneNamespace)
 	// mesh-init runs first; mesh-proxy, a native sidecar, starts next and
 	// must be ready before the pod's own init containers and containers
 	// start, so their traffic is proxied from their first connection.

@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // newPod is a pod of one container in namespace "shop" with annotations.
@@ -23,7 +25,7 @@ func newPod(annotations map[string]string) *corev1.Pod {
 func namespace(name, inject string) *corev1.Namespace {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if inject != "" {
-		ns.Annotations = map[string]string{AnnotationInject: inject}
+		ns.Annotations = map[string]string{names.AnnotationInject: inject}
 	}
 	return ns
 }
@@ -36,28 +38,28 @@ func TestPodOptIn(t *testing.T) {
 		wantSkip    Skip
 		wantWarning []string // the annotation of each warning; "" for the pod as a whole
 	}{
-		{name: "namespace enabled", pod: newPod(nil), ns: namespace("shop", Enabled)},
-		{name: "pod enabled", pod: newPod(map[string]string{AnnotationInject: Enabled}), ns: namespace("shop", "")},
-		{name: "pod enabled overrides namespace disabled", pod: newPod(map[string]string{AnnotationInject: Enabled}), ns: namespace("shop", Disabled)},
-		{name: "nil namespace uses the pod's annotations", pod: newPod(map[string]string{AnnotationInject: Enabled})},
+		{name: "namespace enabled", pod: newPod(nil), ns: namespace("shop", names.Enabled)},
+		{name: "pod enabled", pod: newPod(map[string]string{names.AnnotationInject: names.Enabled}), ns: namespace("shop", "")},
+		{name: "pod enabled overrides namespace disabled", pod: newPod(map[string]string{names.AnnotationInject: names.Enabled}), ns: namespace("shop", names.Disabled)},
+		{name: "nil namespace uses the pod's annotations", pod: newPod(map[string]string{names.AnnotationInject: names.Enabled})},
 		{name: "nothing enabled", pod: newPod(nil), ns: namespace("shop", ""), wantSkip: SkipNotEnabled},
-		{name: "pod disabled in enabled namespace", pod: newPod(map[string]string{AnnotationInject: Disabled}), ns: namespace("shop", Enabled), wantSkip: SkipDisabled},
+		{name: "pod disabled in enabled namespace", pod: newPod(map[string]string{names.AnnotationInject: names.Disabled}), ns: namespace("shop", names.Enabled), wantSkip: SkipDisabled},
 		{
-			name: "bad pod value falls back to the namespace", pod: newPod(map[string]string{AnnotationInject: "true"}),
-			ns: namespace("shop", Enabled), wantWarning: []string{AnnotationInject},
+			name: "bad pod value falls back to the namespace", pod: newPod(map[string]string{names.AnnotationInject: "true"}),
+			ns: namespace("shop", names.Enabled), wantWarning: []string{names.AnnotationInject},
 		},
 		{
 			name: "bad namespace value is not enabled", pod: newPod(nil),
-			ns: namespace("shop", "Enabled"), wantSkip: SkipNotEnabled, wantWarning: []string{AnnotationInject},
+			ns: namespace("shop", "Enabled"), wantSkip: SkipNotEnabled, wantWarning: []string{names.AnnotationInject},
 		},
-		{name: "kube-system", pod: newPod(nil), ns: namespace("kube-system", Enabled), wantSkip: SkipSystemNamespace, wantWarning: []string{""}},
+		{name: "kube-system", pod: newPod(nil), ns: namespace("kube-system", names.Enabled), wantSkip: SkipSystemNamespace, wantWarning: []string{""}},
 		{name: "control plane, not asked", pod: newPod(nil), ns: namespace("mesh-system", ""), wantSkip: SkipControlPlane},
 		{
-			name: "control plane, pod asks", pod: newPod(map[string]string{AnnotationInject: Enabled}),
+			name: "control plane, pod asks", pod: newPod(map[string]string{names.AnnotationInject: names.Enabled}),
 			ns: namespace("mesh-system", ""), wantSkip: SkipControlPlane, wantWarning: []string{""},
 		},
 		{
-			name: "host network", wantSkip: SkipHostNetwork, wantWarning: []string{""}, ns: namespace("shop", Enabled),
+			name: "host network", wantSkip: SkipHostNetwork, wantWarning: []string{""}, ns: namespace("shop", names.Enabled),
 			pod: func() *corev1.Pod { p := newPod(nil); p.Spec.HostNetwork = true; return p }(),
 		},
 		{
@@ -65,22 +67,22 @@ func TestPodOptIn(t *testing.T) {
 			pod: func() *corev1.Pod { p := newPod(nil); p.Spec.HostNetwork = true; return p }(),
 		},
 		{
-			name: "already injected: annotation", wantSkip: SkipAlreadyInjected, ns: namespace("shop", Enabled),
-			pod: newPod(map[string]string{AnnotationProxyVersion: "v0.0.9"}),
+			name: "already injected: annotation", wantSkip: SkipAlreadyInjected, ns: namespace("shop", names.Enabled),
+			pod: newPod(map[string]string{names.AnnotationProxyVersion: "v0.0.9"}),
 		},
 		{
-			name: "already injected: native sidecar", wantSkip: SkipAlreadyInjected, ns: namespace("shop", Enabled),
+			name: "already injected: native sidecar", wantSkip: SkipAlreadyInjected, ns: namespace("shop", names.Enabled),
 			pod: func() *corev1.Pod {
 				p := newPod(nil)
-				p.Spec.InitContainers = []corev1.Container{{Name: ProxyContainerName}}
+				p.Spec.InitContainers = []corev1.Container{{Name: names.ProxyContainerName}}
 				return p
 			}(),
 		},
 		{
-			name: "already injected: classic sidecar", wantSkip: SkipAlreadyInjected, ns: namespace("shop", Enabled),
+			name: "already injected: classic sidecar", wantSkip: SkipAlreadyInjected, ns: namespace("shop", names.Enabled),
 			pod: func() *corev1.Pod {
 				p := newPod(nil)
-				p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: ProxyContainerName})
+				p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: names.ProxyContainerName})
 				return p
 			}(),
 		},
@@ -101,7 +103,7 @@ func TestPodOptIn(t *testing.T) {
 			var gotWarning []string
 			for i, d := range res.Details {
 				gotWarning = append(gotWarning, d.Annotation)
-				if res.Warnings[i] != d.Message || !strings.Contains(d.Message, AnnotationInject) {
+				if res.Warnings[i] != d.Message || !strings.Contains(d.Message, names.AnnotationInject) {
 					t.Errorf("warning %d: %q (Warnings: %q)", i, d.Message, res.Warnings[i])
 				}
 			}
@@ -132,71 +134,71 @@ func TestPodOverrides(t *testing.T) {
 		{name: "none"},
 		{
 			name:        "skips normalized",
-			annotations: map[string]string{AnnotationSkipInboundPorts: " 23, 22 ", AnnotationSkipOutboundPorts: "443,442", AnnotationSkipOutboundSubnets: "192.168.1.7/16"},
+			annotations: map[string]string{names.AnnotationSkipInboundPorts: " 23, 22 ", names.AnnotationSkipOutboundPorts: "443,442", names.AnnotationSkipOutboundSubnets: "192.168.1.7/16"},
 			wantArgs:    []string{"--skip-inbound-ports=22-23", "--skip-outbound-ports=442-443", "--skip-outbound-subnets=192.168.0.0/16"},
 		},
-		{name: "empty skips add no flag", annotations: map[string]string{AnnotationSkipInboundPorts: "", AnnotationSkipOutboundSubnets: " , "}},
-		{name: "opaque ports", annotations: map[string]string{AnnotationOpaquePorts: "3306,25"}, wantEnv: map[string]string{envOpaquePorts: "25,3306"}},
-		{name: "empty opaque ports means none", annotations: map[string]string{AnnotationOpaquePorts: ""}, wantEnv: map[string]string{envOpaquePorts: ""}},
-		{name: "bad opaque ports", annotations: map[string]string{AnnotationOpaquePorts: "25,smtp"}, wantWarning: []string{AnnotationOpaquePorts}},
-		{name: "reversed range", annotations: map[string]string{AnnotationSkipOutboundPorts: "10-1"}, wantWarning: []string{AnnotationSkipOutboundPorts}},
-		{name: "bad subnet", annotations: map[string]string{AnnotationSkipOutboundSubnets: "10.0.0.0"}, wantWarning: []string{AnnotationSkipOutboundSubnets}},
-		{name: "log level", annotations: map[string]string{AnnotationProxyLogLevel: "Warn"}, wantEnv: map[string]string{envLogLevel: "warn"}},
+		{name: "empty skips add no flag", annotations: map[string]string{names.AnnotationSkipInboundPorts: "", names.AnnotationSkipOutboundSubnets: " , "}},
+		{name: "opaque ports", annotations: map[string]string{names.AnnotationOpaquePorts: "3306,25"}, wantEnv: map[string]string{envOpaquePorts: "25,3306"}},
+		{name: "empty opaque ports means none", annotations: map[string]string{names.AnnotationOpaquePorts: ""}, wantEnv: map[string]string{envOpaquePorts: ""}},
+		{name: "bad opaque ports", annotations: map[string]string{names.AnnotationOpaquePorts: "25,smtp"}, wantWarning: []string{names.AnnotationOpaquePorts}},
+		{name: "reversed range", annotations: map[string]string{names.AnnotationSkipOutboundPorts: "10-1"}, wantWarning: []string{names.AnnotationSkipOutboundPorts}},
+		{name: "bad subnet", annotations: map[string]string{names.AnnotationSkipOutboundSubnets: "10.0.0.0"}, wantWarning: []string{names.AnnotationSkipOutboundSubnets}},
+		{name: "log level", annotations: map[string]string{names.AnnotationProxyLogLevel: "Warn"}, wantEnv: map[string]string{envLogLevel: "warn"}},
 		{
 			name: "limits",
 			annotations: map[string]string{
-				AnnotationProxyMaxConnections: "500", AnnotationProxyMaxConnsPerHost: "0",
-				AnnotationProxyOpaqueIdleTimeout: "30m", AnnotationProxyHTTP1BodyIdleTimeout: " 1m ",
+				names.AnnotationProxyMaxConnections: "500", names.AnnotationProxyMaxConnsPerHost: "0",
+				names.AnnotationProxyOpaqueIdleTimeout: "30m", names.AnnotationProxyHTTP1BodyIdleTimeout: " 1m ",
 			},
 			wantEnv: map[string]string{
 				"MESH_PROXY_MAX_CONNECTIONS": "500", "MESH_PROXY_MAX_CONNS_PER_HOST": "0",
 				"MESH_PROXY_OPAQUE_IDLE_TIMEOUT": "30m", "MESH_PROXY_HTTP1_BODY_IDLE_TIMEOUT": "1m",
 			},
 		},
-		{name: "negative limit", annotations: map[string]string{AnnotationProxyMaxConnections: "-1"}, wantWarning: []string{AnnotationProxyMaxConnections}},
-		{name: "bad duration", annotations: map[string]string{AnnotationProxyOpaqueIdleTimeout: "1 hour"}, wantWarning: []string{AnnotationProxyOpaqueIdleTimeout}},
-		{name: "bad log level", annotations: map[string]string{AnnotationProxyLogLevel: "trace"}, wantWarning: []string{AnnotationProxyLogLevel}},
+		{name: "negative limit", annotations: map[string]string{names.AnnotationProxyMaxConnections: "-1"}, wantWarning: []string{names.AnnotationProxyMaxConnections}},
+		{name: "bad duration", annotations: map[string]string{names.AnnotationProxyOpaqueIdleTimeout: "1 hour"}, wantWarning: []string{names.AnnotationProxyOpaqueIdleTimeout}},
+		{name: "bad log level", annotations: map[string]string{names.AnnotationProxyLogLevel: "trace"}, wantWarning: []string{names.AnnotationProxyLogLevel}},
 		{
 			name:        "resources",
-			annotations: map[string]string{AnnotationProxyCPURequest: "0.1", AnnotationProxyCPULimit: "500m", AnnotationProxyMemoryRequest: "32Mi", AnnotationProxyMemoryLimit: "1Gi"},
+			annotations: map[string]string{names.AnnotationProxyCPURequest: "0.1", names.AnnotationProxyCPULimit: "500m", names.AnnotationProxyMemoryRequest: "32Mi", names.AnnotationProxyMemoryLimit: "1Gi"},
 			wantReq:     map[corev1.ResourceName]string{"cpu": "100m", "memory": "32Mi"},
 			wantLim:     map[corev1.ResourceName]string{"cpu": "500m", "memory": "1Gi"},
 			wantEnv:     map[string]string{envGoMemLimit: "921MiB"},
 		},
 		{
 			name:        "request above the default limit raises it",
-			annotations: map[string]string{AnnotationProxyMemoryRequest: "256Mi"},
+			annotations: map[string]string{names.AnnotationProxyMemoryRequest: "256Mi"},
 			wantReq:     map[corev1.ResourceName]string{"memory": "256Mi"},
 			wantLim:     map[corev1.ResourceName]string{"memory": "256Mi"},
 			wantEnv:     map[string]string{envGoMemLimit: "230MiB"},
 		},
 		{
 			name:        "limit below the default request lowers it",
-			annotations: map[string]string{AnnotationProxyMemoryLimit: "16Mi"},
+			annotations: map[string]string{names.AnnotationProxyMemoryLimit: "16Mi"},
 			wantReq:     map[corev1.ResourceName]string{"memory": "16Mi"},
 			wantLim:     map[corev1.ResourceName]string{"memory": "16Mi"},
 			wantEnv:     map[string]string{envGoMemLimit: "14MiB"},
 		},
 		{
 			name:        "request above annotated limit: both ignored",
-			annotations: map[string]string{AnnotationProxyCPURequest: "2", AnnotationProxyCPULimit: "1"},
-			wantWarning: []string{AnnotationProxyCPURequest},
+			annotations: map[string]string{names.AnnotationProxyCPURequest: "2", names.AnnotationProxyCPULimit: "1"},
+			wantWarning: []string{names.AnnotationProxyCPURequest},
 		},
-		{name: "bad quantity", annotations: map[string]string{AnnotationProxyCPURequest: "fast"}, wantWarning: []string{AnnotationProxyCPURequest}},
-		{name: "zero quantity", annotations: map[string]string{AnnotationProxyCPULimit: "0"}, wantWarning: []string{AnnotationProxyCPULimit}},
-		{name: "fractional bytes", annotations: map[string]string{AnnotationProxyMemoryRequest: "100m"}, wantWarning: []string{AnnotationProxyMemoryRequest}},
-		{name: "unknown key", annotations: map[string]string{ConfigPrefix + "sidecar-image": "x"}, wantWarning: []string{ConfigPrefix + "sidecar-image"}},
-		{name: "misspelt key", annotations: map[string]string{ConfigPrefix + "proxy-memroy-limit": "1Gi"}, wantWarning: []string{ConfigPrefix + "proxy-memroy-limit"}},
+		{name: "bad quantity", annotations: map[string]string{names.AnnotationProxyCPURequest: "fast"}, wantWarning: []string{names.AnnotationProxyCPURequest}},
+		{name: "zero quantity", annotations: map[string]string{names.AnnotationProxyCPULimit: "0"}, wantWarning: []string{names.AnnotationProxyCPULimit}},
+		{name: "fractional bytes", annotations: map[string]string{names.AnnotationProxyMemoryRequest: "100m"}, wantWarning: []string{names.AnnotationProxyMemoryRequest}},
+		{name: "unknown key", annotations: map[string]string{names.ConfigPrefix + "sidecar-image": "x"}, wantWarning: []string{names.ConfigPrefix + "sidecar-image"}},
+		{name: "misspelt key", annotations: map[string]string{names.ConfigPrefix + "proxy-memroy-limit": "1Gi"}, wantWarning: []string{names.ConfigPrefix + "proxy-memroy-limit"}},
 		// The controller reads the policy from the pod: nothing to add, and
 		// no warning for a valid one.
-		{name: "default inbound policy", annotations: map[string]string{AnnotationDefaultInboundPolicy: "deny"}},
-		{name: "bad default inbound policy", annotations: map[string]string{AnnotationDefaultInboundPolicy: "allow"}, wantWarning: []string{AnnotationDefaultInboundPolicy}},
+		{name: "default inbound policy", annotations: map[string]string{names.AnnotationDefaultInboundPolicy: "deny"}},
+		{name: "bad default inbound policy", annotations: map[string]string{names.AnnotationDefaultInboundPolicy: "allow"}, wantWarning: []string{names.AnnotationDefaultInboundPolicy}},
 		{name: "other prefixes are not ours", annotations: map[string]string{"mesh.dev/owner": "x", "example.com/config.mesh.dev/x": "y"}},
 	}
 	defaults := testConfig.withDefaults().ProxyResources
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ann := map[string]string{AnnotationInject: Enabled}
+			ann := map[string]string{names.AnnotationInject: names.Enabled}
 			for k, v := range tc.annotations {
 				ann[k] = v
 			}
@@ -231,10 +233,10 @@ func TestPodOverrides(t *testing.T) {
 			}
 			wantEnv := map[string]string{
 				envLogLevel: "info", envLogFormat: "json",
-				envDestinationAddr: DefaultDestinationAddr(DefaultControlPlaneNamespace),
-				envNamespace:       "",      // from the downward API
-				envPodName:         "",      // from the downward API
-				envGoMemLimit:      "57MiB", // 90 % of the default limit, 64Mi
+				envDestinationAddr: names.DefaultDestinationAddr(names.DefaultControlPlaneNamespace),
+				envNamespace:       "",       // from the downward API
+				envPodName:         "",       // from the downward API
+				envGoMemLimit:      "115MiB", // 90 % of the default limit, 128Mi
 			}
 			for k, v := range tc.wantEnv {
 				wantEnv[k] = v
@@ -279,13 +281,13 @@ func TestPodTemplateSharesPodLogic(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
 		Spec:       newPod(nil).Spec,
 	}
-	res, err := PodTemplate(&tmpl.ObjectMeta, &tmpl.Spec, namespace("shop", Enabled), testConfig)
+	res, err := PodTemplate(&tmpl.ObjectMeta, &tmpl.Spec, namespace("shop", names.Enabled), testConfig)
 	if err != nil || !res.Injected {
 		t.Fatalf("PodTemplate: %v, %+v", err, res)
 	}
 	pod := newPod(nil)
 	pod.Labels = map[string]string{"app": "web"}
-	if _, err := Pod(pod, namespace("shop", Enabled), testConfig); err != nil {
+	if _, err := Pod(pod, namespace("shop", names.Enabled), testConfig); err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(pod.Spec, tmpl.Spec); diff != "" {
@@ -316,7 +318,7 @@ func TestPodConfigErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			pod := newPod(map[string]string{AnnotationInject: Enabled})
+			pod := newPod(map[string]string{names.AnnotationInject: names.Enabled})
 			orig := pod.DeepCopy()
 			_, err := Pod(pod, nil, tc.cfg)
 			if !errors.Is(err, ErrConfig) {
@@ -331,10 +333,10 @@ func TestPodConfigErrors(t *testing.T) {
 
 func TestConfigAnnotations(t *testing.T) {
 	want := []string{
-		AnnotationDefaultInboundPolicy, AnnotationOpaquePorts, AnnotationProxyCPULimit, AnnotationProxyCPURequest, AnnotationProxyHTTP1BodyIdleTimeout,
-		AnnotationProxyLogLevel, AnnotationProxyMaxConnections, AnnotationProxyMaxConnsPerHost,
-		AnnotationProxyMemoryLimit, AnnotationProxyMemoryRequest, AnnotationProxyOpaqueIdleTimeout, AnnotationSkipInboundPorts,
-		AnnotationSkipOutboundPorts, AnnotationSkipOutboundSubnets,
+		names.AnnotationDefaultInboundPolicy, names.AnnotationOpaquePorts, names.AnnotationProxyCPULimit, names.AnnotationProxyCPURequest, names.AnnotationProxyHTTP1BodyIdleTimeout,
+		names.AnnotationProxyLogLevel, names.AnnotationProxyMaxConnections, names.AnnotationProxyMaxConnsPerHost,
+		names.AnnotationProxyMemoryLimit, names.AnnotationProxyMemoryRequest, names.AnnotationProxyOpaqueIdleTimeout, names.AnnotationSkipInboundPorts,
+		names.AnnotationSkipOutboundPorts, names.AnnotationSkipOutboundSubnets,
 	}
 	if diff := cmp.Diff(want, ConfigAnnotations()); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
@@ -347,7 +349,8 @@ func TestGoMemLimit(t *testing.T) {
 		limits corev1.ResourceList
 		want   string // "" for no GOMEMLIMIT
 	}{
-		{name: "default limit", limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}, want: "57MiB"},
+		{name: "64Mi", limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}, want: "57MiB"},
+		{name: "the default limit", limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")}, want: "115MiB"},
 		{name: "decimal units", limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1G")}, want: "858MiB"},
 		{name: "under a MiB is in bytes", limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1000Ki")}, want: "921600"},
 		{name: "cpu limit only", limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")}},

@@ -14,39 +14,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/mesh-dev/mesh/internal/names"
+
 	// ports is the grammar mesh-proxy itself reads from --opaque-ports and
 	// from `mesh-proxy init --skip-*-ports`; sharing it means the injector
 	// never accepts a value that would crash-loop the proxy. It is a leaf
 	// package of the standard library only, made for these annotations.
 	"github.com/mesh-dev/mesh/internal/ports"
-)
-
-// The per-pod override annotations (ConfigPrefix + name).
-const (
-	AnnotationOpaquePorts         = ConfigPrefix + "opaque-ports"
-	AnnotationSkipInboundPorts    = ConfigPrefix + "skip-inbound-ports"
-	AnnotationSkipOutboundPorts   = ConfigPrefix + "skip-outbound-ports"
-	AnnotationSkipOutboundSubnets = ConfigPrefix + "skip-outbound-subnets"
-	AnnotationProxyLogLevel       = ConfigPrefix + "proxy-log-level"
-	AnnotationProxyCPURequest     = ConfigPrefix + "proxy-cpu-request"
-	AnnotationProxyMemoryRequest  = ConfigPrefix + "proxy-memory-request"
-	AnnotationProxyCPULimit       = ConfigPrefix + "proxy-cpu-limit"
-	AnnotationProxyMemoryLimit    = ConfigPrefix + "proxy-memory-limit"
-
-	// The proxy's limits (mesh-proxy's flags of the same names).
-	AnnotationProxyMaxConnections       = ConfigPrefix + "proxy-max-connections"
-	AnnotationProxyMaxConnsPerHost      = ConfigPrefix + "proxy-max-conns-per-host"
-	AnnotationProxyOpaqueIdleTimeout    = ConfigPrefix + "proxy-opaque-idle-timeout"
-	AnnotationProxyHTTP1BodyIdleTimeout = ConfigPrefix + "proxy-http1-body-idle-timeout"
-
-	// AnnotationDefaultInboundPolicy on a pod or its namespace (the pod's
-	// wins) overrides the install's default inbound policy, one of
-	// DefaultInboundPolicies. The controller reads it from the pod and the
-	// namespace when it serves the pod's proxy its policy; the injector
-	// only checks it, and leaves it on the pod. A malformed value is
-	// ignored: the next one down (the namespace's, then the install's)
-	// applies.
-	AnnotationDefaultInboundPolicy = ConfigPrefix + "default-inbound-policy"
 )
 
 // overrides are a pod's config.mesh.dev/* annotations, validated, with the
@@ -115,27 +89,27 @@ const (
 )
 
 var parsers = map[string]parser{
-	AnnotationOpaquePorts: {portsAccepted, func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+	names.AnnotationOpaquePorts: {portsAccepted, func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
 		s, err := ports.Parse(v)
 		o.opaquePorts = &s
 		return err
 	}},
-	AnnotationSkipInboundPorts: {portsAccepted, func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+	names.AnnotationSkipInboundPorts: {portsAccepted, func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
 		var err error
 		o.skipInbound, err = ports.Parse(v)
 		return err
 	}},
-	AnnotationSkipOutboundPorts: {portsAccepted, func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+	names.AnnotationSkipOutboundPorts: {portsAccepted, func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
 		var err error
 		o.skipOutbound, err = ports.Parse(v)
 		return err
 	}},
-	AnnotationSkipOutboundSubnets: {"CIDRs separated by commas, like 10.0.0.0/8,fd00::/8", func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+	names.AnnotationSkipOutboundSubnets: {"CIDRs separated by commas, like 10.0.0.0/8,fd00::/8", func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
 		var err error
 		o.skipSubnets, err = parseSubnets(v)
 		return err
 	}},
-	AnnotationProxyLogLevel: {logLevelsAccepted, func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+	names.AnnotationProxyLogLevel: {logLevelsAccepted, func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
 		level, ok := parseLogLevel(v)
 		if !ok {
 			return errors.New("unknown level")
@@ -143,26 +117,26 @@ var parsers = map[string]parser{
 		o.logLevel = level
 		return nil
 	}},
-	AnnotationDefaultInboundPolicy: {defaultInboundPoliciesAccepted, func(_ *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+	names.AnnotationDefaultInboundPolicy: {names.DefaultInboundPoliciesAccepted(), func(_ *overrides, _ map[quantityKey]resource.Quantity, v string) error {
 		// Nothing to carry: the controller reads the annotation itself.
-		_, err := ParseDefaultInboundPolicy(v)
+		_, err := names.ParseDefaultInboundPolicy(v)
 		if err != nil {
 			return errors.New("unknown policy")
 		}
 		return nil
 	}},
-	AnnotationProxyCPURequest:    quantityParser(quantityKey{corev1.ResourceCPU, false}),
-	AnnotationProxyCPULimit:      quantityParser(quantityKey{corev1.ResourceCPU, true}),
-	AnnotationProxyMemoryRequest: quantityParser(quantityKey{corev1.ResourceMemory, false}),
-	AnnotationProxyMemoryLimit:   quantityParser(quantityKey{corev1.ResourceMemory, true}),
+	names.AnnotationProxyCPURequest:    quantityParser(quantityKey{corev1.ResourceCPU, false}),
+	names.AnnotationProxyCPULimit:      quantityParser(quantityKey{corev1.ResourceCPU, true}),
+	names.AnnotationProxyMemoryRequest: quantityParser(quantityKey{corev1.ResourceMemory, false}),
+	names.AnnotationProxyMemoryLimit:   quantityParser(quantityKey{corev1.ResourceMemory, true}),
 
-	AnnotationProxyMaxConnections: limitParser("MESH_PROXY_MAX_CONNECTIONS",
+	names.AnnotationProxyMaxConnections: limitParser("MESH_PROXY_MAX_CONNECTIONS",
 		"a whole number of connections per side, 0 for unlimited", checkCount),
-	AnnotationProxyMaxConnsPerHost: limitParser("MESH_PROXY_MAX_CONNS_PER_HOST",
+	names.AnnotationProxyMaxConnsPerHost: limitParser("MESH_PROXY_MAX_CONNS_PER_HOST",
 		"a whole number of connections, 0 for unlimited", checkCount),
-	AnnotationProxyOpaqueIdleTimeout: limitParser("MESH_PROXY_OPAQUE_IDLE_TIMEOUT",
+	names.AnnotationProxyOpaqueIdleTimeout: limitParser("MESH_PROXY_OPAQUE_IDLE_TIMEOUT",
 		"a duration like 30m or 2h, 0 for none", checkDuration),
-	AnnotationProxyHTTP1BodyIdleTimeout: limitParser("MESH_PROXY_HTTP1_BODY_IDLE_TIMEOUT",
+	names.AnnotationProxyHTTP1BodyIdleTimeout: limitParser("MESH_PROXY_HTTP1_BODY_IDLE_TIMEOUT",
 		"a duration like 30s or 10m, 0 for none", checkDuration),
 }
 
@@ -179,7 +153,7 @@ func parseOverrides(annotations map[string]string, cfg Config, res *Result) over
 	o := overrides{logLevel: cfg.ProxyLogLevel}
 	quantities := map[quantityKey]resource.Quantity{}
 	for _, key := range slices.Sorted(maps.Keys(annotations)) {
-		if !strings.HasPrefix(key, ConfigPrefix) {
+		if !strings.HasPrefix(key, names.ConfigPrefix) {
 			continue
 		}
 		value := annotations[key]
@@ -204,14 +178,14 @@ func parseOverrides(annotations map[string]string, cfg Config, res *Result) over
 // the controller ignores it for every pod of the namespace, and pod
 // creation is where its owner hears about it.
 func checkNamespaceOverrides(ns *corev1.Namespace, res *Result) {
-	key := AnnotationDefaultInboundPolicy
+	key := names.AnnotationDefaultInboundPolicy
 	value, ok := ns.Annotations[key]
 	if !ok {
 		return
 	}
-	if _, err := ParseDefaultInboundPolicy(value); err != nil {
+	if _, err := names.ParseDefaultInboundPolicy(value); err != nil {
 		res.warn(key, "annotation %s=%s on namespace %s is ignored and the install's default used; want %s",
-			key, quote(value), ns.Name, defaultInboundPoliciesAccepted)
+			key, quote(value), ns.Name, names.DefaultInboundPoliciesAccepted())
 	}
 }
 
@@ -278,7 +252,7 @@ func resourceAnnotation(name corev1.ResourceName, limit bool) string {
 	if limit {
 		kind = "limit"
 	}
-	return fmt.Sprintf("%sproxy-%s-%s", ConfigPrefix, name, kind)
+	return fmt.Sprintf("%sproxy-%s-%s", names.ConfigPrefix, name, kind)
 }
 
 // parseSubnets reads "10.0.0.0/8, fd00::/8" as `mesh-proxy init
@@ -317,11 +291,11 @@ func suggest(key string) string {
 	if best != "" {
 		return "did you mean " + best + "?"
 	}
-	names := ConfigAnnotations()
-	for i, k := range names {
-		names[i] = strings.TrimPrefix(k, ConfigPrefix)
+	known := ConfigAnnotations()
+	for i, k := range known {
+		known[i] = strings.TrimPrefix(k, names.ConfigPrefix)
 	}
-	return "known: " + strings.Join(names, ", ")
+	return "known: " + strings.Join(known, ", ")
 }
 
 // editDistance is the Levenshtein distance of a and b, in bytes.

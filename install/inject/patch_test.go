@@ -8,6 +8,8 @@ import (
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // applyPatch applies patch to doc with an independent RFC 6902
@@ -75,13 +77,13 @@ func TestPatch(t *testing.T) {
 		},
 		{name: "removed field", orig: newPod(map[string]string{"a": "b"}), mutate: func(p *corev1.Pod) { p.Annotations = nil }, want: `[{"op":"remove","path":"/metadata/annotations"}]`},
 		{
-			name: "injected, pod has nothing to append to", orig: newPod(map[string]string{AnnotationInject: Enabled}),
+			name: "injected, pod has nothing to append to", orig: newPod(map[string]string{names.AnnotationInject: names.Enabled}),
 			mutate: func(p *corev1.Pod) { mustInject(t, p) },
 		},
 		{
 			name: "injected before the pod's init containers",
 			orig: func() *corev1.Pod {
-				p := newPod(map[string]string{AnnotationInject: Enabled})
+				p := newPod(map[string]string{names.AnnotationInject: names.Enabled})
 				p.Labels = map[string]string{"app": "web"}
 				p.Spec.InitContainers = []corev1.Container{{Name: "migrate", Image: "m"}}
 				p.Spec.Volumes = []corev1.Volume{{Name: "data"}}
@@ -146,11 +148,11 @@ func TestPatchKeepsUnknownFields(t *testing.T) {
 	if err := json.Unmarshal(applyPatch(t, raw, patch), &got); err != nil {
 		t.Fatal(err)
 	}
-	var names []any
+	var containers []any
 	for _, c := range got.Spec.InitContainers {
-		names = append(names, c["name"])
+		containers = append(containers, c["name"])
 	}
-	if diff := cmp.Diff([]any{InitContainerName, ProxyContainerName, "migrate"}, names); diff != "" {
+	if diff := cmp.Diff([]any{names.InitContainerName, names.ProxyContainerName, "migrate"}, containers); diff != "" {
 		t.Errorf("init containers (-want +got):\n%s", diff)
 	}
 	if got.Spec.InitContainers[2]["fromTheFuture"] == nil || got.Spec.Containers[0]["fromTheFuture"] == nil {

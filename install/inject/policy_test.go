@@ -1,105 +1,15 @@
 package inject
 
 import (
-	"errors"
 	"net/netip"
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/mesh-dev/mesh/proxy"
+	"github.com/mesh-dev/mesh/internal/names"
 )
-
-func TestParseDefaultInboundPolicy(t *testing.T) {
-	tests := []struct {
-		in, want string
-		wantErr  bool
-	}{
-		{in: "all-unauthenticated", want: PolicyAllUnauthenticated},
-		{in: "all-authenticated", want: PolicyAllAuthenticated},
-		{in: "cluster-authenticated", want: PolicyClusterAuthenticated},
-		{in: "cluster-unauthenticated", want: PolicyClusterUnauthenticated},
-		{in: "deny", want: PolicyDeny},
-		{in: "audit", want: PolicyAudit},
-		{in: " deny\n", want: PolicyDeny},
-		{in: "", wantErr: true},
-		{in: "Deny", wantErr: true},
-		{in: "allow", wantErr: true},
-		{in: "all-unauthenticated,deny", wantErr: true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.in, func(t *testing.T) {
-			got, err := ParseDefaultInboundPolicy(tc.in)
-			if tc.wantErr {
-				if !errors.Is(err, ErrDefaultInboundPolicy) {
-					t.Fatalf("ParseDefaultInboundPolicy(%q) = %q, %v; want ErrDefaultInboundPolicy", tc.in, got, err)
-				}
-				// The error is the whole help: every valid name is in it.
-				for _, name := range DefaultInboundPolicies {
-					if !strings.Contains(err.Error(), name) {
-						t.Errorf("error %q does not list %s", err, name)
-					}
-				}
-				return
-			}
-			if err != nil || got != tc.want {
-				t.Fatalf("ParseDefaultInboundPolicy(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
-			}
-		})
-	}
-	if DefaultInboundPolicies[0] != DefaultInboundPolicy || len(DefaultInboundPolicies) != 6 {
-		t.Errorf("DefaultInboundPolicies = %q: want the six of DESIGN.md, the default first", DefaultInboundPolicies)
-	}
-}
-
-func TestParseClusterNetworks(t *testing.T) {
-	tests := []struct {
-		name    string
-		in      string
-		want    string // formatted back; "" for an error
-		wantErr string
-	}{
-		{name: "default", in: "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fd00::/8", want: "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fd00::/8"},
-		{name: "spaces and empty fields", in: " 10.0.0.0/8 ,, fd00::/8,", want: "10.0.0.0/8,fd00::/8"},
-		{name: "duplicates once", in: "10.0.0.0/8,10.0.0.0/8", want: "10.0.0.0/8"},
-		{name: "one address", in: "192.0.2.1/32", want: "192.0.2.1/32"},
-		{name: "host bits", in: "10.1.2.3/8", wantErr: "did you mean 10.0.0.0/8?"},
-		{name: "bare address", in: "10.0.0.1", wantErr: `"10.0.0.1" is not a CIDR`},
-		{name: "bad length", in: "10.0.0.0/33", wantErr: "not a CIDR"},
-		{name: "zone", in: "fe80::%eth0/64", wantErr: "not a CIDR"},
-		{name: "empty", in: "", wantErr: "at least one CIDR"},
-		{name: "only commas", in: " , ", wantErr: "at least one CIDR"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseClusterNetworks(tc.in)
-			if tc.wantErr != "" {
-				if !errors.Is(err, ErrClusterNetworks) || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("ParseClusterNetworks(%q) = %v, %v; want an error containing %q", tc.in, got, err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if s := FormatClusterNetworks(got); s != tc.want {
-				t.Errorf("ParseClusterNetworks(%q) formats as %q, want %q", tc.in, s, tc.want)
-			}
-		})
-	}
-}
-
-// TestDefaultClusterNetworksAreTheProxys keeps install's default equal to
-// what mesh-proxy assumes with no --cluster-networks: a pod injected by a
-// controller that passes none must behave as one that passes the default.
-func TestDefaultClusterNetworksAreTheProxys(t *testing.T) {
-	if diff := cmp.Diff(proxy.DefaultConfig().ClusterNetworks, DefaultClusterNetworks(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
-		t.Errorf("install and proxy defaults differ (-proxy +install):\n%s", diff)
-	}
-}
 
 // TestProxyPolicyEnv checks what the proxy needs to enforce inbound
 // policy: its pod's name from the downward API, and the cluster networks
@@ -117,7 +27,7 @@ func TestProxyPolicyEnv(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig
 			cfg.ClusterNetworks = tc.networks
-			pod := newPod(map[string]string{AnnotationInject: Enabled})
+			pod := newPod(map[string]string{names.AnnotationInject: names.Enabled})
 			if res, err := Pod(pod, nil, cfg); err != nil || !res.Injected {
 				t.Fatalf("Pod: %v, %+v", err, res)
 			}
@@ -148,8 +58,8 @@ func TestDefaultInboundPolicyWarnings(t *testing.T) {
 		wantWarning []string
 	}{
 		{name: "none"},
-		{name: "pod", pod: PolicyDeny},
-		{name: "namespace", ns: PolicyAudit},
+		{name: "pod", pod: names.PolicyDeny},
+		{name: "namespace", ns: names.PolicyAudit},
 		{name: "bad on the pod", pod: "deny-all", wantWarning: []string{`config.mesh.dev/default-inbound-policy="deny-all" is ignored`}},
 		{name: "bad on the namespace", ns: "Audit", wantWarning: []string{`config.mesh.dev/default-inbound-policy="Audit" on namespace shop is ignored`}},
 		{
@@ -159,13 +69,13 @@ func TestDefaultInboundPolicyWarnings(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ann := map[string]string{AnnotationInject: Enabled}
+			ann := map[string]string{names.AnnotationInject: names.Enabled}
 			if tc.pod != "" {
-				ann[AnnotationDefaultInboundPolicy] = tc.pod
+				ann[names.AnnotationDefaultInboundPolicy] = tc.pod
 			}
 			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}
 			if tc.ns != "" {
-				ns.Annotations = map[string]string{AnnotationDefaultInboundPolicy: tc.ns}
+				ns.Annotations = map[string]string{names.AnnotationDefaultInboundPolicy: tc.ns}
 			}
 			pod := newPod(ann)
 			res, err := Pod(pod, ns, testConfig)
@@ -176,16 +86,16 @@ func TestDefaultInboundPolicyWarnings(t *testing.T) {
 				t.Fatalf("warnings %q, want %d", res.Warnings, len(tc.wantWarning))
 			}
 			for i, d := range res.Details {
-				if d.Annotation != AnnotationDefaultInboundPolicy || !strings.Contains(d.Message, tc.wantWarning[i]) {
+				if d.Annotation != names.AnnotationDefaultInboundPolicy || !strings.Contains(d.Message, tc.wantWarning[i]) {
 					t.Errorf("warning %d about %s: %q, want one containing %q", i, d.Annotation, d.Message, tc.wantWarning[i])
 				}
-				for _, name := range DefaultInboundPolicies {
+				for _, name := range names.DefaultInboundPolicies {
 					if !strings.Contains(d.Message, name) {
 						t.Errorf("warning %q does not list %s", d.Message, name)
 					}
 				}
 			}
-			if got := pod.Annotations[AnnotationDefaultInboundPolicy]; got != tc.pod {
+			if got := pod.Annotations[names.AnnotationDefaultInboundPolicy]; got != tc.pod {
 				t.Errorf("the pod's annotation became %q, want %q kept", got, tc.pod)
 			}
 		})

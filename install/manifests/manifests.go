@@ -26,12 +26,13 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/clusternet"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // Defaults of `mesh install` (DESIGN.md "Fixed contract").
 const (
-	DefaultNamespace = "mesh-system"
+	DefaultNamespace = names.DefaultControlPlaneNamespace
 	DefaultRegistry  = "ghcr.io/mesh-dev"
 )
 
@@ -69,6 +70,14 @@ const (
 	TrustRootsConfigMapName = "mesh-trust-roots"
 	// TrustRootsKey is the key of the PEM trust bundle in the ConfigMap.
 	TrustRootsKey = "ca-bundle.crt"
+	// TapAPIServiceName registers the aggregated tap API (tap.mesh.dev)
+	// with the API server, which calls Service TapServiceName (mesh-viz's
+	// pods) and trusts TapTLSSecretName's certificate through its
+	// caBundle. Users an admin binds to TapClusterRoleName may tap.
+	TapAPIServiceName  = "v1alpha1.tap.mesh.dev"
+	TapServiceName     = "mesh-viz"
+	TapTLSSecretName   = "mesh-tap-tls"
+	TapClusterRoleName = "mesh-tap"
 )
 
 // Images are "<registry>/<name>:<version>".
@@ -84,7 +93,8 @@ type IdentityPEM struct {
 	IssuerKey    []byte // PEM issuer private key
 }
 
-// ServingPEM is the webhook's serving certificate and its CA.
+// ServingPEM is a serving certificate the API server calls (the
+// webhook's, the tap API's) and its CA.
 type ServingPEM struct {
 	CA   []byte
 	Cert []byte
@@ -108,24 +118,26 @@ type Values struct {
 	TrustDomain string
 	Identity    IdentityPEM
 	Injector    ServingPEM
+	// Tap is the tap API's serving certificate, for TapServiceName.
+	Tap ServingPEM
 	// DefaultInboundPolicy is the controller's --default-inbound-policy,
-	// one of inject.DefaultInboundPolicies: what proxies allow on ports no
+	// one of names.DefaultInboundPolicies: what proxies allow on ports no
 	// Server selects unless the pod or its namespace says otherwise. ""
-	// means inject.DefaultInboundPolicy (all-unauthenticated).
+	// means names.DefaultInboundPolicy (all-unauthenticated).
 	DefaultInboundPolicy string
 	// ClusterNetworks is the controller's --cluster-networks, which it
 	// gives every proxy it injects; empty means
-	// inject.DefaultClusterNetworks().
+	// clusternet.Default().
 	ClusterNetworks []netip.Prefix
 }
 
 // withDefaults fills the zero fields that have a default.
 func (v Values) withDefaults() Values {
 	if v.DefaultInboundPolicy == "" {
-		v.DefaultInboundPolicy = inject.DefaultInboundPolicy
+		v.DefaultInboundPolicy = names.DefaultInboundPolicy
 	}
 	if len(v.ClusterNetworks) == 0 {
-		v.ClusterNetworks = inject.DefaultClusterNetworks()
+		v.ClusterNetworks = clusternet.Default()
 	}
 	return v
 }
@@ -195,8 +207,8 @@ func (v Values) Validate() error {
 	}
 	if v.DefaultInboundPolicy != "" {
 		// Exactly a name: the controller's flag is parsed the same way.
-		if p, err := inject.ParseDefaultInboundPolicy(v.DefaultInboundPolicy); err != nil || p != v.DefaultInboundPolicy {
-			errs = append(errs, fmt.Errorf("default inbound policy %q: want one of %s", v.DefaultInboundPolicy, strings.Join(inject.DefaultInboundPolicies, ", ")))
+		if p, err := names.ParseDefaultInboundPolicy(v.DefaultInboundPolicy); err != nil || p != v.DefaultInboundPolicy {
+			errs = append(errs, fmt.Errorf("default inbound policy %q: want one of %s", v.DefaultInboundPolicy, strings.Join(names.DefaultInboundPolicies, ", ")))
 		}
 	}
 	for _, p := range v.ClusterNetworks {
@@ -245,7 +257,7 @@ var templates = template.Must(template.New("").
 		"string": func(b []byte) string { return string(b) },
 		"quote":  quote,
 		"indent": indent,
-		"cidrs":  inject.FormatClusterNetworks,
+		"cidrs":  clusternet.Format,
 	}).
 	ParseFS(files, "*.yaml"))
 

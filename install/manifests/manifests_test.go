@@ -11,7 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 func testValues() Values {
@@ -25,7 +25,7 @@ func testValues() Values {
 	}
 }
 
-func names(ms []Manifest) []string {
+func manifestNames(ms []Manifest) []string {
 	var out []string
 	for _, m := range ms {
 		out = append(out, m.Name())
@@ -60,13 +60,17 @@ func TestRenderOrderAndNames(t *testing.T) {
 		"deployment/mesh-controller",
 		"service/mesh-injector", "service/mesh-controller", "service/mesh-identity",
 	}
+	viz := []string{"serviceaccount/mesh-viz", "clusterrole/mesh-viz", "clusterrolebinding/mesh-viz", "deployment/mesh-viz",
+		// 36-tap.yaml: the APIService last, so uninstall deletes it first.
+		"secret/mesh-tap-tls", "service/mesh-viz", "rolebinding/mesh-viz-auth-reader",
+		"clusterrolebinding/mesh-viz-auth-delegator", "clusterrole/mesh-tap", "apiservice/v1alpha1.tap.mesh.dev"}
 	tests := []struct {
 		name string
 		ha   bool
 		want []string
 	}{
-		{name: "default", want: append(append([]string{}, base...), "mutatingwebhookconfiguration/mesh-proxy-injector")},
-		{name: "ha", ha: true, want: append(append([]string{}, base...), "poddisruptionbudget/mesh-controller", "mutatingwebhookconfiguration/mesh-proxy-injector")},
+		{name: "default", want: slices.Concat(base, viz, []string{"mutatingwebhookconfiguration/mesh-proxy-injector"})},
+		{name: "ha", ha: true, want: slices.Concat(base, []string{"poddisruptionbudget/mesh-controller"}, viz, []string{"mutatingwebhookconfiguration/mesh-proxy-injector"})},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -76,7 +80,7 @@ func TestRenderOrderAndNames(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tc.want, names(ms)); diff != "" {
+			if diff := cmp.Diff(tc.want, manifestNames(ms)); diff != "" {
 				t.Errorf("objects (-want +got):\n%s", diff)
 			}
 			for _, m := range ms {
@@ -283,6 +287,9 @@ func TestControllerReadsNoSecrets(t *testing.T) {
 		for _, m := range ms {
 			switch m.Object.GetKind() {
 			case "Role", "RoleBinding":
+				if m.Name() == "rolebinding/mesh-viz-auth-reader" {
+					continue // mesh-viz's, for the front-proxy CA in kube-system (36-tap.yaml)
+				}
 				t.Errorf("ha=%t: %s rendered; the controller needs no namespaced rights", ha, m.Name())
 			case "ClusterRole":
 				rules, _, _ := unstructured.NestedSlice(m.Object.Object, "rules")
@@ -303,7 +310,7 @@ func TestControllerReadsNoSecrets(t *testing.T) {
 // webhook is never called for a namespace labelled
 // mesh.dev/webhook=ignore, so an admin can always exempt one.
 func TestWebhookIgnoreLabel(t *testing.T) {
-	want := map[string]any{"key": inject.LabelWebhook, "operator": "NotIn", "values": []any{inject.WebhookIgnore}}
+	want := map[string]any{"key": names.LabelWebhook, "operator": "NotIn", "values": []any{names.WebhookIgnore}}
 	for _, ha := range []bool{false, true} {
 		v := testValues()
 		v.HA = ha
@@ -348,7 +355,7 @@ func TestRenderPolicyArgs(t *testing.T) {
 			wantNetworks: "--cluster-networks=10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fd00::/8",
 		},
 		{
-			name: "given", policy: inject.PolicyDeny,
+			name: "given", policy: names.PolicyDeny,
 			networks:     []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16"), netip.MustParsePrefix("2001:db8::/64")},
 			wantPolicy:   "--default-inbound-policy=deny",
 			wantNetworks: "--cluster-networks=10.42.0.0/16,2001:db8::/64",
@@ -382,7 +389,7 @@ func TestRenderPolicyChangeRollsController(t *testing.T) {
 	}
 	base := template(testValues())
 	v := testValues()
-	v.DefaultInboundPolicy = inject.PolicyAudit
+	v.DefaultInboundPolicy = names.PolicyAudit
 	if cmp.Equal(base, template(v)) {
 		t.Error("another default inbound policy renders the same pod template")
 	}

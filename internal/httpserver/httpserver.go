@@ -5,20 +5,27 @@ package httpserver
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 )
 
-// Server is the part of *http.Server that Run drives.
-type Server interface {
-	Shutdown(context.Context) error
-	Close() error
-}
+// DefaultIdleTimeout is the idle timeout Run gives a server that sets
+// none: how long a keep-alive connection may wait for its next request.
+// Without one, net/http keeps such a connection for as long as the client
+// likes, and every pod that can reach the port can hold as many as it
+// opens.
+const DefaultIdleTimeout = 60 * time.Second
 
 // Run calls serve (srv.Serve or srv.ServeTLS on a bound listener) until it
 // fails or ctx is done; then it shuts srv down, letting requests in flight
 // finish within grace before closing what is left. It returns nil after a
-// clean shutdown by ctx.
-func Run(ctx context.Context, srv Server, serve func() error, grace time.Duration) error {
+// clean shutdown by ctx. A srv with neither IdleTimeout nor ReadTimeout
+// (which net/http uses for idle connections in its place) gets
+// DefaultIdleTimeout before it serves.
+func Run(ctx context.Context, srv *http.Server, serve func() error, grace time.Duration) error {
+	if srv.IdleTimeout == 0 && srv.ReadTimeout == 0 {
+		srv.IdleTimeout = DefaultIdleTimeout
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- serve() }()
 	select {

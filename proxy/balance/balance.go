@@ -14,7 +14,8 @@
 // endpoint before its queue grows.
 //
 // Failure accrual takes an endpoint out of rotation after a run of
-// consecutive failures, lets one probe request through when its backoff ends,
+// consecutive failures, or at once when it could not be connected to
+// (ErrUnreachable), lets one probe request through when its backoff ends,
 // and restores it when the probe succeeds.
 //
 // # Use
@@ -62,6 +63,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mesh-dev/mesh/internal/backoff"
 )
 
 // Defaults used where a Config field is zero. They follow linkerd2-proxy
@@ -83,6 +86,15 @@ var ErrInvalidEndpoint = errors.New("balance: invalid endpoint")
 // ErrInvalidConfig is wrapped by the errors New returns for a Config it
 // refuses.
 var ErrInvalidConfig = errors.New("balance: invalid config")
+
+// ErrUnreachable, wrapped by an error given to Pick.Observe, says the use
+// failed before it sent anything: the endpoint refused the connection,
+// did not answer it in time, or failed its TLS handshake. Failure accrual
+// ejects such an endpoint at once rather than after MaxFailures in a row,
+// so that new uses go elsewhere while it is gone (a killed pod still in
+// the set) and its probe tells when it is back, as linkerd2-proxy stops
+// balancing to an endpoint whose connection failed until it reconnects.
+var ErrUnreachable = errors.New("balance: endpoint unreachable")
 
 // Endpoint is one backend of a destination, as the destination service
 // reports it.
@@ -145,9 +157,7 @@ type PeakEWMA struct {
 	tau         float64 // Decay in nanoseconds
 	defaultRTT  float64 // nanoseconds
 	maxFailures int
-	minBackoff  time.Duration
-	maxBackoff  time.Duration
-	jitter      float64
+	ejection    backoff.Backoff // the schedule only; each endState counts its ejections
 	onDrained   func(Endpoint)
 	clock       func() time.Time
 	rand        func() uint64
@@ -181,13 +191,16 @@ func New(cfg Config) (*PeakEWMA, error) {
 	case cfg.Jitter > 1:
 		return nil, fmt.Errorf("%w: jitter %v above 1", ErrInvalidConfig, cfg.Jitter)
 	}
+	minBackoff := orDefault(cfg.MinBackoff, DefaultMinBackoff)
+	maxBackoff := orDefault(cfg.MaxBackoff, DefaultMaxBackoff)
+	if maxBackoff < minBackoff {
+		return nil, fmt.Errorf("%w: max backoff %v below min backoff %v",
+			ErrInvalidConfig, maxBackoff, minBackoff)
+	}
 	b := &PeakEWMA{
 		tau:         float64(orDefault(cfg.Decay, DefaultDecay)),
 		defaultRTT:  float64(orDefault(cfg.DefaultRTT, DefaultRTT)),
 		maxFailures: orDefault(cfg.MaxFailures, DefaultMaxFailures),
-		minBackoff:  orDefault(cfg.MinBackoff, DefaultMinBackoff),
-		maxBackoff:  orDefault(cfg.MaxBackoff, DefaultMaxBackoff),
-		jitter:      max(orDefault(cfg.Jitter, DefaultJitter), 0),
 		onDrained:   cfg.OnDrained,
 		clock:       cfg.Now,
 		rand:        cfg.Rand,
@@ -199,9 +212,10 @@ func New(cfg Config) (*PeakEWMA, error) {
 	if b.rand == nil {
 		b.rand = rand.Uint64
 	}
-	if b.maxBackoff < b.minBackoff {
-		return nil, fmt.Errorf("%w: max backoff %v below min backoff %v",
-			ErrInvalidConfig, b.maxBackoff, b.minBackoff)
+	// A negative Jitter stays negative, which backoff also reads as none.
+	b.ejection = backoff.Backoff{
+		Min: minBackoff, Max: maxBackoff,
+		Jitter: orDefault(cfg.Jitter, DefaultJitter), Rand: b.rand,
 	}
 	b.epoch = b.clock()
 	b.snap.Store(&picker{})
@@ -359,11 +373,6 @@ func (b *PeakEWMA) Snapshot() []EndpointStats {
 	}
 	slices.SortFunc(out[start:], func(x, y EndpointStats) int { return x.Addr.Compare(y.Addr) })
 	return out
-}
-
-// unitFloat maps random bits to [0, 1).
-func unitFloat(r uint64) float64 {
-	return float64(r>>11) / (1 << 53)
 }
 
 // index maps random bits to [0, n) by multiply-shift, which avoids a

@@ -168,7 +168,8 @@ func (p *Pick) Endpoint() Endpoint {
 // Observe reports the use's outcome: rtt is the latency sample (time to
 // response headers, or time to connect for TCP), and err classifies the
 // outcome for failure accrual. A nil err is a success, any other a failure
-// (the caller maps 5xx answers and gRPC UNAVAILABLE to an error), except
+// (the caller maps 5xx answers and gRPC UNAVAILABLE to an error), one
+// wrapping ErrUnreachable a failure that ejects the endpoint at once, except
 // context.Canceled: a client that gave up says nothing about the endpoint,
 // so it records neither sample nor outcome. An rtt of zero or less records
 // no latency sample. Only the first Observe of a Pick counts, and none after
@@ -188,7 +189,7 @@ func (p *Pick) Observe(rtt time.Duration, err error) {
 	if rtt > 0 {
 		st.observeRTT(now, float64(rtt), b.tau)
 	}
-	b.accrue(st, now, err != nil, p.probe)
+	b.accrue(st, now, classify(err), p.probe)
 	st.mu.Unlock()
 }
 

@@ -1,6 +1,7 @@
 package balance
 
 import (
+	"errors"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -152,49 +153,55 @@ func (st *endState) stats(ep Endpoint) EndpointStats {
 	}
 }
 
+// outcome is a use's result as failure accrual sees it.
+type outcome int8
+
+const (
+	succeeded   outcome = iota
+	failed              // counts toward MaxFailures
+	unreachable         // ejects at once (ErrUnreachable)
+)
+
+func classify(err error) outcome {
+	switch {
+	case err == nil:
+		return succeeded
+	case errors.Is(err, ErrUnreachable):
+		return unreachable
+	}
+	return failed
+}
+
 // accrue feeds one outcome to failure accrual. Only the probe decides
 // whether an ejected endpoint returns: outcomes of requests sent before the
 // ejection, or sent while every endpoint was ejected, are ignored. Called
 // with st.mu held.
-func (b *PeakEWMA) accrue(st *endState, now int64, failed, probe bool) {
+func (b *PeakEWMA) accrue(st *endState, now int64, res outcome, probe bool) {
 	switch {
-	case probe && !failed:
+	case probe && res == succeeded:
 		st.failures, st.ejections = 0, 0
 		st.health.Store(healthy)
 	case probe:
 		b.eject(st, now)
 	case st.health.Load() != healthy:
 		// Sent before the ejection or in panic mode: not the probe's say.
-	case !failed:
+	case res == succeeded:
 		st.failures = 0
 	default:
 		st.failures++
-		if b.maxFailures > 0 && st.failures >= b.maxFailures {
+		if b.maxFailures > 0 && (res == unreachable || st.failures >= b.maxFailures) {
 			b.eject(st, now)
 		}
 	}
 }
 
-// eject takes st out of rotation for the next backoff. until is stored
+// eject takes st out of rotation for the next backoff: the n-th
+// consecutive ejection lasts MinBackoff doubled n−1 times, at most
+// MaxBackoff, less a random share of up to Jitter of it. until is stored
 // before health so that admit, seeing ejected, reads the new deadline.
 // Called with st.mu held.
 func (b *PeakEWMA) eject(st *endState, now int64) {
 	st.ejections++
-	st.until.Store(now + int64(b.backoff(st.ejections)))
+	st.until.Store(now + int64(b.ejection.Delay(st.ejections)))
 	st.health.Store(ejected)
-}
-
-// backoff is the length of the n-th consecutive ejection: MinBackoff
-// doubled n−1 times, capped at MaxBackoff, then shortened by up to Jitter of
-// itself. Shortening rather than lengthening keeps MaxBackoff a true bound.
-func (b *PeakEWMA) backoff(n int) time.Duration {
-	d := b.minBackoff
-	for i := 1; i < n && d < b.maxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, b.maxBackoff)
-	if b.jitter > 0 {
-		d -= time.Duration(float64(d) * b.jitter * unitFloat(b.rand()))
-	}
-	return d
 }

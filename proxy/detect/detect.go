@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -84,6 +85,15 @@ func classifyTLS(b []byte) (Protocol, bool) {
 		return TLS, true
 	}
 	return Opaque, true
+}
+
+// PartialHello reports whether b is the start of what may be a TLS
+// ClientHello, too short yet for Classify to decide: a client that sent
+// it speaks first and will wait for the server's answer, so waiting for
+// the rest stalls no protocol where the server speaks first.
+func PartialHello(b []byte) bool {
+	_, done := Classify(b)
+	return !done && len(b) > 0 && b[0] == 0x16
 }
 
 // classifyHTTP1 recognises a request line: method SP request-target SP
@@ -166,10 +176,30 @@ var ErrClosed = errors.New("detect: client closed the connection before sending 
 // returned Conn replays every byte read. A silent client (a protocol where
 // the server speaks first) gives Opaque with reason "timeout" and no
 // error. Cancelling ctx ends the wait like a timeout would, but with
-// ctx's error.
+// ctx's error. Given a Conn an earlier Peek returned, Peek goes on from
+// the bytes that one read, which it classifies again with the rest.
 func Peek(ctx context.Context, conn net.Conn, timeout time.Duration) (Result, *Conn, error) {
-	buf := make([]byte, 0, 1024)
-	conn.SetReadDeadline(time.Now().Add(timeout))
+	return peek(ctx, conn, time.Now().Add(timeout), peekBuffer)
+}
+
+// peekBuffer is the buffer Peek starts with, grown when a client sends more
+// before Classify decides.
+const peekBuffer = 1 << 10
+
+// peek is Peek until deadline, the zero deadline waiting as long as the
+// client takes, with a buffer of size bytes to start with.
+func peek(ctx context.Context, conn net.Conn, deadline time.Time, size int) (Result, *Conn, error) {
+	buf := make([]byte, 0, size)
+	if pc, ok := conn.(*Conn); ok {
+		buf, conn = append(buf, pc.head...), pc.Conn
+		if p, done := Classify(buf); done {
+			return Result{p, reasonFor(p)}, newConn(conn, buf), nil
+		}
+		if len(buf) >= PeekLimit {
+			return Result{Opaque, "peek-limit"}, newConn(conn, buf), nil
+		}
+	}
+	conn.SetReadDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer func() {
 		// Stop the cancel hook before clearing the deadline, so a
@@ -180,7 +210,7 @@ func Peek(ctx context.Context, conn net.Conn, timeout time.Duration) (Result, *C
 	}()
 	for {
 		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)] // grow; PeekLimit bounds it
+			buf = slices.Grow(buf, max(len(buf), peekBuffer)) // PeekLimit bounds it
 		}
 		n, err := conn.Read(buf[len(buf):min(cap(buf), PeekLimit)])
 		buf = buf[:len(buf)+n]

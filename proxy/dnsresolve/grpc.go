@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/resolver"
+
+	"github.com/mesh-dev/mesh/internal/backoff"
 )
 
 // Scheme is the gRPC target scheme a Builder serves by default, as in
@@ -138,12 +140,22 @@ func (w *watcher) Close() {
 // watchState is what run remembers between resolutions.
 type watchState struct {
 	reported []netip.Addr // sorted; the addresses gRPC has now
-	failures int          // consecutive failed resolutions
+	// retry spaces failed resolutions and counts them.
+	retry backoff.Backoff
+}
+
+// newState starts a watch with nothing reported. Failed resolutions are
+// retried after MinResolveInterval, doubling up to maxRetryInterval, and
+// without jitter: each proxy's retries start when its own cached answer
+// runs out, which already spreads a cluster's proxies, and the exact
+// schedule keeps MinResolveInterval a true lower bound.
+func (w *watcher) newState() watchState {
+	return watchState{retry: backoff.Backoff{Min: w.minInterval, Max: maxRetryInterval, Jitter: -1}}
 }
 
 func (w *watcher) run(ctx context.Context) {
 	defer close(w.done)
-	var st watchState
+	st := w.newState()
 	fresh := false
 	for {
 		last := time.Now()
@@ -167,11 +179,12 @@ func (w *watcher) resolve(ctx context.Context, st *watchState, fresh bool) time.
 		// gRPC needs no update for the same set in another order (resolver
 		// package docs), but does after an error, to leave its failure
 		// state.
-		if st.failures > 0 || !slices.Equal(sorted, st.reported) {
+		if st.retry.Failing() || !slices.Equal(sorted, st.reported) {
 			err = w.cc.UpdateState(resolver.State{Addresses: w.addresses(addrs)})
 		}
 		if err == nil {
-			st.reported, st.failures = sorted, 0
+			st.reported = sorted
+			st.retry.Reset()
 			return ttl
 		}
 		// The balancer rejected the state: offer it again after a backoff
@@ -182,19 +195,8 @@ func (w *watcher) resolve(ctx context.Context, st *watchState, fresh bool) time.
 		// RPCs with this error.
 		w.cc.ReportError(err)
 	}
-	st.failures++
 	// A negative answer is cached for ttl, so asking sooner is pointless.
-	return max(ttl, w.backoff(st.failures))
-}
-
-// backoff is the delay after the given number of consecutive failures:
-// MinResolveInterval, doubling, at most maxRetryInterval.
-func (w *watcher) backoff(failures int) time.Duration {
-	d := w.minInterval
-	for i := 1; i < failures && d < maxRetryInterval; i++ {
-		d *= 2
-	}
-	return min(d, maxRetryInterval)
+	return max(ttl, st.retry.Next())
 }
 
 func (w *watcher) addresses(addrs []netip.Addr) []resolver.Address {

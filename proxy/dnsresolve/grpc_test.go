@@ -262,6 +262,7 @@ func TestGRPCClientFollowsDNSChange(t *testing.T) {
 	}
 }
 
+// TestWatcherBackoff walks the retry schedule of failed resolutions.
 func TestWatcherBackoff(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -278,8 +279,13 @@ func TestWatcherBackoff(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			w := &watcher{minInterval: tc.minInterval}
-			if got := w.backoff(tc.failures); got != tc.want {
-				t.Errorf("backoff(%d) = %v, want %v", tc.failures, got, tc.want)
+			st := w.newState()
+			var got time.Duration
+			for range tc.failures {
+				got = st.retry.Next()
+			}
+			if got != tc.want {
+				t.Errorf("wait after %d failures = %v, want %v", tc.failures, got, tc.want)
 			}
 		})
 	}

@@ -72,29 +72,25 @@ func identityFrom(ctx context.Context) string {
 	return ep.Identity
 }
 
-// pick routes r: the returned request carries the chosen endpoint, and
-// report (never nil) tells the balancer how the request went.
-func (p *Proxy) pick(r *http.Request, target netip.AddrPort) (*http.Request, func(rec *recorder), error) {
-	noop := func(*recorder) {}
+// pick routes r: the returned request carries the chosen endpoint, also
+// returned, whose Report (nil when the request is not balanced) must then
+// be called once.
+func (p *Proxy) pick(r *http.Request, target netip.AddrPort) (*http.Request, Endpoint, error) {
 	if p.cfg.Pick == nil {
-		return r, noop, nil
+		return r, Endpoint{}, nil
 	}
 	ep, err := p.cfg.Pick(r.Context(), target)
 	if errors.Is(err, ErrNoEndpoints) || errors.Is(err, ErrUnavailable) {
-		return r, noop, err
+		return r, Endpoint{}, err
 	}
 	if err != nil {
-		return r, noop, nil
+		return r, Endpoint{}, nil
 	}
 	// An endpoint at the very address the client dialled (a pod of a
 	// headless Service, a StatefulSet peer) is routed like any other: it
 	// carries the identity its mesh TLS must prove, and its pick must be
 	// reported or the balancer counts it pending for ever.
-	r = r.WithContext(context.WithValue(r.Context(), endpointKey{}, ep))
-	if ep.Report == nil {
-		return r, noop, nil
-	}
-	return r, func(rec *recorder) { ep.Report(rec.took(), outcome(r, rec)) }, nil
+	return r.WithContext(context.WithValue(r.Context(), endpointKey{}, ep)), ep, nil
 }
 
 // outcome classifies a finished request for the balancer: a client that

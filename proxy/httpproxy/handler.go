@@ -26,51 +26,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "mesh-proxy: no target for this connection", http.StatusInternalServerError)
 		return
 	}
-	target := conn.Target
-	rec := &recorder{ResponseWriter: w, start: time.Now()}
+	x := &exchange{p: p, in: r, conn: conn, rec: recorder{ResponseWriter: w, start: time.Now(), tcp: conn.TCP}}
 	// The policy decides before anything else is done for the request:
 	// a denied one is counted and tapped, and goes nowhere.
-	var denied error
 	if conn.Authz != nil {
-		denied = conn.Authz.AuthorizeRequest(r)
-	}
-	if denied != nil {
-		p.refuse(rec, r, conn, denied)
-		return
-	}
-	r, report, err := p.pick(r, target)
-	r = p.chooseWireProto(r)
-	key := metrics.RouteKey{
-		Direction: p.cfg.Direction, Authority: r.Host, Target: target.String(),
-		Dst: dstFrom(r.Context()), ClientID: conn.ClientID,
-	}
-	if p.cfg.MeshTLS != nil {
-		key.ServerID = identityFrom(r.Context()) // proven by the handshake, or the request fails
-	}
-	route := p.cfg.Metrics.Route(key)
-	route.Request()
-	tapped := p.tap(r, key)
-	defer func() {
-		// A panic with http.ErrAbortHandler means the response broke after
-		// it started (the target reset the stream): count it, then let the
-		// server reset the client's stream.
-		v := recover()
-		success := v == nil && rec.succeeded()
-		route.Response(rec.code(), success, rec.took())
-		tapped.Response(tap.Response{Status: rec.code(), GRPCStatus: rec.grpcStatus(), Latency: rec.took(), Success: success})
-		if v != nil && rec.status < 500 {
-			rec.status = http.StatusBadGateway // for the balancer: the stream broke
+		if denied := conn.Authz.AuthorizeRequest(r); denied != nil {
+			p.refuse(&x.rec, r, conn, denied)
+			return
 		}
-		report(rec)
-		if v != nil {
-			panic(v)
-		}
-	}()
-	if err != nil {
-		p.writeNoEndpoints(rec, r, target, err)
-		return
 	}
-	p.rp.ServeHTTP(rec, r)
+	x.rec.metrics, x.rec.x = p.cfg.Metrics, x
+	if p.cfg.Pick != nil {
+		x.body = holdBody(r) // for another endpoint, if the first cannot be reached
+	}
+	defer x.end()
+	x.run()
 }
 
 // tap publishes r to whoever watches this proxy's requests; the query is
@@ -93,6 +63,9 @@ func (p *Proxy) refuse(rec *recorder, r *http.Request, conn *ConnInfo, why error
 	key := metrics.RouteKey{Direction: p.cfg.Direction, Authority: r.Host, Target: conn.Target.String(), ClientID: conn.ClientID}
 	route := p.cfg.Metrics.Route(key)
 	route.Request()
+	if conn.TCP != nil {
+		conn.TCP.RequestUnreached(metrics.PolicyDenied)
+	}
 	tapped := p.tap(r, key)
 	writeUnauthorized(rec, r, why)
 	route.Response(rec.code(), rec.succeeded(), rec.took())
@@ -223,6 +196,12 @@ func (c *cancelOnClose) Close() error {
 // the matching grpc-status, which gRPC clients understand (gRPC over HTTP/2
 // spec, "Responses").
 func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if rec, ok := w.(*recorder); ok && errors.As(err, new(*connectError)) {
+		if rec.x != nil && rec.x.holdConnectFailure(r, err) {
+			return // nothing was sent: another endpoint is tried
+		}
+		rec.unreached = metrics.ConnectFailed
+	}
 	if r.Context().Err() != nil {
 		// The client went away; nobody reads this answer.
 		w.WriteHeader(http.StatusBadGateway)
@@ -248,29 +227,86 @@ func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	http.Error(w, msg, code)
 }
 
-// recorder notes the status and timing of the response for metrics. It
-// keeps http.ResponseController working (flush, hijack for upgrades) by
-// unwrapping to the server's writer.
+// recorder notes the status and timing of the response for metrics, and
+// counts the request once the response begins: only then is it known
+// whether the request reached an application. It keeps
+// http.ResponseController working (flush, hijack for upgrades) by
+// unwrapping to the server's writer. Its methods are called from the
+// request's handler goroutine only.
 type recorder struct {
 	http.ResponseWriter
 	start  time.Time
 	status int
 	after  time.Duration
+
+	metrics *metrics.Metrics
+	key     metrics.RouteKey
+	// unreached says why, when the proxy answers itself because the
+	// request could go nowhere: no endpoint, or the connection to the
+	// target failed or timed out. Such a request is counted without its
+	// target, and its connection's TCP series are not opened for it, so
+	// that a sweep of closed ports or a dead endpoint adds no series
+	// naming an address (docs/metrics.md). "" for a request that reached
+	// its target.
+	unreached metrics.UnreachedReason
+	// tcp is the TCP series of the request's connection; nil for none.
+	tcp *metrics.Conn
+	// x is the request's exchange, which may hold a connect failure back
+	// from writeError to try another endpoint; nil for none.
+	x *exchange
+	// route is where the request was counted, nil until it was.
+	route *metrics.Route
+}
+
+// begin records the response's status as it starts, and counts the request.
+func (r *recorder) begin(code int) {
+	if r.status != 0 {
+		return
+	}
+	r.status = code
+	r.after = time.Since(r.start)
+	r.countRequest()
+}
+
+// countRequest counts the request under its route, once, and tells its
+// connection's TCP series whether it reached an application. A recorder
+// without metrics (a denied request, counted by refuse) counts nothing.
+func (r *recorder) countRequest() {
+	if r.route != nil || r.metrics == nil {
+		return
+	}
+	k := r.key
+	if r.unreached != "" {
+		k.Target = ""
+	}
+	r.route = r.metrics.Route(k)
+	r.route.Request()
+	switch {
+	case r.tcp == nil:
+	case r.unreached != "":
+		r.tcp.RequestUnreached(r.unreached)
+	default:
+		r.tcp.Reached()
+	}
 }
 
 func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
-		r.status = code
-		r.after = time.Since(r.start)
+	if code == http.StatusContinue {
+		// The target's answer to Expect: 100-continue, which ReverseProxy
+		// passes on. The transport reads the body as it gets it, and that
+		// read makes the server send the client its own 100 Continue: the
+		// target's as well would sometimes make two, which a client reading
+		// one 1xx then the response takes for the response.
+		return
+	}
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		r.begin(code)
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-		r.after = time.Since(r.start)
-	}
+	r.begin(http.StatusOK)
 	return r.ResponseWriter.Write(b)
 }
 
@@ -280,10 +316,7 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 // Switching Protocols, which it then writes to the hijacked connection
 // itself, bypassing WriteHeader: record the 101 here.
 func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	if r.status == 0 {
-		r.status = http.StatusSwitchingProtocols
-		r.after = time.Since(r.start)
-	}
+	r.begin(http.StatusSwitchingProtocols)
 	return http.NewResponseController(r.ResponseWriter).Hijack()
 }
 

@@ -116,6 +116,12 @@ type ConnInfo struct {
 	// Authz decides each request before it goes anywhere; nil lets every
 	// request through.
 	Authz Authorizer
+	// TCP is the connection's TCP series, given to OpenOnReach: each
+	// request reports to it whether it reached an application (its
+	// response began, counted under its target) or why the proxy answered
+	// it itself, so that a connection none of whose requests reached one
+	// names no target. Nil counts nothing.
+	TCP *metrics.Conn
 }
 
 // Authorizer decides the requests of one connection (the inbound
@@ -150,6 +156,10 @@ func clientIDFrom(ctx context.Context) string {
 	return ""
 }
 
+// maxIdleConns bounds the idle HTTP/1 connections to all targets: enough
+// for a busy pod's hundred targets to keep a few each.
+const maxIdleConns = 512
+
 // New returns a Proxy whose HTTP/1 server is already accepting handed-over
 // connections. Call Shutdown to stop it.
 func New(cfg Config) *Proxy {
@@ -164,8 +174,14 @@ func New(cfg Config) *Proxy {
 			}
 			return withIdle(c, cfg.BodyIdleTimeout), nil
 		},
-		MaxConnsPerHost:       cfg.MaxConnsPerHost,
-		MaxIdleConns:          0, // no global cap: one pod talks to many targets
+		MaxConnsPerHost: cfg.MaxConnsPerHost,
+		// Idle connections are bounded in all, not only per target: a pod
+		// that talks to thousands of addresses (a headless Service's
+		// churning pods) would otherwise keep one idle connection to each,
+		// about 25 KiB apiece (two goroutines and their buffers), and a
+		// proxy's memory limit would go at a few thousand. Beyond the cap the
+		// least recently used idle connection is closed.
+		MaxIdleConns:          maxIdleConns,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       cfg.IdleTimeout,
 		ResponseHeaderTimeout: cfg.ResponseTimeout,

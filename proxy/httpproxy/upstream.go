@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"sync"
+
+	"github.com/mesh-dev/mesh/proxy/balance"
 )
 
 // upstreams dials target connections and remembers the open ones, so that
@@ -30,13 +32,13 @@ func newUpstreams(d *net.Dialer, meshTLS func(context.Context, net.Conn, string)
 func (u *upstreams) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := u.dialer.DialContext(ctx, network, addr)
 	if err != nil {
-		return nil, err
+		return nil, &connectError{err}
 	}
 	if id := identityFrom(ctx); id != "" && u.meshTLS != nil {
 		tc, err := u.meshTLS(ctx, c, id)
 		if err != nil {
 			c.Close()
-			return nil, err
+			return nil, &connectError{err}
 		}
 		c = tc
 	}
@@ -46,6 +48,18 @@ func (u *upstreams) DialContext(ctx context.Context, network, addr string) (net.
 	u.mu.Unlock()
 	return uc, nil
 }
+
+// connectError is a failure to connect to a target: the dial, or the mesh
+// TLS handshake with the target's proxy. The request that needed the
+// connection never reached an application. It says what it wraps, and
+// does not hide a timeout from errors.As.
+type connectError struct{ err error }
+
+func (e *connectError) Error() string { return e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+// Is makes a connect failure eject its endpoint from the balancer at once.
+func (e *connectError) Is(target error) bool { return target == balance.ErrUnreachable }
 
 // closeAll closes every connection still open.
 func (u *upstreams) closeAll() {

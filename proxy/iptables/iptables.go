@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/internal/ports"
 )
 
@@ -26,15 +27,6 @@ import (
 const (
 	InboundChain  = "MESH_PROXY_INBOUND"
 	OutboundChain = "MESH_PROXY_OUTPUT"
-)
-
-// Defaults of DESIGN.md: the proxy's ports and its UID.
-const (
-	DefaultInboundPort  = 4143
-	DefaultOutboundPort = 4140
-	DefaultAdminPort    = 4191
-	DefaultTapPort      = 4190
-	DefaultProxyUID     = 2102
 )
 
 // Sentinel errors, for errors.Is.
@@ -73,19 +65,19 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.InboundPort == 0 {
-		c.InboundPort = DefaultInboundPort
+		c.InboundPort = names.InboundPort
 	}
 	if c.OutboundPort == 0 {
-		c.OutboundPort = DefaultOutboundPort
+		c.OutboundPort = names.OutboundPort
 	}
 	if c.AdminPort == 0 {
-		c.AdminPort = DefaultAdminPort
+		c.AdminPort = names.AdminPort
 	}
 	if c.TapPort == 0 {
-		c.TapPort = DefaultTapPort
+		c.TapPort = names.TapPort
 	}
 	if c.ProxyUID == 0 {
-		c.ProxyUID = DefaultProxyUID
+		c.ProxyUID = names.ProxyUID
 	}
 	if c.Command == nil {
 		c.Command = exec.CommandContext
@@ -95,11 +87,11 @@ func (c Config) withDefaults() Config {
 
 // AddFlags binds the config to flags on fs.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.Uint16Var(&c.InboundPort, "inbound-port", DefaultInboundPort, "proxy port that inbound TCP is redirected to")
-	fs.Uint16Var(&c.OutboundPort, "outbound-port", DefaultOutboundPort, "proxy port that outbound TCP is redirected to")
-	fs.Uint16Var(&c.AdminPort, "admin-port", DefaultAdminPort, "proxy admin port, never redirected")
-	fs.Uint16Var(&c.TapPort, "tap-port", DefaultTapPort, "proxy tap port (mesh viz tap), never redirected")
-	fs.IntVar(&c.ProxyUID, "proxy-uid", DefaultProxyUID, "UID the proxy runs as; its traffic is not redirected")
+	fs.Uint16Var(&c.InboundPort, "inbound-port", names.InboundPort, "proxy port that inbound TCP is redirected to")
+	fs.Uint16Var(&c.OutboundPort, "outbound-port", names.OutboundPort, "proxy port that outbound TCP is redirected to")
+	fs.Uint16Var(&c.AdminPort, "admin-port", names.AdminPort, "proxy admin port, never redirected")
+	fs.Uint16Var(&c.TapPort, "tap-port", names.TapPort, "proxy tap port (mesh viz tap), never redirected")
+	fs.IntVar(&c.ProxyUID, "proxy-uid", names.ProxyUID, "UID the proxy runs as; its traffic is not redirected")
 	fs.TextVar(&c.SkipInboundPorts, "skip-inbound-ports", ports.Set{}, "inbound ports not redirected to the proxy (e.g. 22,9000-9010)")
 	fs.TextVar(&c.SkipOutboundPorts, "skip-outbound-ports", ports.Set{}, "outbound ports not redirected to the proxy")
 	fs.Func("skip-outbound-subnets", "comma-separated CIDRs whose outbound traffic is not redirected", func(s string) error {

@@ -59,14 +59,25 @@ func (m *Metrics) removeConn(_ *connSet, labels []string) {
 // protocol detection and the mesh TLS handshake; one closed before that
 // is counted open and closed with the labels it had. One that never
 // reached an application is counted by Unreached instead, without a
-// per-target series. Open, Unreached and Close may be called from
-// different goroutines, but not concurrently.
+// per-target series; so is one served as HTTP none of whose requests did
+// (OpenOnReach). Its methods are safe for concurrent use: an HTTP
+// connection's requests report from their own goroutines while the
+// server may close it.
 type Conn struct {
-	m      *Metrics
+	m *Metrics
+	// opened is set under mu once the connection is counted open; Reached
+	// reads it without mu, as every request of an HTTP connection calls it.
+	opened atomic.Bool
+
+	mu     sync.Mutex // guards the fields below
 	key    ConnKey
 	s      *connSet
-	opened bool
 	closed bool
+	// onReach: the connection is served as HTTP (OpenOnReach); unless one
+	// of its requests reached an application, Close counts it unreached
+	// for why.
+	onReach bool
+	why     UnreachedReason
 }
 
 // Conn returns the handle of a newly accepted connection to target; it
@@ -76,16 +87,63 @@ func (m *Metrics) Conn(dir Direction, target string) *Conn {
 }
 
 // Open counts the connection open under k (its direction and target are
-// kept). Only the first call counts, and none after Unreached.
+// kept). Only the first call counts, and none after Unreached or Close.
 func (c *Conn) Open(k ConnKey) {
-	if c.opened || c.closed {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.open(k)
+}
+
+// open is Open with mu held.
+func (c *Conn) open(k ConnKey) {
+	if c.opened.Load() || c.closed {
 		return
 	}
 	k.Direction, k.Target, k.Dst.Service = c.key.Direction, c.key.Target, ""
-	c.key, c.opened = k, true
+	c.key = k
 	c.s = c.m.conns.get(c.m, k.labels(), c.m.now(), true)
 	c.s.open.Inc()
 	c.s.active.Inc()
+	c.opened.Store(true)
+}
+
+// OpenOnReach is Open for a connection served as HTTP, whose requests each
+// go where they can: the connection is counted open under k only once one
+// of them reaches an application (Reached). If none has by Close, Close
+// counts it by Unreached instead, for the reason of its last request the
+// proxy answered itself (RequestUnreached), or NoRequest when the proxy
+// answered none; so an HTTP port sweep adds no series naming its targets,
+// as an opaque one adds none (docs/metrics.md).
+func (c *Conn) OpenOnReach(k ConnKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.opened.Load() || c.closed {
+		return
+	}
+	k.Direction, k.Target, k.Dst.Service = c.key.Direction, c.key.Target, ""
+	c.key, c.onReach, c.why = k, true, NoRequest
+}
+
+// Reached says that a request of a connection given to OpenOnReach reached
+// an application: the first call counts the connection open, later ones
+// and those after Close count nothing.
+func (c *Conn) Reached() {
+	if c.opened.Load() {
+		return // the common case: every request calls it
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.open(c.key)
+}
+
+// RequestUnreached says that a request of a connection given to
+// OpenOnReach went nowhere, for why: Close counts the connection
+// unreached for the last such reason if no request reached an
+// application.
+func (c *Conn) RequestUnreached(why UnreachedReason) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.why = why
 }
 
 // UnreachedReason is the reason label of mesh_proxy_tcp_unreached_total.
@@ -105,16 +163,26 @@ const (
 	// ConnectFailed: dialing the target failed or timed out, or so did
 	// the mesh TLS handshake with its proxy.
 	ConnectFailed UnreachedReason = "connect"
+	// NoRequest: an HTTP connection closed before the proxy answered any
+	// of its requests (none came whole, or the client left first).
+	NoRequest UnreachedReason = "no-request"
 )
 
 // unreachedReasons is how many UnreachedReason values there are.
-const unreachedReasons = 5
+const unreachedReasons = 6
 
 // Unreached counts a connection that never reached an application, by
 // reason only: a port sweep or a dead target adds no series. It is
 // instead of Open; a later Open or Close counts nothing.
 func (c *Conn) Unreached(why UnreachedReason) {
-	if c.opened || c.closed {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.unreached(why)
+}
+
+// unreached is Unreached with mu held.
+func (c *Conn) unreached(why UnreachedReason) {
+	if c.opened.Load() || c.closed {
 		return
 	}
 	c.closed = true
@@ -122,12 +190,20 @@ func (c *Conn) Unreached(why UnreachedReason) {
 }
 
 // Close counts the connection's end and the bytes it moved to and from the
-// client. Only the first call counts.
+// client, under the series it was counted open in. Only the first call
+// counts. A connection given to OpenOnReach none of whose requests reached
+// an application is counted unreached instead, its bytes in no series.
 func (c *Conn) Close(read, written int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closed {
 		return
 	}
-	c.Open(c.key)
+	if c.onReach && !c.opened.Load() {
+		c.unreached(c.why)
+		return
+	}
+	c.open(c.key)
 	c.closed = true
 	c.s.close.Inc()
 	c.s.active.Dec()
@@ -142,7 +218,10 @@ type RouteKey struct {
 	Direction Direction
 	// Authority is the request's Host; client-controlled.
 	Authority string
-	// Target is the original destination, ip:port.
+	// Target is the original destination, ip:port; empty for a request
+	// the proxy answered itself because it reached no application (no
+	// endpoint, connecting failed), which names no target, as
+	// Conn.Unreached does not for TCP.
 	Target string
 	// Dst is the workload the request was balanced to, outbound.
 	Dst Dst

@@ -14,8 +14,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/install/manifests"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 const balanceNS = "e2e-balance"
@@ -71,7 +71,7 @@ metadata:
   name: %s
   annotations:
     %s: %s
-`, name, inject.AnnotationInject, inject.Enabled)
+`, name, names.AnnotationInject, names.Enabled)
 }
 
 // plainNamespaceManifest is a namespace outside the mesh.
@@ -154,7 +154,7 @@ func loadJob(name, service string, rps int, duration time.Duration, maxFailures 
 func loadJobIn(ns, name, service, path, opaque string, rps int, duration time.Duration, maxFailures int) string {
 	annotations := "{}"
 	if opaque != "" {
-		annotations = fmt.Sprintf("{%s: %q}", inject.AnnotationOpaquePorts, opaque)
+		annotations = fmt.Sprintf("{%s: %q}", names.AnnotationOpaquePorts, opaque)
 	}
 	return fmt.Sprintf(`apiVersion: batch/v1
 kind: Job
@@ -264,10 +264,9 @@ type proxyDestination struct {
 
 // destinationOf returns what pod's proxy knows of authority.
 func destinationOf(ctx context.Context, pod *corev1.Pod, authority string) (proxyDestination, error) {
-	b, err := e2e.client.CoreV1().Pods(pod.Namespace).
-		ProxyGet("http", pod.Name, fmt.Sprint(inject.AdminPort), "destinations", nil).DoRaw(ctx)
+	b, err := adminGet(ctx, pod, "/destinations")
 	if err != nil {
-		return proxyDestination{}, fmt.Errorf("destinations of %s: %w", pod.Name, err)
+		return proxyDestination{}, err
 	}
 	var all []proxyDestination
 	if err := json.Unmarshal(b, &all); err != nil {

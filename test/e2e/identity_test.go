@@ -25,8 +25,8 @@ import (
 
 	identityv1 "github.com/mesh-dev/mesh/api/identity/v1"
 	"github.com/mesh-dev/mesh/install/cluster"
-	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/install/manifests"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 const identityNS = "e2e-identity"
@@ -54,8 +54,8 @@ func TestCertify(t *testing.T) {
 	td := spiffeid.RequireTrustDomainFromString("cluster.local")
 	alice := spiffeid.RequireFromSegments(td, "ns", identityNS, "sa", "alice")
 
-	aliceToken := saToken(t, ctx, "alice", inject.IdentityTokenAudience, nil)
-	bobToken := saToken(t, ctx, "bob", inject.IdentityTokenAudience, nil)
+	aliceToken := saToken(t, ctx, "alice", names.IdentityTokenAudience, nil)
+	bobToken := saToken(t, ctx, "bob", names.IdentityTokenAudience, nil)
 	wrongAudience := saToken(t, ctx, "alice", "https://kubernetes.default.svc", nil)
 	// A token bound to an object that is then deleted is refused by the
 	// API server like an expired one. Tokens cannot be made to expire in
@@ -65,7 +65,7 @@ func TestCertify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked := saToken(t, ctx, "alice", inject.IdentityTokenAudience, &authenticationv1.BoundObjectReference{
+	revoked := saToken(t, ctx, "alice", names.IdentityTokenAudience, &authenticationv1.BoundObjectReference{
 		Kind: "Secret", APIVersion: "v1", Name: secret.Name, UID: secret.UID})
 	if err := e2e.client.CoreV1().Secrets(identityNS).Delete(ctx, secret.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -139,7 +139,7 @@ func dialIdentity(t *testing.T, ctx context.Context) (*grpc.ClientConn, *x509bun
 	if err != nil || len(pods.Items) == 0 || pods.Items[0].Status.PodIP == "" {
 		t.Fatalf("controller pod: %v (%d pods)", err, len(pods.Items))
 	}
-	controller := spiffeid.RequireFromSegments(td, "ns", manifests.DefaultNamespace, "sa", inject.ControllerServiceAccount)
+	controller := spiffeid.RequireFromSegments(td, "ns", manifests.DefaultNamespace, "sa", names.ControllerServiceAccount)
 	dial := cluster.DialInNetns("/var/run/netns/" + cluster.DefaultName)
 	conn, err := grpc.NewClient("passthrough:///"+net.JoinHostPort(pods.Items[0].Status.PodIP, "8080"),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return dial(ctx, "tcp", addr) }),

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,8 +18,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/portforward"
 
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/proxy/metrics/metricstest"
 )
 
@@ -171,14 +174,14 @@ func dumpNamespace(t *testing.T, ns string) {
 func sidecars(pod *corev1.Pod) (initC, proxy bool) {
 	for _, c := range pod.Spec.InitContainers {
 		switch c.Name {
-		case inject.InitContainerName:
+		case names.InitContainerName:
 			initC = true
-		case inject.ProxyContainerName:
+		case names.ProxyContainerName:
 			proxy = c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
 		}
 	}
 	for _, c := range pod.Spec.Containers {
-		if c.Name == inject.ProxyContainerName {
+		if c.Name == names.ProxyContainerName {
 			proxy = false // a plain sidecar would keep a Job running
 		}
 	}
@@ -189,11 +192,87 @@ func sidecars(pod *corev1.Pod) (initC, proxy bool) {
 // the way a user would reach them with `kubectl get --raw`.
 func scrape(ctx context.Context, pod *corev1.Pod) (metricstest.Families, error) {
 	b, err := e2e.client.CoreV1().Pods(pod.Namespace).
-		ProxyGet("http", pod.Name, fmt.Sprint(inject.AdminPort), "metrics", nil).DoRaw(ctx)
+		ProxyGet("http", pod.Name, fmt.Sprint(names.AdminPort), "metrics", nil).DoRaw(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("scrape the proxy of %s: %w", pod.Name, err)
 	}
 	return metricstest.Parse(bytes.NewReader(b))
+}
+
+// adminGet GETs path on the admin port of pod's proxy through a
+// port-forward, as `kubectl port-forward` reaches it, and returns the body
+// of a 200. The proxy answers every path but /metrics, /ready and /live
+// only on its loopback address, which a port-forward dials and the API
+// server's pod proxy (the pod's IP) does not.
+func adminGet(ctx context.Context, pod *corev1.Pod, path string) ([]byte, error) {
+	ref := pod.Namespace + "/" + pod.Name
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	local, forwarded, err := forwardPodPort(ctx, pod, names.AdminPort)
+	if err != nil {
+		return nil, fmt.Errorf("port-forward to %s: %w", ref, err)
+	}
+	defer func() {
+		cancel()
+		<-forwarded
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+local+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	res, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s of %s through a port-forward: %w", path, ref, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s of %s through a port-forward: %w", path, ref, err)
+	}
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s of %s through a port-forward: %s: %s", path, ref, res.Status, bytes.TrimSpace(body))
+	}
+	return body, nil
+}
+
+// forwardPodPort forwards a free port of 127.0.0.1 to port of pod until
+// ctx ends, over client-go's WebSocket tunnel (the API server's
+// port-forward protocol; SPDY alone is its fallback). It returns the
+// local address, and a channel closed once the forward has stopped.
+func forwardPodPort(ctx context.Context, pod *corev1.Pod, port int) (string, <-chan struct{}, error) {
+	u := e2e.client.CoreV1().RESTClient().Post().Namespace(pod.Namespace).Resource("pods").
+		Name(pod.Name).SubResource("portforward").URL()
+	dialer, err := portforward.NewSPDYOverWebsocketDialer(u, e2e.rest)
+	if err != nil {
+		return "", nil, err
+	}
+	ready := make(chan struct{})
+	pf, err := portforward.NewOnAddressesWithContext(ctx, dialer, []string{"127.0.0.1"},
+		[]string{fmt.Sprintf("0:%d", port)}, ready, io.Discard, io.Discard)
+	if err != nil {
+		return "", nil, err
+	}
+	done := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		defer close(done)
+		errc <- pf.ForwardPorts()
+	}()
+	select {
+	case <-ready:
+	case err := <-errc:
+		return "", nil, err
+	case <-ctx.Done():
+		<-done
+		return "", nil, ctx.Err()
+	}
+	ports, err := pf.GetPorts()
+	if err != nil || len(ports) == 0 {
+		return "", done, fmt.Errorf("no local port: %v", err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", ports[0].Local), done, nil
 }
 
 // deleteNamespace deletes ns and waits until it is gone.

@@ -25,8 +25,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/install/manifests"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 const demoNS = "demo"
@@ -173,7 +173,7 @@ func testDemoInjected(t *testing.T, ctx context.Context) {
 		}
 		if initC, proxy := sidecars(pod); !initC || !proxy {
 			t.Errorf("pod %s: %s=%v, %s as a native sidecar=%v; want both", pod.Name,
-				inject.InitContainerName, initC, inject.ProxyContainerName, proxy)
+				names.InitContainerName, initC, names.ProxyContainerName, proxy)
 		}
 	}
 }
@@ -365,11 +365,11 @@ spec:
 // namespace runs without the proxy.
 func testDisabledPod(t *testing.T, ctx context.Context) {
 	const name = "e2e-disabled"
-	manifest := testPod(name, map[string]string{inject.AnnotationInject: inject.Disabled})
+	manifest := testPod(name, map[string]string{names.AnnotationInject: names.Disabled})
 	mustRun(t, ctx, []byte(manifest), e2e.kubectl, "apply", "-f", "-")
 	pod := waitPodReady(t, ctx, demoNS, name)
 	if initC, proxy := sidecars(pod); initC || proxy {
-		t.Errorf("pod %s annotated disabled got %s=%v %s=%v", name, inject.InitContainerName, initC, inject.ProxyContainerName, proxy)
+		t.Errorf("pod %s annotated disabled got %s=%v %s=%v", name, names.InitContainerName, initC, names.ProxyContainerName, proxy)
 	}
 	if len(pod.Spec.InitContainers) != 0 || len(pod.Spec.Containers) != 1 {
 		t.Errorf("pod %s: %d init containers and %d containers, want 0 and 1", name, len(pod.Spec.InitContainers), len(pod.Spec.Containers))
@@ -381,7 +381,7 @@ func testDisabledPod(t *testing.T, ctx context.Context) {
 // the annotation.
 func testMalformedAnnotation(t *testing.T, ctx context.Context) {
 	const name = "e2e-malformed"
-	annotation := inject.AnnotationSkipInboundPorts
+	annotation := names.AnnotationSkipInboundPorts
 	manifest := testPod(name, map[string]string{annotation: "not-a-port"})
 	r := mustRun(t, ctx, []byte(manifest), e2e.kubectl, "apply", "-f", "-")
 	if !strings.Contains(r.stderr, "Warning:") || !strings.Contains(r.stderr, annotation) {

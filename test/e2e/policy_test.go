@@ -16,8 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/install/manifests"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // The namespaces of TestPolicy: the meshed one with the servers and
@@ -133,7 +133,7 @@ func setupPolicy(t *testing.T, ctx context.Context) *policyEnv {
 	locked := echo(policyDenyNS, "locked")
 	locked.liveness = true // on port 8080, which only deny-client may reach
 	audited := echo(policyDenyNS, "audited")
-	audited.annotations = map[string]string{inject.AnnotationDefaultInboundPolicy: inject.PolicyAudit}
+	audited.annotations = map[string]string{names.AnnotationDefaultInboundPolicy: names.PolicyAudit}
 	apps := []demoApp{
 		echo(policyNS, "echo"),
 		{ns: policyNS, name: "payments", args: []string{"payments"}, port: 7070, portName: "pay"},
@@ -151,8 +151,8 @@ func setupPolicy(t *testing.T, ctx context.Context) *policyEnv {
 	parts := []string{
 		namespaceManifest(policyNS),
 		plainNamespaceManifest(policyPlainNS),
-		policyNamespaceManifest(policyDenyNS, inject.PolicyDeny),
-		policyNamespaceManifest(policyAuditNS, inject.PolicyAudit),
+		policyNamespaceManifest(policyDenyNS, names.PolicyDeny),
+		policyNamespaceManifest(policyAuditNS, names.PolicyAudit),
 		strings.TrimSuffix(serviceAccount(policyNS, "client")+serviceAccount(policyNS, "other")+
 			serviceAccount(policyDenyNS, "deny-client"), "---\n"),
 		policyFixture(t),

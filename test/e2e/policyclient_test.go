@@ -24,7 +24,7 @@ import (
 
 	catalogv1 "github.com/mesh-dev/mesh/api/demo/catalog/v1"
 	"github.com/mesh-dev/mesh/install/cluster"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/testdata/demo/payments"
 )
 
@@ -63,9 +63,19 @@ func newPodClient(t *testing.T, ctx context.Context, ns, app string) *podClient 
 }
 
 // containerNetns returns the network namespace of a process of the
-// container with this ID, found by the container's cgroup (whose path
-// ends in its ID under containerd, with either cgroup driver).
+// container with this ID.
 func containerNetns(id string) (string, error) {
+	proc, err := containerProc(id)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(proc, "ns", "net"), nil
+}
+
+// containerProc returns /proc/<pid> of a process of the container with
+// this ID, found by the container's cgroup (whose path ends in its ID
+// under containerd, with either cgroup driver).
+func containerProc(id string) (string, error) {
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return "", err
@@ -76,7 +86,7 @@ func containerNetns(id string) (string, error) {
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cgroup"))
 		if err == nil && bytes.Contains(b, []byte(id)) {
-			return filepath.Join("/proc", p.Name(), "ns", "net"), nil
+			return filepath.Join("/proc", p.Name()), nil
 		}
 	}
 	return "", fmt.Errorf("no process of container %s in /proc", id)
@@ -281,7 +291,7 @@ metadata:
   annotations:
     %s: %s
     %s: %s
-`, name, inject.AnnotationInject, inject.Enabled, inject.AnnotationDefaultInboundPolicy, policy)
+`, name, names.AnnotationInject, names.Enabled, names.AnnotationDefaultInboundPolicy, policy)
 }
 
 // serviceAddr is the ClusterIP:port of a Service.
@@ -314,5 +324,5 @@ func restartCounts(t *testing.T, ctx context.Context, ns string) map[string]int3
 // proxyLogs is what the mesh-proxy container of pod logged.
 func proxyLogs(t *testing.T, ctx context.Context, pod *corev1.Pod) string {
 	t.Helper()
-	return mustRun(t, ctx, nil, e2e.kubectl, "logs", "-n", pod.Namespace, pod.Name, "-c", inject.ProxyContainerName).stdout
+	return mustRun(t, ctx, nil, e2e.kubectl, "logs", "-n", pod.Namespace, pod.Name, "-c", names.ProxyContainerName).stdout
 }

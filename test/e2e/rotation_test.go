@@ -19,7 +19,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/install/manifests"
 )
 
@@ -104,10 +103,9 @@ type proxyIdentityJSON struct {
 
 func proxyIdentity(ctx context.Context, pod *corev1.Pod) (proxyIdentityJSON, error) {
 	var id proxyIdentityJSON
-	b, err := e2e.client.CoreV1().Pods(pod.Namespace).
-		ProxyGet("http", pod.Name, fmt.Sprint(inject.AdminPort), "identity", nil).DoRaw(ctx)
+	b, err := adminGet(ctx, pod, "/identity")
 	if err != nil {
-		return id, fmt.Errorf("identity of %s: %w", pod.Name, err)
+		return id, err
 	}
 	return id, json.Unmarshal(b, &id)
 }

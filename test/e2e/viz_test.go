@@ -5,14 +5,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,11 +25,16 @@ import (
 
 	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
 	"github.com/mesh-dev/mesh/install/cluster"
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/install/manifests"
+	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/proxy/metrics/metricstest"
 )
 
 const vizNS = "e2e-viz"
+
+// vizOutsiderNS holds an unmeshed pod, the attacker of issue 12 who read
+// every workload's stats from the viz API.
+const vizOutsiderNS = "e2e-viz-outsider"
 
 // The known load of the accuracy test: what loadgen sends and what echo
 // is told to do to it.
@@ -43,8 +52,9 @@ var (
 
 // TestViz checks mesh viz against a load whose truth is known: loadgen
 // sends 50 requests per second to echo, which fails 10 % of them with 500
-// and answers every one 20 ms late. stat, edges and tap are read with the
-// real CLI through its port-forward to the real controller; a real
+// and answers every one 20 ms late. stat and edges are read with the real
+// CLI through its port-forward to the real mesh-viz, tap through the
+// Kubernetes API; a real
 // Prometheus scraping the same proxies must sum to the same totals; and
 // the dashboard is driven in Debian's Chromium over the demo shop.
 func TestViz(t *testing.T) {
@@ -54,13 +64,18 @@ func TestViz(t *testing.T) {
 	ensureInstalled(t, ctx)
 	mustRun(t, ctx, []byte(namespaceManifest(vizNS)+"---\n"+vizEchoManifest()), e2e.kubectl, "apply", "-f", "-")
 	mustRun(t, ctx, demoManifest(t, "demo.yaml"), e2e.kubectl, "apply", "-f", "-")
+	outsider := demoApp{ns: vizOutsiderNS, name: "outsider", args: []string{"echo", "--admin-addr", ""}}
+	mustRun(t, ctx, []byte(plainNamespaceManifest(vizOutsiderNS)+"---\n"+outsider.manifest()), e2e.kubectl, "apply", "-f", "-")
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		deleteNamespace(t, ctx, vizNS)
 		deleteNamespace(t, ctx, demoNS)
+		deleteNamespace(t, ctx, vizOutsiderNS)
 	})
 	waitDeployments(t, ctx, vizNS, 3*time.Minute)
+	waitDeployments(t, ctx, vizOutsiderNS, 3*time.Minute)
+	t.Run("no pod reaches the viz API", func(t *testing.T) { testVizOutOfReach(t, ctx) })
 	echoPods := runningPods(t, ctx, vizNS, "app=echo")
 	prom := startPrometheus(t, ctx, echoPods)
 
@@ -306,18 +321,41 @@ func testTap(t *testing.T, ctx context.Context) {
 		t.Errorf("events arrived up to %s after the proxy saw them, want live (under 5s)", lag)
 	}
 
-	// Anyone else is refused: curl, without the controller's certificate,
+	// Anyone else is refused: curl, without mesh-viz's certificate,
 	// reaches the tap port from the node and completes its side of TLS
 	// 1.3, then the proxy, which requires the certificate, drops the
 	// connection before any HTTP/2 answer.
 	pod := runningPods(t, ctx, vizNS, "app=echo")[0]
 	r := command(ctx, nil, nil, "nsenter", "--net=/var/run/netns/"+cluster.DefaultName,
-		"curl", "-sSkv", "--max-time", "10", fmt.Sprintf("https://%s:%d/", pod.Status.PodIP, inject.TapPort))
+		"curl", "-sSkv", "--max-time", "10", fmt.Sprintf("https://%s:%d/", pod.Status.PodIP, names.TapPort))
 	reached := strings.Contains(r.stderr, "SSL connection using TLSv1.3")
 	answered := strings.Contains(r.stderr, "< HTTP/")
-	t.Logf("curl to the tap port without the controller's certificate: %v; TLS reached: %v, answered: %v", r.err, reached, answered)
+	t.Logf("curl to the tap port without mesh-viz's certificate: %v; TLS reached: %v, answered: %v", r.err, reached, answered)
 	if r.err == nil || !reached || answered {
-		t.Errorf("a client without the controller's certificate: %v\n%s\nwant the TLS handshake to reach the proxy and the connection dropped unanswered", r.err, r.stderr)
+		t.Errorf("a client without mesh-viz's certificate: %v\n%s\nwant the TLS handshake to reach the proxy and the connection dropped unanswered", r.err, r.stderr)
+	}
+}
+
+// testVizOutOfReach is issue 12's attack: an unmeshed pod of another
+// namespace, which got 200 from /api/v1/stat on the controller's pod IP,
+// now finds nothing listening on 8085, neither on mesh-viz's pod IP (its
+// API is on loopback) nor on the controller's (viz left it); mesh-viz's
+// admin port answers the same pod, so the refusal is the listener's, not
+// the network's.
+func testVizOutOfReach(t *testing.T, ctx context.Context) {
+	outsider := newPodClient(t, ctx, vizOutsiderNS, "outsider")
+	vizPod := runningPods(t, ctx, manifests.DefaultNamespace, manifests.NameLabel+"=mesh-viz")[0]
+	controller := runningPods(t, ctx, manifests.DefaultNamespace, manifests.NameLabel+"="+manifests.ControllerName)[0]
+	if a := outsider.get(ctx, net.JoinHostPort(vizPod.Status.PodIP, "9990"), "mesh-viz", "/ready"); a.status != http.StatusOK {
+		t.Fatalf("outsider -> mesh-viz's admin port: %v; want 200, or the test proves nothing", a)
+	}
+	for _, p := range []corev1.Pod{vizPod, controller} {
+		addr := net.JoinHostPort(p.Status.PodIP, fmt.Sprint(vizv1.Port))
+		a := outsider.get(ctx, addr, "mesh-viz", vizv1.PathStat+"?kind=deploy")
+		t.Logf("outsider -> %s (%s) %s: %v", p.Name, addr, vizv1.PathStat, a)
+		if !errors.Is(a.err, syscall.ECONNREFUSED) {
+			t.Errorf("outsider -> %s (%s): %v, want the connection refused", p.Name, addr, a)
+		}
 	}
 }
 
@@ -378,7 +416,7 @@ func testDashboard(t *testing.T, ctx context.Context) {
 func testSeriesCount(t *testing.T, ctx context.Context) {
 	pod := runningPods(t, ctx, demoNS, "app.kubernetes.io/name=web")[0]
 	raw, err := e2e.client.CoreV1().Pods(pod.Namespace).
-		ProxyGet("http", pod.Name, fmt.Sprint(inject.AdminPort), "metrics", nil).DoRaw(ctx)
+		ProxyGet("http", pod.Name, fmt.Sprint(names.AdminPort), "metrics", nil).DoRaw(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +462,7 @@ func startPrometheus(t *testing.T, ctx context.Context, pods []corev1.Pod) *prom
 	dir := t.TempDir()
 	var targets strings.Builder
 	for _, p := range pods {
-		fmt.Fprintf(&targets, "      - targets: ['%s:%d']\n        labels: {namespace: %s, pod: %s}\n", p.Status.PodIP, inject.AdminPort, p.Namespace, p.Name)
+		fmt.Fprintf(&targets, "      - targets: ['%s:%d']\n        labels: {namespace: %s, pod: %s}\n", p.Status.PodIP, names.AdminPort, p.Namespace, p.Name)
 	}
 	config := "global:\n  scrape_interval: 5s\nscrape_configs:\n  - job_name: mesh-proxy\n    static_configs:\n" + targets.String()
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o644); err != nil {

@@ -421,12 +421,13 @@ type Endpoint struct {
 	Identity string `protobuf:"bytes,4,opt,name=identity,proto3" json:"identity,omitempty"`
 	// protocol_hint says how to talk to the endpoint.
 	ProtocolHint ProtocolHint `protobuf:"varint,5,opt,name=protocol_hint,json=protocolHint,proto3,enum=mesh.destination.v1.ProtocolHint" json:"protocol_hint,omitempty"`
-	// labels describe the workload for metrics: "namespace", "service",
-	// "pod", "serviceaccount", and the pod's owner under its kind in lower
-	// case ("replicaset", "statefulset", "daemonset", "job"), plus
-	// "deployment" for pods of a Deployment's ReplicaSet. Keys with no value
-	// are absent (an endpoint not backed by a pod has only "namespace" and
-	// "service").
+	// labels describe the workload for the proxy's metrics (dst_namespace,
+	// dst_service, dst_workload), and nothing more: "namespace", "service",
+	// and "workload", the pod's workload as kind/name ("deployment/web",
+	// "statefulset/db", "pod/NAME" for a pod without a controller). Keys with
+	// no value are absent (an endpoint not backed by a pod has only
+	// "namespace" and "service"). The pod's name, ServiceAccount and owners
+	// are not sent: any meshed pod may ask about any address.
 	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1,4 +1,4 @@
-// Package vizv1 is the viz API: what mesh-controller's live-stats component
+// Package vizv1 is the viz API: what mesh-viz, the live-stats Deployment,
 // answers, and what `mesh viz` and the dashboard read. It is JSON over HTTP
 // (not gRPC) because a browser reads it directly; these types are the
 // contract, shared by the server and the CLI.
@@ -11,7 +11,7 @@ package vizv1
 
 import "time"
 
-// Port is the viz API's port on mesh-controller (container port "viz").
+// Port is the viz API's port on mesh-viz, on the pod's loopback only.
 // `mesh viz` reaches it with a port-forward, so the cluster's RBAC on
 // pods/portforward in the control plane's namespace is what guards it.
 const Port = 8085
@@ -42,7 +42,10 @@ const (
 	// namespace, name (all required), window (default 10m), step
 	// (default 10s, at least the scrape interval).
 	PathSeries = "/api/v1/series"
-	// PathTap streams TapEvents as newline-delimited JSON, one object per
+	// PathTap is the path of tap's query on mesh-viz's TapHandler, which
+	// only the tap API (tap.mesh.dev, through the Kubernetes API server and
+	// a SubjectAccessReview) calls; the viz API on Port does not serve it.
+	// It streams TapEvents as newline-delimited JSON, one object per
 	// line, until the client goes away. Query: namespace, resource
 	// (KIND/NAME, required; kinds deploy, pod, ns), and the optional
 	// filters method, authority, path (a prefix), and max_rps (events per

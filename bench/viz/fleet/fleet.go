@@ -19,7 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // PodsPerDeployment is the replicas of every Deployment but perhaps the
@@ -143,7 +143,7 @@ func (f *Fleet) Objects(started time.Time) []runtime.Object {
 				Name:        p.Name,
 				UID:         types.UID("uid-" + p.Name),
 				Labels:      map[string]string{"app": d.Name, "pod-template-hash": templateHash},
-				Annotations: map[string]string{inject.AnnotationProxyVersion: "v0.1.0"},
+				Annotations: map[string]string{names.AnnotationProxyVersion: "v0.1.0"},
 				OwnerReferences: []metav1.OwnerReference{{
 					APIVersion: "apps/v1", Kind: "ReplicaSet", Name: d.Name + "-" + templateHash,
 					UID: types.UID("uid-rs-" + d.Name), Controller: &yes,
@@ -153,7 +153,9 @@ func (f *Fleet) Objects(started time.Time) []runtime.Object {
 				ServiceAccountName: d.Name,
 				Containers: []corev1.Container{
 					{Name: "app", Image: "bench.invalid/app"},
-					{Name: inject.ProxyContainerName, Image: "bench.invalid/mesh-proxy"},
+					{Name: names.ProxyContainerName, Image: "bench.invalid/mesh-proxy", Ports: []corev1.ContainerPort{
+						{Name: names.AdminPortName, ContainerPort: int32(f.Port), Protocol: corev1.ProtocolTCP},
+					}},
 				},
 			},
 			Status: corev1.PodStatus{

@@ -7,7 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/internal/workload"
 )
 
@@ -79,7 +79,7 @@ func TestObjects(t *testing.T) {
 		}
 		p := f.Pods[pods]
 		pods++
-		if _, ok := pod.Annotations[inject.AnnotationProxyVersion]; !ok || pod.Status.Phase != corev1.PodRunning || pod.Status.PodIP != p.IP.String() {
+		if _, ok := pod.Annotations[names.AnnotationProxyVersion]; !ok || pod.Status.Phase != corev1.PodRunning || pod.Status.PodIP != p.IP.String() {
 			t.Errorf("pod %s: not meshed, not Running or not at %s", pod.Name, p.IP)
 		}
 		want := workload.Ref{Kind: workload.KindDeployment, Name: f.Deployments[p.Deployment].Name}

@@ -36,8 +36,8 @@ import (
 
 	"github.com/mesh-dev/mesh/bench/viz/fleet"
 	"github.com/mesh-dev/mesh/controller/viz"
-	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/internal/httpserver"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 func main() {
@@ -70,7 +70,7 @@ type config struct {
 }
 
 func parseFlags(args []string) (config, error) {
-	cfg := config{Namespace: "bench-viz", Pods: 200, Port: inject.AdminPort, Addr: "127.0.0.1:8085"}
+	cfg := config{Namespace: "bench-viz", Pods: 200, Port: names.AdminPort, Addr: "127.0.0.1:8085"}
 	fs := pflag.NewFlagSet("vizserver", pflag.ContinueOnError)
 	fs.StringVar(&cfg.Namespace, "namespace", cfg.Namespace, "namespace of the pods")
 	fs.IntVar(&cfg.Pods, "pods", cfg.Pods, "meshed pods in the pod cache")
@@ -105,13 +105,12 @@ func run(ctx context.Context, cfg config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	v, err := viz.New(viz.Config{
-		Addr:        cfg.Addr,
-		Informers:   factory,
-		Interval:    cfg.Interval,
-		Retention:   cfg.Retention,
-		MetricsPort: f.Port,
-		Registerer:  reg,
-		Log:         log,
+		Addr:       cfg.Addr,
+		Informers:  factory,
+		Interval:   cfg.Interval,
+		Retention:  cfg.Retention,
+		Registerer: reg,
+		Log:        log,
 	})
 	if err != nil {
 		return err

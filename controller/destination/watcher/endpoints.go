@@ -10,7 +10,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/internal/ports"
 	"github.com/mesh-dev/mesh/internal/workload"
 )
@@ -243,7 +243,7 @@ func podEndpoint(pod *corev1.Pod, addr netip.AddrPort, ns *corev1.Namespace) End
 	if sa == "" {
 		sa = "default" // what the API server admits a pod with
 	}
-	_, meshed := pod.Annotations[inject.AnnotationProxyVersion]
+	_, meshed := pod.Annotations[names.AnnotationProxyVersion]
 	return Endpoint{
 		Addr:           addr,
 		Meshed:         meshed,
@@ -295,9 +295,9 @@ func isLabelName(kind string) bool {
 // whole, as the injector does, so the proxy and the hint never disagree;
 // the watcher logs it when the object changes.
 func opaquePorts(annotations map[string]string, ns *corev1.Namespace) ports.Set {
-	v, ok := annotations[inject.AnnotationOpaquePorts]
+	v, ok := annotations[names.AnnotationOpaquePorts]
 	if !ok && ns != nil {
-		v, ok = ns.Annotations[inject.AnnotationOpaquePorts]
+		v, ok = ns.Annotations[names.AnnotationOpaquePorts]
 	}
 	if !ok {
 		return ports.Set{}

@@ -9,7 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/mesh-dev/mesh/install/inject"
+	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/internal/ports"
 )
 
@@ -240,8 +240,8 @@ func (w *Watcher) onNamespaceUpdate(oldObj, newObj any) {
 		return
 	}
 	if okOld {
-		before, hadBefore := old.Annotations[inject.AnnotationOpaquePorts]
-		after, hasAfter := ns.Annotations[inject.AnnotationOpaquePorts]
+		before, hadBefore := old.Annotations[names.AnnotationOpaquePorts]
+		after, hasAfter := ns.Annotations[names.AnnotationOpaquePorts]
 		if before == after && hadBefore == hasAfter {
 			return
 		}
@@ -275,15 +275,15 @@ func (w *Watcher) namespaceChanged(name string) {
 // value: it is ignored, and nothing else tells the user. (The injector warns
 // about pods' own annotations when it admits them.)
 func (w *Watcher) warnOpaque(kind, name string, before, after map[string]string) {
-	v, ok := after[inject.AnnotationOpaquePorts]
+	v, ok := after[names.AnnotationOpaquePorts]
 	if !ok {
 		return
 	}
-	if old, had := before[inject.AnnotationOpaquePorts]; had && old == v {
+	if old, had := before[names.AnnotationOpaquePorts]; had && old == v {
 		return
 	}
 	if _, err := ports.Parse(v); err != nil {
 		w.log.Warn("ignoring malformed annotation", "kind", kind, "name", name,
-			"annotation", inject.AnnotationOpaquePorts, "value", v, "error", err)
+			"annotation", names.AnnotationOpaquePorts, "value", v, "error", err)
 	}
 }

@@ -1,4 +1,9 @@
-package injector
+// Package keypair serves a TLS certificate from a mounted
+// kubernetes.io/tls Secret, reading it again when the files change: `mesh
+// install` renews the webhook's and the tap API's Secrets in place, the
+// kubelet swaps the mounted files, and the servers must pick the new
+// certificate up without a restart.
+package keypair
 
 import (
 	"crypto/tls"
@@ -12,16 +17,15 @@ import (
 
 // Files of a kubernetes.io/tls Secret mounted as a directory.
 const (
-	certFile = "tls.crt"
-	keyFile  = "tls.key"
+	CertFile = "tls.crt"
+	KeyFile  = "tls.key"
 )
 
-// keyPair serves the certificate in a directory, reloading it when the
-// files change: Kubernetes updates a mounted Secret in place when the
-// certificate is rotated, and the webhook must not need a restart.
-// GetCertificate is safe for concurrent use.
-type keyPair struct {
+// KeyPair serves the certificate in a directory. GetCertificate is safe for
+// concurrent use.
+type KeyPair struct {
 	certPath, keyPath string
+	name              string // what the certificate is, for logs and errors
 	log               *slog.Logger
 
 	mu     sync.Mutex // guards the fields below
@@ -36,15 +40,17 @@ type stamp struct {
 	size int64
 }
 
-func newKeyPair(dir string, log *slog.Logger) *keyPair {
-	return &keyPair{certPath: filepath.Join(dir, certFile), keyPath: filepath.Join(dir, keyFile), log: log}
+// New returns the key pair of dir's tls.crt and tls.key; name says what it
+// is ("webhook certificate") in logs and errors.
+func New(dir, name string, log *slog.Logger) *KeyPair {
+	return &KeyPair{certPath: filepath.Join(dir, CertFile), keyPath: filepath.Join(dir, KeyFile), name: name, log: log}
 }
 
 // GetCertificate is for tls.Config: it stats both files on each handshake
 // and reads them again only when either changed. While a rotation is half
 // written (a new certificate with the old key), it keeps serving the last
 // good pair.
-func (k *keyPair) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+func (k *KeyPair) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	stamps, err := k.stat()
@@ -55,21 +61,21 @@ func (k *keyPair) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
 		var cert tls.Certificate
 		if cert, err = tls.LoadX509KeyPair(k.certPath, k.keyPath); err == nil {
 			if k.cert != nil {
-				k.log.Info("webhook certificate reloaded", "path", k.certPath)
+				k.log.Info(k.name+" reloaded", "path", k.certPath)
 			}
 			k.cert, k.stamps = &cert, stamps
 			return k.cert, nil
 		}
 	}
 	if k.cert == nil {
-		return nil, fmt.Errorf("webhook certificate: %w", err)
+		return nil, fmt.Errorf("%s: %w (from the Secret mounted at %s)", k.name, err, filepath.Dir(k.certPath))
 	}
 	k.bad = stamps
-	k.log.Warn("webhook certificate not reloaded; serving the previous one", "err", err)
+	k.log.Warn(k.name+" not reloaded; serving the previous one", "err", err)
 	return k.cert, nil
 }
 
-func (k *keyPair) stat() ([2]stamp, error) {
+func (k *KeyPair) stat() ([2]stamp, error) {
 	var out [2]stamp
 	for i, p := range []string{k.certPath, k.keyPath} {
 		fi, err := os.Stat(p) // follows the Secret volume's symlinks

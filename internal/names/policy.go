@@ -1,13 +1,11 @@
-package inject
+package names
 
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
-
-	"github.com/mesh-dev/mesh/internal/clusternet"
 )
 
 // The default inbound policies (DESIGN.md "Policy and traffic"): what a
@@ -52,43 +50,30 @@ var DefaultInboundPolicies = []string{
 // ParseDefaultInboundPolicy.
 var ErrDefaultInboundPolicy = errors.New("unknown default inbound policy")
 
-// defaultInboundPoliciesAccepted lists the names for messages.
-var defaultInboundPoliciesAccepted = "one of " + strings.Join(DefaultInboundPolicies, ", ")
+// DefaultInboundPoliciesAccepted says in words what
+// ParseDefaultInboundPolicy accepts, for messages about a bad value.
+func DefaultInboundPoliciesAccepted() string {
+	return "one of " + strings.Join(DefaultInboundPolicies, ", ")
+}
 
 // ParseDefaultInboundPolicy returns the policy s names: one of
 // DefaultInboundPolicies, compared exactly after trimming spaces. The
-// controller reads AnnotationDefaultInboundPolicy with it and `mesh
-// install` its flag, so both accept the same values; the error wraps
-// ErrDefaultInboundPolicy and lists the valid names.
+// controller reads AnnotationDefaultInboundPolicy with it, the injector
+// checks it and `mesh install` its flag, so all accept the same values; the
+// error wraps ErrDefaultInboundPolicy and lists the valid names.
 func ParseDefaultInboundPolicy(s string) (string, error) {
 	v := strings.TrimSpace(s)
 	if slices.Contains(DefaultInboundPolicies, v) {
 		return v, nil
 	}
-	return "", fmt.Errorf("%w %s: want %s", ErrDefaultInboundPolicy, quote(s), defaultInboundPoliciesAccepted)
+	return "", fmt.Errorf("%w %s: want %s", ErrDefaultInboundPolicy, quote(s), DefaultInboundPoliciesAccepted())
 }
 
-// DefaultClusterNetworks are the networks `mesh install` assumes pods,
-// services and nodes take their addresses from (clusternet.Default), which
-// are mesh-proxy's default too.
-func DefaultClusterNetworks() []netip.Prefix { return clusternet.Default() }
-
-// ErrClusterNetworks is wrapped by every error of ParseClusterNetworks.
-var ErrClusterNetworks = clusternet.ErrInvalid
-
-// ParseClusterNetworks reads comma-separated CIDRs with the grammar of
-// mesh-proxy's --cluster-networks (clusternet.Parse), and needs at least
-// one, since an empty list would let every destination fall back to plain
-// text. The error wraps ErrClusterNetworks.
-func ParseClusterNetworks(s string) ([]netip.Prefix, error) {
-	out, err := clusternet.Parse(s)
-	if err == nil && len(out) == 0 {
-		err = fmt.Errorf("%w: give at least one CIDR, like %s", ErrClusterNetworks, FormatClusterNetworks(DefaultClusterNetworks()))
+// quote quotes an untrusted value for an error, cut at 64 characters: the
+// value comes from an annotation, which can be long.
+func quote(s string) string {
+	if r := []rune(s); len(r) > 64 {
+		return strconv.Quote(string(r[:64])) + "..."
 	}
-	return out, err
+	return strconv.Quote(s)
 }
-
-// FormatClusterNetworks is the inverse of ParseClusterNetworks, as
-// MESH_PROXY_CLUSTER_NETWORKS and the controller's --cluster-networks take
-// it.
-func FormatClusterNetworks(ps []netip.Prefix) string { return clusternet.Format(ps) }

@@ -1,4 +1,4 @@
-package certs
+package pki
 
 import (
 	"crypto"
@@ -66,21 +66,21 @@ func NewIdentity(td spiffeid.TrustDomain, now time.Time) (*Identity, error) {
 		return nil, errors.New("new identity: empty trust domain")
 	}
 	tdURI := td.ID().URL()
-	rootT, err := caTemplate("root.identity.mesh."+td.Name(), now, TrustAnchorValidity, false)
+	rootT, err := NewCATemplate("root.identity.mesh."+td.Name(), now, TrustAnchorValidity, false)
 	if err != nil {
 		return nil, err
 	}
 	rootT.URIs = []*url.URL{tdURI}
-	root, rootKey, err := sign(rootT, nil, nil)
+	root, rootKey, err := Sign(rootT, nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("trust anchor: %w", err)
 	}
-	issuerT, err := caTemplate("issuer.identity.mesh."+td.Name(), now, IssuerValidity, true)
+	issuerT, err := NewCATemplate("issuer.identity.mesh."+td.Name(), now, IssuerValidity, true)
 	if err != nil {
 		return nil, err
 	}
 	issuerT.URIs = []*url.URL{tdURI}
-	issuer, issuerKey, err := sign(issuerT, root, rootKey)
+	issuer, issuerKey, err := Sign(issuerT, root, rootKey)
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
@@ -138,7 +138,7 @@ func (id *Identity) Validate(now time.Time) error {
 	if err := id.checkSigner(issuer, now); err != nil {
 		return fmt.Errorf("issuer certificate: %w", err)
 	}
-	if err := checkKeyPair(issuer, id.IssuerKey); err != nil {
+	if err := CheckKeyPair(issuer, id.IssuerKey); err != nil {
 		return fmt.Errorf("issuer key: %w", err)
 	}
 	inter := x509.NewCertPool()
@@ -159,10 +159,10 @@ func (id *Identity) Validate(now time.Time) error {
 
 // checkSigner checks one CA certificate of the identity PKI.
 func (id *Identity) checkSigner(c *x509.Certificate, now time.Time) error {
-	if err := checkCA(c); err != nil {
+	if err := CheckCA(c); err != nil {
 		return err
 	}
-	if err := checkTime(c, now); err != nil {
+	if err := CheckValidity(c, now); err != nil {
 		return err
 	}
 	for _, u := range spiffeURIs(c) {

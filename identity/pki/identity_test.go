@@ -1,4 +1,4 @@
-package certs
+package pki
 
 import (
 	"crypto"
@@ -41,7 +41,7 @@ func mustIdentity(t testing.TB, td string, now time.Time) *Identity {
 // certificates SPIFFE libraries accept.
 func workloadSVID(t testing.TB, id *Identity, spiffeID string, now time.Time) *x509.Certificate {
 	t.Helper()
-	tmpl, err := template("web", now, time.Hour)
+	tmpl, err := NewTemplate("web", now, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func workloadSVID(t testing.TB, id *Identity, spiffeID string, now time.Time) *x
 	tmpl.URIs = []*url.URL{u}
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-	leaf, _, err := sign(tmpl, id.Issuer(), id.IssuerKey)
+	leaf, _, err := Sign(tmpl, id.Issuer(), id.IssuerKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestIdentityPEMRoundTrip(t *testing.T) {
 	if !got.TrustAnchors[0].Equal(id.TrustAnchors[0]) || !got.Issuer().Equal(id.Issuer()) {
 		t.Error("certificates changed in the round trip")
 	}
-	if err := checkKeyPair(got.Issuer(), got.IssuerKey); err != nil {
+	if err := CheckKeyPair(got.Issuer(), got.IssuerKey); err != nil {
 		t.Error(err)
 	}
 }
@@ -194,7 +194,7 @@ func TestIdentityValidate(t *testing.T) {
 func TestIdentityWithIntermediate(t *testing.T) {
 	mustSign := func(tmpl, parent *x509.Certificate, parentKey crypto.Signer) (*x509.Certificate, crypto.Signer) {
 		t.Helper()
-		c, k, err := sign(tmpl, parent, parentKey)
+		c, k, err := Sign(tmpl, parent, parentKey)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +202,7 @@ func TestIdentityWithIntermediate(t *testing.T) {
 	}
 	mustCA := func(cn string, leavesOnly bool) *x509.Certificate {
 		t.Helper()
-		c, err := caTemplate(cn, testNow, time.Hour, leavesOnly)
+		c, err := NewCATemplate(cn, testNow, time.Hour, leavesOnly)
 		if err != nil {
 			t.Fatal(err)
 		}
