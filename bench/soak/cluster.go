@@ -363,18 +363,6 @@ func hasProxy(p *corev1.Pod) bool {
 	return false
 }
 
-// containerPort returns p's container port named name, or 0.
-func containerPort(p *corev1.Pod, name string) int {
-	for _, c := range p.Spec.Containers {
-		for _, port := range c.Ports {
-			if port.Name == name {
-				return int(port.ContainerPort)
-			}
-		}
-	}
-	return 0
-}
-
 // podNetns returns the network namespace of pod p as /proc/PID/ns/net of a
 // process of its container named container. The process is found by its
 // cgroup, whose path ends in the container's ID under containerd with

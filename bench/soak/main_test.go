@@ -138,7 +138,7 @@ func TestFit(t *testing.T) {
 		// 12 MB/h over one hour around a mean of 26 MB: 46 %.
 		{name: "growing", rs: line(12e6, 20e6), perHour: 12e6, change: 12.0 / 26, first: 20e6, end: 32e6, lo: 20e6, hi: 32e6},
 		// Noise that averages out around the line leaves its slope.
-		{name: "noisy but flat", rs: line(0, 20e6, 1e6, -1e6), perHour: -0.0, change: 0, first: 21e6, end: 21e6, lo: 19e6, hi: 21e6},
+		{name: "noisy but flat", rs: line(0, 20e6, 1e6, -1e6), perHour: 0, change: 0, first: 21e6, end: 21e6, lo: 19e6, hi: 21e6},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := fit(tc.rs, rssOf)

@@ -139,10 +139,10 @@ func (s *settings) readResolvConf(path string) error {
 func (s *settings) check() error {
 	var errs []error
 	if s.ndots < 0 {
-		errs = append(errs, fmt.Errorf("Ndots %d is negative", s.ndots))
+		errs = append(errs, fmt.Errorf("negative Ndots %d", s.ndots))
 	}
 	if s.timeout < 0 || s.attempts < 0 || s.cacheSize < 0 {
-		errs = append(errs, errors.New("Timeout, Attempts and CacheSize must not be negative"))
+		errs = append(errs, fmt.Errorf("negative Timeout %v, Attempts %d or CacheSize %d", s.timeout, s.attempts, s.cacheSize))
 	}
 	if s.minTTL < 0 || s.minTTL > s.maxTTL || s.minTTL > s.negativeTTL {
 		errs = append(errs, fmt.Errorf("MinTTL %v must be positive and at most MaxTTL %v and NegativeTTL %v",

@@ -474,7 +474,9 @@ func (a *idleArmy) hold(ctx context.Context, dial dialFunc, addr string, slots c
 	n := a.open.Add(1)
 	for p := a.peak.Load(); n > p && !a.peak.CompareAndSwap(p, n); p = a.peak.Load() {
 	}
-	_, err = conn.Read(make([]byte, 1))
+	// Returns once the server closes the connection or ctx ends (the
+	// deadline above); ctx tells the two apart, the error does not matter.
+	conn.Read(make([]byte, 1))
 	a.open.Add(-1)
 	if ctx.Err() == nil {
 		a.closedByServer.Add(1)
