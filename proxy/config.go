@@ -123,6 +123,11 @@ type Config struct {
 	// Empty means no tap listener.
 	TapClientID string
 
+	// MaxProcs is GOMAXPROCS, the most threads running Go code at once.
+	// Zero means automatic: the CPU limit of the proxy's cgroup rounded up,
+	// and 1 when it has none (see sizeRuntime). Only Run applies it.
+	MaxProcs int
+
 	LogLevel  slog.Level
 	LogFormat string // "json" or "text"
 }
@@ -195,6 +200,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.WorkloadAPISocket, "workload-api-socket", c.WorkloadAPISocket, "Unix socket to serve the SPIFFE Workload API on (empty: not served)")
 	fs.StringVar(&c.TapAddr, "tap-addr", c.TapAddr, "address of the tap server for `mesh viz tap` (mutual TLS; needs an identity and tap-client-id)")
 	fs.StringVar(&c.TapClientID, "tap-client-id", c.TapClientID, "the only SPIFFE ID allowed to tap (mesh-viz's); empty: no tap server")
+	fs.IntVar(&c.MaxProcs, "max-procs", c.MaxProcs, "GOMAXPROCS: threads running Go code at once (0: the container's CPU limit rounded up, 1 without a limit)")
 	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
 }
@@ -229,6 +235,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConnections < 0 {
 		return fmt.Errorf("max-connections must not be negative (0: unlimited), got %d", c.MaxConnections)
+	}
+	if c.MaxProcs < 0 {
+		return fmt.Errorf("max-procs must not be negative (0: automatic), got %d", c.MaxProcs)
 	}
 	if c.PodName != "" && c.Namespace == "" {
 		return fmt.Errorf("pod-name needs namespace: the pod is named in its namespace")

@@ -444,6 +444,7 @@ func (p *Proxy) release(ctx context.Context) {
 // Run is the whole life of mesh-proxy: build, serve, drain.
 func Run(ctx context.Context, cfg Config) error {
 	log := NewLogger(cfg)
+	sizeRuntime(cfg.MaxProcs, log)
 	p, err := New(ctx, cfg, log)
 	if err != nil {
 		return err

@@ -28,6 +28,8 @@ const (
 	envClusterNetworks = "MESH_PROXY_CLUSTER_NETWORKS"
 	// The Go runtime's soft memory limit (runtime/debug.SetMemoryLimit).
 	envGoMemLimit = "GOMEMLIMIT"
+	// The proxy's GOMAXPROCS (--max-procs).
+	envMaxProcs = "MESH_PROXY_MAX_PROCS"
 )
 
 // goMemLimitPercent of the container's memory limit is where the Go
@@ -48,6 +50,18 @@ func goMemLimit(r corev1.ResourceRequirements) (string, bool) {
 		return strconv.FormatInt(b>>20, 10) + "MiB", true
 	}
 	return strconv.FormatInt(b, 10), true // bytes
+}
+
+// maxProcs is MESH_PROXY_MAX_PROCS for resources: the CPU limit rounded up
+// to whole CPUs; false when there is no limit. The proxy finds the same
+// limit in its cgroup by itself, but not on a node of cgroup v1, where
+// the Go runtime's own reading rounds a limit under 2 CPUs up to 2.
+func maxProcs(r corev1.ResourceRequirements) (string, bool) {
+	lim, ok := r.Limits[corev1.ResourceCPU]
+	if !ok || lim.Sign() <= 0 {
+		return "", false
+	}
+	return strconv.FormatInt((lim.MilliValue()+999)/1000, 10), true
 }
 
 // initContainer is mesh-init: `mesh-proxy init` with the pod's skips, as
@@ -116,6 +130,12 @@ func proxyContainer(o overrides, cfg Config) corev1.Container {
 	}
 	for _, name := range slices.Sorted(maps.Keys(o.limits)) {
 		env = append(env, corev1.EnvVar{Name: name, Value: o.limits[name]})
+	}
+	// An annotated proxy-max-procs is in o.limits, and wins.
+	if _, annotated := o.limits[envMaxProcs]; !annotated {
+		if v, ok := maxProcs(o.resources); ok {
+			env = append(env, corev1.EnvVar{Name: envMaxProcs, Value: v})
+		}
 	}
 	if v, ok := goMemLimit(o.resources); ok {
 		env = append(env, corev1.EnvVar{Name: envGoMemLimit, Value: v})

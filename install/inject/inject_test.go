@@ -163,8 +163,39 @@ func TestPodOverrides(t *testing.T) {
 			annotations: map[string]string{names.AnnotationProxyCPURequest: "0.1", names.AnnotationProxyCPULimit: "500m", names.AnnotationProxyMemoryRequest: "32Mi", names.AnnotationProxyMemoryLimit: "1Gi"},
 			wantReq:     map[corev1.ResourceName]string{"cpu": "100m", "memory": "32Mi"},
 			wantLim:     map[corev1.ResourceName]string{"cpu": "500m", "memory": "1Gi"},
-			wantEnv:     map[string]string{envGoMemLimit: "921MiB"},
+			wantEnv:     map[string]string{envGoMemLimit: "921MiB", envMaxProcs: "1"},
 		},
+		{
+			name:        "CPU limit rounded up to GOMAXPROCS",
+			annotations: map[string]string{names.AnnotationProxyCPULimit: "2100m"},
+			wantLim:     map[corev1.ResourceName]string{"cpu": "2100m"},
+			wantEnv:     map[string]string{envMaxProcs: "3"},
+		},
+		{
+			name:        "max procs over the CPU limit",
+			annotations: map[string]string{names.AnnotationProxyCPULimit: "4", names.AnnotationProxyMaxProcs: " 2 "},
+			wantLim:     map[corev1.ResourceName]string{"cpu": "4"},
+			wantEnv:     map[string]string{envMaxProcs: "2"},
+		},
+		{
+			name:        "max procs 0 leaves it to the proxy",
+			annotations: map[string]string{names.AnnotationProxyCPULimit: "4", names.AnnotationProxyMaxProcs: "0"},
+			wantLim:     map[corev1.ResourceName]string{"cpu": "4"},
+			wantEnv:     map[string]string{envMaxProcs: "0"},
+		},
+		{
+			name:        "max procs without a CPU limit",
+			annotations: map[string]string{names.AnnotationProxyMaxProcs: "2"},
+			wantEnv:     map[string]string{envMaxProcs: "2"},
+		},
+		{
+			name:        "bad max procs: the CPU limit's",
+			annotations: map[string]string{names.AnnotationProxyCPULimit: "1", names.AnnotationProxyMaxProcs: "all"},
+			wantLim:     map[corev1.ResourceName]string{"cpu": "1"},
+			wantEnv:     map[string]string{envMaxProcs: "1"},
+			wantWarning: []string{names.AnnotationProxyMaxProcs},
+		},
+		{name: "negative max procs", annotations: map[string]string{names.AnnotationProxyMaxProcs: "-2"}, wantWarning: []string{names.AnnotationProxyMaxProcs}},
 		{
 			name:        "request above the default limit raises it",
 			annotations: map[string]string{names.AnnotationProxyMemoryRequest: "256Mi"},
@@ -335,11 +366,34 @@ func TestConfigAnnotations(t *testing.T) {
 	want := []string{
 		names.AnnotationDefaultInboundPolicy, names.AnnotationOpaquePorts, names.AnnotationProxyCPULimit, names.AnnotationProxyCPURequest, names.AnnotationProxyHTTP1BodyIdleTimeout,
 		names.AnnotationProxyLogLevel, names.AnnotationProxyMaxConnections, names.AnnotationProxyMaxConnsPerHost,
-		names.AnnotationProxyMemoryLimit, names.AnnotationProxyMemoryRequest, names.AnnotationProxyOpaqueIdleTimeout, names.AnnotationSkipInboundPorts,
+		names.AnnotationProxyMaxProcs, names.AnnotationProxyMemoryLimit, names.AnnotationProxyMemoryRequest, names.AnnotationProxyOpaqueIdleTimeout, names.AnnotationSkipInboundPorts,
 		names.AnnotationSkipOutboundPorts, names.AnnotationSkipOutboundSubnets,
 	}
 	if diff := cmp.Diff(want, ConfigAnnotations()); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestMaxProcs(t *testing.T) {
+	tests := []struct {
+		name   string
+		limits corev1.ResourceList
+		want   string // "" for no MESH_PROXY_MAX_PROCS
+	}{
+		{name: "a tenth of a CPU", limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")}, want: "1"},
+		{name: "one CPU", limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")}, want: "1"},
+		{name: "just over one", limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1001m")}, want: "2"},
+		{name: "whole CPUs", limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4")}, want: "4"},
+		{name: "memory limit only", limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}},
+		{name: "no limits"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := maxProcs(corev1.ResourceRequirements{Limits: tc.limits})
+			if ok != (tc.want != "") || got != tc.want {
+				t.Errorf("maxProcs = %q, %v; want %q", got, ok, tc.want)
+			}
+		})
 	}
 }
 

@@ -138,6 +138,8 @@ var parsers = map[string]parser{
 		"a duration like 30m or 2h, 0 for none", checkDuration),
 	names.AnnotationProxyHTTP1BodyIdleTimeout: limitParser("MESH_PROXY_HTTP1_BODY_IDLE_TIMEOUT",
 		"a duration like 30s or 10m, 0 for none", checkDuration),
+	names.AnnotationProxyMaxProcs: limitParser(envMaxProcs,
+		"a whole number of threads, 0 for the proxy's CPU limit rounded up (1 without one)", checkCount),
 }
 
 // ConfigAnnotations returns the config.mesh.dev/* annotations this version

@@ -54,6 +54,9 @@ const (
 	AnnotationProxyMaxConnsPerHost      = ConfigPrefix + "proxy-max-conns-per-host"
 	AnnotationProxyOpaqueIdleTimeout    = ConfigPrefix + "proxy-opaque-idle-timeout"
 	AnnotationProxyHTTP1BodyIdleTimeout = ConfigPrefix + "proxy-http1-body-idle-timeout"
+	// AnnotationProxyMaxProcs is the proxy's GOMAXPROCS (--max-procs),
+	// over the one the injector derives from the proxy's CPU limit.
+	AnnotationProxyMaxProcs = ConfigPrefix + "proxy-max-procs"
 
 	// AnnotationDefaultInboundPolicy on a pod or its namespace (the pod's
 	// wins) overrides the install's default inbound policy, one of
