@@ -109,8 +109,8 @@ func TestInboundPolicyHTTP(t *testing.T) {
 			}
 		})
 	}
-	if n := server.counter(t, "mesh_proxy_protocol_detections_total", "direction", "inbound", "protocol", "h2"); n < 2 {
-		t.Errorf("the client proxies' HTTP/1.1 did not ride HTTP/2 (%v h2 connections)", n)
+	if n := server.counter(t, "mesh_proxy_protocol_detections_total", "direction", "inbound", "protocol", "http/1"); n < 2 {
+		t.Errorf("the client proxies' HTTP/1.1 did not ride mesh TLS (%v HTTP/1 connections inside it)", n)
 	}
 
 	plain := []struct {

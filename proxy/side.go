@@ -20,6 +20,7 @@ import (
 	"github.com/mesh-dev/mesh/proxy/balance"
 	"github.com/mesh-dev/mesh/proxy/detect"
 	"github.com/mesh-dev/mesh/proxy/discovery"
+	"github.com/mesh-dev/mesh/proxy/h1"
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/policy"
@@ -54,6 +55,9 @@ type sideConfig struct {
 // redirected by iptables, each forwarded to its original destination.
 type side struct {
 	sideConfig
+	// h1 forwards HTTP/1 connections; http serves HTTP/2 ones (and its
+	// HTTP/1 server is left for nothing but compatibility of its API).
+	h1   *h1.Proxy
 	http *httpproxy.Proxy
 
 	// connCtx is the parent of every connection's work; cancelling it
@@ -120,7 +124,28 @@ func newSide(sc sideConfig) *side {
 		BodyIdleTimeout:      sc.cfg.HTTP1BodyIdleTimeout,
 		MaxConnsPerHost:      maxConnsPerHost,
 	})
+	s.h1 = h1.New(h1.Config{
+		Pick:              pick,
+		MeshTLS:           meshTLS,
+		Tap:               sc.tap,
+		Direction:         sc.dir,
+		Metrics:           sc.metrics,
+		Log:               sc.log,
+		ConnectTimeout:    sc.cfg.ConnectTimeout,
+		ResponseTimeout:   sc.cfg.ResponseTimeout,
+		ReadHeaderTimeout: sc.cfg.HeaderReadTimeout,
+		MaxHeaderBytes:    sc.cfg.MaxHeaderBytes,
+		BodyIdleTimeout:   sc.cfg.HTTP1BodyIdleTimeout,
+		MaxConnsPerHost:   maxConnsPerHost,
+	})
 	return s
+}
+
+// closeIdle closes the idle connections to every endpoint, once an
+// endpoint the balancer removed has drained.
+func (s *side) closeIdle() {
+	s.h1.CloseIdle()
+	s.http.CloseIdle()
 }
 
 // serve accepts until the listener is closed. Temporary accept errors
@@ -184,7 +209,10 @@ func (s *side) drain(ctx context.Context) {
 	s.mu.Lock()
 	s.draining = true
 	s.mu.Unlock()
+	h1done := make(chan struct{})
+	go func() { s.h1.Shutdown(ctx); close(h1done) }()
 	s.http.Shutdown(ctx)
+	<-h1done
 	done := make(chan struct{})
 	go func() { s.conns.Wait(); close(done) }()
 	select {
@@ -314,7 +342,7 @@ func (s *side) forward(a accepted) {
 			info.Authz = a.guard // never a typed nil in the interface
 		}
 		if a.proto == detect.HTTP1 {
-			s.http.ServeHTTP1(a.mc, info)
+			s.h1.Serve(a.mc, info)
 		} else {
 			s.http.ServeHTTP2(s.connCtx, a.mc, info)
 		}

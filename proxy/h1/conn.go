@@ -1,0 +1,73 @@
+package h1
+
+import (
+	"net"
+	"time"
+)
+
+// timedConn bounds each read and write of a connection: by idle (a body
+// that moves no byte for that long), and by until when it is set (a
+// request head that takes too long, a response that does not begin).
+// One goroutine reads and one writes at a time, as bufio does.
+type timedConn struct {
+	net.Conn
+	idle time.Duration
+
+	readUntil time.Time // zero: only idle bounds reads
+	readSet   time.Time // the read deadline last set on Conn
+	writeSet  time.Time
+}
+
+// refresh is how stale a deadline may get before it is pushed forward:
+// setting one costs a timer update, so a busy stream does it once in a
+// while rather than on every read.
+func (c *timedConn) refresh() time.Duration { return c.idle / 16 }
+
+func (c *timedConn) Read(b []byte) (int, error) {
+	if c.idle > 0 || !c.readUntil.IsZero() {
+		var d time.Time
+		if c.idle > 0 {
+			now := time.Now()
+			d = c.readSet
+			if d.IsZero() || d.Sub(now) < c.idle-c.refresh() {
+				d = now.Add(c.idle)
+			}
+		}
+		if !c.readUntil.IsZero() && (d.IsZero() || c.readUntil.Before(d)) {
+			d = c.readUntil
+		}
+		if !d.Equal(c.readSet) {
+			c.Conn.SetReadDeadline(d)
+			c.readSet = d
+		}
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *timedConn) Write(b []byte) (int, error) {
+	if c.idle > 0 {
+		now := time.Now()
+		if c.writeSet.IsZero() || c.writeSet.Sub(now) < c.idle-c.refresh() {
+			c.writeSet = now.Add(c.idle)
+			c.Conn.SetWriteDeadline(c.writeSet)
+		}
+	}
+	return c.Conn.Write(b)
+}
+
+// readBy sets an absolute bound on reads (zero: none but idle).
+func (c *timedConn) readBy(t time.Time) {
+	c.readUntil = t
+	if t.IsZero() && c.idle <= 0 && !c.readSet.IsZero() {
+		c.Conn.SetReadDeadline(time.Time{})
+		c.readSet = time.Time{}
+	}
+}
+
+// CloseWrite half-closes the connection where it can, for tunnels.
+func (c *timedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}

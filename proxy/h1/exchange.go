@@ -1,0 +1,654 @@
+package h1
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/mesh-dev/mesh/proxy/httpproxy"
+	"github.com/mesh-dev/mesh/proxy/metrics"
+	"github.com/mesh-dev/mesh/proxy/tap"
+)
+
+// maxAttempts bounds the endpoints one balanced request is sent to: its
+// first, and up to two others of the same destination when no connection
+// could be made. Nothing was sent then, so this holds for any method.
+const maxAttempts = 3
+
+// maxRedraws bounds the picks that look for an endpoint the request has
+// not tried yet.
+const maxRedraws = 4
+
+// maxResponseHead bounds a response head: generous, for the cookies some
+// applications send, yet a bound.
+const maxResponseHead = 1 << 20
+
+// expectContinueWait is how long a request with Expect: 100-continue
+// waits for the target's 100 before its body is sent anyway (RFC 9110
+// §10.1.1 lets a client stop waiting; net/http waits 1s too).
+const expectContinueWait = time.Second
+
+// earlyResponseWait is how long, once a response is over, the proxy waits
+// for the request body still being sent before it gives up on both
+// connections: the target answered without reading all of it.
+const earlyResponseWait = time.Second
+
+// exchange is one request on its way: where it went and how it went.
+type exchange struct {
+	cc     *clientConn
+	start  time.Time
+	ep     httpproxy.Endpoint
+	key    metrics.RouteKey
+	route  *metrics.Route
+	tapped *tap.Pending
+	status int           // of the final response, or the proxy's answer
+	after  time.Duration // time to the response head
+	failed bool          // the response broke after it began
+	// unreached says why the proxy answered itself, "" once the request
+	// reached an application.
+	unreached metrics.UnreachedReason
+}
+
+// exchange forwards the request in cc.req and relays its response. It
+// returns whether the client connection may carry another request.
+func (cc *clientConn) exchange() bool {
+	p := cc.p
+	x := &exchange{cc: cc, start: time.Now()}
+	if cc.info.Authz != nil {
+		if why := cc.info.Authz.AuthorizeRequest(cc.httpRequest()); why != nil {
+			return cc.refuse(x, why)
+		}
+	}
+	var tried [maxAttempts]netip.AddrPort
+	var lastErr error
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		ep, err := cc.pick(tried[:attempt])
+		if err != nil {
+			if lastErr != nil {
+				break // the connect failure held is the answer
+			}
+			return cc.noEndpoint(x, err)
+		}
+		tried[attempt] = ep.Addr
+		x.ep = ep
+		x.key = cc.routeKey(ep)
+		u, err := p.pool.get(context.Background(), poolKey{addr: ep.Addr, identity: cc.identity(ep)})
+		if err == nil {
+			x.publishTap()
+			return x.forward(u)
+		}
+		lastErr = err
+		p.cfg.Log.Debug("connecting failed", "direction", p.cfg.Direction,
+			"target", cc.info.Target.String(), "endpoint", ep.Addr.String(), "err", err)
+		if ep.Report == nil {
+			break // not balanced: there is no other endpoint to try
+		}
+		ep.Report(0, err) // ejects it (balance.ErrUnreachable) before the next pick
+		x.ep.Report = nil
+	}
+	return x.connectFailed(lastErr)
+}
+
+// pick chooses an endpoint not in tried.
+func (cc *clientConn) pick(tried []netip.AddrPort) (httpproxy.Endpoint, error) {
+	target := cc.info.Target
+	if cc.p.cfg.Pick == nil {
+		if len(tried) > 0 {
+			return httpproxy.Endpoint{}, errTriedAll
+		}
+		return httpproxy.Endpoint{Addr: target}, nil
+	}
+	for range maxRedraws {
+		ep, err := cc.p.cfg.Pick(context.Background(), target)
+		if errors.Is(err, httpproxy.ErrNoEndpoints) || errors.Is(err, httpproxy.ErrUnavailable) {
+			return ep, err
+		}
+		if err != nil {
+			ep = httpproxy.Endpoint{Addr: target} // not the mesh's: as it was addressed
+		}
+		if !slices.Contains(tried, ep.Addr) {
+			return ep, nil
+		}
+		if ep.Report != nil {
+			ep.Report(0, context.Canceled) // unused: no outcome, no longer pending
+		}
+		if ep.Report == nil {
+			break
+		}
+	}
+	return httpproxy.Endpoint{}, errTriedAll
+}
+
+// errTriedAll ends the attempts of a request when the balancer offers no
+// endpoint it has not tried.
+var errTriedAll = errors.New("no endpoint left that the request has not tried")
+
+// identity is the mesh TLS identity a connection to ep must prove.
+func (cc *clientConn) identity(ep httpproxy.Endpoint) string {
+	if cc.p.cfg.MeshTLS == nil {
+		return ""
+	}
+	return ep.Identity
+}
+
+// routeKey is the request's HTTP series once it goes to ep.
+func (cc *clientConn) routeKey(ep httpproxy.Endpoint) metrics.RouteKey {
+	return metrics.RouteKey{
+		Direction: cc.p.cfg.Direction, Authority: cc.authority(), Target: cc.target(),
+		Dst: ep.Dst, ClientID: cc.info.ClientID, ServerID: cc.identity(ep),
+	}
+}
+
+// forward sends the request on u and relays the response; it returns
+// whether the client connection may go on.
+func (x *exchange) forward(u *upstream) bool {
+	cc, r := x.cc, &x.cc.req
+	body, err := x.send(u)
+	if err == nil {
+		err = x.readResponse(u, body)
+	}
+	if err != nil && u.reused && r.body == noBody && !x.began() && isStale(err) {
+		// The endpoint closed the pooled connection as the request went
+		// out: nothing reached it; send it once more on a new one.
+		u.close()
+		fresh, derr := cc.p.pool.fresh(context.Background(), u.key)
+		if derr != nil {
+			return x.connectFailed(derr)
+		}
+		u = fresh
+		if body, err = x.send(u); err == nil {
+			err = x.readResponse(u, body)
+		}
+	}
+	if err != nil {
+		u.close()
+		if body != nil {
+			body.abandon()
+		}
+		return x.failed502(err)
+	}
+	return x.relay(u, body)
+}
+
+// isStale reports the failures of a pooled connection its server had
+// closed: the write or the first read finds the connection reset or
+// closed.
+func isStale(err error) bool {
+	var we *writeError
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.As(err, &we) || isReset(err)
+}
+
+// send writes the request head, and the body when it is all in hand;
+// otherwise it starts a bodySender.
+func (x *exchange) send(u *upstream) (*bodySender, error) {
+	cc, r := x.cc, &x.cc.req
+	extra := ""
+	if r.upgrade {
+		extra = "Connection: Upgrade\r\n"
+	}
+	writeHead(u.bw, &r.head, extra)
+	if r.body == lengthBody && !r.expect && int64(cc.br.Buffered()) >= r.length {
+		// A small body already read with the head: one write for both.
+		b, _ := cc.br.Peek(int(r.length))
+		u.bw.Write(b)
+		cc.br.Discard(int(r.length))
+		r.body = noBody // sent
+	}
+	if err := u.bw.Flush(); err != nil {
+		return nil, &writeError{err}
+	}
+	if r.body == noBody {
+		return nil, nil
+	}
+	b := &bodySender{done: make(chan error, 1), proceed: make(chan struct{}), stop: make(chan struct{})}
+	go b.run(cc, u)
+	return b, nil
+}
+
+// bodySender copies a request body to the target while the proxy waits
+// for the response: a target may answer before it has read the body, and
+// with Expect: 100-continue it says when to send it.
+type bodySender struct {
+	done    chan error    // the copy's outcome
+	proceed chan struct{} // closed on the target's 100 Continue
+	stop    chan struct{} // closed when the body must not be sent
+	started bool          // proceed was closed
+	stopped bool
+}
+
+func (b *bodySender) run(cc *clientConn, u *upstream) {
+	r := &cc.req
+	if r.expect {
+		t := time.NewTimer(expectContinueWait)
+		select {
+		case <-b.proceed:
+		case <-t.C:
+		case <-b.stop:
+			t.Stop()
+			b.done <- errNotSent
+			return
+		}
+		t.Stop()
+	}
+	_, err := copyBody(u.bw, cc.br, r.body, r.length)
+	if err == nil {
+		if ferr := u.bw.Flush(); ferr != nil {
+			err = &writeError{ferr}
+		}
+	}
+	var we *writeError
+	if err != nil && !errors.As(err, &we) {
+		// The client's body broke off: close the target's connection, so
+		// that it does not wait for the rest, and the response read ends.
+		u.tc.Close()
+	}
+	b.done <- err
+}
+
+// errNotSent is a body the target answered before asking for.
+var errNotSent = errors.New("request body not sent: the target answered first")
+
+func (b *bodySender) goAhead() {
+	if b != nil && !b.started && !b.stopped {
+		b.started = true
+		close(b.proceed)
+	}
+}
+
+// finish waits for the body once the response is over, and reports
+// whether all of it went out.
+func (b *bodySender) finish() bool {
+	if !b.started && !b.stopped {
+		b.stopped = true
+		close(b.stop)
+	}
+	t := time.NewTimer(earlyResponseWait)
+	defer t.Stop()
+	select {
+	case err := <-b.done:
+		return err == nil
+	case <-t.C:
+		return false
+	}
+}
+
+// abandon stops a body whose exchange failed; the caller closes the
+// connections it copies between.
+func (b *bodySender) abandon() {
+	if !b.started && !b.stopped {
+		b.stopped = true
+		close(b.stop)
+	}
+}
+
+// readResponse reads the response head, passing 1xx heads on to the
+// client (but to HTTP/1.0 ones, which cannot take them), until the final
+// one or a 101 for an upgrade.
+func (x *exchange) readResponse(u *upstream, body *bodySender) error {
+	cc := x.cc
+	if t := cc.p.cfg.ResponseTimeout; t > 0 {
+		u.tc.readBy(time.Now().Add(t))
+	}
+	for {
+		if err := readHead(u.br, &cc.res, maxResponseHead); err != nil {
+			if errors.Is(err, io.EOF) {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		if err := cc.res.parseStatusLine(); err != nil {
+			return err
+		}
+		code := cc.res.status
+		if code >= 200 || (code == http.StatusSwitchingProtocols && cc.req.upgrade) {
+			u.tc.readBy(time.Time{})
+			return nil
+		}
+		if code == http.StatusSwitchingProtocols {
+			return errors.New("101 Switching Protocols to a request that did not ask to upgrade")
+		}
+		if code == http.StatusContinue {
+			body.goAhead()
+		}
+		if cc.req.minor == 1 {
+			writeHead(cc.bw, &cc.res, "")
+			if err := cc.bw.Flush(); err != nil {
+				return &clientGone{err}
+			}
+		}
+	}
+}
+
+// clientGone is a failure to write to the client.
+type clientGone struct{ err error }
+
+func (e *clientGone) Error() string { return "client gone: " + e.err.Error() }
+func (e *clientGone) Unwrap() error { return e.err }
+
+// relay passes the final response head and body to the client, and
+// returns whether the client connection may go on.
+func (x *exchange) relay(u *upstream, body *bodySender) bool {
+	cc, r, res := x.cc, &x.cc.req, &x.cc.res
+	x.status, x.after = res.status, time.Since(x.start)
+	x.countRequest()
+
+	f, n, err := responseFraming(r, res)
+	if err != nil {
+		u.close()
+		if body != nil {
+			body.abandon()
+		}
+		x.status = http.StatusBadGateway
+		x.done(false)
+		cc.writeLocal(http.StatusBadGateway, "unreachable", "mesh-proxy: malformed response: "+err.Error(), true)
+		return false
+	}
+	tunnel := (res.status == http.StatusSwitchingProtocols && r.upgrade) ||
+		(r.connect && res.status >= 200 && res.status < 300)
+	upstreamKeep := !tunnel && f != closeBody && r.minor == 1 && !res.hasToken("connection", "close") &&
+		(res.minor == 1 || res.hasToken("connection", "keep-alive"))
+	dechunk := f == chunkedBody && r.minor == 0
+	keep := !tunnel && r.keepAlive && f != closeBody && !dechunk
+	res.dropHopByHop(tunnel && res.status == http.StatusSwitchingProtocols)
+	extra := ""
+	switch {
+	case tunnel && res.status == http.StatusSwitchingProtocols:
+		extra = "Connection: Upgrade\r\n"
+	case tunnel:
+	case !keep:
+		extra = "Connection: close\r\n"
+	case r.minor == 0:
+		extra = "Connection: keep-alive\r\n"
+	}
+	if dechunk {
+		res.dropFields("transfer-encoding")
+	}
+	writeHead(cc.bw, res, extra)
+	if tunnel {
+		x.report(nil) // the balancer learns from the head; a tunnel lasts
+		if err := cc.bw.Flush(); err != nil {
+			u.close()
+			x.done(false)
+			return false
+		}
+		x.tunnel(u)
+		return false
+	}
+	var copyErr error
+	if dechunk {
+		_, copyErr = copyChunked(cc.bw, u.br, true)
+	} else {
+		_, copyErr = copyBody(cc.bw, u.br, f, n)
+	}
+	if copyErr == nil {
+		if err := cc.bw.Flush(); err != nil {
+			copyErr = &writeError{err}
+		}
+	}
+	sent := body == nil || body.finish()
+	if copyErr != nil || !sent || !upstreamKeep {
+		u.close()
+	} else {
+		cc.p.pool.put(u)
+	}
+	if copyErr != nil {
+		var we *writeError
+		if !errors.As(copyErr, &we) {
+			// The target broke off its response: the client gets a cut
+			// one, as the connection closes.
+			x.failed = true
+			cc.p.cfg.Log.Info("response broke off", "direction", cc.p.cfg.Direction,
+				"target", cc.info.Target.String(), "err", copyErr)
+		}
+		x.done(false)
+		return false
+	}
+	x.done(true)
+	return keep && sent
+}
+
+// responseFraming says how the response body ends (RFC 9112 §6.3).
+func responseFraming(r *request, res *head) (framing, int64, error) {
+	code := res.status
+	if r.isHead || code == http.StatusNoContent || code == http.StatusNotModified ||
+		code == http.StatusSwitchingProtocols || (r.connect && code >= 200 && code < 300) {
+		return noBody, 0, nil
+	}
+	te, chunked := res.transferEncoding()
+	if te {
+		if chunked {
+			res.dropFields("content-length")
+			return chunkedBody, 0, nil
+		}
+		return closeBody, 0, nil
+	}
+	n, err := res.contentLength()
+	if err != nil {
+		return 0, 0, err
+	}
+	if n >= 0 {
+		return lengthBody, n, nil
+	}
+	return closeBody, 0, nil
+}
+
+// began reports whether the response head reached the client side: after
+// that, nothing about the request can be retried.
+func (x *exchange) began() bool { return x.status != 0 }
+
+// countRequest counts the request under its route, once, and tells its
+// connection's TCP series whether it reached an application.
+func (x *exchange) countRequest() {
+	if x.route != nil {
+		return
+	}
+	k := x.key
+	if x.unreached != "" {
+		k.Target = ""
+	}
+	x.route = x.cc.p.cfg.Metrics.Route(k)
+	x.route.Request()
+	switch tcp := x.cc.info.TCP; {
+	case tcp == nil:
+	case x.unreached != "":
+		tcp.RequestUnreached(x.unreached)
+	default:
+		tcp.Reached()
+	}
+}
+
+// done records the end of the exchange: metrics, tap and the balancer.
+func (x *exchange) done(ok bool) {
+	x.countRequest()
+	success := ok && !x.failed && x.status < 500
+	x.route.Response(x.status, success, x.after)
+	if x.tapped != nil {
+		x.tapped.Response(tap.Response{Status: x.status, GRPCStatus: -1, Latency: x.after, Success: success})
+	}
+	var err error
+	switch {
+	case x.failed:
+		err = fmt.Errorf("%w: the response broke off", httpproxy.ErrServerError)
+	case x.status >= 500:
+		err = fmt.Errorf("%w: %d", httpproxy.ErrServerError, x.status)
+	}
+	x.report(err)
+}
+
+// report tells the balancer how the request went, once.
+func (x *exchange) report(err error) {
+	if x.ep.Report != nil {
+		x.ep.Report(x.after, err)
+		x.ep.Report = nil
+	}
+}
+
+// publishTap shows the request to tap watchers, once it has somewhere to go.
+func (x *exchange) publishTap() {
+	h := x.cc.p.cfg.Tap
+	if h == nil || h.Watchers() == 0 {
+		return // no allocation on the common path
+	}
+	cc := x.cc
+	x.tapped = h.Request(tap.Request{
+		Direction: string(cc.p.cfg.Direction), Src: cc.c.RemoteAddr().String(), Dst: x.ep.Addr.String(),
+		DstWorkload: x.key.Dst.Workload, ClientID: x.key.ClientID, ServerID: x.key.ServerID,
+		Method: string(cc.req.get(cc.req.method)), Scheme: "http", Authority: x.key.Authority,
+		Path: string(cc.req.path),
+	})
+}
+
+// refuse answers a request the connection's Authorizer denied with 403,
+// counted and tapped like any other.
+func (cc *clientConn) refuse(x *exchange, why error) bool {
+	x.key = metrics.RouteKey{Direction: cc.p.cfg.Direction, Authority: cc.authority(), Target: cc.target(), ClientID: cc.info.ClientID}
+	x.unreached = metrics.PolicyDenied
+	x.route = cc.p.cfg.Metrics.Route(x.key) // denied requests keep their target
+	x.route.Request()
+	if cc.info.TCP != nil {
+		cc.info.TCP.RequestUnreached(metrics.PolicyDenied)
+	}
+	x.ep.Addr = cc.info.Target
+	x.publishTap()
+	x.status, x.after = http.StatusForbidden, time.Since(x.start)
+	keep := cc.writeLocal(http.StatusForbidden, "unauthorized", "mesh-proxy: unauthorized: "+why.Error(), false)
+	x.done(true)
+	return keep
+}
+
+// noEndpoint answers 503 for a destination with no endpoint to send to,
+// or one the controller could not answer for (err says which).
+func (cc *clientConn) noEndpoint(x *exchange, err error) bool {
+	host := cc.authority()
+	msg := fmt.Sprintf("mesh-proxy: no endpoints available for %s (%s)", host, cc.info.Target)
+	what := "no endpoints"
+	if errors.Is(err, httpproxy.ErrUnavailable) {
+		msg = fmt.Sprintf("mesh-proxy: %s (%s) not sent: the controller could not say whether it is meshed, and it is never sent in plain text then; retry once the controller is back", host, cc.info.Target)
+		what = "controller unavailable"
+	}
+	cc.p.cfg.Log.Info("request failed", "direction", cc.p.cfg.Direction, "target", cc.info.Target.String(),
+		"authority", host, "status", http.StatusServiceUnavailable, "err", err)
+	x.key = metrics.RouteKey{Direction: cc.p.cfg.Direction, Authority: host, ClientID: cc.info.ClientID}
+	x.unreached = metrics.NoEndpoint
+	return x.answer(http.StatusServiceUnavailable, what, msg)
+}
+
+// connectFailed answers a request no endpoint could be connected to: 504
+// when connecting timed out, 502 otherwise.
+func (x *exchange) connectFailed(err error) bool {
+	cc := x.cc
+	x.unreached = metrics.ConnectFailed
+	code, what := http.StatusBadGateway, "unreachable"
+	if isTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
+		code, what = http.StatusGatewayTimeout, "timed out"
+	}
+	target := x.ep.Addr
+	cc.p.cfg.Log.Info("request failed", "direction", cc.p.cfg.Direction, "target", target.String(),
+		"authority", cc.authority(), "status", code, "err", err)
+	return x.answer(code, what, fmt.Sprintf("mesh-proxy: target %s %s: %v", target, what, err))
+}
+
+// failed502 answers a request whose target took it but gave no usable
+// response: 504 when waiting for it timed out, 502 otherwise.
+func (x *exchange) failed502(err error) bool {
+	cc := x.cc
+	var cg *clientGone
+	if errors.As(err, &cg) {
+		x.status = http.StatusBadGateway
+		x.done(false)
+		return false
+	}
+	code, what := http.StatusBadGateway, "unreachable"
+	if isTimeout(err) {
+		code, what = http.StatusGatewayTimeout, "timed out"
+	}
+	target := x.ep.Addr
+	cc.p.cfg.Log.Info("request failed", "direction", cc.p.cfg.Direction, "target", target.String(),
+		"authority", cc.authority(), "status", code, "err", err)
+	x.answer(code, what, fmt.Sprintf("mesh-proxy: target %s %s: %v", target, what, err))
+	return false // the request's body may be half sent: start afresh
+}
+
+// answer is the proxy's own response to the request, counted and tapped.
+func (x *exchange) answer(code int, what, msg string) bool {
+	x.status, x.after = code, time.Since(x.start)
+	x.countRequest()
+	if x.tapped == nil {
+		x.ep.Addr = x.cc.info.Target
+		x.publishTap()
+	}
+	keep := x.cc.writeLocal(code, what, msg, false)
+	x.done(true)
+	return keep
+}
+
+// writeLocal writes a response of the proxy's own: status code, a
+// Mesh-Proxy-Error header saying what went wrong, and msg as text. The
+// client connection closes after it when closing says so, or when the
+// request's body was not read. It returns whether the connection may go
+// on.
+func (cc *clientConn) writeLocal(code int, what, msg string, closing bool) bool {
+	r := &cc.req
+	if r.body != noBody {
+		closing = true // its body is still on the wire, unread
+	}
+	if !r.keepAlive {
+		closing = true
+	}
+	w := cc.bw
+	w.WriteString("HTTP/1.1 ")
+	w.WriteString(strconv.Itoa(code))
+	w.WriteString(" ")
+	w.WriteString(http.StatusText(code))
+	w.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nMesh-Proxy-Error: ")
+	w.WriteString(what)
+	w.WriteString("\r\nContent-Length: ")
+	w.WriteString(strconv.Itoa(len(msg) + 1))
+	if closing {
+		w.WriteString("\r\nConnection: close")
+	}
+	w.WriteString("\r\n\r\n")
+	w.WriteString(msg)
+	w.WriteString("\n")
+	return w.Flush() == nil && !closing
+}
+
+// httpRequest is the request as the Authorizer reads it: method, path,
+// query and host.
+func (cc *clientConn) httpRequest() *http.Request {
+	r := &cc.req
+	u := &url.URL{RawQuery: string(r.query)}
+	if p, err := url.PathUnescape(string(r.path)); err == nil {
+		u.Path = p
+	} else {
+		u.Path = string(r.path)
+	}
+	return &http.Request{Method: string(r.get(r.method)), URL: u, Host: string(r.host),
+		Proto: "HTTP/1." + strconv.Itoa(r.minor), ProtoMajor: 1, ProtoMinor: r.minor, Header: http.Header{}}
+}
+
+// authority is the request's Host as a string, kept from request to
+// request while the client sends the same one.
+func (cc *clientConn) authority() string {
+	h := cc.req.host
+	if string(h) != cc.lastHost {
+		cc.lastHost = string(h)
+	}
+	return cc.lastHost
+}
+
+// target is the connection's original destination as a string.
+func (cc *clientConn) target() string {
+	if cc.targetStr == "" {
+		cc.targetStr = cc.info.Target.String()
+	}
+	return cc.targetStr
+}

@@ -1,0 +1,337 @@
+package h1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mesh-dev/mesh/proxy/balance"
+)
+
+// upstream is one connection to an endpoint with its buffers. It serves
+// one request at a time, then goes back to its pool.
+type upstream struct {
+	key   poolKey
+	tc    *timedConn
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	raw   syscall.Conn // the TCP connection under mesh TLS, for the liveness check
+	since time.Time    // idle since, while pooled
+	// reused is set once the connection has carried a request: a failure
+	// before the next response's first byte may then be the endpoint
+	// closing an idle connection, and a request without a body is sent
+	// again on a new one.
+	reused bool
+	pool   *pool
+	closed bool
+}
+
+type poolKey struct {
+	addr     netip.AddrPort
+	identity string // the mesh TLS identity required of it; "" for plain text
+}
+
+// pool keeps idle upstream connections per endpoint, last in first out:
+// the most recently used connection is the one least likely to have been
+// closed by its server, and the ones at the bottom age out.
+type pool struct {
+	dialer  *net.Dialer
+	meshTLS func(ctx context.Context, c net.Conn, identity string) (net.Conn, error)
+	idle    time.Duration // body idle bound of each connection
+	maxIdle time.Duration // how long a connection may sit in the pool
+	perHost int           // most open connections per address, 0: no limit
+
+	mu     sync.Mutex
+	free   map[poolKey][]*upstream
+	nfree  int
+	open   map[*upstream]struct{}
+	hosts  map[netip.AddrPort]*hostSlots
+	closed bool
+}
+
+// maxIdleConns bounds the pooled connections to all endpoints: a pod that
+// talks to thousands of addresses (a headless Service's churning pods)
+// must not keep one to each. Past it, a connection put back is closed.
+const maxIdleConns = 512
+
+// maxIdlePerKey bounds the pooled connections to one endpoint.
+const maxIdlePerKey = 128
+
+func newPool(d *net.Dialer, meshTLS func(context.Context, net.Conn, string) (net.Conn, error), idle, maxIdle time.Duration, perHost int) *pool {
+	return &pool{
+		dialer: d, meshTLS: meshTLS, idle: idle, maxIdle: maxIdle, perHost: perHost,
+		free: map[poolKey][]*upstream{}, open: map[*upstream]struct{}{}, hosts: map[netip.AddrPort]*hostSlots{},
+	}
+}
+
+// hostSlots counts the open connections to one address under perHost;
+// waiters queue for a slot.
+type hostSlots struct {
+	n       int
+	waiters []chan struct{}
+}
+
+// get returns a pooled connection to key that still looks alive, or dials
+// a new one. A dial failure is a *connectError: nothing was sent.
+func (p *pool) get(ctx context.Context, key poolKey) (*upstream, error) {
+	now := time.Now()
+	for {
+		p.mu.Lock()
+		stack := p.free[key]
+		if len(stack) == 0 {
+			p.mu.Unlock()
+			break
+		}
+		u := stack[len(stack)-1]
+		stack[len(stack)-1] = nil
+		p.free[key] = stack[:len(stack)-1]
+		if len(stack) == 1 {
+			delete(p.free, key)
+		}
+		p.nfree--
+		p.mu.Unlock()
+		if now.Sub(u.since) < p.maxIdle && u.alive() {
+			return u, nil
+		}
+		u.close()
+	}
+	return p.fresh(ctx, key)
+}
+
+// fresh dials a new connection to key, once there is a slot for it.
+func (p *pool) fresh(ctx context.Context, key poolKey) (*upstream, error) {
+	if err := p.takeSlot(ctx, key.addr); err != nil {
+		return nil, &connectError{err}
+	}
+	u, err := p.dial(ctx, key)
+	if err != nil {
+		p.giveSlot(key.addr)
+		return nil, err
+	}
+	return u, nil
+}
+
+func (p *pool) dial(ctx context.Context, key poolKey) (*upstream, error) {
+	c, err := p.dialer.DialContext(ctx, "tcp", key.addr.String())
+	if err != nil {
+		return nil, &connectError{err}
+	}
+	raw, _ := c.(syscall.Conn)
+	if key.identity != "" && p.meshTLS != nil {
+		tc, err := p.meshTLS(ctx, c, key.identity)
+		if err != nil {
+			c.Close()
+			return nil, &connectError{err}
+		}
+		c = tc
+	}
+	t := &timedConn{Conn: c, idle: p.idle}
+	u := &upstream{key: key, tc: t, raw: raw, pool: p,
+		br: bufio.NewReaderSize(t, 4<<10), bw: bufio.NewWriterSize(t, 4<<10)}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		c.Close()
+		return nil, &connectError{errors.New("proxy shutting down")}
+	}
+	p.open[u] = struct{}{}
+	p.mu.Unlock()
+	return u, nil
+}
+
+// put returns u to the pool after a response that left it reusable.
+func (p *pool) put(u *upstream) {
+	u.reused = true
+	u.since = time.Now()
+	u.tc.readBy(time.Time{})
+	p.mu.Lock()
+	if p.closed || p.nfree >= maxIdleConns || len(p.free[u.key]) >= maxIdlePerKey {
+		p.mu.Unlock()
+		u.close()
+		return
+	}
+	p.free[u.key] = append(p.free[u.key], u)
+	p.nfree++
+	p.mu.Unlock()
+}
+
+// close closes u for good and frees its slot.
+func (u *upstream) close() {
+	p := u.pool
+	p.mu.Lock()
+	if u.closed {
+		p.mu.Unlock()
+		return
+	}
+	u.closed = true
+	delete(p.open, u)
+	p.mu.Unlock()
+	u.tc.Close()
+	p.giveSlot(u.key.addr)
+}
+
+// alive checks, without blocking, that the server has not closed a pooled
+// connection: a read of the TCP socket that finds EOF or an error means
+// it did. Bytes waiting on a plain-text connection before any request are
+// a broken server as well; under mesh TLS they may be a session ticket,
+// which the next read consumes.
+func (u *upstream) alive() bool {
+	if u.br.Buffered() > 0 {
+		return false // the server spoke out of turn
+	}
+	if u.raw == nil {
+		return true
+	}
+	rc, err := u.raw.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := true
+	var b [1]byte
+	rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case n == 0 && err == nil:
+			ok = false // EOF
+		case err == syscall.EAGAIN:
+		case err != nil:
+			ok = false
+		case u.key.identity == "":
+			ok = false
+		}
+		return true // never wait: this is a check, not a read
+	})
+	return ok
+}
+
+func (p *pool) takeSlot(ctx context.Context, addr netip.AddrPort) error {
+	if p.perHost <= 0 {
+		return nil
+	}
+	p.mu.Lock()
+	h := p.hosts[addr]
+	if h == nil {
+		h = &hostSlots{}
+		p.hosts[addr] = h
+	}
+	if h.n < p.perHost {
+		h.n++
+		p.mu.Unlock()
+		return nil
+	}
+	wait := make(chan struct{})
+	h.waiters = append(h.waiters, wait)
+	p.mu.Unlock()
+	select {
+	case <-wait:
+		return nil // the slot was handed over
+	case <-ctx.Done():
+		p.mu.Lock()
+		for i, w := range h.waiters {
+			if w == wait {
+				h.waiters = append(h.waiters[:i], h.waiters[i+1:]...)
+				p.mu.Unlock()
+				return ctx.Err()
+			}
+		}
+		p.mu.Unlock()
+		p.giveSlot(addr) // handed over as we gave up: pass it on
+		return ctx.Err()
+	}
+}
+
+func (p *pool) giveSlot(addr netip.AddrPort) {
+	if p.perHost <= 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := p.hosts[addr]
+	if h == nil {
+		return
+	}
+	if len(h.waiters) > 0 {
+		w := h.waiters[0]
+		h.waiters = h.waiters[1:]
+		close(w) // the slot passes to the waiter, still counted
+		return
+	}
+	h.n--
+	if h.n == 0 {
+		delete(p.hosts, addr)
+	}
+}
+
+// closeIdle closes every pooled connection.
+func (p *pool) closeIdle() {
+	p.mu.Lock()
+	var idle []*upstream
+	for k, stack := range p.free {
+		idle = append(idle, stack...)
+		delete(p.free, k)
+	}
+	p.nfree = 0
+	p.mu.Unlock()
+	for _, u := range idle {
+		u.close()
+	}
+}
+
+// expire closes the connections pooled for longer than maxIdle.
+func (p *pool) expire(now time.Time) {
+	p.mu.Lock()
+	var old []*upstream
+	for k, stack := range p.free {
+		// Oldest at the bottom: keep the young top.
+		i := 0
+		for i < len(stack) && now.Sub(stack[i].since) >= p.maxIdle {
+			i++
+		}
+		if i == 0 {
+			continue
+		}
+		old = append(old, stack[:i]...)
+		rest := append(stack[:0:0], stack[i:]...)
+		if len(rest) == 0 {
+			delete(p.free, k)
+		} else {
+			p.free[k] = rest
+		}
+		p.nfree -= i
+	}
+	p.mu.Unlock()
+	for _, u := range old {
+		u.close()
+	}
+}
+
+// closeAll closes every connection, in use or not: the proxy is done.
+func (p *pool) closeAll() {
+	p.mu.Lock()
+	p.closed = true
+	all := make([]*upstream, 0, len(p.open))
+	for u := range p.open {
+		all = append(all, u)
+	}
+	p.free, p.nfree = map[poolKey][]*upstream{}, 0
+	p.mu.Unlock()
+	for _, u := range all {
+		u.close()
+	}
+}
+
+// connectError is a failure to connect to an endpoint: the dial, or the
+// mesh TLS handshake with its proxy. The request never reached an
+// application, so it may go to another endpoint, whatever its method.
+type connectError struct{ err error }
+
+func (e *connectError) Error() string { return e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+// Is makes a connect failure eject its endpoint from the balancer at once.
+func (e *connectError) Is(target error) bool { return target == balance.ErrUnreachable }
