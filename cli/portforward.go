@@ -12,13 +12,12 @@ import (
 	"sync"
 
 	"github.com/go-logr/logr"
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
 	"k8s.io/klog/v2"
-	streamhttp "k8s.io/streaming/pkg/httpstream"
+	"k8s.io/streaming/pkg/httpstream"
 )
 
 // errForwardClosed is the cause of a forward's context after Close.
@@ -68,7 +67,7 @@ func portForward(ctx context.Context, cfg *rest.Config, ns, pod string, port int
 	// last one to explain failures with, instead of printing klog lines.
 	fctx, cancel := context.WithCancelCause(klog.NewContext(ctx, logr.New(log)))
 	ready := make(chan struct{})
-	pf, err := portforward.NewOnAddressesWithContext(fctx, dialer, []string{"127.0.0.1"},
+	pf, err := portforward.NewOnAddressesForStreamingWithContext(fctx, dialer, []string{"127.0.0.1"},
 		[]string{"0:" + strconv.Itoa(port)}, ready, io.Discard, io.Discard)
 	if err != nil {
 		cancel(err)
@@ -144,22 +143,22 @@ func forwardDialer(cfg *rest.Config, ns, pod string) (httpstream.Dialer, error) 
 	if err != nil {
 		return nil, err
 	}
-	spdyDialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
-	wsDialer, err := portforward.NewSPDYOverWebsocketDialer(copyURL(u), cfg)
+	spdyDialer := spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+	wsDialer, err := portforward.NewSPDYOverWebsocketDialerForStreaming(copyURL(u), cfg)
 	if err != nil {
 		return nil, err
 	}
-	return portforward.NewFallbackDialer(wsDialer, spdyDialer, notUpgraded), nil
+	return portforward.NewFallbackDialerForStreaming(wsDialer, spdyDialer, notUpgraded), nil
 }
 
 // notUpgraded reports whether err says the WebSocket upgrade was refused,
 // by an API server before Kubernetes 1.31 or a proxy in between, so SPDY
 // is worth trying. client-go's WebSocket transport reports a refusal as
-// k8s.io/streaming's UpgradeFailureError (since 0.37), a different type
-// from apimachinery's, whose IsUpgradeFailure does not see it; both are
-// checked, so the fallback does not depend on which one client-go uses.
+// k8s.io/streaming's UpgradeFailureError; the dialers are the
+// k8s.io/streaming flavours, so no error of apimachinery's deprecated copy
+// of the package reaches here.
 func notUpgraded(err error) bool {
-	return streamhttp.IsUpgradeFailure(err) || httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
 }
 
 // copyURL returns a copy of u: each dialer may rewrite its own (the
