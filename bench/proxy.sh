@@ -8,24 +8,36 @@
 # costs through the proxy's inbound side under a policy of 100 Servers x 100
 # authorizations against no policy (a Go benchmark, printed as a ratio).
 #
-# Usage (root: it makes a network namespace and nat rules inside it):
-#   sudo make bench-proxy                    # build, then print the table
-#   sudo BENCH_WRITE=1 make bench-proxy      # ... and write docs/benchmarks.md
-#   sudo bash bench/proxy.sh [--write] [--hops "direct mesh nginx haproxy"]
-#                            [--duration SECONDS]
-# Environment: BENCH_WRITE=1 is --write, BENCH_HOPS is --hops,
-# BENCH_DURATION is --duration (10), BENCH_WARMUP the warm-up seconds (2),
-# BENCH_PROXY another mesh-proxy binary to measure (default bin/mesh-proxy;
-# handy to compare two builds in turn), BENCH_POLICY=0 skips bench/policy.sh
-# (whose own knobs are BENCH_POLICY_ROUNDS and BENCH_POLICY_BENCHTIME).
-# --write replaces only the part of docs/benchmarks.md between the
-# "BEGIN bench-proxy" and "END bench-proxy" markers, and bench/policy.sh
-# its "bench-policy" block.
+# Then it measures the full mesh path (bench/meshpath, a Go program):
+# client -> outbound mesh-proxy -> mesh TLS -> inbound mesh-proxy ->
+# server, two real proxies in two network-namespace pods with their
+# certificates from a test CA, against an nginx pair doing the same job over
+# TLS 1.3 with client certificates, and against direct: the most req/s
+# (wrk), and latency at fixed rates (1,000 and 5,000 RPS by default) with
+# coordinated omission corrected. See `go run ./bench/meshpath --help`.
 #
-# Topology, all inside one private network namespace mesh-bench-<pid> on its
-# loopback interface (nothing leaves it; the root namespace's iptables is never
-# touched; every process, rule and the namespace are removed on exit, Ctrl-C
-# included):
+# Usage (root: it makes network namespaces and nat rules inside them):
+#   sudo make bench-proxy                    # build, then print the tables
+#   sudo BENCH_WRITE=1 make bench-proxy      # ... and write docs/benchmarks.md
+#   sudo bash bench/proxy.sh [--write] [--part hop|meshpath|all]
+#                            [--hops "direct mesh nginx haproxy"]
+#                            [--duration SECONDS]
+# Environment: BENCH_WRITE=1 is --write, BENCH_PART is --part (all),
+# BENCH_HOPS is --hops, BENCH_DURATION is --duration (10), BENCH_WARMUP the
+# warm-up seconds (2), BENCH_PROXY another mesh-proxy binary to measure
+# (default bin/mesh-proxy; handy to compare two builds in turn),
+# BENCH_POLICY=0 skips bench/policy.sh (whose own knobs are
+# BENCH_POLICY_ROUNDS and BENCH_POLICY_BENCHTIME). For the mesh path,
+# BENCH_RATES is the fixed rates (1000,5000) and BENCH_RATE_DURATION the
+# seconds of each fixed-rate row (20); --duration and the warm-up apply to
+# it too. --write replaces only the part of docs/benchmarks.md between the
+# "BEGIN bench-proxy" and "END bench-proxy" markers, bench/policy.sh its
+# "bench-policy" block and bench/meshpath its "bench-meshpath" block.
+#
+# Topology of the hop rows, all inside one private network namespace
+# mesh-bench-<pid> on its loopback interface (nothing leaves it; the root
+# namespace's iptables is never touched; every process, rule and the
+# namespace are removed on exit, Ctrl-C included):
 #
 #   backend nginx   127.0.0.2 and 127.0.0.3, :8080 HTTP/1.1, :8082 h2c
 #   direct          client -> 127.0.0.3            (no nat rule for .3)
@@ -54,13 +66,17 @@ H2_STREAMS=10
 DOC="$ROOT/docs/benchmarks.md"
 PROXY_BIN=${BENCH_PROXY:-$ROOT/bin/mesh-proxy}
 POLICY=${BENCH_POLICY:-1}
+PART=${BENCH_PART:-all}
+RATES=${BENCH_RATES:-1000,5000}
+RATE_DURATION=${BENCH_RATE_DURATION:-20}
 
 while [ $# -gt 0 ]; do
 	case $1 in
 	--write) WRITE=1 ;;
+	--part) PART=$2; shift ;;
 	--hops) HOPS=$2; shift ;;
 	--duration) DURATION=$2; shift ;;
-	-h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
 	*) echo "bench/proxy.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -71,6 +87,7 @@ declare -A PID=()  # name -> pid of the processes this script started
 STARTED=()         # the same pids, in start order, for cleanup
 COMMANDS=()        # the exact commands, for the doc
 RUN=""             # the run's temporary directory
+MESHPATH_DIR=""    # where bench/meshpath is built
 DOC_TMP=""         # docs/benchmarks.md being written
 ROWS=()            # finished table rows, "|"-separated
 CHECKS=()          # metrics cross-checks of the mesh rows
@@ -83,11 +100,28 @@ die() { echo "bench: error: $*" >&2; exit 1; }
 nsx() { nsenter --net="$NS_PATH" "$@"; }
 
 cleanup() {
-	local rc=$? pid i
+	local rc=$?
 	trap - EXIT HUP INT TERM
 	set +e
+	teardown
+	[ -n "$MESHPATH_DIR" ] && rm -rf "$MESHPATH_DIR"
+	[ -n "$DOC_TMP" ] && rm -f "$DOC_TMP"
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# teardown stops the hop rows' servers and removes their namespace (its nat
+# rules go with it) and temporary directory: at the end, and before the
+# mesh path, which then has the machine to itself.
+teardown() {
+	# Best effort: what is already gone must not stop the rest.
+	local - pid
+	set +e
 	for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-	for i in $(seq 30); do
+	for _ in $(seq 30); do
 		local alive=0
 		for pid in "${STARTED[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
 		[ $alive = 0 ] && break
@@ -101,23 +135,29 @@ cleanup() {
 		ip netns del "$NS"
 	fi
 	[ -n "$RUN" ] && rm -rf "$RUN"
-	[ -n "$DOC_TMP" ] && rm -f "$DOC_TMP"
-	exit $rc
+	STARTED=()
+	RUN=""
 }
-trap cleanup EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 has_hop() { [[ " $HOPS " == *" $1 "* ]]; }
+has_part() { [ "$PART" = all ] || [ "$PART" = "$1" ]; }
 
 preflight() {
-	[ "$(id -u)" -eq 0 ] || die "needs root (network namespace, nat rules): sudo make bench-proxy"
+	[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, nat rules): sudo make bench-proxy"
+	case $PART in
+	all | hop | meshpath) ;;
+	*) die "unknown --part $PART (hop, meshpath or all)" ;;
+	esac
 	local t missing=()
 	for t in ip iptables nsenter setsid setpriv curl nginx haproxy wrk h2load; do
 		command -v "$t" >/dev/null || missing+=("$t")
 	done
 	[ ${#missing[@]} -eq 0 ] || die "missing ${missing[*]}: sudo make deps"
+	if has_part meshpath; then
+		command -v "${GO:-go}" >/dev/null || die "the mesh path is a Go program: put Go on the PATH, or set GO"
+		[ -x "$PROXY_BIN" ] || die "$PROXY_BIN is missing: make build"
+	fi
+	has_part hop || return 0
 	local h
 	for h in $HOPS; do [ -n "${ADDR[$h]:-}" ] || die "unknown hop $h (direct mesh nginx haproxy)"; done
 	has_hop nginx || die "the nginx hop is the reference for the ratios; keep it in --hops"
@@ -150,11 +190,11 @@ render() {
 
 # quote ARGS... prints ARGS as one shell-readable line.
 quote() {
-	local a out=()
+	local a words=()
 	for a in "$@"; do
-		if [[ "$a" =~ [^A-Za-z0-9_./:=@%+,-] ]]; then out+=("'$a'"); else out+=("$a"); fi
+		if [[ "$a" =~ [^A-Za-z0-9_./:=@%+,-] ]]; then words+=("'$a'"); else words+=("$a"); fi
 	done
-	echo "${out[*]}"
+	echo "${words[*]}"
 }
 
 # start NAME CMD... runs CMD in the namespace in the background, logging to
@@ -176,9 +216,9 @@ start() {
 # wait_ok NAME URL [CURL-ARGS...] waits until URL answers 200 with body "ok"
 # (or any 200 when the body is not ours, as for /ready).
 wait_ok() {
-	local name=$1 url=$2 i body
+	local name=$1 url=$2 body
 	shift 2
-	for i in $(seq 100); do
+	for _ in $(seq 100); do
 		kill -0 "${PID[$name]}" 2>/dev/null || { cat "$RUN/$name.log" >&2; die "$name exited"; }
 		if body=$(nsx curl -fsS --max-time 1 "$@" "$url" 2>/dev/null); then
 			[ "$body" = ok ] || [[ "$url" == */ready ]] || die "$name: $url answered '$body', want 'ok'"
@@ -516,7 +556,9 @@ report() {
 	echo
 	machine
 	versions
-	echo "- Servers: $(IFS=';'; echo "${WORKERS[*]}" | sed 's/;/; /g')."
+	local servers
+	servers=$(IFS=';'; echo "${WORKERS[*]}")
+	echo "- Servers: ${servers//;/; }."
 	echo "- Load average before the run: $LOAD_BEFORE, after: $LOAD_AFTER; CPU busy with others' work in the second before: ${BUSY_BEFORE}%."
 	echo "  The machine is shared: other engineers build and test on it, so numbers move by 10% or more between runs."
 	echo "- ${DURATION}s per row after a ${WARMUP}s warm-up. Client, hop and backend share the same $(nproc) CPUs."
@@ -574,8 +616,8 @@ write_doc() {
 	log "wrote $DOC"
 }
 
-main() {
-	preflight
+# hop_part measures one hop: the rows above, then bench/policy.sh.
+hop_part() {
 	LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 	BUSY_BEFORE=$(cpu_busy)
 	log "load average $LOAD_BEFORE, CPU busy ${BUSY_BEFORE}% before starting"
@@ -606,6 +648,29 @@ main() {
 		if [ "$WRITE" = 1 ]; then args=(--write); fi
 		bash "$ROOT/bench/policy.sh" "${args[@]}" || die "bench/policy.sh failed"
 	fi
+}
+
+# meshpath_part measures the full mesh path with bench/meshpath, which
+# builds, measures, reports and cleans up its own lab. It runs in the
+# foreground: on Ctrl-C it removes what it made before this script goes on
+# to its own cleanup.
+meshpath_part() {
+	log "the full mesh path against an nginx TLS pair (bench/meshpath)"
+	MESHPATH_DIR=$(mktemp -d /tmp/mesh-meshpath-bin.XXXXXX)
+	(cd "$ROOT" && "${GO:-go}" build -o "$MESHPATH_DIR/meshpath" ./bench/meshpath) || die "go build ./bench/meshpath failed"
+	local args=(--proxy "$PROXY_BIN" --duration "${DURATION}s" --warmup "${WARMUP}s"
+		--rate-duration "${RATE_DURATION}s" --rates "$RATES")
+	if [ "$WRITE" = 1 ]; then args+=(--write "$DOC"); fi
+	"$MESHPATH_DIR/meshpath" "${args[@]}" || die "bench/meshpath failed"
+}
+
+main() {
+	preflight
+	if has_part hop; then
+		hop_part
+		teardown
+	fi
+	if has_part meshpath; then meshpath_part; fi
 }
 
 main
