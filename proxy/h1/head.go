@@ -74,7 +74,7 @@ var errHeadTooLarge = &protoError{status: 431, msg: "message head too large"}
 // closed before the head's first byte: a clean end between messages.
 func readHead(r *bufio.Reader, h *head, max int) error {
 	h.reset()
-	haveStart, skippedEmpty := false, false
+	haveStart := false
 	for {
 		line, err := readLine(r, h, max)
 		if err != nil {
@@ -83,19 +83,15 @@ func readHead(r *bufio.Reader, h *head, max int) error {
 			}
 			return err
 		}
-		if !haveStart && len(line) == 0 && !skippedEmpty {
-			// RFC 9112 §2.2: a server SHOULD ignore at least one empty
-			// line before the request line.
-			skippedEmpty = true
-			continue
-		}
 		off := len(h.buf)
 		h.buf = append(h.buf, line...)
 		s := span{off, off + len(line)}
 		switch {
 		case !haveStart:
 			if len(line) == 0 {
-				return badRequest("empty start line")
+				// RFC 9112 §2.2 lets a server skip it; net/http refuses it,
+				// and what the proxy forwards must read the same to it.
+				return badRequest("empty line before the start line")
 			}
 			h.start, haveStart = s, true
 		case len(line) == 0:
