@@ -102,7 +102,7 @@ func TestSmuggling(t *testing.T) {
 	p := startTestProxy(t, backend, func(c *Config) { c.MaxHeaderBytes = 4096 })
 	for _, tc := range []struct {
 		name, req string
-		status   string
+		status    string
 	}{
 		{"two different Content-Lengths", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "400"},
 		{"a Content-Length list that disagrees", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4\r\n\r\nabcd", "400"},
