@@ -20,8 +20,12 @@ type upstream struct {
 	tc    *timedConn
 	br    *bufio.Reader
 	bw    *bufio.Writer
-	raw   syscall.Conn // the TCP connection under mesh TLS, for the liveness check
-	since time.Time    // idle since, while pooled
+	// raw is the TCP socket (under mesh TLS, if any), and peek the check
+	// alive runs on it, made once so that checking allocates nothing.
+	raw    syscall.RawConn
+	peek   func(fd uintptr) bool
+	peekOK bool
+	since  time.Time // idle since, while pooled
 	// reused is set once the connection has carried a request: a failure
 	// before the next response's first byte may then be the endpoint
 	// closing an idle connection, and a request without a body is sent
@@ -90,9 +94,6 @@ func (p *pool) get(ctx context.Context, key poolKey) (*upstream, error) {
 		u := stack[len(stack)-1]
 		stack[len(stack)-1] = nil
 		p.free[key] = stack[:len(stack)-1]
-		if len(stack) == 1 {
-			delete(p.free, key)
-		}
 		p.nfree--
 		p.mu.Unlock()
 		if now.Sub(u.since) < p.maxIdle && u.alive() {
@@ -121,7 +122,10 @@ func (p *pool) dial(ctx context.Context, key poolKey) (*upstream, error) {
 	if err != nil {
 		return nil, &connectError{err}
 	}
-	raw, _ := c.(syscall.Conn)
+	var raw syscall.RawConn
+	if sc, ok := c.(syscall.Conn); ok {
+		raw, _ = sc.SyscallConn()
+	}
 	if key.identity != "" && p.meshTLS != nil {
 		tc, err := p.meshTLS(ctx, c, key.identity)
 		if err != nil {
@@ -133,6 +137,7 @@ func (p *pool) dial(ctx context.Context, key poolKey) (*upstream, error) {
 	t := &timedConn{Conn: c, idle: p.idle}
 	u := &upstream{key: key, tc: t, raw: raw, pool: p,
 		br: bufio.NewReaderSize(t, 4<<10), bw: bufio.NewWriterSize(t, 4<<10)}
+	u.peek = u.peekSocket
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -187,26 +192,25 @@ func (u *upstream) alive() bool {
 	if u.raw == nil {
 		return true
 	}
-	rc, err := u.raw.SyscallConn()
-	if err != nil {
-		return false
-	}
-	ok := true
+	u.peekOK = true
+	u.raw.Read(u.peek)
+	return u.peekOK
+}
+
+// peekSocket looks at the socket without taking a byte or waiting.
+func (u *upstream) peekSocket(fd uintptr) bool {
 	var b [1]byte
-	rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case n == 0 && err == nil:
-			ok = false // EOF
-		case err == syscall.EAGAIN:
-		case err != nil:
-			ok = false
-		case u.key.identity == "":
-			ok = false
-		}
-		return true // never wait: this is a check, not a read
-	})
-	return ok
+	n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	switch {
+	case n == 0 && err == nil:
+		u.peekOK = false // EOF
+	case err == syscall.EAGAIN:
+	case err != nil:
+		u.peekOK = false
+	case u.key.identity == "":
+		u.peekOK = false
+	}
+	return true // never wait: this is a check, not a read
 }
 
 func (p *pool) takeSlot(ctx context.Context, addr netip.AddrPort) error {
@@ -287,6 +291,10 @@ func (p *pool) expire(now time.Time) {
 	p.mu.Lock()
 	var old []*upstream
 	for k, stack := range p.free {
+		if len(stack) == 0 {
+			delete(p.free, k) // kept while in use, to append without allocating
+			continue
+		}
 		// Oldest at the bottom: keep the young top.
 		i := 0
 		for i < len(stack) && now.Sub(stack[i].since) >= p.maxIdle {
