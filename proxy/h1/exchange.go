@@ -208,7 +208,8 @@ func (x *exchange) send(u *upstream) (*bodySender, error) {
 	if r.body == noBody {
 		return nil, nil
 	}
-	b := &bodySender{done: make(chan error, 1), proceed: make(chan struct{}), stop: make(chan struct{})}
+	b := &bodySender{cc: cc, done: make(chan error, 1), proceed: make(chan struct{}), stop: make(chan struct{})}
+	cc.bodyBusy = true
 	go b.run(cc, u)
 	return b, nil
 }
@@ -222,6 +223,7 @@ type bodySender struct {
 	stop    chan struct{} // closed when the body must not be sent
 	started bool          // proceed was closed
 	stopped bool
+	cc      *clientConn
 }
 
 func (b *bodySender) run(cc *clientConn, u *upstream) {
@@ -274,9 +276,10 @@ func (b *bodySender) finish() bool {
 	defer t.Stop()
 	select {
 	case err := <-b.done:
+		b.cc.bodyBusy = false
 		return err == nil
 	case <-t.C:
-		return false
+		return false // still reading: the connection's buffers stay with it
 	}
 }
 

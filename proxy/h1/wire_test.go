@@ -394,3 +394,37 @@ func TestPoolReusesConnections(t *testing.T) {
 		t.Errorf("10 sequential requests took %d upstream connections, want 1", n)
 	}
 }
+
+// TestIdleConnectionsHoldNoBuffers: between requests a keep-alive client
+// connection gives its read and write buffers back, so that thousands of
+// idle ones cost little.
+func TestIdleConnectionsHoldNoBuffers(t *testing.T) {
+	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	p := startTestProxy(t, backend)
+	c := dial(t, p.addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	if _, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		p.mu.Lock()
+		var cc *clientConn
+		for x := range p.conns {
+			cc = x
+		}
+		p.mu.Unlock()
+		// idle is stored after the buffers are given back: reading it
+		// orders the test after that.
+		if cc != nil && cc.idle.Load() {
+			if cc.br != nil || cc.bw != nil {
+				t.Errorf("an idle connection holds its buffers (reader %v, writer %v)", cc.br != nil, cc.bw != nil)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the connection never went idle")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
