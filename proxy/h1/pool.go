@@ -16,10 +16,10 @@ import (
 // upstream is one connection to an endpoint with its buffers. It serves
 // one request at a time, then goes back to its pool.
 type upstream struct {
-	key   poolKey
-	tc    *timedConn
-	br    *bufio.Reader
-	bw    *bufio.Writer
+	key poolKey
+	tc  *timedConn
+	br  *bufio.Reader
+	bw  *bufio.Writer
 	// raw is the TCP socket (under mesh TLS, if any), and peek the check
 	// alive runs on it, made once so that checking allocates nothing.
 	raw    syscall.RawConn
