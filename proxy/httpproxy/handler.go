@@ -13,8 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/tap"
 )
@@ -135,60 +133,14 @@ func rewrite(pr *httputil.ProxyRequest) {
 // roundTripper sends HTTP/2 requests over HTTP/2 (h2c) and the rest over
 // HTTP/1.1, so the target sees the protocol its client chose.
 type roundTripper struct {
-	h1              *http.Transport
-	h2              *http2.Transport
-	responseTimeout time.Duration
+	h1, h2 *http.Transport
 }
 
 func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
-	if !useH2(r) {
-		return rt.h1.RoundTrip(r)
-	}
-	if rt.responseTimeout <= 0 {
+	if useH2(r) {
 		return rt.h2.RoundTrip(r)
 	}
-	// http2.Transport has no response-header timeout of its own.
-	ctx, cancel := context.WithCancel(r.Context())
-	timer := time.AfterFunc(rt.responseTimeout, func() { cancel() })
-	res, err := rt.h2.RoundTrip(r.WithContext(ctx))
-	if !timer.Stop() && err != nil {
-		cancel()
-		return nil, errResponseTimeout
-	}
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	res.Body = &cancelOnClose{ioReadCloser: res.Body, cancel: cancel}
-	return res, nil
-}
-
-var errResponseTimeout = timeoutError{}
-
-type timeoutError struct{}
-
-func (timeoutError) Error() string   { return "timeout awaiting response headers" }
-func (timeoutError) Timeout() bool   { return true }
-func (timeoutError) Temporary() bool { return true }
-
-// Is makes errors.Is(err, context.DeadlineExceeded) hold, as for the
-// HTTP/1 transport's own timeout.
-func (timeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
-
-type cancelOnClose struct {
-	ioReadCloser
-	cancel context.CancelFunc
-}
-
-type ioReadCloser = interface {
-	Read([]byte) (int, error)
-	Close() error
-}
-
-func (c *cancelOnClose) Close() error {
-	err := c.ioReadCloser.Close()
-	c.cancel()
-	return err
+	return rt.h1.RoundTrip(r)
 }
 
 // writeError answers a request the target could not: 504 when the failure

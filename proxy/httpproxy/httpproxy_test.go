@@ -324,6 +324,7 @@ func FuzzRequestHead(f *testing.F) {
 		duplicateCL,     // two equal Content-Length headers
 		conflictingCL,   // two different Content-Length headers
 		smuggleCLTE,     // Content-Length and Transfer-Encoding: request smuggling
+		smuggleTECL,     // the same, Transfer-Encoding first
 		teObfuscated,    // a Transfer-Encoding other than chunked
 		bareLF,          // bare LF line endings
 		nulInHeader,     // a NUL in a header value

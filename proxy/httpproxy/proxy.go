@@ -5,8 +5,6 @@ package httpproxy
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,8 +12,6 @@ import (
 	"net/netip"
 	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/tap"
@@ -89,19 +85,19 @@ func (c *Config) setDefaults() {
 // ServeHTTP2 and forwards each request to the connection's target.
 // Its methods are safe for concurrent use.
 type Proxy struct {
-	cfg     Config
-	h1      *http.Server
-	h2      *http2.Server
-	h1conns *connQueue
-	rp      *httputil.ReverseProxy
-	h1tr    *http.Transport
-	h2tr    *http2.Transport
-	up      *upstreams
-	served  chan struct{} // closed when the HTTP/1 server loop has returned
-
-	wg      sync.WaitGroup // ServeHTTP2 calls in progress
-	mu      sync.Mutex
-	h2conns map[net.Conn]struct{} // guarded by mu: connections in ServeHTTP2
+	cfg Config
+	// srv serves both kinds of handed-over connection: net/http's own
+	// HTTP/2 takes those that begin with the prior-knowledge preface
+	// (Protocols has UnencryptedHTTP2), HTTP/1 the rest. One server means
+	// one Shutdown sends GOAWAY on every HTTP/2 connection and waits for
+	// every connection, and one Close ends them all.
+	srv    *http.Server
+	conns  *connQueue
+	rp     *httputil.ReverseProxy
+	h1tr   *http.Transport
+	h2tr   *http.Transport // h2c with prior knowledge only
+	up     *upstreams
+	served chan struct{} // closed when the server loop has returned
 }
 
 // ConnInfo describes a connection the proxy accepted and hands over with
@@ -138,10 +134,23 @@ type Authorizer interface {
 type connKey struct{}
 
 // targetConn carries an accepted connection's ConnInfo into the http.Server,
-// which hands it to each request's context (ConnContext).
+// which hands it to each request's context (ConnContext). done, when not
+// nil, is closed once the server has closed the connection: a connection
+// the server is done with is always closed by it, whichever protocol it
+// spoke.
 type targetConn struct {
 	net.Conn
 	info *ConnInfo
+	done chan struct{}
+	once sync.Once
+}
+
+func (c *targetConn) Close() error {
+	err := c.Conn.Close()
+	if c.done != nil {
+		c.once.Do(func() { close(c.done) })
+	}
+	return err
 }
 
 func connFrom(ctx context.Context) *ConnInfo {
@@ -160,11 +169,11 @@ func clientIDFrom(ctx context.Context) string {
 // for a busy pod's hundred targets to keep a few each.
 const maxIdleConns = 512
 
-// New returns a Proxy whose HTTP/1 server is already accepting handed-over
+// New returns a Proxy whose server is already serving handed-over
 // connections. Call Shutdown to stop it.
 func New(cfg Config) *Proxy {
 	cfg.setDefaults()
-	p := &Proxy{cfg: cfg, h1conns: newConnQueue(), served: make(chan struct{}), h2conns: map[net.Conn]struct{}{}}
+	p := &Proxy{cfg: cfg, conns: newConnQueue(), served: make(chan struct{})}
 	p.up = newUpstreams(&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}, cfg.MeshTLS)
 	p.h1tr = &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -190,26 +199,42 @@ func New(cfg Config) *Proxy {
 		DisableCompression: true,
 		Proxy:              nil,
 	}
-	p.h2tr = &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return p.up.DialContext(ctx, network, addr) // h2c: prior knowledge, no TLS
+	var h2c http.Protocols
+	h2c.SetUnencryptedHTTP2(true) // and not HTTP1: prior knowledge, no Upgrade dance
+	p.h2tr = &http.Transport{
+		DialContext: p.up.DialContext,
+		Protocols:   &h2c,
+		HTTP2: &http.HTTP2Config{
+			// A connection silent this long is pinged, and closed when the
+			// ping goes unanswered: a target that vanished without a FIN
+			// (its node died) fails the requests on it instead of hanging them.
+			SendPingTimeout: 30 * time.Second,
+			PingTimeout:     15 * time.Second,
 		},
-		DisableCompression: true,
-		ReadIdleTimeout:    30 * time.Second,
-		PingTimeout:        15 * time.Second,
+		// The HTTP/2 transport starts this timer once the request is
+		// written, as the HTTP/1 one does.
+		ResponseHeaderTimeout: cfg.ResponseTimeout,
+		DisableCompression:    true,
+		Proxy:                 nil,
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:      rewrite,
-		Transport:    roundTripper{h1: p.h1tr, h2: p.h2tr, responseTimeout: cfg.ResponseTimeout},
+		Transport:    roundTripper{h1: p.h1tr, h2: p.h2tr},
 		BufferPool:   bufferPool{},
 		ErrorHandler: p.writeError,
 		ErrorLog:     slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
 	}
-	p.h1 = &http.Server{
-		Handler:           p,
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	p.srv = &http.Server{
+		Handler:   p,
+		Protocols: &protocols,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: int(cfg.MaxConcurrentStreams),
+		},
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
+		IdleTimeout:       cfg.IdleTimeout, // HTTP/2 connections' too
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
@@ -219,48 +244,37 @@ func New(cfg Config) *Proxy {
 			return ctx
 		},
 	}
-	p.h2 = &http2.Server{
-		MaxConcurrentStreams: cfg.MaxConcurrentStreams,
-		IdleTimeout:          cfg.IdleTimeout,
-	}
-	// Registers the HTTP/2 server with the HTTP/1 one, so that Shutdown
-	// sends GOAWAY on every HTTP/2 connection too.
-	if err := http2.ConfigureServer(p.h1, p.h2); err != nil {
-		panic("httpproxy: configuring http2: " + err.Error()) // only on programmer error
-	}
 	go func() {
 		defer close(p.served)
-		p.h1.Serve(p.h1conns)
+		p.srv.Serve(p.conns)
 	}()
 	return p
 }
 
 // ServeHTTP1 hands an accepted connection whose client speaks HTTP/1.x to
-// the proxy's HTTP/1 server and returns at once.
+// the proxy's server and returns at once.
 func (p *Proxy) ServeHTTP1(c net.Conn, info ConnInfo) {
-	if !p.h1conns.push(&targetConn{Conn: withIdle(c, p.cfg.BodyIdleTimeout), info: &info}) {
+	if !p.conns.push(&targetConn{Conn: withIdle(c, p.cfg.BodyIdleTimeout), info: &info}) {
 		c.Close() // shutting down
 	}
 }
 
 // ServeHTTP2 serves an accepted connection whose client sent the HTTP/2
-// prior-knowledge preface, and returns when the connection is done.
+// prior-knowledge preface, and returns when the connection is done. c
+// must still yield the preface to its first reads (the protocol detector
+// replays what it peeked): the server recognises the connection by it.
+// When ctx ends first, the connection is closed, which ends its requests.
 func (p *Proxy) ServeHTTP2(ctx context.Context, c net.Conn, info ConnInfo) {
-	p.wg.Add(1)
-	defer p.wg.Done()
-	p.mu.Lock()
-	p.h2conns[c] = struct{}{}
-	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		delete(p.h2conns, c)
-		p.mu.Unlock()
-	}()
-	p.h2.ServeConn(c, &http2.ServeConnOpts{
-		Context:    context.WithValue(ctx, connKey{}, &info),
-		BaseConfig: p.h1,
-		Handler:    p,
-	})
+	tc := &targetConn{Conn: c, info: &info, done: make(chan struct{})}
+	if !p.conns.push(tc) {
+		c.Close() // shutting down
+		return
+	}
+	select {
+	case <-tc.done:
+	case <-ctx.Done():
+		tc.Close()
+	}
 }
 
 // CloseIdle closes the idle connections to every target, for example
@@ -274,22 +288,11 @@ func (p *Proxy) CloseIdle() {
 // lets requests in flight finish, and returns when they have or ctx ends
 // (then the remaining connections are closed).
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	err := p.h1.Shutdown(ctx)
-	<-p.served
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		p.h1.Close()
-		p.mu.Lock()
-		for c := range p.h2conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		<-done
-		err = errors.Join(err, ctx.Err())
+	err := p.srv.Shutdown(ctx)
+	if err != nil {
+		p.srv.Close() // ctx ended: whatever is left goes now
 	}
+	<-p.served
 	p.h1tr.CloseIdleConnections()
 	p.h2tr.CloseIdleConnections()
 	p.up.closeAll() // no request is left to use them

@@ -6,8 +6,9 @@ import (
 )
 
 // connQueue is a net.Listener fed by the proxy rather than by accept(2): the
-// proxy accepts and detects the protocol, then pushes the HTTP/1
-// connections here for the shared http.Server to serve.
+// proxy accepts and detects the protocol, then pushes the HTTP
+// connections, HTTP/1 and HTTP/2 alike, here for the shared http.Server to
+// serve.
 type connQueue struct {
 	conns     chan net.Conn
 	closed    chan struct{}
@@ -48,4 +49,4 @@ func (q *connQueue) Addr() net.Addr { return queueAddr{} }
 type queueAddr struct{}
 
 func (queueAddr) Network() string { return "detected" }
-func (queueAddr) String() string  { return "detected-http1" }
+func (queueAddr) String() string  { return "detected-http" }
