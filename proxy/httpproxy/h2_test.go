@@ -228,6 +228,50 @@ func TestHTTP2HandedOver(t *testing.T) {
 	waitFor(t, "returned from ServeHTTP2 after the client closed", func() bool { return front.served() == len(conns) })
 }
 
+// TestRequestTrailers: the trailers a client sends after its request body
+// reach the target, whichever protocol either side speaks.
+func TestRequestTrailers(t *testing.T) {
+	target := h2Target(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("X-Got", r.Proto+" "+r.Trailer.Get("X-Client-Sum"))
+	}))
+	p := newProxy(t, httpproxy.Config{Direction: metrics.Inbound})
+	h2 := serveH2(t, t.Context(), p, httpproxy.ConnInfo{Target: target})
+	h1 := loopback(t)
+	go func() {
+		for {
+			c, err := h1.Accept()
+			if err != nil {
+				return
+			}
+			p.ServeHTTP1(c, httpproxy.ConnInfo{Target: target})
+		}
+	}()
+	h1tr := &http.Transport{}
+	t.Cleanup(h1tr.CloseIdleConnections)
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+		addr   string
+		want   string
+	}{
+		{"HTTP/1.1", &http.Client{Transport: h1tr, Timeout: 10 * time.Second}, h1.Addr().String(), "HTTP/1.1 5"},
+		{"HTTP/2", h2cClient(t), h2.addr, "HTTP/2.0 5"},
+	} {
+		req, _ := http.NewRequest("POST", "http://"+tc.addr+"/", io.NopCloser(strings.NewReader("hello")))
+		req.Trailer = http.Header{"X-Client-Sum": {"5"}}
+		res, err := tc.client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if got := res.Header.Get("X-Got"); got != tc.want {
+			t.Errorf("%s: the target got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
 // TestHTTP2EarlyHints: a 1xx the target sends on an HTTP/2 stream reaches
 // the client before the response.
 func TestHTTP2EarlyHints(t *testing.T) {

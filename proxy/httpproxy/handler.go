@@ -122,6 +122,10 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Host = endpointFrom(pr.In.Context()).String()
 	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 	pr.Out.Host = pr.In.Host
+	// The same map, not ReverseProxy's copy: the server fills in the
+	// request trailers' values only once the body has ended, and the
+	// transport sends what it finds there then.
+	pr.Out.Trailer = pr.In.Trailer
 	markWireProto(pr.In, pr.Out)
 	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 		if v, ok := pr.In.Header[h]; ok {
