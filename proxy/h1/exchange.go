@@ -62,7 +62,7 @@ func (cc *clientConn) exchange() bool {
 	p := cc.p
 	x := &exchange{cc: cc, start: time.Now()}
 	if cc.info.Authz != nil {
-		if why := cc.info.Authz.AuthorizeRequest(cc.httpRequest()); why != nil {
+		if why := cc.authorize(); why != nil {
 			return cc.refuse(x, why)
 		}
 	}
@@ -504,7 +504,7 @@ func (x *exchange) publishTap() {
 	x.tapped = h.Request(tap.Request{
 		Direction: string(cc.p.cfg.Direction), Src: cc.c.RemoteAddr().String(), Dst: x.ep.Addr.String(),
 		DstWorkload: x.key.Dst.Workload, ClientID: x.key.ClientID, ServerID: x.key.ServerID,
-		Method: string(cc.req.get(cc.req.method)), Scheme: "http", Authority: x.key.Authority,
+		Method: methodString(cc.req.get(cc.req.method)), Scheme: "http", Authority: x.key.Authority,
 		Path: string(cc.req.path),
 	})
 }
@@ -624,18 +624,48 @@ func (cc *clientConn) writeLocal(code int, what, msg string, closing bool) bool 
 	return w.Flush() == nil && !closing
 }
 
-// httpRequest is the request as the Authorizer reads it: method, path,
-// query and host.
-func (cc *clientConn) httpRequest() *http.Request {
+// headAuthorizer is an Authorizer that decides from the method, the path
+// and the raw query, with no *http.Request to build (policy.Conn).
+type headAuthorizer interface {
+	AuthorizeHTTP(method, path, rawQuery string) error
+}
+
+// authorize asks the connection's Authorizer about the request. The path
+// it reads is the decoded one, as net/http's URL.Path is.
+func (cc *clientConn) authorize() error {
 	r := &cc.req
-	u := &url.URL{RawQuery: string(r.query)}
-	if p, err := url.PathUnescape(string(r.path)); err == nil {
-		u.Path = p
-	} else {
-		u.Path = string(r.path)
+	path := string(r.path)
+	if p, err := url.PathUnescape(path); err == nil {
+		path = p
 	}
-	return &http.Request{Method: string(r.get(r.method)), URL: u, Host: string(r.host),
-		Proto: "HTTP/1." + strconv.Itoa(r.minor), ProtoMajor: 1, ProtoMinor: r.minor, Header: http.Header{}}
+	method, query := methodString(r.get(r.method)), string(r.query)
+	if a, ok := cc.info.Authz.(headAuthorizer); ok {
+		return a.AuthorizeHTTP(method, path, query)
+	}
+	return cc.info.Authz.AuthorizeRequest(&http.Request{Method: method, URL: &url.URL{Path: path, RawQuery: query},
+		Host: string(r.host), Proto: "HTTP/1." + strconv.Itoa(r.minor), ProtoMajor: 1, ProtoMinor: r.minor, Header: http.Header{}})
+}
+
+// methodString returns the method as a string, the common ones without
+// allocating.
+func methodString(m []byte) string {
+	switch string(m) {
+	case "GET":
+		return "GET"
+	case "POST":
+		return "POST"
+	case "PUT":
+		return "PUT"
+	case "DELETE":
+		return "DELETE"
+	case "HEAD":
+		return "HEAD"
+	case "PATCH":
+		return "PATCH"
+	case "OPTIONS":
+		return "OPTIONS"
+	}
+	return string(m)
 }
 
 // authority is the request's Host as a string, kept from request to

@@ -111,18 +111,25 @@ func (c *Conn) AuthorizeTCP() bool {
 // passes whatever the decision. Every request is counted; denials and
 // audits are logged.
 func (c *Conn) AuthorizeRequest(r *http.Request) error {
+	return c.AuthorizeHTTP(r.Method, r.URL.Path, r.URL.RawQuery)
+}
+
+// AuthorizeHTTP is AuthorizeRequest for a caller that has no
+// *http.Request, the HTTP/1 forwarder (proxy/h1): the method, the path
+// and the raw query are all a decision reads.
+func (c *Conn) AuthorizeHTTP(method, path, rawQuery string) error {
 	v := c.verdict()
 	if v.d.Allowed && !v.d.Audit {
 		c.countRequest(v)
 		return nil
 	}
-	if v.pol.IsProbe(c.port, r.Method, r.URL.Path, r.URL.RawQuery) {
+	if v.pol.IsProbe(c.port, method, path, rawQuery) {
 		c.e.cfg.Metrics.HTTPAuthz(metrics.AuthzKey{
 			Server: v.d.Server, Authz: probeAuthz, ClientID: c.client.ID, Decision: metrics.Allow}).Inc()
 		return nil
 	}
 	c.countRequest(v)
-	attrs := append(c.attrs(v), "method", r.Method, "path", r.URL.Path)
+	attrs := append(c.attrs(v), "method", method, "path", path)
 	if v.d.Audit {
 		c.e.logLimited(c.e.log.Info, "inbound request would be denied; allowed by audit", attrs...)
 		return nil
