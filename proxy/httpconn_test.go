@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -12,8 +10,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // tcpFamilies are the families of the TCP series, which name a target.
@@ -69,9 +65,7 @@ func getOnce(t testing.TB, proxy string) int {
 // getOnceH2 is getOnce over HTTP/2 with prior knowledge (h2c).
 func getOnceH2(t testing.TB, proxy string) int {
 	t.Helper()
-	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, n, a)
-	}}
+	tr := &http.Transport{Protocols: h2cOnly()}
 	defer tr.CloseIdleConnections() // the proxy sees the connection close
 	res, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + proxy + "/")
 	if err != nil {

@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
-
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
 	at "github.com/mesh-dev/mesh/proxy/authz/authztest"
 )
@@ -83,7 +80,8 @@ func (c *recordingConn) Read(b []byte) (int, error) {
 func recordingBackend(t testing.TB, h http.Handler) (string, *firstBytes) {
 	t.Helper()
 	seen := &firstBytes{}
-	srv := httptest.NewUnstartedServer(h2c.NewHandler(h, &http2.Server{}))
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.Protocols = h1AndH2C()
 	srv.Listener = recordingListener{Listener: srv.Listener, seen: seen}
 	srv.Start()
 	t.Cleanup(srv.Close)

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,8 +16,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 )
 
 func TestMain(m *testing.M) {
@@ -111,18 +108,34 @@ func h1Client(t testing.TB) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
 
+// h2cOnly is HTTP/2 with prior knowledge in plain text, and nothing else:
+// a client with it never falls back to HTTP/1.1.
+func h2cOnly() *http.Protocols {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &p
+}
+
 func h2cClient(t testing.TB) *http.Client {
-	tr := &http2.Transport{AllowHTTP: true, DisableCompression: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, n, a)
-	}}
+	tr := &http.Transport{Protocols: h2cOnly(), DisableCompression: true}
 	closeIdle(t, tr)
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// h1AndH2C is what a backend serves: HTTP/1.1, and h2c with prior
+// knowledge on the same port.
+func h1AndH2C() *http.Protocols {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &p
 }
 
 // backend runs handler over HTTP/1.1 and h2c on loopback.
 func backend(t testing.TB, h http.Handler) string {
 	t.Helper()
-	srv := httptest.NewUnstartedServer(h2c.NewHandler(h, &http2.Server{}))
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.Protocols = h1AndH2C()
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
