@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// echoServer is a stand-in for `demo echo` that counts what it answered
+// by Host, and can hold one request (the stall-th) for stall.
+type echoServer struct {
+	stallAt   int64
+	stall     time.Duration
+	status    int // 0 means 200
+	n         atomic.Int64
+	mu        sync.Mutex
+	hosts     map[string]int
+	userAgent string
+}
+
+func (s *echoServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	i := s.n.Add(1)
+	s.mu.Lock()
+	s.hosts[r.Host]++
+	s.userAgent = r.UserAgent()
+	s.mu.Unlock()
+	if s.stall > 0 && i == s.stallAt {
+		select {
+		case <-time.After(s.stall):
+		case <-r.Context().Done(): // the client is gone
+			return
+		}
+	}
+	if s.status != 0 {
+		http.Error(w, "no", s.status)
+		return
+	}
+	w.Write([]byte("echo from test\n"))
+}
+
+func startEcho(t testing.TB, s *echoServer) (addr string, dials *atomic.Int32, dial func(ctx context.Context, network, addr string) (net.Conn, error)) {
+	t.Helper()
+	s.hosts = map[string]int{}
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	dials = new(atomic.Int32)
+	var d net.Dialer
+	return strings.TrimPrefix(srv.URL, "http://"), dials, func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return d.DialContext(ctx, network, addr)
+	}
+}
+
+// TestLoadSchedule runs a second at 200 RPS against a real server: every
+// request of the schedule is sent once, on time, over the connections
+// opened before it started, and answered.
+func TestLoadSchedule(t *testing.T) {
+	s := &echoServer{}
+	addr, dials, dial := startEcho(t, s)
+	ld, err := startLoad(t.Context(), loadConfig{Addr: addr, Host: "server:8080", Rate: 200, Length: time.Second, Conns: 4, Timeout: 2 * time.Second, Dial: dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := ld.Wait()
+	if len(res.samples) != 200 || res.failures != 0 || res.firstErr != nil {
+		t.Fatalf("%d samples, %d failures (first %v), want 200 and none", len(res.samples), res.failures, res.firstErr)
+	}
+	if got := s.n.Load(); got != 200 {
+		t.Errorf("the server answered %d requests, want 200", got)
+	}
+	if s.hosts["server:8080"] != 200 || s.userAgent != "mesh-bench-meshcost" {
+		t.Errorf("the server saw hosts %v and User-Agent %q", s.hosts, s.userAgent)
+	}
+	if got := dials.Load(); got != 4 {
+		t.Errorf("%d connections dialled, want the 4 kept alive", got)
+	}
+	for i, smp := range res.samples {
+		if want := time.Duration(i) * 5 * time.Millisecond; smp.due != want {
+			t.Fatalf("sample %d due at %v, want %v: the samples are not the schedule in order", i, smp.due, want)
+		}
+		if !smp.ok || smp.sent < smp.due || smp.done < smp.sent {
+			t.Fatalf("sample %d: %+v: want answered, sent no earlier than due, done after sent", i, smp)
+		}
+	}
+	if l := summarize(res.samples); l.lagP99 > 50*time.Millisecond {
+		t.Errorf("send lag p99 %v on an idle loopback: the schedule is not kept", l.lagP99)
+	}
+}
+
+// TestLoadCoordinatedOmission holds one request for 300 ms on a single
+// connection. A closed-loop client would show one slow request; here
+// every request due during the stall waited for it, and its latency says
+// so.
+func TestLoadCoordinatedOmission(t *testing.T) {
+	s := &echoServer{stallAt: 50, stall: 300 * time.Millisecond}
+	addr, _, dial := startEcho(t, s)
+	ld, err := startLoad(t.Context(), loadConfig{Addr: addr, Host: "server:8080", Rate: 100, Length: 2 * time.Second, Conns: 1, Timeout: 2 * time.Second, Dial: dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := ld.Wait()
+	if len(res.samples) != 200 || res.failures != 0 {
+		t.Fatalf("%d samples, %d failures, want 200 and none", len(res.samples), res.failures)
+	}
+	// Requests 50..79 were due during the stall (10 ms apart): each waited
+	// until it ended, the first the longest.
+	var slow int
+	for _, smp := range res.samples {
+		if smp.latency() >= 100*time.Millisecond {
+			slow++
+		}
+	}
+	if slow < 15 {
+		t.Errorf("%d requests took 100 ms or more, want the 20 or so due in the first 200 ms of the stall", slow)
+	}
+	l := summarize(res.samples)
+	if l.p99 < 200*time.Millisecond || l.max < 300*time.Millisecond {
+		t.Errorf("p99 %v, max %v: want the stall in p99 and max", l.p99, l.max)
+	}
+}
+
+// TestLoadFailures counts answers other than 200 as failures, and keeps
+// the connection they came on.
+func TestLoadFailures(t *testing.T) {
+	s := &echoServer{status: http.StatusServiceUnavailable}
+	addr, dials, dial := startEcho(t, s)
+	ld, err := startLoad(t.Context(), loadConfig{Addr: addr, Host: "server:8080", Rate: 100, Length: 200 * time.Millisecond, Conns: 2, Timeout: time.Second, Dial: dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := ld.Wait()
+	if len(res.samples) != 20 || res.failures != 20 {
+		t.Fatalf("%d samples, %d failures, want 20 of 20", len(res.samples), res.failures)
+	}
+	if res.firstErr == nil || !strings.Contains(res.firstErr.Error(), "503") {
+		t.Errorf("first error %v, want the 503", res.firstErr)
+	}
+	if l := summarize(res.samples); l.failed != 20 {
+		t.Errorf("summary counts %d failed, want 20", l.failed)
+	}
+	if got := dials.Load(); got != 2 {
+		t.Errorf("%d connections dialled, want 2: a 503 with keep-alive does not cost a connection", got)
+	}
+}
+
+// TestLoadStop ends a long schedule with its context: Wait returns soon,
+// every connection closed.
+func TestLoadStop(t *testing.T) {
+	s := &echoServer{stallAt: 3, stall: 10 * time.Second}
+	addr, _, dial := startEcho(t, s)
+	ctx, cancel := context.WithCancel(t.Context())
+	ld, err := startLoad(ctx, loadConfig{Addr: addr, Host: "server:8080", Rate: 50, Length: time.Minute, Conns: 2, Timeout: 20 * time.Second, Dial: dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(300*time.Millisecond, cancel)
+	done := make(chan loadResult)
+	go func() { done <- ld.Wait() }()
+	select {
+	case res := <-done:
+		if len(res.samples) > 20 {
+			t.Errorf("%d samples after 300 ms at 50 RPS", len(res.samples))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return within 5s of the context's end, a request being held 10s")
+	}
+}
+
+// TestLoadUnreachable fails before the schedule when a connection cannot
+// be opened.
+func TestLoadUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	var d net.Dialer
+	_, err = startLoad(t.Context(), loadConfig{Addr: addr, Host: "x", Rate: 10, Length: time.Second, Conns: 1, Timeout: time.Second, Dial: d.DialContext})
+	if err == nil || !strings.Contains(err.Error(), "connect to "+addr) {
+		t.Errorf("startLoad to a closed port: %v, want a connect error", err)
+	}
+}
+
+func TestInWindowAndSummarize(t *testing.T) {
+	var samples []sample
+	for i := range 1000 {
+		due := time.Duration(i) * time.Millisecond
+		samples = append(samples, sample{due: due, sent: due + time.Duration(i%10)*time.Microsecond, done: due + time.Duration(i+1)*time.Microsecond, ok: i%100 != 0})
+	}
+	w := inWindow(samples, 100*time.Millisecond, 200*time.Millisecond)
+	if len(w) != 100 || w[0].due != 100*time.Millisecond || w[99].due != 199*time.Millisecond {
+		t.Fatalf("window [100ms, 200ms) holds %d samples, from %v to %v; want 100, from 100ms to 199ms", len(w), w[0].due, w[len(w)-1].due)
+	}
+	l := summarize(w)
+	// Latencies 101..200 µs: nearest rank p50 is the 50th, p99 the 99th.
+	want := latencies{requests: 100, failed: 1, p50: 150 * time.Microsecond, p99: 199 * time.Microsecond,
+		p999: 200 * time.Microsecond, max: 200 * time.Microsecond, lagP99: 9 * time.Microsecond}
+	if l != want {
+		t.Errorf("summarize = %+v, want %+v", l, want)
+	}
+	if got := summarize(nil); got != (latencies{}) {
+		t.Errorf("summarize(nil) = %+v, want zero", got)
+	}
+	if got := inWindow(samples, 2*time.Second, 3*time.Second); len(got) != 0 {
+		t.Errorf("a window past the schedule holds %d samples", len(got))
+	}
+}
