@@ -133,10 +133,10 @@ func (b *bench) markdown() string {
 	w("- Kubernetes %s, the local single-node cluster (`make cluster-up`): API server, etcd, kubelet, every pod "+
 		"and the benchmark's client share those CPUs.\n", r.k8sVersion)
 	installed := "already installed"
-	if r.installedMesh {
+	if r.mesh.Installed {
 		installed = "installed by the run"
 	}
-	w("- mesh %s (%s), from %s, built with %s.\n", r.meshVersion, installed, r.host.Commit, r.host.GoVersion)
+	w("- mesh %s (%s), from %s, built with %s.\n", r.mesh.Version, installed, r.host.Commit, r.host.GoVersion)
 	for _, n := range r.notes {
 		w("- **Went on without**: %s.\n", n)
 	}

@@ -8,18 +8,15 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/mesh-dev/mesh/bench/internal/benchdoc"
+	"github.com/mesh-dev/mesh/bench/internal/kubelab"
 	"github.com/mesh-dev/mesh/install/cluster"
 	"github.com/mesh-dev/mesh/internal/names"
 )
@@ -35,12 +32,11 @@ const (
 // bench is one run: what it was told, what it drives, what it measured.
 // Its methods run on run's goroutine.
 type bench struct {
-	cfg     config
-	out     io.Writer // the report
-	log     io.Writer // progress
-	began   time.Time
-	kc      kubernetes.Interface
-	meshBin string
+	cfg   config
+	out   io.Writer // the report
+	log   io.Writer // progress
+	began time.Time
+	lab   *kubelab.Lab
 
 	d       *driver
 	targets []*target
@@ -53,8 +49,7 @@ type bench struct {
 type result struct {
 	host                  benchdoc.Host
 	k8sVersion            string
-	meshVersion           string
-	installedMesh         bool
+	mesh                  kubelab.Mesh
 	loadBefore, loadAfter string
 	clientPod, web        string // the pod the load leaves from; web's address
 	steady                time.Duration
@@ -74,10 +69,13 @@ func run(ctx context.Context, cfg config, out, log io.Writer) (err error) {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	b, env, err := connect(ctx, cfg, out, log, tmp)
+	b := &bench{cfg: cfg, out: out, log: log, began: time.Now()}
+	b.describe(ctx)
+	b.lab, err = kubelab.Connect(ctx, kubelab.Config{Mesh: cfg.Mesh, TempDir: tmp, Target: "make soak", Log: log, Logf: b.logf})
 	if err != nil {
 		return err
 	}
+	b.res.k8sVersion = b.lab.K8sVersion
 	// Cleanups run on a context of their own: Ctrl-C must not stop them.
 	cleanup := func(what string, fn func(ctx context.Context) error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 6*time.Minute)
@@ -86,12 +84,12 @@ func run(ctx context.Context, cfg config, out, log io.Writer) (err error) {
 			err = errors.Join(err, fmt.Errorf("cleanup: %s: %w", what, cerr))
 		}
 	}
-	installed, err := b.ensureMesh(ctx, env.kubeconfig)
-	b.res.installedMesh = installed
-	if installed && !cfg.Keep {
+	b.res.mesh, err = b.lab.EnsureMesh(ctx, cfg.MeshNamespace)
+	b.res.notes = append(b.res.notes, b.res.mesh.Notes...)
+	if b.res.mesh.Installed && !cfg.Keep {
 		defer cleanup("mesh uninstall", func(ctx context.Context) error {
 			b.logf("mesh uninstall (the run installed it)")
-			return b.meshCLI(ctx, env.kubeconfig, "uninstall")
+			return b.lab.MeshCmd(ctx, cfg.MeshNamespace, "uninstall")
 		})
 	}
 	if err != nil {
@@ -99,13 +97,15 @@ func run(ctx context.Context, cfg config, out, log io.Writer) (err error) {
 	}
 	// A namespace an earlier run left goes first; one that is not a run's
 	// stops the run before anything is made in it.
-	if err := b.deleteNamespace(ctx, true); err != nil {
+	if err := b.lab.DeleteNamespace(ctx, cfg.Namespace, namespaceLabel, true); err != nil {
 		return err
 	}
 	if !cfg.Keep {
-		defer cleanup("delete namespace "+cfg.Namespace, func(ctx context.Context) error { return b.deleteNamespace(ctx, false) })
+		defer cleanup("delete namespace "+cfg.Namespace, func(ctx context.Context) error {
+			return b.lab.DeleteNamespace(ctx, cfg.Namespace, namespaceLabel, false)
+		})
 	}
-	if err := b.deployDemo(ctx, env.root, env.version); err != nil {
+	if err := b.deployDemo(ctx, b.lab.Root, b.lab.Version); err != nil {
 		return err
 	}
 	if err := b.prepareLoad(ctx); err != nil {
@@ -127,84 +127,15 @@ func run(ctx context.Context, cfg config, out, log io.Writer) (err error) {
 	return b.publish()
 }
 
-// clusterEnv is where the run found the tree and the cluster.
-type clusterEnv struct {
-	root, version string // of the checkout
-	kubeconfig    string // the local cluster's admin kubeconfig
-}
-
-// connect checks that the run can work (root, the local cluster up),
-// builds the mesh CLI into tmp unless cfg names one, imports the images
-// and returns a bench with a client of the cluster.
-func connect(ctx context.Context, cfg config, out, log io.Writer, tmp string) (*bench, clusterEnv, error) {
-	var env clusterEnv
-	if os.Geteuid() != 0 {
-		return nil, env, errors.New("needs root: it imports images into the local cluster and opens its sockets in a pod's network namespace (sudo make soak)")
-	}
-	root, err := cluster.FindRepoRoot()
-	if err != nil {
-		return nil, env, err
-	}
-	env.root = root
-	if env.version, err = cluster.Version(root); err != nil {
-		return nil, env, err
-	}
-	ccfg := cluster.Config{RepoRoot: root, Log: log}
-	access, err := cluster.Inspect(ccfg)
-	if err != nil {
-		return nil, env, err
-	}
-	if !access.Running {
-		return nil, env, errors.New("the local cluster does not run: start it with make cluster-up (this benchmark never starts or stops it)")
-	}
-	env.kubeconfig = access.Kubeconfig
-	b := &bench{cfg: cfg, out: out, log: log, began: time.Now(), meshBin: cfg.Mesh}
-	b.describe(ctx)
-	if b.meshBin == "" {
-		if b.meshBin, err = buildMesh(ctx, root, tmp, env.version); err != nil {
-			return nil, env, err
-		}
-	}
-	b.logf("importing the images of make images into the cluster")
-	if err := cluster.LoadImages(ctx, ccfg); err != nil {
-		return nil, env, err
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", access.Kubeconfig)
-	if err != nil {
-		return nil, env, fmt.Errorf("kubeconfig: %w", err)
-	}
-	rc.QPS, rc.Burst = 50, 100
-	if b.kc, err = kubernetes.NewForConfig(rc); err != nil {
-		return nil, env, err
-	}
-	if v, err := b.kc.Discovery().ServerVersion(); err == nil {
-		b.res.k8sVersion = v.GitVersion
-	}
-	return b, env, nil
-}
-
 func (b *bench) logf(format string, args ...any) {
 	fmt.Fprintf(b.log, "%7.1fs  %s\n", time.Since(b.began).Seconds(), fmt.Sprintf(format, args...))
-}
-
-// buildMesh builds the mesh CLI of this tree into dir.
-func buildMesh(ctx context.Context, root, dir, version string) (string, error) {
-	bin := filepath.Join(dir, "mesh")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin,
-		"-ldflags", "-s -w -X github.com/mesh-dev/mesh/internal/version.Version="+version, "./cmd/mesh")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/mesh: %w\n%s", err, out)
-	}
-	return bin, nil
 }
 
 // prepareLoad finds the loadgen pod, checks it is meshed, and makes the
 // driver that sends from its network namespace to web's ClusterIP; one
 // request must get through before the load starts.
 func (b *bench) prepareLoad(ctx context.Context) error {
-	pods, err := runningPods(ctx, b.kc, b.cfg.Namespace, clientApp)
+	pods, err := b.lab.RunningPods(ctx, b.cfg.Namespace, clientApp)
 	if err != nil {
 		return err
 	}
@@ -212,14 +143,14 @@ func (b *bench) prepareLoad(ctx context.Context) error {
 		return fmt.Errorf("no running pod of %s in %s", clientApp, b.cfg.Namespace)
 	}
 	client := &pods[0]
-	if !hasProxy(client) {
+	if !kubelab.HasProxy(client) {
 		return fmt.Errorf("pod %s/%s has no %s container: the injector did not mesh it (mesh check says why)", client.Namespace, client.Name, names.ProxyContainerName)
 	}
-	netns, err := podNetns(client, clientApp)
+	netns, err := kubelab.PodNetns(client, clientApp)
 	if err != nil {
 		return err
 	}
-	svc, err := b.kc.CoreV1().Services(b.cfg.Namespace).Get(ctx, "web", metav1.GetOptions{})
+	svc, err := b.lab.Client.CoreV1().Services(b.cfg.Namespace).Get(ctx, "web", metav1.GetOptions{})
 	if err != nil {
 		return err
 	}
@@ -232,7 +163,7 @@ func (b *bench) prepareLoad(ctx context.Context) error {
 		Dial: cluster.DialInNetns(netns), RPS: b.cfg.RPS, Concurrency: b.cfg.Concurrency, Timeout: b.cfg.Timeout,
 	}, phaseWarmup)
 	b.logf("load leaves from pod %s (its proxy intercepts it) for web at %s", client.Name, b.res.web)
-	return poll(ctx, time.Minute, time.Second, "a first request through the demo", func(ctx context.Context) (bool, string, error) {
+	return kubelab.Poll(ctx, time.Minute, time.Second, "a first request through the demo", func(ctx context.Context) (bool, string, error) {
 		if err := b.d.send(ctx, http.MethodGet, "/"); err != nil {
 			return false, err.Error(), nil
 		}
@@ -245,7 +176,7 @@ func (b *bench) prepareLoad(ctx context.Context) error {
 // controller, and mesh-viz when it runs on its own.
 func (b *bench) findTargets(ctx context.Context) error {
 	for _, app := range append([]string{clientApp}, servers...) {
-		pods, err := runningPods(ctx, b.kc, b.cfg.Namespace, app)
+		pods, err := b.lab.RunningPods(ctx, b.cfg.Namespace, app)
 		if err != nil {
 			return err
 		}
@@ -260,7 +191,7 @@ func (b *bench) findTargets(ctx context.Context) error {
 		b.targets = append(b.targets, t)
 	}
 	for _, app := range []string{controllerName, vizName} {
-		pods, err := runningPods(ctx, b.kc, b.cfg.MeshNamespace, app)
+		pods, err := b.lab.RunningPods(ctx, b.cfg.MeshNamespace, app)
 		if err != nil {
 			return err
 		}
@@ -283,7 +214,7 @@ func (b *bench) findTargets(ctx context.Context) error {
 // vizMissing notes why mesh-viz is not sampled: not a Deployment of its
 // own in this install, or none of its pods ready.
 func (b *bench) vizMissing(ctx context.Context) {
-	_, err := b.kc.AppsV1().Deployments(b.cfg.MeshNamespace).Get(ctx, vizName, metav1.GetOptions{})
+	_, err := b.lab.Client.AppsV1().Deployments(b.cfg.MeshNamespace).Get(ctx, vizName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		b.logf("no %s Deployment in %s: viz runs inside %s, whose figures include it", vizName, b.cfg.MeshNamespace, controllerName)
 		return
@@ -310,7 +241,7 @@ func componentTarget(name string, p *corev1.Pod) (*target, error) {
 // driver sends.
 func (b *bench) phases(ctx context.Context) error {
 	b.logf("%s: %v at %v RPS", phaseWarmup, b.cfg.Warmup, b.cfg.RPS)
-	if err := sleep(ctx, b.cfg.Warmup); err != nil {
+	if err := kubelab.Sleep(ctx, b.cfg.Warmup); err != nil {
 		return err
 	}
 	if err := b.steady(ctx); err != nil {
@@ -318,7 +249,7 @@ func (b *bench) phases(ctx context.Context) error {
 	}
 
 	b.d.next(phaseController)
-	pods, err := runningPods(ctx, b.kc, b.cfg.MeshNamespace, controllerName)
+	pods, err := b.lab.RunningPods(ctx, b.cfg.MeshNamespace, controllerName)
 	if err != nil {
 		return err
 	}
@@ -334,7 +265,7 @@ func (b *bench) phases(ctx context.Context) error {
 	}
 
 	b.d.next(phaseServer)
-	if pods, err = runningPods(ctx, b.kc, b.cfg.Namespace, b.cfg.Kill); err != nil {
+	if pods, err = b.lab.RunningPods(ctx, b.cfg.Namespace, b.cfg.Kill); err != nil {
 		return err
 	}
 	if len(pods) < 2 {
@@ -351,7 +282,7 @@ func (b *bench) phases(ctx context.Context) error {
 // settle lets the load run for cfg.Settle after a replacement, then logs
 // the counts of phase i.
 func (b *bench) settle(ctx context.Context, i int) error {
-	if err := sleep(ctx, b.cfg.Settle); err != nil {
+	if err := kubelab.Sleep(ctx, b.cfg.Settle); err != nil {
 		return err
 	}
 	p := b.d.snapshot(i)
@@ -366,7 +297,7 @@ func (b *bench) steady(ctx context.Context) error {
 	b.logf("%s: warm-up had %d requests, %d failed; sampling %d processes every %v for %v",
 		phaseSteady, p.requests, p.failures, len(b.targets), b.cfg.SampleEvery, b.cfg.Duration)
 	for _, t := range b.targets {
-		t.restartsBefore = t.restarts(ctx, b.kc)
+		t.restartsBefore = b.lab.Restarts(ctx, t.ns, t.pod, t.container)
 	}
 	t0 := time.Now()
 	end := time.NewTimer(b.cfg.Duration)
@@ -389,14 +320,14 @@ func (b *bench) steady(ctx context.Context) error {
 	}
 	b.res.steady = time.Since(t0)
 	for _, t := range b.targets {
-		t.restartsAfter = t.restarts(ctx, b.kc)
+		t.restartsAfter = b.lab.Restarts(ctx, t.ns, t.pod, t.container)
 	}
 	return nil
 }
 
 func (b *bench) sampleAll(ctx context.Context) {
 	for _, t := range b.targets {
-		t.sample(ctx, b.kc)
+		t.sample(ctx, b.lab)
 	}
 }
 
@@ -415,16 +346,4 @@ func (b *bench) lastReadings() string {
 		s += fmt.Sprintf("%s %s MB/%.0f", t.name, mb(r.rss), r.goroutines)
 	}
 	return s
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-t.C:
-		return nil
-	}
 }

@@ -1,18 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math"
-	"strconv"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-
+	"github.com/mesh-dev/mesh/bench/internal/kubelab"
 	"github.com/mesh-dev/mesh/proxy/metrics"
-	"github.com/mesh-dev/mesh/proxy/metrics/metricstest"
 )
 
 // target is a process whose /metrics the run reads: a proxy of the path,
@@ -42,17 +37,11 @@ type reading struct {
 }
 
 // scrape reads the target's /metrics once.
-func (t *target) scrape(ctx context.Context, kc kubernetes.Interface) (reading, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
+func (t *target) scrape(ctx context.Context, l *kubelab.Lab) (reading, error) {
 	at := time.Now()
-	body, err := kc.CoreV1().Pods(t.ns).ProxyGet("http", t.pod, strconv.Itoa(t.port), "metrics", nil).DoRaw(ctx)
+	fams, err := l.Metrics(ctx, t.ns, t.pod, t.port)
 	if err != nil {
-		return reading{}, fmt.Errorf("GET %s/%s:%d/metrics through the API server: %w", t.ns, t.pod, t.port, err)
-	}
-	fams, err := metricstest.Parse(bytes.NewReader(body))
-	if err != nil {
-		return reading{}, fmt.Errorf("%s/%s: %w", t.ns, t.pod, err)
+		return reading{}, err
 	}
 	if _, ok := fams["process_resident_memory_bytes"]; !ok {
 		return reading{}, fmt.Errorf("%s/%s:%d/metrics has no process_resident_memory_bytes", t.ns, t.pod, t.port)
@@ -66,29 +55,14 @@ func (t *target) scrape(ctx context.Context, kc kubernetes.Interface) (reading, 
 }
 
 // sample scrapes the target and keeps the reading, or counts the failure.
-func (t *target) sample(ctx context.Context, kc kubernetes.Interface) {
-	r, err := t.scrape(ctx, kc)
+func (t *target) sample(ctx context.Context, l *kubelab.Lab) {
+	r, err := t.scrape(ctx, l)
 	if err != nil {
 		t.failed++
 		t.lastErr = err.Error()
 		return
 	}
 	t.readings = append(t.readings, r)
-}
-
-// restarts returns the restart count of the target's container, or -1
-// when the pod or container is gone.
-func (t *target) restarts(ctx context.Context, kc kubernetes.Interface) int32 {
-	pod, err := kc.CoreV1().Pods(t.ns).Get(ctx, t.pod, metav1.GetOptions{})
-	if err != nil {
-		return -1
-	}
-	for _, s := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
-		if s.Name == t.container {
-			return s.RestartCount
-		}
-	}
-	return -1
 }
 
 // trend is a series' start, end and least-squares slope.
