@@ -449,7 +449,41 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	return p.Serve(ctx)
+	releaseCtx, stopRelease := context.WithCancel(ctx)
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		if p.awaitReady(releaseCtx, time.Second) != nil {
+			return
+		}
+		// Ready means the start-up work is done: the certificate, the
+		// policy and the controller connections are in hand.
+		before, after, err := releaseStartupPages()
+		if err != nil {
+			log.Warn("start-up pages of the executable kept", "err", err)
+			return
+		}
+		log.Info("released start-up pages of the executable", "resident_before_bytes", before, "resident_after_bytes", after)
+	}()
+	err = p.Serve(ctx)
+	stopRelease()
+	<-released
+	return err
+}
+
+// awaitReady returns nil once the proxy is ready (isReady), checking every
+// interval, or ctx's error if it ends first.
+func (p *Proxy) awaitReady(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for p.isReady() != nil {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // NewLogger returns the structured logger the config asks for, on stderr.
