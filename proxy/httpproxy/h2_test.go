@@ -15,6 +15,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -595,5 +596,105 @@ func TestOrigProto(t *testing.T) {
 	}
 	if len(serverFront.heads) == 0 {
 		t.Error("the server proxy saw no connection")
+	}
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// TestHTTP2BurstDialsOnce: a burst of HTTP/2 requests to a target the
+// proxy has no connection to yet opens one connection, which they share,
+// not one each (of which all but one would be closed unused).
+func TestHTTP2BurstDialsOnce(t *testing.T) {
+	const burst = 50 // within the streams a connection may carry before the target's SETTINGS arrive
+	var conns, started atomic.Int64
+	release := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started.Add(1)
+		<-release
+		io.WriteString(w, "ok")
+	}))
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	srv.Config.Protocols = &p
+	srv.Listener = countingListener{Listener: srv.Listener, n: &conns}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	target := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	px := newProxy(t, httpproxy.Config{Direction: metrics.Inbound})
+	front := serveH2(t, t.Context(), px, httpproxy.ConnInfo{Target: target})
+	client := h2cClient(t)
+
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for range burst {
+		wg.Go(func() {
+			res, err := client.Get("http://" + front.addr + "/")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				ok.Add(1)
+			}
+		})
+	}
+	waitFor(t, "all requests at the target", func() bool { return started.Load() == burst })
+	time.Sleep(100 * time.Millisecond) // for a dial still under way to show
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d requests at once opened %d connections to the target, want 1", burst, n)
+	}
+	close(release)
+	wg.Wait()
+	if ok.Load() != burst {
+		t.Errorf("%d of %d requests succeeded", ok.Load(), burst)
+	}
+}
+
+// TestHTTP2ConnectFailureShared: HTTP/2 requests that wait for a
+// connection to a target whose dial times out all fail when it does, not
+// one ConnectTimeout after the other.
+func TestHTTP2ConnectFailureShared(t *testing.T) {
+	const connectTimeout = 300 * time.Millisecond
+	target := unresponsive(t)
+	px := newProxy(t, httpproxy.Config{Direction: metrics.Inbound, ConnectTimeout: connectTimeout})
+	front := serveH2(t, t.Context(), px, httpproxy.ConnInfo{Target: target})
+	client := h2cClient(t)
+	const requests = 5
+	var wg sync.WaitGroup
+	took := make([]time.Duration, requests)
+	codes := make([]int, requests)
+	for i := range requests {
+		wg.Go(func() {
+			start := time.Now()
+			res, err := client.Get("http://" + front.addr + "/")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			took[i], codes[i] = time.Since(start), res.StatusCode
+		})
+	}
+	wg.Wait()
+	for i := range requests {
+		// One after the other, the last would take 5 × 300 ms.
+		if codes[i] != http.StatusGatewayTimeout || took[i] > 3*connectTimeout {
+			t.Errorf("request %d: %d after %v, want 504 after about %v", i, codes[i], took[i], connectTimeout)
+		}
 	}
 }

@@ -202,8 +202,17 @@ func New(cfg Config) *Proxy {
 	var h2c http.Protocols
 	h2c.SetUnencryptedHTTP2(true) // and not HTTP1: prior knowledge, no Upgrade dance
 	p.h2tr = &http.Transport{
-		DialContext: p.up.DialContext,
+		DialContext: (&sharedFailures{}).wrap(p.up.DialContext),
 		Protocols:   &h2c,
+		// One dial per target at a time: requests that find no connection
+		// wait for the one being made and share it (net/http hands a new
+		// HTTP/2 connection to every request waiting for one), instead of
+		// a burst of requests to a new endpoint dialing (and paying a mesh
+		// TLS handshake) each, all connections but one then being closed
+		// unused. It bounds the dials, not the connections: one whose
+		// streams are all taken is left to its requests, and another is
+		// dialed.
+		MaxConnsPerHost: 1,
 		HTTP2: &http.HTTP2Config{
 			// A connection silent this long is pinged, and closed when the
 			// ping goes unanswered: a target that vanished without a FIN

@@ -2,8 +2,10 @@ package httpproxy
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/mesh-dev/mesh/proxy/balance"
 )
@@ -96,4 +98,86 @@ func (c *upstreamConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return c.Close()
+}
+
+// sharedFailures fails the requests that waited for a connection to an
+// address while its dial failed with that dial's error, at once. The
+// HTTP/2 transport dials one connection per address at a time
+// (MaxConnsPerHost 1); when that dial fails, the requests queued behind it
+// are handed a dial each, one after the other, and against a target that
+// drops SYNs each would wait out its own ConnectTimeout. The transport
+// starts the next queued dial as soon as one fails, so a dial that starts
+// within failureShareWindow of its address's last failure is one of those
+// and fails the same way; each such failure moves the window on, so that
+// the whole queue drains. Safe for concurrent use; mu guards last.
+type sharedFailures struct {
+	mu   sync.Mutex
+	last map[string]failedDial // by address; only failures within the window matter
+}
+
+type failedDial struct {
+	err error
+	at  time.Time
+}
+
+// failureShareWindow is far longer than the transport takes to start the
+// next queued dial, and short enough that a request that comes later tries
+// for itself.
+const failureShareWindow = 10 * time.Millisecond
+
+// wrap returns dial, failing fast as the type says.
+func (f *sharedFailures) wrap(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if err := f.recent(addr); err != nil {
+			return nil, err
+		}
+		c, err := dial(ctx, network, addr)
+		f.record(addr, err)
+		return c, err
+	}
+}
+
+// recent returns the failure of the last dial to addr if it ended within
+// the window, and moves the window on.
+func (f *sharedFailures) recent(addr string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	last, ok := f.last[addr]
+	if !ok {
+		return nil
+	}
+	now := time.Now()
+	if now.Sub(last.at) >= failureShareWindow {
+		delete(f.last, addr)
+		return nil
+	}
+	f.last[addr] = failedDial{err: last.err, at: now}
+	return last.err
+}
+
+// record notes how a dial to addr ended. Failures past the window are
+// dropped as others come, so that a sweep of dead addresses keeps no
+// more than the failures of the last few milliseconds.
+func (f *sharedFailures) record(addr string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil {
+		delete(f.last, addr)
+		return
+	}
+	if errors.Is(err, context.Canceled) {
+		return // says nothing about the address
+	}
+	now := time.Now()
+	if f.last == nil {
+		f.last = map[string]failedDial{}
+	}
+	if len(f.last) >= 64 {
+		for a, d := range f.last {
+			if now.Sub(d.at) >= failureShareWindow {
+				delete(f.last, a)
+			}
+		}
+	}
+	f.last[addr] = failedDial{err: err, at: now}
 }
