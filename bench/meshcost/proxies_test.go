@@ -40,7 +40,7 @@ func TestReadingOf(t *testing.T) {
 	at := time.Date(2026, 12, 8, 10, 0, 0, 0, time.UTC)
 	fams := parseScrape(t, scrape)
 	for _, tc := range []struct {
-		dir                  metrics.Direction
+		dir                   metrics.Direction
 		wantRequests, wantTLS float64
 	}{
 		{dir: metrics.Outbound, wantRequests: 1000, wantTLS: 950},

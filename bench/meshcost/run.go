@@ -133,6 +133,19 @@ func run(ctx context.Context, cfg config, out, log io.Writer) (err error) {
 			return errors.Join(errs...)
 		})
 	}
+	if err := b.deploy(ctx, pairs); err != nil {
+		return err
+	}
+	if err := b.measureAll(ctx); err != nil {
+		return err
+	}
+	b.res.loadAfter = loadAvg()
+	return b.publish()
+}
+
+// deploy creates both pairs, waits until they are ready, and prepares the
+// sides and the meshed pair's proxies.
+func (b *bench) deploy(ctx context.Context, pairs []pair) error {
 	for _, p := range pairs {
 		b.logf("deploying the %s client and server into namespace %s", sideName(p.meshed), p.ns.Name)
 		if err := p.create(ctx, b.lab); err != nil {
@@ -148,18 +161,22 @@ func run(ctx context.Context, cfg config, out, log io.Writer) (err error) {
 			return err
 		}
 		b.res.sides = append(b.res.sides, s)
-	}
-	for _, s := range b.res.sides {
 		if s.meshed {
 			if err := b.findProxies(ctx, s); err != nil {
 				return err
 			}
 		}
 	}
+	return nil
+}
+
+// measureAll measures the proxies idle, then each side at each rate, the
+// unmeshed one first.
+func (b *bench) measureAll(ctx context.Context) error {
 	if err := b.idle(ctx); err != nil {
 		return err
 	}
-	for _, rate := range cfg.Rates {
+	for _, rate := range b.cfg.Rates {
 		for _, s := range b.res.sides {
 			if err := kubelab.Sleep(ctx, pause); err != nil {
 				return err
@@ -171,8 +188,7 @@ func run(ctx context.Context, cfg config, out, log io.Writer) (err error) {
 			b.res.runs = append(b.res.runs, r)
 		}
 	}
-	b.res.loadAfter = loadAvg()
-	return b.publish()
+	return nil
 }
 
 func sideName(meshed bool) string {
