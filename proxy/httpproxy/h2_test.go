@@ -35,6 +35,7 @@ func h2Target(tb testing.TB, h http.Handler) netip.AddrPort {
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
 	srv.Config.Protocols = &p
+	srv.Config.DisableGeneralOptionsHandler = true // OPTIONS * is h's too
 	srv.Start()
 	tb.Cleanup(srv.Close)
 	return netip.MustParseAddrPort(srv.Listener.Addr().String())
@@ -696,5 +697,58 @@ func TestHTTP2ConnectFailureShared(t *testing.T) {
 		if codes[i] != http.StatusGatewayTimeout || took[i] > 3*connectTimeout {
 			t.Errorf("request %d: %d after %v, want 504 after about %v", i, codes[i], took[i], connectTimeout)
 		}
+	}
+}
+
+// TestOptionsAsteriskForwarded: OPTIONS * goes to the target like any
+// request, over HTTP/1.1 and HTTP/2, instead of net/http's server
+// answering it.
+func TestOptionsAsteriskForwarded(t *testing.T) {
+	target := h2Target(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Target", r.Method+" "+r.RequestURI)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	p := newProxy(t, httpproxy.Config{Direction: metrics.Inbound})
+
+	raw := []byte("OPTIONS * HTTP/1.1\r\nHost: api\r\n\r\n")
+	reqs, _ := parseRequests(raw)
+	res, err := responses(exchange(t, p, loopback(t), target, raw), reqs)
+	if err != nil || len(res) != 1 {
+		t.Fatalf("HTTP/1.1: %d responses, %v", len(res), err)
+	}
+	if got := res[0].Header.Get("X-Target"); res[0].StatusCode != http.StatusNoContent || got != "OPTIONS *" {
+		t.Errorf("HTTP/1.1: %s, the target saw %q; want 204 from the target, which saw OPTIONS *", res[0].Status, got)
+	}
+
+	front := serveH2(t, t.Context(), p, httpproxy.ConnInfo{Target: target})
+	h := dialH2(t, front.addr)
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "OPTIONS"}, {":scheme", "http"}, {":authority", "api"}, {":path", "*"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	var fields []hpack.HeaderField
+	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) { fields = append(fields, f) })
+	if _, err := h.until(func(f http2.Frame) bool {
+		hf, ok := f.(*http2.HeadersFrame)
+		if ok {
+			dec.Write(hf.HeaderBlockFragment())
+		}
+		return ok
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []hpack.HeaderField{{Name: ":status", Value: "204"}, {Name: "x-target", Value: "OPTIONS *"}}
+	var got []hpack.HeaderField
+	for _, f := range fields {
+		if f.Name == ":status" || f.Name == "x-target" {
+			got = append(got, f)
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("HTTP/2 answer (-want +got):\n%s", diff)
 	}
 }

@@ -242,10 +242,12 @@ func New(cfg Config) *Proxy {
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams: int(cfg.MaxConcurrentStreams),
 		},
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		IdleTimeout:       cfg.IdleTimeout, // HTTP/2 connections' too
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
+		// OPTIONS * is the target's to answer, like any request.
+		DisableGeneralOptionsHandler: true,
+		ReadHeaderTimeout:            cfg.ReadHeaderTimeout,
+		IdleTimeout:                  cfg.IdleTimeout, // HTTP/2 connections' too
+		MaxHeaderBytes:               cfg.MaxHeaderBytes,
+		ErrorLog:                     slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if tc, ok := c.(*targetConn); ok {
 				return context.WithValue(ctx, connKey{}, tc.info)
