@@ -39,7 +39,19 @@ type identity struct {
 	// is not served.
 	app *client.Source
 	cfg *Config
+
+	// server is the inbound side's mesh TLS config, one for every
+	// connection so that the session tickets it issues resume on the
+	// next; tickets rotates their keys. sessions keeps the outbound
+	// side's sessions, by peer identity and address.
+	server   *tls.Config
+	tickets  *meshtls.TicketKeys
+	sessions *meshtls.SessionCache
 }
+
+// sessionCacheSize bounds the outbound sessions kept for resumption: one
+// per peer endpoint, of a few KB each (the peer's certificates).
+const sessionCacheSize = 256
 
 // newIdentity connects to the identity service, checking it is the
 // controller by its SPIFFE ID and the configured trust anchors before any
@@ -95,7 +107,11 @@ func newIdentity(ctx context.Context, cfg *Config, res *dnsresolve.Resolver, reg
 		conn.Close()
 		return nil, fmt.Errorf("identity metrics: %w", err)
 	}
-	return &identity{conn: conn, src: src, app: app, cfg: cfg}, nil
+	inbound := meshtls.ServerConfig(src, src, nil)
+	return &identity{
+		conn: conn, src: src, app: app, cfg: cfg,
+		server: inbound, tickets: meshtls.NewTicketKeys(inbound), sessions: meshtls.NewSessionCache(sessionCacheSize),
+	}, nil
 }
 
 // run renews the proxy's certificate and, when the Workload API is
@@ -107,6 +123,7 @@ func (id *identity) run(ctx context.Context, log interface{ Error(string, ...any
 			log.Error("certificate client stopped", "err", err)
 		}
 	})
+	wg.Go(func() { id.tickets.Run(ctx, meshtls.TicketKeyPeriod) })
 	if id.app != nil {
 		wg.Go(func() {
 			if err := id.app.Run(ctx); err != nil && ctx.Err() == nil {
@@ -195,19 +212,21 @@ func (a awaitCertificate) Clone() credentials.TransportCredentials {
 	return awaitCertificate{TransportCredentials: a.TransportCredentials.Clone(), ready: a.ready}
 }
 
-// serverTLS is inbound mesh TLS: any workload of the trust domain.
-func (id *identity) serverTLS() *tls.Config {
-	return meshtls.ServerConfig(id.src, id.src, nil)
-}
+// serverTLS is inbound mesh TLS: any workload of the trust domain. Every
+// connection shares the config, whose session tickets resume.
+func (id *identity) serverTLS() *tls.Config { return id.server }
 
 // clientHandshake wraps an outbound connection in mesh TLS, requiring the
 // peer proxy to prove the identity the controller named for the endpoint.
+// A connection to an endpoint the proxy connected to before as the same
+// identity resumes that session, the server's chain and identity checked
+// again (meshtls.SessionCache).
 func (id *identity) clientHandshake(ctx context.Context, c net.Conn, peer string) (net.Conn, error) {
 	want, err := spiffeid.FromString(peer)
 	if err != nil {
 		return nil, fmt.Errorf("endpoint identity %q: %w", peer, err)
 	}
-	tc := tls.Client(c, meshtls.ClientConfig(id.src, id.src, want))
+	tc := tls.Client(c, id.sessions.ClientConfig(id.src, id.src, want))
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {

@@ -1,14 +1,19 @@
 // Package meshtls builds the TLS configurations of mesh TLS, the mutual
 // TLS between two proxies, from rotating X509-SVID and trust-bundle
 // sources (identity/client.Source in the proxy). The configs read the
-// sources on every handshake, through go-spiffe's spiffetls/tlsconfig, so
-// a renewed certificate or a new trust anchor applies to the next
-// connection without rebuilding anything.
+// sources on every handshake, so a renewed certificate or a new trust
+// anchor applies to the next connection without rebuilding anything.
 //
 // Both sides speak TLS 1.3 only and offer the ALPN protocol ALPN, by which
 // the inbound side tells a proxy's connection from an application's own
 // TLS. The protocol inside (HTTP/1, HTTP/2, opaque TCP) is detected after
 // the handshake as on a plain connection, so ALPN carries no more.
+//
+// A proxy's second connection to the same server resumes the first one's
+// session (SessionCache, TicketKeys): no certificate is sent or
+// signed, but the peer's certificate chain, kept in the session, is
+// verified against the current trust bundle and its SPIFFE ID authorized
+// on every handshake, resumed or not (verifyPeer).
 package meshtls
 
 import (
@@ -17,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -44,35 +50,73 @@ var (
 // server's own SVID; the proxy's authorization policy decides more
 // finely after the handshake, with PeerID.
 //
-// Session tickets are disabled: a resumed session skips the certificate
-// callbacks, so it would admit a client whose root has since left the
-// bundle.
+// The config issues session tickets, and a client that presents one
+// resumes its session: its chain and ID are checked again as on a full
+// handshake. Share one config among all of a listener's connections, as
+// tickets are sealed with its keys; TicketKeys rotates them.
 func ServerConfig(svid x509svid.Source, bundle x509bundle.Source, authorize tlsconfig.Authorizer) *tls.Config {
 	if authorize == nil {
 		authorize = sameTrustDomain(svid)
 	}
-	cfg := &tls.Config{
-		MinVersion:             tls.VersionTLS13,
-		NextProtos:             []string{ALPN},
-		SessionTicketsDisabled: true,
+	return &tls.Config{
+		MinVersion:       tls.VersionTLS13,
+		NextProtos:       []string{ALPN},
+		GetCertificate:   tlsconfig.GetCertificate(svid),
+		ClientAuth:       tls.RequireAnyClientCert, // verified by verifyPeer
+		VerifyConnection: verifyPeer(bundle, authorize, newChainCache(chainCacheSize)),
 	}
-	tlsconfig.HookMTLSServerConfig(cfg, svid, bundle, authorize)
-	return cfg
 }
 
 // ClientConfig returns the configuration of one outbound mesh TLS
 // connection: it presents svid's certificate and accepts the server only
 // if its certificate verifies against bundle as exactly server, the
-// identity the destination service named for the endpoint. Build one per
-// connection; the config holds no session cache, so every handshake
-// verifies the server afresh.
+// identity the destination service named for the endpoint. The config
+// holds no session cache, so every handshake is a full one;
+// SessionCache.ClientConfig is the same with resumption.
 func ClientConfig(svid x509svid.Source, bundle x509bundle.Source, server spiffeid.ID) *tls.Config {
-	cfg := &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		NextProtos: []string{ALPN},
+	return &tls.Config{
+		MinVersion:           tls.VersionTLS13,
+		NextProtos:           []string{ALPN},
+		GetClientCertificate: tlsconfig.GetClientCertificate(svid),
+		// The server is named by a SPIFFE ID, not a host name:
+		// verifyPeer checks its chain and its ID instead.
+		InsecureSkipVerify: true,
+		VerifyConnection:   verifyPeer(bundle, authorizeID(server), nil),
 	}
-	tlsconfig.HookMTLSClientConfig(cfg, svid, bundle, authorizeID(server))
-	return cfg
+}
+
+// verifyPeer returns the VerifyConnection callback of both sides: the
+// peer's chain must verify against bundle as an X509-SVID, and authorize
+// must admit its ID. crypto/tls runs VerifyConnection on every handshake,
+// resumed ones included, with the chain of the session's original
+// handshake as PeerCertificates (crypto/tls handshake_client_tls13.go
+// readServerCertificate, handshake_server_tls13.go readClientCertificate),
+// where it skips VerifyPeerCertificate. So a resumed session is held to
+// the bundle and the authorizer of now, not of the handshake that made it:
+// a root since removed from the bundle, or a server that is not the one
+// this connection expects, fails it like a full handshake. With chains,
+// a chain that verified before is not verified again (chainCache); nil
+// verifies every one.
+func verifyPeer(bundle x509bundle.Source, authorize tlsconfig.Authorizer, chains *chainCache) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return ErrNoPeerCertificate
+		}
+		var (
+			id       spiffeid.ID
+			verified [][]*x509.Certificate
+			err      error
+		)
+		if chains != nil {
+			id, verified, err = chains.verify(cs.PeerCertificates, bundle, time.Now())
+		} else {
+			id, verified, err = x509svid.Verify(cs.PeerCertificates, bundle)
+		}
+		if err != nil {
+			return err
+		}
+		return authorize(id, verified)
+	}
 }
 
 // PeerID returns the SPIFFE ID of the peer of a completed handshake made
