@@ -40,9 +40,10 @@ type verifiedChain struct {
 	notBefore, notAfter time.Time
 }
 
-// chainCacheSize bounds a chainCache: a proxy's peers, each with its
-// current certificate, and the one before renewal.
-const chainCacheSize = 1024
+// chainCacheSize bounds a chainCache: the chains of a proxy's peers (a few
+// KB each, shared with their sessions); past it, a peer's handshake may
+// verify its chain again.
+const chainCacheSize = 256
 
 func newChainCache(capacity int) *chainCache {
 	return &chainCache{capacity: capacity, verified: map[[sha256.Size]byte]*verifiedChain{}}
@@ -60,6 +61,11 @@ func (c *chainCache) verify(certs []*x509.Certificate, bundle x509bundle.Source,
 	}
 	id, chains, err := x509svid.Verify(certs, bundle, x509svid.WithTime(now))
 	if err != nil {
+		if v != nil {
+			c.mu.Lock()
+			delete(c.verified, key) // expired, or its root left the bundle
+			c.mu.Unlock()
+		}
 		return id, chains, err
 	}
 	v = &verifiedChain{id: id, chains: chains}

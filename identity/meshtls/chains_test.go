@@ -44,6 +44,9 @@ func TestChainCache(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("second verification = %v, %v; want an error saying %q", id, err, tc.wantErr)
 				}
+				if len(c.verified) != 0 {
+					t.Errorf("the chain is still remembered after it failed")
+				}
 				return
 			}
 			if err != nil || id != svid.ID {
