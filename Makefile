@@ -46,6 +46,8 @@ test-e2e: images ## end-to-end on the local Kubernetes: install, check, demo tra
 		echo "test-e2e needs root (it runs a local Kubernetes): run 'sudo make test', or MESH_REQUIRE_ROOT_TESTS=0 to skip it" >&2; exit 1; fi
 	@mkdir -p build
 	cd test/e2e/dashboard && npm ci --no-audit --no-fund --loglevel=error
+	@# Before the timed tests: a first build of Kubernetes takes ~13 minutes.
+	$(GO) run ./hack/cluster prepare
 	set -o pipefail; $(GO) test -count=1 -timeout 40m -v ./test/e2e/... 2>&1 | tee build/test-e2e.log | grep -E '^(ok|FAIL|---|panic|e2e|cluster)|^\s+--- |_test.go:'
 	@$(call no-skips,build/test-e2e.log)
 
@@ -129,7 +131,7 @@ demo: images build ## the quick start: local cluster, mesh install, the demo sho
 images: ## build static binaries and write one image tarball per image under build/images/
 	$(GO) run ./hack/images --out build/images --version $(VERSION) --ldflags '$(LDFLAGS)'
 
-cluster-up: ## start the local single-node Kubernetes (root; first run builds Kubernetes, ~6 min)
+cluster-up: ## start the local single-node Kubernetes (root; first run builds Kubernetes, ~13 min on 2 cores)
 	$(GO) run ./hack/cluster up
 
 cluster-down: ## stop the local cluster and remove everything it made (root)

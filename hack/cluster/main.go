@@ -1,6 +1,9 @@
 // Command cluster brings the local single-node Kubernetes up and down:
 //
-//	go run ./hack/cluster up|down|status|load-images|env
+//	go run ./hack/cluster up|down|status|load-images|env|prepare
+//
+// prepare installs the packages and builds the Kubernetes binaries a
+// cluster needs, without starting one.
 //
 // env prints shell exports of KUBECONFIG and a PATH with the cluster's
 // kubectl first: eval "$(go run ./hack/cluster env)".
@@ -29,7 +32,7 @@ func main() {
 	fs.StringVar(&cfg.Name, "name", cluster.DefaultName, "name of the node network namespace, cgroup parent and CNI network")
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "how long to wait for each component to become ready")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: go run ./hack/cluster [flags] up|down|status|load-images|env\n")
+		fmt.Fprintf(fs.Output(), "usage: go run ./hack/cluster [flags] up|down|status|load-images|env|prepare\n")
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:]) // ExitOnError
@@ -41,7 +44,7 @@ func main() {
 	defer stop()
 	commands := map[string]func(context.Context, cluster.Config) error{
 		"up": cluster.Up, "down": cluster.Down, "status": cluster.Status, "load-images": cluster.LoadImages,
-		"env": printEnv,
+		"env": printEnv, "prepare": cluster.Prepare,
 	}
 	run, ok := commands[fs.Arg(0)]
 	if !ok {
