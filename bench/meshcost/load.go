@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The load is open loop, for coordinated omission (Gil Tene, "How NOT to
@@ -26,7 +28,8 @@ import (
 // for a slow generator, carries that wait.
 //
 // Each worker owns one keep-alive connection and takes the next request
-// index from a shared counter, sleeps until it is due, and sends it. A
+// index from a shared counter, sleeps until it is due (sleepUntil), and
+// sends it. A
 // worker that is free takes the next index at once, so while some worker
 // is free every request is sent on time; when all are busy the next due
 // request waits for the first to return.
@@ -212,8 +215,6 @@ func (l *load) work(ctx context.Context, w int) []sample {
 			c.Close()
 		}
 	}()
-	timer := time.NewTimer(0)
-	defer timer.Stop()
 	drainEnd := l.dueAt(l.n-1) + l.cfg.Timeout
 	for {
 		i := l.next.Add(1) - 1
@@ -221,15 +222,7 @@ func (l *load) work(ctx context.Context, w int) []sample {
 			return out
 		}
 		s := sample{due: l.dueAt(i)}
-		if wait := time.Until(l.start.Add(s.due)); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-ctx.Done():
-				return out
-			case <-timer.C:
-			}
-		}
-		if ctx.Err() != nil {
+		if sleepUntil(ctx, l.start.Add(s.due)) != nil {
 			return out
 		}
 		s.sent = time.Since(l.start)
@@ -266,6 +259,33 @@ func (l *load) work(ctx context.Context, w int) []sample {
 			c = nil
 			l.setConn(w, nil)
 		}
+	}
+}
+
+// maxNap bounds one nanosleep of sleepUntil, so that it sees ctx end.
+const maxNap = 50 * time.Millisecond
+
+// sleepUntil sleeps until t, or until ctx ends (its error then). It parks
+// the goroutine's thread in nanosleep(2) rather than on a Go timer: when
+// the process has nothing else to do, the runtime waits for its timers in
+// epoll_wait, whose timeout is whole milliseconds, so a timer wakes up as
+// much as a millisecond late (golang.org/issue/44343); every request sent
+// that late would carry the generator's lateness in its latency from its
+// due time. A thread asleep in the kernel wakes within its timer slack,
+// 50 µs by default. The cost is a thread per sleeping worker.
+func sleepUntil(ctx context.Context, t time.Time) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		d := time.Until(t)
+		if d <= 0 {
+			return nil
+		}
+		ts := unix.NsecToTimespec(int64(min(d, maxNap)))
+		// EINTR (the runtime's preemption signal) only shortens the nap:
+		// the loop measures again.
+		_ = unix.Nanosleep(&ts, nil)
 	}
 }
 
