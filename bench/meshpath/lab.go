@@ -211,7 +211,11 @@ func (l *lab) close(ctx context.Context) {
 		}
 	}
 	for _, p := range procs {
-		syscall.Kill(-p.pid(), syscall.SIGKILL)
+		select {
+		case <-p.exited:
+		default:
+			syscall.Kill(-p.pid(), syscall.SIGKILL)
+		}
 	}
 	for _, p := range pods {
 		// Anything still in a pod is ours: a client cut off by Ctrl-C,
