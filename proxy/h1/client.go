@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -42,6 +43,8 @@ type clientConn struct {
 	// bodyBusy is set while a bodySender may still read br: its buffers
 	// are not pooled then, another connection must never get them.
 	bodyBusy bool
+	// holdsReader is true while br is the connection's: tests read it.
+	holdsReader atomic.Bool
 }
 
 // prefixReader yields one byte read ahead, then reads from r.
@@ -68,6 +71,24 @@ var (
 // requests; a larger one, from an unusual request, goes to the collector.
 const maxKeptHead = 8 << 10
 
+// releaseReader gives the read buffer back, unless a body may still be
+// read from it.
+func (cc *clientConn) releaseReader() {
+	if cc.br != nil && !cc.bodyBusy {
+		cc.br.Reset(nil)
+		readers.Put(cc.br)
+		cc.br = nil
+		cc.holdsReader.Store(false)
+	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
 // writer makes sure the connection has a write buffer.
 func (cc *clientConn) writer() *bufio.Writer {
 	if cc.bw == nil {
@@ -78,18 +99,17 @@ func (cc *clientConn) writer() *bufio.Writer {
 }
 
 // release gives the buffers back once a request is over: the writer when
-// it holds nothing, the reader when it holds no next request, never while
-// a body is still being read from it.
+// it holds nothing (the reader after idleGrace, in waitRequest), both when
+// the connection closes, the reader never while a body may still be read
+// from it.
 func (cc *clientConn) release(closing bool) {
 	if cc.bw != nil && (closing || cc.bw.Buffered() == 0) {
 		cc.bw.Reset(nil)
 		writers.Put(cc.bw)
 		cc.bw = nil
 	}
-	if cc.br != nil && !cc.bodyBusy && (closing || cc.br.Buffered() == 0) {
-		cc.br.Reset(nil)
-		readers.Put(cc.br)
-		cc.br = nil
+	if closing {
+		cc.releaseReader()
 	}
 	if cap(cc.req.buf) > maxKeptHead {
 		cc.req.buf, cc.req.fields = nil, nil
@@ -131,7 +151,9 @@ func (cc *clientConn) serve() {
 			return
 		}
 		cc.writer()
-		cc.tc.readBy(time.Now().Add(cc.p.cfg.ReadHeaderTimeout))
+		if !cc.headBuffered() {
+			cc.tc.readBy(time.Now().Add(cc.p.cfg.ReadHeaderTimeout))
+		}
 		err := readHead(cc.br, &cc.req.head, cc.p.cfg.MaxHeaderBytes)
 		if err == nil {
 			err = cc.req.parse()
@@ -140,8 +162,11 @@ func (cc *clientConn) serve() {
 			cc.refuseMalformed(err)
 			return
 		}
-		cc.tc.readBy(time.Time{})
-		cc.tc.idle = cc.p.cfg.BodyIdleTimeout
+		if cc.req.body != noBody {
+			// The body is bounded by its idle timeout alone.
+			cc.tc.idle = cc.p.cfg.BodyIdleTimeout
+			cc.tc.readBy(time.Time{})
+		}
 		if !cc.exchange() || cc.p.shuttingDown() {
 			return
 		}
@@ -149,20 +174,48 @@ func (cc *clientConn) serve() {
 	}
 }
 
+// headBuffered reports whether the whole next request head is already
+// read: then no header timeout needs setting, which saves a timer update
+// per request on a busy connection.
+func (cc *clientConn) headBuffered() bool {
+	b, _ := cc.br.Peek(cc.br.Buffered())
+	return bytes.Contains(b, crlfcrlf)
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// idleGrace is how long a connection waits for its next request with its
+// read buffer in hand: a busy client's next request comes at once, and
+// reading it straight into the buffer saves a system call; past the grace
+// the buffer goes back to the pool.
+const idleGrace = time.Second
+
 // waitRequest waits for the first byte of the next request, up to the
 // idle timeout; false means the connection is over.
 func (cc *clientConn) waitRequest() bool {
 	cc.tc.idle = 0
-	cc.tc.readBy(time.Now().Add(cc.p.cfg.IdleTimeout))
+	now := time.Now()
+	idleBy := now.Add(cc.p.cfg.IdleTimeout)
 	cc.idle.Store(true)
 	defer cc.idle.Store(false)
 	if cc.p.shuttingDown() {
 		return false
 	}
 	if cc.br != nil {
-		_, err := cc.br.Peek(1) // a pipelined request may be here already
-		return err == nil
+		if cc.br.Buffered() > 0 {
+			return true // pipelined: the next request is here already
+		}
+		cc.tc.readBy(earliest(now.Add(idleGrace), idleBy))
+		_, err := cc.br.Peek(1)
+		if err == nil {
+			return true
+		}
+		if !isTimeout(err) || !time.Now().Before(idleBy) {
+			return false
+		}
+		cc.releaseReader()
 	}
+	cc.tc.readBy(idleBy)
 	n, err := cc.tc.Read(cc.one[:])
 	if n == 0 {
 		return err == nil && cc.waitRequest()
@@ -170,6 +223,7 @@ func (cc *clientConn) waitRequest() bool {
 	cc.pre.b, cc.pre.has = cc.one[0], true
 	cc.br = readers.Get().(*bufio.Reader)
 	cc.br.Reset(&cc.pre)
+	cc.holdsReader.Store(true)
 	return true
 }
 

@@ -55,8 +55,16 @@ func (c *timedConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
+// deadlineSlack is how much earlier than asked a bound set by readBy may
+// fall: a bound that moves by less is left as it is, so that a busy
+// connection updates its timer a few times a second, not per request.
+const deadlineSlack = 250 * time.Millisecond
+
 // readBy sets an absolute bound on reads (zero: none but idle).
 func (c *timedConn) readBy(t time.Time) {
+	if !t.IsZero() && !c.readUntil.IsZero() && !t.Before(c.readUntil) && t.Sub(c.readUntil) < deadlineSlack {
+		return
+	}
 	c.readUntil = t
 	if t.IsZero() && c.idle <= 0 && !c.readSet.IsZero() {
 		c.Conn.SetReadDeadline(time.Time{})

@@ -79,7 +79,7 @@ func (cc *clientConn) exchange() bool {
 		tried[attempt] = ep.Addr
 		x.ep = ep
 		x.key = cc.routeKey(ep)
-		u, err := p.pool.get(context.Background(), poolKey{addr: ep.Addr, identity: cc.identity(ep)})
+		u, err := p.pool.get(context.Background(), poolKey{addr: ep.Addr, identity: cc.identity(ep)}, cc.req.body != noBody)
 		if err == nil {
 			x.publishTap()
 			return x.forward(u)

@@ -81,8 +81,12 @@ type hostSlots struct {
 }
 
 // get returns a pooled connection to key that still looks alive, or dials
-// a new one. A dial failure is a *connectError: nothing was sent.
-func (p *pool) get(ctx context.Context, key poolKey) (*upstream, error) {
+// a new one. A dial failure is a *connectError: nothing was sent. A
+// connection pooled less than a second ago is taken without a look at its
+// socket unless careful says the request could not be sent again (it has
+// a body): a server rarely closes one that fresh without saying so, and a
+// request without a body that finds it closed goes again on a new one.
+func (p *pool) get(ctx context.Context, key poolKey, careful bool) (*upstream, error) {
 	now := time.Now()
 	for {
 		p.mu.Lock()
@@ -96,7 +100,8 @@ func (p *pool) get(ctx context.Context, key poolKey) (*upstream, error) {
 		p.free[key] = stack[:len(stack)-1]
 		p.nfree--
 		p.mu.Unlock()
-		if now.Sub(u.since) < p.maxIdle && u.alive() {
+		idle := now.Sub(u.since)
+		if idle < p.maxIdle && ((!careful && idle < time.Second) || u.alive()) {
 			return u, nil
 		}
 		u.close()

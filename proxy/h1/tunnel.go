@@ -16,6 +16,7 @@ import (
 func (x *exchange) tunnel(u *upstream) {
 	cc := x.cc
 	cc.tc.idle, u.tc.idle = 0, 0 // the watchdog below bounds the pair instead
+	cc.tc.readBy(time.Time{})
 	var last atomic.Int64
 	touch := func() { last.Store(time.Now().UnixNano()) }
 	touch()
