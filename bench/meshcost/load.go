@@ -53,13 +53,15 @@ type loadConfig struct {
 type sample struct {
 	due, sent, done time.Duration
 	ok              bool // answered 200 with its whole body
+	// waited says no worker was free when the request was due: it waited
+	// for a connection to return, and the wait is part of its latency.
+	waited bool
 }
 
 func (s sample) latency() time.Duration { return s.done - s.due }
 
-// lag is how long after its due time the request was written: the wait
-// for a free connection or for the generator.
-func (s sample) lag() time.Duration { return s.sent - s.due }
+// late is how long after its due time the request was written.
+func (s sample) late() time.Duration { return s.sent - s.due }
 
 // load is one schedule running.
 type load struct {
@@ -222,6 +224,7 @@ func (l *load) work(ctx context.Context, w int) []sample {
 			return out
 		}
 		s := sample{due: l.dueAt(i)}
+		s.waited = time.Since(l.start) > s.due
 		if sleepUntil(ctx, l.start.Add(s.due)) != nil {
 			return out
 		}

@@ -88,8 +88,8 @@ func TestLoadSchedule(t *testing.T) {
 			t.Fatalf("sample %d: %+v: want answered, sent no earlier than due, done after sent", i, smp)
 		}
 	}
-	if l := summarize(res.samples); l.lagP99 > 50*time.Millisecond {
-		t.Errorf("send lag p99 %v on an idle loopback: the schedule is not kept", l.lagP99)
+	if l := summarize(res.samples); l.lateP99 > 50*time.Millisecond || l.waited > 20 {
+		t.Errorf("late p99 %v, %d of 200 waited for a connection on an idle loopback: the schedule is not kept", l.lateP99, l.waited)
 	}
 }
 
@@ -192,16 +192,23 @@ func TestInWindowAndSummarize(t *testing.T) {
 	var samples []sample
 	for i := range 1000 {
 		due := time.Duration(i) * time.Millisecond
-		samples = append(samples, sample{due: due, sent: due + time.Duration(i%10)*time.Microsecond, done: due + time.Duration(i+1)*time.Microsecond, ok: i%100 != 0})
+		s := sample{due: due, sent: due + time.Duration(i%10)*time.Microsecond, done: due + time.Duration(i+1)*time.Microsecond, ok: i%100 != 0}
+		if i%50 == 9 {
+			// Every connection was busy: sent 5 ms late, its latency
+			// counts the wait, its lateness is not the generator's.
+			s.waited, s.sent, s.done = true, due+5*time.Millisecond, s.done+5*time.Millisecond
+		}
+		samples = append(samples, s)
 	}
 	w := inWindow(samples, 100*time.Millisecond, 200*time.Millisecond)
 	if len(w) != 100 || w[0].due != 100*time.Millisecond || w[99].due != 199*time.Millisecond {
 		t.Fatalf("window [100ms, 200ms) holds %d samples, from %v to %v; want 100, from 100ms to 199ms", len(w), w[0].due, w[len(w)-1].due)
 	}
 	l := summarize(w)
-	// Latencies 101..200 µs: nearest rank p50 is the 50th, p99 the 99th.
-	want := latencies{requests: 100, failed: 1, p50: 150 * time.Microsecond, p99: 199 * time.Microsecond,
-		p999: 200 * time.Microsecond, max: 200 * time.Microsecond, lagP99: 9 * time.Microsecond}
+	// Latencies: 98 of 101..200 µs (but 110 and 160, which waited) and
+	// those two at 5.110 and 5.160 ms. Nearest rank: p50 is the 50th.
+	want := latencies{requests: 100, failed: 1, p50: 151 * time.Microsecond, p99: 5110 * time.Microsecond,
+		p999: 5160 * time.Microsecond, max: 5160 * time.Microsecond, waited: 2, lateP99: 9 * time.Microsecond}
 	if l != want {
 		t.Errorf("summarize = %+v, want %+v", l, want)
 	}

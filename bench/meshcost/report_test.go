@@ -31,7 +31,7 @@ func testBench(cpuPerReq, idleRate, idleRSS, loadedRSS float64, addedP99 time.Du
 	idle := usage{readings: 7, span: 30 * time.Second, cpu: idleRate * 30, rssFirst: idleRSS, rssLast: idleRSS, rssMax: idleRSS, maxProcs: 1}
 	b.res.idle = []usage{idle, idle}
 	lat := func(p50, p99 time.Duration) latencies {
-		return latencies{requests: 12000, p50: p50, p99: p99, p999: 2 * p99, max: 3 * p99, lagP99: 50 * time.Microsecond}
+		return latencies{requests: 12000, p50: p50, p99: p99, p999: 2 * p99, max: 3 * p99, lateP99: 50 * time.Microsecond, waited: 3}
 	}
 	for _, rate := range cfg.Rates {
 		n := int(rate * 60)
@@ -59,8 +59,8 @@ func TestReport(t *testing.T) {
 		"<!-- BEGIN bench-mesh", "### Run of 2026-12-08 10:00 UTC", "`go run ./bench/meshcost --duration 1m`",
 		"- Client proxy (pod client-1): GOMAXPROCS 1 (no CPU limit); requests cpu 10m",
 		"mesh v0.1.0 (installed by the run)",
-		"| 200 | unmeshed | 12,000 | 0 | 0.300 | 0.600 | 1.200 | 1.800 | 0.050 |",
-		"| 200 | **added by the mesh** | | | +0.500 | +0.400 | +0.800 | | |",
+		"| 200 | unmeshed | 12,000 | 0 | 0.300 | 0.600 | 1.200 | 1.800 | 3 | 0.050 |",
+		"| 200 | **added by the mesh** | | | +0.500 | +0.400 | +0.800 | | | |",
 		"| idle, 30.0 s | client proxy | - | 0 | - | 2.00 | - | - | 11.0 → 11.0 | 11.0 |",
 		// 150 µs per request on top of 2 ms/s idle: 30,000 requests in 60 s
 		// add 4 µs per request of idle CPU.
@@ -136,6 +136,9 @@ func TestProblems(t *testing.T) {
 		{name: "a proxy restarted", spoil: func(b *bench) {
 			b.res.idle[1].reset = true
 		}, want: "server proxy restarted in the idle window"},
+		{name: "a busy machine", spoil: func(b *bench) {
+			b.res.find(false, 500).lat.lateP99 = 3 * time.Millisecond
+		}, want: "unmeshed pair at 500 RPS: the generator wrote 1 % of the requests it had a connection for 3.000 ms or more late"},
 		{name: "an empty window", spoil: func(b *bench) {
 			b.res.find(false, 200).lat = latencies{}
 		}, want: "unmeshed pair at 200 RPS: no request in the measured window"},

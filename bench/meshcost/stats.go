@@ -14,9 +14,12 @@ type latencies struct {
 	// end of its answer, failed requests included (at the time they
 	// failed).
 	p50, p99, p999, max time.Duration
-	// lagP99 is the 99th percentile of the wait between due time and
-	// send: near zero when the generator kept its schedule.
-	lagP99 time.Duration
+	// waited counts the requests due while every connection was busy.
+	waited int
+	// lateP99 is the 99th percentile of how late the generator wrote the
+	// requests that had a free connection when they were due: its own
+	// lateness, near zero when the machine let it keep its schedule.
+	lateP99 time.Duration
 }
 
 // inWindow returns the samples due in [from, to), offsets from the
@@ -35,17 +38,24 @@ func summarize(samples []sample) latencies {
 		return out
 	}
 	lat := make([]time.Duration, len(samples))
-	lag := make([]time.Duration, len(samples))
+	var late []time.Duration
 	for i, s := range samples {
-		lat[i], lag[i] = s.latency(), s.lag()
+		lat[i] = s.latency()
 		if !s.ok {
 			out.failed++
 		}
+		if s.waited {
+			out.waited++
+		} else {
+			late = append(late, s.late())
+		}
 	}
 	slices.Sort(lat)
-	slices.Sort(lag)
 	out.p50, out.p99, out.p999, out.max = rank(lat, 50), rank(lat, 99), rank(lat, 99.9), lat[len(lat)-1]
-	out.lagP99 = rank(lag, 99)
+	if len(late) > 0 {
+		slices.Sort(late)
+		out.lateP99 = rank(late, 99)
+	}
 	return out
 }
 
