@@ -41,27 +41,39 @@ func cpuTicks(pids ...int) (int64, error) {
 	return sum, nil
 }
 
-// machineBusyTicks is the whole machine's busy time from /proc/stat (user,
-// nice, system, irq, softirq, steal), in ticks summed over its CPUs.
-func machineBusyTicks() (int64, error) {
+// machineTicks is the whole machine's CPU time from /proc/stat, in ticks
+// summed over its CPUs.
+type machineTicks struct {
+	// busy is user, nice, system, irq, softirq and steal time.
+	busy int64
+	// softirq is the part of busy spent in softirqs: mostly the network
+	// stack's receive path (veth, bridge, netfilter, loopback), which the
+	// kernel charges to no process.
+	softirq int64
+}
+
+func readMachineTicks() (machineTicks, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, err
+		return machineTicks{}, err
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line)
 	if len(f) < 9 || f[0] != "cpu" {
-		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+		return machineTicks{}, fmt.Errorf("/proc/stat: unexpected first line %q", line)
 	}
-	var sum int64
+	var t machineTicks
 	for _, i := range []int{1, 2, 3, 6, 7, 8} {
 		v, err := strconv.ParseInt(f[i], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("/proc/stat: %w", err)
+			return machineTicks{}, fmt.Errorf("/proc/stat: %w", err)
 		}
-		sum += v
+		t.busy += v
+		if i == 7 {
+			t.softirq = v
+		}
 	}
-	return sum, nil
+	return t, nil
 }
 
 // resetPeakRSS makes each process's VmHWM its current RSS (clear_refs 5),

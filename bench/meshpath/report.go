@@ -29,23 +29,24 @@ func (b *bench) report() string {
 	fmt.Fprintf(&w, "- Max req/s rows: `wrk -t1 -c%d` for %v after a %v warm-up. Fixed-rate rows: `meshpath load` with %d connections for %v after a %v warm-up at the same rate.\n",
 		b.cfg.Conns, b.cfg.Duration, b.cfg.Warmup, b.cfg.Conns, b.cfg.RateDuration, b.cfg.Warmup)
 	w.WriteString("- CPU columns are in cores (1.00 = one core busy the whole row); pair CPU is both proxies, or both nginx's workers, summed. " +
+		"softirq CPU is the kernel's network receive path, charged to no process; others' CPU the rest of the machine's work. " +
 		"Peak RSS is VmHWM, reset before each row; for nginx the sum over a side's 2 workers.\n\n")
 
 	w.WriteString("#### Most requests per second (wrk, HTTP/1.1 keep-alive)\n\n")
-	w.WriteString("| path | req/s | vs nginx pair | vs direct | p50 ms | p99 ms | max ms | errors | pair CPU | pair CPU µs/req | vs nginx pair | peak RSS MB, client / server side | client CPU | app CPU | others' CPU |\n")
-	w.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	w.WriteString("| path | req/s | vs nginx pair | vs direct | p50 ms | p99 ms | max ms | errors | pair CPU | pair CPU µs/req | vs nginx pair | peak RSS MB, client / server side | client CPU | app CPU | softirq CPU | others' CPU |\n")
+	w.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range res.rows {
 		if r.rate != 0 {
 			continue
 		}
 		ref, dir := res.find(0, nginxPair), res.find(0, direct)
-		fmt.Fprintf(&w, "| %s | %.0f | %s | %s | %.3f | %.3f | %.3f | %d | %s | %s | %s | %s | %.2f | %.2f | %.2f |\n",
+		fmt.Fprintf(&w, "| %s | %.0f | %s | %s | %.3f | %.3f | %.3f | %d | %s | %s | %s | %s | %.2f | %.2f | %.2f | %.2f |\n",
 			r.path, r.rps, ratio(r.rps, ref.rps), ratio(r.rps, dir.rps), r.p50, r.p99, r.max, r.errors,
-			cores(r.pairCores), micros(r.pairUS), pairRatio(r.pairUS, ref.pairUS), peaks(r), r.clientCores, r.appCores, r.othCores)
+			cores(r.pairCores), micros(r.pairUS), pairRatio(r.pairUS, ref.pairUS), peaks(r), r.clientCores, r.appCores, r.softirqCores, r.othCores)
 	}
 	w.WriteString("\n#### Fixed rates: latency from each request's due time (coordinated omission corrected)\n\n")
-	w.WriteString("| rate | path | answered req/s | p50 ms | p99 ms | p99.9 ms | max ms | added over direct, p50 / p99 / p99.9 ms | errors | unfinished | send wait p99 ms | pair CPU µs/req | vs nginx pair | peak RSS MB, client / server side | client CPU | others' CPU |\n")
-	w.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	w.WriteString("| rate | path | answered req/s | p50 ms | p99 ms | p99.9 ms | max ms | added over direct, p50 / p99 / p99.9 ms | errors | unfinished | send wait p99 ms | pair CPU µs/req | vs nginx pair | peak RSS MB, client / server side | client CPU | softirq CPU | others' CPU |\n")
+	w.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range res.rows {
 		if r.rate == 0 {
 			continue
@@ -59,9 +60,9 @@ func (b *bench) report() string {
 		if r.path != direct {
 			added = fmt.Sprintf("%+.3f / %+.3f / %+.3f", r.p50-dir.p50, r.p99-dir.p99, r.p999-dir.p999)
 		}
-		fmt.Fprintf(&w, "| %d | %s | %s | %.3f | %.3f | %.3f | %.3f | %s | %d | %d | %.3f | %s | %s | %s | %.2f | %.2f |\n",
+		fmt.Fprintf(&w, "| %d | %s | %s | %.3f | %.3f | %.3f | %.3f | %s | %d | %d | %.3f | %s | %s | %s | %.2f | %.2f | %.2f |\n",
 			r.rate, r.path, rps, r.p50, r.p99, r.p999, r.max, added, r.errors, r.unfinished, r.lagP99,
-			micros(r.pairUS), pairRatio(r.pairUS, ref.pairUS), peaks(r), r.clientCores, r.othCores)
+			micros(r.pairUS), pairRatio(r.pairUS, ref.pairUS), peaks(r), r.clientCores, r.softirqCores, r.othCores)
 	}
 	w.WriteString("\n")
 	if noisy := res.noisy(); noisy != "" {

@@ -83,8 +83,12 @@ type row struct {
 	pairCores, pairUS float64
 	// peakClient and peakServer are the peak RSS of the client pod's and
 	// the server pod's half of the pair, in bytes.
-	peakClient, peakServer          float64
-	clientCores, appCores, othCores float64
+	peakClient, peakServer float64
+	// clientCores, appCores are the load generator's and the
+	// application's CPU; softirqCores the kernel's softirq time (the
+	// network's receive path, charged to no process); othCores whatever
+	// else the machine did: other tenants' work.
+	clientCores, appCores, softirqCores, othCores float64
 }
 
 // saturated reports whether a fixed-rate row fell behind its schedule:
@@ -250,7 +254,7 @@ func (b *bench) measure(ctx context.Context, rate int, p pathName) error {
 			return err
 		}
 	}
-	pair0, app0, busy0, err := ticks(pair, apps)
+	pair0, app0, m0, err := ticks(pair, apps)
 	if err != nil {
 		return err
 	}
@@ -258,7 +262,7 @@ func (b *bench) measure(ctx context.Context, rate int, p pathName) error {
 	if err != nil {
 		return fmt.Errorf("%s via %s: %w", loadName(rate), p, err)
 	}
-	pair1, app1, busy1, err := ticks(pair, apps)
+	pair1, app1, m1, err := ticks(pair, apps)
 	if err != nil {
 		return fmt.Errorf("%s via %s: a server is gone: %w", loadName(rate), p, err)
 	}
@@ -292,7 +296,8 @@ func (b *bench) measure(ctx context.Context, rate int, p pathName) error {
 			return err
 		}
 	}
-	r.othCores = max(0, cores(busy1-busy0)-r.clientCores-r.appCores-max(0, r.pairCores))
+	r.softirqCores = cores(m1.softirq - m0.softirq)
+	r.othCores = max(0, cores(m1.busy-m0.busy)-r.softirqCores-r.clientCores-r.appCores-max(0, r.pairCores))
 	if r.errors > 0 || r.unfinished > 0 {
 		b.logf("warning: %s via %s: %d errors, %d unfinished", loadName(rate), p, r.errors, r.unfinished)
 	}
@@ -322,14 +327,14 @@ func (b *bench) exe() string {
 
 // ticks reads the CPU ticks of the pair's and the application's processes
 // and of the whole machine.
-func ticks(pair, apps []int) (pairT, appT, busyT int64, err error) {
+func ticks(pair, apps []int) (pairT, appT int64, m machineTicks, err error) {
 	if pairT, err = cpuTicks(pair...); err != nil {
 		return
 	}
 	if appT, err = cpuTicks(apps...); err != nil {
 		return
 	}
-	busyT, err = machineBusyTicks()
+	m, err = readMachineTicks()
 	return
 }
 

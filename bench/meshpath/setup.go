@@ -295,8 +295,8 @@ func (b *bench) startNginx(ctx context.Context, p *pod, name, conf string) (*pro
 	if _, err := p.run(ctx, "nginx", append([]string{"-t", "-q"}, args...)...); err != nil {
 		return nil, err
 	}
+	b.note(p, "nginx "+strings.Join(args, " ")+" -g 'daemon off;'")
 	args = append(args, "-g", "daemon off;")
-	b.note(p, "nginx "+strings.ReplaceAll(strings.Join(args[:len(args)-1], " "), b.dir, "DIR")+" -g 'daemon off;'")
 	return b.lab.start(name, p.command(ctx, "nginx", args...))
 }
 
