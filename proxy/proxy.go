@@ -368,7 +368,7 @@ func (p *Proxy) connectController(ctx context.Context, res *dnsresolve.Resolver)
 		Log:              p.log.With("component", "discovery"),
 		Registerer:       p.metrics.Registry(),
 		// A removed endpoint has drained: its pooled connections go.
-		OnDrained: func(string, balance.Endpoint) { p.sides[1].http.CloseIdle() },
+		OnDrained: func(string, balance.Endpoint) { p.sides[1].closeIdle() },
 	})
 	if err != nil {
 		conn.Close()

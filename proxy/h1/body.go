@@ -261,7 +261,7 @@ func copyTrailers(dst *bufio.Writer, src *bufio.Reader) error {
 			return &writeError{err}
 		}
 		if len(line) == 0 {
-			return dst.Flush()
+			return nil // the caller flushes, once it is done with the source
 		}
 	}
 }

@@ -352,6 +352,7 @@ func (x *exchange) relay(u *upstream, body *bodySender) bool {
 		x.status = http.StatusBadGateway
 		x.done(false)
 		cc.writeLocal(http.StatusBadGateway, "unreachable", "mesh-proxy: malformed response: "+err.Error(), true)
+		cc.bw.Flush()
 		return false
 	}
 	tunnel := (res.status == http.StatusSwitchingProtocols && r.upgrade) ||
@@ -391,12 +392,10 @@ func (x *exchange) relay(u *upstream, body *bodySender) bool {
 	} else {
 		_, copyErr = copyBody(cc.bw, u.br, f, n)
 	}
-	if copyErr == nil {
-		if err := cc.bw.Flush(); err != nil {
-			copyErr = &writeError{err}
-		}
-	}
 	sent := body == nil || body.finish()
+	// Back to the pool, and counted, before the client has the last byte:
+	// its next request must find the connection, and whoever reads the
+	// metrics once it has the response must find it counted.
 	if copyErr != nil || !sent || !upstreamKeep {
 		u.close()
 	} else {
@@ -412,9 +411,13 @@ func (x *exchange) relay(u *upstream, body *bodySender) bool {
 				"target", cc.info.Target.String(), "err", copyErr)
 		}
 		x.done(false)
+		cc.bw.Flush()
 		return false
 	}
 	x.done(true)
+	if err := cc.bw.Flush(); err != nil {
+		return false
+	}
 	return keep && sent
 }
 
@@ -524,7 +527,7 @@ func (cc *clientConn) refuse(x *exchange, why error) bool {
 	x.status, x.after = http.StatusForbidden, time.Since(x.start)
 	keep := cc.writeLocal(http.StatusForbidden, "unauthorized", "mesh-proxy: unauthorized: "+why.Error(), false)
 	x.done(true)
-	return keep
+	return cc.bw.Flush() == nil && keep
 }
 
 // noEndpoint answers 503 for a destination with no endpoint to send to,
@@ -590,14 +593,14 @@ func (x *exchange) answer(code int, what, msg string) bool {
 	}
 	keep := x.cc.writeLocal(code, what, msg, false)
 	x.done(true)
-	return keep
+	return x.cc.bw.Flush() == nil && keep
 }
 
-// writeLocal writes a response of the proxy's own: status code, a
-// Mesh-Proxy-Error header saying what went wrong, and msg as text. The
-// client connection closes after it when closing says so, or when the
-// request's body was not read. It returns whether the connection may go
-// on.
+// writeLocal buffers a response of the proxy's own, for the caller to
+// flush once it has counted it: status code, a Mesh-Proxy-Error header
+// saying what went wrong, and msg as text. The client connection closes
+// after it when closing says so, or when the request's body was not read.
+// It returns whether the connection may go on.
 func (cc *clientConn) writeLocal(code int, what, msg string, closing bool) bool {
 	r := &cc.req
 	if r.body != noBody {
@@ -621,7 +624,7 @@ func (cc *clientConn) writeLocal(code int, what, msg string, closing bool) bool 
 	w.WriteString("\r\n\r\n")
 	w.WriteString(msg)
 	w.WriteString("\n")
-	return w.Flush() == nil && !closing
+	return !closing
 }
 
 // headAuthorizer is an Authorizer that decides from the method, the path
