@@ -3,6 +3,8 @@ SHELL := /bin/bash
 GO ?= go
 VERSION ?= $(shell cat VERSION)
 LDFLAGS := -s -w -X github.com/mesh-dev/mesh/internal/version.Version=$(VERSION)
+# Build tags of our binaries, as install/image.Tags for the images.
+GOTAGS := grpcnotrace
 BIN := bin
 # Root-only suites fail instead of skipping unless this is set to 0.
 MESH_REQUIRE_ROOT_TESTS ?= 1
@@ -22,7 +24,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 build: ## build the binaries into bin/
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(GOTAGS) -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 deps: ## install the Debian packages tests and benchmarks need (root)
 	bash hack/deps.sh

@@ -35,15 +35,21 @@ type GoBuild struct {
 	LDFlags string
 }
 
+// Tags are the build tags of the project's own binaries (the Makefile's
+// GOTAGS says the same): grpcnotrace leaves gRPC's /debug/requests pages,
+// which nothing serves, and the x/net/trace and html/template they pull in
+// out of the binaries: 3 MB less of mesh-proxy to map and keep resident.
+const Tags = "grpcnotrace"
+
 // Build compiles pkg into the file out.
 func (b GoBuild) Build(ctx context.Context, out, pkg string) error {
-	return b.run(ctx, nil, "build", "-trimpath", "-ldflags", b.ldflags(), "-o", out, pkg)
+	return b.run(ctx, nil, "build", "-trimpath", "-tags", Tags, "-ldflags", b.ldflags(), "-o", out, pkg)
 }
 
 // BuildInto compiles several main packages into the directory dir, one
 // binary each, in a single go command so they build in parallel.
 func (b GoBuild) BuildInto(ctx context.Context, dir string, pkgs ...string) error {
-	args := append([]string{"build", "-trimpath", "-ldflags", b.ldflags(), "-o", dir + "/"}, pkgs...)
+	args := append([]string{"build", "-trimpath", "-tags", Tags, "-ldflags", b.ldflags(), "-o", dir + "/"}, pkgs...)
 	return b.run(ctx, nil, args...)
 }
 
