@@ -752,3 +752,46 @@ func TestOptionsAsteriskForwarded(t *testing.T) {
 		t.Errorf("HTTP/2 answer (-want +got):\n%s", diff)
 	}
 }
+
+// BenchmarkHTTP2Hop is one HTTP/2 request through a handed-over
+// connection to an h2c target, in parallel on one client connection, for
+// response bodies of a few sizes. Run it with
+//
+//	go test -run '^$' -bench '^BenchmarkHTTP2Hop$' -benchmem ./proxy/httpproxy
+func BenchmarkHTTP2Hop(b *testing.B) {
+	for _, size := range []int{0, 1 << 10, 64 << 10} {
+		b.Run(fmt.Sprintf("body=%d", size), func(b *testing.B) {
+			body := bytes.Repeat([]byte("x"), size)
+			target := h2Target(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Write(body)
+			}))
+			p := newProxy(b, httpproxy.Config{Direction: metrics.Inbound})
+			front := serveH2(b, b.Context(), p, httpproxy.ConnInfo{Target: target})
+			client := h2cClient(b)
+			url := "http://" + front.addr + "/"
+			get := func() error {
+				res, err := client.Get(url)
+				if err != nil {
+					return err
+				}
+				_, err = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				return err
+			}
+			if err := get(); err != nil { // the connections, before the clock
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := get(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
