@@ -106,16 +106,27 @@ func TestUnreachedRequestsNameNoTarget(t *testing.T) {
 // know: the request goes to its connection's target.
 var errNotInMesh = errors.New("not in the mesh")
 
-// closedPort returns a loopback address nothing listens on (it was just
-// free).
+// closedPort returns a loopback address where connecting is refused: a
+// socket bound to it that never listens, closed at cleanup. A port that was
+// merely free could be taken meanwhile, by another process's listener or as
+// the ephemeral port of a connection to itself (a TCP self-connect), and
+// answer; a bound one is neither.
 func closedPort(tb testing.TB) netip.AddrPort {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer ln.Close()
-	return netip.MustParseAddrPort(ln.Addr().String())
+	tb.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		tb.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	in4 := sa.(*syscall.SockaddrInet4)
+	return netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port))
 }
 
 // unresponsive returns a loopback address where connecting times out: a
