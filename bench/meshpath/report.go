@@ -22,7 +22,7 @@ func (b *bench) report() string {
 	h := res.host
 	fmt.Fprintf(&w, "### Run of %s\n\n", res.started.UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&w, "- Machine: %d CPUs, %s, %.0f GB RAM, kernel %s\n", h.CPUs, h.CPUModel, h.MemTotal/(1<<30), h.Kernel)
-	fmt.Fprintf(&w, "- %s (%s), %s; %s\n", res.versions[0], h.Commit, h.GoVersion, strings.Join(res.versions[1:], ", "))
+	fmt.Fprintf(&w, "- %s, from the checkout at %s, %s; %s\n", res.versions[0], h.Commit, h.GoVersion, strings.Join(res.versions[1:], ", "))
 	fmt.Fprintf(&w, "- Load average before the run: %s, after: %s. The machine is shared: numbers move by 10%% or more between runs.\n", res.loadBefore, res.loadAfter)
 	fmt.Fprintf(&w, "- Servers: the application is nginx with 1 worker; nginx A and nginx B 2 workers each; each mesh-proxy 1 process, "+
 		"GOMAXPROCS unset (Go's default, %d CPUs here). Client, pair and application share the same %d CPUs.\n", runtime.NumCPU(), runtime.NumCPU())

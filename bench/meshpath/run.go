@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -492,7 +493,19 @@ func toolVersions(ctx context.Context, proxy string) []string {
 	if len(wrk) > 1 {
 		wrkVersion += " " + wrk[1]
 	}
-	return []string{"mesh-proxy " + lastField(first(proxy, "--version")), nginx, wrkVersion}
+	return []string{"mesh-proxy " + lastField(first(proxy, "--version")) + " (" + fingerprint(proxy) + ")", nginx, wrkVersion}
+}
+
+// fingerprint names the binary at path by size and content: the checkout's
+// bin/ is shared, and a neighbour's `make build` of another tree may have
+// replaced it since the commit the report names.
+func fingerprint(path string) string {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "unreadable: " + err.Error()
+	}
+	sum := sha256.Sum256(raw)
+	return fmt.Sprintf("%.1f MB, sha256 %x", float64(len(raw))/(1<<20), sum[:6])
 }
 
 func lastField(s string) string {
