@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -237,68 +238,16 @@ func (b *bench) measure(ctx context.Context, rate int, p pathName) error {
 		return err
 	}
 	b.commands = append(b.commands, "client: "+strings.ReplaceAll(strings.Join(args, " "), b.exe(), "meshpath"))
-	clientSide, serverSide, err := b.pairPIDs(p)
-	if err != nil {
-		return err
-	}
-	pair := append(append([]int{}, clientSide...), serverSide...)
-	apps, err := children(b.procs["app"].pid())
-	if err != nil {
-		return err
-	}
-	if err := resetPeakRSS(pair...); err != nil {
-		return err
-	}
 	var before meshCounts
 	if p == meshPair {
 		if before, err = b.meshCounts(ctx); err != nil {
 			return err
 		}
 	}
-	pair0, app0, m0, err := ticks(pair, apps)
-	if err != nil {
-		return err
-	}
-	run, err := b.runClient(ctx, args)
+	r, err := b.sample(ctx, rate, p, args)
 	if err != nil {
 		return fmt.Errorf("%s via %s: %w", loadName(rate), p, err)
 	}
-	pair1, app1, m1, err := ticks(pair, apps)
-	if err != nil {
-		return fmt.Errorf("%s via %s: a server is gone: %w", loadName(rate), p, err)
-	}
-	for _, proc := range b.procs {
-		if err := proc.alive(); err != nil {
-			return fmt.Errorf("%s via %s: %w", loadName(rate), p, err)
-		}
-	}
-	r := row{rate: rate, path: p, pairCores: -1, pairUS: -1}
-	if rate == 0 {
-		err = r.fromWrk(run.stdout)
-	} else {
-		err = r.fromLoad(run.stdout)
-	}
-	if err != nil {
-		return fmt.Errorf("%s via %s: %w\n%s", loadName(rate), p, err, run.stdout)
-	}
-	if r.requests == 0 {
-		return fmt.Errorf("%s via %s: no request was answered\n%s", loadName(rate), p, run.stdout)
-	}
-	cores := func(t int64) float64 { return float64(t) / userHZ / run.wall.Seconds() }
-	r.clientCores = run.cpu.Seconds() / run.wall.Seconds()
-	r.appCores = cores(app1 - app0)
-	if len(pair) > 0 {
-		r.pairCores = cores(pair1 - pair0)
-		r.pairUS = float64(pair1-pair0) / userHZ * 1e6 / float64(r.requests)
-		if r.peakClient, err = peakRSS(clientSide...); err != nil {
-			return err
-		}
-		if r.peakServer, err = peakRSS(serverSide...); err != nil {
-			return err
-		}
-	}
-	r.softirqCores = cores(m1.softirq - m0.softirq)
-	r.othCores = max(0, cores(m1.busy-m0.busy)-r.softirqCores-r.clientCores-r.appCores-max(0, r.pairCores))
 	if r.errors > 0 || r.unfinished > 0 {
 		b.logf("warning: %s via %s: %d errors, %d unfinished", loadName(rate), p, r.errors, r.unfinished)
 	}
@@ -320,23 +269,90 @@ func (b *bench) measure(ctx context.Context, rate int, p pathName) error {
 	return nil
 }
 
+// sample runs the load command args and returns its row: what the client
+// measured, and the CPU and peak RSS of the pair, the application and the
+// machine over the same time.
+func (b *bench) sample(ctx context.Context, rate int, p pathName, args []string) (row, error) {
+	r := row{rate: rate, path: p, pairCores: -1, pairUS: -1}
+	clientSide, serverSide, err := b.pairPIDs(p)
+	if err != nil {
+		return r, err
+	}
+	pair := slices.Concat(clientSide, serverSide)
+	apps, err := children(b.procs["app"].pid())
+	if err != nil {
+		return r, err
+	}
+	if err := resetPeakRSS(pair...); err != nil {
+		return r, err
+	}
+	before, err := takeTicks(pair, apps)
+	if err != nil {
+		return r, err
+	}
+	run, err := b.runClient(ctx, args)
+	if err != nil {
+		return r, err
+	}
+	after, err := takeTicks(pair, apps)
+	if err != nil {
+		return r, fmt.Errorf("a server is gone: %w", err)
+	}
+	for _, proc := range b.procs {
+		if err := proc.alive(); err != nil {
+			return r, err
+		}
+	}
+	if rate == 0 {
+		err = r.fromWrk(run.stdout)
+	} else {
+		err = r.fromLoad(run.stdout)
+	}
+	switch {
+	case err != nil:
+		return r, fmt.Errorf("%w\n%s", err, run.stdout)
+	case r.requests == 0:
+		return r, fmt.Errorf("no request was answered\n%s", run.stdout)
+	}
+	cores := func(t int64) float64 { return float64(t) / userHZ / run.wall.Seconds() }
+	r.clientCores = run.cpu.Seconds() / run.wall.Seconds()
+	r.appCores = cores(after.app - before.app)
+	if len(pair) > 0 {
+		r.pairCores = cores(after.pair - before.pair)
+		r.pairUS = float64(after.pair-before.pair) / userHZ * 1e6 / float64(r.requests)
+		if r.peakClient, err = peakRSS(clientSide...); err != nil {
+			return r, err
+		}
+		if r.peakServer, err = peakRSS(serverSide...); err != nil {
+			return r, err
+		}
+	}
+	r.softirqCores = cores(after.machine.softirq - before.machine.softirq)
+	r.othCores = max(0, cores(after.machine.busy-before.machine.busy)-r.softirqCores-r.clientCores-r.appCores-max(0, r.pairCores))
+	return r, nil
+}
+
 // exe is this program's path, as the commands in the report name it.
 func (b *bench) exe() string {
 	self, _ := os.Executable()
 	return self
 }
 
-// ticks reads the CPU ticks of the pair's and the application's processes
-// and of the whole machine.
-func ticks(pair, apps []int) (pairT, appT int64, m machineTicks, err error) {
-	if pairT, err = cpuTicks(pair...); err != nil {
-		return
+// ticks are CPU times at one moment, in USER_HZ ticks.
+type ticks struct {
+	pair, app int64 // the pair's and the application's processes
+	machine   machineTicks
+}
+
+func takeTicks(pair, apps []int) (t ticks, err error) {
+	if t.pair, err = cpuTicks(pair...); err != nil {
+		return t, err
 	}
-	if appT, err = cpuTicks(apps...); err != nil {
-		return
+	if t.app, err = cpuTicks(apps...); err != nil {
+		return t, err
 	}
-	m, err = readMachineTicks()
-	return
+	t.machine, err = readMachineTicks()
+	return t, err
 }
 
 func loadName(rate int) string {
