@@ -86,6 +86,14 @@ BENCH_VIZ_FLAGS ?=
 bench-viz: ## mesh viz's scrapes of 200 proxies vs a Prometheus scraping the same, side by side for 5m: RSS, CPU, same totals; BENCH_WRITE=1 updates docs/benchmarks.md
 	$(GO) run ./bench/viz $(if $(filter 1,$(BENCH_WRITE)),--write docs/benchmarks.md) $(BENCH_VIZ_FLAGS)
 
+# BENCH_MESH_FLAGS passes more flags: --rates, --duration, --idle, --keep;
+# see `go run ./bench/meshcost --help`. It needs the whole local cluster: on
+# a shared machine run it under `flock /tmp/mesh-e2e.lock`.
+BENCH_MESH_FLAGS ?=
+.PHONY: bench-mesh
+bench-mesh: images build ## what the mesh costs on the local cluster: a meshed vs an unmeshed client/server pair at 200 and 500 RPS (open loop): added p50/p99/p99.9, the two proxies' CPU per request, RSS idle and loaded; BENCH_WRITE=1 updates docs/benchmarks.md (root)
+	$(GO) run ./bench/meshcost --mesh $(BIN)/mesh $(if $(filter 1,$(BENCH_WRITE)),--write docs/benchmarks.md) $(BENCH_MESH_FLAGS)
+
 # SOAK_FLAGS passes more flags: --duration, --rps, --kill, --keep; see
 # `go run ./bench/soak --help`. It needs the whole local cluster: on a
 # shared machine run it under `flock /tmp/mesh-e2e.lock`.
