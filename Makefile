@@ -63,7 +63,7 @@ fuzz: ## run every native fuzz target for FUZZTIME each
 bench: ## Go micro-benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-bench-proxy: build ## side-by-side HTTP benchmark: direct, mesh-proxy, nginx, haproxy (root)
+bench-proxy: build ## side-by-side HTTP benchmark: one hop (direct, mesh-proxy, nginx, haproxy), then the full mesh path against an nginx TLS pair; BENCH_PART=hop|meshpath (root)
 	bash bench/proxy.sh
 
 # BENCH_MTLS_FLAGS passes more go test flags, e.g. -count 10 or -benchtime 3s.
