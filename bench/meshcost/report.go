@@ -138,7 +138,7 @@ func (b *bench) markdown() string {
 	var sb strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&sb, format, args...) }
 	c, r := b.cfg, b.res
-	w("%s: written by bench/meshcost --write; edits in here are overwritten -->\n\n", docBlock.Begin)
+	w("%s written by bench/meshcost --write; edits in here are overwritten -->\n\n", docBlock.Begin)
 	w("### Run of %s\n\n", b.began.UTC().Format("2006-01-02 15:04 MST"))
 	w("- Machine: %d CPUs, %s, %.0f GB RAM, kernel %s. Shared: other engineers build and test on it.\n",
 		r.host.CPUs, r.host.CPUModel, r.host.MemTotal/(1<<30), r.host.Kernel)
@@ -368,9 +368,10 @@ func thousands(n int) string {
 }
 
 // docBlock is the generated block of docs/benchmarks.md, and the section
-// it is appended under when the file has none.
+// it is appended under when the file has none. Its Begin ends in a colon:
+// without it, it would be the start of bench-meshpath's.
 var docBlock = benchdoc.Block{
-	Begin: "<!-- BEGIN bench-mesh",
+	Begin: "<!-- BEGIN bench-mesh:",
 	End:   "<!-- END bench-mesh -->",
 	Heading: "## What the mesh costs a request on the local cluster (`make bench-mesh`)\n\n" +
 		"`make bench-mesh` (program: `bench/meshcost`) measures the cluster figures of issue 13. The same pair, a client and a " +

@@ -56,7 +56,7 @@ func TestReport(t *testing.T) {
 	}
 	md := b.markdown()
 	for _, want := range []string{
-		"<!-- BEGIN bench-mesh", "### Run of 2026-12-08 10:00 UTC", "`go run ./bench/meshcost --duration 1m`",
+		"<!-- BEGIN bench-mesh: written by bench/meshcost --write", "### Run of 2026-12-08 10:00 UTC", "`go run ./bench/meshcost --duration 1m`",
 		"- Client proxy (pod client-1): GOMAXPROCS 1 (no CPU limit); requests cpu 10m",
 		"mesh v0.1.0 (installed by the run)",
 		"| 200 | unmeshed | 12,000 | 0 | 0.300 | 0.600 | 1.200 | 1.800 | 3 | 0.050 |",
@@ -78,8 +78,10 @@ func TestReport(t *testing.T) {
 		}
 	}
 
+	// The file holds another block whose markers start like this one's.
+	const other = "<!-- BEGIN bench-meshpath: written by bench/meshpath -->\nits figures\n<!-- END bench-meshpath -->\n"
 	doc := filepath.Join(t.TempDir(), "benchmarks.md")
-	if err := os.WriteFile(doc, []byte("# Benchmarks\n\nOther sections.\n"), 0o644); err != nil {
+	if err := os.WriteFile(doc, []byte("# Benchmarks\n\nOther sections.\n\n"+other), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	b.cfg.Write = doc
@@ -92,8 +94,8 @@ func TestReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(string(got), "<!-- BEGIN bench-mesh"); n != 1 || !strings.HasPrefix(string(got), "# Benchmarks\n\nOther sections.\n\n## What the mesh costs") {
-		t.Errorf("after two writes the file holds %d blocks:\n%s", n, got)
+	if n := strings.Count(string(got), "<!-- BEGIN bench-mesh:"); n != 1 || !strings.HasPrefix(string(got), "# Benchmarks\n\nOther sections.\n\n"+other+"\n## What the mesh costs") {
+		t.Errorf("after two writes the file holds %d blocks, or lost what it held:\n%s", n, got)
 	}
 }
 
