@@ -108,7 +108,7 @@ func newSide(sc sideConfig) *side {
 	if sc.dir == metrics.Inbound {
 		maxConnsPerHost = sc.cfg.MaxConnsPerHost
 	}
-	s.http = httpproxy.New(httpproxy.Config{
+	cfg := httpproxy.Config{
 		Pick:            pick,
 		MeshTLS:         meshTLS,
 		Tap:             sc.tap,
@@ -123,21 +123,9 @@ func newSide(sc sideConfig) *side {
 		MaxConcurrentStreams: sc.cfg.MaxConcurrentStreams,
 		BodyIdleTimeout:      sc.cfg.HTTP1BodyIdleTimeout,
 		MaxConnsPerHost:      maxConnsPerHost,
-	})
-	s.h1 = h1.New(h1.Config{
-		Pick:              pick,
-		MeshTLS:           meshTLS,
-		Tap:               sc.tap,
-		Direction:         sc.dir,
-		Metrics:           sc.metrics,
-		Log:               sc.log,
-		ConnectTimeout:    sc.cfg.ConnectTimeout,
-		ResponseTimeout:   sc.cfg.ResponseTimeout,
-		ReadHeaderTimeout: sc.cfg.HeaderReadTimeout,
-		MaxHeaderBytes:    sc.cfg.MaxHeaderBytes,
-		BodyIdleTimeout:   sc.cfg.HTTP1BodyIdleTimeout,
-		MaxConnsPerHost:   maxConnsPerHost,
-	})
+	}
+	s.http = httpproxy.New(cfg)
+	s.h1 = h1.New(cfg)
 	return s
 }
 

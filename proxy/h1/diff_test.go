@@ -10,14 +10,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 )
 
@@ -135,23 +133,9 @@ func readBy(t *testing.T, in []byte, forwarded bool) []string {
 	addr := srv.Listener.Addr().String()
 	var p *Proxy
 	if forwarded {
-		p = New(Config{Direction: metrics.Inbound, Metrics: metrics.New(), Log: slog.New(slog.DiscardHandler)})
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		dst := netip.MustParseAddrPort(addr)
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go p.Serve(c, httpproxy.ConnInfo{Target: dst})
-			}
-		}()
-		addr = ln.Addr().String()
-		defer ln.Close()
+		var stop func()
+		p, addr, stop = serveProxy(t, Config{Direction: metrics.Inbound, Metrics: metrics.New(), Log: slog.New(slog.DiscardHandler)}, addr)
+		defer stop()
 	}
 	exchangeRaw(t, addr, in)
 	if p != nil {

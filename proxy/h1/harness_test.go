@@ -31,7 +31,22 @@ func startTestProxy(t testing.TB, target string, opts ...func(*Config)) *testPro
 	for _, o := range opts {
 		o(&cfg)
 	}
-	p := New(cfg)
+	p, addr, stopAccepting := serveProxy(t, cfg, target)
+	t.Cleanup(func() {
+		stopAccepting()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		p.Shutdown(ctx)
+	})
+	return &testProxy{Proxy: p, addr: addr, m: m}
+}
+
+// serveProxy starts a Proxy on a loopback listener whose connections all
+// go to target, as a side of mesh-proxy hands them over; stop closes the
+// listener.
+func serveProxy(t testing.TB, cfg Config, target string) (p *Proxy, addr string, stop func()) {
+	t.Helper()
+	p = New(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -46,13 +61,7 @@ func startTestProxy(t testing.TB, target string, opts ...func(*Config)) *testPro
 			go p.Serve(c, httpproxy.ConnInfo{Target: dst})
 		}
 	}()
-	t.Cleanup(func() {
-		ln.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		p.Shutdown(ctx)
-	})
-	return &testProxy{Proxy: p, addr: ln.Addr().String(), m: m}
+	return p, ln.Addr().String(), func() { ln.Close() }
 }
 
 func logLevel() slog.Level {

@@ -16,70 +16,20 @@ package h1
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
-	"github.com/mesh-dev/mesh/proxy/metrics"
-	"github.com/mesh-dev/mesh/proxy/tap"
 )
 
-// Config configures a Proxy; the zero value of each field but Metrics is
-// usable and means the default written next to it.
-type Config struct {
-	Direction metrics.Direction
-	Metrics   *metrics.Metrics // required
-	Log       *slog.Logger     // nil: slog.Default()
-
-	// ConnectTimeout bounds dialing an endpoint (and the mesh TLS
-	// handshake); past it the client gets 504. Zero means 1s.
-	ConnectTimeout time.Duration
-	// ResponseTimeout bounds the wait for a response head once the request
-	// head is sent; past it the client gets 504. Zero means none.
-	ResponseTimeout time.Duration
-	// ReadHeaderTimeout bounds a client's request head from its first
-	// byte. Zero means 10s.
-	ReadHeaderTimeout time.Duration
-	// IdleTimeout closes client connections idle between requests, and
-	// pooled upstream connections, after this long. Zero means 90s.
-	IdleTimeout time.Duration
-	// BodyIdleTimeout ends a request whose body or response moves no byte
-	// for this long, either way. Zero means none.
-	BodyIdleTimeout time.Duration
-	// MaxConnsPerHost bounds the connections to one endpoint address;
-	// requests past it wait for one. Zero means no limit.
-	MaxConnsPerHost int
-	// MaxHeaderBytes bounds a request head (431 past it). Zero: 64 KiB.
-	MaxHeaderBytes int
-	// Pick chooses each request's endpoint; nil sends every request to its
-	// connection's target.
-	Pick httpproxy.Picker
-	// MeshTLS wraps a new connection to an endpoint with an identity in
-	// mesh TLS; nil means identities are ignored (plain text).
-	MeshTLS func(ctx context.Context, c net.Conn, identity string) (net.Conn, error)
-	// Tap receives every request and response while someone watches.
-	Tap *tap.Hub
-}
-
-func (c *Config) setDefaults() {
-	if c.Log == nil {
-		c.Log = slog.Default()
-	}
-	if c.ConnectTimeout == 0 {
-		c.ConnectTimeout = time.Second
-	}
-	if c.ReadHeaderTimeout == 0 {
-		c.ReadHeaderTimeout = 10 * time.Second
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = 90 * time.Second
-	}
-	if c.MaxHeaderBytes == 0 {
-		c.MaxHeaderBytes = 64 << 10
-	}
-}
+// Config is the HTTP proxy's configuration, shared with the HTTP/2 side
+// (httpproxy.Config): every field means the same here, but
+// MaxConcurrentStreams, which HTTP/1 has no use for. BodyIdleTimeout
+// bounds bodies and tunnels both ways; MaxConnsPerHost the connections
+// to one endpoint address; IdleTimeout client connections between
+// requests and pooled upstream connections alike.
+type Config = httpproxy.Config
 
 // Proxy serves HTTP/1 connections handed to it by Serve. Its methods are
 // safe for concurrent use.
@@ -96,7 +46,7 @@ type Proxy struct {
 
 // New returns a Proxy. Call Shutdown to stop it.
 func New(cfg Config) *Proxy {
-	cfg.setDefaults()
+	cfg = cfg.WithDefaults()
 	d := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
 	p := &Proxy{
 		cfg:   cfg,

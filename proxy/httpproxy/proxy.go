@@ -60,6 +60,13 @@ type Config struct {
 	Tap *tap.Hub
 }
 
+// WithDefaults returns c with each zero field that has a default set to
+// it. The HTTP/1 forwarder (proxy/h1) takes the same Config.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
+}
+
 func (c *Config) setDefaults() {
 	if c.Log == nil {
 		c.Log = slog.Default()
