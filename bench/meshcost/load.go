@@ -29,19 +29,28 @@ import (
 //
 // Each worker owns one keep-alive connection and takes the next request
 // index from a shared counter, sleeps until it is due (sleepUntil), and
-// sends it. A
-// worker that is free takes the next index at once, so while some worker
-// is free every request is sent on time; when all are busy the next due
-// request waits for the first to return.
+// sends it. A worker that is free takes the next index at once, so while
+// some worker is free every request is sent on time; when all are busy the
+// next due request waits for the first to return.
+//
+// The load comes in turns: two loads (the unmeshed and the meshed pair)
+// share the time in slices, one's turns in the even slices and the
+// other's in the odd ones, so that what else the machine does meanwhile
+// falls on both alike. The connections stay open between turns.
 
 // loadConfig is one fixed-rate schedule.
 type loadConfig struct {
 	// Addr is the IP:port every connection goes to (the Service's
 	// ClusterIP); Host is the requests' Host header.
 	Addr, Host string
-	Rate       float64       // requests per second
-	Length     time.Duration // of the schedule: warm-up and measured window
-	Conns      int           // keep-alive connections, one per worker
+	Rate       float64 // requests per second, within a turn
+	// Slice is the length of one turn, Turns how many the load gets, and
+	// Phase (0 or 1) which slice of each pair is its: turn t runs over
+	// [(2t+Phase) x Slice, (2t+Phase+1) x Slice) from the start.
+	Slice time.Duration
+	Turns int
+	Phase int
+	Conns int // keep-alive connections, one per worker
 	// Timeout bounds one request (and a dial); after the schedule's end
 	// requests not sent within Timeout are failed unsent.
 	Timeout time.Duration
@@ -67,7 +76,8 @@ func (s sample) late() time.Duration { return s.sent - s.due }
 type load struct {
 	cfg      loadConfig
 	req      []byte  // the request, written as it is every time
-	interval float64 // nanoseconds between two due times
+	interval float64 // nanoseconds between two due times in a turn
+	perTurn  int64   // requests in a turn
 	n        int64   // requests in the schedule
 	next     atomic.Int64
 	start    time.Time
@@ -88,21 +98,23 @@ var errUnsent = errors.New("not sent: every connection was busy until the drain 
 // errStopped fails a request the run's end caught before it was sent.
 var errStopped = errors.New("the run was stopped")
 
-// startLoad opens the connections, then starts the schedule; it returns
-// at once, the schedule running. Wait returns its requests.
-func startLoad(ctx context.Context, cfg loadConfig) (*load, error) {
-	n := int64(math.Round(cfg.Rate * cfg.Length.Seconds()))
+// newLoad opens the connections of a schedule; Start starts it.
+func newLoad(ctx context.Context, cfg loadConfig) (*load, error) {
+	perTurn := int64(math.Round(cfg.Rate * cfg.Slice.Seconds()))
 	switch {
-	case cfg.Rate <= 0 || cfg.Conns < 1 || cfg.Timeout <= 0:
-		return nil, fmt.Errorf("load: rate %v, %d connections, timeout %v: want all positive", cfg.Rate, cfg.Conns, cfg.Timeout)
-	case n < 1:
-		return nil, fmt.Errorf("load: %v at %v RPS is no request", cfg.Length, cfg.Rate)
+	case cfg.Rate <= 0 || cfg.Conns < 1 || cfg.Timeout <= 0 || cfg.Turns < 1:
+		return nil, fmt.Errorf("load: rate %v, %d connections, timeout %v, %d turns: want all positive", cfg.Rate, cfg.Conns, cfg.Timeout, cfg.Turns)
+	case cfg.Phase != 0 && cfg.Phase != 1:
+		return nil, fmt.Errorf("load: phase %d: want 0 or 1", cfg.Phase)
+	case perTurn < 1:
+		return nil, fmt.Errorf("load: a turn of %v at %v RPS is no request", cfg.Slice, cfg.Rate)
 	}
 	l := &load{
 		cfg:      cfg,
 		req:      []byte("GET / HTTP/1.1\r\nHost: " + cfg.Host + "\r\nUser-Agent: mesh-bench-meshcost\r\n\r\n"),
 		interval: float64(time.Second) / cfg.Rate,
-		n:        n,
+		perTurn:  perTurn,
+		n:        perTurn * int64(cfg.Turns),
 		done:     make(chan struct{}),
 		conns:    make([]net.Conn, cfg.Conns),
 		samples:  make([][]sample, cfg.Conns),
@@ -119,7 +131,13 @@ func startLoad(ctx context.Context, cfg loadConfig) (*load, error) {
 		}
 		l.conns[i] = c
 	}
-	l.start = time.Now()
+	return l, nil
+}
+
+// Start starts the schedule at start, which two loads taking turns share,
+// and returns at once. Wait returns the schedule's requests.
+func (l *load) Start(ctx context.Context, start time.Time) {
+	l.start = start
 	var wg sync.WaitGroup
 	for w := range l.conns {
 		wg.Go(func() { l.samples[w] = l.work(ctx, w) })
@@ -130,7 +148,6 @@ func startLoad(ctx context.Context, cfg loadConfig) (*load, error) {
 		stopWatch()
 		close(l.done)
 	}()
-	return l, nil
 }
 
 // loadResult is what a schedule did.
@@ -152,7 +169,17 @@ func (l *load) Wait() loadResult {
 }
 
 // dueAt is request i's due time, as an offset from the start.
-func (l *load) dueAt(i int64) time.Duration { return time.Duration(float64(i) * l.interval) }
+func (l *load) dueAt(i int64) time.Duration {
+	turn := i / l.perTurn
+	return time.Duration(2*turn+int64(l.cfg.Phase))*l.cfg.Slice + time.Duration(float64(i%l.perTurn)*l.interval)
+}
+
+// close closes the connections of a load that was never started.
+func (l *load) close() {
+	for _, c := range l.conns {
+		c.Close()
+	}
+}
 
 func (l *load) dial(ctx context.Context) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,16 +58,26 @@ func startEcho(t testing.TB, s *echoServer) (addr string, dials *atomic.Int32, d
 	}
 }
 
-// TestLoadSchedule runs a second at 200 RPS against a real server: every
-// request of the schedule is sent once, on time, over the connections
-// opened before it started, and answered.
-func TestLoadSchedule(t *testing.T) {
-	s := &echoServer{}
-	addr, dials, dial := startEcho(t, s)
-	ld, err := startLoad(t.Context(), loadConfig{Addr: addr, Host: "server:8080", Rate: 200, Length: time.Second, Conns: 4, Timeout: 2 * time.Second, Dial: dial})
+// startLoad starts a load now.
+func startLoad(t testing.TB, ctx context.Context, cfg loadConfig) *load {
+	t.Helper()
+	ld, err := newLoad(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ld.Start(ctx, time.Now())
+	return ld
+}
+
+// TestLoadSchedule runs two turns of half a second at 200 RPS against a
+// real server, in the second slice of each pair: every request of the
+// schedule is sent once, on time, over the connections opened before it
+// started, and answered.
+func TestLoadSchedule(t *testing.T) {
+	s := &echoServer{}
+	addr, dials, dial := startEcho(t, s)
+	ld := startLoad(t, t.Context(), loadConfig{Addr: addr, Host: "server:8080", Rate: 200, Slice: 500 * time.Millisecond, Turns: 2, Phase: 1,
+		Conns: 4, Timeout: 2 * time.Second, Dial: dial})
 	res := ld.Wait()
 	if len(res.samples) != 200 || res.failures != 0 || res.firstErr != nil {
 		t.Fatalf("%d samples, %d failures (first %v), want 200 and none", len(res.samples), res.failures, res.firstErr)
@@ -81,7 +92,9 @@ func TestLoadSchedule(t *testing.T) {
 		t.Errorf("%d connections dialled, want the 4 kept alive", got)
 	}
 	for i, smp := range res.samples {
-		if want := time.Duration(i) * 5 * time.Millisecond; smp.due != want {
+		// Turn 0 is the slice [0.5s, 1s), turn 1 [1.5s, 2s).
+		want := time.Duration(i%100)*5*time.Millisecond + time.Duration(1+2*(i/100))*500*time.Millisecond
+		if smp.due != want {
 			t.Fatalf("sample %d due at %v, want %v: the samples are not the schedule in order", i, smp.due, want)
 		}
 		if !smp.ok || smp.sent < smp.due || smp.done < smp.sent {
@@ -100,10 +113,7 @@ func TestLoadSchedule(t *testing.T) {
 func TestLoadCoordinatedOmission(t *testing.T) {
 	s := &echoServer{stallAt: 50, stall: 300 * time.Millisecond}
 	addr, _, dial := startEcho(t, s)
-	ld, err := startLoad(t.Context(), loadConfig{Addr: addr, Host: "server:8080", Rate: 100, Length: 2 * time.Second, Conns: 1, Timeout: 2 * time.Second, Dial: dial})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ld := startLoad(t, t.Context(), loadConfig{Addr: addr, Host: "server:8080", Rate: 100, Slice: 2 * time.Second, Turns: 1, Conns: 1, Timeout: 2 * time.Second, Dial: dial})
 	res := ld.Wait()
 	if len(res.samples) != 200 || res.failures != 0 {
 		t.Fatalf("%d samples, %d failures, want 200 and none", len(res.samples), res.failures)
@@ -130,10 +140,7 @@ func TestLoadCoordinatedOmission(t *testing.T) {
 func TestLoadFailures(t *testing.T) {
 	s := &echoServer{status: http.StatusServiceUnavailable}
 	addr, dials, dial := startEcho(t, s)
-	ld, err := startLoad(t.Context(), loadConfig{Addr: addr, Host: "server:8080", Rate: 100, Length: 200 * time.Millisecond, Conns: 2, Timeout: time.Second, Dial: dial})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ld := startLoad(t, t.Context(), loadConfig{Addr: addr, Host: "server:8080", Rate: 100, Slice: 200 * time.Millisecond, Turns: 1, Conns: 2, Timeout: time.Second, Dial: dial})
 	res := ld.Wait()
 	if len(res.samples) != 20 || res.failures != 20 {
 		t.Fatalf("%d samples, %d failures, want 20 of 20", len(res.samples), res.failures)
@@ -155,10 +162,7 @@ func TestLoadStop(t *testing.T) {
 	s := &echoServer{stallAt: 3, stall: 10 * time.Second}
 	addr, _, dial := startEcho(t, s)
 	ctx, cancel := context.WithCancel(t.Context())
-	ld, err := startLoad(ctx, loadConfig{Addr: addr, Host: "server:8080", Rate: 50, Length: time.Minute, Conns: 2, Timeout: 20 * time.Second, Dial: dial})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ld := startLoad(t, ctx, loadConfig{Addr: addr, Host: "server:8080", Rate: 50, Slice: time.Minute, Turns: 1, Conns: 2, Timeout: 20 * time.Second, Dial: dial})
 	time.AfterFunc(300*time.Millisecond, cancel)
 	done := make(chan loadResult)
 	go func() { done <- ld.Wait() }()
@@ -172,6 +176,41 @@ func TestLoadStop(t *testing.T) {
 	}
 }
 
+// TestTurns checks the times the proxies are read at and what is summed
+// over the turns they bound.
+func TestTurns(t *testing.T) {
+	start := time.Date(2026, 12, 8, 10, 0, 0, 0, time.UTC)
+	ends := turnEnds(start, 10*time.Second, 1, 2, 4)
+	var got []time.Duration
+	for _, e := range ends {
+		got = append(got, e.Sub(start))
+	}
+	// Phase 1, turns 2 and 3: slices 5 and 7.
+	if want := []time.Duration{50 * time.Second, 60 * time.Second, 70 * time.Second, 80 * time.Second}; !slices.Equal(got, want) {
+		t.Errorf("turnEnds = %v, want %v", got, want)
+	}
+	// Readings at those times: the proxy spends 1 s of CPU in each turn
+	// and 5 s between them, which turnUsage leaves out.
+	rs := []reading{
+		{at: ends[0], cpu: 10, rss: 19e6, requests: 0, mtls: 0},
+		{at: ends[1], cpu: 11, rss: 21e6, requests: 2000, mtls: 2000},
+		{at: ends[2], cpu: 16, rss: 20e6, requests: 2000, mtls: 2000},
+		{at: ends[3], cpu: 17, rss: 20.5e6, requests: 4000, mtls: 3990},
+	}
+	u := turnUsage(rs)
+	want := usage{readings: 4, span: 20 * time.Second, cpu: 2, rssFirst: 19e6, rssLast: 20.5e6, rssMax: 21e6, requests: 4000, mtls: 3990}
+	if u != want {
+		t.Errorf("turnUsage = %+v, want %+v", u, want)
+	}
+	var samples []sample
+	for i := range 100 {
+		samples = append(samples, sample{due: time.Duration(i) * time.Second})
+	}
+	if n := sentInTurns(samples, rs, start); n != 20 {
+		t.Errorf("sentInTurns = %d, want the 20 due in [50s, 60s) and [70s, 80s)", n)
+	}
+}
+
 // TestLoadUnreachable fails before the schedule when a connection cannot
 // be opened.
 func TestLoadUnreachable(t *testing.T) {
@@ -182,9 +221,9 @@ func TestLoadUnreachable(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	var d net.Dialer
-	_, err = startLoad(t.Context(), loadConfig{Addr: addr, Host: "x", Rate: 10, Length: time.Second, Conns: 1, Timeout: time.Second, Dial: d.DialContext})
+	_, err = newLoad(t.Context(), loadConfig{Addr: addr, Host: "x", Rate: 10, Slice: time.Second, Turns: 1, Conns: 1, Timeout: time.Second, Dial: d.DialContext})
 	if err == nil || !strings.Contains(err.Error(), "connect to "+addr) {
-		t.Errorf("startLoad to a closed port: %v, want a connect error", err)
+		t.Errorf("newLoad to a closed port: %v, want a connect error", err)
 	}
 }
 

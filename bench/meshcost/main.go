@@ -18,17 +18,18 @@
 //
 //  1. idle (--idle): no load; each proxy's process_cpu_seconds_total and
 //     process_resident_memory_bytes are read from its /metrics, through the
-//     API server's pod proxy, at the start, every --sample-every and at
-//     the end: the idle CPU (kubelet probes, control-plane streams, the
-//     runtime's own wake-ups) and the idle RSS.
-//  2. for each of --rates: the unmeshed pair, then the meshed one, each at
-//     a fixed rate for --warmup and then --duration. The load is open
-//     loop: request i is due at start + i/rate whatever happened before,
-//     and its latency runs from that due time to the end of its answer, so
-//     a stall counts in every request it delayed (coordinated omission
-//     corrected). Over the --duration window the proxies' CPU and RSS are
-//     read as in the idle phase; CPU per request is the CPU they spent in
-//     that window over the requests sent in it.
+//     API server's pod proxy, every --slice: the idle CPU (kubelet probes,
+//     control-plane streams, the runtime's own wake-ups) and the idle RSS.
+//  2. for each of --rates: the two pairs take turns of --slice at that
+//     fixed rate, the unmeshed pair first, for --warmup and then for
+//     --duration each, so that what else the shared machine does meanwhile
+//     falls on both pairs alike. The load is open loop: request i is due at
+//     its time whatever happened before, and its latency runs from that due
+//     time to the end of its answer, so a stall counts in every request it
+//     delayed (coordinated omission corrected). The proxies are read at the
+//     start and end of each of the meshed pair's measured turns; CPU per
+//     request is the CPU they spent in those turns over the requests sent
+//     in them.
 //
 // The goals (issue 13): the two proxies together under 0.2 ms of CPU per
 // request at 500 RPS, under 1 ms added to p99 at 200 RPS, each proxy under
@@ -52,6 +53,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"slices"
@@ -97,18 +99,17 @@ type config struct {
 	// Rates are the fixed rates, in requests per second, each pair is
 	// measured at, in this order.
 	Rates []float64
-	// Warmup is the load before each measured window: connections, pools
-	// and the runtime's heap settle.
-	Warmup time.Duration
-	// Duration is the measured window at each rate, for each pair.
-	Duration time.Duration
+	// Slice is the length of one turn of a pair: the pairs take turns so
+	// that the machine's other work falls on both alike. The proxies are
+	// read at every turn's ends, and every Slice in the idle window.
+	Slice time.Duration
+	// Warmup is each pair's load before it is measured, at each rate
+	// (connections, pools and the runtime's heap settle); Duration is
+	// each pair's measured load at each rate. Both are whole turns.
+	Warmup, Duration time.Duration
 	// Idle is the quiet window the proxies' idle cost is measured over;
 	// Settle is the wait before it, once every pod is ready.
 	Idle, Settle time.Duration
-	// SampleEvery is the interval between two readings of the proxies'
-	// /metrics inside a window (RSS peaks); the window's ends are always
-	// read.
-	SampleEvery time.Duration
 	// Conns is the keep-alive connections the load shares; a request due
 	// while every one is busy waits, and the wait counts in its latency.
 	Conns int
@@ -130,11 +131,11 @@ func defaultConfig() config {
 		Namespace:     "mesh-cost",
 		MeshNamespace: manifests.DefaultNamespace,
 		Rates:         []float64{200, 500},
-		Warmup:        15 * time.Second,
+		Slice:         10 * time.Second,
+		Warmup:        20 * time.Second,
 		Duration:      time.Minute,
 		Idle:          30 * time.Second,
 		Settle:        15 * time.Second,
-		SampleEvery:   5 * time.Second,
 		Conns:         16,
 		Timeout:       5 * time.Second,
 	}
@@ -148,11 +149,11 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.Namespace, "namespace", cfg.Namespace, "prefix of the run's two namespaces, NAME-meshed and NAME-plain, deleted at the end")
 	fs.StringVar(&cfg.MeshNamespace, "mesh-namespace", cfg.MeshNamespace, "namespace of the control plane")
 	fs.Float64SliceVar(&cfg.Rates, "rates", cfg.Rates, "fixed rates in requests per second, each measured meshed and unmeshed")
-	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "load before each measured window, not measured")
-	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured window at each rate, for each pair")
+	fs.DurationVar(&cfg.Slice, "slice", cfg.Slice, "length of one turn: the two pairs take turns at each rate")
+	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "each pair's load before it is measured, at each rate; whole turns")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "each pair's measured load at each rate; whole turns")
 	fs.DurationVar(&cfg.Idle, "idle", cfg.Idle, "quiet window over which the proxies' idle CPU and RSS are measured")
 	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "wait between the pods being ready and the idle window")
-	fs.DurationVar(&cfg.SampleEvery, "sample-every", cfg.SampleEvery, "interval between readings of the proxies' /metrics inside a window")
 	fs.IntVar(&cfg.Conns, "conns", cfg.Conns, "keep-alive connections the load shares")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "timeout of one request; a request that takes longer failed")
 	fs.BoolVar(&cfg.Keep, "keep", cfg.Keep, "leave the two namespaces (and a mesh the run installed) in place")
@@ -182,16 +183,21 @@ func (c config) validate() error {
 		if slices.Contains(c.Rates[:i], r) {
 			return fmt.Errorf("--rates: %v twice", r)
 		}
+		if math.Round(r*c.Slice.Seconds()) < 1 {
+			return fmt.Errorf("--rates %v: a turn of --slice %v holds no request", r, c.Slice)
+		}
 	}
 	switch {
-	case c.Duration < time.Second:
-		return fmt.Errorf("--duration %v: want at least 1s", c.Duration)
+	case c.Slice < time.Second:
+		return fmt.Errorf("--slice %v: want at least 1s", c.Slice)
+	case c.Duration < c.Slice || c.Duration%c.Slice != 0:
+		return fmt.Errorf("--duration %v: want whole turns of --slice %v, at least one", c.Duration, c.Slice)
+	case c.Warmup < 0 || c.Warmup%c.Slice != 0:
+		return fmt.Errorf("--warmup %v: want whole turns of --slice %v", c.Warmup, c.Slice)
 	case c.Idle < time.Second:
 		return fmt.Errorf("--idle %v: want at least 1s: the idle cost is part of the report", c.Idle)
-	case c.Warmup < 0 || c.Settle < 0:
-		return errors.New("--warmup and --settle must not be negative")
-	case c.SampleEvery <= 0:
-		return errors.New("--sample-every must be positive")
+	case c.Settle < 0:
+		return errors.New("--settle must not be negative")
 	case c.Conns < 1:
 		return errors.New("--conns must be at least 1")
 	case c.Timeout <= 0:

@@ -27,16 +27,21 @@ func TestParseFlags(t *testing.T) {
 			return len(c.Rates) == 2 && c.Rates[0] == 200 && c.Rates[1] == 500 && c.Duration == time.Minute &&
 				c.meshedNamespace() == "mesh-cost-meshed" && c.plainNamespace() == "mesh-cost-plain"
 		}},
-		{name: "rates and length", args: []string{"--rates", "100,1000", "--duration", "30s", "--warmup", "5s"}, check: func(c config) bool {
-			return len(c.Rates) == 2 && c.Rates[1] == 1000 && c.Duration == 30*time.Second && c.Warmup == 5*time.Second
+		{name: "rates and length", args: []string{"--rates", "100,1000", "--duration", "30s", "--warmup", "5s", "--slice", "5s"}, check: func(c config) bool {
+			return len(c.Rates) == 2 && c.Rates[1] == 1000 && c.Duration == 30*time.Second && c.Warmup == 5*time.Second && c.Slice == 5*time.Second
 		}},
+		{name: "no warm-up", args: []string{"--warmup", "0s"}, check: func(c config) bool { return c.Warmup == 0 }},
 		{name: "write", args: []string{"--write", "docs/benchmarks.md"}, check: func(c config) bool {
 			return c.Write == "docs/benchmarks.md" && len(c.Args) == 2
 		}},
 		{name: "no rate", args: []string{"--rates", ""}, wantErr: "--rates"},
 		{name: "zero rate", args: []string{"--rates", "0,500"}, wantErr: "more than 0"},
 		{name: "a rate twice", args: []string{"--rates", "500,500"}, wantErr: "twice"},
-		{name: "too short", args: []string{"--duration", "100ms"}, wantErr: "--duration"},
+		{name: "too short", args: []string{"--duration", "5s"}, wantErr: "--duration 5s: want whole turns"},
+		{name: "part of a turn", args: []string{"--duration", "65s"}, wantErr: "--duration 1m5s: want whole turns"},
+		{name: "warm-up in part of a turn", args: []string{"--warmup", "15s"}, wantErr: "--warmup 15s: want whole turns"},
+		{name: "too short a turn", args: []string{"--slice", "100ms"}, wantErr: "--slice"},
+		{name: "a turn without a request", args: []string{"--rates", "0.04", "--slice", "10s"}, wantErr: "holds no request"},
 		{name: "no idle window", args: []string{"--idle", "0s"}, wantErr: "--idle"},
 		{name: "no connection", args: []string{"--conns", "0"}, wantErr: "--conns"},
 		{name: "the control plane's namespace", args: []string{"--namespace", "mesh", "--mesh-namespace", "mesh-plain"}, wantErr: "control plane's"},

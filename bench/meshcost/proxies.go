@@ -150,6 +150,22 @@ func usageOf(rs []reading) usage {
 	return u
 }
 
+// turnUsage is usage over turns: readings 2m and 2m+1 were taken at the
+// start and end of turn m, and what happened between two turns is left
+// out of the sums.
+func turnUsage(rs []reading) usage {
+	u := usageOf(rs)
+	u.span, u.cpu, u.requests, u.mtls = 0, 0, 0, 0
+	for m := 0; m+1 < len(rs); m += 2 {
+		a, b := rs[m], rs[m+1]
+		u.span += b.at.Sub(a.at)
+		u.cpu += b.cpu - a.cpu
+		u.requests += b.requests - a.requests
+		u.mtls += b.mtls - a.mtls
+	}
+	return u
+}
+
 // cpuRate is the CPU the proxy used per second of the window.
 func (u usage) cpuRate() float64 {
 	if u.span <= 0 {

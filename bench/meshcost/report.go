@@ -157,13 +157,14 @@ func (b *bench) markdown() string {
 	}
 	w("- Load average before the run: %s, after: %s.\n", r.loadBefore, r.loadAfter)
 	w("- Command: `go run ./bench/meshcost %s` (what `make bench-mesh` runs).\n", strings.Join(c.Args, " "))
-	w("- Load: GET / at a fixed rate, open loop, over %d HTTP/1.1 keep-alive connections, sent from inside the client pod's "+
-		"network namespace to the server Service's ClusterIP; the server is `demo echo`. At each rate the unmeshed pair, then the meshed "+
-		"one: %s of warm-up, then %s measured. Latency runs from each request's due time to the end of its answer "+
+	w("- Load: GET / at a fixed rate, open loop, over %d HTTP/1.1 keep-alive connections per pair, sent from inside the client pod's "+
+		"network namespace to the server Service's ClusterIP; the server is `demo echo`. At each rate the two pairs take turns of %s, "+
+		"the unmeshed pair first, so that what else the machine does falls on both alike: %s of warm-up each, then %s each measured. "+
+		"Latency runs from each request's due time to the end of its answer "+
 		"(coordinated omission corrected). Waited: requests due while every connection was busy, the wait part of their latency. "+
 		"Late p99: how late after its due time the generator wrote a request that had a free connection, its own lateness "+
 		"(a run over %s is not written).\n\n",
-		c.Conns, secs(c.Warmup), secs(c.Duration), ms(maxLate))
+		c.Conns, secs(c.Slice), secs(c.Warmup), secs(c.Duration), ms(maxLate)+" ms")
 
 	b.latencyTable(&sb)
 	b.proxyTable(&sb)
@@ -213,10 +214,10 @@ func (b *bench) latencyTable(sb *strings.Builder) {
 
 func (b *bench) proxyTable(sb *strings.Builder) {
 	r := b.res
-	fmt.Fprintf(sb, "The proxies of the meshed pair, read through the API server's pod proxy at each window's ends and every %s "+
-		"(CPU: process_cpu_seconds_total; RSS: process_resident_memory_bytes, MB = 10^6 bytes). CPU per request is the CPU spent "+
-		"between a proxy's first and last reading of the window over the requests due between them; less idle takes out what the "+
-		"proxy spends idle over the same time:\n\n", secs(b.cfg.SampleEvery))
+	sb.WriteString("The proxies of the meshed pair, read through the API server's pod proxy every " + secs(b.cfg.Slice) + " when idle " +
+		"and at both ends of each measured turn under load (CPU: process_cpu_seconds_total; RSS: process_resident_memory_bytes, " +
+		"MB = 10^6 bytes). CPU per request is the CPU a proxy spent within the turns over the requests due within them; less idle " +
+		"takes out what the proxy spends idle over the same time:\n\n")
 	sb.WriteString("| window | proxy | requests sent | counted by the proxy | with a peer identity | CPU ms/s | CPU µs/request | less idle µs/request | RSS first → last MB | RSS max MB |\n" +
 		"|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	idleRate := make([]float64, len(r.proxies))
@@ -378,9 +379,9 @@ var docBlock = benchdoc.Block{
 		"server (`demo echo`, HTTP/1.1), runs twice on the local cluster: in a namespace annotated `mesh.dev/inject: enabled` and in " +
 		"one that is not. The load leaves from inside the client pod's network namespace, so in the meshed pair the client's " +
 		"proxy intercepts it like the pod's own traffic and carries it over mesh TLS to the server's proxy. At each fixed rate " +
-		"(200 and 500 RPS by default, open loop, latency from each request's due time) the unmeshed pair runs, then the meshed " +
-		"one; the report gives both pairs' p50/p99/p99.9 and what the mesh adds, and for each proxy the CPU it spent per request " +
-		"(process_cpu_seconds_total over the measured window, over the requests sent in it), its idle CPU over a quiet window " +
+		"(200 and 500 RPS by default, open loop, latency from each request's due time) the two pairs take turns of 10 s, so that " +
+		"what else the shared machine does falls on both alike; the report gives both pairs' p50/p99/p99.9 and what the mesh adds, and for each proxy the CPU it spent per request " +
+		"(process_cpu_seconds_total over the meshed pair's measured turns, over the requests sent in them), its idle CPU over a quiet window " +
 		"before the load, its RSS idle and under load, and the GOMAXPROCS it ran with. The goals: the two proxies of a request " +
 		"together under 0.2 ms of CPU at 500 RPS (half of two Istio sidecars, 0.20 vCPU per 1,000 RPS each), under 1 ms added to " +
 		"p99 at 200 RPS, each proxy under 10 MB RSS idle and 20 MB at 500 RPS; done when under 0.4 ms and 20 MB. It installs the " +

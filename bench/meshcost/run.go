@@ -20,8 +20,8 @@ import (
 	"github.com/mesh-dev/mesh/proxy/metrics"
 )
 
-// pause separates two loaded windows: the last one's connections close
-// and the proxies go quiet before the next one starts.
+// pause separates two rates: the last one's connections close and the
+// proxies go quiet before the next one starts.
 const pause = 3 * time.Second
 
 // bench is one run: what it was told, what it drives, what it measured.
@@ -170,22 +170,17 @@ func (b *bench) deploy(ctx context.Context, pairs []pair) error {
 	return nil
 }
 
-// measureAll measures the proxies idle, then each side at each rate, the
-// unmeshed one first.
+// measureAll measures the proxies idle, then both sides at each rate.
 func (b *bench) measureAll(ctx context.Context) error {
 	if err := b.idle(ctx); err != nil {
 		return err
 	}
 	for _, rate := range b.cfg.Rates {
-		for _, s := range b.res.sides {
-			if err := kubelab.Sleep(ctx, pause); err != nil {
-				return err
-			}
-			r, err := b.measure(ctx, s, rate)
-			if err != nil {
-				return err
-			}
-			b.res.runs = append(b.res.runs, r)
+		if err := kubelab.Sleep(ctx, pause); err != nil {
+			return err
+		}
+		if err := b.measure(ctx, rate); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -307,7 +302,11 @@ func (b *bench) findProxies(ctx context.Context, meshed *side) error {
 func (b *bench) idle(ctx context.Context) error {
 	b.logf("idle: %v to settle, then %v measured", b.cfg.Settle, b.cfg.Idle)
 	from := time.Now().Add(b.cfg.Settle)
-	rs, err := b.sampleWindow(ctx, from, from.Add(b.cfg.Idle))
+	var times []time.Time
+	for t := from; t.Before(from.Add(b.cfg.Idle)); t = t.Add(b.cfg.Slice) {
+		times = append(times, t)
+	}
+	rs, err := b.readAt(ctx, append(times, from.Add(b.cfg.Idle)))
 	if err != nil {
 		return fmt.Errorf("idle window: %w", err)
 	}
@@ -319,46 +318,96 @@ func (b *bench) idle(ctx context.Context) error {
 	return nil
 }
 
-// measure runs side s at rate for cfg.Warmup and cfg.Duration, reading
-// the proxies over the measured window when s is meshed.
-func (b *bench) measure(ctx context.Context, s *side, rate float64) (*sideRun, error) {
-	b.logf("%s pair at %v RPS: %v warm-up, then %v measured", s.name(), rate, b.cfg.Warmup, b.cfg.Duration)
+// measure runs both sides at rate, taking turns of cfg.Slice in the
+// order of b.res.sides, and reads the meshed side's proxies at the ends of
+// its measured turns.
+func (b *bench) measure(ctx context.Context, rate float64) error {
+	warm := int(b.cfg.Warmup / b.cfg.Slice)
+	turns := warm + int(b.cfg.Duration/b.cfg.Slice)
+	b.logf("%v RPS: the pairs take turns of %v, %s first: %d turns each of warm-up, then %d measured",
+		rate, b.cfg.Slice, b.res.sides[0].name(), warm, turns-warm)
 	loadCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	ld, err := startLoad(loadCtx, loadConfig{
-		Addr: s.addr, Host: s.host, Rate: rate, Length: b.cfg.Warmup + b.cfg.Duration,
-		Conns: b.cfg.Conns, Timeout: b.cfg.Timeout, Dial: s.dial,
-	})
-	if err != nil {
-		return nil, err
+	loads := make([]*load, len(b.res.sides))
+	for i, s := range b.res.sides {
+		ld, err := newLoad(loadCtx, loadConfig{
+			Addr: s.addr, Host: s.host, Rate: rate, Slice: b.cfg.Slice, Turns: turns, Phase: i,
+			Conns: b.cfg.Conns, Timeout: b.cfg.Timeout, Dial: s.dial,
+		})
+		if err != nil {
+			for _, ld := range loads[:i] {
+				ld.close()
+			}
+			return fmt.Errorf("%s pair at %v RPS: %w", s.name(), rate, err)
+		}
+		loads[i] = ld
 	}
-	from, to := ld.start.Add(b.cfg.Warmup), ld.start.Add(b.cfg.Warmup+b.cfg.Duration)
+	// Both schedules start together, a moment from now.
+	start := time.Now().Add(100 * time.Millisecond)
+	for _, ld := range loads {
+		ld.Start(loadCtx, start)
+	}
 	var rs [][]reading
-	if s.meshed {
-		rs, err = b.sampleWindow(ctx, from, to)
+	var err error
+	for i, s := range b.res.sides {
+		if s.meshed {
+			rs, err = b.readAt(ctx, turnEnds(start, b.cfg.Slice, i, warm, turns))
+		}
 	}
 	if err != nil {
 		stop()
-		ld.Wait()
-		return nil, fmt.Errorf("%s pair at %v RPS: %w", s.name(), rate, err)
+		for _, ld := range loads {
+			ld.Wait()
+		}
+		return fmt.Errorf("at %v RPS: %w", rate, err)
 	}
-	res := ld.Wait()
+	results := make([]loadResult, len(loads))
+	for i, ld := range loads {
+		results[i] = ld.Wait()
+	}
 	if ctx.Err() != nil {
-		return nil, context.Cause(ctx)
+		return context.Cause(ctx)
 	}
-	r := &sideRun{side: s, rate: rate, failures: res.failures,
-		lat: summarize(inWindow(res.samples, b.cfg.Warmup, b.cfg.Warmup+b.cfg.Duration))}
-	if res.firstErr != nil {
-		r.firstErr = res.firstErr.Error()
+	for i, s := range b.res.sides {
+		res := results[i]
+		from, to := time.Duration(2*warm)*b.cfg.Slice, time.Duration(2*turns)*b.cfg.Slice
+		r := &sideRun{side: s, rate: rate, failures: res.failures, lat: summarize(inWindow(res.samples, from, to))}
+		if res.firstErr != nil {
+			r.firstErr = res.firstErr.Error()
+		}
+		if s.meshed {
+			for _, readings := range rs {
+				r.usage = append(r.usage, turnUsage(readings))
+				r.sent = append(r.sent, sentInTurns(res.samples, readings, start))
+			}
+		}
+		b.logf("%s pair at %v RPS: %d requests measured, %d failed; p50 %s ms, p99 %s ms, p99.9 %s ms%s",
+			s.name(), rate, r.lat.requests, r.lat.failed, ms(r.lat.p50), ms(r.lat.p99), ms(r.lat.p999), b.cpuNote(r))
+		b.res.runs = append(b.res.runs, r)
 	}
-	for _, readings := range rs {
-		r.usage = append(r.usage, usageOf(readings))
-		first, last := readings[0].at.Sub(ld.start), readings[len(readings)-1].at.Sub(ld.start)
-		r.sent = append(r.sent, len(inWindow(res.samples, first, last)))
+	return nil
+}
+
+// turnEnds are the times at which the turns [warm, turns) of the load of
+// phase (loadConfig.Phase) that starts at start begin and end, in order:
+// a reading at each bounds those turns.
+func turnEnds(start time.Time, slice time.Duration, phase, warm, turns int) []time.Time {
+	var out []time.Time
+	for t := warm; t < turns; t++ {
+		begin := start.Add(time.Duration(2*t+phase) * slice)
+		out = append(out, begin, begin.Add(slice))
 	}
-	b.logf("%s pair at %v RPS: %d requests measured, %d failed; p50 %s ms, p99 %s ms, p99.9 %s ms%s",
-		s.name(), rate, r.lat.requests, r.lat.failed, ms(r.lat.p50), ms(r.lat.p99), ms(r.lat.p999), b.cpuNote(r))
-	return r, nil
+	return out
+}
+
+// sentInTurns counts the samples due in the turns readings bound
+// (readings 2m and 2m+1 are turn m's ends); start is the schedule's.
+func sentInTurns(samples []sample, readings []reading, start time.Time) int {
+	var n int
+	for m := 0; m+1 < len(readings); m += 2 {
+		n += len(inWindow(samples, readings[m].at.Sub(start), readings[m+1].at.Sub(start)))
+	}
+	return n
 }
 
 // cpuNote is the proxies' CPU per request of r, for progress.
@@ -375,52 +424,40 @@ func (b *bench) cpuNote(r *sideRun) string {
 // busy machine.
 const scrapeTries = 3
 
-// sampleWindow reads every proxy at from, every cfg.SampleEvery after and
-// at to, and returns each one's readings.
-func (b *bench) sampleWindow(ctx context.Context, from, to time.Time) ([][]reading, error) {
+// readAt reads every proxy at each of times, which are in order, and
+// returns each one's readings.
+func (b *bench) readAt(ctx context.Context, times []time.Time) ([][]reading, error) {
 	rs := make([][]reading, len(b.res.proxies))
-	readAll := func() error {
+	for _, t := range times {
+		if err := kubelab.Sleep(ctx, time.Until(t)); err != nil {
+			return nil, err
+		}
 		for i, p := range b.res.proxies {
-			var r reading
-			var err error
-			for try := range scrapeTries {
-				if try > 0 {
-					if err := kubelab.Sleep(ctx, 500*time.Millisecond); err != nil {
-						return err
-					}
-				}
-				if r, err = p.read(ctx, b.lab); err == nil {
-					break
-				}
-			}
+			r, err := b.readOne(ctx, p)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			rs[i] = append(rs[i], r)
 		}
-		return nil
 	}
-	if err := kubelab.Sleep(ctx, time.Until(from)); err != nil {
-		return nil, err
-	}
-	if err := readAll(); err != nil {
-		return nil, err
-	}
-	for next := from.Add(b.cfg.SampleEvery); ; next = next.Add(b.cfg.SampleEvery) {
-		last := !next.Before(to)
-		if last {
-			next = to
+	return rs, nil
+}
+
+// readOne reads p, trying scrapeTries times.
+func (b *bench) readOne(ctx context.Context, p *proxy) (reading, error) {
+	var err error
+	for try := range scrapeTries {
+		if try > 0 {
+			if err := kubelab.Sleep(ctx, 500*time.Millisecond); err != nil {
+				return reading{}, err
+			}
 		}
-		if err := kubelab.Sleep(ctx, time.Until(next)); err != nil {
-			return nil, err
-		}
-		if err := readAll(); err != nil {
-			return nil, err
-		}
-		if last {
-			return rs, nil
+		var r reading
+		if r, err = p.read(ctx, b.lab); err == nil {
+			return r, nil
 		}
 	}
+	return reading{}, err
 }
 
 // loadAvg returns the 1, 5 and 15 minute load averages as /proc/loadavg
