@@ -238,13 +238,15 @@ func testTrafficCrossesProxies(t *testing.T, ctx context.Context) {
 		t.Errorf("orders' proxy detected no inbound HTTP/2")
 	}
 	// loadgen speaks HTTP/1.1 to web; between the two proxies it rides
-	// HTTP/2 in mesh TLS, and web's proxy names loadgen's identity.
+	// pooled HTTP/1.1 connections in mesh TLS, and web's proxy names
+	// loadgen's identity.
 	web, err := scrape(ctx, pods["web"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if web.Sum("mesh_proxy_protocol_detections_total", "direction", "inbound", "protocol", "h2") < 1 {
-		t.Errorf("web's proxy saw no HTTP/2 inbound: loadgen's HTTP/1.1 was not carried over HTTP/2 between the proxies")
+	if web.Sum("mesh_proxy_protocol_detections_total", "direction", "inbound", "protocol", "mesh-tls") < 1 ||
+		web.Sum("mesh_proxy_protocol_detections_total", "direction", "inbound", "protocol", "http/1") < 1 {
+		t.Errorf("web's proxy saw no HTTP/1 inside mesh TLS inbound: loadgen's HTTP/1.1 did not cross between the proxies in mesh TLS")
 	}
 	loadgenID := "spiffe://cluster.local/ns/" + demoNS + "/sa/default"
 	if web.Sum("mesh_proxy_http_requests_total", "direction", "inbound", "client_id", loadgenID) < 1 {
