@@ -83,6 +83,8 @@ type load struct {
 	start    time.Time
 	done     chan struct{} // closed when every worker has returned
 
+	readers []*bufio.Reader // each worker's, over its connection
+
 	mu       sync.Mutex
 	conns    []net.Conn // guarded by mu: each worker's connection, nil while it has none
 	stopped  bool       // guarded by mu: ctx ended, the connections were expired
@@ -117,19 +119,29 @@ func newLoad(ctx context.Context, cfg loadConfig) (*load, error) {
 		n:        perTurn * int64(cfg.Turns),
 		done:     make(chan struct{}),
 		conns:    make([]net.Conn, cfg.Conns),
+		readers:  make([]*bufio.Reader, cfg.Conns),
 		samples:  make([][]sample, cfg.Conns),
 	}
-	// Every connection is up before the first request is due: no request
-	// measures a connection's setup.
+	// Every connection is up, and has carried one request, before the
+	// first request is due. No request measures a connection's setup; and
+	// the client's proxy, which tells a connection's protocol by its first
+	// bytes and takes one silent for longer than its detection timeout for
+	// a protocol whose server speaks first (opaque TCP, no HTTP metrics),
+	// sees HTTP on each at once, however long the load waits for its turn.
 	for i := range l.conns {
 		c, err := l.dial(ctx)
-		if err != nil {
-			for _, c := range l.conns[:i] {
-				c.Close()
-			}
-			return nil, fmt.Errorf("load: connect to %s: %w", cfg.Addr, err)
+		if err == nil {
+			l.conns[i], l.readers[i] = c, bufio.NewReaderSize(c, 4<<10)
+			_, err = l.roundTrip(c, l.readers[i])
 		}
-		l.conns[i] = c
+		if err != nil {
+			for _, c := range l.conns[:i+1] {
+				if c != nil {
+					c.Close()
+				}
+			}
+			return nil, fmt.Errorf("load: connect to %s and send a first request: %w", cfg.Addr, err)
+		}
 	}
 	return l, nil
 }
@@ -238,7 +250,7 @@ func (l *load) work(ctx context.Context, w int) []sample {
 	l.mu.Lock()
 	c := l.conns[w]
 	l.mu.Unlock()
-	br := bufio.NewReaderSize(c, 4<<10)
+	br := l.readers[w]
 	defer func() {
 		if c != nil {
 			c.Close()

@@ -14,15 +14,17 @@ import (
 )
 
 // echoServer is a stand-in for `demo echo` that counts what it answered
-// by Host, and can hold one request (the stall-th) for stall.
+// by Host, and can hold one request (the stallAt-th) for stall, and
+// answer status (0: 200) to those after the statusAfter-th.
 type echoServer struct {
-	stallAt   int64
-	stall     time.Duration
-	status    int // 0 means 200
-	n         atomic.Int64
-	mu        sync.Mutex
-	hosts     map[string]int
-	userAgent string
+	stallAt     int64
+	stall       time.Duration
+	status      int
+	statusAfter int64
+	n           atomic.Int64
+	mu          sync.Mutex
+	hosts       map[string]int
+	userAgent   string
 }
 
 func (s *echoServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -38,7 +40,7 @@ func (s *echoServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if s.status != 0 {
+	if s.status != 0 && i > s.statusAfter {
 		http.Error(w, "no", s.status)
 		return
 	}
@@ -82,10 +84,12 @@ func TestLoadSchedule(t *testing.T) {
 	if len(res.samples) != 200 || res.failures != 0 || res.firstErr != nil {
 		t.Fatalf("%d samples, %d failures (first %v), want 200 and none", len(res.samples), res.failures, res.firstErr)
 	}
-	if got := s.n.Load(); got != 200 {
-		t.Errorf("the server answered %d requests, want 200", got)
+	// Each of the 4 connections carried a first request before the
+	// schedule.
+	if got := s.n.Load(); got != 204 {
+		t.Errorf("the server answered %d requests, want 200 and 4 first ones", got)
 	}
-	if s.hosts["server:8080"] != 200 || s.userAgent != "mesh-bench-meshcost" {
+	if s.hosts["server:8080"] != 204 || s.userAgent != "mesh-bench-meshcost" {
 		t.Errorf("the server saw hosts %v and User-Agent %q", s.hosts, s.userAgent)
 	}
 	if got := dials.Load(); got != 4 {
@@ -138,7 +142,7 @@ func TestLoadCoordinatedOmission(t *testing.T) {
 // TestLoadFailures counts answers other than 200 as failures, and keeps
 // the connection they came on.
 func TestLoadFailures(t *testing.T) {
-	s := &echoServer{status: http.StatusServiceUnavailable}
+	s := &echoServer{status: http.StatusServiceUnavailable, statusAfter: 2}
 	addr, dials, dial := startEcho(t, s)
 	ld := startLoad(t, t.Context(), loadConfig{Addr: addr, Host: "server:8080", Rate: 100, Slice: 200 * time.Millisecond, Turns: 1, Conns: 2, Timeout: time.Second, Dial: dial})
 	res := ld.Wait()
@@ -208,6 +212,17 @@ func TestTurns(t *testing.T) {
 	}
 	if n := sentInTurns(samples, rs, start); n != 20 {
 		t.Errorf("sentInTurns = %d, want the 20 due in [50s, 60s) and [70s, 80s)", n)
+	}
+}
+
+// TestLoadFirstRequest fails before the schedule when a connection's first
+// request gets no 200.
+func TestLoadFirstRequest(t *testing.T) {
+	s := &echoServer{status: http.StatusForbidden}
+	addr, _, dial := startEcho(t, s)
+	_, err := newLoad(t.Context(), loadConfig{Addr: addr, Host: "x", Rate: 10, Slice: time.Second, Turns: 1, Conns: 2, Timeout: time.Second, Dial: dial})
+	if err == nil || !strings.Contains(err.Error(), "send a first request: answered 403") {
+		t.Errorf("newLoad against a server that refuses: %v, want the first request's 403", err)
 	}
 }
 
