@@ -550,8 +550,26 @@ func (cc *clientConn) noEndpoint(x *exchange, err error) bool {
 // connectFailed answers a request no endpoint could be connected to: 504
 // when connecting timed out, 502 otherwise.
 func (x *exchange) connectFailed(err error) bool {
-	cc := x.cc
 	x.unreached = metrics.ConnectFailed
+	return x.answerFailure(err)
+}
+
+// failed502 answers a request whose target took it but gave no usable
+// response: 504 when waiting for it timed out, 502 otherwise.
+func (x *exchange) failed502(err error) bool {
+	var cg *clientGone
+	if errors.As(err, &cg) {
+		x.status = http.StatusBadGateway
+		x.done(false)
+		return false
+	}
+	x.answerFailure(err)
+	return false // the request's body may be half sent: start afresh
+}
+
+// answerFailure logs err and answers it: 504 for a timeout, 502 otherwise.
+func (x *exchange) answerFailure(err error) bool {
+	cc := x.cc
 	code, what := http.StatusBadGateway, "unreachable"
 	if isTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
 		code, what = http.StatusGatewayTimeout, "timed out"
@@ -560,27 +578,6 @@ func (x *exchange) connectFailed(err error) bool {
 	cc.p.cfg.Log.Info("request failed", "direction", cc.p.cfg.Direction, "target", target.String(),
 		"authority", cc.authority(), "status", code, "err", err)
 	return x.answer(code, what, fmt.Sprintf("mesh-proxy: target %s %s: %v", target, what, err))
-}
-
-// failed502 answers a request whose target took it but gave no usable
-// response: 504 when waiting for it timed out, 502 otherwise.
-func (x *exchange) failed502(err error) bool {
-	cc := x.cc
-	var cg *clientGone
-	if errors.As(err, &cg) {
-		x.status = http.StatusBadGateway
-		x.done(false)
-		return false
-	}
-	code, what := http.StatusBadGateway, "unreachable"
-	if isTimeout(err) {
-		code, what = http.StatusGatewayTimeout, "timed out"
-	}
-	target := x.ep.Addr
-	cc.p.cfg.Log.Info("request failed", "direction", cc.p.cfg.Direction, "target", target.String(),
-		"authority", cc.authority(), "status", code, "err", err)
-	x.answer(code, what, fmt.Sprintf("mesh-proxy: target %s %s: %v", target, what, err))
-	return false // the request's body may be half sent: start afresh
 }
 
 // answer is the proxy's own response to the request, counted and tapped.

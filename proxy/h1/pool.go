@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mesh-dev/mesh/proxy/balance"
+	"github.com/mesh-dev/mesh/proxy/httpproxy"
 )
 
 // upstream is one connection to an endpoint with its buffers. It serves
@@ -81,7 +81,7 @@ type hostSlots struct {
 }
 
 // get returns a pooled connection to key that still looks alive, or dials
-// a new one. A dial failure is a *connectError: nothing was sent. A
+// a new one. A dial failure is an *httpproxy.ConnectError: nothing was sent. A
 // connection pooled less than a second ago is taken without a look at its
 // socket unless careful says the request could not be sent again (it has
 // a body): a server rarely closes one that fresh without saying so, and a
@@ -112,7 +112,7 @@ func (p *pool) get(ctx context.Context, key poolKey, careful bool) (*upstream, e
 // fresh dials a new connection to key, once there is a slot for it.
 func (p *pool) fresh(ctx context.Context, key poolKey) (*upstream, error) {
 	if err := p.takeSlot(ctx, key.addr); err != nil {
-		return nil, &connectError{err}
+		return nil, &httpproxy.ConnectError{Err: err}
 	}
 	u, err := p.dial(ctx, key)
 	if err != nil {
@@ -125,7 +125,7 @@ func (p *pool) fresh(ctx context.Context, key poolKey) (*upstream, error) {
 func (p *pool) dial(ctx context.Context, key poolKey) (*upstream, error) {
 	c, err := p.dialer.DialContext(ctx, "tcp", key.addr.String())
 	if err != nil {
-		return nil, &connectError{err}
+		return nil, &httpproxy.ConnectError{Err: err}
 	}
 	var raw syscall.RawConn
 	if sc, ok := c.(syscall.Conn); ok {
@@ -135,7 +135,7 @@ func (p *pool) dial(ctx context.Context, key poolKey) (*upstream, error) {
 		tc, err := p.meshTLS(ctx, c, key.identity)
 		if err != nil {
 			c.Close()
-			return nil, &connectError{err}
+			return nil, &httpproxy.ConnectError{Err: err}
 		}
 		c = tc
 	}
@@ -147,7 +147,7 @@ func (p *pool) dial(ctx context.Context, key poolKey) (*upstream, error) {
 	if p.closed {
 		p.mu.Unlock()
 		c.Close()
-		return nil, &connectError{errors.New("proxy shutting down")}
+		return nil, &httpproxy.ConnectError{Err: errors.New("proxy shutting down")}
 	}
 	p.open[u] = struct{}{}
 	p.mu.Unlock()
@@ -337,14 +337,3 @@ func (p *pool) closeAll() {
 		u.close()
 	}
 }
-
-// connectError is a failure to connect to an endpoint: the dial, or the
-// mesh TLS handshake with its proxy. The request never reached an
-// application, so it may go to another endpoint, whatever its method.
-type connectError struct{ err error }
-
-func (e *connectError) Error() string { return e.err.Error() }
-func (e *connectError) Unwrap() error { return e.err }
-
-// Is makes a connect failure eject its endpoint from the balancer at once.
-func (e *connectError) Is(target error) bool { return target == balance.ErrUnreachable }

@@ -152,7 +152,7 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 // the matching grpc-status, which gRPC clients understand (gRPC over HTTP/2
 // spec, "Responses").
 func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	if rec, ok := w.(*recorder); ok && errors.As(err, new(*connectError)) {
+	if rec, ok := w.(*recorder); ok && errors.As(err, new(*ConnectError)) {
 		if rec.x != nil && rec.x.holdConnectFailure(r, err) {
 			return // nothing was sent: another endpoint is tried
 		}

@@ -34,13 +34,13 @@ func newUpstreams(d *net.Dialer, meshTLS func(context.Context, net.Conn, string)
 func (u *upstreams) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := u.dialer.DialContext(ctx, network, addr)
 	if err != nil {
-		return nil, &connectError{err}
+		return nil, &ConnectError{err}
 	}
 	if id := identityFrom(ctx); id != "" && u.meshTLS != nil {
 		tc, err := u.meshTLS(ctx, c, id)
 		if err != nil {
 			c.Close()
-			return nil, &connectError{err}
+			return nil, &ConnectError{err}
 		}
 		c = tc
 	}
@@ -51,17 +51,17 @@ func (u *upstreams) DialContext(ctx context.Context, network, addr string) (net.
 	return uc, nil
 }
 
-// connectError is a failure to connect to a target: the dial, or the mesh
+// ConnectError is a failure to connect to a target: the dial, or the mesh
 // TLS handshake with the target's proxy. The request that needed the
 // connection never reached an application. It says what it wraps, and
 // does not hide a timeout from errors.As.
-type connectError struct{ err error }
+type ConnectError struct{ Err error }
 
-func (e *connectError) Error() string { return e.err.Error() }
-func (e *connectError) Unwrap() error { return e.err }
+func (e *ConnectError) Error() string { return e.Err.Error() }
+func (e *ConnectError) Unwrap() error { return e.Err }
 
 // Is makes a connect failure eject its endpoint from the balancer at once.
-func (e *connectError) Is(target error) bool { return target == balance.ErrUnreachable }
+func (e *ConnectError) Is(target error) bool { return target == balance.ErrUnreachable }
 
 // closeAll closes every connection still open.
 func (u *upstreams) closeAll() {
