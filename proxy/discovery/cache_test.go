@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
@@ -146,8 +147,14 @@ func TestControllerDownKeepsEndpoints(t *testing.T) {
 	d := mustGet(t, e.cache, web)
 
 	e.ctrl.stop()
-	// The client fails to reconnect a few times while the controller is away.
-	eventually(t, "failed reconnects", func() bool { return testutil.ToFloat64(e.cache.metrics.reconnects) >= 3 })
+	// While the controller is away the stream waits for the connection
+	// (WaitForReady) instead of failing and backing off over and over:
+	// the connection fails, the stream is asked again once, and waits.
+	eventually(t, "the connection failing", func() bool { return e.conn.GetState() == connectivity.TransientFailure })
+	time.Sleep(200 * time.Millisecond) // 4 to 40 of the stream backoffs of this test
+	if n := testutil.ToFloat64(e.cache.metrics.reconnects); n < 1 || n > 2 {
+		t.Errorf("%v stream reconnects while the controller was away; want 1 or 2, each waiting for the connection", n)
+	}
 	want := []string{"10.0.0.1:8080", "10.0.0.2:8080"}
 	checkBalancer(t, d, want)
 	if again := mustGet(t, e.cache, web); again != d {

@@ -1,8 +1,6 @@
 package discovery
 
 import (
-	"github.com/mesh-dev/mesh/internal/backoff"
-
 	"context"
 	"errors"
 	"fmt"
@@ -14,10 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
+	"github.com/mesh-dev/mesh/internal/backoff"
 	"github.com/mesh-dev/mesh/proxy/balance"
 )
 
@@ -261,6 +261,11 @@ func (d *Destination) follow(ctx context.Context) {
 // (destination.proto), so its first update replaces the set rather than
 // merging into it; until it comes, the last stream's endpoints keep
 // serving.
+//
+// WaitForReady: while the controller is unreachable the call waits for
+// the connection instead of failing at once, so a controller that comes
+// back is asked the moment the connection's own backoff finds it, not up
+// to MaxBackoff later (Get's callers still give up after InitialWait).
 func (d *Destination) stream(ctx context.Context) (delivered bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -268,7 +273,7 @@ func (d *Destination) stream(ctx context.Context) (delivered bool, err error) {
 	s, err := c.cfg.Client.Get(ctx, &destinationv1.GetDestinationRequest{
 		Authority:        d.authority,
 		ContextNamespace: c.cfg.ContextNamespace,
-	})
+	}, grpc.WaitForReady(true))
 	if err != nil {
 		return false, err
 	}

@@ -239,6 +239,7 @@ type env struct {
 	ctrl  *controller
 	cache *Cache
 	clock *fakeClock
+	conn  *grpc.ClientConn // the cache's connection to ctrl
 }
 
 // newEnv starts a fake controller and a Cache talking to it, with a fake
@@ -260,6 +261,7 @@ func newEnv(t testing.TB, edit func(*Config)) *env {
 		t.Fatalf("grpc.NewClient: %v", err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
+	e.conn = conn
 	cfg := Config{
 		Client:           destinationv1.NewDestinationClient(conn),
 		ContextNamespace: "shop",

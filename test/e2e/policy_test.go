@@ -648,7 +648,19 @@ func testPolicyControllerDown(t *testing.T, ctx context.Context, e *policyEnv) {
 
 	restore()
 	start := time.Now()
-	wantApp(t, ctx, e.newcomer, e.echo, "echo:8080", path)
+	// The controller's Service is headless, and the cluster's DNS (CoreDNS
+	// with `cache 30`, as kubeadm sets it up) may go on answering "no such
+	// name" for up to 30s after its pod is Ready again, as it answered
+	// while the controller was away; the proxy asks again at most 5s after
+	// a failed connection (dnsresolve's MinResolveInterval), and its
+	// streams wait for the connection rather than back off on their own.
+	const back = 30*time.Second + 5*time.Second + 10*time.Second // the last for connecting and asking
+	var last answer
+	poll(t, ctx, back, fmt.Sprintf("newcomer gets echo's answer from echo:8080%s once the controller is back", path), func(ctx context.Context) (bool, string, error) {
+		last = e.newcomer.get(ctx, e.echo, "echo:8080", path)
+		return last.fromApp(), last.String(), nil
+	})
+	t.Logf("%s -> echo:8080%s: %s", e.newcomer.pod.Name, path, last)
 	poll(t, ctx, 30*time.Second, "newcomer pays once the controller is back", func(ctx context.Context) (bool, string, error) {
 		l, _, err := e.newcomer.pay(ctx, e.payments, marker)
 		return err == nil && strings.HasPrefix(l, "OK "), fmt.Sprintf("%q, %v", l, err), nil
