@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -33,6 +34,7 @@ func logFile(p paths, name string) string { return filepath.Join(p.logs, name+".
 // the command that started it, with its output in the state dir's log.
 // nsenter execs the program, so the pid is the component's own.
 func start(p paths, c component) (*process, error) {
+	closeInheritedOnExec.Do(func() { markInheritedCloseOnExec("/proc/self/fd") })
 	log, err := os.OpenFile(logFile(p, c.name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -55,6 +57,28 @@ func start(p paths, c component) (*process, error) {
 		return nil, err
 	}
 	return proc, nil
+}
+
+// closeInheritedOnExec makes sure the descriptors this program inherited
+// are not passed on to the components, which outlive it. Go opens its own
+// files close-on-exec, but not what its parent left open: run under
+// `flock /tmp/mesh-e2e.lock`, every component would hold the lock until
+// the cluster went down, and every later flock user, the e2e suite
+// included, would wait for ever.
+var closeInheritedOnExec sync.Once
+
+// markInheritedCloseOnExec sets close-on-exec on every descriptor above
+// stderr listed in dir (/proc/self/fd).
+func markInheritedCloseOnExec(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return // no /proc: nothing to learn the descriptors from
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 // exitError describes an early exit with the end of the component's log.
