@@ -83,6 +83,28 @@ type Block struct {
 	Heading string
 }
 
+// marker returns the index of m in doc where it is a whole marker, or -1:
+// one block's marker may begin another's ("<!-- BEGIN bench-mesh" and
+// "<!-- BEGIN bench-meshpath"), so a match followed by a character that
+// could continue the name does not count.
+func marker(doc, m string) int {
+	for at := 0; ; {
+		i := strings.Index(doc[at:], m)
+		if i < 0 {
+			return -1
+		}
+		i += at
+		if end := i + len(m); end == len(doc) || !continuesName(doc[end]) {
+			return i
+		}
+		at = i + 1
+	}
+}
+
+func continuesName(c byte) bool {
+	return c == '-' || c == '_' || c == '.' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+}
+
 // Update replaces b in the file at path with block, which must start with
 // b.Begin and end with b.End, or appends it when the file has none. The
 // file is replaced atomically, keeping its mode.
@@ -92,7 +114,7 @@ func (b Block) Update(path, block string) error {
 		return err
 	}
 	doc := string(raw)
-	i, j := strings.Index(doc, b.Begin), strings.Index(doc, b.End)
+	i, j := marker(doc, b.Begin), marker(doc, b.End)
 	switch {
 	case i >= 0 && j > i:
 		doc = doc[:i] + block + doc[j+len(b.End):]
