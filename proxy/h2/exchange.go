@@ -1,0 +1,475 @@
+package h2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/mesh-dev/mesh/proxy/httpproxy"
+	"github.com/mesh-dev/mesh/proxy/metrics"
+	"github.com/mesh-dev/mesh/proxy/tap"
+)
+
+// maxAttempts bounds the endpoints one balanced request is sent to: its
+// first, and up to two others of the same destination when no connection
+// could be made. Nothing was sent then, so this holds for any method.
+const maxAttempts = 3
+
+// maxRedraws bounds the picks that look for an endpoint the request has
+// not tried yet.
+const maxRedraws = 4
+
+// errTriedAll ends the attempts of a request when the balancer offers no
+// endpoint it has not tried.
+var errTriedAll = errors.New("no endpoint left that the request has not tried")
+
+// exchange is a stream's request on its way: where it went and how it
+// went, for the metrics, tap and the balancer. Guarded by its stream's mu.
+type exchange struct {
+	start    time.Time
+	tried    [maxAttempts]netip.AddrPort
+	attempts int
+	ep       httpproxy.Endpoint // Report nil once reported
+	key      metrics.RouteKey
+	route    *metrics.Route
+	tapped   *tap.Pending
+	status   int           // of the final response, or the proxy's answer
+	after    time.Duration // time to the response head
+	failed   bool          // the response broke off after it began
+	canceled bool          // the client reset the stream before its response ended
+	// unreached says why the proxy answered itself, "" once the request
+	// reached an application.
+	unreached metrics.UnreachedReason
+	// uncounted marks a stream refused before it was a request (its
+	// header list too long): net/http's server never showed those to the
+	// proxy either.
+	uncounted bool
+}
+
+// dispatch decides the stream's request and sends it on its way. Called
+// with s.mu held; fl is nil off the client's reader goroutine.
+func (s *stream) dispatch(fl *flusher) {
+	if s.sc.info.Authz != nil {
+		if why := s.authorize(); why != nil {
+			s.refuse(fl, why)
+			return
+		}
+	}
+	s.route(fl, nil)
+}
+
+// route picks an endpoint the request has not tried and sends it there:
+// at once on a pooled connection with a stream free, or from a goroutine
+// of its own that connects first. lastErr is the previous attempt's
+// connect failure. Called with s.mu held.
+func (s *stream) route(fl *flusher, lastErr error) {
+	x := &s.x
+	if x.attempts < maxAttempts {
+		ep, err := s.pick()
+		switch {
+		case err != nil && lastErr != nil:
+			// The connect failure held is the answer.
+		case err != nil:
+			s.noEndpoint(fl, err)
+			return
+		default:
+			x.tried[x.attempts] = ep.Addr
+			x.attempts++
+			x.ep = ep
+			x.key = s.routeKey(ep)
+			k := poolKey{addr: ep.Addr, identity: s.identity(ep)}
+			if uc := s.sc.p.pool.take(k); uc != nil {
+				s.attach(fl, uc)
+				return
+			}
+			go s.connect(k)
+			return
+		}
+	}
+	s.connectFailed(fl, lastErr)
+}
+
+// connect waits for a connection to k, which it may have to dial, and
+// sends the request on it, or tries another endpoint.
+func (s *stream) connect(k poolKey) {
+	p := s.sc.p
+	uc, err := p.pool.get(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		if uc != nil {
+			uc.release()
+		}
+		return
+	}
+	if err == nil {
+		s.attach(nil, uc)
+		return
+	}
+	p.cfg.Log.Debug("connecting failed", "direction", p.cfg.Direction,
+		"target", s.sc.info.Target.String(), "endpoint", k.addr.String(), "err", err)
+	if s.x.ep.Report == nil {
+		s.connectFailed(nil, err) // not balanced: there is no other endpoint to try
+		return
+	}
+	s.x.ep.Report(0, err) // ejects it (balance.ErrUnreachable) before the next pick
+	s.x.ep.Report = nil
+	s.route(nil, err)
+}
+
+// pick chooses an endpoint the request has not tried.
+func (s *stream) pick() (httpproxy.Endpoint, error) {
+	cfg, target := &s.sc.p.cfg, s.sc.info.Target
+	tried := s.x.tried[:s.x.attempts]
+	if cfg.Pick == nil {
+		if len(tried) > 0 {
+			return httpproxy.Endpoint{}, errTriedAll
+		}
+		return httpproxy.Endpoint{Addr: target}, nil
+	}
+	for range maxRedraws {
+		ep, err := cfg.Pick(context.Background(), target)
+		if errors.Is(err, httpproxy.ErrNoEndpoints) || errors.Is(err, httpproxy.ErrUnavailable) {
+			return ep, err
+		}
+		if err != nil {
+			ep = httpproxy.Endpoint{Addr: target} // not the mesh's: as it was addressed
+		}
+		if !slices.Contains(tried, ep.Addr) {
+			return ep, nil
+		}
+		if ep.Report == nil {
+			break
+		}
+		ep.Report(0, context.Canceled) // unused: no outcome, no longer pending
+	}
+	return httpproxy.Endpoint{}, errTriedAll
+}
+
+// identity is the mesh TLS identity a connection to ep must prove.
+func (s *stream) identity(ep httpproxy.Endpoint) string {
+	if s.sc.p.cfg.MeshTLS == nil {
+		return ""
+	}
+	return ep.Identity
+}
+
+func (s *stream) routeKey(ep httpproxy.Endpoint) metrics.RouteKey {
+	return metrics.RouteKey{
+		Direction: s.sc.p.cfg.Direction, Authority: s.authority, Target: s.sc.target(),
+		Dst: ep.Dst, ClientID: s.sc.info.ClientID, ServerID: s.identity(ep),
+	}
+}
+
+// attach opens the stream on uc, whose stream slot it holds: the request
+// head, then whatever of the body has come. Called with s.mu held.
+func (s *stream) attach(fl *flusher, uc *upConn) {
+	s.uc = uc
+	s.publishTap()
+	end := s.req.end && s.req.queued() == 0 && s.req.trailers == nil
+	uc.lock()
+	s.upID = uc.nextID
+	window, ok := uc.register(s)
+	if !ok {
+		// Retired (GOAWAY) since its slot was taken: another connection.
+		uc.unlock(fl)
+		s.uc, s.upID = nil, 0
+		uc.release()
+		go s.connect(uc.key)
+		return
+	}
+	uc.nextID += 2
+	s.req.window = window
+	s.req.dst, s.req.dstID = uc.peer, s.upID
+	s.res.src, s.res.srcID = uc.peer, s.upID
+	uc.headersLocked(s.upID, end, s.fields, keepRequestField)
+	uc.unlock(fl)
+	if t := s.sc.p.cfg.ResponseTimeout; t > 0 {
+		s.timer = time.AfterFunc(t, s.responseTimedOut)
+	}
+	if end {
+		s.req.finished()
+		return
+	}
+	s.req.drain(fl)
+}
+
+// detach takes the stream off a connection that will not process it
+// (GOAWAY below its ID, REFUSED_STREAM), for another connection to the
+// same endpoint. Only a request none of whose body went out can be sent
+// again; it reports whether this one could. Called with s.mu held.
+func (s *stream) detach() bool {
+	if s.req.sentData || s.resBegan || s.uc == nil {
+		return false
+	}
+	s.uc.forget(s)
+	s.uc, s.upID = nil, 0
+	s.req.dst, s.req.dstID, s.req.window = nil, 0, 0
+	s.req.done = false
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	go s.connect(poolKey{addr: s.x.ep.Addr, identity: s.identity(s.x.ep)})
+	return true
+}
+
+func (s *stream) responseTimedOut() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.resBegan {
+		return
+	}
+	s.uc.writeRST(nil, s.upID, http2.ErrCodeCancel)
+	s.failed(nil, fmt.Errorf("no response within %v: %w", s.sc.p.cfg.ResponseTimeout, context.DeadlineExceeded))
+}
+
+// publishTap shows the request to tap watchers, once it has somewhere to go.
+func (s *stream) publishTap() {
+	h := s.sc.p.cfg.Tap
+	if h == nil || s.x.tapped != nil || h.Watchers() == 0 {
+		return // no allocation on the common path
+	}
+	path := s.path
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	s.x.tapped = h.Request(tap.Request{
+		Direction: string(s.sc.p.cfg.Direction), Src: s.sc.c.RemoteAddr().String(), Dst: s.x.ep.Addr.String(),
+		DstWorkload: s.x.key.Dst.Workload, ClientID: s.x.key.ClientID, ServerID: s.x.key.ServerID,
+		Method: s.method, Scheme: "http", Authority: s.authority, Path: path,
+	})
+}
+
+// countRequest counts the request under its route, once, and tells its
+// connection's TCP series whether it reached an application.
+func (s *stream) countRequest() {
+	x := &s.x
+	if x.route != nil {
+		return
+	}
+	k := x.key
+	if x.unreached != "" {
+		k.Target = ""
+	}
+	x.route = s.sc.p.cfg.Metrics.Route(k)
+	x.route.Request()
+	switch tcp := s.sc.info.TCP; {
+	case tcp == nil:
+	case x.unreached != "":
+		tcp.RequestUnreached(x.unreached)
+	default:
+		tcp.Reached()
+	}
+}
+
+// finish records the end of the exchange: metrics, tap and the balancer.
+// Called once, as the stream closes.
+func (x *exchange) finish(s *stream) {
+	if x.uncounted {
+		return
+	}
+	if x.status == 0 {
+		// Reset before any response: counted as the 502 net/http's
+		// server recorded for a request whose client went away.
+		x.status, x.after, x.failed = http.StatusBadGateway, time.Since(x.start), true
+	}
+	if x.key.Direction == "" {
+		x.key = metrics.RouteKey{Direction: s.sc.p.cfg.Direction, Authority: s.authority, Target: s.sc.target(), ClientID: s.sc.info.ClientID}
+	}
+	s.countRequest()
+	success := !x.failed && x.status < 500 && s.grpcStatus <= 0
+	x.route.Response(x.status, success, x.after)
+	if x.tapped != nil {
+		x.tapped.Response(tap.Response{Status: x.status, GRPCStatus: s.grpcStatus, Latency: x.after, Success: success})
+	}
+	if x.ep.Report == nil {
+		return
+	}
+	var err error
+	switch {
+	case x.canceled:
+		err = context.Canceled // the client gave up: nothing learnt about the endpoint
+	case x.failed:
+		err = fmt.Errorf("%w: the response broke off", httpproxy.ErrServerError)
+	case x.status >= 500:
+		err = fmt.Errorf("%w: %d", httpproxy.ErrServerError, x.status)
+	}
+	x.ep.Report(x.after, err)
+	x.ep.Report = nil
+}
+
+// headAuthorizer is an Authorizer that decides from the method, the path
+// and the raw query, with no *http.Request to build (policy.Conn).
+type headAuthorizer interface {
+	AuthorizeHTTP(method, path, rawQuery string) error
+}
+
+// authorize asks the connection's Authorizer about the request. The path
+// it reads is the decoded one, as net/http's URL.Path is.
+func (s *stream) authorize() error {
+	path, query, _ := strings.Cut(s.path, "?")
+	if p, err := url.PathUnescape(path); err == nil {
+		path = p
+	}
+	if a, ok := s.sc.info.Authz.(headAuthorizer); ok {
+		return a.AuthorizeHTTP(s.method, path, query)
+	}
+	h := http.Header{}
+	for _, f := range s.fields {
+		if !f.IsPseudo() {
+			h.Add(http.CanonicalHeaderKey(f.Name), f.Value)
+		}
+	}
+	return s.sc.info.Authz.AuthorizeRequest(&http.Request{Method: s.method, URL: &url.URL{Path: path, RawQuery: query},
+		Host: s.authority, Proto: "HTTP/2.0", ProtoMajor: 2, Header: h})
+}
+
+// refuse answers a request the connection's Authorizer denied: 403, or for
+// gRPC PERMISSION_DENIED, counted and tapped like any other.
+func (s *stream) refuse(fl *flusher, why error) {
+	x := &s.x
+	x.key = metrics.RouteKey{Direction: s.sc.p.cfg.Direction, Authority: s.authority, Target: s.sc.target(), ClientID: s.sc.info.ClientID}
+	x.route = s.sc.p.cfg.Metrics.Route(x.key) // denied requests keep their target
+	x.route.Request()
+	if tcp := s.sc.info.TCP; tcp != nil {
+		tcp.RequestUnreached(metrics.PolicyDenied)
+	}
+	x.unreached = metrics.PolicyDenied
+	x.ep.Addr = s.sc.info.Target
+	s.publishTap()
+	s.answer(fl, http.StatusForbidden, 7, "unauthorized", "mesh-proxy: unauthorized: "+why.Error()) // 7: PERMISSION_DENIED
+}
+
+// noEndpoint answers 503 (gRPC: UNAVAILABLE) for a destination with no
+// endpoint to send to, or one the controller could not answer for.
+func (s *stream) noEndpoint(fl *flusher, err error) {
+	cfg, target := &s.sc.p.cfg, s.sc.info.Target
+	msg := fmt.Sprintf("mesh-proxy: no endpoints available for %s (%s)", s.authority, target)
+	what := "no endpoints"
+	if errors.Is(err, httpproxy.ErrUnavailable) {
+		msg = fmt.Sprintf("mesh-proxy: %s (%s) not sent: the controller could not say whether it is meshed, and it is never sent in plain text then; retry once the controller is back", s.authority, target)
+		what = "controller unavailable"
+	}
+	cfg.Log.Info("request failed", "direction", cfg.Direction, "target", target.String(),
+		"authority", s.authority, "status", http.StatusServiceUnavailable, "err", err)
+	s.x.key = metrics.RouteKey{Direction: cfg.Direction, Authority: s.authority, ClientID: s.sc.info.ClientID}
+	s.x.unreached = metrics.NoEndpoint
+	s.x.ep.Addr = target
+	s.countRequest()
+	s.publishTap()
+	s.answer(fl, http.StatusServiceUnavailable, 14, what, msg) // 14: UNAVAILABLE
+}
+
+// connectFailed answers a request no endpoint could be connected to.
+func (s *stream) connectFailed(fl *flusher, err error) {
+	s.x.unreached = metrics.ConnectFailed
+	s.failed(fl, err)
+}
+
+// failed answers a request that got no usable response: 504 (gRPC:
+// DEADLINE_EXCEEDED) for a timeout, 502 (UNAVAILABLE) otherwise.
+func (s *stream) failed(fl *flusher, err error) {
+	cfg := &s.sc.p.cfg
+	code, grpcCode, what := http.StatusBadGateway, 14, "unreachable"
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		code, grpcCode, what = http.StatusGatewayTimeout, 4, "timed out"
+	}
+	target := s.x.ep.Addr
+	cfg.Log.Info("request failed", "direction", cfg.Direction, "target", target.String(),
+		"authority", s.authority, "status", code, "err", err)
+	s.countRequest()
+	if s.x.tapped == nil {
+		s.x.ep.Addr = s.sc.info.Target
+		s.publishTap()
+		s.x.ep.Addr = target
+	}
+	s.answer(fl, code, grpcCode, what, fmt.Sprintf("mesh-proxy: target %s %s: %v", target, what, err))
+}
+
+// answer is the proxy's own response: for gRPC a trailers-only response
+// with grpcCode, which a gRPC client reports as that status (gRPC over
+// HTTP/2, "Responses"); otherwise code with msg as text, as http.Error
+// writes it. A request still sending its body is reset with NO_ERROR once
+// answered (RFC 9113 §8.1), and its target's stream cancelled. Called with
+// s.mu held.
+func (s *stream) answer(fl *flusher, code, grpcCode int, what, msg string) {
+	x := &s.x
+	x.status, x.after = code, time.Since(x.start)
+	s.countRequest()
+	if s.uc != nil && !s.req.done {
+		s.uc.writeRST(fl, s.upID, http2.ErrCodeCancel)
+	}
+	s.req.abandon()
+	sc := s.sc
+	s.resBegan = true
+	var fields []hpack.HeaderField
+	body := ""
+	if s.grpc {
+		s.grpcStatus = grpcCode
+		fields = []hpack.HeaderField{
+			{Name: ":status", Value: "200"},
+			{Name: "content-type", Value: "application/grpc"},
+			{Name: "grpc-status", Value: strconv.Itoa(grpcCode)},
+			{Name: "grpc-message", Value: grpcMessage(msg)},
+			{Name: "mesh-proxy-error", Value: what},
+		}
+	} else {
+		body = msg + "\n"
+		fields = []hpack.HeaderField{
+			{Name: ":status", Value: strconv.Itoa(code)},
+			{Name: "content-type", Value: "text/plain; charset=utf-8"},
+			{Name: "x-content-type-options", Value: "nosniff"},
+			{Name: "mesh-proxy-error", Value: what},
+			{Name: "content-length", Value: strconv.Itoa(len(body))},
+		}
+	}
+	sc.lock()
+	sc.headersLocked(s.id, body == "", fields, nil)
+	sc.unlock(fl)
+	clientOpen := !s.req.end
+	if body == "" {
+		s.res.end = true
+		s.res.finished()
+	} else {
+		s.res.push(fl, []byte(body), true)
+	}
+	if clientOpen && !s.closed {
+		// The rest of the body is the client's to stop sending; the
+		// response may still wait for window, so the stream stays.
+		s.req.done = true
+		s.closeIfDone()
+	}
+	if clientOpen && s.res.done {
+		sc.writeRST(fl, s.id, http2.ErrCodeNo)
+	}
+}
+
+// grpcMessage percent-encodes msg for the grpc-message header: bytes
+// outside printable ASCII, and '%', become %XX (gRPC over HTTP/2 spec).
+func grpcMessage(msg string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c >= 0x20 && c <= 0x7e && c != '%' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&0xf])
+	}
+	return b.String()
+}
