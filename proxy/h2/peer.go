@@ -49,11 +49,11 @@ type peer struct {
 
 	waiting atomic.Int32 // goroutines waiting for wmu
 	wmu     sync.Mutex
-	bw      *bufio.Writer         // guarded by wmu
-	enc     *hpack.Encoder        // guarded by wmu
-	hbuf    bytes.Buffer          // the header block being encoded; guarded by wmu
-	wfr     *http2.Framer         // writes into bw; guarded by wmu
-	maxOut  uint32                // the peer's SETTINGS_MAX_FRAME_SIZE; guarded by wmu
+	bw      *bufio.Writer  // guarded by wmu
+	enc     *hpack.Encoder // guarded by wmu
+	hbuf    bytes.Buffer   // the header block being encoded; guarded by wmu
+	wfr     *http2.Framer  // writes into bw; guarded by wmu
+	maxOut  uint32         // the peer's SETTINGS_MAX_FRAME_SIZE; guarded by wmu
 	// werr is the first write failure; guarded by wmu. The connection is
 	// closed then, so that its reader ends and takes its streams down.
 	werr error

@@ -34,10 +34,10 @@ type stream struct {
 	declLen   int64 // content-length, -1 for none; gotLen counts DATA (reader only)
 	gotLen    int64
 
-	origH1     bool // carried from HTTP/1.1 by an older proxy: goes on as HTTP/1.1 (origproto.go)
-	resBegan   bool // a final response head went to the client
-	grpcStatus int  // from the response, -1 for none
-	closed     bool // over both ways; removed from its connections
+	origH1     bool               // carried from HTTP/1.1 by an older proxy: goes on as HTTP/1.1 (origproto.go)
+	resBegan   bool               // a final response head went to the client
+	grpcStatus int                // from the response, -1 for none
+	closed     bool               // over both ways; removed from its connections
 	timer      *time.Timer        // ResponseTimeout, while the response head is awaited
 	cancel     context.CancelFunc // ends the HTTP/1.1 path's request; nil on the others
 
