@@ -28,6 +28,7 @@ const (
 // endpoints answer: the 404s are the guard, not missing endpoints.
 func TestAdminPort(t *testing.T) {
 	needEnv(t)
+	t.Parallel() // alongside the other tests that leave the mesh as they found it (main_test.go)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	ensureInstalled(t, ctx)

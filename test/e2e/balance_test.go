@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,12 +51,29 @@ func TestBalancing(t *testing.T) {
 	}
 }
 
+// installs counts the tests that need the mesh now. The tests that run in
+// parallel share one install: the first of them installs, the last
+// uninstalls, and no two run `mesh install` or `mesh uninstall` at once.
+var installs struct {
+	sync.Mutex
+	users int
+}
+
 // ensureInstalled runs `mesh install` (a no-op when installed) and
-// uninstalls when the test ends.
+// uninstalls when the test ends, unless a test running alongside still
+// needs the mesh.
 func ensureInstalled(t *testing.T, ctx context.Context) {
 	t.Helper()
+	installs.Lock()
+	defer installs.Unlock()
 	mustRun(t, ctx, nil, e2e.mesh, "install")
+	installs.users++
 	t.Cleanup(func() {
+		installs.Lock()
+		defer installs.Unlock()
+		if installs.users--; installs.users > 0 {
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		if r := command(ctx, nil, nil, e2e.mesh, "uninstall"); r.err != nil {

@@ -35,6 +35,7 @@ const (
 // proxies' API and test 8 (the Workload API), in parallel.
 func TestControlPlaneSurfaces(t *testing.T) {
 	needEnv(t)
+	t.Parallel() // alongside the other tests that leave the mesh as they found it (main_test.go)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	ensureInstalled(t, ctx)

@@ -37,6 +37,7 @@ const identityNS = "e2e-identity"
 // request gets a clear gRPC error and no certificate.
 func TestCertify(t *testing.T) {
 	needEnv(t)
+	t.Parallel() // alongside the other tests that leave the mesh as they found it (main_test.go)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	ensureInstalled(t, ctx)

@@ -9,6 +9,14 @@
 // only what it brought up), then imports the images of `make images`. It
 // needs root; `make test` sets MESH_REQUIRE_ROOT_TESTS=1, which turns a
 // would-be skip into a failure.
+//
+// Each test works in namespaces of its own. Those that change the mesh for
+// everyone run one after another, first: TestMesh (install, uninstall),
+// TestBalancing and TestPolicy (the controller scaled to zero) and
+// TestRotation (a new trust anchor). The others call t.Parallel and then
+// run together, sharing one install (ensureInstalled); `make test-e2e`
+// lets up to eight run at once (-parallel), as most of their time is spent
+// waiting for pods.
 package e2e
 
 import (

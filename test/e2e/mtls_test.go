@@ -28,6 +28,7 @@ const (
 // which proves the capture sees the traffic at all.
 func TestMeshTLS(t *testing.T) {
 	needEnv(t)
+	t.Parallel() // alongside the other tests that leave the mesh as they found it (main_test.go)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	ensureInstalled(t, ctx)

@@ -46,6 +46,7 @@ const viewerUser = "system:serviceaccount:default:mesh-e2e-viewer"
 // front-proxy certificate, gets 401 whatever user headers it forges.
 func TestTap(t *testing.T) {
 	needEnv(t)
+	t.Parallel() // alongside the other tests that leave the mesh as they found it (main_test.go)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	ensureInstalled(t, ctx)

@@ -64,6 +64,7 @@ const (
 // exactly as it would a server in the pod's image.
 func TestVizHostileMetrics(t *testing.T) {
 	needEnv(t)
+	t.Parallel() // alongside the other tests that leave the mesh as they found it (main_test.go)
 	ctx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
 	defer cancel()
 	ensureInstalled(t, ctx)
