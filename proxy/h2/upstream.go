@@ -73,26 +73,27 @@ func (pl *pool) take(k poolKey) *upConn {
 
 // get returns a connection to k with a stream slot taken for the caller,
 // connecting when none has one; requests that need a connection while one
-// is being made wait for it and share its failure.
+// is being made wait for it, and share its failure. A connection the
+// caller made itself has its first slot taken for the caller.
 func (pl *pool) get(k poolKey) (*upConn, error) {
-	for range 3 {
+	for {
 		if uc := pl.take(k); uc != nil {
 			return uc, nil
 		}
 		pl.mu.Lock()
-		d := pl.dials[k]
-		if d != nil {
+		if d := pl.dials[k]; d != nil {
 			pl.mu.Unlock()
 			<-d.done
 			if d.err != nil {
 				return nil, d.err
 			}
-			continue
+			continue // its slots may all be taken: then dial another
 		}
-		d = &dial{done: make(chan struct{})}
+		d := &dial{done: make(chan struct{})}
 		pl.dials[k] = d
 		pl.mu.Unlock()
 		uc, err := pl.connect(k)
+		ok := err == nil && uc.reserve()
 		pl.mu.Lock()
 		delete(pl.dials, k)
 		if err == nil {
@@ -101,11 +102,14 @@ func (pl *pool) get(k poolKey) (*upConn, error) {
 		pl.mu.Unlock()
 		d.err = err
 		close(d.done)
-		if err != nil {
+		switch {
+		case err != nil:
 			return nil, err
+		case !ok:
+			return nil, &httpproxy.ConnectError{Err: errors.New("the target takes no streams")}
 		}
+		return uc, nil
 	}
-	return nil, &httpproxy.ConnectError{Err: errors.New("the target takes no more streams")}
 }
 
 // connect dials k, in mesh TLS when it has an identity, and opens HTTP/2
@@ -235,7 +239,7 @@ type upConn struct {
 func (uc *upConn) reserve() bool {
 	uc.mu.Lock()
 	defer uc.mu.Unlock()
-	if uc.retired || uc.reserved >= uc.maxStreams || uc.nextID+2*uint32(uc.reserved) >= maxStreamID {
+	if uc.retired || uc.reserved >= uc.maxStreams {
 		return false
 	}
 	uc.reserved++
@@ -256,10 +260,13 @@ func (uc *upConn) release() {
 func (uc *upConn) register(s *stream) (int32, bool) {
 	uc.mu.Lock()
 	defer uc.mu.Unlock()
-	if uc.retired {
+	if uc.retired || s.upID > maxStreamID {
 		return 0, false
 	}
 	uc.streams[s.upID] = s
+	if s.upID+2*uint32(uc.reserved) >= maxStreamID {
+		uc.retired = true // out of stream IDs: those reserved still fit
+	}
 	return uc.initWindow, true
 }
 

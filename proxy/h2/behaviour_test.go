@@ -1,0 +1,424 @@
+package h2
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+
+	"github.com/mesh-dev/mesh/proxy/balance"
+	"github.com/mesh-dev/mesh/proxy/httpproxy"
+)
+
+// rawClient is an HTTP/2 client made of frames, for what net/http's
+// client would never send or would hide.
+type rawClient struct {
+	t   testing.TB
+	c   net.Conn
+	fr  *http2.Framer
+	enc *hpack.Encoder
+	buf bytes.Buffer
+}
+
+func dialRaw(t testing.TB, addr string, settings ...http2.Setting) *rawClient {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	rc := &rawClient{t: t, c: c, fr: http2.NewFramer(c, c)}
+	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	rc.enc = hpack.NewEncoder(&rc.buf)
+	io.WriteString(c, http2.ClientPreface)
+	rc.fr.WriteSettings(settings...)
+	return rc
+}
+
+// get opens stream id with a GET of path.
+func (rc *rawClient) get(id uint32, path string, end bool) error {
+	rc.buf.Reset()
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc"}, {":path", path}} {
+		rc.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	return rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.buf.Bytes(), EndHeaders: true, EndStream: end})
+}
+
+// next returns the next frame but SETTINGS, PING and WINDOW_UPDATE. It
+// writes nothing (the proxy needs no SETTINGS ACK), so that a test may
+// write from another goroutine meanwhile.
+func (rc *rawClient) next() (http2.Frame, error) {
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			return nil, err
+		}
+		switch f.(type) {
+		case *http2.SettingsFrame, *http2.WindowUpdateFrame, *http2.PingFrame:
+			continue
+		}
+		return f, nil
+	}
+}
+
+// TestSlowReaderHoldsOnlyItsOwnStream: a stream whose client grants no
+// window keeps its response in the proxy (at most its window), while
+// another stream of the same connection gets all of its own.
+func TestSlowReaderHoldsOnlyItsOwnStream(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 2<<20)
+	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			w.Write(big)
+			return
+		}
+		w.Write([]byte("small and done"))
+	}))
+	p := startTestProxy(t, backend)
+	rc := dialRaw(t, p.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	rc.fr.WriteWindowUpdate(0, 64<<20)
+	rc.get(1, "/big", true)
+	time.Sleep(100 * time.Millisecond) // the big response fills what the proxy will hold
+	rc.get(3, "/small", true)
+	rc.fr.WriteWindowUpdate(3, 1<<20)
+	var small []byte
+	for {
+		f, err := rc.next()
+		if err != nil {
+			t.Fatalf("reading: %v (stream 3 got %q)", err, small)
+		}
+		switch f := f.(type) {
+		case *http2.DataFrame:
+			if f.StreamID == 1 {
+				t.Fatalf("stream 1 got DATA without window")
+			}
+			small = append(small, f.Data()...)
+			if f.StreamEnded() {
+				if string(small) != "small and done" {
+					t.Errorf("stream 3 got %q", small)
+				}
+				return
+			}
+		case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+			t.Fatalf("unexpected %v", f)
+		}
+	}
+}
+
+// TestRefusesStreamsPastTheLimit: MaxConcurrentStreams bounds a client
+// connection's open streams; one more is refused with REFUSED_STREAM,
+// which a client may retry.
+func TestRefusesStreamsPastTheLimit(t *testing.T) {
+	release := make(chan struct{})
+	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+	}))
+	defer close(release)
+	p := startTestProxy(t, backend, func(c *Config, _ *httpproxy.ConnInfo) { c.MaxConcurrentStreams = 2 })
+	rc := dialRaw(t, p.addr)
+	rc.get(1, "/", true)
+	rc.get(3, "/", true)
+	rc.get(5, "/", true)
+	f, err := rc.next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rst, ok := f.(*http2.RSTStreamFrame); !ok || rst.StreamID != 5 || rst.ErrCode != http2.ErrCodeRefusedStream {
+		t.Fatalf("got %v, want RST_STREAM REFUSED_STREAM on stream 5", f)
+	}
+}
+
+// TestRapidReset: a client that opens streams and resets each at once
+// (CVE-2023-44487) is cut off with ENHANCE_YOUR_CALM.
+func TestRapidReset(t *testing.T) {
+	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(50 * time.Millisecond)
+	}))
+	p := startTestProxy(t, backend)
+	rc := dialRaw(t, p.addr)
+	go func() {
+		for id := uint32(1); id < 2*2000; id += 2 {
+			if rc.get(id, "/", true) != nil || rc.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+				return
+			}
+		}
+	}()
+	for {
+		f, err := rc.next()
+		if err != nil {
+			t.Fatalf("connection ended without GOAWAY: %v", err)
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+				t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
+			}
+			return
+		}
+	}
+}
+
+// TestTargetResetReachesClient: a response the target breaks off after
+// its head reaches the client as a reset stream, not a clean end.
+func TestTargetResetReachesClient(t *testing.T) {
+	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("partial"))
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	p := startTestProxy(t, backend)
+	res, err := h2cClient(t).Get("http://" + p.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if _, err := io.ReadAll(res.Body); err == nil {
+		t.Fatal("the body ended cleanly; want the target's reset")
+	}
+}
+
+// TestHeaderListTooLarge: a request head past MaxHeaderBytes gets 431, as
+// from net/http's server. (Go's client would not even send it once it has
+// the proxy's SETTINGS_MAX_HEADER_LIST_SIZE: frames it is.)
+func TestHeaderListTooLarge(t *testing.T) {
+	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Error("the request reached the target")
+	}))
+	p := startTestProxy(t, backend, func(c *Config, _ *httpproxy.ConnInfo) { c.MaxHeaderBytes = 4096 })
+	rc := dialRaw(t, p.addr)
+	rc.buf.Reset()
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc"}, {":path", "/"}} {
+		rc.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	for i := range 20 {
+		rc.enc.WriteField(hpack.HeaderField{Name: fmt.Sprintf("x-big-%d", i), Value: strings.Repeat("b", 300)})
+	}
+	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.buf.Bytes(), EndHeaders: true, EndStream: true})
+	f, err := rc.next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, ok := f.(*http2.MetaHeadersFrame)
+	if !ok || h.PseudoValue("status") != "431" {
+		t.Fatalf("got %v, want a 431 response", f)
+	}
+}
+
+// denyAll refuses every request.
+type denyAll struct{}
+
+func (denyAll) AuthorizeRequest(*http.Request) error { return errors.New("no route allows it") }
+
+func TestPolicyDenial(t *testing.T) {
+	backend, _ := startGRPC(t)
+	p := startTestProxy(t, backend, func(_ *Config, info *httpproxy.ConnInfo) { info.Authz = denyAll{} })
+	t.Run("HTTP", func(t *testing.T) {
+		res, err := h2cClient(t).Get("http://" + p.addr + "/secret")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusForbidden || string(b) != "mesh-proxy: unauthorized: no route allows it\n" {
+			t.Errorf("got %d %q", res.StatusCode, b)
+		}
+	})
+	t.Run("gRPC", func(t *testing.T) {
+		_, err := grpcClient(t, p.addr).EmptyCall(context.Background(), &testpb.Empty{})
+		if st := status.Convert(err); st.Code() != codes.PermissionDenied || st.Message() != "mesh-proxy: unauthorized: no route allows it" {
+			t.Errorf("got %v, want PermissionDenied", err)
+		}
+	})
+}
+
+func TestNoEndpoints(t *testing.T) {
+	backend, _ := startGRPC(t)
+	p := startTestProxy(t, backend, func(c *Config, _ *httpproxy.ConnInfo) {
+		c.Pick = func(context.Context, netip.AddrPort) (httpproxy.Endpoint, error) {
+			return httpproxy.Endpoint{}, httpproxy.ErrNoEndpoints
+		}
+	})
+	res, err := h2cClient(t).Get("http://" + p.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if want := "mesh-proxy: no endpoints available for " + p.addr + " (" + backend + ")\n"; res.StatusCode != 503 || string(b) != want {
+		t.Errorf("got %d %q, want 503 %q", res.StatusCode, b, want)
+	}
+	_, err = grpcClient(t, p.addr).EmptyCall(context.Background(), &testpb.Empty{})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("gRPC: got %v, want Unavailable", err)
+	}
+}
+
+// TestConnectFailureTriesAnotherEndpoint: an endpoint that refuses the
+// connection is reported unreachable (ejected) and the request goes to
+// another one.
+func TestConnectFailureTriesAnotherEndpoint(t *testing.T) {
+	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	dead := closedPort(t)
+	var mu sync.Mutex
+	var reports []string
+	n := 0
+	pick := func(context.Context, netip.AddrPort) (httpproxy.Endpoint, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		addr := netip.MustParseAddrPort(backend)
+		if n++; n == 1 {
+			addr = dead
+		}
+		return httpproxy.Endpoint{Addr: addr, Report: func(_ time.Duration, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			what := "ok"
+			if errors.Is(err, balance.ErrUnreachable) {
+				what = "unreachable"
+			} else if err != nil {
+				what = err.Error()
+			}
+			reports = append(reports, addr.String()+" "+what)
+		}}, nil
+	}
+	p := startTestProxy(t, backend, func(c *Config, _ *httpproxy.ConnInfo) { c.Pick = pick })
+	res, err := h2cClient(t).Get("http://" + p.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(b) != "ok" {
+		t.Fatalf("got %d %q", res.StatusCode, b)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{dead.String() + " unreachable", backend + " ok"}
+	if strings.Join(reports, "; ") != strings.Join(want, "; ") {
+		t.Errorf("reports %q, want %q", reports, want)
+	}
+}
+
+// closedPort is a loopback address where nothing listens: a socket bound
+// to it, never listening, until the test ends, so no one else takes it.
+func closedPort(tb testing.TB) netip.AddrPort {
+	tb.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		tb.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	in4 := sa.(*syscall.SockaddrInet4)
+	return netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port))
+}
+
+// TestTargetStreamLimit: a target that takes one stream at a time gets
+// more connections, and every request gets through.
+func TestTargetStreamLimit(t *testing.T) {
+	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(100 * time.Millisecond)
+		w.Write([]byte("ok"))
+	}), func(s *http.Server) { s.HTTP2.MaxConcurrentStreams = 1 })
+	p := startTestProxy(t, backend)
+	client := h2cClient(t)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := client.Get("http://" + p.addr + "/")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != 200 || string(b) != "ok" {
+				t.Errorf("got %d %q", res.StatusCode, b)
+			}
+		}()
+	}
+	wg.Wait()
+	if took := time.Since(start); took > 700*time.Millisecond {
+		t.Errorf("8 requests took %v: they waited for each other, not for more connections", took)
+	}
+}
+
+// TestGoAwayFromTarget: a target connection that says GOAWAY before
+// processing a stream sees it sent again on a new connection.
+func TestGoAwayFromTarget(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	h2s := &http2.Server{}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("second connection")) })
+	go func() {
+		first := true
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if !first {
+				go h2s.ServeConn(c, &http2.ServeConnOpts{Handler: handler})
+				continue
+			}
+			first = false
+			go func() {
+				defer c.Close()
+				// Read the preface and SETTINGS, answer with SETTINGS,
+				// then refuse the first stream with GOAWAY.
+				buf := make([]byte, len(http2.ClientPreface))
+				io.ReadFull(c, buf)
+				fr := http2.NewFramer(c, c)
+				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+				fr.WriteSettings()
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					if _, ok := f.(*http2.MetaHeadersFrame); ok {
+						fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+						time.Sleep(200 * time.Millisecond)
+						return
+					}
+				}
+			}()
+		}
+	}()
+	p := startTestProxy(t, ln.Addr().String())
+	res, err := h2cClient(t).Get("http://" + p.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(b) != "second connection" {
+		t.Fatalf("got %d %q", res.StatusCode, b)
+	}
+}
