@@ -27,6 +27,10 @@ type Config struct {
 	InboundAddr  string // traffic redirected to the pod; default 0.0.0.0:4143
 	OutboundAddr string // traffic the pod sends; default 127.0.0.1:4140
 	AdminAddr    string // metrics, probes, shutdown; default 0.0.0.0:4191
+	// AdminProfiling serves the Go runtime's profiles on the admin port
+	// under /debug/pprof/, to clients inside the pod only (admin.Handler).
+	// False, the default, serves none.
+	AdminProfiling bool
 
 	// DetectTimeout is how long the proxy waits for a client's first bytes
 	// before it treats the connection as opaque TCP and remembers the
@@ -173,6 +177,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.InboundAddr, "inbound-addr", c.InboundAddr, "address of the inbound listener")
 	fs.StringVar(&c.OutboundAddr, "outbound-addr", c.OutboundAddr, "address of the outbound listener")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "address of the admin server (/metrics, /ready, /live, /shutdown)")
+	fs.BoolVar(&c.AdminProfiling, "admin-profiling", c.AdminProfiling, "serve the Go runtime's profiles (net/http/pprof) under /debug/pprof/ on the admin port, to loopback clients only")
 	fs.DurationVar(&c.DetectTimeout, "detect-timeout", c.DetectTimeout, "wait this long for a client's first bytes before forwarding as opaque TCP")
 	fs.TextVar(&c.OpaquePorts, "opaque-ports", c.OpaquePorts, "ports forwarded as opaque TCP without protocol detection (e.g. 25,3306,4000-4010)")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", c.ConnectTimeout, "timeout for connecting to a target")

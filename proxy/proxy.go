@@ -160,6 +160,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Proxy, err error
 
 		Destinations: destinations,
 		Identity:     identityInfo,
+		Profiling:    p.cfg.AdminProfiling,
 	})
 	return p, nil
 }

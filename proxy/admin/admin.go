@@ -7,7 +7,9 @@ package admin
 import (
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
+	"strconv"
 	"time"
 )
 
@@ -26,6 +28,11 @@ type Config struct {
 	Destinations http.Handler
 	// Identity serves /identity, the proxy's certificate; nil without one.
 	Identity http.Handler
+	// Profiling serves the Go runtime's profiles under /debug/pprof/ to
+	// loopback clients (net/http/pprof), for finding where a proxy's CPU
+	// and memory go on a real node. Off (false) by default: a profile
+	// costs the proxy CPU while it runs and shows its internals.
+	Profiling bool
 	// IdleTimeout closes a keep-alive connection that has waited this long
 	// for its next request (NewServer). Zero means DefaultIdleTimeout.
 	IdleTimeout time.Duration
@@ -84,6 +91,9 @@ func NewServer(cfg Config) *http.Server {
 //	GET  /identity  JSON: the proxy's SPIFFE ID and certificate (with an
 //	                identity service only)
 //	POST /shutdown  graceful shutdown
+//	GET  /debug/pprof/...  the runtime's profiles (net/http/pprof), with
+//	                Profiling only; a CPU profile or trace lasts at most
+//	                maxProfileSeconds
 //
 // Any other client gets 404 for those, as for a path that does not exist:
 // the admin port listens on every address, so that kubelet reaches the
@@ -113,6 +123,9 @@ func Handler(cfg Config) http.Handler {
 		cfg.Shutdown()
 		w.Write([]byte("shutting down\n"))
 	})
+	if cfg.Profiling {
+		addProfiles(local)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if arrivedOnLoopback(r) {
 			local.ServeHTTP(w, r)
@@ -139,4 +152,39 @@ func arrivedOnLoopback(r *http.Request) bool {
 	}
 	addr, ok := netip.AddrFromSlice(tcp.IP)
 	return ok && addr.Unmap().IsLoopback()
+}
+
+// maxProfileSeconds bounds a CPU profile or an execution trace: pprof
+// refuses one that would outlast the server's writeTimeout, which net/http
+// would cut off half written.
+const maxProfileSeconds = writeTimeout/time.Second - 5
+
+// addProfiles serves net/http/pprof's handlers on mux. They are added one
+// by one rather than by importing the package for its side effect, which
+// registers them on http.DefaultServeMux, where any server of the process
+// that used it would show them.
+func addProfiles(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index) // and each named profile
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	for path, h := range map[string]http.HandlerFunc{
+		"GET /debug/pprof/profile": pprof.Profile,
+		"GET /debug/pprof/trace":   pprof.Trace,
+	} {
+		mux.HandleFunc(path, boundSeconds(h))
+	}
+}
+
+// boundSeconds gives h a "seconds" parameter within maxProfileSeconds: a
+// request without one gets the most, not pprof's default of 30.
+func boundSeconds(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		n, err := strconv.Atoi(q.Get("seconds"))
+		if err != nil || n <= 0 || n > int(maxProfileSeconds) {
+			q.Set("seconds", strconv.Itoa(int(maxProfileSeconds)))
+			r.URL.RawQuery = q.Encode()
+		}
+		h(w, r)
+	}
 }

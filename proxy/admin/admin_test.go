@@ -27,7 +27,7 @@ type adminServer struct {
 	ready     atomic.Bool
 }
 
-func startAdmin(t *testing.T, idle time.Duration) *adminServer {
+func startAdmin(t *testing.T, idle time.Duration, profiling bool) *adminServer {
 	t.Helper()
 	a := &adminServer{}
 	var serving sync.WaitGroup
@@ -44,6 +44,7 @@ func startAdmin(t *testing.T, idle time.Duration) *adminServer {
 		Identity: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			io.WriteString(w, `{"spiffe_id": "spiffe://cluster.local/ns/shop/sa/web"}`+"\n")
 		}),
+		Profiling:   profiling,
 		IdleTimeout: idle,
 	})
 	ln, err := net.Listen("tcp", ":0")
@@ -127,7 +128,7 @@ func (c *localAs) LocalAddr() net.Addr { return c.local }
 // the proxy's state, exactly as for a path that does not exist; the same
 // requests made to a loopback address are answered.
 func TestOnlyProbesAndMetricsToTheNetwork(t *testing.T) {
-	a := startAdmin(t, 0)
+	a := startAdmin(t, 0, false)
 	a.ready.Store(true)
 	tests := []struct {
 		method, path string
@@ -170,8 +171,63 @@ func TestOnlyProbesAndMetricsToTheNetwork(t *testing.T) {
 	}
 }
 
+// TestProfilesOnlyToLoopback: with Profiling, the runtime's profiles are
+// served to loopback clients and, like every other path that shows the
+// proxy's state, are a 404 to the network.
+func TestProfilesOnlyToLoopback(t *testing.T) {
+	a := startAdmin(t, 0, true)
+	notFound := get(t, "GET", a.network, "/no-such-path")
+	for _, tc := range []struct{ path, wantBody string }{
+		{path: "/debug/pprof/", wantBody: "goroutine"},
+		{path: "/debug/pprof/heap?debug=1", wantBody: "heap profile"},
+		{path: "/debug/pprof/goroutine?debug=1", wantBody: "goroutine profile"},
+		{path: "/debug/pprof/cmdline", wantBody: ""},
+		{path: "/debug/pprof/profile?seconds=1", wantBody: ""},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			if got := get(t, "GET", a.network, tc.path); got != notFound {
+				t.Errorf("from the network: %d %q, want the answer to a path that does not exist: %+v", got.code, got.body, notFound)
+			}
+			got := get(t, "GET", a.loopback(), tc.path)
+			if got.code != 200 || !strings.Contains(got.body, tc.wantBody) {
+				t.Errorf("from loopback: %d %.200q, want 200 with %q", got.code, got.body, tc.wantBody)
+			}
+		})
+	}
+}
+
+// TestProfileSecondsBounded: a CPU profile or trace asked for longer than
+// the admin server's write timeout allows, or for no length, lasts
+// maxProfileSeconds; a shorter one as long as asked.
+func TestProfileSecondsBounded(t *testing.T) {
+	most := fmt.Sprint(int(maxProfileSeconds))
+	for _, tc := range []struct{ query, want string }{
+		{query: "", want: most},
+		{query: "seconds=3", want: "3"},
+		{query: "seconds=" + most, want: most},
+		{query: "seconds=3600", want: most},
+		{query: "seconds=0", want: most},
+		{query: "seconds=-1", want: most},
+		{query: "seconds=x", want: most},
+	} {
+		var got string
+		h := boundSeconds(func(_ http.ResponseWriter, r *http.Request) { got = r.URL.Query().Get("seconds") })
+		r, err := http.NewRequest("GET", "/debug/pprof/profile?"+tc.query, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h(nil, r)
+		if got != tc.want {
+			t.Errorf("?%s: seconds=%s, want %s", tc.query, got, tc.want)
+		}
+	}
+	if maxProfileSeconds <= 0 || maxProfileSeconds*time.Second >= writeTimeout {
+		t.Errorf("maxProfileSeconds %d must be positive and under the write timeout %s", maxProfileSeconds, writeTimeout)
+	}
+}
+
 func TestReady(t *testing.T) {
-	a := startAdmin(t, 0)
+	a := startAdmin(t, 0, false)
 	if got := get(t, "GET", a.network, "/ready"); got.code != 503 || got.body != "not ready: no inbound policy from the controller yet\n" {
 		t.Errorf("not ready: %d %q, want 503 saying why", got.code, got.body)
 	}
@@ -186,7 +242,7 @@ func TestReady(t *testing.T) {
 // as the client likes.
 func TestIdleConnectionClosed(t *testing.T) {
 	const idle = 200 * time.Millisecond
-	a := startAdmin(t, idle)
+	a := startAdmin(t, idle, false)
 	c, err := net.Dial("tcp", a.network)
 	if err != nil {
 		t.Fatal(err)
