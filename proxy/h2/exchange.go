@@ -105,6 +105,10 @@ func (s *stream) route(fl *flusher, lastErr error) {
 func (s *stream) connect(k poolKey) {
 	p := s.sc.p
 	uc, err := p.pool.get(k)
+	// Flushed once the stream's lock is let go: an answer is counted
+	// before its client can read it.
+	var fl flusher
+	defer fl.flushAll()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -114,18 +118,18 @@ func (s *stream) connect(k poolKey) {
 		return
 	}
 	if err == nil {
-		s.attach(nil, uc)
+		s.attach(&fl, uc)
 		return
 	}
 	p.cfg.Log.Debug("connecting failed", "direction", p.cfg.Direction,
 		"target", s.sc.info.Target.String(), "endpoint", k.addr.String(), "err", err)
 	if s.x.ep.Report == nil {
-		s.connectFailed(nil, err) // not balanced: there is no other endpoint to try
+		s.connectFailed(&fl, err) // not balanced: there is no other endpoint to try
 		return
 	}
 	s.x.ep.Report(0, err) // ejects it (balance.ErrUnreachable) before the next pick
 	s.x.ep.Report = nil
-	s.route(nil, err)
+	s.route(&fl, err)
 }
 
 // pick chooses an endpoint the request has not tried.
@@ -225,13 +229,15 @@ func (s *stream) detach() bool {
 }
 
 func (s *stream) responseTimedOut() {
+	var fl flusher
+	defer fl.flushAll()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.resBegan {
 		return
 	}
-	s.uc.writeRST(nil, s.upID, http2.ErrCodeCancel)
-	s.failed(nil, fmt.Errorf("no response within %v: %w", s.sc.p.cfg.ResponseTimeout, context.DeadlineExceeded))
+	s.uc.writeRST(&fl, s.upID, http2.ErrCodeCancel)
+	s.failed(&fl, fmt.Errorf("no response within %v: %w", s.sc.p.cfg.ResponseTimeout, context.DeadlineExceeded))
 }
 
 // publishTap shows the request to tap watchers, once it has somewhere to go.

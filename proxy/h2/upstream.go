@@ -357,7 +357,6 @@ func (uc *upConn) readLoop() {
 		uc.wfr.WriteGoAway(0, http2.ErrCode(ce), nil)
 		uc.unlock(&uc.fl)
 	}
-	uc.fl.flushAll()
 	uc.mu.Lock()
 	uc.retired = true
 	uc.mu.Unlock()
@@ -366,10 +365,11 @@ func (uc *upConn) readLoop() {
 	for _, s := range uc.snapshot() {
 		s.mu.Lock()
 		if s.uc == uc {
-			s.broken(nil, fmt.Errorf("the target's connection broke: %w", err))
+			s.broken(&uc.fl, fmt.Errorf("the target's connection broke: %w", err))
 		}
 		s.mu.Unlock()
 	}
+	uc.fl.flushAll()
 }
 
 // broken ends a stream whose target stream or connection failed: the
