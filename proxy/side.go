@@ -21,6 +21,7 @@ import (
 	"github.com/mesh-dev/mesh/proxy/detect"
 	"github.com/mesh-dev/mesh/proxy/discovery"
 	"github.com/mesh-dev/mesh/proxy/h1"
+	"github.com/mesh-dev/mesh/proxy/h2"
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/policy"
@@ -55,10 +56,10 @@ type sideConfig struct {
 // redirected by iptables, each forwarded to its original destination.
 type side struct {
 	sideConfig
-	// h1 forwards HTTP/1 connections; http serves HTTP/2 ones (and its
-	// HTTP/1 server is left for nothing but compatibility of its API).
-	h1   *h1.Proxy
-	http *httpproxy.Proxy
+	// h1 forwards HTTP/1 connections, h2 HTTP/2 ones (h2c, and HTTP/2
+	// inside mesh TLS).
+	h1 *h1.Proxy
+	h2 *h2.Proxy
 
 	// connCtx is the parent of every connection's work; cancelling it
 	// closes opaque streams still open when the grace period ends.
@@ -124,8 +125,8 @@ func newSide(sc sideConfig) *side {
 		BodyIdleTimeout:      sc.cfg.HTTP1BodyIdleTimeout,
 		MaxConnsPerHost:      maxConnsPerHost,
 	}
-	s.http = httpproxy.New(cfg)
 	s.h1 = h1.New(cfg)
+	s.h2 = h2.New(cfg)
 	return s
 }
 
@@ -133,7 +134,7 @@ func newSide(sc sideConfig) *side {
 // endpoint the balancer removed has drained.
 func (s *side) closeIdle() {
 	s.h1.CloseIdle()
-	s.http.CloseIdle()
+	s.h2.CloseIdle()
 }
 
 // serve accepts until the listener is closed. Temporary accept errors
@@ -199,7 +200,7 @@ func (s *side) drain(ctx context.Context) {
 	s.mu.Unlock()
 	h1done := make(chan struct{})
 	go func() { s.h1.Shutdown(ctx); close(h1done) }()
-	s.http.Shutdown(ctx)
+	s.h2.Shutdown(ctx)
 	<-h1done
 	done := make(chan struct{})
 	go func() { s.conns.Wait(); close(done) }()
@@ -332,7 +333,7 @@ func (s *side) forward(a accepted) {
 		if a.proto == detect.HTTP1 {
 			s.h1.Serve(a.mc, info)
 		} else {
-			s.http.ServeHTTP2(s.connCtx, a.mc, info)
+			s.h2.Serve(a.mc, info)
 		}
 	default:
 		if a.guard != nil && !a.guard.AuthorizeTCP() {
