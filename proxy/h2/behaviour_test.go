@@ -422,3 +422,62 @@ func TestGoAwayFromTarget(t *testing.T) {
 		t.Fatalf("got %d %q", res.StatusCode, b)
 	}
 }
+
+// TestSilentTargetIsClosed: a target connection that carries a stream and
+// goes silent, answering not even a PING (its node died without a FIN),
+// is closed by the liveness checks, and the request gets 502 instead of
+// hanging.
+func TestSilentTargetIsClosed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	got := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, len(http2.ClientPreface))
+		io.ReadFull(c, buf)
+		fr := http2.NewFramer(c, c)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		fr.WriteSettings()
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if _, ok := f.(*http2.MetaHeadersFrame); ok {
+				close(got)
+				io.Copy(io.Discard, c) // silent from now on
+				return
+			}
+		}
+	}()
+	p := startTestProxy(t, ln.Addr().String())
+	done := make(chan int, 1)
+	go func() {
+		res, err := h2cClient(t).Get("http://" + p.addr + "/")
+		if err != nil {
+			done <- 0
+			return
+		}
+		res.Body.Close()
+		done <- res.StatusCode
+	}()
+	<-got
+	for range 3 { // notes the reads, pings, finds the ping unanswered
+		p.pool.checkLive()
+	}
+	select {
+	case code := <-done:
+		if code != http.StatusBadGateway {
+			t.Fatalf("got %d, want 502", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request still hangs")
+	}
+}

@@ -282,6 +282,9 @@ func (s *stream) countRequest() {
 // finish records the end of the exchange: metrics, tap and the balancer.
 // Called once, as the stream closes.
 func (x *exchange) finish(s *stream) {
+	if !x.canceled {
+		s.sc.completed.Add(1)
+	}
 	if x.uncounted {
 		return
 	}

@@ -61,10 +61,15 @@ func New(cfg Config) *Proxy {
 	return p
 }
 
-// expireIdle closes target connections that carried no stream for
-// IdleTimeout.
+// liveCheck is how often target connections are looked at: those idle
+// for IdleTimeout are closed, and those with streams that were silent
+// since the last look are pinged, and closed if the ping is not answered
+// by the next (see pool.checkLive).
+const liveCheck = 15 * time.Second
+
+// expireIdle runs the pool's periodic checks until Shutdown.
 func (p *Proxy) expireIdle() {
-	t := time.NewTicker(p.cfg.IdleTimeout / 2)
+	t := time.NewTicker(min(liveCheck, p.cfg.IdleTimeout/2))
 	defer t.Stop()
 	for {
 		select {
@@ -72,6 +77,7 @@ func (p *Proxy) expireIdle() {
 			return
 		case now := <-t.C:
 			p.pool.closeIdle(now.Add(-p.cfg.IdleTimeout))
+			p.pool.checkLive()
 		}
 	}
 }

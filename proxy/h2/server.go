@@ -45,13 +45,13 @@ type serverConn struct {
 
 	goingAway atomic.Bool   // a GOAWAY was sent
 	lastID    atomic.Uint32 // the highest stream ID the client opened
+	completed atomic.Int64  // streams that ended without the client resetting them
 
 	// Reader only.
 	sawSettings bool
 	unacked     int // our SETTINGS not yet acknowledged
 	errAway     bool
-	earlyResets int
-	completed   int
+	earlyResets int64
 	fl          flusher
 }
 
@@ -334,7 +334,7 @@ func (sc *serverConn) processReset(f *http2.RSTStreamFrame) error {
 	s.resetBoth(&sc.fl, 0, f.ErrCode, false, true)
 	s.mu.Unlock()
 	if early {
-		if sc.earlyResets++; sc.earlyResets > earlyResetLimit && sc.earlyResets > sc.completed {
+		if sc.earlyResets++; sc.earlyResets > earlyResetLimit && sc.earlyResets > sc.completed.Load() {
 			sc.p.cfg.Log.Info("closing a connection that resets its streams early (rapid reset)",
 				"direction", sc.p.cfg.Direction, "client", sc.c.RemoteAddr().String(), "resets", sc.earlyResets)
 			return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -200,6 +201,37 @@ func (pl *pool) closeIdle(before time.Time) {
 	}
 }
 
+// checkLive pings the connections that carry streams and read nothing
+// since the last check, and closes those whose ping went unanswered since
+// then: a target that vanished without a FIN (its node died) fails the
+// streams on it instead of hanging them, as net/http's transport did
+// with its ping timeout.
+func (pl *pool) checkLive() {
+	pl.mu.Lock()
+	var all []*upConn
+	for _, cs := range pl.conns {
+		all = append(all, cs...)
+	}
+	pl.mu.Unlock()
+	for _, uc := range all {
+		reads := uc.reads.Load()
+		uc.mu.Lock()
+		silent := reads == uc.seenReads && uc.reserved > 0
+		dead := silent && uc.pinged
+		uc.seenReads, uc.pinged = reads, silent
+		uc.mu.Unlock()
+		switch {
+		case dead:
+			pl.p.cfg.Log.Info("closing a target connection that answers no ping", "target", uc.key.addr.String())
+			uc.c.Close()
+		case silent:
+			uc.lock()
+			uc.wfr.WritePing(false, [8]byte{'l', 'i', 'v', 'e'})
+			uc.unlock(nil)
+		}
+	}
+}
+
 // closeAll closes every connection.
 func (pl *pool) closeAll() {
 	pl.mu.Lock()
@@ -230,8 +262,11 @@ type upConn struct {
 	retired    bool               // GOAWAY received, or closing: no new streams
 	lastID     uint32             // a GOAWAY's last stream ID, when retired by one
 	idleSince  time.Time          // when it last had no stream
+	seenReads  uint64             // reads at the last liveness check
+	pinged     bool               // a liveness ping is unanswered
 
-	fl flusher // reader only
+	reads atomic.Uint64 // frames read, for the liveness check
+	fl    flusher       // reader only
 }
 
 // reserve takes a stream slot; false means the connection has none.
@@ -341,7 +376,9 @@ func (uc *upConn) readLoop() {
 			uc.fl.flushAll()
 		}
 		var f http2.Frame
-		if f, err = uc.fr.ReadFrame(); err == nil {
+		f, err = uc.fr.ReadFrame()
+		uc.reads.Add(1)
+		if err == nil {
 			err = uc.process(f)
 		} else {
 			var se http2.StreamError
@@ -507,6 +544,11 @@ func (uc *upConn) processHeaders(f *http2.MetaHeadersFrame) {
 		return
 	}
 	sc := s.sc
+	if f.Truncated {
+		uc.writeRST(&uc.fl, s.upID, http2.ErrCodeCancel)
+		s.broken(&uc.fl, errors.New("the response's header list is larger than the proxy takes"))
+		return
+	}
 	if s.resBegan {
 		// Trailers: they end the stream and carry no pseudo-fields.
 		if s.res.end || !f.StreamEnded() || len(f.PseudoFields()) > 0 {
