@@ -125,12 +125,13 @@ proto: ## regenerate the protobuf and gRPC code under api/
 generate: ## regenerate the policy API's deepcopy code and its CRDs (install/manifests/crds) with controller-gen
 	bash hack/generate.sh
 
-test-generated: ## the committed deepcopy code and CRDs are what controller-gen makes of api/policy
+test-generated: ## the committed deepcopy code and CRDs are what controller-gen makes of api/policy; the Gateway API CRDs are the go.mod version's
 	@# Outside the module: Go files under build/ would join ./... and break go vet and test-unit.
 	@out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && bash hack/generate.sh "$$out" && \
 		diff -u api/policy/v1alpha1/zz_generated.deepcopy.go "$$out/api/policy/v1alpha1/zz_generated.deepcopy.go" && \
-		diff -ru install/manifests/crds "$$out/install/manifests/crds" || \
-		{ echo "the generated policy API files are stale: run make generate and commit them" >&2; exit 1; }
+		diff -ru install/manifests/crds "$$out/install/manifests/crds" && \
+		diff -ru install/manifests/gatewayapi "$$out/install/manifests/gatewayapi" || \
+		{ echo "the generated policy API files or the Gateway API CRDs are stale: run make generate and commit them" >&2; exit 1; }
 
 # Images and the local cluster (install/image, install/cluster). The cluster
 # targets need root; Kubernetes binaries are cached in /var/cache/mesh.
