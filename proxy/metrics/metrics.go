@@ -188,9 +188,14 @@ func (m *Metrics) CountTapDrops(dropped func() uint64) {
 	}, func() float64 { return float64(dropped()) }))
 }
 
-// Handler serves the registry in the Prometheus text format.
+// Handler serves the registry in the Prometheus text format, never
+// compressed. A proxy's page is a few kilobytes, which the pod network
+// carries in no time; gzip would cost each scrape more CPU than the page
+// takes to write, and a compressor holds about 1 MB of window and hash
+// tables, which promhttp pools between scrapes: on the local cluster it was
+// more than half of an idle proxy's heap (docs/benchmarks.md, bench-mesh).
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(prometheus.GathererFunc(m.gather), promhttp.HandlerOpts{})
+	return promhttp.HandlerFor(prometheus.GathererFunc(m.gather), promhttp.HandlerOpts{DisableCompression: true})
 }
 
 // Registry exposes the underlying registry, for registering the proxy's

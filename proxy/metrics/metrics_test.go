@@ -63,6 +63,24 @@ func TestPromtool(t *testing.T) {
 	}
 }
 
+// TestNotCompressed: a scraper that accepts gzip, as Prometheus does, gets
+// the page as plain text; compressing it would cost the proxy a pooled
+// compressor of about 1 MB (Handler).
+func TestNotCompressed(t *testing.T) {
+	m := metrics.New()
+	exercise(m)
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip, deflate")
+	m.Handler().ServeHTTP(rec, req)
+	if enc := rec.Header().Get("Content-Encoding"); enc != "" {
+		t.Errorf("Content-Encoding %q, want none", enc)
+	}
+	if body := rec.Body.String(); !strings.Contains(body, "# TYPE ") {
+		t.Errorf("body is not the text format: %.100q", body)
+	}
+}
+
 func TestSeries(t *testing.T) {
 	m := metrics.New()
 	exercise(m)
