@@ -268,6 +268,7 @@ func TestPodOverrides(t *testing.T) {
 				envNamespace:       "",       // from the downward API
 				envPodName:         "",       // from the downward API
 				envGoMemLimit:      "115MiB", // 90 % of the default limit, 128Mi
+				envGoDebug:         proxyGoDebug,
 			}
 			for k, v := range tc.wantEnv {
 				wantEnv[k] = v
