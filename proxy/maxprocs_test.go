@@ -284,3 +284,15 @@ func TestMaxProcsFlag(t *testing.T) {
 		})
 	}
 }
+
+func TestChooseGCPercent(t *testing.T) {
+	if pct, set := chooseGCPercent(false); !set || pct != proxyGCPercent {
+		t.Errorf("without GOGC: %d, %t; want %d, true", pct, set, proxyGCPercent)
+	}
+	if _, set := chooseGCPercent(true); set {
+		t.Error("GOGC in the environment: the proxy set its own, want the environment's kept")
+	}
+	if proxyGCPercent <= 0 || proxyGCPercent >= 100 {
+		t.Errorf("proxyGCPercent %d: want a heap goal below the runtime's default, and collection on", proxyGCPercent)
+	}
+}
