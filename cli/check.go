@@ -138,6 +138,7 @@ func checkList(pre bool) []check {
 		check{category: "identity", name: "trust anchors are valid", run: checkTrustAnchors},
 		check{category: "identity", name: "issuer certificate is valid", run: checkIssuer},
 		check{category: "policy", name: "policy.mesh.dev CRDs are installed and established", run: checkPolicyCRDs},
+		check{category: "gateway-api", name: "Gateway API CRDs are installed and supported", run: checkGatewayAPICRDs},
 		check{category: "proxy-injector", name: "webhook is registered", run: checkWebhookConfig},
 		check{category: "proxy-injector", name: "webhook caBundle verifies the serving certificate", run: checkWebhookCert},
 		check{category: "proxy-injector", name: "injector service has a ready endpoint", run: checkInjectorEndpoint},

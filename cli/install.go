@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -153,7 +154,13 @@ func newInstallCmd(o *Options) *cobra.Command {
 			"certificates, controller, proxy-injector webhook) with server-side apply, then waits\n" +
 			"until the controller is available and the injector answers. Running it again upgrades\n" +
 			"in place and keeps the certificates that are still valid; objects that did not change\n" +
-			"are reported unchanged. With --dry-run it prints the manifests instead.",
+			"are reported unchanged. With --dry-run it prints the manifests instead.\n\n" +
+			"It installs the Gateway API CRDs the mesh routes with (HTTPRoute, GRPCRoute,\n" +
+			"ReferenceGrant; standard channel " + manifests.GatewayAPIBundleVersion + ") where the cluster has none, and upgrades\n" +
+			"older ones it installed itself. It never downgrades them, and leaves alone those\n" +
+			"another project installed, saying what it found. --dry-run cannot look, so its output\n" +
+			"holds them all: apply it with kubectl apply --server-side (the HTTPRoute CRD is close to\n" +
+			"the size client-side apply can record), and leave them out where the cluster has its own.",
 		Example: "  mesh install\n" +
 			"  mesh install --ha --wait 10m\n" +
 			"  mesh install --default-inbound-policy all-authenticated --cluster-networks 10.0.0.0/8\n" +
@@ -201,13 +208,25 @@ func (opts *installOptions) printManifests(ctx context.Context, o *Options) erro
 	if err != nil {
 		return err
 	}
-	return writeManifests(o.Out, ms, opts.Output)
+	gw, err := manifests.GatewayAPICRDs()
+	if err != nil {
+		return err
+	}
+	// After the policy CRDs, before the rest: kubectl apply -f takes the
+	// list in order. Without a cluster to look at, they are all there;
+	// kubectl cannot tell another project's copy from none.
+	crds := 0
+	for crds < len(ms) && ms[crds].IsCRD() {
+		crds++
+	}
+	return writeManifests(o.Out, slices.Concat(ms[:crds], gw, ms[crds:]), opts.Output)
 }
 
 // run installs or upgrades the control plane: check the API server and
-// the user's rights, pick the certificates, apply the CRDs and wait until
-// they are established, apply everything but the webhook, wait for the
-// controller, then register the webhook.
+// the user's rights, pick the certificates, apply the policy CRDs and the
+// Gateway API CRDs the cluster lacks and wait until they are established,
+// apply everything but the webhook, wait for the controller, then
+// register the webhook.
 func (opts *installOptions) run(ctx context.Context, o *Options) error {
 	k, err := o.kube()
 	if err != nil {
@@ -252,10 +271,19 @@ func (opts *installOptions) run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	if err := opts.waitEstablished(ctx, k, p, crds); err != nil {
+	gw, err := installGatewayAPI(ctx, k, p)
+	if err != nil {
 		return err
 	}
-	n, err := applyAll(ctx, k, p, first)
+	n, err := applyAll(ctx, k, p, gw)
+	changed += n
+	if err != nil {
+		return err
+	}
+	if err := opts.waitEstablished(ctx, k, p, slices.Concat(crds, gw)); err != nil {
+		return err
+	}
+	n, err = applyAll(ctx, k, p, first)
 	changed += n
 	if err != nil {
 		return err
@@ -313,7 +341,7 @@ func applyAll(ctx context.Context, k *kube, p *progress, ms []manifests.Manifest
 		if err != nil {
 			p.line(failMark, "%s", m.Name())
 			if m.IsCRD() && apierrors.IsInvalid(err) {
-				return changed, fmt.Errorf("%w\nthe API server refused a policy CRD: mesh needs Kubernetes 1.%d or newer for its validation rules", err, minKubeMinor)
+				return changed, fmt.Errorf("%w\nthe API server refused a CRD: mesh needs Kubernetes 1.%d or newer for its validation rules", err, minKubeMinor)
 			}
 			return changed, applyError(err, m.Object.GetNamespace())
 		}
@@ -323,6 +351,121 @@ func applyAll(ctx context.Context, k *kube, p *progress, ms []manifests.Manifest
 		p.line(okMark, "%s %s", m.Name(), res)
 	}
 	return changed, nil
+}
+
+// gatewayAPIStep is what install does with one Gateway API CRD mesh
+// installs: apply it, or leave the cluster's copy alone with a note.
+type gatewayAPIStep struct {
+	m     manifests.Manifest
+	apply bool
+	// note says what install found, for a line of output; warn marks
+	// what the user should act on.
+	note string
+	warn bool
+}
+
+// planGatewayAPI decides, for each Gateway API CRD mesh installs, given
+// the cluster's copy (nil when it has none), whether install applies it:
+// when it is missing, or mesh installed it and it is not newer; never
+// over another project's, a newer one, or the experimental channel, whose
+// extra fields the standard one would remove.
+func planGatewayAPI(want []manifests.Manifest, found map[string]*unstructured.Unstructured) []gatewayAPIStep {
+	const supported = manifests.GatewayAPIBundleVersion
+	steps := make([]gatewayAPIStep, 0, len(want))
+	for _, m := range want {
+		name := m.Name()
+		cur, ok := found[m.Object.GetName()]
+		if !ok || cur == nil {
+			steps = append(steps, gatewayAPIStep{m: m, apply: true})
+			continue
+		}
+		c := manifests.ReadGatewayAPICRD(cur)
+		owner := "installed by another project"
+		if c.Mesh {
+			owner = "installed by mesh"
+		}
+		channel := c.Channel
+		if channel == "" {
+			channel = "unknown"
+		}
+		what := fmt.Sprintf("%s %s (%s channel, %s)", name, c.Version, channel, owner)
+		cmp, err := c.CompareToSupported()
+		switch {
+		case c.Terminating:
+			steps = append(steps, gatewayAPIStep{m: m, warn: true,
+				note: fmt.Sprintf("%s is being deleted: left alone; once kubectl get %s finds nothing, run mesh install again", name, name)})
+		case err != nil:
+			steps = append(steps, gatewayAPIStep{m: m, warn: true,
+				note: fmt.Sprintf("%s (%s): %v, so its release is unknown: left alone; mesh supports %s, the Gateway API's standard channel", name, owner, err, supported)})
+		case cmp > 0:
+			steps = append(steps, gatewayAPIStep{m: m, note: what + fmt.Sprintf(" is newer than mesh's %s: kept", supported)})
+		case c.Channel != manifests.GatewayAPIChannel:
+			steps = append(steps, gatewayAPIStep{m: m, warn: cmp < 0,
+				note: what + fmt.Sprintf(": kept, as the standard channel would drop its extra fields%s", olderHint(cmp))})
+		case !c.Mesh:
+			steps = append(steps, gatewayAPIStep{m: m, warn: cmp < 0,
+				note: what + fmt.Sprintf(": kept%s", olderHint(cmp))})
+		case cmp < 0:
+			steps = append(steps, gatewayAPIStep{m: m, apply: true,
+				note: fmt.Sprintf("%s: upgrading %s to %s", name, c.Version, supported)})
+		default: // mesh's, this release: re-applied, to undo edits
+			steps = append(steps, gatewayAPIStep{m: m, apply: true})
+		}
+	}
+	return steps
+}
+
+// olderHint says what to do about a Gateway API CRD install keeps though
+// it is older than mesh supports (cmp < 0), "" otherwise.
+func olderHint(cmp int) string {
+	if cmp >= 0 {
+		return ""
+	}
+	return fmt.Sprintf("; it is older than the %s mesh supports: upgrade it with the project that installed it, "+
+		"or with kubectl apply --server-side -f https://github.com/kubernetes-sigs/gateway-api/releases/download/%s/standard-install.yaml",
+		manifests.GatewayAPIBundleVersion, manifests.GatewayAPIBundleVersion)
+}
+
+// installGatewayAPI reads the cluster's Gateway API CRDs, prints what it
+// leaves alone and why, and returns those install applies.
+func installGatewayAPI(ctx context.Context, k *kube, p *progress) ([]manifests.Manifest, error) {
+	want, err := manifests.GatewayAPICRDs()
+	if err != nil {
+		return nil, err
+	}
+	found := map[string]*unstructured.Unstructured{}
+	for _, m := range want {
+		cur, err := k.dynamic.Resource(crdResource).Get(ctx, m.Object.GetName(), metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("read %s: %w", m.Name(), err)
+		}
+		found[m.Object.GetName()] = cur
+	}
+	var apply []manifests.Manifest
+	versions := map[string]bool{}
+	for _, s := range planGatewayAPI(want, found) {
+		if s.note != "" {
+			mark := okMark
+			if s.warn {
+				mark = warnMark
+			}
+			p.line(mark, "%s", s.note)
+		}
+		if s.apply {
+			apply = append(apply, s.m)
+			versions[manifests.GatewayAPIBundleVersion] = true
+		} else if cur := found[s.m.Object.GetName()]; cur != nil {
+			versions[manifests.ReadGatewayAPICRD(cur).Version] = true
+		}
+	}
+	if len(versions) > 1 {
+		p.line(warnMark, "the Gateway API CRDs are now of %d releases (%s): routes may use fields some do not have; install one release of them all",
+			len(versions), strings.Join(slices.Sorted(maps.Keys(versions)), ", "))
+	}
+	return apply, nil
 }
 
 // summary ends install's output with what to do next.
@@ -408,7 +551,7 @@ func (opts *installOptions) waitEstablished(ctx context.Context, k *kube, p *pro
 	if err := p.run(ctx, "customresourcedefinitions established", func(ctx context.Context, status func(string)) (string, error) {
 		return poll(ctx, status, crdsEstablished(k, names))
 	}); err != nil {
-		return fmt.Errorf("the policy CRDs are not established after %s: %w\ninspect with: kubectl get customresourcedefinition %s -o yaml\nthen run mesh install again",
+		return fmt.Errorf("the CRDs are not established after %s: %w\ninspect with: kubectl get customresourcedefinition %s -o yaml\nthen run mesh install again",
 			wait, err, strings.Join(names, " "))
 	}
 	return nil

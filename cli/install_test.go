@@ -82,8 +82,9 @@ func maskGenerated(t testing.TB, docs []map[string]any) {
 				_ = unstructured.SetNestedField(d, masked, "spec", "template", "metadata", "annotations", a)
 			}
 		case manifests.CRDKind:
-			// Their schemas are controller-gen's (install/manifests/crds,
-			// checked by make test-generated and the manifests tests).
+			// Their schemas are controller-gen's (install/manifests/crds)
+			// or the Gateway API module's (install/manifests/gatewayapi),
+			// checked by make test-generated and the manifests tests.
 			versions, _, _ := unstructured.NestedSlice(d, "spec", "versions")
 			for _, v := range versions {
 				_ = unstructured.SetNestedField(v.(map[string]any), masked, "schema")
@@ -227,20 +228,26 @@ func TestInstallDryRunJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("not JSON: %v", err)
 	}
-	// Every object install renders, in one List.
+	// Every object install renders and the Gateway API CRDs, in one List.
 	opts := defaultInstallOptions()
 	ms, err := manifests.Render(opts.values(manifests.DefaultNamespace))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if list.Kind != "List" || len(list.Items) != len(ms) {
-		t.Errorf("kind %q with %d items, want a List of %d", list.Kind, len(list.Items), len(ms))
+	gw, err := manifests.GatewayAPICRDs()
+	if err != nil {
+		t.Fatal(err)
 	}
-	// The CRDs come first: they are applied and established before the
-	// rest, and kubectl apply -f takes the list in order.
-	for i, item := range list.Items[:4] {
-		if item["kind"] != manifests.CRDKind {
-			t.Errorf("item %d is a %v, want one of the 4 CRDs first", i, item["kind"])
+	if list.Kind != "List" || len(list.Items) != len(ms)+len(gw) {
+		t.Errorf("kind %q with %d items, want a List of %d", list.Kind, len(list.Items), len(ms)+len(gw))
+	}
+	// The CRDs come first, the policy API's then the Gateway API's: they
+	// are applied and established before the rest, and kubectl apply -f
+	// takes the list in order.
+	for i, item := range list.Items[:4+len(gw)] {
+		u := unstructured.Unstructured{Object: item}
+		if item["kind"] != manifests.CRDKind || manifests.IsGatewayAPICRD(&u) != (i >= 4) {
+			t.Errorf("item %d is %v %s, want the 4 policy CRDs then the %d Gateway API ones first", i, item["kind"], u.GetName(), len(gw))
 		}
 	}
 }
@@ -494,6 +501,21 @@ func fakeKube(t testing.TB, objs ...runtime.Object) *kube {
 	}
 	for _, gvk := range labelledKinds {
 		add(gvk, false)
+	}
+	// The Gateway API's kinds, which uninstall lists with the plural and
+	// version their CRDs give.
+	gw, err := manifests.GatewayAPICRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range gw {
+		plural, _, _ := unstructured.NestedString(m.Object.Object, "spec", "names", "plural")
+		listKind, _, _ := unstructured.NestedString(m.Object.Object, "spec", "names", "listKind")
+		versions, _, _ := unstructured.NestedSlice(m.Object.Object, "spec", "versions")
+		for _, v := range versions {
+			gvr := schema.GroupVersionResource{Group: manifests.GatewayAPIGroup, Version: v.(map[string]any)["name"].(string), Resource: plural}
+			listKinds[gvr] = listKind
+		}
 	}
 	return &kube{
 		Server:  "https://fake",

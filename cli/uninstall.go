@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/mesh-dev/mesh/install/manifests"
@@ -34,6 +35,8 @@ func newUninstallCmd(o *Options) *cobra.Command {
 			"labelled app.kubernetes.io/part-of=mesh, then waits for the control-plane namespace\n" +
 			"and the policy.mesh.dev CRDs to be gone. Deleting the CRDs deletes every Server,\n" +
 			"AuthorizationPolicy, MeshTLSAuthentication and NetworkAuthentication of the cluster.\n" +
+			"The Gateway API CRDs go only if mesh install made them and no HTTPRoute, GRPCRoute or\n" +
+			"ReferenceGrant exists; otherwise uninstall keeps them and says how to delete them.\n" +
 			"Injected workloads keep running with their proxies until restarted.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -225,6 +228,9 @@ func uninstallTargets(ctx context.Context, k *kube, ns string) ([]target, []stri
 			continue
 		}
 		for _, item := range list.Items {
+			if manifests.IsGatewayAPICRD(&item) {
+				continue // gatewayAPITargets decides about them
+			}
 			t := target{gvk: gvk, name: item.GetName(), terminating: item.GetDeletionTimestamp() != nil}
 			// Another labelled namespace may hold another control plane:
 			// only check's leftovers go with this one.
@@ -235,7 +241,105 @@ func uninstallTargets(ctx context.Context, k *kube, ns string) ([]target, []stri
 			add(t)
 		}
 	}
+	gw, gwNotes := gatewayAPITargets(ctx, k)
+	for _, t := range gw {
+		add(t)
+	}
+	notes = append(notes, gwNotes...)
 	return append(out, namespaces...), notes, nil
+}
+
+// gatewayAPITargets returns the Gateway API CRDs uninstall deletes: those
+// mesh install made (labelled as mesh's), and only while the cluster holds
+// no object of any of their kinds. Deleting a CRD deletes every object of
+// it, and a user's routes must not vanish because the mesh was
+// uninstalled; nor a ReferenceGrant a kept route relies on. Whatever it
+// cannot tell, it keeps. notes say what is kept, why, and how to delete it.
+func gatewayAPITargets(ctx context.Context, k *kube) ([]target, []string) {
+	selector := manifests.PartOfLabel + "=" + manifests.PartOf
+	list, err := k.dynamic.Resource(crdResource).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return nil, []string{fmt.Sprintf("cannot list customresourcedefinitions labelled %s (%s): the Gateway API CRDs are left in place", selector, firstLine(err.Error()))}
+	}
+	var (
+		targets []target
+		names   []string
+		inUse   []string
+	)
+	for _, crd := range list.Items {
+		if !manifests.IsGatewayAPICRD(&crd) {
+			continue
+		}
+		names = append(names, crd.GetName())
+		targets = append(targets, target{gvk: crdGVK, name: crd.GetName(), terminating: crd.GetDeletionTimestamp() != nil})
+		objs, err := objectsOf(ctx, k, &crd)
+		if err != nil {
+			return nil, []string{fmt.Sprintf("kept the Gateway API CRDs mesh installed: cannot tell whether routes exist (%s).\n"+
+				"Delete them by hand once kubectl get %s -A finds nothing: kubectl delete customresourcedefinition %s",
+				firstLine(err.Error()), gatewayAPIKinds(list.Items), strings.Join(gatewayAPINames(list.Items), " "))}
+		}
+		if len(objs) > 0 {
+			inUse = append(inUse, fmt.Sprintf("%d %s (%s)", len(objs), plural(len(objs), crdKind(&crd), crdKind(&crd)+"s"), summarize(objs, 3)))
+		}
+	}
+	if len(inUse) > 0 {
+		return nil, []string{fmt.Sprintf("kept the Gateway API CRDs mesh installed: deleting them would delete the cluster's %s.\n"+
+			"Once those are gone (kubectl get %s -A finds nothing), delete the CRDs by hand: kubectl delete customresourcedefinition %s",
+			strings.Join(inUse, ", "), gatewayAPIKinds(list.Items), strings.Join(names, " "))}
+	}
+	return targets, nil
+}
+
+// objectsOf lists the objects of a CRD's kind in every namespace, as
+// "namespace/name", through the version it stores.
+func objectsOf(ctx context.Context, k *kube, crd *unstructured.Unstructured) ([]string, error) {
+	group, _, _ := unstructured.NestedString(crd.Object, "spec", "group")
+	resource, _, _ := unstructured.NestedString(crd.Object, "spec", "names", "plural")
+	version := ""
+	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	for _, raw := range versions {
+		v, _ := raw.(map[string]any)
+		name, _ := v["name"].(string)
+		if served, _ := v["served"].(bool); served && (version == "" || v["storage"] == true) {
+			version = name
+		}
+	}
+	if resource == "" || version == "" {
+		return nil, fmt.Errorf("customresourcedefinition/%s names no served version", crd.GetName())
+	}
+	gvr := schema.GroupVersionResource{Group: group, Version: version, Resource: resource}
+	list, err := k.dynamic.Resource(gvr).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", gvr.GroupResource(), err)
+	}
+	out := make([]string, 0, len(list.Items))
+	for _, o := range list.Items {
+		out = append(out, o.GetNamespace()+"/"+o.GetName())
+	}
+	return out, nil
+}
+
+// crdKind is the kind a CRD defines.
+func crdKind(crd *unstructured.Unstructured) string {
+	kind, _, _ := unstructured.NestedString(crd.Object, "spec", "names", "kind")
+	return kind
+}
+
+// gatewayAPINames are the names of the Gateway API CRDs among crds.
+func gatewayAPINames(crds []unstructured.Unstructured) []string {
+	var out []string
+	for _, c := range crds {
+		if manifests.IsGatewayAPICRD(&c) {
+			out = append(out, c.GetName())
+		}
+	}
+	return out
+}
+
+// gatewayAPIKinds lists the Gateway API CRDs' resources among crds for
+// kubectl get, like "httproutes.gateway.networking.k8s.io,grpcroutes...".
+func gatewayAPIKinds(crds []unstructured.Unstructured) string {
+	return strings.Join(gatewayAPINames(crds), ",")
 }
 
 // namespaceGone is a poll condition: the namespace no longer exists.
