@@ -17,7 +17,7 @@ func TestCheckGatewayAPICRDs(t *testing.T) {
 	const supported = manifests.GatewayAPIBundleVersion
 	all := func(version, channel string, mesh bool) []runtime.Object {
 		var objs []runtime.Object
-		for _, plural := range []string{"httproutes", "grpcroutes", "referencegrants"} {
+		for _, plural := range []string{"httproutes", "grpcroutes"} {
 			objs = append(objs, gatewayCRD(t, plural, version, channel, mesh))
 		}
 		return objs
@@ -30,38 +30,43 @@ func TestCheckGatewayAPICRDs(t *testing.T) {
 		wantDetail string
 		wantWarn   []string
 	}{
-		{name: "mesh's", objs: all(supported, "standard", true), wantDetail: "3 CRDs, " + supported + ", standard channel, installed by mesh"},
-		{name: "another project's, newer", objs: all("v1.7.1", "experimental", false), wantDetail: "3 CRDs, v1.7.1, experimental channel, installed by another project"},
+		{name: "mesh's", objs: all(supported, "standard", true), wantDetail: "2 CRDs, " + supported + ", standard channel, installed by mesh"},
+		{name: "another project's, newer", objs: all("v1.7.1", "experimental", false), wantDetail: "2 CRDs, v1.7.1, experimental channel, installed by another project"},
+		{
+			name:       "mixed",
+			objs:       []runtime.Object{gatewayCRD(t, "httproutes", "v1.7.0", "experimental", false), gatewayCRD(t, "grpcroutes", supported, "standard", true)},
+			wantDetail: "grpcroutes " + supported + ", standard channel, installed by mesh; httproutes v1.7.0, experimental channel, installed by another project",
+		},
 		{name: "none", wantWarn: []string{"not installed: HTTPRoute and GRPCRoute cannot configure the mesh's traffic; mesh install installs the standard channel " + supported}},
 		{
 			name: "another project's, older",
 			objs: all("v1.2.1", "standard", false),
 			wantWarn: []string{
-				"3 CRDs, v1.2.1, standard channel, installed by another project",
+				"2 CRDs, v1.2.1, standard channel, installed by another project",
 				"httproutes.gateway.networking.k8s.io is v1.2.1, older than the " + supported + " mesh supports: upgrade it with the project that installed it",
 			},
 		},
 		{
 			name:     "mesh's, older",
 			objs:     all("v1.5.0", "standard", true),
-			wantWarn: []string{"referencegrants.gateway.networking.k8s.io is v1.5.0, older than the " + supported + " mesh supports: mesh install upgrades it"},
+			wantWarn: []string{"grpcroutes.gateway.networking.k8s.io is v1.5.0, older than the " + supported + " mesh supports: mesh install upgrades it"},
 		},
 		{
 			name: "mixed, one missing",
-			objs: []runtime.Object{gatewayCRD(t, "httproutes", "v1.4.0", "experimental", false), gatewayCRD(t, "referencegrants", supported, "standard", true)},
+			objs: []runtime.Object{gatewayCRD(t, "httproutes", "v1.4.0", "experimental", false)},
 			wantWarn: []string{
-				"httproutes v1.4.0, experimental channel, installed by another project; referencegrants " + supported + ", standard channel, installed by mesh",
+				"1 CRD, v1.4.0, experimental channel, installed by another project",
 				"grpcroutes.gateway.networking.k8s.io is missing: mesh install adds it",
 			},
 		},
 		{
 			name:     "no release",
 			objs:     all("", "standard", false),
-			wantWarn: []string{"3 CRDs, unknown release, standard channel", "has no gateway.networking.k8s.io/bundle-version annotation"},
+			wantWarn: []string{"2 CRDs, unknown release, standard channel", "has no gateway.networking.k8s.io/bundle-version annotation"},
 		},
 		{
 			name:     "not established",
-			objs:     []runtime.Object{gatewayCRD(t, "httproutes", supported, "standard", true), notEstablished, gatewayCRD(t, "referencegrants", supported, "standard", true)},
+			objs:     []runtime.Object{gatewayCRD(t, "httproutes", supported, "standard", true), notEstablished},
 			wantWarn: []string{`grpcroutes.gateway.networking.k8s.io is not Established (NamesAccepted False: "grpcroutes" is already in use)`},
 		},
 	}

@@ -155,8 +155,8 @@ func newInstallCmd(o *Options) *cobra.Command {
 			"until the controller is available and the injector answers. Running it again upgrades\n" +
 			"in place and keeps the certificates that are still valid; objects that did not change\n" +
 			"are reported unchanged. With --dry-run it prints the manifests instead.\n\n" +
-			"It installs the Gateway API CRDs the mesh routes with (HTTPRoute, GRPCRoute,\n" +
-			"ReferenceGrant; standard channel " + manifests.GatewayAPIBundleVersion + ") where the cluster has none, and upgrades\n" +
+			"It installs the Gateway API CRDs the mesh routes with (HTTPRoute and GRPCRoute of the\n" +
+			"standard channel " + manifests.GatewayAPIBundleVersion + ") where the cluster has none, and upgrades\n" +
 			"older ones it installed itself. It never downgrades them, and leaves alone those\n" +
 			"another project installed, saying what it found. --dry-run cannot look, so its output\n" +
 			"holds them all: apply it with kubectl apply --server-side (the HTTPRoute CRD is close to\n" +

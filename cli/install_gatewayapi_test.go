@@ -150,7 +150,7 @@ func TestInstallGatewayAPI(t *testing.T) {
 			t.Errorf("%s is not labelled as mesh's", m.Name())
 		}
 	}
-	want := []string{"customresourcedefinition/grpcroutes.gateway.networking.k8s.io", "customresourcedefinition/referencegrants.gateway.networking.k8s.io"}
+	want := []string{"customresourcedefinition/grpcroutes.gateway.networking.k8s.io"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("applied (-want +got):\n%s", diff)
 	}
@@ -165,12 +165,12 @@ func TestInstallGatewayAPI(t *testing.T) {
 
 	// A cluster with mesh's copies of this release: all re-applied, quietly.
 	var objs []runtime.Object
-	for _, plural := range []string{"httproutes", "grpcroutes", "referencegrants"} {
+	for _, plural := range []string{"httproutes", "grpcroutes"} {
 		objs = append(objs, gatewayCRD(t, plural, manifests.GatewayAPIBundleVersion, "standard", true))
 	}
 	out.Reset()
 	apply, err = installGatewayAPI(context.Background(), fakeKube(t, objs...), p)
-	if err != nil || len(apply) != 3 || out.Len() != 0 {
-		t.Errorf("mesh's own: %d to apply, %v, output %q; want 3, no output", len(apply), err, out.String())
+	if err != nil || len(apply) != 2 || out.Len() != 0 {
+		t.Errorf("mesh's own: %d to apply, %v, output %q; want 2, no output", len(apply), err, out.String())
 	}
 }

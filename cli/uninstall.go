@@ -35,8 +35,8 @@ func newUninstallCmd(o *Options) *cobra.Command {
 			"labelled app.kubernetes.io/part-of=mesh, then waits for the control-plane namespace\n" +
 			"and the policy.mesh.dev CRDs to be gone. Deleting the CRDs deletes every Server,\n" +
 			"AuthorizationPolicy, MeshTLSAuthentication and NetworkAuthentication of the cluster.\n" +
-			"The Gateway API CRDs go only if mesh install made them and no HTTPRoute, GRPCRoute or\n" +
-			"ReferenceGrant exists; otherwise uninstall keeps them and says how to delete them.\n" +
+			"The Gateway API CRDs go only if mesh install made them and no HTTPRoute or GRPCRoute\n" +
+			"exists; otherwise uninstall keeps them and says how to delete them.\n" +
 			"Injected workloads keep running with their proxies until restarted.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -251,10 +251,11 @@ func uninstallTargets(ctx context.Context, k *kube, ns string) ([]target, []stri
 
 // gatewayAPITargets returns the Gateway API CRDs uninstall deletes: those
 // mesh install made (labelled as mesh's), and only while the cluster holds
-// no object of any of their kinds. Deleting a CRD deletes every object of
-// it, and a user's routes must not vanish because the mesh was
-// uninstalled; nor a ReferenceGrant a kept route relies on. Whatever it
-// cannot tell, it keeps. notes say what is kept, why, and how to delete it.
+// no object of any of their kinds (HTTPRoute, GRPCRoute). Deleting a CRD
+// deletes every object of it, and a user's routes must not vanish because
+// the mesh was uninstalled. They go all together or none, so that the
+// release left behind stays whole. Whatever it cannot tell, it keeps.
+// notes say what is kept, why, and how to delete it.
 func gatewayAPITargets(ctx context.Context, k *kube) ([]target, []string) {
 	selector := manifests.PartOfLabel + "=" + manifests.PartOf
 	list, err := k.dynamic.Resource(crdResource).List(ctx, metav1.ListOptions{LabelSelector: selector})

@@ -67,14 +67,9 @@ func TestUninstallDeletesViz(t *testing.T) {
 	}
 }
 
-// route is a Gateway API object of kind (HTTPRoute, GRPCRoute,
-// ReferenceGrant) as a user made it.
+// route is an HTTPRoute or GRPCRoute as a user made it.
 func route(kind, namespace, name string) *unstructured.Unstructured {
-	version := "v1"
-	if kind == "ReferenceGrant" {
-		version = "v1beta1" // the version v1.6.3 stores
-	}
-	return object(manifests.GatewayAPIGroup+"/"+version, kind, namespace, name, false)
+	return object(manifests.GatewayAPIGroup+"/v1", kind, namespace, name, false)
 }
 
 // TestUninstallGatewayAPI: the Gateway API CRDs go only when mesh made
@@ -84,7 +79,7 @@ func TestUninstallGatewayAPI(t *testing.T) {
 	const supported = manifests.GatewayAPIBundleVersion
 	ours := func(t testing.TB) []runtime.Object {
 		var objs []runtime.Object
-		for _, plural := range []string{"httproutes", "grpcroutes", "referencegrants"} {
+		for _, plural := range []string{"httproutes", "grpcroutes"} {
 			objs = append(objs, gatewayCRD(t, plural, supported, "standard", true))
 		}
 		return objs
@@ -92,9 +87,8 @@ func TestUninstallGatewayAPI(t *testing.T) {
 	deleted := []string{
 		"customresourcedefinition/grpcroutes.gateway.networking.k8s.io",
 		"customresourcedefinition/httproutes.gateway.networking.k8s.io",
-		"customresourcedefinition/referencegrants.gateway.networking.k8s.io",
 	}
-	keep := "kubectl delete customresourcedefinition grpcroutes.gateway.networking.k8s.io httproutes.gateway.networking.k8s.io referencegrants.gateway.networking.k8s.io"
+	keep := "kubectl delete customresourcedefinition grpcroutes.gateway.networking.k8s.io httproutes.gateway.networking.k8s.io"
 	tests := []struct {
 		name      string
 		objs      []runtime.Object
@@ -106,12 +100,12 @@ func TestUninstallGatewayAPI(t *testing.T) {
 			name: "mesh's, with routes",
 			objs: append(ours(t), route("HTTPRoute", "shop", "web-split"), route("HTTPRoute", "shop", "api"), route("GRPCRoute", "pay", "charge")),
 			wantNotes: []string{"kept the Gateway API CRDs mesh installed: deleting them would delete the cluster's 1 GRPCRoute (pay/charge), 2 HTTPRoutes (shop/",
-				"kubectl get grpcroutes.gateway.networking.k8s.io,httproutes.gateway.networking.k8s.io,referencegrants.gateway.networking.k8s.io -A finds nothing", keep},
+				"kubectl get grpcroutes.gateway.networking.k8s.io,httproutes.gateway.networking.k8s.io -A finds nothing", keep},
 		},
 		{
-			name:      "mesh's, with a ReferenceGrant only",
-			objs:      append(ours(t), route("ReferenceGrant", "backends", "from-shop")),
-			wantNotes: []string{"1 ReferenceGrant (backends/from-shop)", keep},
+			name:      "mesh's, with a GRPCRoute only",
+			objs:      append(ours(t), route("GRPCRoute", "pay", "charge")),
+			wantNotes: []string{"1 GRPCRoute (pay/charge)", keep},
 		},
 		{
 			name: "another project's",

@@ -29,17 +29,19 @@ go run "$CONTROLLER_GEN" \
 
 # The Gateway API's standard channel, byte for byte as the module ships it:
 # its bundle-version annotation is what install, check and the conformance
-# suite compare. Only the kinds a mesh serves (GAMMA): HTTPRoute and
-# GRPCRoute with a Service as parent, and ReferenceGrant, which the
-# controller reads to allow a backendRef into another namespace. Gateway,
-# GatewayClass, ListenerSet, BackendTLSPolicy and the TCP/TLS/UDP routes
-# belong to north-south gateways mesh does not implement: installing them
-# would advertise APIs nothing serves and claim CRDs a gateway's installer
-# expects to own. Nor the safe-upgrades ValidatingAdmissionPolicy: it
-# governs every write of the group cluster-wide, and install already never
-# downgrades.
+# suite compare. Only the kinds a mesh serves (GAMMA, GEP-1294): HTTPRoute
+# and GRPCRoute with a Service as parent, all the MESH-HTTP and MESH-GRPC
+# conformance profiles use. Not ReferenceGrant: GEP-1294 lets a mesh
+# route's backendRefs cross namespaces without one, as a route reaches no
+# Service its client could not call directly. Not Gateway, GatewayClass,
+# ListenerSet, BackendTLSPolicy nor the TCP/TLS/UDP routes: they belong to
+# north-south gateways or to opaque routing mesh does not implement;
+# installing them would advertise APIs nothing serves and claim CRDs a
+# gateway's installer expects to own. Nor the safe-upgrades
+# ValidatingAdmissionPolicy: it governs every write of the group
+# cluster-wide, and install already never downgrades.
 GATEWAY_API=install/manifests/gatewayapi
-GATEWAY_API_KINDS="httproutes grpcroutes referencegrants"
+GATEWAY_API_KINDS="httproutes grpcroutes"
 module=$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)
 if [ -z "$module" ]; then
 	echo "generate: sigs.k8s.io/gateway-api is not in go.mod" >&2

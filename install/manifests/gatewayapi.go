@@ -12,10 +12,9 @@ import (
 
 // The Gateway API's CustomResourceDefinitions are how users configure the
 // mesh's traffic (issue 14, docs/traffic.md): HTTPRoute and GRPCRoute
-// whose parent is a Service (the GAMMA profile), and ReferenceGrant, which
-// allows a route's backendRefs into another namespace. hack/generate.sh
-// copies them unchanged from the standard channel of the
-// sigs.k8s.io/gateway-api module go.mod requires, and says why this set.
+// whose parent is a Service (the GAMMA profile). hack/generate.sh copies
+// them unchanged from the standard channel of the sigs.k8s.io/gateway-api
+// module go.mod requires, and says why this set.
 //
 // Unlike the policy CRDs they are not mesh's alone: a gateway controller,
 // or the cluster's vendor, may have installed them first, at another

@@ -48,7 +48,6 @@ func TestGatewayAPICRDs(t *testing.T) {
 	want := []string{
 		reflect.TypeFor[gatewayv1.GRPCRoute]().Name(),
 		reflect.TypeFor[gatewayv1.HTTPRoute]().Name(),
-		reflect.TypeFor[gatewayv1.ReferenceGrant]().Name(),
 	}
 	slices.Sort(kinds)
 	if diff := cmp.Diff(want, kinds); diff != "" {
