@@ -337,7 +337,7 @@ func closedPort(tb testing.TB) netip.AddrPort {
 // more connections, and every request gets through.
 func TestTargetStreamLimit(t *testing.T) {
 	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond)
 		w.Write([]byte("ok"))
 	}), func(s *http.Server) { s.HTTP2.MaxConcurrentStreams = 1 })
 	p := startTestProxy(t, backend)
@@ -361,7 +361,7 @@ func TestTargetStreamLimit(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if took := time.Since(start); took > 700*time.Millisecond {
+	if took := time.Since(start); took > 1500*time.Millisecond { // one after the other: 2.4s
 		t.Errorf("8 requests took %v: they waited for each other, not for more connections", took)
 	}
 }
@@ -479,5 +479,36 @@ func TestSilentTargetIsClosed(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the request still hangs")
+	}
+}
+
+// TestStuckClientIsCutOff: a client that opens its window wide and then
+// stops reading its socket would hold the writer of its connection, and
+// with it the target connection it shares with other clients; past the
+// write timeout it is cut off, and the other client's requests go on.
+func TestStuckClientIsCutOff(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 64<<20)
+	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			w.Write(big)
+			return
+		}
+		w.Write([]byte("small"))
+	}))
+	p := startTestProxyWith(t, backend, func(p *Proxy) { p.writeTimeout = 300 * time.Millisecond })
+	stuck := dialRaw(t, p.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	stuck.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	stuck.get(1, "/big", true) // and never read
+	time.Sleep(200 * time.Millisecond)
+	client := h2cClient(t)
+	client.Timeout = 5 * time.Second
+	for i := range 5 {
+		res, err := client.Get("http://" + p.addr + "/small")
+		if err != nil {
+			t.Fatalf("request %d while a client is stuck: %v", i, err)
+		}
+		io.ReadAll(res.Body)
+		res.Body.Close()
+		time.Sleep(100 * time.Millisecond)
 	}
 }

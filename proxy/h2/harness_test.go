@@ -26,6 +26,13 @@ type testProxy struct {
 
 func startTestProxy(t testing.TB, target string, opts ...func(*Config, *httpproxy.ConnInfo)) *testProxy {
 	t.Helper()
+	return startTestProxyWith(t, target, nil, opts...)
+}
+
+// startTestProxyWith is startTestProxy, with adjust (if not nil) called
+// on the Proxy before it serves anything.
+func startTestProxyWith(t testing.TB, target string, adjust func(*Proxy), opts ...func(*Config, *httpproxy.ConnInfo)) *testProxy {
+	t.Helper()
 	m := metrics.New()
 	cfg := Config{Direction: metrics.Inbound, Metrics: m,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))}
@@ -34,6 +41,9 @@ func startTestProxy(t testing.TB, target string, opts ...func(*Config, *httpprox
 		o(&cfg, &info)
 	}
 	p := New(cfg)
+	if adjust != nil {
+		adjust(p)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -62,14 +63,22 @@ type peer struct {
 	window  int64   // connection-level send window; guarded by flowMu
 	blocked []*half // halves waiting for window; guarded by flowMu
 
+	// writeTimeout bounds each write: a peer that stops reading its
+	// socket while it lets the proxy send (its window is open) would
+	// otherwise hold the writer, and with it the connection whose reader
+	// forwards to it, shared by other clients' streams. wdeadline is the
+	// write deadline last set; guarded by wmu.
+	writeTimeout time.Duration
+	wdeadline    time.Time
+
 	// recv is what the peer may still send on the connection before the
 	// proxy credits it, and unacked the credit not yet sent. Reader only.
 	recv    int64
 	unacked int64
 }
 
-func newPeer(c net.Conn, maxHeaderList int) *peer {
-	p := &peer{c: c, maxOut: defaultMaxFrame, window: defaultWindow, recv: defaultWindow}
+func newPeer(c net.Conn, maxHeaderList int, writeTimeout time.Duration) *peer {
+	p := &peer{c: c, maxOut: defaultMaxFrame, window: defaultWindow, recv: defaultWindow, writeTimeout: writeTimeout}
 	p.br = bufio.NewReaderSize(c, 16<<10)
 	p.bw = bufio.NewWriterSize(c, 32<<10)
 	p.fr = http2.NewFramer(nil, p.br)
@@ -83,11 +92,16 @@ func newPeer(c net.Conn, maxHeaderList int) *peer {
 }
 
 // lock takes the write lock; unlock releases it, flushing as the type
-// says.
+// says. The write deadline moves on with the writes, a few times per
+// writeTimeout rather than per write (each move is a timer update).
 func (p *peer) lock() {
 	p.waiting.Add(1)
 	p.wmu.Lock()
 	p.waiting.Add(-1)
+	if now := time.Now(); p.wdeadline.Sub(now) < p.writeTimeout/2 {
+		p.wdeadline = now.Add(p.writeTimeout)
+		p.c.SetWriteDeadline(p.wdeadline)
+	}
 }
 
 func (p *peer) unlock(fl *flusher) {

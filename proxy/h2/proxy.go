@@ -43,6 +43,8 @@ type Proxy struct {
 	cfg  Config
 	pool *pool
 	stop chan struct{} // closed by Shutdown: ends the pool's expiry loop
+	// writeTimeout bounds each write to a client or a target (peer).
+	writeTimeout time.Duration
 
 	h1once sync.Once
 	h1     *h1Transport // for requests an older client proxy carried from HTTP/1.1
@@ -55,11 +57,18 @@ type Proxy struct {
 
 // New returns a Proxy. Call Shutdown to stop it.
 func New(cfg Config) *Proxy {
-	p := &Proxy{cfg: cfg.WithDefaults(), stop: make(chan struct{}), conns: map[*serverConn]struct{}{}}
+	p := &Proxy{cfg: cfg.WithDefaults(), stop: make(chan struct{}), conns: map[*serverConn]struct{}{},
+		writeTimeout: writeTimeout}
 	p.pool = newPool(p)
 	go p.expireIdle()
 	return p
 }
+
+// writeTimeout is how long a write to a peer may block: past it the
+// peer, which let the proxy send but does not read, is cut off. Flow
+// control bounds what is written to what the peer asked for, so a peer
+// that reads at all is never near it.
+const writeTimeout = 20 * time.Second
 
 // liveCheck is how often target connections are looked at: those idle
 // for IdleTimeout are closed, and those with streams that were silent
@@ -86,7 +95,7 @@ func (p *Proxy) expireIdle() {
 // bytes are the HTTP/2 client preface (detected, not consumed), and
 // returns when the connection is done; it closes c.
 func (p *Proxy) Serve(c net.Conn, info httpproxy.ConnInfo) {
-	sc := newServerConn(p, newPeer(c, p.cfg.MaxHeaderBytes), info)
+	sc := newServerConn(p, newPeer(c, p.cfg.MaxHeaderBytes, p.writeTimeout), info)
 	p.mu.Lock()
 	if p.closing {
 		p.mu.Unlock()

@@ -133,7 +133,7 @@ func (pl *pool) connect(k poolKey) (*upConn, error) {
 		}
 		c = tc
 	}
-	uc := &upConn{peer: newPeer(c, maxResponseHeaderList), pool: pl, key: k, streams: map[uint32]*stream{},
+	uc := &upConn{peer: newPeer(c, maxResponseHeaderList, pl.p.writeTimeout), pool: pl, key: k, streams: map[uint32]*stream{},
 		nextID: 1, maxStreams: assumedMaxStreams, initWindow: defaultWindow, idleSince: time.Now()}
 	uc.lock()
 	uc.bw.WriteString(http2.ClientPreface)
