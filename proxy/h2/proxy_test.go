@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestForwardsRequestsBothWays: many concurrent streams on one
@@ -126,5 +127,41 @@ func TestHeadersPassThrough(t *testing.T) {
 	}
 	if res.Header.Get("Date") != "Mon, 07 Dec 2026 09:00:00 GMT" || res.Header.Get("Server") != "tiny/1.0" {
 		t.Errorf("Date %q, Server %q: want the target's", res.Header.Get("Date"), res.Header.Get("Server"))
+	}
+}
+
+// TestRequestTrailersAndContinue: a request that waits for 100 Continue
+// gets the target's, and its trailers reach the target after its body.
+func TestRequestTrailersAndContinue(t *testing.T) {
+	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s trailer=%s", body, r.Trailer.Get("X-Req-Sum"))
+	}))
+	p := startTestProxy(t, backend)
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("PUT", "http://"+p.addr+"/", pr)
+	req.Header.Set("Expect", "100-continue")
+	req.Trailer = http.Header{"X-Req-Sum": nil}
+	go func() {
+		io.WriteString(pw, "payload")
+		req.Trailer.Set("X-Req-Sum", "42")
+		pw.Close()
+	}()
+	client := h2cClient(t)
+	// The body waits for the 100 this long; long enough that a lost 100
+	// shows.
+	client.Transport.(*http.Transport).ExpectContinueTimeout = 5 * time.Second
+	start := time.Now()
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if string(b) != "payload trailer=42" {
+		t.Errorf("target saw %q", b)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("took %v: the client waited out its 100 Continue", took)
 	}
 }

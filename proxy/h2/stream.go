@@ -201,8 +201,8 @@ func (h *half) finished() {
 
 // giveCredit returns to the source what went onward, in batches.
 func (h *half) giveCredit(fl *flusher) {
-	if h.credit < creditBatch || h.end || h.s.closed {
-		return
+	if h.credit < creditBatch || h.end || h.s.closed || h.src == nil {
+		return // nil src: the HTTP/1.1 path, whose source is a body reader
 	}
 	n := h.credit
 	h.credit = 0
