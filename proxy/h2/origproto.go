@@ -67,13 +67,11 @@ func (s *stream) serveHTTP1() {
 	s.x.attempts = 1
 	s.publishTap()
 	req := s.http1Request(ep.Addr.String())
-	s.mu.Unlock()
-
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s.mu.Lock()
-	s.cancel = cancel
+	s.cancel = cancel // a client's reset ends the request
 	s.mu.Unlock()
+
 	res, err := s.sc.p.h1Transport().tr.RoundTrip(req.WithContext(ctx))
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -85,15 +83,21 @@ func (s *stream) serveHTTP1() {
 		return
 	}
 	defer res.Body.Close()
-	if s.closed {
-		return
+	if !s.closed {
+		s.relayHTTP1(res, req.Method == http.MethodHead)
 	}
+}
+
+// relayHTTP1 passes an HTTP/1.1 response on to the stream, its body no
+// faster than the client takes it. Called with s.mu held, which it lets
+// go while it reads.
+func (s *stream) relayHTTP1(res *http.Response, head bool) {
 	s.resBegan = true
 	s.x.status, s.x.after = res.StatusCode, time.Since(s.x.start)
 	s.countRequest()
 	fields := []hpack.HeaderField{{Name: ":status", Value: strconv.Itoa(res.StatusCode)}}
 	fields = appendHeader(fields, res.Header)
-	end := req.Method == http.MethodHead || res.ContentLength == 0 && len(res.Trailer) == 0
+	end := head || res.ContentLength == 0 && len(res.Trailer) == 0
 	s.sc.lock()
 	s.sc.headersLocked(s.id, end, fields, nil)
 	s.sc.unlock(nil)
@@ -105,19 +109,18 @@ func (s *stream) serveHTTP1() {
 	buf := make([]byte, 16<<10)
 	for !s.closed {
 		s.mu.Unlock()
-		n, rerr := res.Body.Read(buf)
+		n, err := res.Body.Read(buf)
 		s.mu.Lock()
 		for !s.closed && s.res.queued() >= streamWindow {
 			s.res.cond.Wait() // the client reads slower than the application writes
 		}
-		if s.closed {
+		switch {
+		case s.closed:
 			return
-		}
-		if rerr != nil && !errors.Is(rerr, io.EOF) {
-			s.broken(nil, rerr)
+		case err != nil && !errors.Is(err, io.EOF):
+			s.broken(nil, err)
 			return
-		}
-		if rerr != nil {
+		case err != nil:
 			if len(res.Trailer) > 0 {
 				s.res.trailers = appendHeader(nil, res.Trailer)
 				s.noteGRPCStatusHeader(res.Trailer)
