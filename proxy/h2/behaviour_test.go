@@ -512,3 +512,62 @@ func TestStuckClientIsCutOff(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestIdleConnectionGoesAway: a client connection with no stream open for
+// IdleTimeout gets GOAWAY (NO_ERROR, naming its last stream) and is closed.
+func TestIdleConnectionGoesAway(t *testing.T) {
+	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	p := startTestProxy(t, backend, func(c *Config, _ *httpproxy.ConnInfo) { c.IdleTimeout = 200 * time.Millisecond })
+	rc := dialRaw(t, p.addr)
+	rc.get(1, "/", true)
+	start := time.Now()
+	for {
+		f, err := rc.next()
+		if err != nil {
+			t.Fatalf("no GOAWAY before the connection ended: %v", err)
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 1 {
+				t.Errorf("GOAWAY %v last stream %d, want NO_ERROR and 1", ga.ErrCode, ga.LastStreamID)
+			}
+			if took := time.Since(start); took < 150*time.Millisecond {
+				t.Errorf("GOAWAY after %v, before the idle timeout", took)
+			}
+			break
+		}
+	}
+	if _, err := rc.next(); err == nil {
+		t.Error("the connection stays open after GOAWAY")
+	}
+}
+
+// TestShutdownLetsStreamsFinish: Shutdown sends GOAWAY, lets the stream in
+// flight finish, and returns once the connection is done.
+func TestShutdownLetsStreamsFinish(t *testing.T) {
+	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(300 * time.Millisecond)
+		w.Write([]byte("finished"))
+	}))
+	p := startTestProxy(t, backend)
+	client := h2cClient(t)
+	done := make(chan string, 1)
+	go func() {
+		res, err := client.Get("http://" + p.addr + "/")
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		done <- string(b)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if got := <-done; got != "finished" {
+		t.Errorf("the request in flight got %q", got)
+	}
+}
