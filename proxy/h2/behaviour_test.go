@@ -571,3 +571,58 @@ func TestShutdownLetsStreamsFinish(t *testing.T) {
 		t.Errorf("the request in flight got %q", got)
 	}
 }
+
+// TestTargetRefusingEveryStream: a stream the target refuses unprocessed
+// (REFUSED_STREAM) is sent again, but not for ever: one that is always
+// refused ends in 502.
+func TestTargetRefusingEveryStream(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var mu sync.Mutex
+	refused := 0
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, len(http2.ClientPreface))
+				io.ReadFull(c, buf)
+				fr := http2.NewFramer(c, c)
+				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+				fr.WriteSettings()
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					if h, ok := f.(*http2.MetaHeadersFrame); ok {
+						mu.Lock()
+						refused++
+						mu.Unlock()
+						fr.WriteRSTStream(h.StreamID, http2.ErrCodeRefusedStream)
+					}
+				}
+			}()
+		}
+	}()
+	p := startTestProxy(t, ln.Addr().String())
+	res, err := h2cClient(t).Get("http://" + p.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadGateway {
+		t.Errorf("got %d, want 502", res.StatusCode)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if refused < 2 || refused > maxAttempts+1 {
+		t.Errorf("the target was asked %d times, want a few", refused)
+	}
+}

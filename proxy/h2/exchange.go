@@ -40,6 +40,7 @@ type exchange struct {
 	start    time.Time
 	tried    [maxAttempts]netip.AddrPort
 	attempts int
+	resent   int                // times sent again after a target refused it unprocessed
 	ep       httpproxy.Endpoint // Report nil once reported
 	key      metrics.RouteKey
 	route    *metrics.Route
@@ -214,9 +215,10 @@ func (s *stream) attach(fl *flusher, uc *upConn) {
 // same endpoint. Only a request none of whose body went out can be sent
 // again; it reports whether this one could. Called with s.mu held.
 func (s *stream) detach() bool {
-	if s.req.sentData || s.resBegan || s.uc == nil {
-		return false
+	if s.req.sentData || s.resBegan || s.uc == nil || s.x.resent >= maxAttempts {
+		return false // bounded: a target that refuses every stream is not asked for ever
 	}
+	s.x.resent++
 	s.uc.forget(s)
 	s.uc, s.upID = nil, 0
 	s.req.dst, s.req.dstID, s.req.window = nil, 0, 0
