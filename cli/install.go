@@ -458,7 +458,11 @@ func installGatewayAPI(ctx context.Context, k *kube, p *progress) ([]manifests.M
 			apply = append(apply, s.m)
 			versions[manifests.GatewayAPIBundleVersion] = true
 		} else if cur := found[s.m.Object.GetName()]; cur != nil {
-			versions[manifests.ReadGatewayAPICRD(cur).Version] = true
+			v := manifests.ReadGatewayAPICRD(cur).Version
+			if v == "" {
+				v = "unknown"
+			}
+			versions[v] = true
 		}
 	}
 	if len(versions) > 1 {

@@ -163,6 +163,15 @@ func TestInstallGatewayAPI(t *testing.T) {
 		}
 	}
 
+	// One of unknown release: named so in the warning.
+	out.Reset()
+	if _, err := installGatewayAPI(context.Background(), fakeKube(t, gatewayCRD(t, "httproutes", "", "", false)), p); err != nil {
+		t.Fatal(err)
+	}
+	if want := "releases (unknown, " + manifests.GatewayAPIBundleVersion + ")"; !strings.Contains(out.String(), want) {
+		t.Errorf("output lacks %q:\n%s", want, out.String())
+	}
+
 	// A cluster with mesh's copies of this release: all re-applied, quietly.
 	var objs []runtime.Object
 	for _, plural := range []string{"httproutes", "grpcroutes"} {
