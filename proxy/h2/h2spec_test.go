@@ -47,9 +47,17 @@ func TestH2spec(t *testing.T) {
 			worse = append(worse, c)
 		}
 	}
+	if len(worse) > 0 {
+		// A few cases race the target's answer against the client's next
+		// frame (8.1.2.6: the target may answer before the DATA that
+		// breaks the content-length arrives), directly as through the
+		// proxy; a failure the proxy causes repeats.
+		again := run("again", p.addr)
+		worse = slices.DeleteFunc(worse, func(c string) bool { return again[c] })
+	}
 	slices.Sort(worse)
 	for _, c := range worse {
-		t.Errorf("fails only through the proxy: %s", c)
+		t.Errorf("fails only through the proxy, twice: %s", c)
 	}
 }
 
