@@ -374,8 +374,15 @@ func TestGoAwayFromTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	h2s := &http2.Server{}
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("second connection")) })
+	// Connections after the first go to a real h2c server.
+	later := &connListener{conns: make(chan net.Conn, 4), done: make(chan struct{}), addr: ln.Addr()}
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: &protocols, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("second connection"))
+	})}
+	go srv.Serve(later)
+	t.Cleanup(func() { srv.Close() })
 	go func() {
 		first := true
 		for {
@@ -384,7 +391,7 @@ func TestGoAwayFromTarget(t *testing.T) {
 				return
 			}
 			if !first {
-				go h2s.ServeConn(c, &http2.ServeConnOpts{Handler: handler})
+				later.conns <- c
 				continue
 			}
 			first = false
@@ -626,3 +633,27 @@ func TestTargetRefusingEveryStream(t *testing.T) {
 		t.Errorf("the target was asked %d times, want a few", refused)
 	}
 }
+
+// connListener is a net.Listener fed by a test.
+type connListener struct {
+	conns chan net.Conn
+	addr  net.Addr
+	once  sync.Once
+	done  chan struct{}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return l.addr }

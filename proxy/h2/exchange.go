@@ -339,7 +339,7 @@ func (s *stream) authorize() error {
 	h := http.Header{}
 	for _, f := range s.fields {
 		if !f.IsPseudo() {
-			h.Add(http.CanonicalHeaderKey(f.Name), f.Value)
+			h.Add(f.Name, f.Value)
 		}
 	}
 	return s.sc.info.Authz.AuthorizeRequest(&http.Request{Method: s.method, URL: &url.URL{Path: path, RawQuery: query},
