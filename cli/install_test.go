@@ -504,7 +504,7 @@ func fakeKube(t testing.TB, objs ...runtime.Object) *kube {
 	}
 	// The Gateway API's kinds, which uninstall lists with the plural and
 	// version their CRDs give.
-	gw, err := manifests.GatewayAPICRDs()
+	gw, err := embeddedGatewayAPI()
 	if err != nil {
 		t.Fatal(err)
 	}
