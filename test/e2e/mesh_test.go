@@ -157,6 +157,32 @@ func testInstall(t *testing.T, ctx context.Context) {
 	t.Logf("mesh install took %.1fs from nothing to ready (goal: under 60s)", took.Seconds())
 	r = mustRun(t, ctx, nil, e2e.mesh, "check")
 	t.Logf("mesh check:\n%s", r.stdout)
+	if !strings.Contains(r.stdout, "gateway-api") {
+		t.Errorf("mesh check says nothing of the Gateway API CRDs")
+	}
+	for _, crd := range gatewayAPICRDs {
+		if got, want := gatewayAPICRD(t, ctx, crd), manifests.PartOf+" "+manifests.GatewayAPIBundleVersion+" True"; got != want {
+			t.Errorf("CRD %s after install: part-of, bundle version, Established = %q, want %q", crd, got, want)
+		}
+	}
+}
+
+// gatewayAPICRDs are the Gateway API CRDs mesh install applies.
+var gatewayAPICRDs = []string{"httproutes.gateway.networking.k8s.io", "grpcroutes.gateway.networking.k8s.io"}
+
+// gatewayAPICRD returns crd's part-of label, bundle version and Established
+// condition, space separated, or "absent".
+func gatewayAPICRD(t *testing.T, ctx context.Context, crd string) string {
+	t.Helper()
+	r := command(ctx, nil, nil, e2e.kubectl, "get", "customresourcedefinition", crd, "--ignore-not-found", "-o",
+		`jsonpath={.metadata.labels.app\.kubernetes\.io/part-of} {.metadata.annotations.gateway\.networking\.k8s\.io/bundle-version} {.status.conditions[?(@.type=="Established")].status}`)
+	if r.err != nil {
+		t.Fatalf("kubectl get customresourcedefinition %s: %v\n%s", crd, r.err, r.stderr)
+	}
+	if strings.TrimSpace(r.stdout) == "" {
+		return "absent"
+	}
+	return r.stdout
 }
 
 // testDemoInjected deploys the demo shop into its annotated namespace and
@@ -411,10 +437,53 @@ func testMalformedAnnotation(t *testing.T, ctx context.Context) {
 
 // testUninstall removes the control plane and then looks through every
 // listable resource type for an object labelled part of the mesh.
+//
+// A user's HTTPRoute keeps the Gateway API CRDs in place (deleting a CRD
+// deletes its objects); once it is gone, a second uninstall removes them.
 func testUninstall(t *testing.T, ctx context.Context) {
 	deleteNamespace(t, ctx, demoNS)
+	const routeNS = "e2e-route-kept"
+	route := plainNamespaceManifest(routeNS) + `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: users-route
+  namespace: ` + routeNS + `
+spec:
+  parentRefs:
+  - group: ""
+    kind: Service
+    name: users
+    port: 80
+  rules:
+  - backendRefs:
+    - name: users
+      port: 80
+`
+	mustRun(t, ctx, []byte(route), e2e.kubectl, "apply", "-f", "-")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		deleteNamespace(t, ctx, routeNS)
+	})
 	r := mustRun(t, ctx, nil, e2e.mesh, "uninstall")
-	t.Logf("mesh uninstall:\n%s%s", r.stdout, r.stderr)
+	t.Logf("mesh uninstall with an HTTPRoute in the cluster:\n%s%s", r.stdout, r.stderr)
+	for _, crd := range gatewayAPICRDs {
+		if got := gatewayAPICRD(t, ctx, crd); got == "absent" {
+			t.Errorf("CRD %s deleted while the HTTPRoute %s/users-route existed", crd, routeNS)
+		}
+	}
+	if !strings.Contains(r.stdout+r.stderr, routeNS+"/users-route") {
+		t.Errorf("mesh uninstall kept the Gateway API CRDs without naming the route that keeps them")
+	}
+	deleteNamespace(t, ctx, routeNS)
+	r = mustRun(t, ctx, nil, e2e.mesh, "uninstall")
+	t.Logf("mesh uninstall once the route is gone:\n%s%s", r.stdout, r.stderr)
+	for _, crd := range gatewayAPICRDs {
+		if got := gatewayAPICRD(t, ctx, crd); got != "absent" {
+			t.Errorf("CRD %s after uninstall with no route left: %q, want it deleted", crd, got)
+		}
+	}
 	if _, err := e2e.client.CoreV1().Namespaces().Get(ctx, manifests.DefaultNamespace, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("namespace %s after uninstall: err=%v, want NotFound", manifests.DefaultNamespace, err)
 	}
