@@ -44,9 +44,10 @@ const (
 // a syscall; a reader goroutine leaves its flushes to its flusher, which
 // flushes before the goroutine blocks in a read.
 type peer struct {
-	c  net.Conn
-	br *bufio.Reader
-	fr *http2.Framer
+	c      net.Conn
+	br     *bufio.Reader
+	fr     *http2.Framer
+	blocks *blockReader // decodes the header blocks fr reads
 
 	waiting atomic.Int32 // goroutines waiting for wmu
 	wmu     sync.Mutex
@@ -84,11 +85,25 @@ func newPeer(c net.Conn, maxHeaderList int, writeTimeout time.Duration) *peer {
 	p.fr = http2.NewFramer(nil, p.br)
 	p.fr.SetReuseFrames()
 	p.fr.SetMaxReadFrameSize(defaultMaxFrame) // what the peer assumes, as the proxy says no other
-	p.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	p.fr.MaxHeaderListSize = uint32(maxHeaderList)
+	p.blocks = newBlockReader(uint32(maxHeaderList))
 	p.wfr = http2.NewFramer(p.bw, nil)
 	p.enc = hpack.NewEncoder(&p.hbuf)
 	return p
+}
+
+// readFrame reads the next frame; a HEADERS frame comes with its header
+// block decoded, CONTINUATIONs and all, in p.blocks.b. Reader only.
+func (p *peer) readFrame() (http2.Frame, error) {
+	f, err := p.fr.ReadFrame()
+	if err != nil {
+		return nil, err
+	}
+	if h, ok := f.(*http2.HeadersFrame); ok {
+		if _, err := p.blocks.read(p.fr, h); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
 }
 
 // lock takes the write lock; unlock releases it, flushing as the type

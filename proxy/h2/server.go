@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,7 +94,7 @@ func (sc *serverConn) serve() {
 		if !frameBuffered(sc.br) {
 			sc.fl.flushAll()
 		}
-		f, err := sc.fr.ReadFrame()
+		f, err := sc.readFrame()
 		if err == nil {
 			err = sc.process(f)
 		}
@@ -191,8 +192,8 @@ func (sc *serverConn) process(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.SettingsFrame:
 		return sc.processSettings(f)
-	case *http2.MetaHeadersFrame:
-		return sc.processHeaders(f)
+	case *http2.HeadersFrame:
+		return sc.processHeaders(&sc.blocks.b)
 	case *http2.DataFrame:
 		return sc.processData(f)
 	case *http2.WindowUpdateFrame:
@@ -389,7 +390,7 @@ func (sc *serverConn) processData(f *http2.DataFrame) error {
 }
 
 // processHeaders opens a stream, or ends one with trailers.
-func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
+func (sc *serverConn) processHeaders(f *headerBlock) error {
 	id := f.StreamID
 	if id%2 != 1 {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
@@ -434,7 +435,7 @@ func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 }
 
 // trailers ends a stream's request with its trailer fields.
-func (sc *serverConn) trailers(s *stream, f *http2.MetaHeadersFrame) error {
+func (sc *serverConn) trailers(s *stream, f *headerBlock) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -449,16 +450,16 @@ func (sc *serverConn) trailers(s *stream, f *http2.MetaHeadersFrame) error {
 		s.resetBoth(&sc.fl, http2.ErrCodeProtocol, http2.ErrCodeCancel, true, true)
 		return nil
 	}
-	s.req.trailers = f.Fields
+	s.req.trailers = slices.Clone(f.Fields)
 	s.req.push(&sc.fl, nil, true)
 	return nil
 }
 
 // newStream checks a request head as net/http's server does (RFC 9113
 // §8.3.1, §8.2.2) and makes its stream; a malformed one is a stream error.
-func (sc *serverConn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
+func (sc *serverConn) newStream(f *headerBlock) (*stream, error) {
 	bad := http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}
-	s := &stream{sc: sc, id: f.StreamID, fields: f.Fields, declLen: -1, grpcStatus: -1}
+	s := &stream{sc: sc, id: f.StreamID, fields: slices.Clone(f.Fields), declLen: -1, grpcStatus: -1}
 	var scheme, protocol string
 	for _, hf := range f.PseudoFields() {
 		switch hf.Name {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -376,7 +377,7 @@ func (uc *upConn) readLoop() {
 			uc.fl.flushAll()
 		}
 		var f http2.Frame
-		f, err = uc.fr.ReadFrame()
+		f, err = uc.readFrame()
 		uc.reads.Add(1)
 		if err == nil {
 			err = uc.process(f)
@@ -438,8 +439,8 @@ func (uc *upConn) streamError(id uint32, code http2.ErrCode, err error) {
 
 func (uc *upConn) process(f http2.Frame) error {
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		uc.processHeaders(f)
+	case *http2.HeadersFrame:
+		uc.processHeaders(&uc.blocks.b)
 	case *http2.DataFrame:
 		return uc.processData(f)
 	case *http2.WindowUpdateFrame:
@@ -533,7 +534,7 @@ func (uc *upConn) processSettings(f *http2.SettingsFrame) error {
 
 // processHeaders relays a response head, an informational (1xx) one, or
 // the response's trailers.
-func (uc *upConn) processHeaders(f *http2.MetaHeadersFrame) {
+func (uc *upConn) processHeaders(f *headerBlock) {
 	s := uc.lookup(f.StreamID)
 	if s == nil {
 		return // reset by the proxy meanwhile
@@ -557,7 +558,7 @@ func (uc *upConn) processHeaders(f *http2.MetaHeadersFrame) {
 			return
 		}
 		s.noteGRPCStatus(f)
-		s.res.trailers = f.RegularFields()
+		s.res.trailers = slices.Clone(f.RegularFields())
 		s.res.push(&uc.fl, nil, true)
 		return
 	}
@@ -597,7 +598,7 @@ func (uc *upConn) processHeaders(f *http2.MetaHeadersFrame) {
 }
 
 // noteGRPCStatus keeps the response's grpc-status, for its success.
-func (s *stream) noteGRPCStatus(f *http2.MetaHeadersFrame) {
+func (s *stream) noteGRPCStatus(f *headerBlock) {
 	for _, hf := range f.RegularFields() {
 		if hf.Name == "grpc-status" {
 			n, err := strconv.Atoi(hf.Value)
