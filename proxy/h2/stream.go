@@ -106,6 +106,9 @@ func (h *half) push(fl *flusher, data []byte, end bool) {
 				}
 			}
 			last := end && n == len(data) && h.trailers == nil
+			if n == 0 && !last {
+				break // only trailers to send: drain sends them
+			}
 			h.dst.lock()
 			h.dst.dataLocked(h.dstID, data[:n], last)
 			h.dst.unlock(fl)
