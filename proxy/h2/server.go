@@ -1,7 +1,6 @@
 package h2
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"slices"
@@ -72,7 +71,7 @@ func (sc *serverConn) target() string {
 func (sc *serverConn) serve() {
 	defer sc.teardown()
 	preface, err := sc.br.Peek(len(http2.ClientPreface))
-	if err != nil || !bytes.Equal(preface, []byte(http2.ClientPreface)) {
+	if err != nil || string(preface) != http2.ClientPreface {
 		return
 	}
 	sc.br.Discard(len(preface))
