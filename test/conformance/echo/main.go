@@ -12,11 +12,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"syscall"
 
 	"github.com/mesh-dev/mesh/test/conformance/echo/client"
@@ -55,7 +53,7 @@ func runClient(ctx context.Context, args []string) error {
 }
 
 func runServer(ctx context.Context, args []string) error {
-	cfg, err := parseServerFlags(args, os.Stderr)
+	cfg, err := server.ParseFlags(args, os.Stderr)
 	if err != nil {
 		return err
 	}
@@ -65,38 +63,4 @@ func runServer(ctx context.Context, args []string) error {
 		return err
 	}
 	return s.Serve(ctx)
-}
-
-// parseServerFlags maps the flags of the suite's manifests to a Config.
-// SERVICE_VERSION and CLUSTER in the environment are the defaults of
-// --version and --cluster.
-func parseServerFlags(args []string, stderr io.Writer) (server.Config, error) {
-	var cfg server.Config
-	fs := flag.NewFlagSet("echo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	ports := func(name, usage string, dst *[]int) {
-		fs.Func(name, usage+" (repeatable)", func(s string) error {
-			p, err := strconv.Atoi(s)
-			if err != nil || p < 0 || p > 65535 {
-				return fmt.Errorf("%q is not a port", s)
-			}
-			*dst = append(*dst, p)
-			return nil
-		})
-	}
-	ports("port", "HTTP/1.1 and h2c `port`", &cfg.HTTPPorts)
-	ports("grpc", "gRPC `port`", &cfg.GRPCPorts)
-	ports("tcp", "TCP echo `port`", &cfg.TCPPorts)
-	ports("tls", "a --port that serves TLS instead", &cfg.TLSPorts)
-	fs.StringVar(&cfg.CertFile, "crt", "", "PEM certificate `file` of the TLS ports; none means self-signed")
-	fs.StringVar(&cfg.KeyFile, "key", "", "PEM key `file` of the TLS ports")
-	fs.StringVar(&cfg.Version, "version", os.Getenv("SERVICE_VERSION"), "reported as ServiceVersion")
-	fs.StringVar(&cfg.Cluster, "cluster", os.Getenv("CLUSTER"), "reported as Cluster")
-	if err := fs.Parse(args); err != nil {
-		return server.Config{}, err
-	}
-	if fs.NArg() > 0 {
-		return server.Config{}, fmt.Errorf("echo: unexpected arguments %q", fs.Args())
-	}
-	return cfg, nil
 }
