@@ -3,7 +3,9 @@
 //
 //	go run ./hack/images --out build/images --version $(cat VERSION)
 //
-// See install/image. `make images` runs it.
+// See install/image. `make images` runs it. Besides install/image.BuildAll's
+// images it writes conformance-echo.tar, the Gateway API conformance echo
+// app of test/conformance (conformance.go).
 package main
 
 import (
@@ -36,6 +38,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if _, err := image.BuildAll(ctx, o); err != nil {
+		fmt.Fprintf(os.Stderr, "images: %v\n", err)
+		os.Exit(1)
+	}
+	if _, err := buildEcho(ctx, o); err != nil {
 		fmt.Fprintf(os.Stderr, "images: %v\n", err)
 		os.Exit(1)
 	}
