@@ -3,6 +3,7 @@ module github.com/mesh-dev/mesh/test/conformance
 go 1.26.0
 
 require (
+	go.uber.org/goleak v1.3.0
 	google.golang.org/grpc v1.81.1
 	google.golang.org/protobuf v1.36.12-0.20260120151049-f2248ac996af
 	sigs.k8s.io/gateway-api/conformance v1.6.3

@@ -127,7 +127,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	var send func(ctx context.Context, w *section) error
 	switch u.Scheme {
 	case "http":
-		send = newHTTPSender(cfg).send
+		h := newHTTPSender(cfg)
+		defer h.c.CloseIdleConnections()
+		send = h.send
 	case "grpc":
 		if u.Path != "" && u.Path != "/" {
 			return fmt.Errorf("client: %s: a grpc URL has no path (the app has one method, %s)", cfg.URL, server.EchoMethod)
