@@ -5,13 +5,16 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -154,4 +157,87 @@ func breakingEndpoint(t testing.TB) *breaking {
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
 	return b
+}
+
+// TestUnreachedRequestsNameNoTarget is issue 12's "no series for
+// connections that never reached an application" for the HTTP series:
+// requests the proxy answers itself, 502 because the target refused the
+// connection and 504 because connecting timed out, are counted without
+// their target_addr, so that a sweep of closed ports adds no series per
+// port; a request that reached its target keeps its target_addr. Both
+// HTTP/1.1 (h1) and h2c (h2).
+func TestUnreachedRequestsNameNoTarget(t *testing.T) {
+	reached := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	for _, proto := range []struct {
+		name string
+		get  func(testing.TB, string) int
+	}{
+		{"HTTP/1.1", getOnce},
+		{"h2c", getOnceH2},
+	} {
+		for _, tc := range []struct {
+			name   string
+			target string
+			want   int
+			named  bool
+		}{
+			{name: "refused", target: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), closedPort(t)).String(), want: http.StatusBadGateway},
+			{name: "timed out", target: silentAddr(t), want: http.StatusGatewayTimeout},
+			{name: "reached", target: reached, want: http.StatusOK, named: true},
+		} {
+			t.Run(proto.name+" "+tc.name, func(t *testing.T) {
+				p := startProxy(t, tc.target, func(c *Config) { c.ConnectTimeout = 300 * time.Millisecond })
+				if got := proto.get(t, p.inbound); got != tc.want {
+					t.Fatalf("status %d, want %d", got, tc.want)
+				}
+				for _, name := range []string{"mesh_proxy_http_requests_total", "mesh_proxy_http_responses_total"} {
+					named, unnamed := p.counter(t, name, "target_addr", tc.target), p.counter(t, name, "target_addr", "")
+					if tc.named && (named != 1 || unnamed != 0) {
+						t.Errorf("%s: %v under its target, %v under none; want 1 under its target", name, named, unnamed)
+					}
+					if !tc.named && (named != 0 || unnamed != 1) {
+						t.Errorf("%s: %v under its target, %v under none; want 1 under none", name, named, unnamed)
+					}
+				}
+			})
+		}
+	}
+}
+
+// silentAddr returns a loopback address where connecting times out: a
+// listener with an accept backlog of 0 that never accepts, its queue
+// filled first. Linux drops the SYNs a full accept queue cannot take, as
+// for a target that vanished from the network.
+func silentAddr(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in4 := sa.(*syscall.SockaddrInet4)
+	addr := netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port)).String()
+	for range 8 {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return addr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatalf("%s accepted 8 connections into a backlog of 0", addr)
+	return addr
 }
