@@ -9,17 +9,20 @@
 // --count, splits it at blank lines into one answer per request
 // (parseMultipleResponses). So each request prints one section:
 //
-//	[0] Url=http://echo/path
-//	[0] StatusCode=302
-//	[0] ResponseHeader=Location:http://example.org/path
+//	[0] StatusCode=200
 //	[0 body] Hostname=echo-v1-6d8f-abcde
+//	[0 body] ...
+//	[0] ResponseHeader=X-Header-Set:v1
+//	[0] Url=http://echo/path
 //
-// the client's own lines first (the parser takes the first StatusCode= it
-// finds, and it must be the status the client got, not the 200 the server
-// wrote into its body), the response headers as received (after the mesh
-// changed them), then the server's key=value lines, never a blank line
-// inside a section. Redirects are never followed: the redirect tests read
-// the 3xx itself.
+// in that order because the parser takes the first match of each field
+// anywhere in the text: first the status the client got (not the 200 the
+// server wrote into its body), then the server's key=value lines, and only
+// then what a request or a mesh may fill with arbitrary text that could
+// read as a field, the response headers as received (after the mesh
+// changed them) and the URL asked for. Never a blank line inside a
+// section. Redirects are never followed: the redirect tests read the 3xx
+// itself.
 package client
 
 import (
@@ -151,7 +154,6 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			bw.WriteString("\n")
 		}
 		w := &section{w: bw, prefix: fmt.Sprintf("[%d] ", i), bodyPrefix: fmt.Sprintf("[%d body] ", i)}
-		w.line("Url", cfg.URL)
 		rctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 		err := send(rctx, w)
 		cancel()
@@ -160,6 +162,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			last = err
 			w.line("Error", err.Error())
 		}
+		w.line("Url", cfg.URL)
 		if ctx.Err() != nil {
 			break
 		}
@@ -256,8 +259,8 @@ func (h *httpSender) send(ctx context.Context, w *section) error {
 		return fmt.Errorf("reading the body of a %d answer: %w", resp.StatusCode, err)
 	}
 	w.line("StatusCode", fmt.Sprint(resp.StatusCode))
-	w.headers("ResponseHeader", resp.Header)
 	w.body(string(body))
+	w.headers("ResponseHeader", resp.Header)
 	return nil
 }
 
@@ -303,10 +306,10 @@ func (g *grpcSender) send(ctx context.Context, w *section) error {
 		return err
 	}
 	w.line("StatusCode", server.GRPCStatusCode(uint32(st.Code())))
+	w.body(out.GetValue())
 	w.headers("ResponseHeader", hdr)
 	if st.Code() != 0 {
 		w.line("Message", st.Message())
 	}
-	w.body(out.GetValue())
 	return nil
 }

@@ -117,6 +117,31 @@ func TestHTTPFieldsTheSuiteReads(t *testing.T) {
 	}
 }
 
+// TestFieldLookalikes sends text that reads as fields where a request or
+// a mesh may put it, in the URL and in a response header, and expects the
+// parser to still find the app's fields.
+func TestFieldLookalikes(t *testing.T) {
+	app := startEcho(t, "echo-v1-7f9c4d-x2x4p", "v1")
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: app.http})
+	rp.ModifyResponse = func(r *http.Response) error {
+		r.Header.Set("X-Note", "Hostname=evil Host=evil StatusCode=999 URL=evil")
+		return nil
+	}
+	addr := front(t, rp.ServeHTTP)
+	out, err := run(t, "http://"+addr+"/a?Hostname=evil&Host=evil&StatusCode=999&URL=evil&Method=evil")
+	if err != nil {
+		t.Fatalf("client: %v\n%s", err, out)
+	}
+	got := echo.ParseResponse(out)
+	if got.Hostname != "echo-v1-7f9c4d-x2x4p" || got.Code != "200" || got.Method != "GET" ||
+		got.URL != "/a?Hostname=evil&Host=evil&StatusCode=999&URL=evil&Method=evil" || got.Host != addr {
+		t.Errorf("parsed %+v from\n%s", got, out)
+	}
+	if got.ResponseHeaders.Get("X-Note") == "" {
+		t.Errorf("X-Note response header missing:\n%s", out)
+	}
+}
+
 // front is what a mesh proxy may answer instead of the app.
 func front(t testing.TB, h http.HandlerFunc) string {
 	t.Helper()

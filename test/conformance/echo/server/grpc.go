@@ -47,8 +47,6 @@ func (e *echoService) echo(ctx context.Context) *wrapperspb.StringValue {
 	if a := md.Get(":authority"); len(a) > 0 {
 		host = a[0]
 	}
-	rec.add("Host", host)
-	rec.add("URL", EchoMethod)
 	rec.add("Method", "POST")
 	rec.add("Proto", "GRPC")
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
@@ -56,6 +54,8 @@ func (e *echoService) echo(ctx context.Context) *wrapperspb.StringValue {
 			rec.add("IP", ip)
 		}
 	}
+	rec.add("Host", host)
+	rec.add("URL", EchoMethod)
 	hdr := map[string][]string{}
 	for k, v := range md {
 		// Pseudo-headers are reported above, as HTTP's are.

@@ -298,8 +298,6 @@ func (s *Server) handler(port int) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		rec := s.record(port)
-		rec.add("Host", r.Host)
-		rec.add("URL", r.URL.RequestURI())
 		rec.add("Method", r.Method)
 		rec.add("Proto", r.Proto)
 		if r.TLS != nil {
@@ -308,6 +306,9 @@ func (s *Server) handler(port int) http.Handler {
 		if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 			rec.add("IP", ip)
 		}
+		// What the client chose, after every field it cannot choose.
+		rec.add("Host", r.Host)
+		rec.add("URL", r.URL.RequestURI())
 		hdr := r.Header.Clone()
 		hdr.Set("Host", r.Host) // Go moves it out of Header; the suite may match on it
 		rec.headers("RequestHeader", hdr)
@@ -317,9 +318,10 @@ func (s *Server) handler(port int) http.Handler {
 }
 
 // record starts the description every protocol shares. The server's own
-// fields come first and the headers last: parse.go takes the first match
-// of each field anywhere in the output, and a header value must never be
-// the first "Host=" it sees.
+// fields come first, then those a client chooses (Host, URL), the headers
+// last: parse.go takes the first match of each field anywhere in the
+// output, and a path like /?Method=x must never be the first "Method=" it
+// sees.
 func (s *Server) record(port int) *record {
 	rec := &record{}
 	rec.add("StatusCode", "200")
