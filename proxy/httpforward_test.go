@@ -5,6 +5,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mesh-dev/mesh/proxy/tap"
 )
 
 // TestOrigProtoMarkFromClientDropped: the mesh's own mark of an HTTP/1.1
@@ -240,4 +243,69 @@ func silentAddr(t testing.TB) string {
 	}
 	t.Fatalf("%s accepted 8 connections into a backlog of 0", addr)
 	return addr
+}
+
+// TestTapShowsTheEndpointReached: a request tried on an endpoint that
+// refused the connection, then on another, is tapped once, at the
+// endpoint it reached, with its response; over HTTP/1.1 (h1) and h2c (h2).
+func TestTapShowsTheEndpointReached(t *testing.T) {
+	live := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+	}{{"HTTP/1.1", h1Client(t)}, {"h2c", h2cClient(t)}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dead := refusingAddr(t)
+			service := "127.0.0.1:1" // never dialled: the proxy balances over the endpoints
+			controller := startDestination(t, &fakeDestination{sets: map[string][]string{service: {live, dead}}})
+			p := startProxy(t, service, func(c *Config) { c.DestinationAddr = controller })
+			waitReady(t, p)
+			_, out, admin := p.Addrs()
+			w, err := p.tapHub.Watch(tap.Filter{PathPrefix: "/"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(w.Close)
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			// The balancer picks either endpoint first; once a request
+			// tried the refusing one, the balancer ejects it.
+			retried := false
+			for i := 0; !retried && i < 50; i++ {
+				res, err := tc.client.Get("http://" + out.String() + "/order")
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if res.StatusCode != 200 {
+					t.Fatalf("request %d: %d, want 200", i, res.StatusCode)
+				}
+				req, err := w.Next(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := w.Next(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if req.Response != nil || req.Request.Dst != live {
+					t.Errorf("request %d: first event %+v, want the request at %s", i, req.Request, live)
+				}
+				if resp.Response == nil || resp.ID != req.ID || resp.Response.Status != 200 {
+					t.Errorf("request %d: second event %+v, want the request's 200", i, resp)
+				}
+				retried = destinationEjected(t, admin.String(), dead)
+			}
+			if !retried {
+				t.Fatal("no request tried the refusing endpoint")
+			}
+			// No third event: a request is tapped once, whatever it tried.
+			short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+			defer cancelShort()
+			if ev, err := w.Next(short); err == nil {
+				t.Errorf("an event past the request's two: %+v", ev)
+			}
+		})
+	}
 }
