@@ -106,9 +106,15 @@ func TestHTTP1NoRetryOnceSent(t *testing.T) {
 	// has had a few requests.
 	for i := 0; breaking.accepted.Load() < 3 && i < 200; i++ {
 		before, hitsBefore := others.Load(), breaking.accepted.Load()
-		res, err := h1.Post("http://"+out.String()+"/order", "text/plain", strings.NewReader("hello"))
+		req, _ := http.NewRequest("POST", "http://"+out.String()+"/order", strings.NewReader("hello"))
+		// A connection of its own per request: h1 closes the client's
+		// connection after such a 502 without saying Connection: close, so
+		// a reused one would fail the next request (reported, to be fixed
+		// in proxy/h1; this test is about where the request went).
+		req.Close = true
+		res, err := h1.Do(req)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("request %d (the breaking endpoint's %d, before %d; others %d before %d): %v", i, breaking.accepted.Load(), hitsBefore, others.Load(), before, err)
 		}
 		io.Copy(io.Discard, res.Body)
 		res.Body.Close()
@@ -151,8 +157,12 @@ func breakingEndpoint(t testing.TB) *breaking {
 			}
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
 			br := bufio.NewReader(c)
-			if _, err := http.ReadRequest(br); err == nil {
-				b.accepted.Add(1)
+			// The whole request, body and all, so that it is entirely out
+			// of the proxy when the connection breaks.
+			if req, err := http.ReadRequest(br); err == nil {
+				if _, err := io.Copy(io.Discard, req.Body); err == nil {
+					b.accepted.Add(1)
+				}
 			}
 			c.(*net.TCPConn).SetLinger(0)
 			c.Close()
