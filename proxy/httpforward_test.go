@@ -9,16 +9,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mesh-dev/mesh/proxy/h1"
+	"github.com/mesh-dev/mesh/proxy/h2"
+	"github.com/mesh-dev/mesh/proxy/httpproxy"
+	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/tap"
 )
 
@@ -315,6 +321,74 @@ func TestTapShowsTheEndpointReached(t *testing.T) {
 			defer cancelShort()
 			if ev, err := w.Next(short); err == nil {
 				t.Errorf("an event past the request's two: %+v", ev)
+			}
+		})
+	}
+}
+
+// forwarder is what proxy/h1 and proxy/h2 both are to the proxy's sides.
+type forwarder interface {
+	Serve(c net.Conn, info httpproxy.ConnInfo)
+	Shutdown(ctx context.Context) error
+}
+
+// TestForwarderShutdownPastDeadline: when Shutdown's ctx ends before a
+// request does, the forwarder closes the client connection, its Serve
+// returns, the client's request fails, and Shutdown says why; for h1 and
+// h2 alike.
+func TestForwarderShutdownPastDeadline(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		new    func(httpproxy.Config) forwarder
+		client func(testing.TB) *http.Client
+	}{
+		{"h1", func(c httpproxy.Config) forwarder { return h1.New(c) }, h1Client},
+		{"h2", func(c httpproxy.Config) forwarder { return h2.New(c) }, h2cClient},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			started := make(chan struct{})
+			var once sync.Once
+			target := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				once.Do(func() { close(started) })
+				<-r.Context().Done()
+			}))
+			f := tc.new(httpproxy.Config{Direction: metrics.Inbound, Metrics: metrics.New(), Log: slog.New(slog.DiscardHandler)})
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			served := make(chan struct{})
+			go func() {
+				defer close(served)
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				f.Serve(c, httpproxy.ConnInfo{Target: netip.MustParseAddrPort(target)})
+			}()
+			failed := make(chan error, 1)
+			go func() {
+				res, err := tc.client(t).Get("http://" + ln.Addr().String() + "/stuck")
+				if err == nil {
+					_, err = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+				}
+				failed <- err
+			}()
+			<-started
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			if err := f.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Shutdown = %v, want %v", err, context.DeadlineExceeded)
+			}
+			select {
+			case <-served:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Serve still runs 5s after Shutdown gave up")
+			}
+			if err := <-failed; err == nil {
+				t.Error("the request on the closed connection succeeded")
 			}
 		})
 	}
