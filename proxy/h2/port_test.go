@@ -486,3 +486,69 @@ func TestTapShowsTheEndpointReached(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownSendsGoAway: Shutdown tells a client connection GOAWAY
+// (NO_ERROR, keeping the stream in flight) at once, lets that stream
+// finish on it, then closes the connection and returns.
+func TestShutdownSendsGoAway(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+		io.WriteString(w, "finished")
+	}))
+	p := startTestProxy(t, backend)
+	rc := dialRaw(t, p.addr)
+	if err := rc.get(1, "/slow", true); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- p.Shutdown(ctx)
+	}()
+	f, err := rc.next()
+	if err != nil {
+		t.Fatalf("no GOAWAY on Shutdown: %v", err)
+	}
+	if ga, ok := f.(*http2.GoAwayFrame); !ok || ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID < 1 {
+		t.Fatalf("got %v on Shutdown, want GOAWAY NO_ERROR keeping stream 1", f)
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) with a stream in flight", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	var body []byte
+	for {
+		f, err := rc.next()
+		if err != nil {
+			t.Fatalf("stream 1 after GOAWAY: %v, body so far %q", err, body)
+		}
+		if d, ok := f.(*http2.DataFrame); ok {
+			body = append(body, d.Data()...)
+			if d.StreamEnded() {
+				break
+			}
+		}
+	}
+	if string(body) != "finished" {
+		t.Errorf("stream 1 after GOAWAY: body %q, want \"finished\"", body)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	for {
+		_, err := rc.next()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("the connection is still open after its last stream and Shutdown")
+		}
+		if err != nil {
+			break
+		}
+	}
+}
