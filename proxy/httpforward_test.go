@@ -393,3 +393,31 @@ func TestForwarderShutdownPastDeadline(t *testing.T) {
 		})
 	}
 }
+
+// TestNonUTF8AuthorityAnswered: an absolute-form target sets the
+// authority without the Host field's checks; a non-UTF-8 one is no valid
+// Prometheus label value, which once made the metrics panic and the
+// connection drop unanswered. The request is answered and the metrics
+// still gather.
+func TestNonUTF8AuthorityAnswered(t *testing.T) {
+	target := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	p := startProxy(t, target)
+	c, err := net.Dial("tcp", p.inbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET http://\xff/ HTTP/1.1\r\nHost: a\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusBadRequest {
+		t.Errorf("status %d, want 200 (forwarded) or 400 (refused)", res.StatusCode)
+	}
+	if _, err := p.metrics.Registry().Gather(); err != nil {
+		t.Errorf("the metrics no longer gather: %v", err)
+	}
+}

@@ -552,3 +552,33 @@ func TestShutdownSendsGoAway(t *testing.T) {
 		}
 	}
 }
+
+// TestNonUTF8AuthorityAnswered: a non-UTF-8 :authority is no valid
+// Prometheus label value, which once made the metrics panic and the
+// connection drop. The stream is answered (or refused), and the metrics
+// still gather.
+func TestNonUTF8AuthorityAnswered(t *testing.T) {
+	backend := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	p := startTestProxy(t, backend)
+	rc := dialRaw(t, p.addr)
+	rc.buf.Reset()
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "\xff"}, {":path", "/"}} {
+		rc.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.buf.Bytes(), EndHeaders: true, EndStream: true}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := rc.next()
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	switch f.(type) {
+	case *http2.MetaHeadersFrame:
+	case *http2.RSTStreamFrame:
+	default:
+		t.Errorf("got %v, want a response or a reset of stream 1", f)
+	}
+	if _, err := p.m.Registry().Gather(); err != nil {
+		t.Errorf("the metrics no longer gather: %v", err)
+	}
+}
