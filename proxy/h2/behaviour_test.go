@@ -657,3 +657,65 @@ func (l *connListener) Close() error {
 }
 
 func (l *connListener) Addr() net.Addr { return l.addr }
+
+// resettingTarget is an HTTP/2 target that resets every stream it is sent
+// with code, before any response.
+func resettingTarget(t *testing.T, code http2.ErrCode) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, len(http2.ClientPreface))
+				io.ReadFull(c, buf)
+				fr := http2.NewFramer(c, c)
+				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+				fr.WriteSettings()
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					if h, ok := f.(*http2.MetaHeadersFrame); ok {
+						fr.WriteRSTStream(h.StreamID, code)
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// A target that cancels a stream before its response (a gRPC server whose
+// deadline passed) is heard by the client as that reset, which a gRPC
+// client past its deadline reads as DEADLINE_EXCEEDED; any other reset
+// before a response is the proxy's 502.
+func TestTargetResetBeforeResponse(t *testing.T) {
+	p := startTestProxy(t, resettingTarget(t, http2.ErrCodeCancel))
+	res, err := h2cClient(t).Get("http://" + p.addr + "/")
+	if err == nil {
+		res.Body.Close()
+		t.Errorf("target cancelled the stream: got %d, want the client's stream reset with CANCEL", res.StatusCode)
+	} else if !strings.Contains(err.Error(), "CANCEL") {
+		t.Errorf("target cancelled the stream: %v, want a reset with CANCEL", err)
+	}
+
+	p = startTestProxy(t, resettingTarget(t, http2.ErrCodeInternal))
+	res, err = h2cClient(t).Get("http://" + p.addr + "/")
+	if err != nil {
+		t.Fatalf("target reset the stream with INTERNAL_ERROR: %v, want the proxy's 502", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadGateway {
+		t.Errorf("target reset the stream with INTERNAL_ERROR: got %d, want 502", res.StatusCode)
+	}
+}

@@ -638,7 +638,8 @@ func (uc *upConn) processData(f *http2.DataFrame) error {
 
 // processReset relays a target's RST_STREAM: a stream it refused before
 // processing goes to another connection when its request can be sent
-// again; otherwise the client gets 502 before a response, the reset after.
+// again; one it cancelled reaches the client as the same reset; otherwise
+// the client gets 502 before a response, the reset after.
 func (uc *upConn) processReset(f *http2.RSTStreamFrame) {
 	s := uc.lookup(f.StreamID)
 	if s == nil {
@@ -650,6 +651,15 @@ func (uc *upConn) processReset(f *http2.RSTStreamFrame) {
 		return
 	}
 	if f.ErrCode == http2.ErrCodeRefusedStream && s.detach() {
+		return
+	}
+	if !s.resBegan && f.ErrCode == http2.ErrCodeCancel {
+		// The target gave the stream up, as a gRPC server does once the
+		// deadline its client sent has passed: the client hears it as the
+		// target said it, and a gRPC client past its deadline reads that
+		// reset as DEADLINE_EXCEEDED, where a 502 from the proxy would
+		// read as UNAVAILABLE.
+		s.resetBoth(&uc.fl, f.ErrCode, 0, true, false)
 		return
 	}
 	if !s.resBegan {
