@@ -35,6 +35,9 @@ test-unit: ## unit and fuzz-seed tests, race detector on; no root needed
 	@mkdir -p build
 	set -o pipefail; $(GO) test -race -count=1 -v $$($(GO) list ./... ./testdata/demo/... | grep -v '/test/') 2>&1 | tee build/test-unit.log | grep -E '^(ok|FAIL|panic)|--- (FAIL|SKIP)|_test.go:[0-9]+: '
 	@$(call no-skips,build/test-unit.log)
+	@# The conformance echo app and runner options, a module of their own.
+	set -o pipefail; (cd test/conformance && $(GO) test -race -count=1 -v ./...) 2>&1 | tee build/test-unit-conformance.log | grep -E '^(ok|FAIL|panic)|--- (FAIL|SKIP)|_test.go:[0-9]+: '
+	@$(call no-skips,build/test-unit-conformance.log)
 
 test-integration: ## network-namespace suite: real iptables, proxies, curl, h2load, gRPC interop, redis, nats (root)
 	@if [ "$$(id -u)" -ne 0 ] && [ "$(MESH_REQUIRE_ROOT_TESTS)" = 1 ]; then \
@@ -110,6 +113,9 @@ lint: ## gofmt, go vet, staticcheck; the cluster suite's files (-tags cluster) t
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags cluster ./... ./testdata/demo/...
 	$(GO) run $(STATICCHECK) -tags cluster ./... ./testdata/demo/...
+	@# test/conformance is a module of its own (the Gateway API suite's dependencies stay out of mesh's): ./... does not reach it.
+	cd test/conformance && $(GO) vet ./... && $(GO) vet -tags conformance ./...
+	cd test/conformance && $(GO) run $(STATICCHECK) -tags conformance ./...
 
 dashboard: ## rebuild the viz dashboard's static assets (web/dashboard/dist, committed and embedded in mesh)
 	cd web/dashboard && npm ci --no-audit --no-fund && npm run build
