@@ -317,8 +317,9 @@ type accepted struct {
 	guard    *policy.Conn // the policy's decisions; nil allows everything
 }
 
-// forward hands a to the HTTP proxy, whose requests its guard decides one
-// by one, or relays it as TCP once the guard allowed the connection.
+// forward hands a to the HTTP/1 forwarder (h1) or the HTTP/2 one (h2),
+// whose requests its guard decides one by one, or relays it as TCP once
+// the guard allowed the connection.
 func (s *side) forward(a accepted) {
 	key := metrics.ConnKey{ClientID: a.clientID}
 	switch a.proto {
