@@ -157,7 +157,7 @@ func arrivedOnLoopback(r *http.Request) bool {
 // maxProfileSeconds bounds a CPU profile or an execution trace: pprof
 // refuses one that would outlast the server's writeTimeout, which net/http
 // would cut off half written.
-const maxProfileSeconds = writeTimeout/time.Second - 5
+const maxProfileSeconds = int(writeTimeout/time.Second) - 5
 
 // addProfiles serves net/http/pprof's handlers on mux. They are added one
 // by one rather than by importing the package for its side effect, which
@@ -181,8 +181,8 @@ func boundSeconds(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		n, err := strconv.Atoi(q.Get("seconds"))
-		if err != nil || n <= 0 || n > int(maxProfileSeconds) {
-			q.Set("seconds", strconv.Itoa(int(maxProfileSeconds)))
+		if err != nil || n <= 0 || n > maxProfileSeconds {
+			q.Set("seconds", strconv.Itoa(maxProfileSeconds))
 			r.URL.RawQuery = q.Encode()
 		}
 		h(w, r)

@@ -200,7 +200,7 @@ func TestProfilesOnlyToLoopback(t *testing.T) {
 // the admin server's write timeout allows, or for no length, lasts
 // maxProfileSeconds; a shorter one as long as asked.
 func TestProfileSecondsBounded(t *testing.T) {
-	most := fmt.Sprint(int(maxProfileSeconds))
+	most := fmt.Sprint(maxProfileSeconds)
 	for _, tc := range []struct{ query, want string }{
 		{query: "", want: most},
 		{query: "seconds=3", want: "3"},
@@ -221,7 +221,7 @@ func TestProfileSecondsBounded(t *testing.T) {
 			t.Errorf("?%s: seconds=%s, want %s", tc.query, got, tc.want)
 		}
 	}
-	if maxProfileSeconds <= 0 || maxProfileSeconds*time.Second >= writeTimeout {
+	if maxProfileSeconds <= 0 || time.Duration(maxProfileSeconds)*time.Second >= writeTimeout {
 		t.Errorf("maxProfileSeconds %d must be positive and under the write timeout %s", maxProfileSeconds, writeTimeout)
 	}
 }
