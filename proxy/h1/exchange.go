@@ -563,8 +563,9 @@ func (x *exchange) failed502(err error) bool {
 		x.done(false)
 		return false
 	}
-	x.answerFailure(err)
-	return false // the request's body may be half sent: start afresh
+	// The connection goes on only if the request's body was all read
+	// (writeLocal says so in the answer, with Connection: close).
+	return x.answerFailure(err)
 }
 
 // answerFailure logs err and answers it: 504 for a timeout, 502 otherwise.

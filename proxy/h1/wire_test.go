@@ -428,3 +428,55 @@ func TestIdleConnectionsHoldNoBuffers(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A target that breaks the connection once the request went out gets the
+// client a 502; the proxy's answer says whether the client connection
+// goes on, and does as it says: closed after a request whose body was not
+// all read (the rest would be taken for the next request), kept for the
+// next request otherwise.
+func TestBrokenResponseAnswerKeepsItsWord(t *testing.T) {
+	backend := rawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		readHeadLines(t, br)
+		c.(*net.TCPConn).SetLinger(0) // a reset, not an orderly close
+	})
+	p := startTestProxy(t, backend)
+	for _, tc := range []struct {
+		name, req string
+		wantClose bool
+	}{
+		{"GET", "GET / HTTP/1.1\r\nHost: t\r\n\r\n", false},
+		{"POST of 4 MB", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4194304\r\n\r\n" + strings.Repeat("x", 4<<20), true},
+	} {
+		c, err := net.Dial("tcp", p.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(c)
+		go io.WriteString(c, tc.req) // the proxy may answer before it reads it all
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadGateway || res.Close != tc.wantClose {
+			t.Errorf("%s: %d, Connection: close %v; want 502, %v", tc.name, res.StatusCode, res.Close, tc.wantClose)
+		}
+		// A second request on the same connection: answered when the
+		// connection was kept, EOF when the answer said close.
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+		res, err = http.ReadResponse(br, nil)
+		switch {
+		case tc.wantClose && err == nil:
+			res.Body.Close()
+			t.Errorf("%s: the connection went on after Connection: close", tc.name)
+		case !tc.wantClose && err != nil:
+			t.Errorf("%s: the next request on the kept connection: %v", tc.name, err)
+		case !tc.wantClose:
+			res.Body.Close()
+		}
+	}
+}
