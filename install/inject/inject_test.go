@@ -197,6 +197,12 @@ func TestPodOverrides(t *testing.T) {
 		},
 		{name: "negative max procs", annotations: map[string]string{names.AnnotationProxyMaxProcs: "-2"}, wantWarning: []string{names.AnnotationProxyMaxProcs}},
 		{
+			name:        "admin profiling",
+			annotations: map[string]string{names.AnnotationProxyAdminProfiling: " true "},
+			wantEnv:     map[string]string{"MESH_PROXY_ADMIN_PROFILING": "true"},
+		},
+		{name: "bad admin profiling", annotations: map[string]string{names.AnnotationProxyAdminProfiling: "yes please"}, wantWarning: []string{names.AnnotationProxyAdminProfiling}},
+		{
 			name:        "request above the default limit raises it",
 			annotations: map[string]string{names.AnnotationProxyMemoryRequest: "256Mi"},
 			wantReq:     map[corev1.ResourceName]string{"memory": "256Mi"},
@@ -365,7 +371,7 @@ func TestPodConfigErrors(t *testing.T) {
 
 func TestConfigAnnotations(t *testing.T) {
 	want := []string{
-		names.AnnotationDefaultInboundPolicy, names.AnnotationOpaquePorts, names.AnnotationProxyCPULimit, names.AnnotationProxyCPURequest, names.AnnotationProxyHTTP1BodyIdleTimeout,
+		names.AnnotationDefaultInboundPolicy, names.AnnotationOpaquePorts, names.AnnotationProxyAdminProfiling, names.AnnotationProxyCPULimit, names.AnnotationProxyCPURequest, names.AnnotationProxyHTTP1BodyIdleTimeout,
 		names.AnnotationProxyLogLevel, names.AnnotationProxyMaxConnections, names.AnnotationProxyMaxConnsPerHost,
 		names.AnnotationProxyMaxProcs, names.AnnotationProxyMemoryLimit, names.AnnotationProxyMemoryRequest, names.AnnotationProxyOpaqueIdleTimeout, names.AnnotationSkipInboundPorts,
 		names.AnnotationSkipOutboundPorts, names.AnnotationSkipOutboundSubnets,

@@ -60,6 +60,11 @@ func checkCount(v string) error {
 	return err
 }
 
+func checkBool(v string) error {
+	_, err := strconv.ParseBool(strings.TrimSpace(v))
+	return err
+}
+
 func checkDuration(v string) error {
 	d, err := time.ParseDuration(strings.TrimSpace(v))
 	if err == nil && d < 0 {
@@ -140,6 +145,8 @@ var parsers = map[string]parser{
 		"a duration like 30s or 10m, 0 for none", checkDuration),
 	names.AnnotationProxyMaxProcs: limitParser(envMaxProcs,
 		"a whole number of threads, 0 for the proxy's CPU limit rounded up (1 without one)", checkCount),
+	names.AnnotationProxyAdminProfiling: limitParser("MESH_PROXY_ADMIN_PROFILING",
+		"true or false", checkBool),
 }
 
 // ConfigAnnotations returns the config.mesh.dev/* annotations this version

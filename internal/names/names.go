@@ -57,6 +57,11 @@ const (
 	// AnnotationProxyMaxProcs is the proxy's GOMAXPROCS (--max-procs),
 	// over the one the injector derives from the proxy's CPU limit.
 	AnnotationProxyMaxProcs = ConfigPrefix + "proxy-max-procs"
+	// AnnotationProxyAdminProfiling "true" serves the Go runtime's profiles
+	// on the proxy's admin port, to loopback clients only
+	// (--admin-profiling): for kubectl port-forward or exec, never the
+	// network.
+	AnnotationProxyAdminProfiling = ConfigPrefix + "proxy-admin-profiling"
 
 	// AnnotationDefaultInboundPolicy on a pod or its namespace (the pod's
 	// wins) overrides the install's default inbound policy, one of
