@@ -44,7 +44,6 @@ const steadyEvery = 50 * time.Millisecond
 // podClient), so no client image is needed.
 func TestHardening(t *testing.T) {
 	needEnv(t)
-	t.Parallel() // alongside the other tests that leave the mesh as they found it (main_test.go)
 	// The subtests run after this function returns: the context must end
 	// with the test, not with this frame.
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)

@@ -59,7 +59,6 @@ var (
 // the dashboard is driven in Debian's Chromium over the demo shop.
 func TestViz(t *testing.T) {
 	needEnv(t)
-	t.Parallel() // alongside the other tests that leave the mesh as they found it (main_test.go)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	ensureInstalled(t, ctx)
