@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -583,42 +584,8 @@ func TestShutdownLetsStreamsFinish(t *testing.T) {
 // (REFUSED_STREAM) is sent again, but not for ever: one that is always
 // refused ends in 502.
 func TestTargetRefusingEveryStream(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	var mu sync.Mutex
-	refused := 0
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, len(http2.ClientPreface))
-				io.ReadFull(c, buf)
-				fr := http2.NewFramer(c, c)
-				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-				fr.WriteSettings()
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					if h, ok := f.(*http2.MetaHeadersFrame); ok {
-						mu.Lock()
-						refused++
-						mu.Unlock()
-						fr.WriteRSTStream(h.StreamID, http2.ErrCodeRefusedStream)
-					}
-				}
-			}()
-		}
-	}()
-	p := startTestProxy(t, ln.Addr().String())
+	var refused atomic.Int32
+	p := startTestProxy(t, resettingTarget(t, http2.ErrCodeRefusedStream, &refused))
 	res, err := h2cClient(t).Get("http://" + p.addr + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -627,10 +594,8 @@ func TestTargetRefusingEveryStream(t *testing.T) {
 	if res.StatusCode != http.StatusBadGateway {
 		t.Errorf("got %d, want 502", res.StatusCode)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if refused < 2 || refused > maxAttempts+1 {
-		t.Errorf("the target was asked %d times, want a few", refused)
+	if n := refused.Load(); n < 2 || n > maxAttempts+1 {
+		t.Errorf("the target was asked %d times, want a few", n)
 	}
 }
 
@@ -659,8 +624,8 @@ func (l *connListener) Close() error {
 func (l *connListener) Addr() net.Addr { return l.addr }
 
 // resettingTarget is an HTTP/2 target that resets every stream it is sent
-// with code, before any response.
-func resettingTarget(t *testing.T, code http2.ErrCode) string {
+// with code, before any response, counting them in streams.
+func resettingTarget(t *testing.T, code http2.ErrCode, streams *atomic.Int32) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -686,6 +651,7 @@ func resettingTarget(t *testing.T, code http2.ErrCode) string {
 						return
 					}
 					if h, ok := f.(*http2.MetaHeadersFrame); ok {
+						streams.Add(1)
 						fr.WriteRSTStream(h.StreamID, code)
 					}
 				}
@@ -700,7 +666,7 @@ func resettingTarget(t *testing.T, code http2.ErrCode) string {
 // client past its deadline reads as DEADLINE_EXCEEDED; any other reset
 // before a response is the proxy's 502.
 func TestTargetResetBeforeResponse(t *testing.T) {
-	p := startTestProxy(t, resettingTarget(t, http2.ErrCodeCancel))
+	p := startTestProxy(t, resettingTarget(t, http2.ErrCodeCancel, new(atomic.Int32)))
 	res, err := h2cClient(t).Get("http://" + p.addr + "/")
 	if err == nil {
 		res.Body.Close()
@@ -709,7 +675,7 @@ func TestTargetResetBeforeResponse(t *testing.T) {
 		t.Errorf("target cancelled the stream: %v, want a reset with CANCEL", err)
 	}
 
-	p = startTestProxy(t, resettingTarget(t, http2.ErrCodeInternal))
+	p = startTestProxy(t, resettingTarget(t, http2.ErrCodeInternal, new(atomic.Int32)))
 	res, err = h2cClient(t).Get("http://" + p.addr + "/")
 	if err != nil {
 		t.Fatalf("target reset the stream with INTERNAL_ERROR: %v, want the proxy's 502", err)
