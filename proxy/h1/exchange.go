@@ -453,21 +453,8 @@ func (x *exchange) began() bool { return x.status != 0 }
 // countRequest counts the request under its route, once, and tells its
 // connection's TCP series whether it reached an application.
 func (x *exchange) countRequest() {
-	if x.route != nil {
-		return
-	}
-	k := x.key
-	if x.unreached != "" {
-		k.Target = ""
-	}
-	x.route = x.cc.p.cfg.Metrics.Route(k)
-	x.route.Request()
-	switch tcp := x.cc.info.TCP; {
-	case tcp == nil:
-	case x.unreached != "":
-		tcp.RequestUnreached(x.unreached)
-	default:
-		tcp.Reached()
+	if x.route == nil {
+		x.route = x.cc.info.CountRequest(x.cc.p.cfg.Metrics, x.key, x.unreached)
 	}
 }
 

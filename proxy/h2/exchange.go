@@ -263,21 +263,8 @@ func (s *stream) publishTap() {
 // connection's TCP series whether it reached an application.
 func (s *stream) countRequest() {
 	x := &s.x
-	if x.route != nil {
-		return
-	}
-	k := x.key
-	if x.unreached != "" {
-		k.Target = ""
-	}
-	x.route = s.sc.p.cfg.Metrics.Route(k)
-	x.route.Request()
-	switch tcp := s.sc.info.TCP; {
-	case tcp == nil:
-	case x.unreached != "":
-		tcp.RequestUnreached(x.unreached)
-	default:
-		tcp.Reached()
+	if x.route == nil {
+		x.route = s.sc.info.CountRequest(s.sc.p.cfg.Metrics, x.key, x.unreached)
 	}
 }
 

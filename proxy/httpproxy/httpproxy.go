@@ -116,6 +116,26 @@ type ConnInfo struct {
 	TCP *metrics.Conn
 }
 
+// CountRequest counts a request of the connection under its route and
+// tells the connection's TCP series whether it reached an application:
+// unreached says why the proxy answered it itself, "" when it went on. A
+// request that reached nothing is counted without its target.
+func (c *ConnInfo) CountRequest(m *metrics.Metrics, k metrics.RouteKey, unreached metrics.UnreachedReason) *metrics.Route {
+	if unreached != "" {
+		k.Target = ""
+	}
+	route := m.Route(k)
+	route.Request()
+	switch {
+	case c.TCP == nil:
+	case unreached != "":
+		c.TCP.RequestUnreached(unreached)
+	default:
+		c.TCP.Reached()
+	}
+	return route
+}
+
 // Authorizer decides the requests of one connection (the inbound
 // authorization policy, proxy/policy). It is called for every request,
 // possibly concurrently (HTTP/2), so it must be cheap and safe for
