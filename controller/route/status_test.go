@@ -2,8 +2,10 @@ package route
 
 import (
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -124,5 +126,42 @@ func TestUnresolvedBackendFails(t *testing.T) {
 	got := Build(in).Lookup(ServicePort{web, 80}, "x").HTTP[0].Backends
 	if len(got) != 2 || got[1].Weight != 1 || len(got[1].Filters) != 1 || got[1].Filters[0].Kind != FilterFail || got[1].Filters[0].Fail.Status != 500 {
 		t.Errorf("backends = %+v, want the missing one with weight 1 and a Fail 500 filter", got)
+	}
+}
+
+// TestParentStatusesTimeInsensitive checks that status is rewritten only
+// when something but a time changed, and that a condition keeps its
+// lastTransitionTime while its status holds.
+func TestParentStatusesTimeInsensitive(t *testing.T) {
+	t0, t1 := metav1.NewTime(epoch), metav1.NewTime(epoch.Add(time.Hour))
+	want := RouteStatus{Generation: 2, Parents: []ParentStatus{{
+		Ref:          svcParent("", "web", 80),
+		Accepted:     Condition{OK: true, Reason: gatewayv1.RouteReasonAccepted, Message: "ok"},
+		ResolvedRefs: Condition{OK: true, Reason: gatewayv1.RouteReasonResolvedRefs, Message: "ok"},
+	}}}
+	first, changed := parentStatuses(nil, want, t0)
+	if !changed || len(first) != 1 {
+		t.Fatalf("first write: changed %v, parents %+v", changed, first)
+	}
+	if _, changed := parentStatuses(first, want, t1); changed {
+		t.Error("the same status an hour later counts as a change")
+	}
+	want.Parents[0].ResolvedRefs = Condition{Reason: gatewayv1.RouteReasonBackendNotFound, Message: "gone"}
+	next, changed := parentStatuses(first, want, t1)
+	if !changed {
+		t.Fatal("a new ResolvedRefs reason is no change")
+	}
+	for _, c := range next[0].Conditions {
+		wantTime := t0
+		if c.Type == string(gatewayv1.RouteConditionResolvedRefs) {
+			wantTime = t1
+		}
+		if !c.LastTransitionTime.Equal(&wantTime) {
+			t.Errorf("%s lastTransitionTime = %v, want %v", c.Type, c.LastTransitionTime, wantTime)
+		}
+	}
+	// Removing mesh's entries (no Service parent any more) is a change.
+	if out, changed := parentStatuses(next, RouteStatus{}, t1); !changed || len(out) != 0 {
+		t.Errorf("dropping mesh's entry: changed %v, parents %+v", changed, out)
 	}
 }
