@@ -79,14 +79,16 @@ func Build(in Inputs) *Snapshot {
 		consumer: map[string]map[ServicePort]*Table{},
 		Status:   map[RouteRef]RouteStatus{},
 	}, entries: map[tableKey][]entry{}}
-	grpcParents := map[tableKey]bool{}
+	grpcParents := map[tableKey]RouteRef{} // the GRPCRoute that holds each table
 	var routes []route
 	for _, r := range in.GRPCRoutes {
 		rt := b.fromGRPC(r)
 		routes = append(routes, rt)
 		if rt.invalid == nil {
 			for _, k := range b.attachments(rt) {
-				grpcParents[k] = true
+				if _, taken := grpcParents[k]; !taken {
+					grpcParents[k] = rt.ref
+				}
 			}
 		}
 	}
@@ -191,7 +193,7 @@ func (b *builder) parentPorts(p gatewayv1.ParentReference, ns string) ([]int32, 
 
 // add records rt's status and puts its rules in the tables it attaches
 // to. grpcParents are the tables some GRPCRoute attaches to.
-func (b *builder) add(rt route, grpcParents map[tableKey]bool) {
+func (b *builder) add(rt route, grpcParents map[tableKey]RouteRef) {
 	st := RouteStatus{Generation: rt.meta.Generation}
 	resolved := Condition{OK: true, Reason: gatewayv1.RouteReasonResolvedRefs, Message: "every reference resolves"}
 	if rt.unresolved != nil {
@@ -209,9 +211,9 @@ func (b *builder) add(rt route, grpcParents map[tableKey]bool) {
 		if refused == nil && rt.ref.Kind == KindHTTPRoute {
 			svc := parentService(p, rt.ref.Namespace)
 			for _, port := range ports {
-				if grpcParents[tableKey{parent: ServicePort{svc, port}, routeNS: rt.ref.Namespace}] {
+				if g, ok := grpcParents[tableKey{parent: ServicePort{svc, port}, routeNS: rt.ref.Namespace}]; ok {
 					refused = &Condition{Reason: gatewayv1.RouteReasonUnsupportedValue,
-						Message: fmt.Sprintf("a GRPCRoute is attached to Service %s port %d; GRPCRoute takes precedence (GEP-1426)", svc, port)}
+						Message: fmt.Sprintf("a GRPCRoute (%s/%s) is attached to Service %s port %d; GRPCRoute takes precedence (GEP-1426)", g.Namespace, g.Name, svc, port)}
 					break
 				}
 			}

@@ -261,3 +261,23 @@ func TestFiltersAndTimeouts(t *testing.T) {
 		t.Errorf("rule (-want +got):\n%s", diff)
 	}
 }
+
+// TestParentRefsOfOnePort checks that a route naming one Service port
+// twice (with and without the port) puts its rules in the table once, and
+// gets one status entry per parentRef.
+func TestParentRefsOfOnePort(t *testing.T) {
+	in := Inputs{
+		Service: services(service("shop", "web", "10.0.0.1", 80)),
+		HTTPRoutes: []*gatewayv1.HTTPRoute{httpRoute("shop", "r", 0,
+			[]gatewayv1.ParentReference{svcParent("", "web", 0), svcParent("shop", "web", 80)},
+			gatewayv1.HTTPRouteRule{BackendRefs: []gatewayv1.HTTPBackendRef{backendRef("web", 80, 1)}})},
+	}
+	snap := Build(in)
+	if got := tableNames(snap.Lookup(ServicePort{web, 80}, "x")); len(got) != 1 {
+		t.Errorf("rules = %v, want the route's one rule once", got)
+	}
+	st := snap.Status[RouteRef{Kind: KindHTTPRoute, Namespace: "shop", Name: "r"}]
+	if len(st.Parents) != 2 || !st.Parents[0].Accepted.OK || !st.Parents[1].Accepted.OK {
+		t.Errorf("status = %+v, want two accepted parents", st)
+	}
+}
