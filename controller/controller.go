@@ -36,6 +36,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/events"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -43,6 +44,7 @@ import (
 	"github.com/mesh-dev/mesh/controller/destination"
 	"github.com/mesh-dev/mesh/controller/injector"
 	"github.com/mesh-dev/mesh/controller/policy"
+	"github.com/mesh-dev/mesh/controller/route"
 	"github.com/mesh-dev/mesh/identity/ca"
 	"github.com/mesh-dev/mesh/identity/certify"
 	"github.com/mesh-dev/mesh/install/inject"
@@ -116,6 +118,7 @@ type Config struct {
 	// Set by tests of this package only.
 	client   kubernetes.Interface               // nil: from Kubeconfig
 	dynamic  dynamic.Interface                  // with client; for the policy.mesh.dev kinds
+	gateway  gatewayclient.Interface            // with client; nil: from Kubeconfig
 	logTo    io.Writer                          // nil: stderr
 	onListen func(component string, a net.Addr) // nil: nothing
 	events   events.EventBroadcaster            // nil: one recording to client's events API
@@ -282,10 +285,18 @@ func Run(ctx context.Context, cfg Config) error {
 	// The policy.mesh.dev kinds have no typed clientset: a dynamic
 	// informer factory of their own, converted to the typed structs.
 	dynFactory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	// Both nil when the cluster serves no Gateway API routes.
+	gwClient, gwFactory, err := gatewayAPI(ctx, cfg, client, log)
+	if err != nil {
+		return err
+	}
 	// The factories' Shutdown waits for informers that stop only when ctx
 	// ends, so it is deferred first, to run after the cancel below.
 	defer factory.Shutdown()
 	defer dynFactory.Shutdown()
+	if gwFactory != nil {
+		defer gwFactory.Shutdown()
+	}
 	// Every return, early or not, cancels ctx and waits for what was
 	// started: a failure while setting up must not leave the admin server
 	// running, nor the factories' Shutdown waiting for ever.
@@ -303,11 +314,20 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 
 	namespaces := factory.Core().V1().Namespaces().Lister()
-	// New adds the destination service's informers and indexes to the
-	// factory, so it must come before Start.
+	// The route index and the destination service add their informers
+	// and indexes to the factory, so they must come before Start.
+	var routes *route.Index
+	var routeSource destination.RouteSource // nil: Routes answers UNIMPLEMENTED
+	if gwFactory != nil {
+		routes, err = route.New(route.Config{Informers: factory, Gateway: gwFactory, Client: gwClient, Log: log.With("component", "route")})
+		if err != nil {
+			return fmt.Errorf("controller: %w", err)
+		}
+		routeSource = routes
+	}
 	dst, err := destination.New(destination.Config{
 		Informers: factory, ClusterDomain: cfg.ClusterDomain, TrustDomain: cfg.TrustDomain,
-		Registerer: reg, Log: log.With("component", "destination"),
+		Routes: routeSource, Registerer: reg, Log: log.With("component", "destination"),
 	})
 	if err != nil {
 		return err
@@ -358,6 +378,9 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	})
 	g.Go(func() error { return pol.Run(ctx) })
+	if routes != nil {
+		g.Go(func() error { return routes.Run(ctx) })
+	}
 	g.Go(func() error { return serveGRPC(ctx, cfg, ids, dst, pol) })
 	g.Go(func() error { return ids.Run(ctx) })
 	g.Go(func() error { return serveIdentity(ctx, cfg, ids) })

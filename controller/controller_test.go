@@ -23,6 +23,8 @@ import (
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/events"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
@@ -160,6 +162,15 @@ func TestRun(t *testing.T) {
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("destination Get of a missing Service: %v, want NotFound", err)
 	}
+	// The fake cluster serves no Gateway API: no routes, which proxies
+	// take as "forward as without routes".
+	routes, err := destinationv1.NewDestinationClient(conn).Routes(ctx, &destinationv1.GetDestinationRequest{Authority: "web.shop.svc.cluster.local:80"})
+	if err == nil {
+		_, err = routes.Recv()
+	}
+	if status.Code(err) != codes.Unimplemented {
+		t.Errorf("destination Routes without the Gateway API: %v, want Unimplemented", err)
+	}
 
 	// The inbound policy service answers on the same address, with the
 	// install's default policy and the pod's Server.
@@ -216,6 +227,91 @@ func TestRun(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 }
+
+// TestRunRoutes checks that with the Gateway API served, the controller
+// serves routes over the destination stream and writes their status.
+func TestRunRoutes(t *testing.T) {
+	cfg, addrs := testConfig(t, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
+		Spec:       corev1.ServiceSpec{ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"}, Ports: []corev1.ServicePort{{Port: 80}}},
+	})
+	cfg.client.(*fake.Clientset).Resources = []*metav1.APIResourceList{{
+		GroupVersion: gatewayv1.GroupVersion.String(),
+		APIResources: []metav1.APIResource{{Name: "httproutes", Namespaced: true, Kind: "HTTPRoute"}, {Name: "grpcroutes", Namespaced: true, Kind: "GRPCRoute"}},
+	}}
+	port := int32(80)
+	gw := gatewayfake.NewSimpleClientset(&gatewayv1.HTTPRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Generation: 1},
+		Spec: gatewayv1.HTTPRouteSpec{
+			CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{
+				Group: ptrTo(gatewayv1.Group("")), Kind: ptrTo(gatewayv1.Kind("Service")), Name: "web",
+			}}},
+			Rules: []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: gatewayv1.BackendRef{
+				BackendObjectReference: gatewayv1.BackendObjectReference{Name: "web", Port: &port},
+			}}}}},
+		},
+	})
+	cfg.gateway = gw
+	injectortest.NewCA(t).WriteServing(t, cfg.WebhookTLSDir)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
+	ended := false // Run returned, and its error is reported
+	defer func() {
+		cancel()
+		if !ended {
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}()
+	var local string
+	for local == "" {
+		select {
+		case a := <-addrs:
+			if a[0] == "grpc-local" {
+				local = a[1]
+			}
+		case err := <-done:
+			ended = true
+			t.Fatalf("Run: %v", err)
+		}
+	}
+	conn, err := grpc.NewClient(local, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer rcancel()
+	stream, err := destinationv1.NewDestinationClient(conn).Routes(rctx, &destinationv1.GetDestinationRequest{Authority: "web.shop.svc.cluster.local:80", ContextNamespace: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		rt, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("Routes: %v", err)
+		}
+		if len(rt.GetHttpRules()) == 1 && rt.GetHttpRules()[0].GetRoute().GetName() == "web" {
+			break
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := gw.GatewayV1().HTTPRoutes("shop").Get(ctx, "web", metav1.GetOptions{})
+		if err == nil && len(r.Status.Parents) == 1 && r.Status.Parents[0].ControllerName == "mesh.dev/mesh-controller" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no status of mesh's on the route: %+v, %v", r.Status, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
 
 func TestRunErrors(t *testing.T) {
 	tests := []struct {

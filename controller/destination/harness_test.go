@@ -22,7 +22,11 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 
+	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
+	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
+	"github.com/mesh-dev/mesh/controller/route"
 	"github.com/mesh-dev/mesh/identity/identitytest"
 	"github.com/mesh-dev/mesh/internal/names"
 )
@@ -56,6 +60,11 @@ type harnessOptions struct {
 	trustDomain string
 	queueSize   int
 	noStart     bool // leave the Server unstarted: its caches never sync
+	// gateway, when set, holds the Gateway API objects of a route.Index
+	// the Server's Routes serves, over the same Service informers.
+	gateway *gatewayfake.Clientset
+	// routes, when set (and gateway is not), is the Server's RouteSource.
+	routes RouteSource
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
@@ -64,12 +73,19 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	factory := informers.NewSharedInformerFactory(client, 0)
 	t.Cleanup(factory.Shutdown) // last: cleanups run in reverse
 	reg := prometheus.NewRegistry()
-	srv, err := New(Config{Informers: factory, TrustDomain: o.trustDomain, QueueSize: o.queueSize, Registerer: reg})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	cfg := Config{Informers: factory, TrustDomain: o.trustDomain, QueueSize: o.queueSize, Registerer: reg}
+	switch {
+	case o.gateway != nil:
+		cfg.Routes = runRouteIndex(t, ctx, factory, o.gateway)
+	case o.routes != nil:
+		cfg.Routes = o.routes
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
 	if !o.noStart {
 		if err := srv.Start(ctx); err != nil {
 			t.Fatalf("Start: %v", err)
@@ -84,6 +100,28 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	h.meshAddr = serve(t, srv.Register, grpc.Creds(credentials.NewTLS(
 		tlsconfig.MTLSServerConfig(controller, h.pki.Bundle(), tlsconfig.AuthorizeMemberOf(h.pki.TrustDomain)))))
 	return h
+}
+
+// runRouteIndex runs a route.Index over f and the Gateway API objects of
+// gw until ctx ends or the test does.
+func runRouteIndex(t *testing.T, ctx context.Context, f informers.SharedInformerFactory, gw *gatewayfake.Clientset) *route.Index {
+	t.Helper()
+	g := gatewayinformers.NewSharedInformerFactory(gw, 0)
+	t.Cleanup(g.Shutdown)
+	ix, err := route.New(route.Config{Informers: f, Gateway: g, Coalesce: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- ix.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("route index: %v", err)
+		}
+	})
+	return ix
 }
 
 // serve runs a gRPC server with opts and the service register adds on

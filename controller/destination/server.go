@@ -25,6 +25,11 @@
 //   - A client that falls more than Config.QueueSize updates behind is cut
 //     off with RESOURCE_EXHAUSTED and should ask again; informer callbacks
 //     never wait for it.
+//   - Routes streams the Gateway API route table of a Service port for the
+//     caller's namespace from controller/route's index (routes.go
+//     translates it): complete tables, so a slow client simply gets the
+//     latest when it reads again, and a table that cannot be translated is
+//     not sent, leaving the client its last good one.
 package destination
 
 import (
@@ -75,6 +80,9 @@ type Config struct {
 	// QueueSize is how many Updates a stream may have queued before its
 	// client counts as slow and is disconnected; 0 means DefaultQueueSize.
 	QueueSize int
+	// Routes is the route index the Routes RPC serves; nil makes Routes
+	// answer UNIMPLEMENTED, so proxies forward as without routes.
+	Routes RouteSource
 	// Registerer gets the server's metrics; nil means they are not
 	// registered (but still kept).
 	Registerer prometheus.Registerer
@@ -88,11 +96,13 @@ type Config struct {
 type Server struct {
 	destinationv1.UnimplementedDestinationServer
 
-	watcher   *watcher.Watcher
-	td        spiffeid.TrustDomain
-	queueSize int
-	metrics   *metrics
-	log       *slog.Logger
+	watcher     *watcher.Watcher
+	td          spiffeid.TrustDomain
+	routeSource RouteSource // nil: no routes
+	domain      string      // the cluster's DNS domain
+	queueSize   int
+	metrics     *metrics
+	log         *slog.Logger
 
 	synced   atomic.Bool   // set once the caches are filled
 	stopping chan struct{} // closed when Start's ctx is done
@@ -118,6 +128,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.ClusterDomain == "" {
+		cfg.ClusterDomain = watcher.DefaultClusterDomain
+	}
 	w, err := watcher.New(watcher.Config{Informers: cfg.Informers, ClusterDomain: cfg.ClusterDomain, Log: cfg.Log})
 	if err != nil {
 		return nil, fmt.Errorf("destination: %w", err)
@@ -129,12 +142,14 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	return &Server{
-		watcher:   w,
-		td:        td,
-		queueSize: cfg.QueueSize,
-		metrics:   m,
-		log:       cfg.Log,
-		stopping:  make(chan struct{}),
+		watcher:     w,
+		td:          td,
+		routeSource: cfg.Routes,
+		domain:      cfg.ClusterDomain,
+		queueSize:   cfg.QueueSize,
+		metrics:     m,
+		log:         cfg.Log,
+		stopping:    make(chan struct{}),
 	}, nil
 }
 
@@ -164,16 +179,25 @@ type meshTLSServer struct {
 
 // Get is Server.Get in the caller's namespace.
 func (m meshTLSServer) Get(req *destinationv1.GetDestinationRequest, stream grpc.ServerStreamingServer[destinationv1.Update]) error {
+	ns, err := callerNamespace(stream)
+	if err != nil {
+		m.s.metrics.lookup(status.Code(err))
+		return err
+	}
+	return m.s.get(req, ns, stream)
+}
+
+// callerNamespace returns the namespace of the identity the caller proved
+// over mesh TLS, or the gRPC error that refuses it.
+func callerNamespace(stream grpc.ServerStream) (string, error) {
 	caller, err := certify.CallerOf(stream.Context())
 	switch {
 	case errors.Is(err, certify.ErrNoCaller):
-		m.s.metrics.lookup(codes.Unauthenticated)
-		return status.Error(codes.Unauthenticated, "destination: "+err.Error()+"; connect with the proxy's mesh TLS certificate")
+		return "", status.Error(codes.Unauthenticated, "destination: "+err.Error()+"; connect with the proxy's mesh TLS certificate")
 	case err != nil:
-		m.s.metrics.lookup(codes.PermissionDenied)
-		return status.Error(codes.PermissionDenied, "destination: "+err.Error()+"; only a proxy may ask for destinations")
+		return "", status.Error(codes.PermissionDenied, "destination: "+err.Error()+"; only a proxy may ask for destinations")
 	}
-	return m.s.get(req, caller.Namespace, stream)
+	return caller.Namespace, nil
 }
 
 // Start starts watching the cluster and returns once the caches are filled

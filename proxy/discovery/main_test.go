@@ -392,6 +392,10 @@ func (unusedClient) Get(context.Context, *destinationv1.GetDestinationRequest, .
 	return nil, errors.New("unusedClient: no streams here")
 }
 
+func (unusedClient) Routes(context.Context, *destinationv1.GetDestinationRequest, ...grpc.CallOption) (grpc.ServerStreamingClient[destinationv1.RouteTable], error) {
+	return nil, errors.New("unusedClient: no streams here")
+}
+
 // drainLog records OnDrained calls. Safe for concurrent use.
 type drainLog struct {
 	mu  sync.Mutex

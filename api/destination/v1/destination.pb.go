@@ -20,6 +20,7 @@ package destinationv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -90,6 +91,1123 @@ func (ProtocolHint) EnumDescriptor() ([]byte, []int) {
 	return file_destination_v1_destination_proto_rawDescGZIP(), []int{0}
 }
 
+// RouteTable is the routing of one Service port for one client namespace
+// (docs/traffic.md 2.4).
+type RouteTable struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// version increases strictly along a stream; for logs and the proxy's
+	// admin pages.
+	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// parent is the Service and port.
+	Parent *Resource `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
+	// http_rules are in precedence order: the first whose match holds
+	// wins. No rule matching a request: 404 (the HTTPRoute spec).
+	HttpRules []*Rule `protobuf:"bytes,3,rep,name=http_rules,json=httpRules,proto3" json:"http_rules,omitempty"`
+	// grpc_rules likewise for GRPCRoutes; when present, http_rules is
+	// empty (GEP-1426: a GRPCRoute on a port refuses its HTTPRoutes).
+	GrpcRules     []*Rule `protobuf:"bytes,4,rep,name=grpc_rules,json=grpcRules,proto3" json:"grpc_rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RouteTable) Reset() {
+	*x = RouteTable{}
+	mi := &file_destination_v1_destination_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteTable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteTable) ProtoMessage() {}
+
+func (x *RouteTable) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteTable.ProtoReflect.Descriptor instead.
+func (*RouteTable) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RouteTable) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *RouteTable) GetParent() *Resource {
+	if x != nil {
+		return x.Parent
+	}
+	return nil
+}
+
+func (x *RouteTable) GetHttpRules() []*Rule {
+	if x != nil {
+		return x.HttpRules
+	}
+	return nil
+}
+
+func (x *RouteTable) GetGrpcRules() []*Rule {
+	if x != nil {
+		return x.GrpcRules
+	}
+	return nil
+}
+
+// Resource names a Kubernetes object, and a port of it for a Service.
+type Resource struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Namespace     string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Port          uint32                 `protobuf:"varint,5,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Resource) Reset() {
+	*x = Resource{}
+	mi := &file_destination_v1_destination_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Resource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Resource) ProtoMessage() {}
+
+func (x *Resource) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Resource.ProtoReflect.Descriptor instead.
+func (*Resource) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Resource) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *Resource) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Resource) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Resource) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Resource) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+// Rule is one match of a route rule: the controller splits each rule into
+// one Rule per match so that the spec's precedence holds across them.
+type Rule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// route is the HTTPRoute or GRPCRoute.
+	Route *Resource `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
+	// rule_name is spec.rules[].name, or the rule's index ("3").
+	RuleName string `protobuf:"bytes,2,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
+	// matches hold one Match today; a request matching any of them matches
+	// the rule.
+	Matches []*Match `protobuf:"bytes,3,rep,name=matches,proto3" json:"matches,omitempty"`
+	// filters apply in order to every request the rule takes.
+	Filters []*Filter `protobuf:"bytes,4,rep,name=filters,proto3" json:"filters,omitempty"`
+	// backends are weighted (weights > 0 only); none, with no filter that
+	// answers: the rule answers 500.
+	Backends      []*Backend `protobuf:"bytes,5,rep,name=backends,proto3" json:"backends,omitempty"`
+	Timeouts      *Timeouts  `protobuf:"bytes,6,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rule) Reset() {
+	*x = Rule{}
+	mi := &file_destination_v1_destination_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rule) ProtoMessage() {}
+
+func (x *Rule) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rule.ProtoReflect.Descriptor instead.
+func (*Rule) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Rule) GetRoute() *Resource {
+	if x != nil {
+		return x.Route
+	}
+	return nil
+}
+
+func (x *Rule) GetRuleName() string {
+	if x != nil {
+		return x.RuleName
+	}
+	return ""
+}
+
+func (x *Rule) GetMatches() []*Match {
+	if x != nil {
+		return x.Matches
+	}
+	return nil
+}
+
+func (x *Rule) GetFilters() []*Filter {
+	if x != nil {
+		return x.Filters
+	}
+	return nil
+}
+
+func (x *Rule) GetBackends() []*Backend {
+	if x != nil {
+		return x.Backends
+	}
+	return nil
+}
+
+func (x *Rule) GetTimeouts() *Timeouts {
+	if x != nil {
+		return x.Timeouts
+	}
+	return nil
+}
+
+// Match holds when every field that is set holds.
+type Match struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Path:
+	//
+	//	*Match_Exact
+	//	*Match_Prefix
+	//	*Match_Regex
+	Path isMatch_Path `protobuf_oneof:"path"`
+	// method is an HTTP method; empty matches any.
+	Method  string         `protobuf:"bytes,4,opt,name=method,proto3" json:"method,omitempty"`
+	Headers []*HeaderMatch `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty"`
+	// query parameters; names compare exactly.
+	Query []*HeaderMatch `protobuf:"bytes,6,rep,name=query,proto3" json:"query,omitempty"`
+	// grpc_service and grpc_method are a GRPCRoute's method match; empty
+	// matches any. grpc_regex makes both RE2 expressions.
+	GrpcService   string `protobuf:"bytes,7,opt,name=grpc_service,json=grpcService,proto3" json:"grpc_service,omitempty"`
+	GrpcMethod    string `protobuf:"bytes,8,opt,name=grpc_method,json=grpcMethod,proto3" json:"grpc_method,omitempty"`
+	GrpcRegex     bool   `protobuf:"varint,9,opt,name=grpc_regex,json=grpcRegex,proto3" json:"grpc_regex,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Match) Reset() {
+	*x = Match{}
+	mi := &file_destination_v1_destination_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Match) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Match) ProtoMessage() {}
+
+func (x *Match) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Match.ProtoReflect.Descriptor instead.
+func (*Match) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Match) GetPath() isMatch_Path {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *Match) GetExact() string {
+	if x != nil {
+		if x, ok := x.Path.(*Match_Exact); ok {
+			return x.Exact
+		}
+	}
+	return ""
+}
+
+func (x *Match) GetPrefix() string {
+	if x != nil {
+		if x, ok := x.Path.(*Match_Prefix); ok {
+			return x.Prefix
+		}
+	}
+	return ""
+}
+
+func (x *Match) GetRegex() string {
+	if x != nil {
+		if x, ok := x.Path.(*Match_Regex); ok {
+			return x.Regex
+		}
+	}
+	return ""
+}
+
+func (x *Match) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Match) GetHeaders() []*HeaderMatch {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *Match) GetQuery() []*HeaderMatch {
+	if x != nil {
+		return x.Query
+	}
+	return nil
+}
+
+func (x *Match) GetGrpcService() string {
+	if x != nil {
+		return x.GrpcService
+	}
+	return ""
+}
+
+func (x *Match) GetGrpcMethod() string {
+	if x != nil {
+		return x.GrpcMethod
+	}
+	return ""
+}
+
+func (x *Match) GetGrpcRegex() bool {
+	if x != nil {
+		return x.GrpcRegex
+	}
+	return false
+}
+
+type isMatch_Path interface {
+	isMatch_Path()
+}
+
+type Match_Exact struct {
+	Exact string `protobuf:"bytes,1,opt,name=exact,proto3,oneof"`
+}
+
+type Match_Prefix struct {
+	Prefix string `protobuf:"bytes,2,opt,name=prefix,proto3,oneof"` // element-wise: "/a" matches "/a" and "/a/b", not "/ab"
+}
+
+type Match_Regex struct {
+	Regex string `protobuf:"bytes,3,opt,name=regex,proto3,oneof"` // RE2, the whole path
+}
+
+func (*Match_Exact) isMatch_Path() {}
+
+func (*Match_Prefix) isMatch_Path() {}
+
+func (*Match_Regex) isMatch_Path() {}
+
+// HeaderMatch is a header (name in lower case) or query parameter match.
+type HeaderMatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Types that are valid to be assigned to Value:
+	//
+	//	*HeaderMatch_Exact
+	//	*HeaderMatch_Regex
+	Value         isHeaderMatch_Value `protobuf_oneof:"value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeaderMatch) Reset() {
+	*x = HeaderMatch{}
+	mi := &file_destination_v1_destination_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderMatch) ProtoMessage() {}
+
+func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
+func (*HeaderMatch) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *HeaderMatch) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HeaderMatch) GetValue() isHeaderMatch_Value {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *HeaderMatch) GetExact() string {
+	if x != nil {
+		if x, ok := x.Value.(*HeaderMatch_Exact); ok {
+			return x.Exact
+		}
+	}
+	return ""
+}
+
+func (x *HeaderMatch) GetRegex() string {
+	if x != nil {
+		if x, ok := x.Value.(*HeaderMatch_Regex); ok {
+			return x.Regex
+		}
+	}
+	return ""
+}
+
+type isHeaderMatch_Value interface {
+	isHeaderMatch_Value()
+}
+
+type HeaderMatch_Exact struct {
+	Exact string `protobuf:"bytes,2,opt,name=exact,proto3,oneof"`
+}
+
+type HeaderMatch_Regex struct {
+	Regex string `protobuf:"bytes,3,opt,name=regex,proto3,oneof"`
+}
+
+func (*HeaderMatch_Exact) isHeaderMatch_Value() {}
+
+func (*HeaderMatch_Regex) isHeaderMatch_Value() {}
+
+// Filter is one filter. A proxy that does not know a filter's kind must
+// answer the rule's requests with 500 rather than skip it.
+type Filter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*Filter_RequestHeaders
+	//	*Filter_ResponseHeaders
+	//	*Filter_Redirect
+	//	*Filter_Rewrite
+	//	*Filter_Fail
+	Kind          isFilter_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Filter) Reset() {
+	*x = Filter{}
+	mi := &file_destination_v1_destination_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Filter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Filter) ProtoMessage() {}
+
+func (x *Filter) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Filter.ProtoReflect.Descriptor instead.
+func (*Filter) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Filter) GetKind() isFilter_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *Filter) GetRequestHeaders() *HeaderModifier {
+	if x != nil {
+		if x, ok := x.Kind.(*Filter_RequestHeaders); ok {
+			return x.RequestHeaders
+		}
+	}
+	return nil
+}
+
+func (x *Filter) GetResponseHeaders() *HeaderModifier {
+	if x != nil {
+		if x, ok := x.Kind.(*Filter_ResponseHeaders); ok {
+			return x.ResponseHeaders
+		}
+	}
+	return nil
+}
+
+func (x *Filter) GetRedirect() *Redirect {
+	if x != nil {
+		if x, ok := x.Kind.(*Filter_Redirect); ok {
+			return x.Redirect
+		}
+	}
+	return nil
+}
+
+func (x *Filter) GetRewrite() *Rewrite {
+	if x != nil {
+		if x, ok := x.Kind.(*Filter_Rewrite); ok {
+			return x.Rewrite
+		}
+	}
+	return nil
+}
+
+func (x *Filter) GetFail() *Fail {
+	if x != nil {
+		if x, ok := x.Kind.(*Filter_Fail); ok {
+			return x.Fail
+		}
+	}
+	return nil
+}
+
+type isFilter_Kind interface {
+	isFilter_Kind()
+}
+
+type Filter_RequestHeaders struct {
+	RequestHeaders *HeaderModifier `protobuf:"bytes,1,opt,name=request_headers,json=requestHeaders,proto3,oneof"`
+}
+
+type Filter_ResponseHeaders struct {
+	ResponseHeaders *HeaderModifier `protobuf:"bytes,2,opt,name=response_headers,json=responseHeaders,proto3,oneof"`
+}
+
+type Filter_Redirect struct {
+	Redirect *Redirect `protobuf:"bytes,3,opt,name=redirect,proto3,oneof"`
+}
+
+type Filter_Rewrite struct {
+	Rewrite *Rewrite `protobuf:"bytes,4,opt,name=rewrite,proto3,oneof"`
+}
+
+type Filter_Fail struct {
+	// Field 5 (fault) is kept for HTTPFault, docs/traffic.md 3.7.
+	Fail *Fail `protobuf:"bytes,6,opt,name=fail,proto3,oneof"`
+}
+
+func (*Filter_RequestHeaders) isFilter_Kind() {}
+
+func (*Filter_ResponseHeaders) isFilter_Kind() {}
+
+func (*Filter_Redirect) isFilter_Kind() {}
+
+func (*Filter_Rewrite) isFilter_Kind() {}
+
+func (*Filter_Fail) isFilter_Kind() {}
+
+type HeaderModifier struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Set           []*Header              `protobuf:"bytes,1,rep,name=set,proto3" json:"set,omitempty"`
+	Add           []*Header              `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty"`
+	Remove        []string               `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"` // lower case
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeaderModifier) Reset() {
+	*x = HeaderModifier{}
+	mi := &file_destination_v1_destination_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderModifier) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderModifier) ProtoMessage() {}
+
+func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
+func (*HeaderModifier) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *HeaderModifier) GetSet() []*Header {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *HeaderModifier) GetAdd() []*Header {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+func (x *HeaderModifier) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+type Header struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // lower case
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Header) Reset() {
+	*x = Header{}
+	mi := &file_destination_v1_destination_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Header) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Header) ProtoMessage() {}
+
+func (x *Header) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Header.ProtoReflect.Descriptor instead.
+func (*Header) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Header) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Header) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+// PathModifier replaces the whole path or the prefix the rule matched.
+type PathModifier struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Replace:
+	//
+	//	*PathModifier_Full
+	//	*PathModifier_Prefix
+	Replace       isPathModifier_Replace `protobuf_oneof:"replace"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PathModifier) Reset() {
+	*x = PathModifier{}
+	mi := &file_destination_v1_destination_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PathModifier) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PathModifier) ProtoMessage() {}
+
+func (x *PathModifier) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PathModifier.ProtoReflect.Descriptor instead.
+func (*PathModifier) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PathModifier) GetReplace() isPathModifier_Replace {
+	if x != nil {
+		return x.Replace
+	}
+	return nil
+}
+
+func (x *PathModifier) GetFull() string {
+	if x != nil {
+		if x, ok := x.Replace.(*PathModifier_Full); ok {
+			return x.Full
+		}
+	}
+	return ""
+}
+
+func (x *PathModifier) GetPrefix() string {
+	if x != nil {
+		if x, ok := x.Replace.(*PathModifier_Prefix); ok {
+			return x.Prefix
+		}
+	}
+	return ""
+}
+
+type isPathModifier_Replace interface {
+	isPathModifier_Replace()
+}
+
+type PathModifier_Full struct {
+	Full string `protobuf:"bytes,1,opt,name=full,proto3,oneof"`
+}
+
+type PathModifier_Prefix struct {
+	Prefix string `protobuf:"bytes,2,opt,name=prefix,proto3,oneof"`
+}
+
+func (*PathModifier_Full) isPathModifier_Replace() {}
+
+func (*PathModifier_Prefix) isPathModifier_Replace() {}
+
+// Redirect answers with a redirect; empty fields keep the request's.
+type Redirect struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scheme        string                 `protobuf:"bytes,1,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	Hostname      string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Path          *PathModifier          `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	Port          uint32                 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	StatusCode    uint32                 `protobuf:"varint,5,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"` // 301, 302 (the default), 303, 307, 308
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Redirect) Reset() {
+	*x = Redirect{}
+	mi := &file_destination_v1_destination_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Redirect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Redirect) ProtoMessage() {}
+
+func (x *Redirect) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
+func (*Redirect) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Redirect) GetScheme() string {
+	if x != nil {
+		return x.Scheme
+	}
+	return ""
+}
+
+func (x *Redirect) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *Redirect) GetPath() *PathModifier {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *Redirect) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *Redirect) GetStatusCode() uint32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
+// Rewrite changes the request before it is forwarded; empty fields keep
+// the request's.
+type Rewrite struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hostname      string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Path          *PathModifier          `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rewrite) Reset() {
+	*x = Rewrite{}
+	mi := &file_destination_v1_destination_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rewrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rewrite) ProtoMessage() {}
+
+func (x *Rewrite) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rewrite.ProtoReflect.Descriptor instead.
+func (*Rewrite) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Rewrite) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *Rewrite) GetPath() *PathModifier {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+// Fail answers locally: an unresolved backend or ExtensionRef filter.
+type Fail struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        uint32                 `protobuf:"varint,1,opt,name=status,proto3" json:"status,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Fail) Reset() {
+	*x = Fail{}
+	mi := &file_destination_v1_destination_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fail) ProtoMessage() {}
+
+func (x *Fail) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fail.ProtoReflect.Descriptor instead.
+func (*Fail) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Fail) GetStatus() uint32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *Fail) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type Backend struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// authority is "name.namespace.svc.<cluster domain>:port", for Get.
+	Authority string `protobuf:"bytes,1,opt,name=authority,proto3" json:"authority,omitempty"`
+	Weight    uint32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	// filters are the backendRef's, applied after the rule's.
+	Filters       []*Filter `protobuf:"bytes,3,rep,name=filters,proto3" json:"filters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Backend) Reset() {
+	*x = Backend{}
+	mi := &file_destination_v1_destination_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Backend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Backend) ProtoMessage() {}
+
+func (x *Backend) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Backend.ProtoReflect.Descriptor instead.
+func (*Backend) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Backend) GetAuthority() string {
+	if x != nil {
+		return x.Authority
+	}
+	return ""
+}
+
+func (x *Backend) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *Backend) GetFilters() []*Filter {
+	if x != nil {
+		return x.Filters
+	}
+	return nil
+}
+
+// Timeouts are timeouts.request (the whole request, retries included) and
+// timeouts.backend_request (one attempt); absent: none.
+type Timeouts struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Request        *durationpb.Duration   `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	BackendRequest *durationpb.Duration   `protobuf:"bytes,2,opt,name=backend_request,json=backendRequest,proto3" json:"backend_request,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Timeouts) Reset() {
+	*x = Timeouts{}
+	mi := &file_destination_v1_destination_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Timeouts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Timeouts) ProtoMessage() {}
+
+func (x *Timeouts) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Timeouts.ProtoReflect.Descriptor instead.
+func (*Timeouts) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Timeouts) GetRequest() *durationpb.Duration {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *Timeouts) GetBackendRequest() *durationpb.Duration {
+	if x != nil {
+		return x.BackendRequest
+	}
+	return nil
+}
+
 type GetDestinationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// authority is host:port with a port that is always present, where host
@@ -113,7 +1231,7 @@ type GetDestinationRequest struct {
 
 func (x *GetDestinationRequest) Reset() {
 	*x = GetDestinationRequest{}
-	mi := &file_destination_v1_destination_proto_msgTypes[0]
+	mi := &file_destination_v1_destination_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -125,7 +1243,7 @@ func (x *GetDestinationRequest) String() string {
 func (*GetDestinationRequest) ProtoMessage() {}
 
 func (x *GetDestinationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[0]
+	mi := &file_destination_v1_destination_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -138,7 +1256,7 @@ func (x *GetDestinationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDestinationRequest.ProtoReflect.Descriptor instead.
 func (*GetDestinationRequest) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{0}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetDestinationRequest) GetAuthority() string {
@@ -170,7 +1288,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_destination_v1_destination_proto_msgTypes[1]
+	mi := &file_destination_v1_destination_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -182,7 +1300,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[1]
+	mi := &file_destination_v1_destination_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -195,7 +1313,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{1}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Update) GetKind() isUpdate_Kind {
@@ -268,7 +1386,7 @@ type AddSet struct {
 
 func (x *AddSet) Reset() {
 	*x = AddSet{}
-	mi := &file_destination_v1_destination_proto_msgTypes[2]
+	mi := &file_destination_v1_destination_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -280,7 +1398,7 @@ func (x *AddSet) String() string {
 func (*AddSet) ProtoMessage() {}
 
 func (x *AddSet) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[2]
+	mi := &file_destination_v1_destination_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -293,7 +1411,7 @@ func (x *AddSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSet.ProtoReflect.Descriptor instead.
 func (*AddSet) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{2}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AddSet) GetEndpoints() []*Endpoint {
@@ -314,7 +1432,7 @@ type RemoveSet struct {
 
 func (x *RemoveSet) Reset() {
 	*x = RemoveSet{}
-	mi := &file_destination_v1_destination_proto_msgTypes[3]
+	mi := &file_destination_v1_destination_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -326,7 +1444,7 @@ func (x *RemoveSet) String() string {
 func (*RemoveSet) ProtoMessage() {}
 
 func (x *RemoveSet) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[3]
+	mi := &file_destination_v1_destination_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -339,7 +1457,7 @@ func (x *RemoveSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSet.ProtoReflect.Descriptor instead.
 func (*RemoveSet) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{3}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RemoveSet) GetAddresses() []string {
@@ -363,7 +1481,7 @@ type NoEndpoints struct {
 
 func (x *NoEndpoints) Reset() {
 	*x = NoEndpoints{}
-	mi := &file_destination_v1_destination_proto_msgTypes[4]
+	mi := &file_destination_v1_destination_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +1493,7 @@ func (x *NoEndpoints) String() string {
 func (*NoEndpoints) ProtoMessage() {}
 
 func (x *NoEndpoints) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[4]
+	mi := &file_destination_v1_destination_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +1506,7 @@ func (x *NoEndpoints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoEndpoints.ProtoReflect.Descriptor instead.
 func (*NoEndpoints) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{4}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NoEndpoints) GetExists() bool {
@@ -435,7 +1553,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_destination_v1_destination_proto_msgTypes[5]
+	mi := &file_destination_v1_destination_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +1565,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[5]
+	mi := &file_destination_v1_destination_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +1578,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{5}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -509,7 +1627,84 @@ var File_destination_v1_destination_proto protoreflect.FileDescriptor
 
 const file_destination_v1_destination_proto_rawDesc = "" +
 	"\n" +
-	" destination/v1/destination.proto\x12\x13mesh.destination.v1\"b\n" +
+	" destination/v1/destination.proto\x12\x13mesh.destination.v1\x1a\x1egoogle/protobuf/duration.proto\"\xdd\x01\n" +
+	"\n" +
+	"RouteTable\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x125\n" +
+	"\x06parent\x18\x02 \x01(\v2\x1d.mesh.destination.v1.ResourceR\x06parent\x128\n" +
+	"\n" +
+	"http_rules\x18\x03 \x03(\v2\x19.mesh.destination.v1.RuleR\thttpRules\x128\n" +
+	"\n" +
+	"grpc_rules\x18\x04 \x03(\v2\x19.mesh.destination.v1.RuleR\tgrpcRulesJ\x04\b\x05\x10\x06J\x04\b\x06\x10\a\"z\n" +
+	"\bResource\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x12\n" +
+	"\x04port\x18\x05 \x01(\rR\x04port\"\xc0\x02\n" +
+	"\x04Rule\x123\n" +
+	"\x05route\x18\x01 \x01(\v2\x1d.mesh.destination.v1.ResourceR\x05route\x12\x1b\n" +
+	"\trule_name\x18\x02 \x01(\tR\bruleName\x124\n" +
+	"\amatches\x18\x03 \x03(\v2\x1a.mesh.destination.v1.MatchR\amatches\x125\n" +
+	"\afilters\x18\x04 \x03(\v2\x1b.mesh.destination.v1.FilterR\afilters\x128\n" +
+	"\bbackends\x18\x05 \x03(\v2\x1c.mesh.destination.v1.BackendR\bbackends\x129\n" +
+	"\btimeouts\x18\x06 \x01(\v2\x1d.mesh.destination.v1.TimeoutsR\btimeoutsJ\x04\b\a\x10\b\"\xc8\x02\n" +
+	"\x05Match\x12\x16\n" +
+	"\x05exact\x18\x01 \x01(\tH\x00R\x05exact\x12\x18\n" +
+	"\x06prefix\x18\x02 \x01(\tH\x00R\x06prefix\x12\x16\n" +
+	"\x05regex\x18\x03 \x01(\tH\x00R\x05regex\x12\x16\n" +
+	"\x06method\x18\x04 \x01(\tR\x06method\x12:\n" +
+	"\aheaders\x18\x05 \x03(\v2 .mesh.destination.v1.HeaderMatchR\aheaders\x126\n" +
+	"\x05query\x18\x06 \x03(\v2 .mesh.destination.v1.HeaderMatchR\x05query\x12!\n" +
+	"\fgrpc_service\x18\a \x01(\tR\vgrpcService\x12\x1f\n" +
+	"\vgrpc_method\x18\b \x01(\tR\n" +
+	"grpcMethod\x12\x1d\n" +
+	"\n" +
+	"grpc_regex\x18\t \x01(\bR\tgrpcRegexB\x06\n" +
+	"\x04path\"Z\n" +
+	"\vHeaderMatch\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x05exact\x18\x02 \x01(\tH\x00R\x05exact\x12\x16\n" +
+	"\x05regex\x18\x03 \x01(\tH\x00R\x05regexB\a\n" +
+	"\x05value\"\xe0\x02\n" +
+	"\x06Filter\x12N\n" +
+	"\x0frequest_headers\x18\x01 \x01(\v2#.mesh.destination.v1.HeaderModifierH\x00R\x0erequestHeaders\x12P\n" +
+	"\x10response_headers\x18\x02 \x01(\v2#.mesh.destination.v1.HeaderModifierH\x00R\x0fresponseHeaders\x12;\n" +
+	"\bredirect\x18\x03 \x01(\v2\x1d.mesh.destination.v1.RedirectH\x00R\bredirect\x128\n" +
+	"\arewrite\x18\x04 \x01(\v2\x1c.mesh.destination.v1.RewriteH\x00R\arewrite\x12/\n" +
+	"\x04fail\x18\x06 \x01(\v2\x19.mesh.destination.v1.FailH\x00R\x04failB\x06\n" +
+	"\x04kindJ\x04\b\x05\x10\x06\"\x86\x01\n" +
+	"\x0eHeaderModifier\x12-\n" +
+	"\x03set\x18\x01 \x03(\v2\x1b.mesh.destination.v1.HeaderR\x03set\x12-\n" +
+	"\x03add\x18\x02 \x03(\v2\x1b.mesh.destination.v1.HeaderR\x03add\x12\x16\n" +
+	"\x06remove\x18\x03 \x03(\tR\x06remove\"2\n" +
+	"\x06Header\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"I\n" +
+	"\fPathModifier\x12\x14\n" +
+	"\x04full\x18\x01 \x01(\tH\x00R\x04full\x12\x18\n" +
+	"\x06prefix\x18\x02 \x01(\tH\x00R\x06prefixB\t\n" +
+	"\areplace\"\xaa\x01\n" +
+	"\bRedirect\x12\x16\n" +
+	"\x06scheme\x18\x01 \x01(\tR\x06scheme\x12\x1a\n" +
+	"\bhostname\x18\x02 \x01(\tR\bhostname\x125\n" +
+	"\x04path\x18\x03 \x01(\v2!.mesh.destination.v1.PathModifierR\x04path\x12\x12\n" +
+	"\x04port\x18\x04 \x01(\rR\x04port\x12\x1f\n" +
+	"\vstatus_code\x18\x05 \x01(\rR\n" +
+	"statusCode\"\\\n" +
+	"\aRewrite\x12\x1a\n" +
+	"\bhostname\x18\x01 \x01(\tR\bhostname\x125\n" +
+	"\x04path\x18\x02 \x01(\v2!.mesh.destination.v1.PathModifierR\x04path\"8\n" +
+	"\x04Fail\x12\x16\n" +
+	"\x06status\x18\x01 \x01(\rR\x06status\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"v\n" +
+	"\aBackend\x12\x1c\n" +
+	"\tauthority\x18\x01 \x01(\tR\tauthority\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\rR\x06weight\x125\n" +
+	"\afilters\x18\x03 \x03(\v2\x1b.mesh.destination.v1.FilterR\afilters\"\x83\x01\n" +
+	"\bTimeouts\x123\n" +
+	"\arequest\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\arequest\x12B\n" +
+	"\x0fbackend_request\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0ebackendRequest\"b\n" +
 	"\x15GetDestinationRequest\x12\x1c\n" +
 	"\tauthority\x18\x01 \x01(\tR\tauthority\x12+\n" +
 	"\x11context_namespace\x18\x02 \x01(\tR\x10contextNamespace\"\xc2\x01\n" +
@@ -537,9 +1732,10 @@ const file_destination_v1_destination_proto_rawDesc = "" +
 	"\fProtocolHint\x12\x19\n" +
 	"\x15PROTOCOL_HINT_UNKNOWN\x10\x00\x12\x14\n" +
 	"\x10PROTOCOL_HINT_H2\x10\x01\x12\x18\n" +
-	"\x14PROTOCOL_HINT_OPAQUE\x10\x022_\n" +
+	"\x14PROTOCOL_HINT_OPAQUE\x10\x022\xb8\x01\n" +
 	"\vDestination\x12P\n" +
-	"\x03Get\x12*.mesh.destination.v1.GetDestinationRequest\x1a\x1b.mesh.destination.v1.Update0\x01B;Z9github.com/mesh-dev/mesh/api/destination/v1;destinationv1b\x06proto3"
+	"\x03Get\x12*.mesh.destination.v1.GetDestinationRequest\x1a\x1b.mesh.destination.v1.Update0\x01\x12W\n" +
+	"\x06Routes\x12*.mesh.destination.v1.GetDestinationRequest\x1a\x1f.mesh.destination.v1.RouteTable0\x01B;Z9github.com/mesh-dev/mesh/api/destination/v1;destinationv1b\x06proto3"
 
 var (
 	file_destination_v1_destination_proto_rawDescOnce sync.Once
@@ -554,31 +1750,70 @@ func file_destination_v1_destination_proto_rawDescGZIP() []byte {
 }
 
 var file_destination_v1_destination_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_destination_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_destination_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_destination_v1_destination_proto_goTypes = []any{
 	(ProtocolHint)(0),             // 0: mesh.destination.v1.ProtocolHint
-	(*GetDestinationRequest)(nil), // 1: mesh.destination.v1.GetDestinationRequest
-	(*Update)(nil),                // 2: mesh.destination.v1.Update
-	(*AddSet)(nil),                // 3: mesh.destination.v1.AddSet
-	(*RemoveSet)(nil),             // 4: mesh.destination.v1.RemoveSet
-	(*NoEndpoints)(nil),           // 5: mesh.destination.v1.NoEndpoints
-	(*Endpoint)(nil),              // 6: mesh.destination.v1.Endpoint
-	nil,                           // 7: mesh.destination.v1.Endpoint.LabelsEntry
+	(*RouteTable)(nil),            // 1: mesh.destination.v1.RouteTable
+	(*Resource)(nil),              // 2: mesh.destination.v1.Resource
+	(*Rule)(nil),                  // 3: mesh.destination.v1.Rule
+	(*Match)(nil),                 // 4: mesh.destination.v1.Match
+	(*HeaderMatch)(nil),           // 5: mesh.destination.v1.HeaderMatch
+	(*Filter)(nil),                // 6: mesh.destination.v1.Filter
+	(*HeaderModifier)(nil),        // 7: mesh.destination.v1.HeaderModifier
+	(*Header)(nil),                // 8: mesh.destination.v1.Header
+	(*PathModifier)(nil),          // 9: mesh.destination.v1.PathModifier
+	(*Redirect)(nil),              // 10: mesh.destination.v1.Redirect
+	(*Rewrite)(nil),               // 11: mesh.destination.v1.Rewrite
+	(*Fail)(nil),                  // 12: mesh.destination.v1.Fail
+	(*Backend)(nil),               // 13: mesh.destination.v1.Backend
+	(*Timeouts)(nil),              // 14: mesh.destination.v1.Timeouts
+	(*GetDestinationRequest)(nil), // 15: mesh.destination.v1.GetDestinationRequest
+	(*Update)(nil),                // 16: mesh.destination.v1.Update
+	(*AddSet)(nil),                // 17: mesh.destination.v1.AddSet
+	(*RemoveSet)(nil),             // 18: mesh.destination.v1.RemoveSet
+	(*NoEndpoints)(nil),           // 19: mesh.destination.v1.NoEndpoints
+	(*Endpoint)(nil),              // 20: mesh.destination.v1.Endpoint
+	nil,                           // 21: mesh.destination.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
 }
 var file_destination_v1_destination_proto_depIdxs = []int32{
-	3, // 0: mesh.destination.v1.Update.add:type_name -> mesh.destination.v1.AddSet
-	4, // 1: mesh.destination.v1.Update.remove:type_name -> mesh.destination.v1.RemoveSet
-	5, // 2: mesh.destination.v1.Update.no_endpoints:type_name -> mesh.destination.v1.NoEndpoints
-	6, // 3: mesh.destination.v1.AddSet.endpoints:type_name -> mesh.destination.v1.Endpoint
-	0, // 4: mesh.destination.v1.Endpoint.protocol_hint:type_name -> mesh.destination.v1.ProtocolHint
-	7, // 5: mesh.destination.v1.Endpoint.labels:type_name -> mesh.destination.v1.Endpoint.LabelsEntry
-	1, // 6: mesh.destination.v1.Destination.Get:input_type -> mesh.destination.v1.GetDestinationRequest
-	2, // 7: mesh.destination.v1.Destination.Get:output_type -> mesh.destination.v1.Update
-	7, // [7:8] is the sub-list for method output_type
-	6, // [6:7] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	2,  // 0: mesh.destination.v1.RouteTable.parent:type_name -> mesh.destination.v1.Resource
+	3,  // 1: mesh.destination.v1.RouteTable.http_rules:type_name -> mesh.destination.v1.Rule
+	3,  // 2: mesh.destination.v1.RouteTable.grpc_rules:type_name -> mesh.destination.v1.Rule
+	2,  // 3: mesh.destination.v1.Rule.route:type_name -> mesh.destination.v1.Resource
+	4,  // 4: mesh.destination.v1.Rule.matches:type_name -> mesh.destination.v1.Match
+	6,  // 5: mesh.destination.v1.Rule.filters:type_name -> mesh.destination.v1.Filter
+	13, // 6: mesh.destination.v1.Rule.backends:type_name -> mesh.destination.v1.Backend
+	14, // 7: mesh.destination.v1.Rule.timeouts:type_name -> mesh.destination.v1.Timeouts
+	5,  // 8: mesh.destination.v1.Match.headers:type_name -> mesh.destination.v1.HeaderMatch
+	5,  // 9: mesh.destination.v1.Match.query:type_name -> mesh.destination.v1.HeaderMatch
+	7,  // 10: mesh.destination.v1.Filter.request_headers:type_name -> mesh.destination.v1.HeaderModifier
+	7,  // 11: mesh.destination.v1.Filter.response_headers:type_name -> mesh.destination.v1.HeaderModifier
+	10, // 12: mesh.destination.v1.Filter.redirect:type_name -> mesh.destination.v1.Redirect
+	11, // 13: mesh.destination.v1.Filter.rewrite:type_name -> mesh.destination.v1.Rewrite
+	12, // 14: mesh.destination.v1.Filter.fail:type_name -> mesh.destination.v1.Fail
+	8,  // 15: mesh.destination.v1.HeaderModifier.set:type_name -> mesh.destination.v1.Header
+	8,  // 16: mesh.destination.v1.HeaderModifier.add:type_name -> mesh.destination.v1.Header
+	9,  // 17: mesh.destination.v1.Redirect.path:type_name -> mesh.destination.v1.PathModifier
+	9,  // 18: mesh.destination.v1.Rewrite.path:type_name -> mesh.destination.v1.PathModifier
+	6,  // 19: mesh.destination.v1.Backend.filters:type_name -> mesh.destination.v1.Filter
+	22, // 20: mesh.destination.v1.Timeouts.request:type_name -> google.protobuf.Duration
+	22, // 21: mesh.destination.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
+	17, // 22: mesh.destination.v1.Update.add:type_name -> mesh.destination.v1.AddSet
+	18, // 23: mesh.destination.v1.Update.remove:type_name -> mesh.destination.v1.RemoveSet
+	19, // 24: mesh.destination.v1.Update.no_endpoints:type_name -> mesh.destination.v1.NoEndpoints
+	20, // 25: mesh.destination.v1.AddSet.endpoints:type_name -> mesh.destination.v1.Endpoint
+	0,  // 26: mesh.destination.v1.Endpoint.protocol_hint:type_name -> mesh.destination.v1.ProtocolHint
+	21, // 27: mesh.destination.v1.Endpoint.labels:type_name -> mesh.destination.v1.Endpoint.LabelsEntry
+	15, // 28: mesh.destination.v1.Destination.Get:input_type -> mesh.destination.v1.GetDestinationRequest
+	15, // 29: mesh.destination.v1.Destination.Routes:input_type -> mesh.destination.v1.GetDestinationRequest
+	16, // 30: mesh.destination.v1.Destination.Get:output_type -> mesh.destination.v1.Update
+	1,  // 31: mesh.destination.v1.Destination.Routes:output_type -> mesh.destination.v1.RouteTable
+	30, // [30:32] is the sub-list for method output_type
+	28, // [28:30] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_destination_v1_destination_proto_init() }
@@ -586,7 +1821,27 @@ func file_destination_v1_destination_proto_init() {
 	if File_destination_v1_destination_proto != nil {
 		return
 	}
-	file_destination_v1_destination_proto_msgTypes[1].OneofWrappers = []any{
+	file_destination_v1_destination_proto_msgTypes[3].OneofWrappers = []any{
+		(*Match_Exact)(nil),
+		(*Match_Prefix)(nil),
+		(*Match_Regex)(nil),
+	}
+	file_destination_v1_destination_proto_msgTypes[4].OneofWrappers = []any{
+		(*HeaderMatch_Exact)(nil),
+		(*HeaderMatch_Regex)(nil),
+	}
+	file_destination_v1_destination_proto_msgTypes[5].OneofWrappers = []any{
+		(*Filter_RequestHeaders)(nil),
+		(*Filter_ResponseHeaders)(nil),
+		(*Filter_Redirect)(nil),
+		(*Filter_Rewrite)(nil),
+		(*Filter_Fail)(nil),
+	}
+	file_destination_v1_destination_proto_msgTypes[8].OneofWrappers = []any{
+		(*PathModifier_Full)(nil),
+		(*PathModifier_Prefix)(nil),
+	}
+	file_destination_v1_destination_proto_msgTypes[15].OneofWrappers = []any{
 		(*Update_Add)(nil),
 		(*Update_Remove)(nil),
 		(*Update_NoEndpoints)(nil),
@@ -597,7 +1852,7 @@ func file_destination_v1_destination_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_destination_v1_destination_proto_rawDesc), len(file_destination_v1_destination_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,7 +30,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Destination_Get_FullMethodName = "/mesh.destination.v1.Destination/Get"
+	Destination_Get_FullMethodName    = "/mesh.destination.v1.Destination/Get"
+	Destination_Routes_FullMethodName = "/mesh.destination.v1.Destination/Routes"
 )
 
 // DestinationClient is the client API for Destination service.
@@ -49,6 +50,16 @@ type DestinationClient interface {
 	// controller is starting (its caches are not filled yet) or shutting
 	// down; it should retry with backoff.
 	Get(ctx context.Context, in *GetDestinationRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Update], error)
+	// Routes streams the Gateway API routes (HTTPRoute, GRPCRoute; the GAMMA
+	// profile) of one Service port as seen from the client's namespace:
+	// every message is a complete RouteTable replacing the one before, the
+	// first one at once. A table with no rules means no route applies:
+	// forward as Get alone says. NOT_FOUND, INVALID_ARGUMENT and UNAVAILABLE
+	// as for Get, and NOT_FOUND for a pod IP or a headless Service's pod
+	// (routes attach to Services). A controller without routes answers
+	// UNIMPLEMENTED: the proxy forwards as today. The proxy keeps the last
+	// table while it reconnects.
+	Routes(ctx context.Context, in *GetDestinationRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RouteTable], error)
 }
 
 type destinationClient struct {
@@ -78,6 +89,25 @@ func (c *destinationClient) Get(ctx context.Context, in *GetDestinationRequest, 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Destination_GetClient = grpc.ServerStreamingClient[Update]
 
+func (c *destinationClient) Routes(ctx context.Context, in *GetDestinationRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RouteTable], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Destination_ServiceDesc.Streams[1], Destination_Routes_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetDestinationRequest, RouteTable]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Destination_RoutesClient = grpc.ServerStreamingClient[RouteTable]
+
 // DestinationServer is the server API for Destination service.
 // All implementations must embed UnimplementedDestinationServer
 // for forward compatibility.
@@ -94,6 +124,16 @@ type DestinationServer interface {
 	// controller is starting (its caches are not filled yet) or shutting
 	// down; it should retry with backoff.
 	Get(*GetDestinationRequest, grpc.ServerStreamingServer[Update]) error
+	// Routes streams the Gateway API routes (HTTPRoute, GRPCRoute; the GAMMA
+	// profile) of one Service port as seen from the client's namespace:
+	// every message is a complete RouteTable replacing the one before, the
+	// first one at once. A table with no rules means no route applies:
+	// forward as Get alone says. NOT_FOUND, INVALID_ARGUMENT and UNAVAILABLE
+	// as for Get, and NOT_FOUND for a pod IP or a headless Service's pod
+	// (routes attach to Services). A controller without routes answers
+	// UNIMPLEMENTED: the proxy forwards as today. The proxy keeps the last
+	// table while it reconnects.
+	Routes(*GetDestinationRequest, grpc.ServerStreamingServer[RouteTable]) error
 	mustEmbedUnimplementedDestinationServer()
 }
 
@@ -106,6 +146,9 @@ type UnimplementedDestinationServer struct{}
 
 func (UnimplementedDestinationServer) Get(*GetDestinationRequest, grpc.ServerStreamingServer[Update]) error {
 	return status.Error(codes.Unimplemented, "method Get not implemented")
+}
+func (UnimplementedDestinationServer) Routes(*GetDestinationRequest, grpc.ServerStreamingServer[RouteTable]) error {
+	return status.Error(codes.Unimplemented, "method Routes not implemented")
 }
 func (UnimplementedDestinationServer) mustEmbedUnimplementedDestinationServer() {}
 func (UnimplementedDestinationServer) testEmbeddedByValue()                     {}
@@ -139,6 +182,17 @@ func _Destination_Get_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Destination_GetServer = grpc.ServerStreamingServer[Update]
 
+func _Destination_Routes_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetDestinationRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DestinationServer).Routes(m, &grpc.GenericServerStream[GetDestinationRequest, RouteTable]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Destination_RoutesServer = grpc.ServerStreamingServer[RouteTable]
+
 // Destination_ServiceDesc is the grpc.ServiceDesc for Destination service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -150,6 +204,11 @@ var Destination_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Get",
 			Handler:       _Destination_Get_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Routes",
+			Handler:       _Destination_Routes_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -1,0 +1,153 @@
+package route
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
+	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+)
+
+// harness runs an Index against fake clientsets.
+type harness struct {
+	kube *kubefake.Clientset
+	gw   *gatewayfake.Clientset
+	ix   *Index
+}
+
+func newHarness(t *testing.T, route *gatewayv1.HTTPRoute) *harness {
+	t.Helper()
+	h := &harness{
+		kube: kubefake.NewClientset(service("shop", "web", "10.0.0.1", 80), service("shop", "web-v2", "10.0.0.2", 80)),
+		gw:   gatewayfake.NewSimpleClientset(route),
+	}
+	f := informers.NewSharedInformerFactory(h.kube, 0)
+	g := gatewayinformers.NewSharedInformerFactory(h.gw, 0)
+	ix, err := New(Config{Informers: f, Gateway: g, Client: h.gw, Coalesce: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ix = ix
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- ix.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		f.Shutdown()
+		g.Shutdown()
+	})
+	return h
+}
+
+// statusWrites counts the HTTPRoute status updates the fake received.
+func (h *harness) statusWrites() int {
+	n := 0
+	for _, a := range h.gw.Actions() {
+		if a.GetVerb() == "update" && a.GetSubresource() == "status" {
+			n++
+		}
+	}
+	return n
+}
+
+// waitFor polls cond until it holds or 5s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestIndexWritesStatusOnce(t *testing.T) {
+	r := httpRoute("shop", "split", 0, []gatewayv1.ParentReference{svcParent("", "web", 80)},
+		gatewayv1.HTTPRouteRule{BackendRefs: []gatewayv1.HTTPBackendRef{backendRef("web", 80, 1)}})
+	// Another controller's entry, which mesh must keep as it is.
+	other := gatewayv1.RouteParentStatus{ParentRef: gatewayv1.ParentReference{Name: "gw"}, ControllerName: "example.com/gateway",
+		Conditions: []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", LastTransitionTime: metav1.NewTime(epoch)}}}
+	r.Status.Parents = []gatewayv1.RouteParentStatus{other}
+	h := newHarness(t, r)
+	ctx := t.Context()
+
+	var got *gatewayv1.HTTPRoute
+	waitFor(t, "mesh's status entry", func() bool {
+		var err error
+		got, err = h.gw.GatewayV1().HTTPRoutes("shop").Get(ctx, "split", metav1.GetOptions{})
+		return err == nil && len(got.Status.Parents) == 2
+	})
+	if got.Status.Parents[0].ControllerName != "example.com/gateway" {
+		t.Errorf("the other controller's entry moved or changed: %+v", got.Status.Parents)
+	}
+	ours := got.Status.Parents[1]
+	if ours.ControllerName != ControllerName || len(ours.Conditions) != 2 {
+		t.Fatalf("mesh's entry = %+v", ours)
+	}
+	for _, c := range ours.Conditions {
+		if c.Status != metav1.ConditionTrue || c.ObservedGeneration != 3 {
+			t.Errorf("condition %s = %s, generation %d; want True at generation 3", c.Type, c.Status, c.ObservedGeneration)
+		}
+	}
+
+	// An unrelated change makes the index rebuild; the route's status
+	// is what it should be, so nothing is written again.
+	writes := h.statusWrites()
+	_, changed := h.ix.Snapshot()
+	if _, err := h.kube.CoreV1().Services("shop").Create(ctx, service("shop", "other", "10.0.0.9", 80), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no rebuild after a Service change")
+	}
+	// The rebuild publishes before it writes; the next one proves the
+	// write pass ended.
+	_, changed = h.ix.Snapshot()
+	h.ix.signal()
+	<-changed
+	if n := h.statusWrites(); n != writes {
+		t.Errorf("status writes went from %d to %d with nothing changed", writes, n)
+	}
+}
+
+func TestIndexChangeReachesSnapshot(t *testing.T) {
+	r := httpRoute("shop", "split", 0, []gatewayv1.ParentReference{svcParent("", "web", 80)},
+		gatewayv1.HTTPRouteRule{BackendRefs: []gatewayv1.HTTPBackendRef{backendRef("web", 80, 1)}})
+	h := newHarness(t, r)
+	select {
+	case <-h.ix.Ready():
+	case <-time.After(5 * time.Second):
+		t.Fatal("index not ready")
+	}
+	ctx := t.Context()
+	waitFor(t, "the route's table", func() bool {
+		s, _ := h.ix.Snapshot()
+		return s.Lookup(ServicePort{web, 80}, "x") != nil
+	})
+
+	r2 := r.DeepCopy()
+	r2.Spec.Rules[0].BackendRefs = []gatewayv1.HTTPBackendRef{backendRef("web-v2", 80, 1)}
+	start := time.Now()
+	if _, err := h.gw.GatewayV1().HTTPRoutes("shop").Update(ctx, r2, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new backend", func() bool {
+		s, _ := h.ix.Snapshot()
+		tb := s.Lookup(ServicePort{web, 80}, "x")
+		return tb != nil && tb.HTTP[0].Backends[0].Service.Service.Name == "web-v2"
+	})
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the change took %v to reach the snapshot, want well under 1s", d)
+	}
+}
