@@ -85,10 +85,37 @@ func (r *router) pick(ctx context.Context, target netip.AddrPort, protocol strin
 	return p, nil
 }
 
+// pickBackend chooses an endpoint of a route's backend, a Service port
+// the controller named: unlike an original destination, it is never
+// forwarded as addressed, so a backend the controller does not know has
+// no endpoints (the Gateway API's 500 for a rule whose backends are all
+// invalid is the controller's to send, as a Fail).
+func (r *router) pickBackend(ctx context.Context, authority string) (balance.Pick, error) {
+	d, err := r.cache.Get(ctx, authority)
+	switch {
+	case errors.Is(err, discovery.ErrNotFound):
+		return balance.Pick{}, fmt.Errorf("%w: backend %s: %w", httpproxy.ErrNoEndpoints, authority, err)
+	case err != nil:
+		r.unavailable.WithLabelValues("http").Inc()
+		return balance.Pick{}, fmt.Errorf("%w: backend %s: %w", httpproxy.ErrUnavailable, authority, err)
+	}
+	p, ok := d.Pick()
+	if !ok {
+		return balance.Pick{}, httpproxy.ErrNoEndpoints
+	}
+	return p, nil
+}
+
 // httpPicker is the per-request balancing of the HTTP path: the pick is
 // held until the response has ended, so pending counts whole exchanges.
-func (r *router) httpPicker(ctx context.Context, target netip.AddrPort) (httpproxy.Endpoint, error) {
-	p, err := r.pick(ctx, target, "http")
+func (r *router) httpPicker(ctx context.Context, target netip.AddrPort, backend string) (httpproxy.Endpoint, error) {
+	var p balance.Pick
+	var err error
+	if backend == "" {
+		p, err = r.pick(ctx, target, "http")
+	} else {
+		p, err = r.pickBackend(ctx, backend)
+	}
 	if err != nil {
 		return httpproxy.Endpoint{}, err
 	}

@@ -106,7 +106,7 @@ func (cc *clientConn) pick(tried []netip.AddrPort) (httpproxy.Endpoint, error) {
 		return httpproxy.Endpoint{Addr: target}, nil
 	}
 	for range maxRedraws {
-		ep, err := cc.p.cfg.Pick(context.Background(), target)
+		ep, err := cc.p.cfg.Pick(context.Background(), target, "")
 		if errors.Is(err, httpproxy.ErrNoEndpoints) || errors.Is(err, httpproxy.ErrUnavailable) {
 			return ep, err
 		}

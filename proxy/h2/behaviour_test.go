@@ -249,7 +249,7 @@ func TestPolicyDenial(t *testing.T) {
 func TestNoEndpoints(t *testing.T) {
 	backend, _ := startGRPC(t)
 	p := startTestProxy(t, backend, func(c *Config, _ *httpproxy.ConnInfo) {
-		c.Pick = func(context.Context, netip.AddrPort) (httpproxy.Endpoint, error) {
+		c.Pick = func(context.Context, netip.AddrPort, string) (httpproxy.Endpoint, error) {
 			return httpproxy.Endpoint{}, httpproxy.ErrNoEndpoints
 		}
 	})
@@ -277,7 +277,7 @@ func TestConnectFailureTriesAnotherEndpoint(t *testing.T) {
 	var mu sync.Mutex
 	var reports []string
 	n := 0
-	pick := func(context.Context, netip.AddrPort) (httpproxy.Endpoint, error) {
+	pick := func(context.Context, netip.AddrPort, string) (httpproxy.Endpoint, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		addr := netip.MustParseAddrPort(backend)

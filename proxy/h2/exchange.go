@@ -144,7 +144,7 @@ func (s *stream) pick() (httpproxy.Endpoint, error) {
 		return httpproxy.Endpoint{Addr: target}, nil
 	}
 	for range maxRedraws {
-		ep, err := cfg.Pick(context.Background(), target)
+		ep, err := cfg.Pick(context.Background(), target, "")
 		if errors.Is(err, httpproxy.ErrNoEndpoints) || errors.Is(err, httpproxy.ErrUnavailable) {
 			return ep, err
 		}

@@ -60,7 +60,7 @@ func TestHTTP2InsideMeshTLS(t *testing.T) {
 	inbound := netip.MustParseAddrPort(ln.Addr().String())
 	out := startTestProxy(t, "127.0.0.1:1", func(c *Config, _ *httpproxy.ConnInfo) {
 		c.Direction = metrics.Outbound
-		c.Pick = func(context.Context, netip.AddrPort) (httpproxy.Endpoint, error) {
+		c.Pick = func(context.Context, netip.AddrPort, string) (httpproxy.Endpoint, error) {
 			return httpproxy.Endpoint{Addr: inbound, Identity: apiID.String()}, nil
 		}
 		c.MeshTLS = func(ctx context.Context, c net.Conn, identity string) (net.Conn, error) {

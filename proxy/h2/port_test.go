@@ -346,7 +346,7 @@ type script struct {
 	reports []string
 }
 
-func (s *script) pick(context.Context, netip.AddrPort) (httpproxy.Endpoint, error) {
+func (s *script) pick(context.Context, netip.AddrPort, string) (httpproxy.Endpoint, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	addr := s.eps[s.n%len(s.eps)]

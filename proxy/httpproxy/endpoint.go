@@ -25,10 +25,14 @@ type Endpoint struct {
 }
 
 // Picker chooses the endpoint of one request whose connection was going to
-// target. It returns ErrNoEndpoints for a destination the mesh knows but
-// that has nothing to send to, ErrUnavailable when it cannot tell whether
-// the mesh knows it; any other error forwards to target as is.
-type Picker func(ctx context.Context, target netip.AddrPort) (Endpoint, error)
+// target: one of target's own endpoints when backend is "", else one of
+// backend's, the authority of the backendRef a route sent the request to
+// (route.Backend.Authority). It returns ErrNoEndpoints for a destination
+// the mesh knows but that has nothing to send to, ErrUnavailable when it
+// cannot tell whether the mesh knows it; any other error forwards to
+// target as is (for a backend: ErrNoEndpoints, as the backend is the
+// mesh's by definition).
+type Picker func(ctx context.Context, target netip.AddrPort, backend string) (Endpoint, error)
 
 // ErrNoEndpoints makes the proxy answer 503: the destination exists, and
 // none of its endpoints is ready.

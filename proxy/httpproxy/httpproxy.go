@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mesh-dev/mesh/proxy/metrics"
+	"github.com/mesh-dev/mesh/proxy/route"
 	"github.com/mesh-dev/mesh/proxy/tap"
 )
 
@@ -64,6 +65,11 @@ type Config struct {
 	// Pick chooses each request's endpoint; nil sends every request to its
 	// connection's target.
 	Pick Picker
+	// Routes returns the route table of target's Service port (HTTPRoutes
+	// and GRPCRoutes attached to it, docs/traffic.md): nil, or an empty
+	// table, when it has none; then requests go to target as before. Nil
+	// means no routing at all (the inbound side).
+	Routes func(target netip.AddrPort) *route.Table
 	// MeshTLS wraps a new connection to an endpoint with an identity in
 	// mesh TLS; nil means identities are ignored (plain text).
 	MeshTLS func(ctx context.Context, c net.Conn, identity string) (net.Conn, error)
