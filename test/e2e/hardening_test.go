@@ -39,7 +39,8 @@ const steadyEvery = 50 * time.Millisecond
 // attacker in an ordinary pod sweeps ports, churns endpoints, floods the
 // identity service with junk tokens, holds idle connections and trickles
 // headers, and the mesh keeps serving everyone else. Each attack has its
-// own namespace and runs in parallel with the others; the clients are the
+// own namespace; the sweep and the flood run in parallel, the idle
+// connections alone first (see there); the clients are the
 // test process's own sockets opened in a pod's network namespace (see
 // podClient), so no client image is needed.
 func TestHardening(t *testing.T) {
@@ -57,8 +58,15 @@ func TestHardening(t *testing.T) {
 		t.Parallel()
 		testCertifyFlood(t, ctx)
 	})
+	// Not in parallel: it runs here, while 3 and 5 wait for this function
+	// to return. Beside them its server's app and payments containers
+	// (CPU requests 0, so the kernel's smallest share) and its proxy
+	// (10m) starved on this 2-core node, which also runs the control
+	// plane and every attacker's sockets: the proxy's dials to its own app
+	// timed out and the pod failed its readiness probe, in two CI runs of
+	// three. Alone it measures what it is for, the proxy under idle
+	// connections and slowloris.
 	t.Run("6 2,000 idle connections and slowloris: others are served, idle opaque streams closed", func(t *testing.T) {
-		t.Parallel()
 		testIdleAndSlowloris(t, ctx)
 	})
 }
