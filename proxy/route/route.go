@@ -29,11 +29,15 @@ type Request interface {
 	Header(name string) (string, bool)
 }
 
-// Table is one compiled RouteTable.
+// Table is one compiled RouteTable. It is immutable, and safe for
+// concurrent use.
 type Table struct {
 	version uint64
 	http    []*Rule
 	grpc    []*Rule
+	// httpIndex and grpcIndex find the matches of http and grpc that a
+	// path can hold (match.go); nil when the list is empty.
+	httpIndex, grpcIndex *index
 }
 
 // Version is the controller's version of the table, for logs and the
@@ -44,11 +48,20 @@ func (t *Table) Version() uint64 { return t.version }
 // route, and requests go to it as if there were no table.
 func (t *Table) Empty() bool { return t == nil || len(t.http) == 0 && len(t.grpc) == 0 }
 
+// HTTPRules and GRPCRules are the table's rules in the controller's
+// order, for the admin pages; callers must not modify them.
+func (t *Table) HTTPRules() []*Rule { return t.http }
+
+// GRPCRules: see HTTPRules.
+func (t *Table) GRPCRules() []*Rule { return t.grpc }
+
 // Match is the rule a request matched.
 type Match struct {
 	Rule *Rule
-	// Prefix is the path prefix the rule's match held on ("" for other
-	// path matches), which ReplacePrefixMatch replaces.
+	// Prefix is the path prefix the rule's match held on, as the table
+	// gave it ("/v2" or "/v2/"), which ReplacePrefixMatch replaces; ""
+	// for other matches, which Location and Apply take as the root, like
+	// "/".
 	Prefix string
 }
 
@@ -81,20 +94,26 @@ type Rule struct {
 	// timeouts.backendRequest; zero means none.
 	RequestTimeout, BackendRequestTimeout time.Duration
 
-	// Backends are the rule's weighted backends; none (and no Redirect or
-	// Fail) makes the rule answer 500.
+	// Backends are the rule's weighted backends, with weights above 0;
+	// none (and no Redirect or Fail) makes the rule answer 500.
 	Backends []Backend
 }
 
 // Backend is one weighted backendRef: a Service port, resolved by the
 // discovery cache like any authority.
 type Backend struct {
-	// Authority is "name.namespace.svc.<cluster domain>:port".
+	// Authority is "name.namespace.svc.<cluster domain>:port"; it may be
+	// empty when Fail is set.
 	Authority string
 	Weight    uint32
 	// RequestHeaders are the backendRef's own request header filter,
 	// applied after the rule's; nil when it has none.
 	RequestHeaders *HeaderModifier
+	// Fail, when set, answers every request this backend takes: an
+	// invalid backendRef (a Service that does not exist) keeps its
+	// weight and gets the spec's 500, and so does one with a filter this
+	// proxy does not apply.
+	Fail *Fail
 }
 
 // HeaderModifier is a RequestHeaderModifier or ResponseHeaderModifier:
