@@ -19,6 +19,7 @@ import (
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
 	"github.com/mesh-dev/mesh/internal/backoff"
 	"github.com/mesh-dev/mesh/proxy/balance"
+	"github.com/mesh-dev/mesh/proxy/route"
 )
 
 // errStreamEnded reports a stream the controller ended without an error,
@@ -50,13 +51,13 @@ func Meta(ep balance.Endpoint) (EndpointMeta, bool) {
 	return m, ok
 }
 
-// Destination is the endpoint set of one authority, kept current by a
-// stream from the controller. Get returns it; its methods are safe for
-// concurrent use.
+// Destination is the endpoint set and the route table of one authority,
+// kept current by two streams from the controller, Get and Routes. Get
+// returns it; its methods are safe for concurrent use.
 //
-// After eviction a Destination no longer follows the controller and its
-// set is empty, so callers get a fresh one from Get for every use instead
-// of keeping it.
+// After eviction a Destination no longer follows the controller, its set
+// is empty and it has no routes, so callers get a fresh one from Get for
+// every use instead of keeping it.
 type Destination struct {
 	authority string
 	cache     *Cache
@@ -66,17 +67,24 @@ type Destination struct {
 
 	ready     chan struct{} // closed at the first answer: an update, or NOT_FOUND
 	readyOnce sync.Once
-	done      chan struct{} // closed when the destination leaves the cache
-	doneOnce  sync.Once
+	// routesReady is closed when Get need not wait for the Routes stream
+	// any longer: its first table, a final answer, or a failure while
+	// the Get stream answers (routes.go).
+	routesReady chan struct{}
+	routesOnce  sync.Once
+	done        chan struct{} // closed when the destination leaves the cache
+	doneOnce    sync.Once
 
 	touched  atomic.Bool                        // used since the last sweep
 	lastUsed time.Time                          // by Config.Now; guarded by Cache.mu
 	notFound atomic.Pointer[time.Time]          // by Config.Now, when NOT_FOUND came; nil while found
 	snap     atomic.Pointer[[]balance.Endpoint] // the set, sorted by address; immutable
+	routes   atomic.Pointer[route.Table]        // the last good table; nil: none
 
 	// mu guards set and closed, and orders the balancer's updates so that
-	// the one close makes is the last. It is held across balancer.Update,
-	// never across I/O.
+	// the one close makes is the last. It also orders the stores to routes
+	// with close and NOT_FOUND, so that none lands after them. It is held
+	// across balancer.Update, never across I/O.
 	mu     sync.Mutex
 	set    map[netip.AddrPort]balance.Endpoint
 	closed bool
@@ -94,14 +102,15 @@ func (c *Cache) newDestination(authority string, now time.Time) (*Destination, e
 		return nil, fmt.Errorf("discovery: %s: %w", authority, err)
 	}
 	d := &Destination{
-		authority: authority,
-		cache:     c,
-		bal:       bal,
-		created:   time.Now(),
-		ready:     make(chan struct{}),
-		done:      make(chan struct{}),
-		lastUsed:  now,
-		set:       map[netip.AddrPort]balance.Endpoint{},
+		authority:   authority,
+		cache:       c,
+		bal:         bal,
+		created:     time.Now(),
+		ready:       make(chan struct{}),
+		routesReady: make(chan struct{}),
+		done:        make(chan struct{}),
+		lastUsed:    now,
+		set:         map[netip.AddrPort]balance.Endpoint{},
 	}
 	d.snap.Store(&[]balance.Endpoint{})
 	return d, nil
@@ -157,24 +166,29 @@ func (d *Destination) expired() bool {
 	return at != nil && d.cache.cfg.Now().Sub(*at) >= d.cache.cfg.NotFoundTTL
 }
 
-// wait blocks until the first answer, the end of InitialWait counted from
-// the destination's creation, the destination's removal, or ctx.
+// wait blocks until the first answer of the Get stream and that of the
+// Routes stream, for at most InitialWait counted from the destination's
+// creation, or until the destination's removal or ctx. Only the Get
+// stream's answer is required: without it wait returns ErrNoAnswer, while
+// routes that are late are no error, the destination goes without them.
+// Waiting for both makes the first request of a destination routed like
+// the next one when its table is on its way.
 func (d *Destination) wait(ctx context.Context) error {
-	select {
-	case <-d.ready:
+	if signalled(d.ready) && signalled(d.routesReady) {
 		return nil
-	default:
 	}
 	noAnswer := fmt.Errorf("discovery: %s: %w", d.authority, ErrNoAnswer)
 	left := d.cache.cfg.InitialWait - time.Since(d.created)
 	if left <= 0 {
+		if signalled(d.ready) {
+			return nil
+		}
 		return noAnswer
 	}
 	t := time.NewTimer(left)
 	defer t.Stop()
 	select {
 	case <-d.ready:
-		return nil
 	case <-t.C:
 		return noAnswer
 	case <-d.done:
@@ -185,11 +199,36 @@ func (d *Destination) wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("discovery: %s: %w", d.authority, context.Cause(ctx))
 	}
+	if d.NotFound() {
+		return nil // Get says so; there are no routes to wait for
+	}
+	select {
+	case <-d.routesReady:
+	case <-t.C:
+	case <-d.done:
+		if d.cache.isClosed() {
+			return ErrClosed
+		}
+		return noAnswer
+	case <-ctx.Done():
+		return fmt.Errorf("discovery: %s: %w", d.authority, context.Cause(ctx))
+	}
+	return nil
 }
 
-// close takes the destination out of service: its stream ends, and with
+// signalled reports whether ch is closed, without blocking.
+func signalled(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// close takes the destination out of service: its streams end, and with
 // drain its endpoints leave the balancer, so OnDrained reports each once
-// its Picks are done.
+// its Picks are done, and its route table goes.
 func (d *Destination) close(drain bool) {
 	if d.cancel != nil {
 		d.cancel()
@@ -201,13 +240,14 @@ func (d *Destination) close(drain bool) {
 	if drain {
 		clear(d.set)
 		d.publish()
+		d.routes.Store(nil)
 	}
 }
 
 // follow keeps a stream open until ctx ends or the controller answers
 // NOT_FOUND. Called on the destination's own goroutine.
 func (d *Destination) follow(ctx context.Context) {
-	defer d.cancel()
+	defer d.cancel() // after NOT_FOUND, ends the Routes stream too
 	c := d.cache
 	bo := backoff.Backoff{Min: c.cfg.MinBackoff, Max: c.cfg.MaxBackoff}
 	// exhausted: the last stream ended RESOURCE_EXHAUSTED, and no update
@@ -399,17 +439,19 @@ func (d *Destination) publish() {
 	d.snap.Store(&eps)
 }
 
-// markNotFound records the controller's NOT_FOUND: the set empties, and
-// Get answers ErrNotFound until NotFoundTTL passes.
+// markNotFound records the controller's NOT_FOUND: the set empties, the
+// routes go, and Get answers ErrNotFound until NotFoundTTL passes. The
+// Routes stream ends with the Get stream (follow's cancel).
 func (d *Destination) markNotFound() {
 	now := d.cache.cfg.Now()
 	d.mu.Lock()
+	d.notFound.Store(&now)
 	if !d.closed {
 		clear(d.set)
 		d.publish()
 	}
+	d.routes.Store(nil)
 	d.mu.Unlock()
-	d.notFound.Store(&now)
 	d.readyOnce.Do(func() { close(d.ready) })
 }
 

@@ -1,13 +1,15 @@
 // Package discovery is the proxy's cache of the controller's destination
 // service (api/destination/v1): for each authority the proxy sends traffic
 // to, it keeps one Get stream open and feeds the endpoints it streams into a
-// peak-EWMA balancer (proxy/balance).
+// peak-EWMA balancer (proxy/balance), and one Routes stream whose tables it
+// compiles with proxy/route (docs/traffic.md 2.4).
 //
 // An entry lives as long as it is used. The first Get for an authority
-// opens its stream; later Gets, from any goroutine, share it. While the
-// controller is unreachable the stream reconnects with jittered exponential
-// backoff and the last endpoints it sent keep serving. An entry nobody used
-// for Config.IdleTimeout is evicted and its stream closed.
+// opens its streams; later Gets, from any goroutine, share them. While the
+// controller is unreachable the streams reconnect with jittered exponential
+// backoff and the last endpoints and route table it sent keep serving. An
+// entry nobody used for Config.IdleTimeout is evicted and its streams
+// closed.
 //
 // # Use
 //
@@ -36,15 +38,19 @@
 //	defer p.Done() // HTTP: when the response is done; TCP: when the connection closes
 //	meta, _ := discovery.Meta(p.Endpoint()) // identity for mTLS, hint for h2 upgrade
 //
+// On the HTTP path the request's route table comes first: d.Routes(),
+// nil or Empty when the authority has no route (proxy/route).
+//
 // Observe and Done follow the rules of balance.Pick: one Pick per request,
 // or one per TCP connection with the connect time as its RTT.
 //
 // # Concurrency
 //
-// Get, Destination.Pick and Destination.Endpoints are safe for concurrent
-// use. Each destination's stream runs on its own goroutine, started by Get
-// and ended by eviction or by the end of Run's context; Run waits for them
-// all before it returns.
+// Get, Destination.Pick, Destination.Routes and Destination.Endpoints are
+// safe for concurrent use. Each destination's two streams run on
+// goroutines of their own, started by Get and ended together by eviction,
+// by a NOT_FOUND of Get, or by the end of Run's context; Run waits for
+// them all before it returns.
 package discovery
 
 import (
@@ -57,6 +63,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,7 +84,8 @@ const (
 	// DefaultNotFoundTTL is how long a NOT_FOUND answer is trusted. Traffic
 	// to an address outside the mesh (a database, an external API) would
 	// otherwise ask the controller on every connection; a Service created
-	// meanwhile is found at most this late.
+	// meanwhile is found at most this late. The Routes stream's NOT_FOUND
+	// and UNIMPLEMENTED are trusted as long.
 	DefaultNotFoundTTL = 30 * time.Second
 	// DefaultMinBackoff and DefaultMaxBackoff bound the wait between
 	// reconnects to an unreachable controller.
@@ -126,8 +134,9 @@ type Config struct {
 	// InitialWait is how long after a destination's first Get the callers
 	// of Get wait for its first answer before they get ErrNoAnswer. It is
 	// counted once per destination, not per call, so a controller that is
-	// down delays only the first connections. Zero means
-	// DefaultInitialWait (1s).
+	// down delays only the first connections. Within it they also wait
+	// for the first answer of the Routes stream, which is never an error
+	// when it is late. Zero means DefaultInitialWait (1s).
 	InitialWait time.Duration
 	// IdleTimeout is how long a destination may go without a Get or a Pick
 	// (and without a Pick in flight) before it is evicted and its stream
@@ -136,7 +145,10 @@ type Config struct {
 	IdleTimeout time.Duration
 	// NotFoundTTL is how long Get keeps answering ErrNotFound for an
 	// authority the controller said it does not know before asking again.
-	// Zero means DefaultNotFoundTTL (30s).
+	// It is also the pause, on a real timer, before a destination's Routes
+	// stream is opened again after the controller answered it NOT_FOUND,
+	// INVALID_ARGUMENT or UNIMPLEMENTED (no routes). Zero means
+	// DefaultNotFoundTTL (30s).
 	NotFoundTTL time.Duration
 	// MinBackoff is the wait before the first reconnect after a stream
 	// failed; each further failure doubles it up to MaxBackoff, and each
@@ -186,6 +198,10 @@ type Cache struct {
 	closed  bool            // Run has ended
 	entries map[string]*Destination
 	streams sync.WaitGroup // the goroutines following streams
+
+	// unimplementedLogged is set once a Routes stream was answered
+	// UNIMPLEMENTED and said so in the log.
+	unimplementedLogged atomic.Bool
 }
 
 // New checks cfg and returns a Cache holding no destination yet.
@@ -268,12 +284,13 @@ func (c *Cache) Run(ctx context.Context) error {
 	}
 }
 
-// Get returns the destination of authority (host:port), opening its stream
-// if no caller has yet, and waiting for the controller's first answer for
-// at most Config.InitialWait after that. It returns an error wrapping
-// ErrNotFound when the mesh does not know the authority, ErrNoAnswer when
-// the controller has not answered in time, ErrClosed after Run returned,
-// and ctx's error if ctx ends first. A Destination with no endpoints is
+// Get returns the destination of authority (host:port), opening its
+// streams if no caller has yet, and waiting for the controller's first
+// answers for at most Config.InitialWait after that. It returns an error
+// wrapping ErrNotFound when the mesh does not know the authority,
+// ErrNoAnswer when the controller has not answered endpoints in time,
+// ErrClosed after Run returned, and ctx's error if ctx ends first. The
+// Routes stream never makes it fail. A Destination with no endpoints is
 // returned without error: the destination exists, and Pick reports false.
 func (c *Cache) Get(ctx context.Context, authority string) (*Destination, error) {
 	if err := checkAuthority(authority); err != nil {
@@ -346,6 +363,7 @@ func (c *Cache) lookup(authority string) (*Destination, error) {
 	ctx, cancel := context.WithCancel(c.runCtx)
 	d.cancel = cancel
 	c.streams.Go(func() { d.follow(ctx) })
+	c.streams.Go(func() { d.followRoutes(ctx) })
 	c.mu.Unlock()
 
 	if old != nil {

@@ -16,7 +16,9 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
 	"github.com/mesh-dev/mesh/proxy/balance"
@@ -28,21 +30,29 @@ func TestMain(m *testing.M) {
 
 // fakeController stands in for mesh-controller's destination service,
 // whose own tests cover the Kubernetes side. It answers each new stream as
-// set for its authority, then forwards what the test pushes. A stream for
-// an authority with no answer set stays open and silent: a controller that
-// does not answer. Safe for concurrent use.
+// set for its authority, then forwards what the test pushes. A Get stream
+// for an authority with no answer set stays open and silent: a controller
+// that does not answer. A Routes stream for an authority with no answer
+// set fails UNIMPLEMENTED, as a controller without routes does. Safe for
+// concurrent use.
 type fakeController struct {
 	destinationv1.UnimplementedDestinationServer
 
 	mu      sync.Mutex
 	answers map[string]answer
-	streams map[string][]*fakeStream // open streams by authority
-	gets    map[string]int           // streams ever opened by authority
-	lastReq *destinationv1.GetDestinationRequest
-	changed chan struct{} // closed and replaced when streams or gets change
+	streams map[string][]*fakeStream[*destinationv1.Update] // open Get streams by authority
+	gets    map[string]int                                  // Get streams ever opened by authority
+	lastReq *destinationv1.GetDestinationRequest            // of Get
+
+	routeAnswers map[string]routeAnswer
+	routeStreams map[string][]*fakeStream[*destinationv1.RouteTable] // open Routes streams by authority
+	routeCalls   map[string]int                                      // Routes calls by authority, answered or not
+	lastRouteReq *destinationv1.GetDestinationRequest
+
+	changed chan struct{} // closed and replaced when streams or calls change
 }
 
-// answer is how the fake starts a new stream.
+// answer is how the fake starts a new Get stream.
 type answer struct {
 	// updates are sent first, in order.
 	updates []*destinationv1.Update
@@ -50,63 +60,109 @@ type answer struct {
 	err error
 }
 
-// fakeStream is one open Get stream of the fake.
-type fakeStream struct {
-	send chan *destinationv1.Update
+// routeAnswer is how the fake starts a new Routes stream.
+type routeAnswer struct {
+	// tables are sent first, in order.
+	tables []*destinationv1.RouteTable
+	// err, if set, ends the stream after tables.
+	err error
+}
+
+// fakeStream is one open stream of the fake, of updates or of tables.
+type fakeStream[M any] struct {
+	send chan M
 	end  chan error
+}
+
+func newFakeStream[M any]() *fakeStream[M] {
+	return &fakeStream[M]{send: make(chan M, 16), end: make(chan error, 1)}
+}
+
+// serve sends first, then ends with err if it is set, and otherwise sends
+// what the test pushes until it ends the stream or the client goes.
+func (s *fakeStream[M]) serve(ctx context.Context, first []M, err error, send func(M) error) error {
+	for _, m := range first {
+		if err := send(m); err != nil {
+			return err
+		}
+	}
+	if err != nil {
+		return err
+	}
+	for {
+		select {
+		case m := <-s.send:
+			if err := send(m); err != nil {
+				return err
+			}
+		case err := <-s.end:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func newFakeController() *fakeController {
 	return &fakeController{
-		answers: map[string]answer{},
-		streams: map[string][]*fakeStream{},
-		gets:    map[string]int{},
-		changed: make(chan struct{}),
+		answers:      map[string]answer{},
+		streams:      map[string][]*fakeStream[*destinationv1.Update]{},
+		gets:         map[string]int{},
+		routeAnswers: map[string]routeAnswer{},
+		routeStreams: map[string][]*fakeStream[*destinationv1.RouteTable]{},
+		routeCalls:   map[string]int{},
+		changed:      make(chan struct{}),
 	}
 }
 
 // Get implements destinationv1.DestinationServer.
 func (f *fakeController) Get(req *destinationv1.GetDestinationRequest, srv grpc.ServerStreamingServer[destinationv1.Update]) error {
-	s := &fakeStream{send: make(chan *destinationv1.Update, 16), end: make(chan error, 1)}
+	a := req.GetAuthority()
+	s := newFakeStream[*destinationv1.Update]()
 	f.mu.Lock()
-	ans, ok := f.answers[req.GetAuthority()]
-	f.gets[req.GetAuthority()]++
+	ans := f.answers[a] // none: silent
+	f.gets[a]++
 	f.lastReq = req
-	f.streams[req.GetAuthority()] = append(f.streams[req.GetAuthority()], s)
+	f.streams[a] = append(f.streams[a], s)
 	f.notifyLocked()
 	f.mu.Unlock()
-	defer f.drop(req.GetAuthority(), s)
-
-	if ok {
-		for _, u := range ans.updates {
-			if err := srv.Send(u); err != nil {
-				return err
-			}
-		}
-		if ans.err != nil {
-			return ans.err
-		}
-	}
-	for {
-		select {
-		case u := <-s.send:
-			if err := srv.Send(u); err != nil {
-				return err
-			}
-		case err := <-s.end:
-			return err
-		case <-srv.Context().Done():
-			return srv.Context().Err()
-		}
-	}
+	defer func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.streams[a] = dropStream(f.streams[a], s)
+		f.notifyLocked()
+	}()
+	return s.serve(srv.Context(), ans.updates, ans.err, srv.Send)
 }
 
-// drop forgets a stream that ended.
-func (f *fakeController) drop(authority string, s *fakeStream) {
+// Routes implements destinationv1.DestinationServer.
+func (f *fakeController) Routes(req *destinationv1.GetDestinationRequest, srv grpc.ServerStreamingServer[destinationv1.RouteTable]) error {
+	a := req.GetAuthority()
+	s := newFakeStream[*destinationv1.RouteTable]()
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.streams[authority] = slices.DeleteFunc(f.streams[authority], func(o *fakeStream) bool { return o == s })
+	ans, ok := f.routeAnswers[a]
+	f.routeCalls[a]++
+	f.lastRouteReq = req
+	if ok {
+		f.routeStreams[a] = append(f.routeStreams[a], s)
+	}
 	f.notifyLocked()
+	f.mu.Unlock()
+	if !ok {
+		return status.Error(codes.Unimplemented, "fake: this controller serves no routes")
+	}
+	defer func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.routeStreams[a] = dropStream(f.routeStreams[a], s)
+		f.notifyLocked()
+	}()
+	return s.serve(srv.Context(), ans.tables, ans.err, srv.Send)
+}
+
+// dropStream returns streams without s, a stream that ended.
+func dropStream[M any](streams []*fakeStream[M], s *fakeStream[M]) []*fakeStream[M] {
+	return slices.DeleteFunc(streams, func(o *fakeStream[M]) bool { return o == s })
 }
 
 func (f *fakeController) notifyLocked() {
@@ -139,12 +195,67 @@ func (f *fakeController) push(t testing.TB, authority string, u *destinationv1.U
 func (f *fakeController) end(authority string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, s := range f.streams[authority] {
+	endStreams(f.streams[authority], err)
+}
+
+// endStreams ends each of streams with err. Called with f.mu held.
+func endStreams[M any](streams []*fakeStream[M], err error) {
+	for _, s := range streams {
 		select {
 		case s.end <- err:
 		default: // already ending
 		}
 	}
+}
+
+// setRoutes makes a the answer to the next Routes streams for authority.
+func (f *fakeController) setRoutes(authority string, a routeAnswer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.routeAnswers[authority] = a
+}
+
+// pushRoutes sends t on every open Routes stream of authority, of which
+// there must be at least one.
+func (f *fakeController) pushRoutes(t testing.TB, authority string, rt *destinationv1.RouteTable) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.routeStreams[authority]) == 0 {
+		t.Fatalf("pushRoutes: no Routes stream open for %s", authority)
+	}
+	for _, s := range f.routeStreams[authority] {
+		s.send <- rt
+	}
+}
+
+// endRoutes ends every open Routes stream of authority with err.
+func (f *fakeController) endRoutes(authority string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	endStreams(f.routeStreams[authority], err)
+}
+
+// routeCount returns how many Routes calls authority got.
+func (f *fakeController) routeCount(authority string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.routeCalls[authority]
+}
+
+// waitRouteStreams waits until authority has exactly n Routes streams
+// open.
+func (f *fakeController) waitRouteStreams(t testing.TB, authority string, n int) {
+	t.Helper()
+	f.waitFor(t, func() bool { return len(f.routeStreams[authority]) == n },
+		"%d open Routes streams for %s", n, authority)
+}
+
+// waitRouteCalls waits until authority got n Routes calls.
+func (f *fakeController) waitRouteCalls(t testing.TB, authority string, n int) {
+	t.Helper()
+	f.waitFor(t, func() bool { return f.routeCalls[authority] == n },
+		"%d Routes calls for %s", n, authority)
 }
 
 // getCount returns how many streams were ever opened for authority.
@@ -240,6 +351,31 @@ type env struct {
 	cache *Cache
 	clock *fakeClock
 	conn  *grpc.ClientConn // the cache's connection to ctrl
+	// attempts counts the streams the cache started by method
+	// ("/mesh.destination.v1.Destination/Routes"), including those that
+	// never reached the controller.
+	attempts *attemptCounter
+}
+
+// attemptCounter counts a client's stream calls by method. Safe for
+// concurrent use.
+type attemptCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (a *attemptCounter) intercept(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	a.mu.Lock()
+	a.n[method]++
+	a.mu.Unlock()
+	return streamer(ctx, desc, cc, method, opts...)
+}
+
+// count returns the calls of method so far.
+func (a *attemptCounter) count(method string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n[method]
 }
 
 // newEnv starts a fake controller and a Cache talking to it, with a fake
@@ -247,12 +383,13 @@ type env struct {
 // at the end of the test.
 func newEnv(t testing.TB, edit func(*Config)) *env {
 	t.Helper()
-	e := &env{fake: newFakeController(), clock: newFakeClock()}
+	e := &env{fake: newFakeController(), clock: newFakeClock(), attempts: &attemptCounter{n: map[string]int{}}}
 	e.ctrl = startController(t, e.fake, "127.0.0.1:0")
 	// The connection's own reconnect backoff is short so that a restarted
 	// controller is found again within the test.
 	conn, err := grpc.NewClient(e.ctrl.addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStreamInterceptor(e.attempts.intercept),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           grpcbackoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 100 * time.Millisecond},
 			MinConnectTimeout: time.Second,

@@ -16,6 +16,12 @@ const (
 	kindNoEndpoints = "no_endpoints"
 )
 
+// Values of the "result" label of mesh_proxy_discovery_route_tables_total.
+const (
+	tableApplied = "applied"
+	tableRefused = "refused" // did not compile; the last good table stays
+)
+
 // metrics counts what the cache does with the controller. A nil *metrics
 // counts nothing.
 type metrics struct {
@@ -23,6 +29,9 @@ type metrics struct {
 	updates    *prometheus.CounterVec
 	reconnects prometheus.Counter
 	malformeds prometheus.Counter
+
+	routeStreams prometheus.Gauge
+	routeTables  *prometheus.CounterVec
 }
 
 // newMetrics registers the cache's metrics with reg; a nil reg gives nil.
@@ -47,12 +56,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "mesh_proxy_discovery_malformed_endpoints_total",
 			Help: "Endpoint addresses from the controller that were skipped because they do not parse.",
 		}),
+		routeStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mesh_proxy_discovery_route_streams",
+			Help: "Routes streams open to the controller, one per destination in use that the controller serves routes for.",
+		}),
+		routeTables: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_proxy_discovery_route_tables_total",
+			Help: "Route tables received from the controller, by result: applied, or refused because they do not compile (the last good table stays).",
+		}, []string{"result"}),
 	}
 	// Every kind exists from the start, so rate() sees 0 rather than no data.
 	for _, k := range []string{kindAdd, kindRemove, kindNoEndpoints} {
 		m.updates.WithLabelValues(k)
 	}
-	for _, c := range []prometheus.Collector{m.streams, m.updates, m.reconnects, m.malformeds} {
+	for _, r := range []string{tableApplied, tableRefused} {
+		m.routeTables.WithLabelValues(r)
+	}
+	for _, c := range []prometheus.Collector{m.streams, m.updates, m.reconnects, m.malformeds, m.routeStreams, m.routeTables} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("discovery: register metrics: %w", err)
 		}
@@ -96,5 +116,24 @@ func (m *metrics) updated(u *destinationv1.Update) {
 		m.updates.WithLabelValues(kindRemove).Inc()
 	case *destinationv1.Update_NoEndpoints:
 		m.updates.WithLabelValues(kindNoEndpoints).Inc()
+	}
+}
+
+func (m *metrics) routeStreamOpened() {
+	if m != nil {
+		m.routeStreams.Inc()
+	}
+}
+
+func (m *metrics) routeStreamClosed() {
+	if m != nil {
+		m.routeStreams.Dec()
+	}
+}
+
+// routeTable counts one table received, by result.
+func (m *metrics) routeTable(result string) {
+	if m != nil {
+		m.routeTables.WithLabelValues(result).Inc()
 	}
 }
