@@ -35,7 +35,7 @@ const (
 
 // maxScrapeBytes bounds the body of one scrape, enforced while it is
 // read. It fits the largest /metrics a proxy serves: at its series bound
-// (docs/metrics.md: 10,635 series, plus about 100 of the Go runtime and
+// (docs/metrics.md: 10,637 series, plus about 100 of the Go runtime and
 // the process) with the names of a cluster, a proxy serves 3.3 MiB
 // (testdata/proxy-metrics-bound.txt.gz); 6 MiB is 585 bytes for each of
 // those 10,750 lines, of which the series' names and the label syntax

@@ -54,6 +54,7 @@ type exchange struct {
 	// unreached says why the proxy answered itself, "" once the request
 	// reached an application.
 	unreached metrics.UnreachedReason
+	routed    routed // what the target's route decided; zero without one
 }
 
 // exchange forwards the request in cc.req and relays its response. It
@@ -66,10 +67,13 @@ func (cc *clientConn) exchange() bool {
 			return cc.refuse(x, why)
 		}
 	}
+	if ok, keep := cc.route(x); !ok {
+		return keep
+	}
 	var tried [maxAttempts]netip.AddrPort
 	var lastErr error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		ep, err := cc.pick(tried[:attempt])
+		ep, err := cc.pick(tried[:attempt], x.routed.backend)
 		if err != nil {
 			if lastErr != nil {
 				break // the connect failure held is the answer
@@ -96,8 +100,9 @@ func (cc *clientConn) exchange() bool {
 	return x.connectFailed(lastErr)
 }
 
-// pick chooses an endpoint not in tried.
-func (cc *clientConn) pick(tried []netip.AddrPort) (httpproxy.Endpoint, error) {
+// pick chooses an endpoint not in tried, of backend ("" for the target's
+// own endpoints).
+func (cc *clientConn) pick(tried []netip.AddrPort, backend string) (httpproxy.Endpoint, error) {
 	target := cc.info.Target
 	if cc.p.cfg.Pick == nil {
 		if len(tried) > 0 {
@@ -106,7 +111,7 @@ func (cc *clientConn) pick(tried []netip.AddrPort) (httpproxy.Endpoint, error) {
 		return httpproxy.Endpoint{Addr: target}, nil
 	}
 	for range maxRedraws {
-		ep, err := cc.p.cfg.Pick(context.Background(), target, "")
+		ep, err := cc.p.cfg.Pick(context.Background(), target, backend)
 		if errors.Is(err, httpproxy.ErrNoEndpoints) || errors.Is(err, httpproxy.ErrUnavailable) {
 			return ep, err
 		}
@@ -297,8 +302,14 @@ func (b *bodySender) abandon() {
 // one or a 101 for an upgrade.
 func (x *exchange) readResponse(u *upstream, body *bodySender) error {
 	cc := x.cc
+	deadline := x.routed.deadline
 	if t := cc.p.cfg.ResponseTimeout; t > 0 {
-		u.tc.readBy(time.Now().Add(t))
+		if d := time.Now().Add(t); deadline.IsZero() || d.Before(deadline) {
+			deadline = d
+		}
+	}
+	if !deadline.IsZero() {
+		u.tc.readBy(deadline)
 	}
 	for {
 		if err := readHead(u.br, &cc.res, maxResponseHead); err != nil {
@@ -374,6 +385,9 @@ func (x *exchange) relay(u *upstream, body *bodySender) bool {
 	}
 	if dechunk {
 		res.dropFields("transfer-encoding")
+	}
+	if rule := x.routed.rule; rule != nil && rule.ResponseHeaders != nil {
+		rule.ResponseHeaders.Apply(fieldEditor{h: res})
 	}
 	writeHead(cc.bw, res, extra)
 	if tunnel {

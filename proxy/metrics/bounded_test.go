@@ -353,7 +353,7 @@ func TestBoundReached(t *testing.T) {
 		c.Close(1, 1)
 	}
 	for _, dir := range dirs {
-		for _, why := range []metrics.UnreachedReason{metrics.NoPolicy, metrics.PolicyDenied, metrics.MeshTLSFailed, metrics.NoEndpoint, metrics.ConnectFailed, metrics.NoRequest} {
+		for _, why := range []metrics.UnreachedReason{metrics.NoPolicy, metrics.PolicyDenied, metrics.MeshTLSFailed, metrics.NoEndpoint, metrics.ConnectFailed, metrics.NoRequest, metrics.RouteAnswered} {
 			m.Conn(dir, "10.9.9.9:1").Unreached(why)
 		}
 		for i := range 40 {

@@ -166,10 +166,13 @@ const (
 	// NoRequest: an HTTP connection closed before the proxy answered any
 	// of its requests (none came whole, or the client left first).
 	NoRequest UnreachedReason = "no-request"
+	// RouteAnswered: a route answered the request itself (a redirect, a
+	// rule whose backends could not be resolved, or no rule matching).
+	RouteAnswered UnreachedReason = "route"
 )
 
 // unreachedReasons is how many UnreachedReason values there are.
-const unreachedReasons = 6
+const unreachedReasons = 7
 
 // Unreached counts a connection that never reached an application, by
 // reason only: a port sweep or a dead target adds no series. It is

@@ -1,0 +1,230 @@
+package h1
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mesh-dev/mesh/proxy/metrics"
+	"github.com/mesh-dev/mesh/proxy/route"
+)
+
+// routed is what a route decided for one request (docs/traffic.md 3.1):
+// the backend its endpoints come from, the response filter, and the
+// deadline of its response head. The zero value is no route.
+type routed struct {
+	rule     *route.Rule
+	backend  string    // the backend's authority; "" for the target's own endpoints
+	deadline time.Time // zero: none
+}
+
+// route matches the request against its target's route table and applies
+// the rule's request filters. It returns false when it answered the
+// request itself (no rule matched, a redirect, a rule that fails or has
+// no backend), with whether the connection may go on in keep.
+func (cc *clientConn) route(x *exchange) (ok, keep bool) {
+	routes := cc.p.cfg.Routes
+	if routes == nil {
+		return true, false
+	}
+	t := routes(cc.info.Target)
+	if t.Empty() || cc.req.connect {
+		return true, false
+	}
+	r := &cc.req
+	m, matched := t.Match(headRequest{r}, false)
+	if !matched {
+		return false, cc.routeAnswer(x, http.StatusNotFound, "no route",
+			fmt.Sprintf("mesh-proxy: no route of %s matches %s %s", cc.authority(), methodString(r.get(r.method)), r.path))
+	}
+	rule := m.Rule
+	switch {
+	case rule.Fail != nil:
+		return false, cc.routeAnswer(x, rule.Fail.Status, "route failed", "mesh-proxy: "+rule.Fail.Message)
+	case rule.Redirect != nil:
+		loc := rule.Redirect.Location("http", string(r.host), headRequest{r}.Path(), m.Prefix)
+		return false, cc.redirect(x, rule.Redirect.StatusCode, loc)
+	}
+	if rule.RequestHeaders != nil {
+		rule.RequestHeaders.Apply(reqEditor(r))
+	}
+	if rule.Rewrite != nil {
+		host, path := rule.Rewrite.Apply(string(r.host), headRequest{r}.Path(), m.Prefix)
+		r.rewrite(host, path)
+	}
+	b, ok := rule.PickBackend()
+	if !ok {
+		return false, cc.routeAnswer(x, http.StatusInternalServerError, "no backend",
+			fmt.Sprintf("mesh-proxy: route %s/%s rule %s has no backend", rule.Route.Namespace, rule.Route.Name, rule.Name))
+	}
+	if b.Fail != nil {
+		return false, cc.routeAnswer(x, b.Fail.Status, "route failed", "mesh-proxy: "+b.Fail.Message)
+	}
+	if b.RequestHeaders != nil {
+		b.RequestHeaders.Apply(reqEditor(r))
+	}
+	x.routed = routed{rule: rule, backend: b.Authority}
+	if d := minTimeout(rule.RequestTimeout, rule.BackendRequestTimeout); d > 0 {
+		x.routed.deadline = x.start.Add(d)
+	}
+	return true, false
+}
+
+// minTimeout is the smallest of the non-zero durations; zero if none.
+func minTimeout(ds ...time.Duration) time.Duration {
+	var m time.Duration
+	for _, d := range ds {
+		if d > 0 && (m == 0 || d < m) {
+			m = d
+		}
+	}
+	return m
+}
+
+// routeAnswer is a route's own answer to the request, counted as one that
+// reached no application.
+func (cc *clientConn) routeAnswer(x *exchange, code int, what, msg string) bool {
+	x.key = metrics.RouteKey{Direction: cc.p.cfg.Direction, Authority: cc.authority(), Target: cc.target(), ClientID: cc.info.ClientID}
+	x.unreached = metrics.RouteAnswered
+	return x.answer(code, what, msg)
+}
+
+// redirect answers a RequestRedirect rule: its status, Location, no body.
+func (cc *clientConn) redirect(x *exchange, code int, location string) bool {
+	x.key = metrics.RouteKey{Direction: cc.p.cfg.Direction, Authority: cc.authority(), Target: cc.target(), ClientID: cc.info.ClientID}
+	x.unreached = metrics.RouteAnswered
+	x.status, x.after = code, time.Since(x.start)
+	x.countRequest()
+	x.ep.Addr = cc.info.Target
+	x.publishTap()
+	r := &cc.req
+	closing := r.body != noBody || !r.keepAlive // an unread body cannot stay on the wire
+	w := cc.bw
+	w.WriteString("HTTP/1.1 ")
+	w.WriteString(strconv.Itoa(code))
+	w.WriteString(" ")
+	w.WriteString(http.StatusText(code))
+	w.WriteString("\r\nLocation: ")
+	w.WriteString(location)
+	w.WriteString("\r\nContent-Length: 0")
+	if closing {
+		w.WriteString("\r\nConnection: close")
+	}
+	w.WriteString("\r\n\r\n")
+	x.done(true)
+	return cc.bw.Flush() == nil && !closing
+}
+
+// headRequest is a request head as route.Request.
+type headRequest struct{ r *request }
+
+func (q headRequest) Method() string { return methodString(q.r.get(q.r.method)) }
+
+func (q headRequest) Path() string {
+	if len(q.r.query) == 0 && !bytes.HasSuffix(q.r.get(q.r.target), []byte("?")) {
+		return string(q.r.path)
+	}
+	return string(q.r.path) + "?" + string(q.r.query)
+}
+
+func (q headRequest) Header(name string) (string, bool) {
+	h := &q.r.head
+	var vals []string
+	for i := range h.fields {
+		f := &h.fields[i]
+		if !f.drop && h.is(f, name) {
+			vals = append(vals, string(h.get(f.value)))
+		}
+	}
+	return strings.Join(vals, ", "), vals != nil
+}
+
+// fieldEditor edits a head's fields for route filters: removed fields
+// are marked not forwarded, new ones appended to the head's buffer (spans
+// are offsets, so appending keeps the others valid). req is set for a
+// request head, whose Host it keeps up to date.
+type fieldEditor struct {
+	h   *head
+	req *request
+}
+
+func reqEditor(r *request) fieldEditor { return fieldEditor{h: &r.head, req: r} }
+
+func (e fieldEditor) Del(name string) { e.h.dropFields(name) }
+
+func (e fieldEditor) Set(name, value string) {
+	e.Del(name)
+	e.Add(name, value)
+}
+
+func (e fieldEditor) Add(name, value string) {
+	if !validField(name, value) {
+		return // never a field that would break the head (the controller refuses them too)
+	}
+	h := e.h
+	off := len(h.buf)
+	h.buf = append(h.buf, name...)
+	h.buf = append(h.buf, ": "...)
+	h.buf = append(h.buf, value...)
+	f, err := parseField(h.buf, span{off, len(h.buf)})
+	if err != nil {
+		h.buf = h.buf[:off]
+		return
+	}
+	h.fields = append(h.fields, f)
+	if e.req != nil && name == "host" {
+		e.req.host = h.get(f.value)
+	}
+}
+
+// validField reports whether name and value make a header field line
+// that reads back as exactly that field.
+func validField(name, value string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if !isTokenChar(name[i]) {
+			return false
+		}
+	}
+	for i := 0; i < len(value); i++ {
+		if c := value[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// rewrite applies a URLRewrite: host replaces the Host field, path (with
+// its query) the request target, in origin form.
+func (r *request) rewrite(host, path string) {
+	if host != string(r.host) && validField("host", host) {
+		reqEditor(r).Set("host", host)
+	}
+	if path == (headRequest{r}).Path() || path == "" || path[0] != '/' {
+		return
+	}
+	for i := 0; i < len(path); i++ {
+		if c := path[i]; c <= ' ' || c == 0x7f {
+			return
+		}
+	}
+	// A new start line at the end of the buffer: method SP path SP version.
+	old := r.get(r.start)
+	method := r.get(r.method)
+	version := old[r.target.end-r.start.off+1:]
+	off := len(r.buf)
+	r.buf = append(r.buf, method...)
+	r.buf = append(r.buf, ' ')
+	r.buf = append(r.buf, path...)
+	r.buf = append(r.buf, ' ')
+	r.buf = append(r.buf, version...)
+	r.start = span{off, len(r.buf)}
+	r.method = span{off, off + len(method)}
+	r.target = span{off + len(method) + 1, off + len(method) + 1 + len(path)}
+	r.parseTarget()
+}
