@@ -2,23 +2,56 @@ package h2
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
+	"net/netip"
 	"testing"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
+	"github.com/mesh-dev/mesh/proxy/httpproxy"
+	"github.com/mesh-dev/mesh/proxy/route"
 )
 
 // BenchmarkForward measures one request (a GET with a 2-byte response)
 // through the forwarder on one client connection, on loopback, between a
 // client and a target made of frames: what the proxy's own data path costs
 // per stream (allocations above all; time is loopback's as much as ours).
+// Its cases: no routing (the inbound side), a target with no route table
+// (which must cost nothing more), and one whose table routes the request
+// by its path prefix to a backend, with a request header set.
 //
 //	go test -run '^$' -bench Forward -benchmem ./proxy/h2/
 func BenchmarkForward(b *testing.B) {
 	backend := rawH2Backend(b)
-	p := startTestProxy(b, backend)
+	b.Run("routes=off", func(b *testing.B) { benchForward(b, backend) })
+	b.Run("routes=none", func(b *testing.B) {
+		benchForward(b, backend, func(c *Config, _ *httpproxy.ConnInfo) {
+			c.Routes = func(netip.AddrPort) *route.Table { return nil }
+		})
+	})
+	b.Run("routes=prefix", func(b *testing.B) {
+		r := rule("0", prefix("/items"), backendRef(v1Authority, 1))
+		r.Filters = []*destinationv1.Filter{{Kind: &destinationv1.Filter_RequestHeaders{RequestHeaders: headers([][2]string{{"x-routed", "yes"}}, nil)}}}
+		table, err := route.Compile(httpTable(rule("1", prefix("/admin")), r))
+		if err != nil {
+			b.Fatal(err)
+		}
+		addr := netip.MustParseAddrPort(backend)
+		benchForward(b, backend, func(c *Config, _ *httpproxy.ConnInfo) {
+			c.Routes = func(netip.AddrPort) *route.Table { return table }
+			c.Pick = func(context.Context, netip.AddrPort, string) (httpproxy.Endpoint, error) {
+				return httpproxy.Endpoint{Addr: addr}, nil
+			}
+		})
+	})
+}
+
+func benchForward(b *testing.B, backend string, opts ...func(*Config, *httpproxy.ConnInfo)) {
+	p := startTestProxy(b, backend, opts...)
 	c, err := net.Dial("tcp", p.addr)
 	if err != nil {
 		b.Fatal(err)

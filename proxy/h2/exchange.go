@@ -58,8 +58,10 @@ type exchange struct {
 	uncounted bool
 }
 
-// dispatch decides the stream's request and sends it on its way. Called
-// with s.mu held; fl is nil off the client's reader goroutine.
+// dispatch decides the stream's request and sends it on its way: its
+// authorization, then its route when its target's Service has any (on the
+// outbound side), then its endpoint. Called with s.mu held; fl is nil off
+// the client's reader goroutine.
 func (s *stream) dispatch(fl *flusher) {
 	if s.sc.info.Authz != nil {
 		if why := s.authorize(); why != nil {
@@ -67,6 +69,12 @@ func (s *stream) dispatch(fl *flusher) {
 			return
 		}
 	}
+	if routes := s.sc.p.cfg.Routes; routes != nil {
+		if t := routes(s.sc.info.Target); !t.Empty() && !s.applyRoute(fl, t) {
+			return
+		}
+	}
+	s.armTimer()
 	s.route(fl, nil)
 }
 
@@ -112,7 +120,8 @@ func (s *stream) connect(k poolKey) {
 	defer fl.flushAll()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed || s.resBegan {
+		// Closed, or answered meanwhile (timed out while connecting).
 		if uc != nil {
 			uc.release()
 		}
@@ -133,22 +142,31 @@ func (s *stream) connect(k poolKey) {
 	s.route(&fl, err)
 }
 
-// pick chooses an endpoint the request has not tried.
+// pick chooses an endpoint the request has not tried: one of its route's
+// backend, or of its target.
 func (s *stream) pick() (httpproxy.Endpoint, error) {
 	cfg, target := &s.sc.p.cfg, s.sc.info.Target
 	tried := s.x.tried[:s.x.attempts]
 	if cfg.Pick == nil {
+		if s.backend != "" {
+			// Only the mesh resolves a backend's authority.
+			return httpproxy.Endpoint{}, fmt.Errorf("%w: nothing resolves backend %s", httpproxy.ErrNoEndpoints, s.backend)
+		}
 		if len(tried) > 0 {
 			return httpproxy.Endpoint{}, errTriedAll
 		}
 		return httpproxy.Endpoint{Addr: target}, nil
 	}
 	for range maxRedraws {
-		ep, err := cfg.Pick(context.Background(), target, "")
+		ep, err := cfg.Pick(context.Background(), target, s.backend)
 		if errors.Is(err, httpproxy.ErrNoEndpoints) || errors.Is(err, httpproxy.ErrUnavailable) {
 			return ep, err
 		}
-		if err != nil {
+		switch {
+		case err != nil && s.backend != "":
+			// A backend is the mesh's by definition (httpproxy.Picker).
+			return ep, fmt.Errorf("%w: backend %s: %v", httpproxy.ErrNoEndpoints, s.backend, err)
+		case err != nil:
 			ep = httpproxy.Endpoint{Addr: target} // not the mesh's: as it was addressed
 		}
 		if !slices.Contains(tried, ep.Addr) {
@@ -200,9 +218,6 @@ func (s *stream) attach(fl *flusher, uc *upConn) {
 	s.res.src, s.res.srcID = uc.peer, s.upID
 	uc.headersLocked(s.upID, end, s.fields, keepRequestField)
 	uc.unlock(fl)
-	if t := s.sc.p.cfg.ResponseTimeout; t > 0 {
-		s.timer = time.AfterFunc(t, s.responseTimedOut)
-	}
 	if end {
 		s.req.finished()
 		return
@@ -223,13 +238,13 @@ func (s *stream) detach() bool {
 	s.uc, s.upID = nil, 0
 	s.req.dst, s.req.dstID, s.req.window = nil, 0, 0
 	s.req.done = false
-	if s.timer != nil {
-		s.timer.Stop()
-	}
 	go s.connect(poolKey{addr: s.x.ep.Addr, identity: s.identity(s.x.ep)})
 	return true
 }
 
+// responseTimedOut answers a request whose response head did not come in
+// time, and cancels its target stream; one still connecting is let go by
+// connect.
 func (s *stream) responseTimedOut() {
 	var fl flusher
 	defer fl.flushAll()
@@ -238,8 +253,10 @@ func (s *stream) responseTimedOut() {
 	if s.closed || s.resBegan {
 		return
 	}
-	s.uc.writeRST(&fl, s.upID, http2.ErrCodeCancel)
-	s.failed(&fl, fmt.Errorf("no response within %v: %w", s.sc.p.cfg.ResponseTimeout, context.DeadlineExceeded))
+	if s.uc != nil {
+		s.uc.writeRST(&fl, s.upID, http2.ErrCodeCancel)
+	}
+	s.failed(&fl, fmt.Errorf("no response within %v: %w", s.timeout, context.DeadlineExceeded))
 }
 
 // publishTap shows the request to tap watchers, once it has somewhere to go.
@@ -355,7 +372,10 @@ func (s *stream) noEndpoint(fl *flusher, err error) {
 	cfg, target := &s.sc.p.cfg, s.sc.info.Target
 	msg := fmt.Sprintf("mesh-proxy: no endpoints available for %s (%s)", s.authority, target)
 	what := "no endpoints"
-	if errors.Is(err, httpproxy.ErrUnavailable) {
+	switch {
+	case s.backend != "" && !errors.Is(err, httpproxy.ErrUnavailable):
+		msg = fmt.Sprintf("mesh-proxy: no endpoints available for %s (%s): its route's backend %s has none", s.authority, target, s.backend)
+	case errors.Is(err, httpproxy.ErrUnavailable):
 		msg = fmt.Sprintf("mesh-proxy: %s (%s) not sent: the controller could not say whether it is meshed, and it is never sent in plain text then; retry once the controller is back", s.authority, target)
 		what = "controller unavailable"
 	}
@@ -403,15 +423,6 @@ func (s *stream) failed(fl *flusher, err error) {
 // answered (RFC 9113 §8.1), and its target's stream cancelled. Called with
 // s.mu held.
 func (s *stream) answer(fl *flusher, code, grpcCode int, what, msg string) {
-	x := &s.x
-	x.status, x.after = code, time.Since(x.start)
-	s.countRequest()
-	if s.uc != nil && !s.req.done {
-		s.uc.writeRST(fl, s.upID, http2.ErrCodeCancel)
-	}
-	s.req.abandon()
-	sc := s.sc
-	s.resBegan = true
 	var fields []hpack.HeaderField
 	body := ""
 	if s.grpc {
@@ -433,6 +444,21 @@ func (s *stream) answer(fl *flusher, code, grpcCode int, what, msg string) {
 			{Name: "content-length", Value: strconv.Itoa(len(body))},
 		}
 	}
+	s.respond(fl, code, fields, body)
+}
+
+// respond sends the proxy's own response, its head fields with code and
+// then body, and ends the request as answer says. Called with s.mu held.
+func (s *stream) respond(fl *flusher, code int, fields []hpack.HeaderField, body string) {
+	x := &s.x
+	x.status, x.after = code, time.Since(x.start)
+	s.countRequest()
+	if s.uc != nil && !s.req.done {
+		s.uc.writeRST(fl, s.upID, http2.ErrCodeCancel)
+	}
+	s.req.abandon()
+	sc := s.sc
+	s.resBegan = true
 	sc.lock()
 	sc.headersLocked(s.id, body == "", fields, nil)
 	sc.unlock(fl)

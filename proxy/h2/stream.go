@@ -7,6 +7,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/mesh-dev/mesh/proxy/route"
 )
 
 // stream is one client stream and, once it has one, the target stream it
@@ -25,7 +27,9 @@ type stream struct {
 	res half // target to client
 
 	// The request as the client sent it; set by the client's reader before
-	// the stream is shared, read-only after.
+	// the stream is shared, read-only after, but for fields, which its
+	// route edits (route.go) under mu before the request is sent. fields
+	// is the stream's own copy.
 	fields    []hpack.HeaderField
 	method    string
 	authority string
@@ -38,7 +42,10 @@ type stream struct {
 	resBegan   bool               // a final response head went to the client
 	grpcStatus int                // from the response, -1 for none
 	closed     bool               // over both ways; removed from its connections
-	timer      *time.Timer        // ResponseTimeout, while the response head is awaited
+	timer      *time.Timer        // the response timeout, while the response head is awaited
+	timeout    time.Duration      // its duration, from the request's arrival
+	rule       *route.Rule        // the route rule the request matched; nil for none
+	backend    string             // the authority of the rule's backend it goes to; "" for its target
 	cancel     context.CancelFunc // ends the HTTP/1.1 path's request; nil on the others
 
 	x exchange

@@ -588,8 +588,14 @@ func (uc *upConn) processHeaders(f *headerBlock) {
 	if f.StreamEnded() {
 		s.noteGRPCStatus(f) // a trailers-only response
 	}
+	fields := f.Fields
+	if s.rule != nil && s.rule.ResponseHeaders != nil {
+		e := fieldEditor{fields: fields} // the reader's: copied as it is first changed
+		s.rule.ResponseHeaders.Apply(&e)
+		fields = e.fields
+	}
 	sc.lock()
-	sc.headersLocked(s.id, f.StreamEnded(), f.Fields, keepResponseField)
+	sc.headersLocked(s.id, f.StreamEnded(), fields, keepResponseField)
 	sc.unlock(&uc.fl)
 	if f.StreamEnded() {
 		s.res.end = true
