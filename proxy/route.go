@@ -15,6 +15,7 @@ import (
 	"github.com/mesh-dev/mesh/proxy/discovery"
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/metrics"
+	"github.com/mesh-dev/mesh/proxy/route"
 )
 
 // router sends outbound requests and connections to the endpoints the
@@ -106,6 +107,17 @@ func (r *router) pickBackend(ctx context.Context, authority string) (balance.Pic
 	return p, nil
 }
 
+// routes is target's route table (docs/traffic.md): nil when the
+// controller sent none for it, or does not know it. Only the outbound side
+// has a router, so inbound requests are never routed.
+func (r *router) routes(target netip.AddrPort) *route.Table {
+	d, err := r.cache.Get(context.Background(), target.String())
+	if err != nil {
+		return nil
+	}
+	return d.Routes()
+}
+
 // httpPicker is the per-request balancing of the HTTP path: the pick is
 // held until the response has ended, so pending counts whole exchanges.
 func (r *router) httpPicker(ctx context.Context, target netip.AddrPort, backend string) (httpproxy.Endpoint, error) {
@@ -147,10 +159,15 @@ func (r *router) destinationsJSON(w http.ResponseWriter, _ *http.Request) {
 		Ejected  bool              `json:"ejected"`
 		Draining bool              `json:"draining"`
 	}
+	type routes struct {
+		Version uint64   `json:"version"`
+		Rules   []string `json:"rules"` // kind/namespace/name rule, in precedence order
+	}
 	type destination struct {
 		Authority string     `json:"authority"`
 		NotFound  bool       `json:"not_found"`
 		Endpoints []endpoint `json:"endpoints"`
+		Routes    *routes    `json:"routes,omitempty"`
 	}
 	out := []destination{}
 	for _, d := range r.cache.Destinations() {
@@ -161,6 +178,12 @@ func (r *router) destinationsJSON(w http.ResponseWriter, _ *http.Request) {
 			}
 		}
 		dst := destination{Authority: d.Authority(), NotFound: d.NotFound(), Endpoints: []endpoint{}}
+		if t := d.Routes(); t != nil {
+			dst.Routes = &routes{Version: t.Version(), Rules: []string{}}
+			for _, rule := range append(t.HTTPRules(), t.GRPCRules()...) {
+				dst.Routes.Rules = append(dst.Routes.Rules, fmt.Sprintf("%s/%s/%s %s", rule.Route.Kind, rule.Route.Namespace, rule.Route.Name, rule.Name))
+			}
+		}
 		for _, st := range d.Stats() {
 			m := meta[st.Addr]
 			ep := endpoint{

@@ -25,6 +25,7 @@ import (
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/policy"
+	"github.com/mesh-dev/mesh/proxy/route"
 	"github.com/mesh-dev/mesh/proxy/tap"
 	"github.com/mesh-dev/mesh/proxy/tcp"
 )
@@ -98,8 +99,10 @@ func newSide(sc sideConfig) *side {
 	s.connCtx, s.cancelConn = context.WithCancel(context.Background())
 	s.refused = refusedVec(sc.metrics.Registry()).WithLabelValues(string(sc.dir), "limit")
 	var pick httpproxy.Picker
+	var routes func(netip.AddrPort) *route.Table
 	if sc.router != nil {
 		pick = sc.router.httpPicker
+		routes = sc.router.routes
 	}
 	var meshTLS func(context.Context, net.Conn, string) (net.Conn, error)
 	if sc.id != nil && sc.dir == metrics.Outbound {
@@ -111,6 +114,7 @@ func newSide(sc sideConfig) *side {
 	}
 	cfg := httpproxy.Config{
 		Pick:            pick,
+		Routes:          routes,
 		MeshTLS:         meshTLS,
 		Tap:             sc.tap,
 		Direction:       sc.dir,
