@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -180,7 +181,7 @@ func (r *router) destinationsJSON(w http.ResponseWriter, _ *http.Request) {
 		dst := destination{Authority: d.Authority(), NotFound: d.NotFound(), Endpoints: []endpoint{}}
 		if t := d.Routes(); t != nil {
 			dst.Routes = &routes{Version: t.Version(), Rules: []string{}}
-			for _, rule := range append(t.HTTPRules(), t.GRPCRules()...) {
+			for _, rule := range slices.Concat(t.HTTPRules(), t.GRPCRules()) {
 				dst.Routes.Rules = append(dst.Routes.Rules, fmt.Sprintf("%s/%s/%s %s", rule.Route.Kind, rule.Route.Namespace, rule.Route.Name, rule.Name))
 			}
 		}
