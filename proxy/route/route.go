@@ -87,7 +87,8 @@ type Rule struct {
 	// Rewrite changes the request before it is forwarded.
 	Rewrite *Rewrite
 	// Fail, when set, answers every request of the rule with its status:
-	// an unresolved backend or filter (the spec's 500).
+	// an unresolved filter (the spec's 500), or one this proxy does not
+	// know or cannot apply as given. It comes before Redirect.
 	Fail *Fail
 
 	// Timeouts are the rule's timeouts.request and

@@ -1,0 +1,208 @@
+package route
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
+)
+
+// seedTables are the seed corpus of FuzzCompile and the tables the
+// index is checked on: the tables of the tests above, one of each filter,
+// and nested prefixes.
+func seedTables(tb testing.TB) []*destinationv1.RouteTable {
+	filtered := httpRule("filters", prefix("/f/"))
+	filtered.Filters = []*destinationv1.Filter{
+		requestHeaders(hdrs("X-Set", "1"), hdrs("x-add", "2"), "x-remove"),
+		responseHeaders(nil, hdrs("x-resp", "3")),
+		rewrite(&destinationv1.Rewrite{Hostname: "example.org", Path: &destinationv1.PathModifier{Replace: &destinationv1.PathModifier_Prefix{Prefix: "/g"}}}),
+	}
+	filtered.Backends = append(filtered.Backends, &destinationv1.Backend{Weight: 2, Filters: []*destinationv1.Filter{failFilter(500, "gone")}})
+	redirected := httpRule("redirect", exact("/r"), regex("/r[0-9]+"))
+	redirected.Filters = []*destinationv1.Filter{redirect(&destinationv1.Redirect{Scheme: "https", Port: 8443, StatusCode: 301,
+		Path: &destinationv1.PathModifier{Replace: &destinationv1.PathModifier_Full{Full: "/s"}}})}
+	newer := httpRule("newer", prefix("/n"))
+	newer.Filters = []*destinationv1.Filter{newerFilter(tb)}
+	return []*destinationv1.RouteTable{
+		{HttpRules: []*destinationv1.Rule{
+			httpRule("v2", prefix("/v2")),
+			httpRule("v1", with(prefix("/"), "header:version=one")),
+			httpRule("v2", with(prefix("/"), "header:version=two")),
+			httpRule("v1", prefix("/")),
+		}},
+		{HttpRules: []*destinationv1.Rule{
+			httpRule("m4", with(prefix("/path2"), "method=POST", "header:version=two")),
+			httpRule("m7", prefix("/path5")),
+			httpRule("m0", with(prefix("/"), "method=POST")),
+			httpRule("q", with(prefix("/"), "query:animal=whale", "query:size~[0-9]+")),
+		}},
+		{GrpcRules: []*destinationv1.Rule{
+			grpcRule("v1", with(anyMatch(), "service=pkg.Echo", "method-of=Echo")),
+			grpcRule("service", with(anyMatch(), "service=pkg.Echo")),
+			grpcRule("method", with(anyMatch(), "method-of=Check")),
+			grpcRule("regex", with(anyMatch(), "service=pkg\\..*", "method-of=Get|List", "grpc-regex")),
+			grpcRule("all", anyMatch()),
+		}},
+		{Version: 7, HttpRules: []*destinationv1.Rule{
+			filtered, redirected, newer,
+			httpRule("deep", prefix("/a/b/c/")),
+			httpRule("mid", prefix("/a/b"), exact("/a/b/c/d")),
+			httpRule("top", prefix("/a")),
+			httpRule("empty element", prefix("/a//b")),
+			httpRule("root", with(prefix("/"), "method=DELETE")),
+		}},
+	}
+}
+
+// FuzzCompile checks that Compile never panics on a table decoded from
+// any bytes and refuses only with ErrInvalid, and that a compiled table
+// matches, redirects, rewrites and picks without panicking: the index
+// finds what evaluating every match in order finds, headers it writes
+// carry no control characters, and a draw never takes a backend without
+// weight. Run it with
+//
+//	go test -run '^$' -fuzz FuzzCompile -fuzztime 1m ./proxy/route/
+func FuzzCompile(f *testing.F) {
+	for _, pt := range seedTables(f) {
+		b, err := proto.Marshal(pt)
+		if err != nil {
+			f.Fatalf("marshal a seed: %v", err)
+		}
+		f.Add(b, "GET", "/a/b/c/d?animal=whale&size=3", "one")
+		f.Add(b, "POST", "/pkg.Echo/List", "two")
+	}
+	f.Add([]byte{}, "GET", "/", "")
+	f.Fuzz(func(t *testing.T, data []byte, method, path, value string) {
+		pt := &destinationv1.RouteTable{}
+		if err := proto.Unmarshal(data, pt); err != nil {
+			return
+		}
+		tab, err := Compile(pt)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Compile: %v, which is not ErrInvalid", err)
+			}
+			return
+		}
+		r := req(method, path, "version", value, "x-first", value)
+		for _, grpc := range []bool{false, true} {
+			checkMatch(t, pt, tab, r, grpc)
+		}
+	})
+}
+
+// checkMatch checks tab.Match(r, grpc) against the reference, and uses
+// what it matched.
+func checkMatch(t *testing.T, pt *destinationv1.RouteTable, tab *Table, r request, grpc bool) {
+	t.Helper()
+	protoRules, rules := pt.GetHttpRules(), tab.HTTPRules()
+	if grpc && len(pt.GetGrpcRules()) > 0 {
+		protoRules, rules = pt.GetGrpcRules(), tab.GRPCRules()
+	}
+	m, ok := tab.Match(r, grpc)
+	i, prefix := referenceMatch(t, protoRules, r)
+	switch {
+	case !ok && i >= 0:
+		t.Fatalf("Match(%s %q, grpc %v) found no rule, the reference rule %d", r.method, r.path, grpc, i)
+	case ok && i < 0:
+		t.Fatalf("Match(%s %q, grpc %v) found rule %q, the reference none", r.method, r.path, grpc, m.Rule.Name)
+	case !ok:
+		return
+	case m.Rule != rules[i] || m.Prefix != prefix:
+		t.Fatalf("Match(%s %q, grpc %v) = rule %q prefix %q, the reference rule %d (%q) prefix %q",
+			r.method, r.path, grpc, m.Rule.Name, m.Prefix, i, rules[i].Name, prefix)
+	}
+
+	rule := m.Rule
+	clean := !hasControl(r.path) && !hasControl(r.header["version"])
+	if rule.Redirect != nil {
+		loc := rule.Redirect.Location("http", r.header["version"], r.path, m.Prefix)
+		if clean && hasControl(loc) {
+			t.Fatalf("Location %q has a control character", loc)
+		}
+	}
+	host, pathQ := rule.Rewrite.Apply(r.header["version"], r.path, m.Prefix)
+	if clean && (hasControl(host) || hasControl(pathQ)) {
+		t.Fatalf("rewrite to %q %q has a control character", host, pathQ)
+	}
+	var f fields
+	rule.RequestHeaders.Apply(&f)
+	rule.ResponseHeaders.Apply(&f)
+	if b, ok := rule.PickBackend(); ok {
+		if b.Weight == 0 {
+			t.Fatalf("PickBackend drew %q of weight 0", b.Authority)
+		}
+		if b.Fail == nil {
+			b.RequestHeaders.Apply(&f)
+		}
+	}
+	if rule.Fail == nil {
+		for _, h := range f {
+			if hasControl(h.Value) || !isToken(h.Name) {
+				t.Fatalf("a header filter wrote %q: %q", h.Name, h.Value)
+			}
+		}
+	}
+}
+
+// referenceMatch evaluates every match of rules in order, each path
+// match by its definition rather than by the index: the index of the
+// first rule that matches r (-1 for none) and its prefix.
+func referenceMatch(t *testing.T, rules []*destinationv1.Rule, r request) (int, string) {
+	t.Helper()
+	path, query, _ := strings.Cut(r.path, "?")
+	for i, pr := range rules {
+		for _, pm := range pr.GetMatches() {
+			c, err := compileMatch(pm)
+			if err != nil {
+				t.Fatalf("a match of a compiled table does not compile: %v", err)
+			}
+			prefix, held := "", true
+			switch p := pm.GetPath().(type) {
+			case *destinationv1.Match_Exact:
+				held = path == p.Exact
+			case *destinationv1.Match_Prefix:
+				prefix = p.Prefix
+				base := strings.TrimSuffix(p.Prefix, "/")
+				held = base == "" || path == base || strings.HasPrefix(path, base+"/")
+			}
+			if held && c.holds(r, path, query) {
+				return i, prefix
+			}
+		}
+	}
+	return -1, ""
+}
+
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(c rune) bool { return c < ' ' && c != '\t' || c == 0x7f })
+}
+
+// TestIndexAgreesWithReference runs the seed tables against requests for
+// every path their matches name, and a few more, through checkMatch.
+func TestIndexAgreesWithReference(t *testing.T) {
+	paths := []string{"/", "", "*", "/a", "/a/", "/a/b", "/a/b/c", "/a/b/c/d", "/a/b/cd", "/a//b/x", "/ab",
+		"/v2", "/v2x", "/f", "/f/x", "/r", "/r12", "/n/x", "/path5/x", "/pkg.Echo/Echo", "/pkg.Echo/Other",
+		"/pkg.X/List", "/other.S/Check", "/pkg.Echo", "/pkg.Echo/a/b", "/path2?animal=whale&size=12"}
+	for ti, pt := range seedTables(t) {
+		tab := mustCompile(t, pt)
+		for _, p := range paths {
+			for _, method := range []string{"GET", "POST", "DELETE"} {
+				for _, version := range []string{"", "one", "two"} {
+					t.Run(fmt.Sprintf("table %d %s %s %s", ti, method, p, version), func(t *testing.T) {
+						r := req(method, p)
+						if version != "" {
+							r.header["version"] = version
+						}
+						checkMatch(t, pt, tab, r, false)
+						checkMatch(t, pt, tab, r, true)
+					})
+				}
+			}
+		}
+	}
+}
