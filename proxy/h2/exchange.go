@@ -69,7 +69,7 @@ func (s *stream) dispatch(fl *flusher) {
 			return
 		}
 	}
-	if routes := s.sc.p.cfg.Routes; routes != nil {
+	if routes := s.sc.p.cfg.Routes; routes != nil && s.method != "CONNECT" { // a tunnel has no path to route by
 		if t := routes(s.sc.info.Target); !t.Empty() && !s.applyRoute(fl, t) {
 			return
 		}

@@ -30,7 +30,7 @@ import (
 )
 
 // Config is the HTTP proxy's configuration, shared with HTTP/1
-// (httpproxy.Config). HTTP/2 uses Pick, MeshTLS, Tap, the timeouts
+// (httpproxy.Config). HTTP/2 uses Pick, Routes, MeshTLS, Tap, the timeouts
 // ConnectTimeout, ResponseTimeout and IdleTimeout (client connections with
 // no stream open, and idle target connections alike), MaxHeaderBytes (the
 // request header list, SETTINGS_MAX_HEADER_LIST_SIZE) and

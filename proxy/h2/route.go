@@ -21,11 +21,6 @@ import (
 // header filter edits the response head as it goes to the client, and its
 // timeouts bound the wait for that head from the request's arrival.
 
-// routeUnreached is why a request the route table answered itself (no rule,
-// a redirect, a failed rule, no backend) reached no application: the mesh
-// had nowhere to send it.
-const routeUnreached = metrics.NoEndpoint
-
 // applyRoute matches the request against t, a table with rules, and does
 // what the rule says: it reports whether the request goes on, with its head
 // edited and s.rule and s.backend set, or was answered. Called with s.mu
@@ -34,13 +29,13 @@ func (s *stream) applyRoute(fl *flusher, t *route.Table) bool {
 	m, ok := t.Match(routeRequest{s}, s.grpc)
 	if !ok {
 		s.routeAnswer(fl, http.StatusNotFound, "no route",
-			fmt.Sprintf("mesh-proxy: no route of %s matches %s %s", s.sc.target(), s.method, s.path))
+			fmt.Sprintf("mesh-proxy: no route of %s matches %s %s", s.authority, s.method, s.path))
 		return false
 	}
 	r := m.Rule
 	switch {
 	case r.Fail != nil:
-		s.routeAnswer(fl, r.Fail.Status, "route failed", r.Fail.Message)
+		s.routeAnswer(fl, r.Fail.Status, "route failed", "mesh-proxy: "+r.Fail.Message)
 		return false
 	case r.Redirect != nil:
 		s.routeLocal()
@@ -75,7 +70,7 @@ func (s *stream) applyRoute(fl *flusher, t *route.Table) bool {
 		return false
 	}
 	if b.Fail != nil {
-		s.routeAnswer(fl, b.Fail.Status, "route failed", b.Fail.Message)
+		s.routeAnswer(fl, b.Fail.Status, "route failed", "mesh-proxy: "+b.Fail.Message)
 		return false
 	}
 	if b.RequestHeaders != nil {
@@ -91,7 +86,7 @@ func (s *stream) applyRoute(fl *flusher, t *route.Table) bool {
 func (s *stream) routeLocal() {
 	x := &s.x
 	x.key = metrics.RouteKey{Direction: s.sc.p.cfg.Direction, Authority: s.authority, ClientID: s.sc.info.ClientID}
-	x.unreached = routeUnreached
+	x.unreached = metrics.RouteAnswered
 	x.ep.Addr = s.sc.info.Target
 	s.countRequest()
 	s.publishTap()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
@@ -42,17 +45,22 @@ type echoed struct {
 	Header  http.Header
 }
 
-// startEcho is an h2c backend named name that answers every request with
-// what it saw, as JSON, and its name in x-backend.
+// startEcho is an h2c backend serving echo(name).
 func startEcho(t testing.TB, name string) string {
 	t.Helper()
-	return startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return startBackend(t, echo(name))
+}
+
+// echo is a backend named name that answers every request with what it
+// saw, as JSON, and its name in x-backend.
+func echo(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Backend", name)
 		w.Header().Set("X-Remove-Me", "1")
 		w.Header().Add("X-Twice", "a")
 		w.Header().Add("X-Twice", "b")
 		json.NewEncoder(w).Encode(echoed{Backend: name, Host: r.Host, Path: r.URL.RequestURI(), Header: r.Header})
-	}))
+	})
 }
 
 // routedProxy is an outbound proxy whose target (backends[""]) has the
@@ -326,8 +334,8 @@ func TestRouteLocalAnswers(t *testing.T) {
 			wantBody   string
 		}{
 			{name: "no match", path: "/other?q=1", wantCode: 404,
-				wantBody: "mesh-proxy: no route of " + grpcBackend + " matches GET /other?q=1\n"},
-			{name: "fail", path: "/failed", wantCode: 503, wantBody: "unresolved backend web-v3\n"},
+				wantBody: "mesh-proxy: no route of web.shop matches GET /other?q=1\n"},
+			{name: "fail", path: "/failed", wantCode: 503, wantBody: "mesh-proxy: unresolved backend web-v3\n"},
 			{name: "no backend", path: "/only", wantCode: 500, wantBody: "mesh-proxy: route shop/web rule 0 has no backend\n"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
@@ -367,7 +375,7 @@ func TestRouteLocalAnswers(t *testing.T) {
 		if err == nil {
 			_, err = stream.Recv()
 		}
-		if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != "unresolved backend web-v3" {
+		if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != "mesh-proxy: unresolved backend web-v3" {
 			t.Errorf("fail: got %v, want Unavailable (HTTP 503)", err)
 		}
 		_, err = client.UnimplementedCall(ctx, &testpb.Empty{})
@@ -415,6 +423,32 @@ func TestRouteTimeout(t *testing.T) {
 		case <-cancelled:
 		case <-time.After(slow):
 			t.Error("the backend's request was not cancelled")
+		}
+	})
+	t.Run("connecting", func(t *testing.T) {
+		// The timeout runs from the request's arrival, through a connect
+		// that takes longer than it.
+		hung := unresponsive(t).String()
+		p := startRoutedProxy(t, httpTable(withTimeout(rule("0", prefix("/"), backendRef(v1Authority, 1)))),
+			map[string]string{"": hung, v1Authority: hung}, longer,
+			func(c *Config, _ *httpproxy.ConnInfo) { c.ConnectTimeout = slow / 2 })
+		start := time.Now()
+		res, b := get(t, h2cClient(t), p, "web.shop", "/", nil)
+		took := time.Since(start)
+		if res.StatusCode != http.StatusGatewayTimeout || took < timeout || took >= slow/2 {
+			t.Errorf("got %d %q after %v, want 504 between %v and %v", res.StatusCode, b, took, timeout, slow/2)
+		}
+		// The dial ends at its own timeout, and lets the stream go.
+		for deadline := time.Now().Add(2 * slow); ; time.Sleep(10 * time.Millisecond) {
+			p.pool.mu.Lock()
+			dialing := len(p.pool.dials)
+			p.pool.mu.Unlock()
+			if dialing == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the dial did not end")
+			}
 		}
 	})
 	t.Run("gRPC", func(t *testing.T) {
@@ -478,6 +512,78 @@ func TestRouteRetriesStayInBackend(t *testing.T) {
 	defer mu.Unlock()
 	if diff := cmp.Diff([]string{v2Authority, v2Authority}, picked); diff != "" {
 		t.Errorf("picks (-want +got):\n%s", diff)
+	}
+}
+
+// TestRouteResentAsRouted: a request its backend's connection turned away
+// unprocessed (GOAWAY below its stream) goes again, on a new connection,
+// with the head its rule made and to the same backend, picked once.
+func TestRouteResentAsRouted(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	later := &connListener{conns: make(chan net.Conn, 4), done: make(chan struct{}), addr: ln.Addr()}
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: &protocols, Handler: echo("v2")}
+	go srv.Serve(later)
+	t.Cleanup(func() { srv.Close() })
+	go func() {
+		for first := true; ; first = false {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if !first {
+				later.conns <- c
+				continue
+			}
+			go goAwayFirstStream(c)
+		}
+	}()
+	r := rule("0", prefix("/v1"), backendRef(v2Authority, 1))
+	r.Filters = []*destinationv1.Filter{
+		{Kind: &destinationv1.Filter_RequestHeaders{RequestHeaders: headers([][2]string{{"x-routed", "yes"}}, nil)}},
+		{Kind: &destinationv1.Filter_Rewrite{Rewrite: &destinationv1.Rewrite{
+			Path: &destinationv1.PathModifier{Replace: &destinationv1.PathModifier_Prefix{Prefix: "/v2"}},
+		}}},
+	}
+	p := startRoutedProxy(t, httpTable(r), map[string]string{"": startEcho(t, "target"), v2Authority: ln.Addr().String()})
+	res, b := get(t, h2cClient(t), p, "web.shop", "/v1/a", nil)
+	if res.StatusCode != 200 {
+		t.Fatalf("got %d %s", res.StatusCode, b)
+	}
+	if s := decodeSeen(t, b); s.Path != "/v2/a" || s.Header.Get("X-Routed") != "yes" {
+		t.Errorf("the backend's second connection saw path %q x-routed %q, want \"/v2/a\" \"yes\"", s.Path, s.Header.Get("X-Routed"))
+	}
+	if diff := cmp.Diff([]string{v2Authority}, p.picks()); diff != "" {
+		t.Errorf("picks (-want +got):\n%s", diff)
+	}
+}
+
+// goAwayFirstStream speaks HTTP/2 on c as far as its first request, which
+// it turns away unprocessed with GOAWAY, and closes c.
+func goAwayFirstStream(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, len(http2.ClientPreface))); err != nil {
+		return
+	}
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr.WriteSettings()
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		if _, ok := f.(*http2.MetaHeadersFrame); ok {
+			fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+			time.Sleep(200 * time.Millisecond)
+			return
+		}
 	}
 }
 
