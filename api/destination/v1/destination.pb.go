@@ -105,9 +105,21 @@ type RouteTable struct {
 	HttpRules []*Rule `protobuf:"bytes,3,rep,name=http_rules,json=httpRules,proto3" json:"http_rules,omitempty"`
 	// grpc_rules likewise for GRPCRoutes; when present, http_rules is
 	// empty (GEP-1426: a GRPCRoute on a port refuses its HTTPRoutes).
-	GrpcRules     []*Rule `protobuf:"bytes,4,rep,name=grpc_rules,json=grpcRules,proto3" json:"grpc_rules,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	GrpcRules []*Rule `protobuf:"bytes,4,rep,name=grpc_rules,json=grpcRules,proto3" json:"grpc_rules,omitempty"`
+	// default_rule is the Service itself with the policy of its
+	// retry.mesh.dev/* and timeout.mesh.dev/* annotations: the rule of
+	// every request when http_rules and grpc_rules are both empty (with
+	// rules, a request none matches gets 404 as before). Its route names
+	// the Service (kind "Service"); it has no matches and no filters, and
+	// no backends: requests go to the Service's own endpoints. Absent when
+	// the Service has none of those annotations.
+	DefaultRule *Rule `protobuf:"bytes,5,opt,name=default_rule,json=defaultRule,proto3" json:"default_rule,omitempty"`
+	// failure_accrual tunes the balancer of the Service's endpoints
+	// (balancer.mesh.dev/*, on the Service only); absent: the proxy's
+	// defaults.
+	FailureAccrual *FailureAccrual `protobuf:"bytes,6,opt,name=failure_accrual,json=failureAccrual,proto3" json:"failure_accrual,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RouteTable) Reset() {
@@ -168,6 +180,96 @@ func (x *RouteTable) GetGrpcRules() []*Rule {
 	return nil
 }
 
+func (x *RouteTable) GetDefaultRule() *Rule {
+	if x != nil {
+		return x.DefaultRule
+	}
+	return nil
+}
+
+func (x *RouteTable) GetFailureAccrual() *FailureAccrual {
+	if x != nil {
+		return x.FailureAccrual
+	}
+	return nil
+}
+
+// FailureAccrual is how the balancer ejects failing endpoints
+// (docs/traffic.md 3.6). Zero fields keep the proxy's defaults.
+type FailureAccrual struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// disabled: no endpoint is ejected for failing; the other fields do
+	// not apply.
+	Disabled bool `protobuf:"varint,1,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	// max_failures consecutive failures eject an endpoint.
+	MaxFailures uint32 `protobuf:"varint,2,opt,name=max_failures,json=maxFailures,proto3" json:"max_failures,omitempty"`
+	// min_backoff is how long the first ejection lasts; each failed probe
+	// doubles it, up to max_backoff. When both are set, min_backoff is at
+	// most max_backoff.
+	MinBackoff    *durationpb.Duration `protobuf:"bytes,3,opt,name=min_backoff,json=minBackoff,proto3" json:"min_backoff,omitempty"`
+	MaxBackoff    *durationpb.Duration `protobuf:"bytes,4,opt,name=max_backoff,json=maxBackoff,proto3" json:"max_backoff,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailureAccrual) Reset() {
+	*x = FailureAccrual{}
+	mi := &file_destination_v1_destination_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailureAccrual) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailureAccrual) ProtoMessage() {}
+
+func (x *FailureAccrual) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailureAccrual.ProtoReflect.Descriptor instead.
+func (*FailureAccrual) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *FailureAccrual) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+func (x *FailureAccrual) GetMaxFailures() uint32 {
+	if x != nil {
+		return x.MaxFailures
+	}
+	return 0
+}
+
+func (x *FailureAccrual) GetMinBackoff() *durationpb.Duration {
+	if x != nil {
+		return x.MinBackoff
+	}
+	return nil
+}
+
+func (x *FailureAccrual) GetMaxBackoff() *durationpb.Duration {
+	if x != nil {
+		return x.MaxBackoff
+	}
+	return nil
+}
+
 // Resource names a Kubernetes object, and a port of it for a Service.
 type Resource struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -182,7 +284,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_destination_v1_destination_proto_msgTypes[1]
+	mi := &file_destination_v1_destination_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -194,7 +296,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[1]
+	mi := &file_destination_v1_destination_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -207,7 +309,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{1}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Resource) GetGroup() string {
@@ -260,15 +362,18 @@ type Rule struct {
 	Filters []*Filter `protobuf:"bytes,4,rep,name=filters,proto3" json:"filters,omitempty"`
 	// backends are weighted (weights > 0 only); none, with no filter that
 	// answers: the rule answers 500.
-	Backends      []*Backend `protobuf:"bytes,5,rep,name=backends,proto3" json:"backends,omitempty"`
-	Timeouts      *Timeouts  `protobuf:"bytes,6,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
+	Backends []*Backend `protobuf:"bytes,5,rep,name=backends,proto3" json:"backends,omitempty"`
+	Timeouts *Timeouts  `protobuf:"bytes,6,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
+	// retry is the rule's retry policy (docs/traffic.md 3.4); absent: no
+	// retries but those of requests that provably reached no application.
+	Retry         *Retry `protobuf:"bytes,7,opt,name=retry,proto3" json:"retry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_destination_v1_destination_proto_msgTypes[2]
+	mi := &file_destination_v1_destination_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -280,7 +385,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[2]
+	mi := &file_destination_v1_destination_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -293,7 +398,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{2}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Rule) GetRoute() *Resource {
@@ -338,6 +443,13 @@ func (x *Rule) GetTimeouts() *Timeouts {
 	return nil
 }
 
+func (x *Rule) GetRetry() *Retry {
+	if x != nil {
+		return x.Retry
+	}
+	return nil
+}
+
 // Match holds when every field that is set holds.
 type Match struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -363,7 +475,7 @@ type Match struct {
 
 func (x *Match) Reset() {
 	*x = Match{}
-	mi := &file_destination_v1_destination_proto_msgTypes[3]
+	mi := &file_destination_v1_destination_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +487,7 @@ func (x *Match) String() string {
 func (*Match) ProtoMessage() {}
 
 func (x *Match) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[3]
+	mi := &file_destination_v1_destination_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +500,7 @@ func (x *Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Match.ProtoReflect.Descriptor instead.
 func (*Match) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{3}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Match) GetPath() isMatch_Path {
@@ -504,7 +616,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_destination_v1_destination_proto_msgTypes[4]
+	mi := &file_destination_v1_destination_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +628,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[4]
+	mi := &file_destination_v1_destination_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +641,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{4}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HeaderMatch) GetName() string {
@@ -598,7 +710,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_destination_v1_destination_proto_msgTypes[5]
+	mi := &file_destination_v1_destination_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +722,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[5]
+	mi := &file_destination_v1_destination_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +735,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{5}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Filter) GetKind() isFilter_Kind {
@@ -724,7 +836,7 @@ type HeaderModifier struct {
 
 func (x *HeaderModifier) Reset() {
 	*x = HeaderModifier{}
-	mi := &file_destination_v1_destination_proto_msgTypes[6]
+	mi := &file_destination_v1_destination_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +848,7 @@ func (x *HeaderModifier) String() string {
 func (*HeaderModifier) ProtoMessage() {}
 
 func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[6]
+	mi := &file_destination_v1_destination_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +861,7 @@ func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
 func (*HeaderModifier) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{6}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HeaderModifier) GetSet() []*Header {
@@ -783,7 +895,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_destination_v1_destination_proto_msgTypes[7]
+	mi := &file_destination_v1_destination_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +907,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[7]
+	mi := &file_destination_v1_destination_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +920,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{7}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Header) GetName() string {
@@ -839,7 +951,7 @@ type PathModifier struct {
 
 func (x *PathModifier) Reset() {
 	*x = PathModifier{}
-	mi := &file_destination_v1_destination_proto_msgTypes[8]
+	mi := &file_destination_v1_destination_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +963,7 @@ func (x *PathModifier) String() string {
 func (*PathModifier) ProtoMessage() {}
 
 func (x *PathModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[8]
+	mi := &file_destination_v1_destination_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +976,7 @@ func (x *PathModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathModifier.ProtoReflect.Descriptor instead.
 func (*PathModifier) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{8}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PathModifier) GetReplace() isPathModifier_Replace {
@@ -922,7 +1034,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_destination_v1_destination_proto_msgTypes[9]
+	mi := &file_destination_v1_destination_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1046,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[9]
+	mi := &file_destination_v1_destination_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1059,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{9}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Redirect) GetScheme() string {
@@ -997,7 +1109,7 @@ type Rewrite struct {
 
 func (x *Rewrite) Reset() {
 	*x = Rewrite{}
-	mi := &file_destination_v1_destination_proto_msgTypes[10]
+	mi := &file_destination_v1_destination_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1121,7 @@ func (x *Rewrite) String() string {
 func (*Rewrite) ProtoMessage() {}
 
 func (x *Rewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[10]
+	mi := &file_destination_v1_destination_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1134,7 @@ func (x *Rewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rewrite.ProtoReflect.Descriptor instead.
 func (*Rewrite) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{10}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Rewrite) GetHostname() string {
@@ -1050,7 +1162,7 @@ type Fail struct {
 
 func (x *Fail) Reset() {
 	*x = Fail{}
-	mi := &file_destination_v1_destination_proto_msgTypes[11]
+	mi := &file_destination_v1_destination_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1174,7 @@ func (x *Fail) String() string {
 func (*Fail) ProtoMessage() {}
 
 func (x *Fail) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[11]
+	mi := &file_destination_v1_destination_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1187,7 @@ func (x *Fail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fail.ProtoReflect.Descriptor instead.
 func (*Fail) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{11}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Fail) GetStatus() uint32 {
@@ -1105,7 +1217,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_destination_v1_destination_proto_msgTypes[12]
+	mi := &file_destination_v1_destination_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1229,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[12]
+	mi := &file_destination_v1_destination_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1242,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{12}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Backend) GetAuthority() string {
@@ -1154,19 +1266,29 @@ func (x *Backend) GetFilters() []*Filter {
 	return nil
 }
 
-// Timeouts are timeouts.request (the whole request, retries included) and
-// timeouts.backend_request (one attempt); absent: none.
+// Timeouts bound a request (docs/traffic.md 3.3); absent or zero: none.
 type Timeouts struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	Request        *durationpb.Duration   `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
-	BackendRequest *durationpb.Duration   `protobuf:"bytes,2,opt,name=backend_request,json=backendRequest,proto3" json:"backend_request,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request bounds the whole exchange, retries included, from the
+	// request's arrival: the rule's timeouts.request, else
+	// timeout.mesh.dev/request.
+	Request *durationpb.Duration `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	// backend_request bounds one attempt: the rule's
+	// timeouts.backendRequest.
+	BackendRequest *durationpb.Duration `protobuf:"bytes,2,opt,name=backend_request,json=backendRequest,proto3" json:"backend_request,omitempty"`
+	// response bounds the wait for the response head from the end of the
+	// request body: timeout.mesh.dev/response.
+	Response *durationpb.Duration `protobuf:"bytes,3,opt,name=response,proto3" json:"response,omitempty"`
+	// idle ends an exchange that moved no byte either way for that long:
+	// timeout.mesh.dev/idle.
+	Idle          *durationpb.Duration `protobuf:"bytes,4,opt,name=idle,proto3" json:"idle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Timeouts) Reset() {
 	*x = Timeouts{}
-	mi := &file_destination_v1_destination_proto_msgTypes[13]
+	mi := &file_destination_v1_destination_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1300,7 @@ func (x *Timeouts) String() string {
 func (*Timeouts) ProtoMessage() {}
 
 func (x *Timeouts) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[13]
+	mi := &file_destination_v1_destination_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1313,7 @@ func (x *Timeouts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeouts.ProtoReflect.Descriptor instead.
 func (*Timeouts) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{13}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Timeouts) GetRequest() *durationpb.Duration {
@@ -1204,6 +1326,236 @@ func (x *Timeouts) GetRequest() *durationpb.Duration {
 func (x *Timeouts) GetBackendRequest() *durationpb.Duration {
 	if x != nil {
 		return x.BackendRequest
+	}
+	return nil
+}
+
+func (x *Timeouts) GetResponse() *durationpb.Duration {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *Timeouts) GetIdle() *durationpb.Duration {
+	if x != nil {
+		return x.Idle
+	}
+	return nil
+}
+
+// Retry says which failed attempts of a rule's requests are tried again
+// (retry.mesh.dev/*; docs/traffic.md 3.4). A request is retried only
+// while its body fits max_body_bytes, and only while the budget allows.
+type Retry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// http are the response statuses retried: retry.mesh.dev/http, sorted,
+	// not overlapping.
+	Http []*StatusRange `protobuf:"bytes,1,rep,name=http,proto3" json:"http,omitempty"`
+	// grpc are the gRPC status codes retried (14 UNAVAILABLE, ...):
+	// retry.mesh.dev/grpc, sorted.
+	Grpc []uint32 `protobuf:"varint,2,rep,packed,name=grpc,proto3" json:"grpc,omitempty"`
+	// limit is how many retries may follow the first attempt; 0 retries
+	// nothing (per_try_timeout still bounds the one attempt).
+	Limit uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// per_try_timeout bounds each attempt (retry.mesh.dev/timeout); an
+	// attempt that times out is retried like a retryable status. Absent or
+	// zero: none.
+	PerTryTimeout *durationpb.Duration `protobuf:"bytes,4,opt,name=per_try_timeout,json=perTryTimeout,proto3" json:"per_try_timeout,omitempty"`
+	// max_body_bytes is the largest request body kept for replay; a longer
+	// one is sent once. 0: 65536.
+	MaxBodyBytes uint32 `protobuf:"varint,5,opt,name=max_body_bytes,json=maxBodyBytes,proto3" json:"max_body_bytes,omitempty"`
+	// budget bounds retries against original requests; absent: ratio 0.2,
+	// min_per_second 10, ttl 10s.
+	Budget        *RetryBudget `protobuf:"bytes,6,opt,name=budget,proto3" json:"budget,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Retry) Reset() {
+	*x = Retry{}
+	mi := &file_destination_v1_destination_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Retry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Retry) ProtoMessage() {}
+
+func (x *Retry) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Retry.ProtoReflect.Descriptor instead.
+func (*Retry) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Retry) GetHttp() []*StatusRange {
+	if x != nil {
+		return x.Http
+	}
+	return nil
+}
+
+func (x *Retry) GetGrpc() []uint32 {
+	if x != nil {
+		return x.Grpc
+	}
+	return nil
+}
+
+func (x *Retry) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *Retry) GetPerTryTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.PerTryTimeout
+	}
+	return nil
+}
+
+func (x *Retry) GetMaxBodyBytes() uint32 {
+	if x != nil {
+		return x.MaxBodyBytes
+	}
+	return 0
+}
+
+func (x *Retry) GetBudget() *RetryBudget {
+	if x != nil {
+		return x.Budget
+	}
+	return nil
+}
+
+// StatusRange is the HTTP statuses from min to max, both included.
+type StatusRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Min           uint32                 `protobuf:"varint,1,opt,name=min,proto3" json:"min,omitempty"`
+	Max           uint32                 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusRange) Reset() {
+	*x = StatusRange{}
+	mi := &file_destination_v1_destination_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusRange) ProtoMessage() {}
+
+func (x *StatusRange) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusRange.ProtoReflect.Descriptor instead.
+func (*StatusRange) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *StatusRange) GetMin() uint32 {
+	if x != nil {
+		return x.Min
+	}
+	return 0
+}
+
+func (x *StatusRange) GetMax() uint32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+// RetryBudget is a token bucket per client proxy and backend: every
+// original request deposits ratio tokens, and min_per_second tokens a
+// second come regardless; each lives for ttl; each retry withdraws one.
+type RetryBudget struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ratio         float64                `protobuf:"fixed64,1,opt,name=ratio,proto3" json:"ratio,omitempty"`
+	MinPerSecond  uint32                 `protobuf:"varint,2,opt,name=min_per_second,json=minPerSecond,proto3" json:"min_per_second,omitempty"`
+	Ttl           *durationpb.Duration   `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryBudget) Reset() {
+	*x = RetryBudget{}
+	mi := &file_destination_v1_destination_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryBudget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryBudget) ProtoMessage() {}
+
+func (x *RetryBudget) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
+func (*RetryBudget) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RetryBudget) GetRatio() float64 {
+	if x != nil {
+		return x.Ratio
+	}
+	return 0
+}
+
+func (x *RetryBudget) GetMinPerSecond() uint32 {
+	if x != nil {
+		return x.MinPerSecond
+	}
+	return 0
+}
+
+func (x *RetryBudget) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
 	}
 	return nil
 }
@@ -1231,7 +1583,7 @@ type GetDestinationRequest struct {
 
 func (x *GetDestinationRequest) Reset() {
 	*x = GetDestinationRequest{}
-	mi := &file_destination_v1_destination_proto_msgTypes[14]
+	mi := &file_destination_v1_destination_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1595,7 @@ func (x *GetDestinationRequest) String() string {
 func (*GetDestinationRequest) ProtoMessage() {}
 
 func (x *GetDestinationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[14]
+	mi := &file_destination_v1_destination_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1608,7 @@ func (x *GetDestinationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDestinationRequest.ProtoReflect.Descriptor instead.
 func (*GetDestinationRequest) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{14}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetDestinationRequest) GetAuthority() string {
@@ -1288,7 +1640,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_destination_v1_destination_proto_msgTypes[15]
+	mi := &file_destination_v1_destination_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1652,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[15]
+	mi := &file_destination_v1_destination_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1665,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{15}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Update) GetKind() isUpdate_Kind {
@@ -1386,7 +1738,7 @@ type AddSet struct {
 
 func (x *AddSet) Reset() {
 	*x = AddSet{}
-	mi := &file_destination_v1_destination_proto_msgTypes[16]
+	mi := &file_destination_v1_destination_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1750,7 @@ func (x *AddSet) String() string {
 func (*AddSet) ProtoMessage() {}
 
 func (x *AddSet) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[16]
+	mi := &file_destination_v1_destination_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1763,7 @@ func (x *AddSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSet.ProtoReflect.Descriptor instead.
 func (*AddSet) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{16}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AddSet) GetEndpoints() []*Endpoint {
@@ -1432,7 +1784,7 @@ type RemoveSet struct {
 
 func (x *RemoveSet) Reset() {
 	*x = RemoveSet{}
-	mi := &file_destination_v1_destination_proto_msgTypes[17]
+	mi := &file_destination_v1_destination_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1796,7 @@ func (x *RemoveSet) String() string {
 func (*RemoveSet) ProtoMessage() {}
 
 func (x *RemoveSet) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[17]
+	mi := &file_destination_v1_destination_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1809,7 @@ func (x *RemoveSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSet.ProtoReflect.Descriptor instead.
 func (*RemoveSet) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{17}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemoveSet) GetAddresses() []string {
@@ -1481,7 +1833,7 @@ type NoEndpoints struct {
 
 func (x *NoEndpoints) Reset() {
 	*x = NoEndpoints{}
-	mi := &file_destination_v1_destination_proto_msgTypes[18]
+	mi := &file_destination_v1_destination_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1493,7 +1845,7 @@ func (x *NoEndpoints) String() string {
 func (*NoEndpoints) ProtoMessage() {}
 
 func (x *NoEndpoints) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[18]
+	mi := &file_destination_v1_destination_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1506,7 +1858,7 @@ func (x *NoEndpoints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoEndpoints.ProtoReflect.Descriptor instead.
 func (*NoEndpoints) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{18}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NoEndpoints) GetExists() bool {
@@ -1553,7 +1905,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_destination_v1_destination_proto_msgTypes[19]
+	mi := &file_destination_v1_destination_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1917,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[19]
+	mi := &file_destination_v1_destination_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1930,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{19}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1627,7 +1979,7 @@ var File_destination_v1_destination_proto protoreflect.FileDescriptor
 
 const file_destination_v1_destination_proto_rawDesc = "" +
 	"\n" +
-	" destination/v1/destination.proto\x12\x13mesh.destination.v1\x1a\x1egoogle/protobuf/duration.proto\"\xdd\x01\n" +
+	" destination/v1/destination.proto\x12\x13mesh.destination.v1\x1a\x1egoogle/protobuf/duration.proto\"\xdd\x02\n" +
 	"\n" +
 	"RouteTable\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x125\n" +
@@ -1635,20 +1987,30 @@ const file_destination_v1_destination_proto_rawDesc = "" +
 	"\n" +
 	"http_rules\x18\x03 \x03(\v2\x19.mesh.destination.v1.RuleR\thttpRules\x128\n" +
 	"\n" +
-	"grpc_rules\x18\x04 \x03(\v2\x19.mesh.destination.v1.RuleR\tgrpcRulesJ\x04\b\x05\x10\x06J\x04\b\x06\x10\a\"z\n" +
+	"grpc_rules\x18\x04 \x03(\v2\x19.mesh.destination.v1.RuleR\tgrpcRules\x12<\n" +
+	"\fdefault_rule\x18\x05 \x01(\v2\x19.mesh.destination.v1.RuleR\vdefaultRule\x12L\n" +
+	"\x0ffailure_accrual\x18\x06 \x01(\v2#.mesh.destination.v1.FailureAccrualR\x0efailureAccrual\"\xc7\x01\n" +
+	"\x0eFailureAccrual\x12\x1a\n" +
+	"\bdisabled\x18\x01 \x01(\bR\bdisabled\x12!\n" +
+	"\fmax_failures\x18\x02 \x01(\rR\vmaxFailures\x12:\n" +
+	"\vmin_backoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"minBackoff\x12:\n" +
+	"\vmax_backoff\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"maxBackoff\"z\n" +
 	"\bResource\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x04 \x01(\tR\x04name\x12\x12\n" +
-	"\x04port\x18\x05 \x01(\rR\x04port\"\xc0\x02\n" +
+	"\x04port\x18\x05 \x01(\rR\x04port\"\xec\x02\n" +
 	"\x04Rule\x123\n" +
 	"\x05route\x18\x01 \x01(\v2\x1d.mesh.destination.v1.ResourceR\x05route\x12\x1b\n" +
 	"\trule_name\x18\x02 \x01(\tR\bruleName\x124\n" +
 	"\amatches\x18\x03 \x03(\v2\x1a.mesh.destination.v1.MatchR\amatches\x125\n" +
 	"\afilters\x18\x04 \x03(\v2\x1b.mesh.destination.v1.FilterR\afilters\x128\n" +
 	"\bbackends\x18\x05 \x03(\v2\x1c.mesh.destination.v1.BackendR\bbackends\x129\n" +
-	"\btimeouts\x18\x06 \x01(\v2\x1d.mesh.destination.v1.TimeoutsR\btimeoutsJ\x04\b\a\x10\b\"\xc8\x02\n" +
+	"\btimeouts\x18\x06 \x01(\v2\x1d.mesh.destination.v1.TimeoutsR\btimeouts\x120\n" +
+	"\x05retry\x18\a \x01(\v2\x1a.mesh.destination.v1.RetryR\x05retry\"\xc8\x02\n" +
 	"\x05Match\x12\x16\n" +
 	"\x05exact\x18\x01 \x01(\tH\x00R\x05exact\x12\x18\n" +
 	"\x06prefix\x18\x02 \x01(\tH\x00R\x06prefix\x12\x16\n" +
@@ -1701,10 +2063,26 @@ const file_destination_v1_destination_proto_rawDesc = "" +
 	"\aBackend\x12\x1c\n" +
 	"\tauthority\x18\x01 \x01(\tR\tauthority\x12\x16\n" +
 	"\x06weight\x18\x02 \x01(\rR\x06weight\x125\n" +
-	"\afilters\x18\x03 \x03(\v2\x1b.mesh.destination.v1.FilterR\afilters\"\x83\x01\n" +
+	"\afilters\x18\x03 \x03(\v2\x1b.mesh.destination.v1.FilterR\afilters\"\xe9\x01\n" +
 	"\bTimeouts\x123\n" +
 	"\arequest\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\arequest\x12B\n" +
-	"\x0fbackend_request\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0ebackendRequest\"b\n" +
+	"\x0fbackend_request\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0ebackendRequest\x125\n" +
+	"\bresponse\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bresponse\x12-\n" +
+	"\x04idle\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04idle\"\x8a\x02\n" +
+	"\x05Retry\x124\n" +
+	"\x04http\x18\x01 \x03(\v2 .mesh.destination.v1.StatusRangeR\x04http\x12\x12\n" +
+	"\x04grpc\x18\x02 \x03(\rR\x04grpc\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12A\n" +
+	"\x0fper_try_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\rperTryTimeout\x12$\n" +
+	"\x0emax_body_bytes\x18\x05 \x01(\rR\fmaxBodyBytes\x128\n" +
+	"\x06budget\x18\x06 \x01(\v2 .mesh.destination.v1.RetryBudgetR\x06budget\"1\n" +
+	"\vStatusRange\x12\x10\n" +
+	"\x03min\x18\x01 \x01(\rR\x03min\x12\x10\n" +
+	"\x03max\x18\x02 \x01(\rR\x03max\"v\n" +
+	"\vRetryBudget\x12\x14\n" +
+	"\x05ratio\x18\x01 \x01(\x01R\x05ratio\x12$\n" +
+	"\x0emin_per_second\x18\x02 \x01(\rR\fminPerSecond\x12+\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"b\n" +
 	"\x15GetDestinationRequest\x12\x1c\n" +
 	"\tauthority\x18\x01 \x01(\tR\tauthority\x12+\n" +
 	"\x11context_namespace\x18\x02 \x01(\tR\x10contextNamespace\"\xc2\x01\n" +
@@ -1750,70 +2128,85 @@ func file_destination_v1_destination_proto_rawDescGZIP() []byte {
 }
 
 var file_destination_v1_destination_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_destination_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_destination_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_destination_v1_destination_proto_goTypes = []any{
 	(ProtocolHint)(0),             // 0: mesh.destination.v1.ProtocolHint
 	(*RouteTable)(nil),            // 1: mesh.destination.v1.RouteTable
-	(*Resource)(nil),              // 2: mesh.destination.v1.Resource
-	(*Rule)(nil),                  // 3: mesh.destination.v1.Rule
-	(*Match)(nil),                 // 4: mesh.destination.v1.Match
-	(*HeaderMatch)(nil),           // 5: mesh.destination.v1.HeaderMatch
-	(*Filter)(nil),                // 6: mesh.destination.v1.Filter
-	(*HeaderModifier)(nil),        // 7: mesh.destination.v1.HeaderModifier
-	(*Header)(nil),                // 8: mesh.destination.v1.Header
-	(*PathModifier)(nil),          // 9: mesh.destination.v1.PathModifier
-	(*Redirect)(nil),              // 10: mesh.destination.v1.Redirect
-	(*Rewrite)(nil),               // 11: mesh.destination.v1.Rewrite
-	(*Fail)(nil),                  // 12: mesh.destination.v1.Fail
-	(*Backend)(nil),               // 13: mesh.destination.v1.Backend
-	(*Timeouts)(nil),              // 14: mesh.destination.v1.Timeouts
-	(*GetDestinationRequest)(nil), // 15: mesh.destination.v1.GetDestinationRequest
-	(*Update)(nil),                // 16: mesh.destination.v1.Update
-	(*AddSet)(nil),                // 17: mesh.destination.v1.AddSet
-	(*RemoveSet)(nil),             // 18: mesh.destination.v1.RemoveSet
-	(*NoEndpoints)(nil),           // 19: mesh.destination.v1.NoEndpoints
-	(*Endpoint)(nil),              // 20: mesh.destination.v1.Endpoint
-	nil,                           // 21: mesh.destination.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
+	(*FailureAccrual)(nil),        // 2: mesh.destination.v1.FailureAccrual
+	(*Resource)(nil),              // 3: mesh.destination.v1.Resource
+	(*Rule)(nil),                  // 4: mesh.destination.v1.Rule
+	(*Match)(nil),                 // 5: mesh.destination.v1.Match
+	(*HeaderMatch)(nil),           // 6: mesh.destination.v1.HeaderMatch
+	(*Filter)(nil),                // 7: mesh.destination.v1.Filter
+	(*HeaderModifier)(nil),        // 8: mesh.destination.v1.HeaderModifier
+	(*Header)(nil),                // 9: mesh.destination.v1.Header
+	(*PathModifier)(nil),          // 10: mesh.destination.v1.PathModifier
+	(*Redirect)(nil),              // 11: mesh.destination.v1.Redirect
+	(*Rewrite)(nil),               // 12: mesh.destination.v1.Rewrite
+	(*Fail)(nil),                  // 13: mesh.destination.v1.Fail
+	(*Backend)(nil),               // 14: mesh.destination.v1.Backend
+	(*Timeouts)(nil),              // 15: mesh.destination.v1.Timeouts
+	(*Retry)(nil),                 // 16: mesh.destination.v1.Retry
+	(*StatusRange)(nil),           // 17: mesh.destination.v1.StatusRange
+	(*RetryBudget)(nil),           // 18: mesh.destination.v1.RetryBudget
+	(*GetDestinationRequest)(nil), // 19: mesh.destination.v1.GetDestinationRequest
+	(*Update)(nil),                // 20: mesh.destination.v1.Update
+	(*AddSet)(nil),                // 21: mesh.destination.v1.AddSet
+	(*RemoveSet)(nil),             // 22: mesh.destination.v1.RemoveSet
+	(*NoEndpoints)(nil),           // 23: mesh.destination.v1.NoEndpoints
+	(*Endpoint)(nil),              // 24: mesh.destination.v1.Endpoint
+	nil,                           // 25: mesh.destination.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
 }
 var file_destination_v1_destination_proto_depIdxs = []int32{
-	2,  // 0: mesh.destination.v1.RouteTable.parent:type_name -> mesh.destination.v1.Resource
-	3,  // 1: mesh.destination.v1.RouteTable.http_rules:type_name -> mesh.destination.v1.Rule
-	3,  // 2: mesh.destination.v1.RouteTable.grpc_rules:type_name -> mesh.destination.v1.Rule
-	2,  // 3: mesh.destination.v1.Rule.route:type_name -> mesh.destination.v1.Resource
-	4,  // 4: mesh.destination.v1.Rule.matches:type_name -> mesh.destination.v1.Match
-	6,  // 5: mesh.destination.v1.Rule.filters:type_name -> mesh.destination.v1.Filter
-	13, // 6: mesh.destination.v1.Rule.backends:type_name -> mesh.destination.v1.Backend
-	14, // 7: mesh.destination.v1.Rule.timeouts:type_name -> mesh.destination.v1.Timeouts
-	5,  // 8: mesh.destination.v1.Match.headers:type_name -> mesh.destination.v1.HeaderMatch
-	5,  // 9: mesh.destination.v1.Match.query:type_name -> mesh.destination.v1.HeaderMatch
-	7,  // 10: mesh.destination.v1.Filter.request_headers:type_name -> mesh.destination.v1.HeaderModifier
-	7,  // 11: mesh.destination.v1.Filter.response_headers:type_name -> mesh.destination.v1.HeaderModifier
-	10, // 12: mesh.destination.v1.Filter.redirect:type_name -> mesh.destination.v1.Redirect
-	11, // 13: mesh.destination.v1.Filter.rewrite:type_name -> mesh.destination.v1.Rewrite
-	12, // 14: mesh.destination.v1.Filter.fail:type_name -> mesh.destination.v1.Fail
-	8,  // 15: mesh.destination.v1.HeaderModifier.set:type_name -> mesh.destination.v1.Header
-	8,  // 16: mesh.destination.v1.HeaderModifier.add:type_name -> mesh.destination.v1.Header
-	9,  // 17: mesh.destination.v1.Redirect.path:type_name -> mesh.destination.v1.PathModifier
-	9,  // 18: mesh.destination.v1.Rewrite.path:type_name -> mesh.destination.v1.PathModifier
-	6,  // 19: mesh.destination.v1.Backend.filters:type_name -> mesh.destination.v1.Filter
-	22, // 20: mesh.destination.v1.Timeouts.request:type_name -> google.protobuf.Duration
-	22, // 21: mesh.destination.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
-	17, // 22: mesh.destination.v1.Update.add:type_name -> mesh.destination.v1.AddSet
-	18, // 23: mesh.destination.v1.Update.remove:type_name -> mesh.destination.v1.RemoveSet
-	19, // 24: mesh.destination.v1.Update.no_endpoints:type_name -> mesh.destination.v1.NoEndpoints
-	20, // 25: mesh.destination.v1.AddSet.endpoints:type_name -> mesh.destination.v1.Endpoint
-	0,  // 26: mesh.destination.v1.Endpoint.protocol_hint:type_name -> mesh.destination.v1.ProtocolHint
-	21, // 27: mesh.destination.v1.Endpoint.labels:type_name -> mesh.destination.v1.Endpoint.LabelsEntry
-	15, // 28: mesh.destination.v1.Destination.Get:input_type -> mesh.destination.v1.GetDestinationRequest
-	15, // 29: mesh.destination.v1.Destination.Routes:input_type -> mesh.destination.v1.GetDestinationRequest
-	16, // 30: mesh.destination.v1.Destination.Get:output_type -> mesh.destination.v1.Update
-	1,  // 31: mesh.destination.v1.Destination.Routes:output_type -> mesh.destination.v1.RouteTable
-	30, // [30:32] is the sub-list for method output_type
-	28, // [28:30] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	3,  // 0: mesh.destination.v1.RouteTable.parent:type_name -> mesh.destination.v1.Resource
+	4,  // 1: mesh.destination.v1.RouteTable.http_rules:type_name -> mesh.destination.v1.Rule
+	4,  // 2: mesh.destination.v1.RouteTable.grpc_rules:type_name -> mesh.destination.v1.Rule
+	4,  // 3: mesh.destination.v1.RouteTable.default_rule:type_name -> mesh.destination.v1.Rule
+	2,  // 4: mesh.destination.v1.RouteTable.failure_accrual:type_name -> mesh.destination.v1.FailureAccrual
+	26, // 5: mesh.destination.v1.FailureAccrual.min_backoff:type_name -> google.protobuf.Duration
+	26, // 6: mesh.destination.v1.FailureAccrual.max_backoff:type_name -> google.protobuf.Duration
+	3,  // 7: mesh.destination.v1.Rule.route:type_name -> mesh.destination.v1.Resource
+	5,  // 8: mesh.destination.v1.Rule.matches:type_name -> mesh.destination.v1.Match
+	7,  // 9: mesh.destination.v1.Rule.filters:type_name -> mesh.destination.v1.Filter
+	14, // 10: mesh.destination.v1.Rule.backends:type_name -> mesh.destination.v1.Backend
+	15, // 11: mesh.destination.v1.Rule.timeouts:type_name -> mesh.destination.v1.Timeouts
+	16, // 12: mesh.destination.v1.Rule.retry:type_name -> mesh.destination.v1.Retry
+	6,  // 13: mesh.destination.v1.Match.headers:type_name -> mesh.destination.v1.HeaderMatch
+	6,  // 14: mesh.destination.v1.Match.query:type_name -> mesh.destination.v1.HeaderMatch
+	8,  // 15: mesh.destination.v1.Filter.request_headers:type_name -> mesh.destination.v1.HeaderModifier
+	8,  // 16: mesh.destination.v1.Filter.response_headers:type_name -> mesh.destination.v1.HeaderModifier
+	11, // 17: mesh.destination.v1.Filter.redirect:type_name -> mesh.destination.v1.Redirect
+	12, // 18: mesh.destination.v1.Filter.rewrite:type_name -> mesh.destination.v1.Rewrite
+	13, // 19: mesh.destination.v1.Filter.fail:type_name -> mesh.destination.v1.Fail
+	9,  // 20: mesh.destination.v1.HeaderModifier.set:type_name -> mesh.destination.v1.Header
+	9,  // 21: mesh.destination.v1.HeaderModifier.add:type_name -> mesh.destination.v1.Header
+	10, // 22: mesh.destination.v1.Redirect.path:type_name -> mesh.destination.v1.PathModifier
+	10, // 23: mesh.destination.v1.Rewrite.path:type_name -> mesh.destination.v1.PathModifier
+	7,  // 24: mesh.destination.v1.Backend.filters:type_name -> mesh.destination.v1.Filter
+	26, // 25: mesh.destination.v1.Timeouts.request:type_name -> google.protobuf.Duration
+	26, // 26: mesh.destination.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
+	26, // 27: mesh.destination.v1.Timeouts.response:type_name -> google.protobuf.Duration
+	26, // 28: mesh.destination.v1.Timeouts.idle:type_name -> google.protobuf.Duration
+	17, // 29: mesh.destination.v1.Retry.http:type_name -> mesh.destination.v1.StatusRange
+	26, // 30: mesh.destination.v1.Retry.per_try_timeout:type_name -> google.protobuf.Duration
+	18, // 31: mesh.destination.v1.Retry.budget:type_name -> mesh.destination.v1.RetryBudget
+	26, // 32: mesh.destination.v1.RetryBudget.ttl:type_name -> google.protobuf.Duration
+	21, // 33: mesh.destination.v1.Update.add:type_name -> mesh.destination.v1.AddSet
+	22, // 34: mesh.destination.v1.Update.remove:type_name -> mesh.destination.v1.RemoveSet
+	23, // 35: mesh.destination.v1.Update.no_endpoints:type_name -> mesh.destination.v1.NoEndpoints
+	24, // 36: mesh.destination.v1.AddSet.endpoints:type_name -> mesh.destination.v1.Endpoint
+	0,  // 37: mesh.destination.v1.Endpoint.protocol_hint:type_name -> mesh.destination.v1.ProtocolHint
+	25, // 38: mesh.destination.v1.Endpoint.labels:type_name -> mesh.destination.v1.Endpoint.LabelsEntry
+	19, // 39: mesh.destination.v1.Destination.Get:input_type -> mesh.destination.v1.GetDestinationRequest
+	19, // 40: mesh.destination.v1.Destination.Routes:input_type -> mesh.destination.v1.GetDestinationRequest
+	20, // 41: mesh.destination.v1.Destination.Get:output_type -> mesh.destination.v1.Update
+	1,  // 42: mesh.destination.v1.Destination.Routes:output_type -> mesh.destination.v1.RouteTable
+	41, // [41:43] is the sub-list for method output_type
+	39, // [39:41] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_destination_v1_destination_proto_init() }
@@ -1821,27 +2214,27 @@ func file_destination_v1_destination_proto_init() {
 	if File_destination_v1_destination_proto != nil {
 		return
 	}
-	file_destination_v1_destination_proto_msgTypes[3].OneofWrappers = []any{
+	file_destination_v1_destination_proto_msgTypes[4].OneofWrappers = []any{
 		(*Match_Exact)(nil),
 		(*Match_Prefix)(nil),
 		(*Match_Regex)(nil),
 	}
-	file_destination_v1_destination_proto_msgTypes[4].OneofWrappers = []any{
+	file_destination_v1_destination_proto_msgTypes[5].OneofWrappers = []any{
 		(*HeaderMatch_Exact)(nil),
 		(*HeaderMatch_Regex)(nil),
 	}
-	file_destination_v1_destination_proto_msgTypes[5].OneofWrappers = []any{
+	file_destination_v1_destination_proto_msgTypes[6].OneofWrappers = []any{
 		(*Filter_RequestHeaders)(nil),
 		(*Filter_ResponseHeaders)(nil),
 		(*Filter_Redirect)(nil),
 		(*Filter_Rewrite)(nil),
 		(*Filter_Fail)(nil),
 	}
-	file_destination_v1_destination_proto_msgTypes[8].OneofWrappers = []any{
+	file_destination_v1_destination_proto_msgTypes[9].OneofWrappers = []any{
 		(*PathModifier_Full)(nil),
 		(*PathModifier_Prefix)(nil),
 	}
-	file_destination_v1_destination_proto_msgTypes[15].OneofWrappers = []any{
+	file_destination_v1_destination_proto_msgTypes[19].OneofWrappers = []any{
 		(*Update_Add)(nil),
 		(*Update_Remove)(nil),
 		(*Update_NoEndpoints)(nil),
@@ -1852,7 +2245,7 @@ func file_destination_v1_destination_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_destination_v1_destination_proto_rawDesc), len(file_destination_v1_destination_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -51,10 +51,12 @@ type DestinationClient interface {
 	// down; it should retry with backoff.
 	Get(ctx context.Context, in *GetDestinationRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Update], error)
 	// Routes streams the Gateway API routes (HTTPRoute, GRPCRoute; the GAMMA
-	// profile) of one Service port as seen from the client's namespace:
-	// every message is a complete RouteTable replacing the one before, the
-	// first one at once. A table with no rules means no route applies:
-	// forward as Get alone says. NOT_FOUND, INVALID_ARGUMENT and UNAVAILABLE
+	// profile) of one Service port as seen from the client's namespace,
+	// with the traffic policy of the Service's and the routes' annotations
+	// (retry.mesh.dev/*, timeout.mesh.dev/*, balancer.mesh.dev/*): every
+	// message is a complete RouteTable replacing the one before, the first
+	// one at once. A table with no rules and no default_rule means no route
+	// applies: forward as Get alone says. NOT_FOUND, INVALID_ARGUMENT and UNAVAILABLE
 	// as for Get, and NOT_FOUND for a pod IP or a headless Service's pod
 	// (routes attach to Services). A controller without routes answers
 	// UNIMPLEMENTED: the proxy forwards as today. The proxy keeps the last
@@ -125,10 +127,12 @@ type DestinationServer interface {
 	// down; it should retry with backoff.
 	Get(*GetDestinationRequest, grpc.ServerStreamingServer[Update]) error
 	// Routes streams the Gateway API routes (HTTPRoute, GRPCRoute; the GAMMA
-	// profile) of one Service port as seen from the client's namespace:
-	// every message is a complete RouteTable replacing the one before, the
-	// first one at once. A table with no rules means no route applies:
-	// forward as Get alone says. NOT_FOUND, INVALID_ARGUMENT and UNAVAILABLE
+	// profile) of one Service port as seen from the client's namespace,
+	// with the traffic policy of the Service's and the routes' annotations
+	// (retry.mesh.dev/*, timeout.mesh.dev/*, balancer.mesh.dev/*): every
+	// message is a complete RouteTable replacing the one before, the first
+	// one at once. A table with no rules and no default_rule means no route
+	// applies: forward as Get alone says. NOT_FOUND, INVALID_ARGUMENT and UNAVAILABLE
 	// as for Get, and NOT_FOUND for a pod IP or a headless Service's pod
 	// (routes attach to Services). A controller without routes answers
 	// UNIMPLEMENTED: the proxy forwards as today. The proxy keeps the last
