@@ -359,6 +359,7 @@ func TestBoundReached(t *testing.T) {
 		for i := range 40 {
 			m.Detected(dir, "p", strconv.Itoa(i))
 		}
+		m.Retried(dir, metrics.NotDelivered)
 	}
 	for i := range 1000 {
 		for _, d := range []metrics.AuthzDecision{metrics.Allow, metrics.Deny, metrics.Audit} {
