@@ -1,7 +1,9 @@
 // Package v1alpha1 holds the Go types of the policy.mesh.dev/v1alpha1 API:
 // the authorization kinds a Linkerd user knows (Server,
-// MeshTLSAuthentication, NetworkAuthentication, AuthorizationPolicy) in our
-// own group, so manifests move over by changing the group.
+// MeshTLSAuthentication, NetworkAuthentication, AuthorizationPolicy,
+// HTTPLocalRateLimitPolicy) in our own group, so manifests move over by
+// changing the group; and HTTPFault, the fault injection filter HTTPRoutes
+// name as an ExtensionRef.
 //
 // The CRD manifests and the deepcopy functions are generated from these
 // types by controller-tools and code-generator (`make generate`) and

@@ -33,3 +33,8 @@ func (r AuthenticationRef) IsServiceAccount() bool {
 func (r IdentityRef) IsServiceAccount() bool {
 	return r.Kind == "ServiceAccount" && r.Group == ""
 }
+
+// TargetsServer reports whether r names a Server.
+func (r ServerRef) TargetsServer() bool {
+	return r.Kind == KindServer && (r.Group == "" || r.Group == GroupName)
+}

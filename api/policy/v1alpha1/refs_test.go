@@ -42,3 +42,20 @@ func TestRefs(t *testing.T) {
 		})
 	}
 }
+
+func TestServerRef(t *testing.T) {
+	tests := []struct {
+		ref  ServerRef
+		want bool
+	}{
+		{ref: ServerRef{Group: GroupName, Kind: KindServer, Name: "web"}, want: true},
+		{ref: ServerRef{Kind: KindServer, Name: "web"}, want: true},
+		{ref: ServerRef{Group: "policy.linkerd.io", Kind: KindServer, Name: "web"}},
+		{ref: ServerRef{Group: GroupName, Kind: "Namespace", Name: "web"}},
+	}
+	for _, tc := range tests {
+		if got := tc.ref.TargetsServer(); got != tc.want {
+			t.Errorf("%+v: TargetsServer = %v, want %v", tc.ref, got, tc.want)
+		}
+	}
+}

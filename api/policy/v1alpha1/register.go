@@ -11,10 +11,12 @@ const GroupName = "policy.mesh.dev"
 
 // The kinds of this group.
 const (
-	KindServer                = "Server"
-	KindMeshTLSAuthentication = "MeshTLSAuthentication"
-	KindNetworkAuthentication = "NetworkAuthentication"
-	KindAuthorizationPolicy   = "AuthorizationPolicy"
+	KindServer                   = "Server"
+	KindMeshTLSAuthentication    = "MeshTLSAuthentication"
+	KindNetworkAuthentication    = "NetworkAuthentication"
+	KindAuthorizationPolicy      = "AuthorizationPolicy"
+	KindHTTPLocalRateLimitPolicy = "HTTPLocalRateLimitPolicy"
+	KindHTTPFault                = "HTTPFault"
 )
 
 // SchemeGroupVersion is policy.mesh.dev/v1alpha1.
@@ -22,10 +24,12 @@ var SchemeGroupVersion = schema.GroupVersion{Group: GroupName, Version: "v1alpha
 
 // Resources of the kinds, for dynamic clients and informers.
 var (
-	ServersResource                = SchemeGroupVersion.WithResource("servers")
-	MeshTLSAuthenticationsResource = SchemeGroupVersion.WithResource("meshtlsauthentications")
-	NetworkAuthenticationsResource = SchemeGroupVersion.WithResource("networkauthentications")
-	AuthorizationPoliciesResource  = SchemeGroupVersion.WithResource("authorizationpolicies")
+	ServersResource                    = SchemeGroupVersion.WithResource("servers")
+	MeshTLSAuthenticationsResource     = SchemeGroupVersion.WithResource("meshtlsauthentications")
+	NetworkAuthenticationsResource     = SchemeGroupVersion.WithResource("networkauthentications")
+	AuthorizationPoliciesResource      = SchemeGroupVersion.WithResource("authorizationpolicies")
+	HTTPLocalRateLimitPoliciesResource = SchemeGroupVersion.WithResource("httplocalratelimitpolicies")
+	HTTPFaultsResource                 = SchemeGroupVersion.WithResource("httpfaults")
 )
 
 var (
@@ -41,6 +45,8 @@ func addKnownTypes(s *runtime.Scheme) error {
 		&MeshTLSAuthentication{}, &MeshTLSAuthenticationList{},
 		&NetworkAuthentication{}, &NetworkAuthenticationList{},
 		&AuthorizationPolicy{}, &AuthorizationPolicyList{},
+		&HTTPLocalRateLimitPolicy{}, &HTTPLocalRateLimitPolicyList{},
+		&HTTPFault{}, &HTTPFaultList{},
 	)
 	metav1.AddToGroupVersion(s, SchemeGroupVersion)
 	return nil
