@@ -69,7 +69,15 @@ func meshOptions(opts suite.ConformanceOptions, version string) (suite.Conforman
 		opts.NamespaceAnnotations = map[string]string{}
 	}
 	opts.NamespaceAnnotations["mesh.dev/inject"] = "enabled"
-	opts.ManifestFS = append([]fs.FS{manifests}, opts.ManifestFS...)
+	// The suite reads a manifest from every file system that has it and
+	// applies them all, one after the other (utils/kubernetes/apply.go,
+	// getContentsFromPathOrURL): its own mesh manifests would then
+	// replace ours, echo image included. So its file systems lose them.
+	suites := make([]fs.FS, 0, len(opts.ManifestFS))
+	for _, f := range opts.ManifestFS {
+		suites = append(suites, hiding{FS: f, name: mesh.Path})
+	}
+	opts.ManifestFS = append([]fs.FS{manifests}, suites...)
 	opts.MeshManifests = mesh.Path
 	opts.CleanupBaseResources = true
 	opts.Implementation = confv1.Implementation{
@@ -83,6 +91,19 @@ func meshOptions(opts suite.ConformanceOptions, version string) (suite.Conforman
 		opts.ReportOutputPath = filepath.Join(repoRoot, "docs", "conformance", "mesh-"+version+"-report.yaml")
 	}
 	return opts, nil
+}
+
+// hiding is a file system without one of its files.
+type hiding struct {
+	fs.FS
+	name string
+}
+
+func (h hiding) Open(name string) (fs.File, error) {
+	if name == h.name {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	return h.FS.Open(name)
 }
 
 func TestMeshOptions(t *testing.T) {
@@ -105,17 +126,26 @@ func TestMeshOptions(t *testing.T) {
 	if want := "../../docs/conformance/mesh-" + version + "-report.yaml"; opts.ReportOutputPath != want {
 		t.Errorf("report path %q, want %q", opts.ReportOutputPath, want)
 	}
-	// The suite reads MeshManifests from the first file system that has
-	// it: ours, with the echo image of this version.
+	// The suite applies MeshManifests from every file system that has
+	// it: ours only, with the echo image of this version; the suite's
+	// other manifests stay readable.
 	if len(opts.ManifestFS) != 2 {
 		t.Fatalf("%d manifest file systems, want ours and the suite's", len(opts.ManifestFS))
 	}
-	b, err := fs.ReadFile(opts.ManifestFS[0], opts.MeshManifests)
-	if err != nil {
-		t.Fatal(err)
+	var found []string
+	for _, f := range opts.ManifestFS {
+		if b, err := fs.ReadFile(f, opts.MeshManifests); err == nil {
+			found = append(found, string(b))
+		}
 	}
-	if want := "image: " + mesh.Image + ":" + version + "\n"; strings.Count(string(b), want) != 3 {
+	if len(found) != 1 {
+		t.Fatalf("%d file systems hold %s, want ours alone", len(found), opts.MeshManifests)
+	}
+	if want := "image: " + mesh.Image + ":" + version + "\n"; strings.Count(found[0], want) != 3 {
 		t.Errorf("our manifests do not run %q three times", want)
+	}
+	if _, err := fs.ReadFile(opts.ManifestFS[1], "tests/mesh/httproute-weight.yaml"); err != nil {
+		t.Errorf("the suite's test manifests: %v", err)
 	}
 	// Every feature a mesh test requires is claimed: the profiles' core
 	// ones or ours. A test left out would be skipped, silently.
