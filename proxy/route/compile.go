@@ -36,6 +36,14 @@ func Compile(pt *destinationv1.RouteTable) (*Table, error) {
 	if t.grpc, t.grpcIndex, err = compileRules(pt.GetGrpcRules()); err != nil {
 		return nil, fmt.Errorf("route: grpc rule %w", err)
 	}
+	if pr := pt.GetDefaultRule(); pr != nil {
+		if t.def, err = compileDefault(pr); err != nil {
+			return nil, fmt.Errorf("route: default rule: %w", err)
+		}
+	}
+	if t.accrual, err = compileFailureAccrual(pt.GetFailureAccrual()); err != nil {
+		return nil, fmt.Errorf("route: failure accrual: %w", err)
+	}
 	return t, nil
 }
 
@@ -73,6 +81,15 @@ func compileRule(pr *destinationv1.Rule) (*Rule, error) {
 	}
 	if r.BackendRequestTimeout, err = timeout(pr.GetTimeouts().GetBackendRequest()); err != nil {
 		return nil, fmt.Errorf("timeouts.backend_request: %w", err)
+	}
+	if r.ResponseTimeout, err = timeout(pr.GetTimeouts().GetResponse()); err != nil {
+		return nil, fmt.Errorf("timeouts.response: %w", err)
+	}
+	if r.IdleTimeout, err = timeout(pr.GetTimeouts().GetIdle()); err != nil {
+		return nil, fmt.Errorf("timeouts.idle: %w", err)
+	}
+	if r.Retry, err = compileRetry(pr.GetRetry()); err != nil {
+		return nil, fmt.Errorf("retry: %w", err)
 	}
 	if err := r.compileFilters(pr.GetFilters()); err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package route
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,7 +28,13 @@ func seedTables(tb testing.TB) []*destinationv1.RouteTable {
 		Path: &destinationv1.PathModifier{Replace: &destinationv1.PathModifier_Full{Full: "/s"}}})}
 	newer := httpRule("newer", prefix("/n"))
 	newer.Filters = []*destinationv1.Filter{newerFilter(tb)}
+	retried := httpRule("retried", prefix("/"))
+	retried.Retry = &destinationv1.Retry{Http: statuses(500, 504, 429, 429), Grpc: []uint32{14, 4}, Limit: 2, PerTryTimeout: seconds(1)}
+	retried.Timeouts = &destinationv1.Timeouts{Response: seconds(1), Idle: seconds(5)}
 	return []*destinationv1.RouteTable{
+		// A Service with a policy and no route, and one with both.
+		{DefaultRule: serviceRule(), FailureAccrual: &destinationv1.FailureAccrual{MaxFailures: 3, MaxBackoff: seconds(30)}},
+		{HttpRules: []*destinationv1.Rule{retried}, DefaultRule: serviceRule()},
 		{HttpRules: []*destinationv1.Rule{
 			httpRule("v2", prefix("/v2")),
 			httpRule("v1", with(prefix("/"), "header:version=one")),
@@ -105,6 +112,12 @@ func checkMatch(t *testing.T, pt *destinationv1.RouteTable, tab *Table, r reques
 	}
 	m, ok := tab.Match(r, grpc)
 	i, prefix := referenceMatch(t, protoRules, r)
+	if len(pt.GetHttpRules())+len(pt.GetGrpcRules()) == 0 && pt.GetDefaultRule() != nil {
+		// No rules: every request takes the default rule, as the last
+		// and only rule.
+		protoRules, rules = append(protoRules, pt.GetDefaultRule()), []*Rule{tab.Default()}
+		i = 0
+	}
 	switch {
 	case !ok && i >= 0:
 		t.Fatalf("Match(%s %q, grpc %v) found no rule, the reference rule %d", r.method, r.path, grpc, i)
@@ -118,6 +131,7 @@ func checkMatch(t *testing.T, pt *destinationv1.RouteTable, tab *Table, r reques
 	}
 
 	rule := m.Rule
+	checkRetry(t, protoRules[i].GetRetry(), rule.Retry)
 	clean := !hasControl(r.path) && !hasControl(r.header["version"])
 	if rule.Redirect != nil {
 		loc := rule.Redirect.Location("http", r.header["version"], r.path, m.Prefix)
@@ -145,6 +159,29 @@ func checkMatch(t *testing.T, pt *destinationv1.RouteTable, tab *Table, r reques
 			if hasControl(h.Value) || !isToken(h.Name) {
 				t.Fatalf("a header filter wrote %q: %q", h.Name, h.Value)
 			}
+		}
+	}
+}
+
+// checkRetry checks the compiled retry conditions against the table's:
+// every status and code the table lists, and no other.
+func checkRetry(t *testing.T, pr *destinationv1.Retry, p *RetryPolicy) {
+	t.Helper()
+	if (pr == nil) != (p == nil) {
+		t.Fatalf("retry %v compiled to %+v", pr, p)
+	}
+	for status := 0; status < 700; status++ {
+		want := false
+		for _, r := range pr.GetHttp() {
+			want = want || uint32(status) >= r.GetMin() && uint32(status) <= r.GetMax()
+		}
+		if got := p.RetryHTTP(status); got != want {
+			t.Fatalf("RetryHTTP(%d) = %v with ranges %v, want %v", status, got, pr.GetHttp(), want)
+		}
+	}
+	for code := range 20 {
+		if got, want := p.RetryGRPC(code), slices.Contains(pr.GetGrpc(), uint32(code)); got != want {
+			t.Fatalf("RetryGRPC(%d) = %v with codes %v, want %v", code, got, pr.GetGrpc(), want)
 		}
 	}
 }

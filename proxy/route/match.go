@@ -23,8 +23,9 @@ import (
 // Match returns the rule req matches, the first in the controller's
 // order whose match holds. A gRPC request (grpc true) is matched against
 // the table's gRPC rules when it has any, else against its HTTP rules;
-// other requests against its HTTP rules only. false: no rule matches
-// (nil or empty tables match nothing).
+// other requests against its HTTP rules only. A table with neither HTTP
+// nor gRPC rules gives every request its Default rule. false: no rule
+// matches (nil or empty tables match nothing).
 func (t *Table) Match(req Request, grpc bool) (Match, bool) {
 	if t == nil {
 		return Match{}, false
@@ -34,6 +35,9 @@ func (t *Table) Match(req Request, grpc bool) (Match, bool) {
 		ix = t.grpcIndex
 	}
 	if ix == nil {
+		if t.def != nil && t.httpIndex == nil && t.grpcIndex == nil {
+			return Match{Rule: t.def}, true
+		}
 		return Match{}, false
 	}
 	c := ix.match(req)

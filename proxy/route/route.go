@@ -38,15 +38,46 @@ type Table struct {
 	// httpIndex and grpcIndex find the matches of http and grpc that a
 	// path can hold (match.go); nil when the list is empty.
 	httpIndex, grpcIndex *index
+	// def is the Service's own rule, which Match gives every request of a
+	// table without http and grpc rules; nil: none.
+	def     *Rule
+	accrual FailureAccrual
 }
 
 // Version is the controller's version of the table, for logs and the
 // admin pages.
 func (t *Table) Version() uint64 { return t.version }
 
-// Empty reports whether the table has no rule at all: the Service has no
-// route, and requests go to it as if there were no table.
-func (t *Table) Empty() bool { return t == nil || len(t.http) == 0 && len(t.grpc) == 0 }
+// Empty reports whether the table has no rule at all, not even a default
+// one: the Service has no route and no retry or timeout policy, and
+// requests go to it as if there were no table. An empty table may still
+// carry a FailureAccrual.
+func (t *Table) Empty() bool {
+	return t == nil || len(t.http) == 0 && len(t.grpc) == 0 && t.def == nil
+}
+
+// Default is the Service's own rule: its retry and timeout policy, with
+// one backend of empty Authority (the target's own endpoints). Match
+// returns it for every request of a table with no http and no grpc
+// rules; a table with rules has it too, for the admin pages, but a
+// request no rule matches still gets no match. nil: the Service has no
+// such policy (and for a nil table).
+func (t *Table) Default() *Rule {
+	if t == nil {
+		return nil
+	}
+	return t.def
+}
+
+// FailureAccrual is how the balancer of the Service's endpoints ejects
+// failing ones; the zero value (and a nil table's) keeps the balancer's
+// defaults.
+func (t *Table) FailureAccrual() FailureAccrual {
+	if t == nil {
+		return FailureAccrual{}
+	}
+	return t.accrual
+}
 
 // HTTPRules and GRPCRules are the table's rules in the controller's
 // order, for the admin pages; callers must not modify them.
@@ -91,9 +122,19 @@ type Rule struct {
 	// know or cannot apply as given. It comes before Redirect.
 	Fail *Fail
 
-	// Timeouts are the rule's timeouts.request and
-	// timeouts.backendRequest; zero means none.
+	// RequestTimeout bounds the whole exchange from the request's
+	// arrival, retries included (timeouts.request, else
+	// timeout.mesh.dev/request); BackendRequestTimeout one attempt
+	// (timeouts.backendRequest). Zero means none.
 	RequestTimeout, BackendRequestTimeout time.Duration
+	// ResponseTimeout bounds the wait for the response head from the end
+	// of the request body (timeout.mesh.dev/response); IdleTimeout ends
+	// an exchange that moved no byte either way for that long
+	// (timeout.mesh.dev/idle). Zero means none. docs/traffic.md 3.3.
+	ResponseTimeout, IdleTimeout time.Duration
+	// Retry says which failed attempts are tried again; nil: none but
+	// those that provably reached no application (docs/traffic.md 3.5).
+	Retry *RetryPolicy
 
 	// Backends are the rule's weighted backends, with weights above 0;
 	// none (and no Redirect or Fail) makes the rule answer 500.
