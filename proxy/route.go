@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -36,6 +37,13 @@ type router struct {
 	// unavailable counts what failed because the controller could not
 	// answer, by protocol ("http" or "tcp").
 	unavailable *prometheus.CounterVec
+	// self holds the pod's own addresses. An endpoint at one of them is
+	// this pod (a client of its own Service): the proxy's connection to
+	// it is its own, which iptables lets go straight to the application,
+	// never through the inbound proxy that would terminate mesh TLS. So it
+	// goes in plain text; the inbound policy has nothing to decide there,
+	// as the pod reaches its own application over loopback anyway.
+	self map[netip.Addr]bool
 }
 
 func newRouter(cache *discovery.Cache, clusterNetworks []netip.Prefix, reg prometheus.Registerer) (*router, error) {
@@ -49,7 +57,33 @@ func newRouter(cache *discovery.Cache, clusterNetworks []netip.Prefix, reg prome
 	if err := reg.Register(r.unavailable); err != nil {
 		return nil, fmt.Errorf("router metrics: %w", err)
 	}
+	r.self = localAddrs()
 	return r, nil
+}
+
+// localAddrs are the addresses of the network namespace's interfaces,
+// read once: a pod's addresses do not change while it lives.
+func localAddrs() map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return out
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && !p.Addr().IsLoopback() {
+			out[p.Addr().Unmap()] = true
+		}
+	}
+	return out
+}
+
+// identity is the mesh TLS identity a connection to an endpoint at addr
+// must prove: meta's, but none when the endpoint is this pod (see self).
+func (r *router) identity(addr netip.Addr, meta discovery.EndpointMeta) string {
+	if r.self[addr.Unmap()] {
+		return ""
+	}
+	return meta.Identity
 }
 
 // errForward means "send it to the original destination".
@@ -135,7 +169,7 @@ func (r *router) httpPicker(ctx context.Context, target netip.AddrPort, backend 
 	meta, _ := discovery.Meta(p.Endpoint())
 	return httpproxy.Endpoint{
 		Addr:     p.Endpoint().Addr,
-		Identity: meta.Identity,
+		Identity: r.identity(p.Endpoint().Addr.Addr(), meta),
 		Dst:      dstOf(meta),
 		Report: func(rtt time.Duration, err error) {
 			p.Observe(rtt, err)

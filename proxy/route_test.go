@@ -363,3 +363,24 @@ func TestDstOf(t *testing.T) {
 		t.Errorf("dstOf of an endpoint without labels = %+v, want zero", got)
 	}
 }
+
+// TestSelfEndpointInPlainText: an endpoint at one of the pod's own
+// addresses (a client of its own Service) gets no mesh TLS: iptables lets
+// the proxy's own connection go straight to the application, which would
+// answer a ClientHello with plain text. Found by the Gateway API
+// conformance suite, whose echo pods call their own Service.
+func TestSelfEndpointInPlainText(t *testing.T) {
+	r := &router{self: map[netip.Addr]bool{netip.MustParseAddr("10.244.0.70"): true}}
+	meta := discovery.EndpointMeta{Identity: "spiffe://cluster.local/ns/shop/sa/web"}
+	if got := r.identity(netip.MustParseAddr("10.244.0.70"), meta); got != "" {
+		t.Errorf("self: identity %q, want none", got)
+	}
+	if got := r.identity(netip.MustParseAddr("10.244.0.71"), meta); got != meta.Identity {
+		t.Errorf("another pod: identity %q, want %q", got, meta.Identity)
+	}
+	for a := range localAddrs() {
+		if a.IsLoopback() {
+			t.Errorf("localAddrs holds loopback %s", a)
+		}
+	}
+}

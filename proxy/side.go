@@ -710,12 +710,12 @@ func (s *side) connectOpaque(mc *meteredConn, dst netip.AddrPort, key metrics.Co
 	if err == nil && pick != nil {
 		m, _ := discovery.Meta(pick.Endpoint())
 		key.Dst = dstOf(m)
-		if s.id != nil && m.Identity != "" {
+		if id := s.router.identity(addr.Addr(), m); s.id != nil && id != "" {
 			raw := up
-			if up, err = s.id.clientHandshake(s.connCtx, raw, m.Identity); err != nil {
+			if up, err = s.id.clientHandshake(s.connCtx, raw, id); err != nil {
 				raw.Close()
 			}
-			key.ServerID = m.Identity // proven by the handshake, or the connection fails
+			key.ServerID = id // proven by the handshake, or the connection fails
 		}
 	}
 	if pick != nil && err != nil {
