@@ -248,7 +248,7 @@ func (cc *clientConn) refuseMalformed(err error) {
 	}
 	cc.p.cfg.Log.Info("refusing a malformed request", "direction", cc.p.cfg.Direction,
 		"client", cc.c.RemoteAddr().String(), "status", pe.status, "err", pe.msg)
-	cc.writeLocal(pe.status, "malformed", "mesh-proxy: "+pe.msg, true)
+	cc.writeLocal(local{code: pe.status, what: "malformed", msg: "mesh-proxy: " + pe.msg}, true)
 	cc.bw.Flush()
 }
 

@@ -16,6 +16,16 @@ type timedConn struct {
 	readUntil time.Time // zero: only idle bounds reads
 	readSet   time.Time // the read deadline last set on Conn
 	writeSet  time.Time
+
+	// got and written count the bytes read and written, so that a failed
+	// request can tell whether any byte of it went out, or of its response
+	// came back (resend.go). Each is touched by the one goroutine that
+	// reads, or writes, at the time.
+	got, written int64
+	// tee, when set, keeps a copy of what is written: the request body
+	// sent to a proven peer proxy, for a resend (resend.go). Set and
+	// cleared by the goroutine that writes.
+	tee *replay
 }
 
 // refresh is how stale a deadline may get before it is pushed forward:
@@ -41,7 +51,9 @@ func (c *timedConn) Read(b []byte) (int, error) {
 			c.readSet = d
 		}
 	}
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	c.got += int64(n)
+	return n, err
 }
 
 func (c *timedConn) Write(b []byte) (int, error) {
@@ -52,7 +64,12 @@ func (c *timedConn) Write(b []byte) (int, error) {
 			c.Conn.SetWriteDeadline(c.writeSet)
 		}
 	}
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	c.written += int64(n)
+	if c.tee != nil {
+		c.tee.add(b[:n])
+	}
+	return n, err
 }
 
 // deadlineSlack is how much earlier than asked a bound set by readBy may

@@ -18,8 +18,10 @@ import (
 )
 
 // maxAttempts bounds the endpoints one balanced request is sent to: its
-// first, and up to two others of the same destination when no connection
-// could be made. Nothing was sent then, so this holds for any method.
+// first, and up to two others of the same destination when it provably
+// reached no application: no connection could be made, or the endpoint's
+// proxy said it could not reach its own (resend.go). That holds for any
+// method.
 const maxAttempts = 3
 
 // maxRedraws bounds the picks that look for an endpoint the request has
@@ -55,13 +57,23 @@ type exchange struct {
 	// reached an application.
 	unreached metrics.UnreachedReason
 	routed    routed // what the target's route decided; zero without one
+
+	// What another attempt needs to know (resend.go).
+	hadBody   bool        // the request came with a body
+	place     bodyPlace   // where that body is now
+	replay    *replay     // the body as sent to a proven peer proxy; nil until kept
+	recording bool        // this attempt keeps its body in replay
+	sender    *bodySender // this attempt's, if it streams the body
+	written   bool        // a byte of this attempt went into a connection: it may have reached the target
+	informed  bool        // a 1xx response went to the client
 }
 
 // exchange forwards the request in cc.req and relays its response. It
 // returns whether the client connection may carry another request.
 func (cc *clientConn) exchange() bool {
 	p := cc.p
-	x := &exchange{cc: cc, start: time.Now()}
+	x := &exchange{cc: cc, start: time.Now(), hadBody: cc.req.body != noBody}
+	defer x.dropReplay()
 	if cc.info.Authz != nil {
 		if why := cc.authorize(); why != nil {
 			return cc.refuse(x, why)
@@ -76,25 +88,32 @@ func (cc *clientConn) exchange() bool {
 		ep, err := cc.pick(tried[:attempt], x.routed.backend)
 		if err != nil {
 			if lastErr != nil {
-				break // the connect failure held is the answer
+				break // the failure held is the answer
 			}
 			return cc.noEndpoint(x, err)
+		}
+		if attempt > 0 {
+			p.cfg.Metrics.Retried(p.cfg.Direction, metrics.NotDelivered)
 		}
 		tried[attempt] = ep.Addr
 		x.ep = ep
 		x.key = cc.routeKey(ep)
-		u, err := p.pool.get(context.Background(), poolKey{addr: ep.Addr, identity: cc.identity(ep)}, cc.req.body != noBody)
+		u, err := p.pool.get(context.Background(), poolKey{addr: ep.Addr, identity: cc.identity(ep)}, x.careful())
 		if err == nil {
 			x.publishTap()
-			return x.forward(u)
+			keep, again := x.forward(u)
+			if again == nil {
+				return keep
+			}
+			err = again
 		}
 		lastErr = err
-		p.cfg.Log.Debug("connecting failed", "direction", p.cfg.Direction,
+		p.cfg.Log.Debug("request reached no application", "direction", p.cfg.Direction,
 			"target", cc.info.Target.String(), "endpoint", ep.Addr.String(), "err", err)
-		if ep.Report == nil {
+		if x.ep.Report == nil {
 			break // not balanced: there is no other endpoint to try
 		}
-		ep.Report(0, err) // ejects it (balance.ErrUnreachable) before the next pick
+		x.ep.Report(0, err) // ejects it (balance.ErrUnreachable) before the next pick
 		x.ep.Report = nil
 	}
 	return x.connectFailed(lastErr)
@@ -152,20 +171,34 @@ func (cc *clientConn) routeKey(ep httpproxy.Endpoint) metrics.RouteKey {
 }
 
 // forward sends the request on u and relays the response; it returns
-// whether the client connection may go on.
-func (x *exchange) forward(u *upstream) bool {
-	cc, r := x.cc, &x.cc.req
+// whether the client connection may go on. When the request provably
+// reached no application through u, it answers nothing and returns why,
+// for the caller to try another endpoint or answer (resend.go).
+func (x *exchange) forward(u *upstream) (keep bool, again error) {
+	cc := x.cc
+	x.written = false
+	x.recording = x.hadBody && x.place == bodyUnsent && u.key.identity != ""
+	if x.recording && x.replay == nil {
+		x.replay = &replay{}
+	}
+	got := u.tc.got
 	body, err := x.send(u)
 	if err == nil {
 		err = x.readResponse(u, body)
 	}
-	if err != nil && u.reused && r.body == noBody && !x.began() && isStale(err) {
-		// The endpoint closed the pooled connection as the request went
-		// out: nothing reached it; send it once more on a new one.
+	if err != nil && u.reused && x.staleResend(body, err, u.tc.got == got) {
+		// The endpoint had closed the pooled connection: send the request
+		// once more on a new one.
 		u.close()
 		fresh, derr := cc.p.pool.fresh(context.Background(), u.key)
 		if derr != nil {
-			return x.connectFailed(derr)
+			if !x.written {
+				return false, derr
+			}
+			return x.connectFailed(derr), nil
+		}
+		if !x.written {
+			cc.p.cfg.Metrics.Retried(cc.p.cfg.Direction, metrics.NotDelivered)
 		}
 		u = fresh
 		if body, err = x.send(u); err == nil {
@@ -177,43 +210,53 @@ func (x *exchange) forward(u *upstream) bool {
 		if body != nil {
 			body.abandon()
 		}
-		return x.failed502(err)
+		if !x.written && x.place != bodyLost {
+			// Not a byte went out: as good as a connection never made.
+			return false, &httpproxy.ConnectError{Err: err}
+		}
+		return x.failed502(err), nil
 	}
-	return x.relay(u, body)
+	if x.notDeliveredBy(u) && x.dropAnswer(u, body) {
+		return false, errNotDelivered
+	}
+	return x.relay(u, body), nil
 }
 
-// isStale reports the failures of a pooled connection its server had
-// closed: the write or the first read finds the connection reset or
-// closed.
-func isStale(err error) bool {
-	var we *writeError
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.As(err, &we) || isReset(err)
-}
-
-// send writes the request head, and the body when it is all in hand;
-// otherwise it starts a bodySender.
+// send writes the request head, and the body when it is all in hand
+// (kept from an attempt before, or read with the head); otherwise it
+// starts a bodySender.
 func (x *exchange) send(u *upstream) (*bodySender, error) {
 	cc, r := x.cc, &x.cc.req
 	extra := ""
 	if r.upgrade {
 		extra = "Connection: Upgrade\r\n"
 	}
+	before := u.tc.written
 	writeHead(u.bw, &r.head, extra)
-	if r.body == lengthBody && !r.expect && int64(cc.br.Buffered()) >= r.length {
+	switch {
+	case x.place == bodyKept:
+		u.bw.Write(x.replay.bytes())
+	case r.body == lengthBody && !r.expect && int64(cc.br.Buffered()) >= r.length:
 		// A small body already read with the head: one write for both.
 		b, _ := cc.br.Peek(int(r.length))
 		u.bw.Write(b)
+		x.keep(b)
 		cc.br.Discard(int(r.length))
 		r.body = noBody // sent
 	}
-	if err := u.bw.Flush(); err != nil {
+	err := u.bw.Flush()
+	x.written = x.written || u.tc.written != before
+	if err != nil {
 		return nil, &writeError{err}
 	}
-	if r.body == noBody {
+	if r.body == noBody || x.place == bodyKept {
 		return nil, nil
 	}
 	b := &bodySender{cc: cc, done: make(chan error, 1), proceed: make(chan struct{}), stop: make(chan struct{})}
+	if x.recording {
+		u.tc.tee = x.replay // cleared by the sender once the body is over
+	}
+	x.sender = b
 	cc.bodyBusy = true
 	go b.run(cc, u)
 	return b, nil
@@ -229,6 +272,10 @@ type bodySender struct {
 	started bool          // proceed was closed
 	stopped bool
 	cc      *clientConn
+	// Set by finish: over once the copy's outcome, err, came; gaveUp when
+	// it did not come in time.
+	over, gaveUp bool
+	err          error
 }
 
 func (b *bodySender) run(cc *clientConn, u *upstream) {
@@ -251,6 +298,7 @@ func (b *bodySender) run(cc *clientConn, u *upstream) {
 			err = &writeError{ferr}
 		}
 	}
+	u.tc.tee = nil
 	var we *writeError
 	if err != nil && !errors.As(err, &we) {
 		// The client's body broke off: close the target's connection, so
@@ -271,21 +319,25 @@ func (b *bodySender) goAhead() {
 }
 
 // finish waits for the body once the response is over, and reports
-// whether all of it went out.
+// whether all of it went out. It waits once: a second call says what the
+// first found.
 func (b *bodySender) finish() bool {
 	if !b.started && !b.stopped {
 		b.stopped = true
 		close(b.stop)
 	}
-	t := time.NewTimer(earlyResponseWait)
-	defer t.Stop()
-	select {
-	case err := <-b.done:
-		b.cc.bodyBusy = false
-		return err == nil
-	case <-t.C:
-		return false // still reading: the connection's buffers stay with it
+	if !b.over && !b.gaveUp {
+		t := time.NewTimer(earlyResponseWait)
+		select {
+		case b.err = <-b.done:
+			b.over = true
+			b.cc.bodyBusy = false
+		case <-t.C:
+			b.gaveUp = true // still reading: the connection's buffers stay with it
+		}
+		t.Stop()
 	}
+	return b.over && b.err == nil
 }
 
 // abandon stops a body whose exchange failed; the caller closes the
@@ -314,7 +366,7 @@ func (x *exchange) readResponse(u *upstream, body *bodySender) error {
 	for {
 		if err := readHead(u.br, &cc.res, maxResponseHead); err != nil {
 			if errors.Is(err, io.EOF) {
-				return io.ErrUnexpectedEOF
+				return errClosedFirst
 			}
 			return err
 		}
@@ -333,6 +385,7 @@ func (x *exchange) readResponse(u *upstream, body *bodySender) error {
 			body.goAhead()
 		}
 		if cc.req.minor == 1 {
+			x.informed = true
 			writeHead(cc.bw, &cc.res, "")
 			if err := cc.bw.Flush(); err != nil {
 				return &clientGone{err}
@@ -340,6 +393,10 @@ func (x *exchange) readResponse(u *upstream, body *bodySender) error {
 		}
 	}
 }
+
+// errClosedFirst is a target that closed the connection before the first
+// byte of a response.
+var errClosedFirst = fmt.Errorf("the target closed the connection before responding: %w", io.ErrUnexpectedEOF)
 
 // clientGone is a failure to write to the client.
 type clientGone struct{ err error }
@@ -362,7 +419,7 @@ func (x *exchange) relay(u *upstream, body *bodySender) bool {
 		}
 		x.status = http.StatusBadGateway
 		x.done(false)
-		cc.writeLocal(http.StatusBadGateway, "unreachable", "mesh-proxy: malformed response: "+err.Error(), true)
+		cc.writeLocal(local{code: http.StatusBadGateway, what: "unreachable", msg: "mesh-proxy: malformed response: " + err.Error()}, true)
 		cc.bw.Flush()
 		return false
 	}
@@ -386,6 +443,9 @@ func (x *exchange) relay(u *upstream, body *bodySender) bool {
 	if dechunk {
 		res.dropFields("transfer-encoding")
 	}
+	// Only the proxy's own answer to a peer proxy says it (resend.go):
+	// never one an application sent, nor to a client.
+	res.dropFields(notDeliveredField)
 	if rule := x.routed.rule; rule != nil && rule.ResponseHeaders != nil {
 		rule.ResponseHeaders.Apply(fieldEditor{h: res})
 	}
@@ -406,7 +466,7 @@ func (x *exchange) relay(u *upstream, body *bodySender) bool {
 	} else {
 		_, copyErr = copyBody(cc.bw, u.br, f, n)
 	}
-	sent := body == nil || body.finish()
+	sent := body == nil || x.finishBody(body)
 	// Back to the pool, and counted, before the client has the last byte:
 	// its next request must find the connection, and whoever reads the
 	// metrics once it has the response must find it counted.
@@ -501,7 +561,7 @@ func (x *exchange) report(err error) {
 // publishTap shows the request to tap watchers, once it has somewhere to go.
 func (x *exchange) publishTap() {
 	h := x.cc.p.cfg.Tap
-	if h == nil || h.Watchers() == 0 {
+	if h == nil || x.tapped != nil || h.Watchers() == 0 {
 		return // no allocation on the common path
 	}
 	cc := x.cc
@@ -526,7 +586,7 @@ func (cc *clientConn) refuse(x *exchange, why error) bool {
 	x.ep.Addr = cc.info.Target
 	x.publishTap()
 	x.status, x.after = http.StatusForbidden, time.Since(x.start)
-	keep := cc.writeLocal(http.StatusForbidden, "unauthorized", "mesh-proxy: unauthorized: "+why.Error(), false)
+	keep := cc.writeLocal(local{code: http.StatusForbidden, what: "unauthorized", msg: "mesh-proxy: unauthorized: " + why.Error()}, false)
 	x.done(true)
 	return cc.bw.Flush() == nil && keep
 }
@@ -545,13 +605,18 @@ func (cc *clientConn) noEndpoint(x *exchange, err error) bool {
 		"authority", host, "status", http.StatusServiceUnavailable, "err", err)
 	x.key = metrics.RouteKey{Direction: cc.p.cfg.Direction, Authority: host, ClientID: cc.info.ClientID}
 	x.unreached = metrics.NoEndpoint
-	return x.answer(http.StatusServiceUnavailable, what, msg)
+	return x.answer(local{code: http.StatusServiceUnavailable, what: what, msg: msg})
 }
 
-// connectFailed answers a request no endpoint could be connected to: 504
-// when connecting timed out, 502 otherwise.
+// connectFailed answers a request that reached no application: no
+// endpoint could be connected to (504 when connecting timed out, 502
+// otherwise), or their proxies could not reach theirs (503). A peer proxy
+// is told that nothing was delivered (resend.go).
 func (x *exchange) connectFailed(err error) bool {
 	x.unreached = metrics.ConnectFailed
+	if x.tellsPeer() {
+		return x.tellNotDelivered(err)
+	}
 	return x.answerFailure(err)
 }
 
@@ -573,34 +638,46 @@ func (x *exchange) failed502(err error) bool {
 func (x *exchange) answerFailure(err error) bool {
 	cc := x.cc
 	code, what := http.StatusBadGateway, "unreachable"
-	if isTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
+	switch {
+	case errors.Is(err, errNotDelivered):
+		code = http.StatusServiceUnavailable
+	case isTimeout(err) || errors.Is(err, context.DeadlineExceeded):
 		code, what = http.StatusGatewayTimeout, "timed out"
 	}
 	target := x.ep.Addr
 	cc.p.cfg.Log.Info("request failed", "direction", cc.p.cfg.Direction, "target", target.String(),
 		"authority", cc.authority(), "status", code, "err", err)
-	return x.answer(code, what, fmt.Sprintf("mesh-proxy: target %s %s: %v", target, what, err))
+	return x.answer(local{code: code, what: what, msg: fmt.Sprintf("mesh-proxy: target %s %s: %v", target, what, err)})
 }
 
 // answer is the proxy's own response to the request, counted and tapped.
-func (x *exchange) answer(code int, what, msg string) bool {
-	x.status, x.after = code, time.Since(x.start)
+func (x *exchange) answer(a local) bool {
+	x.status, x.after = a.code, time.Since(x.start)
 	x.countRequest()
 	if x.tapped == nil {
 		x.ep.Addr = x.cc.info.Target
 		x.publishTap()
 	}
-	keep := x.cc.writeLocal(code, what, msg, false)
+	keep := x.cc.writeLocal(a, false)
 	x.done(true)
 	return x.cc.bw.Flush() == nil && keep
 }
 
+// local is a response of the proxy's own: its status, what went wrong
+// (its Mesh-Proxy-Error field), and msg as its text.
+type local struct {
+	code      int
+	what, msg string
+	// notDelivered adds Mesh-Proxy-Not-Delivered: 1, for a peer proxy
+	// (resend.go).
+	notDelivered bool
+}
+
 // writeLocal buffers a response of the proxy's own, for the caller to
-// flush once it has counted it: status code, a Mesh-Proxy-Error header
-// saying what went wrong, and msg as text. The client connection closes
-// after it when closing says so, or when the request's body was not read.
-// It returns whether the connection may go on.
-func (cc *clientConn) writeLocal(code int, what, msg string, closing bool) bool {
+// flush once it has counted it. The client connection closes after it
+// when closing says so, or when the request's body was not read. It
+// returns whether the connection may go on.
+func (cc *clientConn) writeLocal(a local, closing bool) bool {
 	r := &cc.req
 	if r.body != noBody {
 		closing = true // its body is still on the wire, unread
@@ -610,18 +687,21 @@ func (cc *clientConn) writeLocal(code int, what, msg string, closing bool) bool 
 	}
 	w := cc.bw
 	w.WriteString("HTTP/1.1 ")
-	w.WriteString(strconv.Itoa(code))
+	w.WriteString(strconv.Itoa(a.code))
 	w.WriteString(" ")
-	w.WriteString(http.StatusText(code))
+	w.WriteString(http.StatusText(a.code))
 	w.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nMesh-Proxy-Error: ")
-	w.WriteString(what)
+	w.WriteString(a.what)
+	if a.notDelivered {
+		w.WriteString("\r\nMesh-Proxy-Not-Delivered: 1")
+	}
 	w.WriteString("\r\nContent-Length: ")
-	w.WriteString(strconv.Itoa(len(msg) + 1))
+	w.WriteString(strconv.Itoa(len(a.msg) + 1))
 	if closing {
 		w.WriteString("\r\nConnection: close")
 	}
 	w.WriteString("\r\n\r\n")
-	w.WriteString(msg)
+	w.WriteString(a.msg)
 	w.WriteString("\n")
 	return !closing
 }

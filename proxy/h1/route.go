@@ -89,7 +89,7 @@ func minTimeout(ds ...time.Duration) time.Duration {
 func (cc *clientConn) routeAnswer(x *exchange, code int, what, msg string) bool {
 	x.key = metrics.RouteKey{Direction: cc.p.cfg.Direction, Authority: cc.authority(), Target: cc.target(), ClientID: cc.info.ClientID}
 	x.unreached = metrics.RouteAnswered
-	return x.answer(code, what, msg)
+	return x.answer(local{code: code, what: what, msg: msg})
 }
 
 // redirect answers a RequestRedirect rule: its status, Location, no body.

@@ -1,0 +1,325 @@
+package h1
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/mesh-dev/mesh/proxy/balance"
+	"github.com/mesh-dev/mesh/proxy/metrics"
+)
+
+// Requests that provably never reached an application are sent again,
+// whatever their method (docs/traffic.md 3.5):
+//
+//   - No connection to the endpoint could be made, or not a byte of the
+//     request went into the one made: another endpoint (exchange's loop).
+//   - The endpoint's proxy could not reach its application: it answers a
+//     peer proxy, and only one (a client that proved an identity over
+//     mesh TLS), 503 with Mesh-Proxy-Not-Delivered: 1. The client proxy
+//     believes it only from an endpoint whose identity its mesh TLS
+//     proved, and sends the request to another endpoint if it still has
+//     its body: none, still unread on its client's connection, or all of
+//     it in a replay buffer of at most maxReplay. Both proxies drop the
+//     field from every other response, so that neither an application nor
+//     an unmeshed endpoint can make a request go twice.
+//   - A pooled connection the endpoint had closed: a new connection to the
+//     same endpoint, when not a byte went out, or when no byte of a
+//     response came back to a request whose method is idempotent (RFC 9110
+//     §9.2.2).
+
+// notDeliveredField is the field of the proxy's own 503 that tells a
+// peer proxy the request reached no application.
+const notDeliveredField = "mesh-proxy-not-delivered"
+
+// maxReplay bounds the request body kept for another attempt: past it, a
+// request that was not delivered is answered, not sent again (a 1 MB POST
+// is sent once). Linkerd keeps as much (linkerd/http/retry, replay.rs).
+const maxReplay = 64 << 10
+
+// drainWait bounds how long a server proxy reads the body of a request it
+// answers as not delivered.
+const drainWait = time.Second
+
+// maxDropped bounds the not-delivered answer a client proxy reads off to
+// keep its connection: the proxy's own is a line of text.
+const maxDropped = 4 << 10
+
+// errNotDelivered is an endpoint's proxy saying that it could not reach
+// its application: the balancer ejects the endpoint, as it does one that
+// cannot be connected to.
+var errNotDelivered error = notDelivered{}
+
+type notDelivered struct{}
+
+func (notDelivered) Error() string {
+	return "its proxy could not reach its application: not delivered"
+}
+
+func (notDelivered) Is(target error) bool { return target == balance.ErrUnreachable }
+
+// bodyPlace says where a request's body is, for another attempt.
+type bodyPlace int
+
+const (
+	// bodyUnsent: none, or still unread on the client's connection.
+	bodyUnsent bodyPlace = iota
+	// bodyKept: read, and all of it in the exchange's replay.
+	bodyKept
+	// bodyLost: read, not all kept: the request cannot be sent again.
+	bodyLost
+)
+
+// careful says whether a pooled connection must be checked before it
+// carries the request: one that could not be sent again should it find
+// the connection closed.
+func (x *exchange) careful() bool {
+	r := &x.cc.req
+	return x.hadBody || !idempotent(methodString(r.get(r.method)))
+}
+
+// idempotent reports the methods RFC 9110 §9.2.2 lets a client send again
+// after a connection failed, whether or not the server had the request.
+func idempotent(method string) bool {
+	switch method {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
+// staleResend decides whether a request whose pooled connection failed,
+// err, goes again on a new connection to the same endpoint: only one that
+// streams no body and whose body, if any, is not lost, when not a byte of
+// it went out or, for an idempotent method, none of a response came back
+// (noResponse).
+func (x *exchange) staleResend(body *bodySender, err error, noResponse bool) bool {
+	if body != nil || x.place == bodyLost || x.informed || x.began() {
+		return false
+	}
+	if !x.written {
+		return true
+	}
+	r := &x.cc.req
+	var we *writeError
+	stale := errors.As(err, &we) || isReset(err) || errors.Is(err, errClosedFirst)
+	return stale && noResponse && idempotent(methodString(r.get(r.method)))
+}
+
+// keep adds body bytes sent with the head to the replay, when recording;
+// otherwise they are lost.
+func (x *exchange) keep(b []byte) {
+	if !x.recording {
+		x.place = bodyLost
+		return
+	}
+	x.replay.add(b)
+	x.place = bodyKept
+	if x.replay.capped {
+		x.place = bodyLost
+	}
+}
+
+// finishBody waits for the body sender as finish does, and notes where the
+// body is now.
+func (x *exchange) finishBody(b *bodySender) bool {
+	ok := b.finish()
+	switch {
+	case !b.over:
+		x.place = bodyLost // still copying, into the replay too: dropReplay leaves it alone
+	case b.err == errNotSent:
+	case b.err == nil && x.recording && !x.replay.capped:
+		x.place = bodyKept
+	default:
+		x.place = bodyLost
+	}
+	return ok
+}
+
+// dropReplay gives the replay buffer back once the request is over,
+// unless a body sender may still write into it.
+func (x *exchange) dropReplay() {
+	if x.replay != nil && (x.sender == nil || x.sender.over) {
+		x.replay.release()
+	}
+	x.replay = nil
+}
+
+// notDeliveredBy reports whether the response head just read is a peer
+// proxy saying it could not reach its application: a 503 with the field,
+// over a connection whose mesh TLS proved the endpoint's identity.
+func (x *exchange) notDeliveredBy(u *upstream) bool {
+	res := &x.cc.res
+	if res.status != http.StatusServiceUnavailable || u.key.identity == "" || x.cc.p.cfg.MeshTLS == nil || x.informed {
+		return false
+	}
+	v, ok := res.value(notDeliveredField)
+	return ok && string(v) == "1"
+}
+
+// dropAnswer reads off a peer proxy's not-delivered answer when the
+// request can go to another endpoint, its body being unsent or kept, and
+// pools or closes u. It reports whether the request can go; if not, the
+// answer goes to the client (without the field).
+func (x *exchange) dropAnswer(u *upstream, body *bodySender) bool {
+	if body != nil {
+		x.finishBody(body)
+	}
+	if x.place == bodyLost {
+		return false
+	}
+	r, res := &x.cc.req, &x.cc.res
+	f, n, err := responseFraming(r, res)
+	reuse := err == nil && (f == noBody || (f == lengthBody && n <= maxDropped)) &&
+		r.minor == 1 && res.minor == 1 && !res.hasToken("connection", "close") &&
+		(body == nil || body.err == nil) // an unsent body leaves the connection expecting it
+	if reuse && f == lengthBody {
+		u.tc.readBy(time.Now().Add(earlyResponseWait))
+		_, err := u.br.Discard(int(n))
+		reuse = err == nil
+	}
+	if reuse {
+		x.cc.p.pool.put(u)
+	} else {
+		u.close()
+	}
+	return true
+}
+
+// tellsPeer reports whether the proxy answers a request that reached no
+// application with a not-delivered answer: only inbound, to a client that
+// proved its identity over mesh TLS (a peer proxy), and when not a byte
+// of the request went to the application.
+func (x *exchange) tellsPeer() bool {
+	cc := x.cc
+	return cc.p.cfg.Direction == metrics.Inbound && cc.info.ClientID != "" && !x.written
+}
+
+// tellNotDelivered answers a peer proxy's request that could not reach the
+// application: 503 with the field, once its body is read off (drainBody).
+func (x *exchange) tellNotDelivered(err error) bool {
+	cc := x.cc
+	cc.p.cfg.Log.Info("request not delivered", "direction", cc.p.cfg.Direction, "target", x.ep.Addr.String(),
+		"authority", cc.authority(), "status", http.StatusServiceUnavailable, "err", err)
+	cc.drainBody()
+	return x.answer(local{code: http.StatusServiceUnavailable, what: "unreachable", notDelivered: true,
+		msg: fmt.Sprintf("mesh-proxy: target %s unreachable, request not delivered: %v", x.ep.Addr, err)})
+}
+
+// drainBody reads off the body of a request the proxy answers without
+// sending it, up to maxReplay and for at most drainWait: a peer proxy that
+// sent all of it then reads the answer on a connection it can use again,
+// rather than one reset for the unread bytes. A body it cannot take is
+// left, and the connection closes after the answer. An Expect:
+// 100-continue body is never asked for.
+func (cc *clientConn) drainBody() {
+	r := &cc.req
+	if r.body == noBody || r.expect || (r.body == lengthBody && r.length > maxReplay) {
+		return
+	}
+	cc.tc.readBy(time.Now().Add(drainWait))
+	defer cc.tc.readBy(time.Time{})
+	var err error
+	if r.body == lengthBody {
+		_, err = cc.br.Discard(int(r.length))
+	} else {
+		sink := bufio.NewWriterSize(&capWriter{left: maxReplay}, 512)
+		_, err = copyChunked(sink, cc.br, true)
+		if err == nil {
+			err = sink.Flush()
+		}
+	}
+	if err == nil {
+		r.body = noBody
+	}
+}
+
+// capWriter discards what is written to it, failing past left bytes.
+type capWriter struct{ left int }
+
+var errTooLong = errors.New("body longer than the proxy reads off")
+
+func (w *capWriter) Write(b []byte) (int, error) {
+	if len(b) > w.left {
+		return 0, errTooLong
+	}
+	w.left -= len(b)
+	return len(b), nil
+}
+
+// replay keeps a request body as it went to a proven peer proxy, up to
+// maxReplay, in a pooled buffer grown by size classes, so that the small
+// bodies most requests have hold little memory. Used by one goroutine at a
+// time: the body's sender, then the exchange once the sender is over.
+type replay struct {
+	b      *[]byte
+	capped bool // the body went past maxReplay: it was not all kept
+}
+
+// replayClasses are the sizes of the pooled replay buffers.
+var replayClasses = [...]int{4 << 10, 16 << 10, maxReplay}
+
+var replayPools [len(replayClasses)]sync.Pool
+
+func (p *replay) add(b []byte) {
+	if p.capped || len(b) == 0 {
+		return
+	}
+	n := 0
+	if p.b != nil {
+		n = len(*p.b)
+	}
+	if n+len(b) > maxReplay {
+		p.capped = true
+		p.release()
+		return
+	}
+	if p.b == nil || n+len(b) > cap(*p.b) {
+		p.grow(n + len(b))
+	}
+	*p.b = append(*p.b, b...)
+}
+
+// grow moves the kept bytes to a pooled buffer of the smallest class that
+// holds need.
+func (p *replay) grow(need int) {
+	i := 0
+	for replayClasses[i] < need {
+		i++
+	}
+	nb, _ := replayPools[i].Get().(*[]byte)
+	if nb == nil {
+		b := make([]byte, 0, replayClasses[i])
+		nb = &b
+	}
+	if p.b != nil {
+		*nb = append((*nb)[:0], *p.b...)
+		p.release()
+	}
+	p.b = nb
+}
+
+func (p *replay) bytes() []byte {
+	if p.b == nil {
+		return nil
+	}
+	return *p.b
+}
+
+// release gives the buffer back to its pool.
+func (p *replay) release() {
+	if p.b == nil {
+		return
+	}
+	for i, size := range replayClasses {
+		if cap(*p.b) == size {
+			*p.b = (*p.b)[:0]
+			replayPools[i].Put(p.b)
+			break
+		}
+	}
+	p.b = nil
+}
