@@ -177,3 +177,23 @@ const (
 	grpcP  = inboundv1.ProxyProtocol_PROXY_PROTOCOL_GRPC
 	opaque = inboundv1.ProxyProtocol_PROXY_PROTOCOL_OPAQUE
 )
+
+// rateLimitPolicy targets Server server; total and identity of 0 are
+// left out.
+func rateLimitPolicy(name string, age int, server string, total, identity int32, overrides ...policyv1alpha1.RateLimitOverride) *policyv1alpha1.HTTPLocalRateLimitPolicy {
+	p := &policyv1alpha1.HTTPLocalRateLimitPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: policyv1alpha1.SchemeGroupVersion.String(), Kind: policyv1alpha1.KindHTTPLocalRateLimitPolicy},
+		ObjectMeta: meta(name, age),
+		Spec: policyv1alpha1.HTTPLocalRateLimitPolicySpec{
+			TargetRef: policyv1alpha1.ServerRef{Group: policyv1alpha1.GroupName, Kind: policyv1alpha1.KindServer, Name: server},
+			Overrides: overrides,
+		},
+	}
+	if total != 0 {
+		p.Spec.Total = &policyv1alpha1.RateLimit{RequestsPerSecond: total}
+	}
+	if identity != 0 {
+		p.Spec.Identity = &policyv1alpha1.RateLimit{RequestsPerSecond: identity}
+	}
+	return p
+}

@@ -92,7 +92,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	reg := prometheus.NewRegistry()
 	logs := &logBuffer{}
 	srv, err := New(Config{
-		Informers: factory, DynamicInformers: dynFactory, DefaultInboundPolicy: o.defaultPolicy,
+		Informers: factory, DynamicInformers: dynFactory, StatusClient: dyn, DefaultInboundPolicy: o.defaultPolicy,
 		Registerer: reg, Log: slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -315,6 +315,9 @@ func (h *harness) unstructured(t *testing.T, obj runtime.Object) (*unstructured.
 	case *policyv1alpha1.AuthorizationPolicy:
 		u.SetKind(policyv1alpha1.KindAuthorizationPolicy)
 		gvr = policyv1alpha1.AuthorizationPoliciesResource
+	case *policyv1alpha1.HTTPLocalRateLimitPolicy:
+		u.SetKind(policyv1alpha1.KindHTTPLocalRateLimitPolicy)
+		gvr = policyv1alpha1.HTTPLocalRateLimitPoliciesResource
 	default:
 		t.Fatalf("unexpected %T", obj)
 	}

@@ -32,6 +32,10 @@ type index struct {
 	dynamic dynamicinformer.DynamicSharedInformerFactory
 	log     *slog.Logger
 	dirty   *dirtySet
+	// statusDirty marks the namespaces whose HTTPLocalRateLimitPolicies'
+	// status may have to change: those whose Servers or rate limit
+	// policies changed, subscribed pods or not.
+	statusDirty *dirtySet
 
 	pods              corelisters.PodLister
 	namespaces        corelisters.NamespaceLister
@@ -39,7 +43,7 @@ type index struct {
 	namespaceInformer cache.SharedIndexInformer
 	// The policy.mesh.dev informers; their caches hold the typed objects
 	// (*policyv1alpha1.Server etc.), converted on the way in.
-	servers, meshTLS, networks, authorizations cache.SharedIndexInformer
+	servers, meshTLS, networks, authorizations, rateLimits cache.SharedIndexInformer
 }
 
 func newIndex(f informers.SharedInformerFactory, d dynamicinformer.DynamicSharedInformerFactory, log *slog.Logger) (*index, error) {
@@ -52,6 +56,7 @@ func newIndex(f informers.SharedInformerFactory, d dynamicinformer.DynamicShared
 		dynamic:           d,
 		log:               log,
 		dirty:             newDirtySet(),
+		statusDirty:       newDirtySet(),
 		pods:              core.Pods().Lister(),
 		namespaces:        core.Namespaces().Lister(),
 		podInformer:       core.Pods().Informer(),
@@ -60,6 +65,7 @@ func newIndex(f informers.SharedInformerFactory, d dynamicinformer.DynamicShared
 		meshTLS:           d.ForResource(policyv1alpha1.MeshTLSAuthenticationsResource).Informer(),
 		networks:          d.ForResource(policyv1alpha1.NetworkAuthenticationsResource).Informer(),
 		authorizations:    d.ForResource(policyv1alpha1.AuthorizationPoliciesResource).Informer(),
+		rateLimits:        d.ForResource(policyv1alpha1.HTTPLocalRateLimitPoliciesResource).Informer(),
 	}
 	for _, t := range []struct {
 		informer  cache.SharedIndexInformer
@@ -69,6 +75,7 @@ func newIndex(f informers.SharedInformerFactory, d dynamicinformer.DynamicShared
 		{ix.meshTLS, typed[policyv1alpha1.MeshTLSAuthentication](log)},
 		{ix.networks, typed[policyv1alpha1.NetworkAuthentication](log)},
 		{ix.authorizations, typed[policyv1alpha1.AuthorizationPolicy](log)},
+		{ix.rateLimits, typed[policyv1alpha1.HTTPLocalRateLimitPolicy](log)},
 	} {
 		// Fails when the informer already runs: the factory must be one
 		// this server is the first to start.
@@ -119,6 +126,26 @@ func (ix *index) start(ctx context.Context) ([]cache.InformerSynced, error) {
 		UpdateFunc: func(_, obj any) { ix.onPolicyObject(obj) },
 		DeleteFunc: ix.onPolicyObject,
 	}
+	// A rate limit policy's status writes (ours) change nothing a pod's
+	// policy is built from: only spec changes, which bump the generation,
+	// mark it.
+	rateLimitHandler := cache.ResourceEventHandlerFuncs{
+		AddFunc: ix.onPolicyObject,
+		UpdateFunc: func(oldObj, obj any) {
+			old, okOld := object[metav1.Object](oldObj)
+			o, ok := object[metav1.Object](obj)
+			if okOld && ok && old.GetUID() == o.GetUID() && old.GetGeneration() == o.GetGeneration() && o.GetGeneration() != 0 {
+				return
+			}
+			ix.onPolicyObject(obj)
+		},
+		DeleteFunc: ix.onPolicyObject,
+	}
+	statusHandler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    ix.onStatusInput,
+		UpdateFunc: func(_, obj any) { ix.onStatusInput(obj) },
+		DeleteFunc: ix.onStatusInput,
+	}
 	hooks := []struct {
 		informer cache.SharedIndexInformer
 		handler  cache.ResourceEventHandler
@@ -129,6 +156,9 @@ func (ix *index) start(ctx context.Context) ([]cache.InformerSynced, error) {
 		{ix.meshTLS, policyHandler},
 		{ix.networks, policyHandler},
 		{ix.authorizations, policyHandler},
+		{ix.rateLimits, rateLimitHandler},
+		{ix.servers, statusHandler},
+		{ix.rateLimits, statusHandler},
 	}
 	synced := make([]cache.InformerSynced, 0, len(hooks))
 	for _, h := range hooks {
@@ -154,6 +184,16 @@ func (ix *index) start(ctx context.Context) ([]cache.InformerSynced, error) {
 func (ix *index) onPolicyObject(obj any) {
 	if o, ok := object[metav1.Object](obj); ok {
 		ix.dirty.addNamespace(o.GetNamespace())
+	}
+}
+
+// onStatusInput marks the namespace of a changed Server or
+// HTTPLocalRateLimitPolicy for the status writer. A status write is an
+// update of the policy too, which marks it once more; the writer then
+// finds nothing to change.
+func (ix *index) onStatusInput(obj any) {
+	if o, ok := object[metav1.Object](obj); ok {
+		ix.statusDirty.addNamespace(o.GetNamespace())
 	}
 }
 
@@ -217,11 +257,12 @@ func (ix *index) pod(key types.NamespacedName) *corev1.Pod {
 // The objects are the caches': read them, never change them.
 func (ix *index) namespaceInputs(ns string) namespaceInputs {
 	in := namespaceInputs{
-		name:     ns,
-		servers:  inNamespace[*policyv1alpha1.Server](ix.servers, ns),
-		policies: inNamespace[*policyv1alpha1.AuthorizationPolicy](ix.authorizations, ns),
-		meshTLS:  inNamespace[*policyv1alpha1.MeshTLSAuthentication](ix.meshTLS, ns),
-		networks: inNamespace[*policyv1alpha1.NetworkAuthentication](ix.networks, ns),
+		name:       ns,
+		servers:    inNamespace[*policyv1alpha1.Server](ix.servers, ns),
+		policies:   inNamespace[*policyv1alpha1.AuthorizationPolicy](ix.authorizations, ns),
+		meshTLS:    inNamespace[*policyv1alpha1.MeshTLSAuthentication](ix.meshTLS, ns),
+		networks:   inNamespace[*policyv1alpha1.NetworkAuthentication](ix.networks, ns),
+		rateLimits: inNamespace[*policyv1alpha1.HTTPLocalRateLimitPolicy](ix.rateLimits, ns),
 	}
 	if n, err := ix.namespaces.Get(ns); err == nil {
 		in.annotations = n.Annotations

@@ -28,6 +28,7 @@ type namespaceInputs struct {
 	policies    []*policyv1alpha1.AuthorizationPolicy
 	meshTLS     []*policyv1alpha1.MeshTLSAuthentication
 	networks    []*policyv1alpha1.NetworkAuthentication
+	rateLimits  []*policyv1alpha1.HTTPLocalRateLimitPolicy
 }
 
 // namespacePolicy is everything of a namespace's policy that does not
@@ -45,6 +46,9 @@ type namespacePolicy struct {
 	// authorizations are each Server's, by Server name: those that target
 	// it and those that target the namespace, sorted by name.
 	authorizations map[string][]*inboundv1.Authorization
+	// rateLimits are the limits of the Servers an HTTPLocalRateLimitPolicy
+	// applies to, by Server name.
+	rateLimits map[string]*inboundv1.RateLimit
 }
 
 // serverRule is a Server as pods are matched against it.
@@ -75,6 +79,7 @@ func buildNamespace(in namespaceInputs, td spiffeid.TrustDomain) (*namespacePoli
 		slices.SortFunc(authz, func(a, b *inboundv1.Authorization) int { return strings.Compare(a.GetName(), b.GetName()) })
 		np.authorizations[s.name] = authz
 	}
+	np.rateLimits, _ = b.rateLimits(np.servers)
 	return np, b.warnings
 }
 

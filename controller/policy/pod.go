@@ -72,6 +72,7 @@ func (d *defaults) podPolicy(pod *corev1.Pod, np *namespacePolicy) (*inboundv1.P
 				Server:         s.name,
 				Protocol:       s.protocol,
 				Authorizations: np.authorizations[s.name],
+				RateLimit:      np.rateLimits[s.name],
 			})
 		}
 	}

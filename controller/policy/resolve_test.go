@@ -51,6 +51,8 @@ func inputs(t testing.TB, objs []runtime.Object) namespaceInputs {
 			in.meshTLS = append(in.meshTLS, o)
 		case *policyv1alpha1.NetworkAuthentication:
 			in.networks = append(in.networks, o)
+		case *policyv1alpha1.HTTPLocalRateLimitPolicy:
+			in.rateLimits = append(in.rateLimits, o)
 		default:
 			t.Fatalf("inputs: unexpected %T", o)
 		}

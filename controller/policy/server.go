@@ -4,10 +4,10 @@
 //
 // A pod's policy is computed from the policy.mesh.dev objects of its
 // namespace (Server, AuthorizationPolicy, MeshTLSAuthentication,
-// NetworkAuthentication), its labels, container ports and probes, and the
-// default inbound policy of the pod, its namespace or the install, in that
-// order (DESIGN.md "Policy and traffic"). The rules a proxy author and a
-// user need to know:
+// NetworkAuthentication, HTTPLocalRateLimitPolicy), its labels, container
+// ports and probes, and the default inbound policy of the pod, its
+// namespace or the install, in that order (DESIGN.md "Policy and
+// traffic"). The rules a proxy author and a user need to know:
 //
 //   - A Server applies to the pods of its namespace its podSelector
 //     selects, on its port: a number as such, a name resolved against the
@@ -21,6 +21,11 @@
 //     it is logged once per change. Invalid identities and networks are
 //     dropped even though the CRDs' rules refuse them; a network whose
 //     except is invalid is dropped whole, as it would match too much.
+//   - A Server's port carries the limits of the HTTPLocalRateLimitPolicy
+//     that targets it: of several, the oldest valid one. Every rate limit
+//     policy gets an Accepted condition saying whether it applies, and
+//     why not (TargetNotFound, Conflicted, Invalid), written by a
+//     goroutine of its own so that the API server never holds up proxies.
 //   - Ports no Server selects get the default policy spelt out
 //     (defaultAuthorizations); the kubelet's HTTP and gRPC probes of the
 //     application's containers are listed so a proxy always lets them
@@ -60,6 +65,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
@@ -84,9 +90,12 @@ type Config struct {
 	Informers informers.SharedInformerFactory
 	// DynamicInformers is the factory the server watches the
 	// policy.mesh.dev kinds with, cluster-wide. Required, not started yet,
-	// and used by no other component: New sets a transform on its four
+	// and used by no other component: New sets a transform on its
 	// informers that stores typed objects. Its owner shuts it down.
 	DynamicInformers dynamicinformer.DynamicSharedInformerFactory
+	// StatusClient writes the status of HTTPLocalRateLimitPolicies (their
+	// Accepted condition); nil means it is not written.
+	StatusClient dynamic.Interface
 	// TrustDomain is the SPIFFE trust domain ServiceAccount identities are
 	// in; "" means cluster.local.
 	TrustDomain string
@@ -110,11 +119,12 @@ type Config struct {
 type Server struct {
 	inboundv1.UnimplementedInboundPolicyServer
 
-	ix       *index
-	td       spiffeid.TrustDomain
-	defaults defaults
-	metrics  *metrics
-	log      *slog.Logger
+	ix           *index
+	statusClient dynamic.Interface // nil: no status written
+	td           spiffeid.TrustDomain
+	defaults     defaults
+	metrics      *metrics
+	log          *slog.Logger
 
 	synced   atomic.Bool
 	syncedCh chan struct{} // closed once the caches are filled
@@ -180,15 +190,16 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	return &Server{
-		ix:         ix,
-		td:         td,
-		defaults:   defaults{policy: def, clusterNetworks: networks(nets)},
-		metrics:    m,
-		log:        cfg.Log,
-		syncedCh:   make(chan struct{}),
-		stopping:   make(chan struct{}),
-		pods:       map[string]map[string]*podState{},
-		namespaces: map[string]*namespaceState{},
+		ix:           ix,
+		statusClient: cfg.StatusClient,
+		td:           td,
+		defaults:     defaults{policy: def, clusterNetworks: networks(nets)},
+		metrics:      m,
+		log:          cfg.Log,
+		syncedCh:     make(chan struct{}),
+		stopping:     make(chan struct{}),
+		pods:         map[string]map[string]*podState{},
+		namespaces:   map[string]*namespaceState{},
 	}, nil
 }
 
@@ -247,6 +258,14 @@ func (s *Server) Run(ctx context.Context) error {
 	s.synced.Store(true)
 	close(s.syncedCh)
 	s.log.Info("policy caches synced")
+	if s.statusClient != nil {
+		statusDone := make(chan struct{})
+		go func() {
+			defer close(statusDone)
+			s.runStatus(ctx)
+		}()
+		defer func() { <-statusDone }()
+	}
 	for {
 		select {
 		case <-ctx.Done():
