@@ -3,8 +3,10 @@ package destination
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -125,49 +127,135 @@ func translateTable(parent route.ServicePort, t *route.Table, domain string) (*d
 	if out.GrpcRules, err = translateRules(t.GRPC, domain); err != nil {
 		return nil, err
 	}
+	if t.Default != nil {
+		if out.DefaultRule, err = translateRule(*t.Default, domain); err != nil {
+			return nil, fmt.Errorf("the policy of Service %s: %w", parent.Service, err)
+		}
+		out.DefaultRule.Route.Group = ""
+	}
+	if out.FailureAccrual, err = translateFailureAccrual(t.FailureAccrual); err != nil {
+		return nil, fmt.Errorf("the policy of Service %s: %w", parent.Service, err)
+	}
 	return out, nil
 }
 
 func translateRules(rules []route.Rule, domain string) ([]*destinationv1.Rule, error) {
 	out := make([]*destinationv1.Rule, 0, len(rules))
 	for _, r := range rules {
-		pr := &destinationv1.Rule{
-			Route:    &destinationv1.Resource{Group: "gateway.networking.k8s.io", Kind: r.Route.Kind, Namespace: r.Route.Namespace, Name: r.Route.Name},
-			RuleName: r.Name,
-			Matches:  []*destinationv1.Match{translateMatch(r.Match)},
+		pr, err := translateRule(r, domain)
+		if err != nil {
+			return nil, err
 		}
-		var err error
-		if pr.Filters, err = translateFilters(r.Filters); err != nil {
-			return nil, fmt.Errorf("%s %s/%s rule %s: %w", r.Route.Kind, r.Route.Namespace, r.Route.Name, r.Name, err)
-		}
-		for _, b := range r.Backends {
-			if b.Weight == 0 || b.Service.Port <= 0 && !failing(b.Filters) {
-				return nil, fmt.Errorf("%w: %s/%s rule %s: backend %s port %d weight %d", errBadTable,
-					r.Route.Namespace, r.Route.Name, r.Name, b.Service.Service, b.Service.Port, b.Weight)
-			}
-			fs, err := translateFilters(b.Filters)
-			if err != nil {
-				return nil, fmt.Errorf("%s/%s rule %s backend %s: %w", r.Route.Namespace, r.Route.Name, r.Name, b.Service.Service, err)
-			}
-			pr.Backends = append(pr.Backends, &destinationv1.Backend{
-				Authority: net.JoinHostPort(b.Service.Service.Name+"."+b.Service.Service.Namespace+".svc."+domain, strconv.Itoa(int(b.Service.Port))),
-				Weight:    b.Weight,
-				Filters:   fs,
-			})
-		}
-		if r.Timeouts.Request < 0 || r.Timeouts.BackendRequest < 0 {
-			return nil, fmt.Errorf("%w: %s/%s rule %s: negative timeout", errBadTable, r.Route.Namespace, r.Route.Name, r.Name)
-		}
-		if r.Timeouts != (route.Timeouts{}) {
-			pr.Timeouts = &destinationv1.Timeouts{}
-			if r.Timeouts.Request > 0 {
-				pr.Timeouts.Request = durationpb.New(r.Timeouts.Request)
-			}
-			if r.Timeouts.BackendRequest > 0 {
-				pr.Timeouts.BackendRequest = durationpb.New(r.Timeouts.BackendRequest)
-			}
-		}
+		pr.Matches = []*destinationv1.Match{translateMatch(r.Match)}
 		out = append(out, pr)
+	}
+	return out, nil
+}
+
+// translateRule translates r but for its match.
+func translateRule(r route.Rule, domain string) (*destinationv1.Rule, error) {
+	pr := &destinationv1.Rule{
+		Route:    &destinationv1.Resource{Group: "gateway.networking.k8s.io", Kind: r.Route.Kind, Namespace: r.Route.Namespace, Name: r.Route.Name},
+		RuleName: r.Name,
+	}
+	var err error
+	if pr.Filters, err = translateFilters(r.Filters); err != nil {
+		return nil, fmt.Errorf("%s %s/%s rule %s: %w", r.Route.Kind, r.Route.Namespace, r.Route.Name, r.Name, err)
+	}
+	for _, b := range r.Backends {
+		if b.Weight == 0 || b.Service.Port <= 0 && !failing(b.Filters) {
+			return nil, fmt.Errorf("%w: %s/%s rule %s: backend %s port %d weight %d", errBadTable,
+				r.Route.Namespace, r.Route.Name, r.Name, b.Service.Service, b.Service.Port, b.Weight)
+		}
+		fs, err := translateFilters(b.Filters)
+		if err != nil {
+			return nil, fmt.Errorf("%s/%s rule %s backend %s: %w", r.Route.Namespace, r.Route.Name, r.Name, b.Service.Service, err)
+		}
+		pr.Backends = append(pr.Backends, &destinationv1.Backend{
+			Authority: net.JoinHostPort(b.Service.Service.Name+"."+b.Service.Service.Namespace+".svc."+domain, strconv.Itoa(int(b.Service.Port))),
+			Weight:    b.Weight,
+			Filters:   fs,
+		})
+	}
+	if pr.Timeouts, err = translateTimeouts(r.Timeouts); err != nil {
+		return nil, fmt.Errorf("%s/%s rule %s: %w", r.Route.Namespace, r.Route.Name, r.Name, err)
+	}
+	if pr.Retry, err = translateRetry(r.Retry); err != nil {
+		return nil, fmt.Errorf("%s/%s rule %s: %w", r.Route.Namespace, r.Route.Name, r.Name, err)
+	}
+	return pr, nil
+}
+
+// translateTimeouts translates a rule's timeouts; nil when it has none.
+func translateTimeouts(t route.Timeouts) (*destinationv1.Timeouts, error) {
+	if t == (route.Timeouts{}) {
+		return nil, nil
+	}
+	out := &destinationv1.Timeouts{}
+	for _, f := range []struct {
+		d   time.Duration
+		out **durationpb.Duration
+	}{{t.Request, &out.Request}, {t.BackendRequest, &out.BackendRequest}, {t.Response, &out.Response}, {t.Idle, &out.Idle}} {
+		if f.d < 0 {
+			return nil, fmt.Errorf("%w: negative timeout", errBadTable)
+		}
+		if f.d > 0 {
+			*f.out = durationpb.New(f.d)
+		}
+	}
+	return out, nil
+}
+
+// maxRetryLimit is the most retries the annotations allow
+// (controller/route); a table past it was not built from them.
+const maxRetryLimit = 10
+
+// translateRetry translates a rule's retry policy; nil for none.
+func translateRetry(r *route.Retry) (*destinationv1.Retry, error) {
+	if r == nil {
+		return nil, nil
+	}
+	if r.Limit > maxRetryLimit || r.PerTryTimeout < 0 || r.Budget.TTL < 0 || r.Budget.Ratio < 0 || math.IsNaN(r.Budget.Ratio) || math.IsInf(r.Budget.Ratio, 0) {
+		return nil, fmt.Errorf("%w: retry limit %d, per-try timeout %v, budget %+v", errBadTable, r.Limit, r.PerTryTimeout, r.Budget)
+	}
+	out := &destinationv1.Retry{
+		Limit:        r.Limit,
+		MaxBodyBytes: r.MaxBodyBytes,
+		Budget:       &destinationv1.RetryBudget{Ratio: r.Budget.Ratio, MinPerSecond: r.Budget.MinPerSecond, Ttl: durationpb.New(r.Budget.TTL)},
+	}
+	if r.PerTryTimeout > 0 {
+		out.PerTryTimeout = durationpb.New(r.PerTryTimeout)
+	}
+	for _, s := range r.HTTP {
+		if s.Min < 100 || s.Min > s.Max || s.Max > 599 {
+			return nil, fmt.Errorf("%w: retry statuses %d-%d", errBadTable, s.Min, s.Max)
+		}
+		out.Http = append(out.Http, &destinationv1.StatusRange{Min: s.Min, Max: s.Max})
+	}
+	for _, c := range r.GRPC {
+		if c == 0 || c > 16 {
+			return nil, fmt.Errorf("%w: retry gRPC code %d", errBadTable, c)
+		}
+	}
+	out.Grpc = r.GRPC
+	return out, nil
+}
+
+// translateFailureAccrual translates a Service's failure accrual; nil for
+// none.
+func translateFailureAccrual(f *route.FailureAccrual) (*destinationv1.FailureAccrual, error) {
+	if f == nil {
+		return nil, nil
+	}
+	if f.MinBackoff < 0 || f.MaxBackoff < 0 || f.MinBackoff > 0 && f.MaxBackoff > 0 && f.MinBackoff > f.MaxBackoff {
+		return nil, fmt.Errorf("%w: failure accrual backoffs %v to %v", errBadTable, f.MinBackoff, f.MaxBackoff)
+	}
+	out := &destinationv1.FailureAccrual{Disabled: f.Disabled, MaxFailures: f.MaxFailures}
+	if f.MinBackoff > 0 {
+		out.MinBackoff = durationpb.New(f.MinBackoff)
+	}
+	if f.MaxBackoff > 0 {
+		out.MaxBackoff = durationpb.New(f.MaxBackoff)
 	}
 	return out, nil
 }

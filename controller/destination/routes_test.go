@@ -21,6 +21,7 @@ import (
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
 	"github.com/mesh-dev/mesh/controller/route"
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -186,12 +187,6 @@ func (f *fakeSource) set(s *route.Snapshot) {
 func TestRoutesKeepLastGoodTable(t *testing.T) {
 	src := newFakeSource()
 	h := newHarness(t, harnessOptions{objects: []runtime.Object{web()}, routes: src})
-	svc := func(n types.NamespacedName) *corev1.Service {
-		if n.Namespace == testNS && n.Name == "web" {
-			return web()
-		}
-		return nil
-	}
 	snapshot := func(redirectStatus int) *route.Snapshot {
 		r := splitRoute(100)
 		r.Spec.Rules[0].BackendRefs = r.Spec.Rules[0].BackendRefs[:1]
@@ -200,7 +195,7 @@ func TestRoutesKeepLastGoodTable(t *testing.T) {
 			r.Spec.Rules[0].Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestRedirect,
 				RequestRedirect: &gatewayv1.HTTPRequestRedirectFilter{StatusCode: ptr(redirectStatus)}}}
 		}
-		return route.Build(route.Inputs{Service: svc, HTTPRoutes: []*gatewayv1.HTTPRoute{r}})
+		return route.Build(route.Inputs{Services: []*corev1.Service{web()}, HTTPRoutes: []*gatewayv1.HTTPRoute{r}})
 	}
 	src.set(snapshot(0))
 	s := routesStream(t, h.dial(t), "web.shop.svc.cluster.local:80", "")
@@ -284,4 +279,125 @@ func equalWeights(a, b map[string]uint32) bool {
 		}
 	}
 	return true
+}
+
+// TestTranslatePolicy checks the translation of a table's Default rule,
+// failure accrual, and a rule's retry and timeouts, and the refusal of
+// ones the annotations cannot give.
+func TestTranslatePolicy(t *testing.T) {
+	parent := route.ServicePort{Service: types.NamespacedName{Namespace: testNS, Name: "web"}, Port: 80}
+	budget := route.RetryBudget{Ratio: 0.2, MinPerSecond: 10, TTL: 10 * time.Second}
+	rule := route.Rule{
+		Route: route.RouteRef{Kind: route.KindHTTPRoute, Namespace: testNS, Name: "r"}, Name: "0",
+		Match:    route.Match{PathType: route.PathPrefix, Path: "/"},
+		Backends: []route.Backend{{Service: parent, Weight: 1}},
+		Timeouts: route.Timeouts{BackendRequest: time.Second, Response: 2 * time.Second, Idle: time.Minute},
+		Retry: &route.Retry{HTTP: []route.StatusRange{{Min: 502, Max: 504}}, GRPC: []uint32{1, 14}, Limit: 2,
+			PerTryTimeout: 500 * time.Millisecond, MaxBodyBytes: 65536, Budget: budget},
+	}
+	def := &route.Rule{Route: route.RouteRef{Kind: route.KindService, Namespace: testNS, Name: "web"},
+		Timeouts: route.Timeouts{Request: 5 * time.Second}, Retry: &route.Retry{Limit: 1, MaxBodyBytes: 65536, Budget: budget}}
+	table := &route.Table{Parent: parent, HTTP: []route.Rule{rule}, Default: def,
+		FailureAccrual: &route.FailureAccrual{MaxFailures: 3, MaxBackoff: 30 * time.Second}}
+	got, err := translateTable(parent, table, "cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	protoBudget := &destinationv1.RetryBudget{Ratio: 0.2, MinPerSecond: 10, Ttl: durationpb.New(10 * time.Second)}
+	want := &destinationv1.RouteTable{
+		Parent: &destinationv1.Resource{Kind: "Service", Namespace: testNS, Name: "web", Port: 80},
+		HttpRules: []*destinationv1.Rule{{
+			Route:    &destinationv1.Resource{Group: "gateway.networking.k8s.io", Kind: "HTTPRoute", Namespace: testNS, Name: "r"},
+			RuleName: "0",
+			Matches:  []*destinationv1.Match{{Path: &destinationv1.Match_Prefix{Prefix: "/"}}},
+			Backends: []*destinationv1.Backend{{Authority: "web.shop.svc.cluster.local:80", Weight: 1}},
+			Timeouts: &destinationv1.Timeouts{BackendRequest: durationpb.New(time.Second), Response: durationpb.New(2 * time.Second),
+				Idle: durationpb.New(time.Minute)},
+			Retry: &destinationv1.Retry{Http: []*destinationv1.StatusRange{{Min: 502, Max: 504}}, Grpc: []uint32{1, 14}, Limit: 2,
+				PerTryTimeout: durationpb.New(500 * time.Millisecond), MaxBodyBytes: 65536, Budget: protoBudget},
+		}},
+		DefaultRule: &destinationv1.Rule{
+			Route:    &destinationv1.Resource{Kind: "Service", Namespace: testNS, Name: "web"},
+			Timeouts: &destinationv1.Timeouts{Request: durationpb.New(5 * time.Second)},
+			Retry:    &destinationv1.Retry{Limit: 1, MaxBodyBytes: 65536, Budget: protoBudget},
+		},
+		FailureAccrual: &destinationv1.FailureAccrual{MaxFailures: 3, MaxBackoff: durationpb.New(30 * time.Second)},
+	}
+	if !proto.Equal(got, want) {
+		t.Errorf("table = %v\nwant %v", got, want)
+	}
+
+	for name, mutate := range map[string]func(*route.Table){
+		"retry limit":        func(t *route.Table) { t.HTTP[0].Retry.Limit = 11 },
+		"status below 100":   func(t *route.Table) { t.HTTP[0].Retry.HTTP = []route.StatusRange{{Min: 99, Max: 200}} },
+		"range upside down":  func(t *route.Table) { t.HTTP[0].Retry.HTTP = []route.StatusRange{{Min: 504, Max: 502}} },
+		"grpc OK":            func(t *route.Table) { t.HTTP[0].Retry.GRPC = []uint32{0} },
+		"negative per-try":   func(t *route.Table) { t.HTTP[0].Retry.PerTryTimeout = -time.Second },
+		"negative idle":      func(t *route.Table) { t.HTTP[0].Timeouts.Idle = -time.Second },
+		"default rule":       func(t *route.Table) { t.Default.Timeouts.Response = -time.Second },
+		"backoffs reversed":  func(t *route.Table) { t.FailureAccrual.MinBackoff = time.Hour },
+		"negative backoff":   func(t *route.Table) { t.FailureAccrual.MinBackoff = -time.Second },
+		"budget ratio":       func(t *route.Table) { t.HTTP[0].Retry.Budget.Ratio = -1 },
+		"default rule retry": func(t *route.Table) { t.Default.Retry.GRPC = []uint32{17} },
+	} {
+		bad := *table
+		r := rule
+		r.Retry = ptr(*rule.Retry)
+		bad.HTTP = []route.Rule{r}
+		d := *def
+		d.Retry = ptr(*def.Retry)
+		bad.Default = &d
+		bad.FailureAccrual = ptr(*table.FailureAccrual)
+		mutate(&bad)
+		if _, err := translateTable(parent, &bad, "cluster.local"); err == nil {
+			t.Errorf("%s: translated, want refused", name)
+		}
+	}
+	if _, err := translateTable(parent, table, "cluster.local"); err != nil {
+		t.Errorf("the mutations reached the original table: %v", err)
+	}
+}
+
+// TestRoutesServiceAnnotations checks that a Service with traffic
+// annotations and no route gets a table of its Default rule, and that a
+// change of its annotations is sent at once.
+func TestRoutesServiceAnnotations(t *testing.T) {
+	svc := web()
+	svc.Annotations = map[string]string{names.AnnotationRetryHTTP: "gateway-error", names.AnnotationMaxFailures: "4"}
+	h := newHarness(t, harnessOptions{objects: []runtime.Object{svc}, gateway: gatewayfake.NewSimpleClientset()})
+	s := routesStream(t, h.dial(t), "web.shop.svc.cluster.local:80", "front")
+	var rt *destinationv1.RouteTable
+	for rt.GetDefaultRule() == nil {
+		var err error
+		if rt, err = s.Recv(); err != nil {
+			t.Fatalf("Recv: %v", err)
+		}
+	}
+	if len(rt.HttpRules)+len(rt.GrpcRules) != 0 {
+		t.Errorf("rules %v, want none", rt)
+	}
+	want := &destinationv1.Rule{
+		Route: &destinationv1.Resource{Kind: "Service", Namespace: testNS, Name: "web"},
+		Retry: &destinationv1.Retry{Http: []*destinationv1.StatusRange{{Min: 502, Max: 504}}, Limit: 1, MaxBodyBytes: 65536,
+			Budget: &destinationv1.RetryBudget{Ratio: 0.2, MinPerSecond: 10, Ttl: durationpb.New(10 * time.Second)}},
+	}
+	if !proto.Equal(rt.DefaultRule, want) {
+		t.Errorf("default rule = %v\nwant %v", rt.DefaultRule, want)
+	}
+	if fa := rt.GetFailureAccrual(); fa.GetMaxFailures() != 4 || fa.GetDisabled() {
+		t.Errorf("failure accrual = %v, want 4 failures", fa)
+	}
+
+	first := rt.Version
+	svc = svc.DeepCopy()
+	svc.Annotations = map[string]string{names.AnnotationTimeoutRequest: "300ms"}
+	start := time.Now()
+	h.update(t, svc)
+	if rt, err := s.Recv(); err != nil {
+		t.Fatalf("Recv: %v", err)
+	} else if rt.Version <= first || rt.GetDefaultRule().GetRetry() != nil || rt.GetFailureAccrual() != nil ||
+		rt.GetDefaultRule().GetTimeouts().GetRequest().AsDuration() != 300*time.Millisecond {
+		t.Errorf("table after the change = %v, want version above %d and the request timeout alone", rt, first)
+	}
+	t.Logf("the annotation change reached the client in %v", time.Since(start))
 }

@@ -18,23 +18,32 @@ import (
 // Inputs are the objects a Snapshot is built from, as the caches hold
 // them: read them, never change them.
 type Inputs struct {
-	// Service returns the Service, or nil when there is none.
-	Service    func(types.NamespacedName) *corev1.Service
+	// Services are every Service of the cluster: the parents and backends
+	// of routes, and the Services whose annotations give a policy.
+	Services   []*corev1.Service
 	HTTPRoutes []*gatewayv1.HTTPRoute
 	GRPCRoutes []*gatewayv1.GRPCRoute
 }
 
-// Snapshot is the routing of every Service port with routes, and the
-// status every route should have. Immutable once built.
+// Snapshot is the routing of every Service port with routes or a policy,
+// and the status every route should have. Immutable once built.
 type Snapshot struct {
 	// producer holds the tables of the routes in each Service's own
 	// namespace; consumer those of other namespaces' routes, by client
 	// namespace.
 	producer map[ServicePort]*Table
 	consumer map[string]map[ServicePort]*Table
+	// policyOnly holds the tables, without rules, of the ports of
+	// Services whose annotations give a policy, for clients no route
+	// applies to.
+	policyOnly map[ServicePort]*Table
 	// Status is the mesh's status entries of every route that has a
 	// parentRef naming a Service, one per such parentRef in spec order.
 	Status map[RouteRef]RouteStatus
+	// Warnings say, by Service, what is wrong with its traffic
+	// annotations, each one ignored; the index reports them as Events on
+	// the Service. Sorted.
+	Warnings map[types.NamespacedName][]string
 }
 
 // RouteStatus is what mesh says of one route.
@@ -60,7 +69,8 @@ type Condition struct {
 // Lookup returns the table of a Service port for clients in namespace
 // clientNS: the consumer routes of that namespace if it has any for the
 // port, else the producer routes (GEP-1294, GEP-1686: "Consumer routes
-// have priority over producer routes"). nil when no route applies.
+// have priority over producer routes"), else a table of the Service's
+// policy alone. nil when no route applies and the Service has no policy.
 func (s *Snapshot) Lookup(p ServicePort, clientNS string) *Table {
 	if s == nil {
 		return nil
@@ -68,17 +78,28 @@ func (s *Snapshot) Lookup(p ServicePort, clientNS string) *Table {
 	if t := s.consumer[clientNS][p]; t != nil {
 		return t
 	}
-	return s.producer[p]
+	if t := s.producer[p]; t != nil {
+		return t
+	}
+	return s.policyOnly[p]
 }
 
 // Build resolves in into a Snapshot. It never fails: what is wrong with a
 // route is in its status.
 func Build(in Inputs) *Snapshot {
 	b := builder{in: in, snap: &Snapshot{
-		producer: map[ServicePort]*Table{},
-		consumer: map[string]map[ServicePort]*Table{},
-		Status:   map[RouteRef]RouteStatus{},
-	}, entries: map[tableKey][]entry{}}
+		producer:   map[ServicePort]*Table{},
+		consumer:   map[string]map[ServicePort]*Table{},
+		policyOnly: map[ServicePort]*Table{},
+		Status:     map[RouteRef]RouteStatus{},
+		Warnings:   map[types.NamespacedName][]string{},
+	}, entries: map[tableKey][]entry{}, services: map[types.NamespacedName]*corev1.Service{}, policies: map[types.NamespacedName]*servicePolicy{}}
+	for _, s := range in.Services {
+		b.services[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
+	}
+	for _, s := range in.Services {
+		b.addService(s)
+	}
 	grpcParents := map[tableKey]RouteRef{} // the GRPCRoute that holds each table
 	var routes []route
 	for _, r := range in.GRPCRoutes {
@@ -118,9 +139,65 @@ type entry struct {
 }
 
 type builder struct {
-	in      Inputs
-	snap    *Snapshot
-	entries map[tableKey][]entry
+	in       Inputs
+	snap     *Snapshot
+	entries  map[tableKey][]entry
+	services map[types.NamespacedName]*corev1.Service
+	// policies are those of the Services whose annotations give one.
+	policies map[types.NamespacedName]*servicePolicy
+}
+
+// servicePolicy is what a Service's traffic annotations set.
+type servicePolicy struct {
+	policy policy
+	// rule is the tables' Default: the Service with policy; nil when
+	// policy sets nothing.
+	rule    *Rule
+	accrual *FailureAccrual
+}
+
+// service returns the Service, or nil when there is none.
+func (b *builder) service(n types.NamespacedName) *corev1.Service { return b.services[n] }
+
+// addService reads the traffic annotations of s. A bad one is ignored
+// and becomes a warning; so do good ones on a Service without a cluster
+// IP, which no proxy asks routes of.
+func (b *builder) addService(s *corev1.Service) {
+	name := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+	pol, accrual, errs := parsePolicy(s.Annotations, true)
+	var warnings []string
+	for _, err := range errs {
+		warnings = append(warnings, err.Error()+"; ignored")
+	}
+	if pol.empty() && !accrual.ok {
+		if len(warnings) > 0 {
+			b.snap.Warnings[name] = warnings
+		}
+		return
+	}
+	if !hasClusterIP(s) {
+		b.snap.Warnings[name] = append(warnings, "the traffic annotations of a Service without a cluster IP (headless or ExternalName) have no effect: clients reach its pods by their own addresses")
+		return
+	}
+	if len(warnings) > 0 {
+		b.snap.Warnings[name] = warnings
+	}
+	sp := &servicePolicy{policy: pol}
+	if !pol.empty() {
+		sp.rule = &Rule{Route: RouteRef{Kind: KindService, Namespace: s.Namespace, Name: s.Name}}
+		pol.apply(sp.rule)
+	}
+	if accrual.ok {
+		sp.accrual = &accrual.v
+	}
+	b.policies[name] = sp
+}
+
+// hasClusterIP reports whether clients reach s by a virtual IP, which
+// their proxies resolve to the Service: routes and policies apply only
+// to such Services.
+func hasClusterIP(s *corev1.Service) bool {
+	return s.Spec.Type != corev1.ServiceTypeExternalName && s.Spec.ClusterIP != "" && s.Spec.ClusterIP != corev1.ClusterIPNone
 }
 
 // route is what HTTPRoute and GRPCRoute have in common once converted.
@@ -130,6 +207,9 @@ type route struct {
 	parentRefs []gatewayv1.ParentReference
 	rules      []Rule // unsplit: Match unset, see matches
 	matches    [][]Match
+	// policies are the rules' own policies over the route's annotations,
+	// one per rule: the parent Service's fills what they leave unset.
+	policies []policy
 	// invalid says why the route cannot be accepted anywhere
 	// (UnsupportedValue or IncompatibleFilters); unresolved why some of
 	// its references do not resolve (InvalidKind, BackendNotFound).
@@ -171,11 +251,11 @@ func (b *builder) attachments(rt route) []tableKey {
 // condition that refuses it.
 func (b *builder) parentPorts(p gatewayv1.ParentReference, ns string) ([]int32, *Condition) {
 	name := parentService(p, ns)
-	svc := b.in.Service(name)
+	svc := b.service(name)
 	if svc == nil {
 		return nil, &Condition{Reason: gatewayv1.RouteReasonNoMatchingParent, Message: fmt.Sprintf("Service %s not found", name)}
 	}
-	if svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+	if !hasClusterIP(svc) {
 		return nil, &Condition{Reason: gatewayv1.RouteReasonUnsupportedValue,
 			Message: fmt.Sprintf("Service %s has no cluster IP (headless or ExternalName): mesh routes attach to cluster IP Services only", name)}
 	}
@@ -236,12 +316,18 @@ func (b *builder) add(rt route, grpcParents map[tableKey]RouteRef) {
 }
 
 // addRules puts each match of each rule of rt in table k, once even when
-// two parentRefs name the same port.
+// two parentRefs name the same port, with the parent Service's policy
+// where the rule and the route leave a field unset.
 func (b *builder) addRules(k tableKey, rt route) {
 	if slices.ContainsFunc(b.entries[k], func(e entry) bool { return e.rule.Route == rt.ref }) {
 		return
 	}
+	var svc policy
+	if sp := b.policies[k.parent.Service]; sp != nil {
+		svc = sp.policy
+	}
 	for i, r := range rt.rules {
+		rt.policies[i].or(svc).apply(&r)
 		for _, m := range rt.matches[i] {
 			r := r
 			r.Match = m
@@ -250,11 +336,16 @@ func (b *builder) addRules(k tableKey, rt route) {
 	}
 }
 
-// publish sorts every table's entries and files the tables.
+// publish sorts every table's entries and files the tables, each with its
+// Service's policy, and a table of the policy alone for every port of a
+// Service that has one.
 func (b *builder) publish() {
 	for k, es := range b.entries {
 		slices.SortStableFunc(es, compareEntries)
 		t := &Table{Parent: k.parent}
+		if sp := b.policies[k.parent.Service]; sp != nil {
+			t.Default, t.FailureAccrual = sp.rule, sp.accrual
+		}
 		for _, e := range es {
 			if e.grpc {
 				t.GRPC = append(t.GRPC, e.rule)
@@ -270,6 +361,12 @@ func (b *builder) publish() {
 			b.snap.consumer[k.routeNS] = map[ServicePort]*Table{}
 		}
 		b.snap.consumer[k.routeNS][k.parent] = t
+	}
+	for name, sp := range b.policies {
+		for _, port := range b.services[name].Spec.Ports {
+			p := ServicePort{Service: name, Port: port.Port}
+			b.snap.policyOnly[p] = &Table{Parent: p, Default: sp.rule, FailureAccrual: sp.accrual}
+		}
 	}
 }
 

@@ -23,13 +23,7 @@ func service(ns, name, clusterIP string, ports ...int32) *corev1.Service {
 	return s
 }
 
-func services(svcs ...*corev1.Service) func(types.NamespacedName) *corev1.Service {
-	m := map[types.NamespacedName]*corev1.Service{}
-	for _, s := range svcs {
-		m[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
-	}
-	return func(n types.NamespacedName) *corev1.Service { return m[n] }
-}
+func services(svcs ...*corev1.Service) []*corev1.Service { return svcs }
 
 func ptr[T any](v T) *T { return &v }
 
@@ -86,7 +80,7 @@ var web = types.NamespacedName{Namespace: "shop", Name: "web"}
 
 func TestAttachmentAndConsumerPrecedence(t *testing.T) {
 	in := Inputs{
-		Service: services(service("shop", "web", "10.0.0.1", 80, 8080), service("shop", "web-v2", "10.0.0.2", 80)),
+		Services: services(service("shop", "web", "10.0.0.1", 80, 8080), service("shop", "web-v2", "10.0.0.2", 80)),
 		HTTPRoutes: []*gatewayv1.HTTPRoute{
 			httpRoute("shop", "producer", 0, []gatewayv1.ParentReference{svcParent("", "web", 0)},
 				gatewayv1.HTTPRouteRule{BackendRefs: []gatewayv1.HTTPBackendRef{backendRef("web", 80, 90), backendRef("web-v2", 80, 10)}}),
@@ -150,7 +144,7 @@ func TestHTTPPrecedence(t *testing.T) {
 	}
 	parent := []gatewayv1.ParentReference{svcParent("", "web", 0)}
 	in := Inputs{
-		Service: services(service("shop", "web", "10.0.0.1", 80)),
+		Services: services(service("shop", "web", "10.0.0.1", 80)),
 		HTTPRoutes: []*gatewayv1.HTTPRoute{
 			httpRoute("shop", "b-new", 0, parent,
 				named("regex", pathMatch(gatewayv1.PathMatchRegularExpression, "/a.*")),
@@ -213,7 +207,7 @@ func TestGRPCPrecedence(t *testing.T) {
 		return gatewayv1.GRPCRouteRule{Name: ptr(gatewayv1.SectionName(name)), Matches: []gatewayv1.GRPCRouteMatch{match}}
 	}
 	in := Inputs{
-		Service: services(service("shop", "web", "10.0.0.1", 80)),
+		Services: services(service("shop", "web", "10.0.0.1", 80)),
 		GRPCRoutes: []*gatewayv1.GRPCRoute{grpcRoute("shop", "g", []gatewayv1.ParentReference{svcParent("", "web", 80)},
 			rule("headers", m("", "", 2)),
 			rule("method-only", m("", "Get", 0)),
@@ -242,7 +236,7 @@ func TestFiltersAndTimeouts(t *testing.T) {
 		Timeouts:    &gatewayv1.HTTPRouteTimeouts{Request: ptr(gatewayv1.Duration("300ms")), BackendRequest: ptr(gatewayv1.Duration("1s"))},
 	}
 	in := Inputs{
-		Service:    services(service("shop", "web", "10.0.0.1", 80)),
+		Services:   services(service("shop", "web", "10.0.0.1", 80)),
 		HTTPRoutes: []*gatewayv1.HTTPRoute{httpRoute("shop", "r", 0, []gatewayv1.ParentReference{svcParent("", "web", 80)}, rule)},
 	}
 	got := Build(in).Lookup(ServicePort{web, 80}, "x").HTTP[0]
@@ -267,7 +261,7 @@ func TestFiltersAndTimeouts(t *testing.T) {
 // gets one status entry per parentRef.
 func TestParentRefsOfOnePort(t *testing.T) {
 	in := Inputs{
-		Service: services(service("shop", "web", "10.0.0.1", 80)),
+		Services: services(service("shop", "web", "10.0.0.1", 80)),
 		HTTPRoutes: []*gatewayv1.HTTPRoute{httpRoute("shop", "r", 0,
 			[]gatewayv1.ParentReference{svcParent("", "web", 0), svcParent("shop", "web", 80)},
 			gatewayv1.HTTPRouteRule{BackendRefs: []gatewayv1.HTTPBackendRef{backendRef("web", 80, 1)}})},

@@ -37,15 +37,23 @@ func note(c *Condition, reason gatewayv1.RouteConditionReason, msg string) *Cond
 func (b *builder) fromHTTP(r *gatewayv1.HTTPRoute) route {
 	rt := route{ref: RouteRef{Kind: KindHTTPRoute, Namespace: r.Namespace, Name: r.Name}, meta: &r.ObjectMeta, parentRefs: r.Spec.ParentRefs}
 	var p problems
+	annotated := routePolicy(r.Annotations, &p)
 	for i, in := range r.Spec.Rules {
 		where := fmt.Sprintf("rule %s", ruleName(in.Name, i))
 		rule := Rule{Route: rt.ref, Name: ruleName(in.Name, i)}
 		rule.Filters = b.httpFilters(in.Filters, where, &p)
+		own := annotated
 		if t, err := timeouts(in.Timeouts); err != nil {
 			p.refuse(gatewayv1.RouteReasonUnsupportedValue, "%s: %v", where, err)
 		} else {
 			rule.Timeouts = t
+			// The rule's own timeouts.request wins over the
+			// annotations, "0s" (none) included.
+			if in.Timeouts != nil && in.Timeouts.Request != nil {
+				own.request = some(t.Request)
+			}
 		}
+		rt.policies = append(rt.policies, own)
 		for j, br := range in.BackendRefs {
 			bwhere := fmt.Sprintf("%s backendRef %d", where, j)
 			be, ok := b.backend(br.BackendRef, r.Namespace, bwhere, &p)
@@ -68,6 +76,17 @@ func (b *builder) fromHTTP(r *gatewayv1.HTTPRoute) route {
 	}
 	rt.invalid, rt.unresolved = p.invalid, p.unresolved
 	return rt
+}
+
+// routePolicy reads a route's traffic annotations; each bad one refuses
+// the route (UnsupportedValue), its message naming the annotation, its
+// value and what it takes.
+func routePolicy(ann map[string]string, p *problems) policy {
+	pol, _, errs := parsePolicy(ann, false)
+	for _, err := range errs {
+		p.refuse(gatewayv1.RouteReasonUnsupportedValue, "%v", err)
+	}
+	return pol
 }
 
 // httpMatch converts one HTTPRouteMatch.
@@ -230,7 +249,7 @@ func (b *builder) backend(ref gatewayv1.BackendRef, ns, where string, p *problem
 	if group != "" || kind != "Service" {
 		return fail(gatewayv1.RouteReasonInvalidKind, "backend %s/%s %s: mesh forwards to Services only", group, kind, ref.Name)
 	}
-	s := b.in.Service(svc)
+	s := b.service(svc)
 	if s == nil {
 		return fail(gatewayv1.RouteReasonBackendNotFound, "Service %s not found", svc)
 	}

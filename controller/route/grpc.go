@@ -11,10 +11,12 @@ import (
 func (b *builder) fromGRPC(r *gatewayv1.GRPCRoute) route {
 	rt := route{ref: RouteRef{Kind: KindGRPCRoute, Namespace: r.Namespace, Name: r.Name}, meta: &r.ObjectMeta, parentRefs: r.Spec.ParentRefs}
 	var p problems
+	annotated := routePolicy(r.Annotations, &p)
 	for i, in := range r.Spec.Rules {
 		where := fmt.Sprintf("rule %s", ruleName(in.Name, i))
 		rule := Rule{Route: rt.ref, Name: ruleName(in.Name, i)}
 		rule.Filters = b.grpcFilters(in.Filters, where, &p)
+		rt.policies = append(rt.policies, annotated)
 		for j, br := range in.BackendRefs {
 			bwhere := fmt.Sprintf("%s backendRef %d", where, j)
 			be, ok := b.backend(br.BackendRef, r.Namespace, bwhere, &p)

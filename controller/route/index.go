@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"k8s.io/client-go/informers"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/events"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 	gatewaylisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
@@ -32,6 +34,10 @@ type Config struct {
 	Gateway gatewayinformers.SharedInformerFactory
 	// Client writes route status; nil means status is not written.
 	Client gatewayclient.Interface
+	// Events records a Warning Event on a Service for each bad traffic
+	// annotation it gets (docs/traffic.md 2.3: a Service has no status of
+	// ours); nil means they are only logged.
+	Events events.EventRecorder
 	// Coalesce is how long the index waits after a change for more before
 	// it rebuilds; zero means 50ms (docs/traffic.md 2.4).
 	Coalesce time.Duration
@@ -54,6 +60,9 @@ type Index struct {
 	wake chan struct{}
 	// ready is closed once the first Snapshot is published.
 	ready chan struct{}
+	// warned are the Services' warnings already reported, so that a
+	// rebuild reports only new ones. Run's goroutine only.
+	warned map[types.NamespacedName][]string
 
 	mu sync.Mutex
 	// snap is the current snapshot; changed is closed and replaced when a
@@ -86,6 +95,7 @@ func New(cfg Config) (*Index, error) {
 		wake:     make(chan struct{}, 1),
 		ready:    make(chan struct{}),
 		changed:  make(chan struct{}),
+		warned:   map[types.NamespacedName][]string{},
 	}
 	return ix, nil
 }
@@ -142,6 +152,7 @@ func (ix *Index) Run(ctx context.Context) error {
 		}
 		snap := ix.rebuild()
 		ix.publish(snap)
+		ix.warn(snap)
 		if ix.cfg.Client != nil {
 			ix.writeStatus(ctx, snap)
 		}
@@ -158,14 +169,11 @@ func (ix *Index) signal() {
 }
 
 func (ix *Index) rebuild() *Snapshot {
-	in := Inputs{Service: func(n types.NamespacedName) *corev1.Service {
-		s, err := ix.services.Services(n.Namespace).Get(n.Name)
-		if err != nil {
-			return nil
-		}
-		return s
-	}}
+	var in Inputs
 	var err error
+	if in.Services, err = ix.services.List(labels.Everything()); err != nil {
+		ix.log.Error("listing Services from the cache", "error", err)
+	}
 	if in.HTTPRoutes, err = ix.http.List(labels.Everything()); err != nil {
 		ix.log.Error("listing HTTPRoutes from the cache", "error", err)
 	}
@@ -185,6 +193,36 @@ func (ix *Index) publish(snap *Snapshot) {
 	if first {
 		close(ix.ready)
 	}
+}
+
+// ReasonInvalidAnnotation is the reason of the Events on a Service whose
+// traffic annotation was ignored, for `mesh check` to find them.
+const ReasonInvalidAnnotation = "InvalidAnnotation"
+
+// warn logs and records as Events the warnings of snap that were not
+// there before: each once while it lasts, however many rebuilds come.
+func (ix *Index) warn(snap *Snapshot) {
+	for name, ws := range snap.Warnings {
+		old := ix.warned[name]
+		var svc *corev1.Service
+		for _, w := range ws {
+			if slices.Contains(old, w) {
+				continue
+			}
+			ix.log.Warn("Service traffic annotation ignored", "service", name.String(), "problem", w)
+			if ix.cfg.Events == nil {
+				continue
+			}
+			if svc == nil {
+				var err error
+				if svc, err = ix.services.Services(name.Namespace).Get(name.Name); err != nil {
+					break // gone since the rebuild: nothing to warn about
+				}
+			}
+			ix.cfg.Events.Eventf(svc, nil, corev1.EventTypeWarning, ReasonInvalidAnnotation, "Route", "%s", w)
+		}
+	}
+	ix.warned = snap.Warnings
 }
 
 // writeStatus writes the status of every route whose mesh entries

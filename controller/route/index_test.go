@@ -6,11 +6,15 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	kubefake "k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/events"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
 	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+
+	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // harness runs an Index against fake clientsets.
@@ -22,13 +26,20 @@ type harness struct {
 
 func newHarness(t *testing.T, route *gatewayv1.HTTPRoute) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil, route)
+}
+
+// newHarnessWith is newHarness with an event recorder, and routes that
+// may be none.
+func newHarnessWith(t *testing.T, rec events.EventRecorder, routes ...runtime.Object) *harness {
+	t.Helper()
 	h := &harness{
 		kube: kubefake.NewClientset(service("shop", "web", "10.0.0.1", 80), service("shop", "web-v2", "10.0.0.2", 80)),
-		gw:   gatewayfake.NewSimpleClientset(route),
+		gw:   gatewayfake.NewSimpleClientset(routes...),
 	}
 	f := informers.NewSharedInformerFactory(h.kube, 0)
 	g := gatewayinformers.NewSharedInformerFactory(h.gw, 0)
-	ix, err := New(Config{Informers: f, Gateway: g, Client: h.gw, Coalesce: 10 * time.Millisecond})
+	ix, err := New(Config{Informers: f, Gateway: g, Client: h.gw, Events: rec, Coalesce: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,4 +161,68 @@ func TestIndexChangeReachesSnapshot(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("the change took %v to reach the snapshot, want well under 1s", d)
 	}
+}
+
+// TestIndexServiceAnnotations checks that a Service's annotations reach
+// the snapshot without any route, that changing them rebuilds it, and
+// that a bad one is recorded as a Warning Event on the Service once,
+// however many rebuilds follow.
+func TestIndexServiceAnnotations(t *testing.T) {
+	rec := events.NewFakeRecorder(10)
+	h := newHarnessWith(t, rec)
+	ctx := t.Context()
+	update := func(kv ...string) {
+		t.Helper()
+		svc, err := h.kube.CoreV1().Services("shop").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		annotated(svc, kv...)
+		if _, err := h.kube.CoreV1().Services("shop").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	timeout := func() time.Duration {
+		s, _ := h.ix.Snapshot()
+		if tb := s.Lookup(ServicePort{web, 80}, "x"); tb != nil && tb.Default != nil {
+			return tb.Default.Timeouts.Request
+		}
+		return 0
+	}
+
+	update(names.AnnotationTimeoutRequest, "2s")
+	waitFor(t, "the Service's policy", func() bool { return timeout() == 2*time.Second })
+	update(names.AnnotationTimeoutRequest, "3s", names.AnnotationRetryLimit, "many")
+	waitFor(t, "the changed policy", func() bool { return timeout() == 3*time.Second })
+	select {
+	case e := <-rec.Events:
+		want := `Warning InvalidAnnotation annotation retry.mesh.dev/limit "many": want a whole number of retries from 0 to 10; ignored`
+		if e != want {
+			t.Errorf("event %q\nwant  %q", e, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no Event for the bad annotation")
+	}
+
+	// Unrelated rebuilds, and one that changes another annotation, keep
+	// the warning: no second Event.
+	_, changed := h.ix.Snapshot()
+	h.ix.signal()
+	<-changed
+	update(names.AnnotationTimeoutRequest, "4s", names.AnnotationRetryLimit, "many")
+	waitFor(t, "the next policy", func() bool { return timeout() == 4*time.Second })
+	_, changed = h.ix.Snapshot()
+	h.ix.signal()
+	<-changed
+	select {
+	case e := <-rec.Events:
+		t.Errorf("a second Event for the same annotation: %q", e)
+	default:
+	}
+
+	update()
+	waitFor(t, "the policy gone", func() bool {
+		s, _ := h.ix.Snapshot()
+		return s.Lookup(ServicePort{web, 80}, "x") == nil
+	})
 }

@@ -70,7 +70,7 @@ func TestStatusReasons(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := Inputs{
-				Service:    services(service("shop", "web", "10.0.0.1", 80), service("shop", "headless", "None", 80)),
+				Services:   services(service("shop", "web", "10.0.0.1", 80), service("shop", "headless", "None", 80)),
 				HTTPRoutes: []*gatewayv1.HTTPRoute{httpRoute("shop", "r", 0, []gatewayv1.ParentReference{tc.parent}, tc.rule)},
 			}
 			if tc.grpc != nil {
@@ -107,7 +107,7 @@ func TestStatusReasons(t *testing.T) {
 func TestStatusSkipsOtherParents(t *testing.T) {
 	gw := gatewayv1.ParentReference{Name: "gw"}
 	in := Inputs{
-		Service:    services(service("shop", "web", "10.0.0.1", 80)),
+		Services:   services(service("shop", "web", "10.0.0.1", 80)),
 		HTTPRoutes: []*gatewayv1.HTTPRoute{httpRoute("shop", "r", 0, []gatewayv1.ParentReference{gw})},
 	}
 	if st, ok := Build(in).Status[RouteRef{Kind: KindHTTPRoute, Namespace: "shop", Name: "r"}]; ok {
@@ -119,7 +119,7 @@ func TestStatusSkipsOtherParents(t *testing.T) {
 // weight and answers 500, as the spec asks.
 func TestUnresolvedBackendFails(t *testing.T) {
 	in := Inputs{
-		Service: services(service("shop", "web", "10.0.0.1", 80)),
+		Services: services(service("shop", "web", "10.0.0.1", 80)),
 		HTTPRoutes: []*gatewayv1.HTTPRoute{httpRoute("shop", "r", 0, []gatewayv1.ParentReference{svcParent("", "web", 80)},
 			gatewayv1.HTTPRouteRule{BackendRefs: []gatewayv1.HTTPBackendRef{backendRef("web", 80, 3), backendRef("gone", 80, 1)}})},
 	}

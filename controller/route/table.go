@@ -12,10 +12,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// Kinds of routes, as RouteRef.Kind spells them.
+// Kinds of routes, as RouteRef.Kind spells them; KindService names the
+// Service itself in a table's Default rule.
 const (
 	KindHTTPRoute = "HTTPRoute"
 	KindGRPCRoute = "GRPCRoute"
+	KindService   = "Service"
 )
 
 // ControllerName is the controllerName of the status entries mesh writes
@@ -44,6 +46,14 @@ type Table struct {
 	Parent ServicePort
 	HTTP   []Rule
 	GRPC   []Rule
+	// Default is the Service itself with the policy of its retry and
+	// timeout annotations: what every request gets when HTTP and GRPC are
+	// empty. It has no match, filter or backend (the Service's own
+	// endpoints). nil when the Service has no such annotation.
+	Default *Rule
+	// FailureAccrual is what the Service's balancer annotations set; nil
+	// for none.
+	FailureAccrual *FailureAccrual
 }
 
 // Rule is one match of one route rule: the index splits each rule into
@@ -57,6 +67,9 @@ type Rule struct {
 	Filters  []Filter
 	Backends []Backend // weight > 0 only; none and no answering filter: 500
 	Timeouts Timeouts
+	// Retry is the policy of the retry annotations of the route, else of
+	// the Service; nil when neither has any.
+	Retry *Retry
 }
 
 // PathType is how Match.Path compares.
@@ -170,9 +183,48 @@ type Backend struct {
 	Filters []Filter
 }
 
-// Timeouts are a rule's timeouts.request and timeouts.backendRequest;
-// zero means none.
+// Timeouts are a rule's timeouts; zero means none. Request is the rule's
+// timeouts.request, else timeout.mesh.dev/request of the route, else of
+// the Service; BackendRequest the rule's timeouts.backendRequest;
+// Response and Idle are timeout.mesh.dev/response and idle, of the route
+// else of the Service.
 type Timeouts struct {
 	Request        time.Duration
 	BackendRequest time.Duration
+	Response       time.Duration
+	Idle           time.Duration
+}
+
+// Retry is a rule's retry policy (docs/traffic.md 3.4).
+type Retry struct {
+	// HTTP are the statuses retried, sorted, not overlapping.
+	HTTP []StatusRange
+	// GRPC are the gRPC status codes retried, sorted.
+	GRPC []uint32
+	// Limit is how many retries may follow the first attempt.
+	Limit uint32
+	// PerTryTimeout bounds each attempt; zero: none.
+	PerTryTimeout time.Duration
+	// MaxBodyBytes is the largest request body that is replayed.
+	MaxBodyBytes uint32
+	Budget       RetryBudget
+}
+
+// StatusRange is the HTTP statuses from Min to Max, both included.
+type StatusRange struct{ Min, Max uint32 }
+
+// RetryBudget bounds retries: Ratio tokens per original request plus
+// MinPerSecond a second, each lasting TTL; a retry takes one.
+type RetryBudget struct {
+	Ratio        float64
+	MinPerSecond uint32
+	TTL          time.Duration
+}
+
+// FailureAccrual is how the balancer of a Service's endpoints ejects
+// failing ones; zero fields keep the proxy's defaults.
+type FailureAccrual struct {
+	Disabled               bool
+	MaxFailures            uint32
+	MinBackoff, MaxBackoff time.Duration
 }
