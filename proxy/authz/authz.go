@@ -12,9 +12,14 @@
 // through as a would-be denial. Kubelet probes are exempt whatever the
 // policy (IsProbe).
 //
+// A Server may also carry a rate limit (an HTTPLocalRateLimitPolicy),
+// compiled into a Limiter (ratelimit.go) that the proxy asks about each
+// HTTP request authorization let through.
+//
 // A Policy is safe for concurrent use: nothing in it changes after
-// Compile. A new policy replaces the old one as a whole (the proxy swaps a
-// pointer), never in place.
+// Compile but the counts of its Limiters, which guard themselves. A new
+// policy replaces the old one as a whole (the proxy swaps a pointer),
+// never in place.
 package authz
 
 import (
@@ -90,6 +95,15 @@ type Options struct {
 	// TrustDomain is the mesh's, which the identity pattern "*" stands for
 	// ("cluster.local"). Empty: "*" matches no identity.
 	TrustDomain string
+	// Previous is the policy the new one replaces, nil for none: a Server
+	// whose rate limit is the same in both keeps its Limiter, with the
+	// requests it has counted.
+	Previous *Policy
+	// MaxIdentities bounds the client identities a per-identity rate limit
+	// tracks at once; past it the least recently seen is forgotten (and
+	// gets a fresh burst when it comes back). Zero means
+	// DefaultMaxIdentities (1024).
+	MaxIdentities int
 }
 
 // Policy is a compiled PodPolicy. The zero value and a nil *Policy deny
@@ -108,6 +122,7 @@ type server struct {
 	name     string
 	protocol Protocol
 	authzs   []authorization
+	limiter  *Limiter // nil: the Server's requests are not rate limited
 }
 
 type authorization struct {
@@ -241,6 +256,18 @@ func (n *network) contains(addr netip.Addr) bool {
 	return true
 }
 
+// index moves the exact IDs into a set when there are too many to
+// compare in turn.
+func (m *idPatterns) index() {
+	if len(m.exact) > maxExactList {
+		m.exactSet = make(map[string]struct{}, len(m.exact))
+		for _, e := range m.exact {
+			m.exactSet[e] = struct{}{}
+		}
+		m.exact = nil
+	}
+}
+
 func (m *idPatterns) matches(id string) bool {
 	for _, e := range m.exact {
 		if e == id {
@@ -264,7 +291,11 @@ func (m *idPatterns) matches(id string) bool {
 // does an identity pattern it cannot parse or an authentication of no
 // known kind. A nil message compiles to a policy that denies everyone.
 func Compile(msg *inboundv1.PodPolicy, opts Options) (p *Policy, dropped []error) {
-	c := compiler{anyPrefix: anyIDPrefix(opts.TrustDomain, &dropped), dropped: &dropped}
+	c := compiler{anyPrefix: anyIDPrefix(opts.TrustDomain, &dropped), dropped: &dropped,
+		prev: opts.Previous, maxIDs: opts.MaxIdentities, limiters: map[string]*Limiter{}}
+	if c.maxIDs <= 0 {
+		c.maxIDs = DefaultMaxIdentities
+	}
 	p = &Policy{
 		revision:      msg.GetRevision(),
 		defaultPolicy: msg.GetDefaultPolicy(),
@@ -287,6 +318,7 @@ func Compile(msg *inboundv1.PodPolicy, opts Options) (p *Policy, dropped []error
 		}
 		s := &server{name: pp.GetServer(), protocol: c.protocol(pp)}
 		s.authzs = c.authorizations("server "+s.name, pp.GetAuthorizations())
+		s.limiter = c.limiter(s.name, pp.GetRateLimit())
 		p.ports[port] = s
 	}
 	p.probes = c.probes(msg.GetProbes())
@@ -297,6 +329,9 @@ func Compile(msg *inboundv1.PodPolicy, opts Options) (p *Policy, dropped []error
 type compiler struct {
 	anyPrefix string // "spiffe://<trust domain>/", what "*" matches; "" for none
 	dropped   *[]error
+	prev      *Policy             // Options.Previous
+	maxIDs    int                 // Options.MaxIdentities, defaulted
+	limiters  map[string]*Limiter // the policy's, by Server
 }
 
 func (c *compiler) drop(format string, args ...any) {
@@ -369,13 +404,7 @@ func (c *compiler) authentication(where string, in *inboundv1.Authentication) au
 		for _, pat := range k.MeshTls.GetPatterns() {
 			c.pattern(where, pat, ids)
 		}
-		if len(ids.exact) > maxExactList {
-			ids.exactSet = make(map[string]struct{}, len(ids.exact))
-			for _, e := range ids.exact {
-				ids.exactSet[e] = struct{}{}
-			}
-			ids.exact = nil
-		}
+		ids.index()
 		return authentication{ids: ids}
 	}
 	c.drop("%s: neither networks nor mesh_tls; it matches no client", where)

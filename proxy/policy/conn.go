@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mesh-dev/mesh/proxy/authz"
+	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 )
 
@@ -29,7 +30,8 @@ type Conn struct {
 type verdict struct {
 	pol    *authz.Policy
 	d      authz.Decision
-	denial error // what a denied client is told; nil when allowed
+	denial error             // what a denied client is told; nil when allowed
+	limit  authz.ClientLimit // the rate limits of the client on the port
 
 	once sync.Once
 	http prometheus.Counter // requests decided as d; set by once
@@ -60,7 +62,7 @@ func (c *Conn) verdict() *verdict {
 }
 
 func (c *Conn) decide(pol *authz.Policy) *verdict {
-	v := &verdict{pol: pol, d: pol.Authorize(c.port, c.client)}
+	v := &verdict{pol: pol, d: pol.Authorize(c.port, c.client), limit: pol.Limiter(c.port).For(c.client.ID)}
 	if !v.d.Allowed {
 		who := "unauthenticated clients"
 		if c.client.ID != "" {
@@ -107,9 +109,12 @@ func (c *Conn) AuthorizeTCP() bool {
 }
 
 // AuthorizeRequest decides one HTTP request (httpproxy.Authorizer): nil
-// lets it through, an error says why not. A kubelet probe of the pod
-// passes whatever the decision. Every request is counted; denials and
-// audits are logged.
+// lets it through, an error says why not: a *httpproxy.RateLimited when
+// the port's rate limit holds it back (after authorization let it
+// through), any other error when authorization denies it. A kubelet probe
+// of the pod passes whatever the decision and is never rate limited.
+// Every request is counted; denials, audits and rate limited requests are
+// logged.
 func (c *Conn) AuthorizeRequest(r *http.Request) error {
 	return c.AuthorizeHTTP(r.Method, r.URL.Path, r.URL.RawQuery)
 }
@@ -121,6 +126,9 @@ func (c *Conn) AuthorizeHTTP(method, path, rawQuery string) error {
 	v := c.verdict()
 	if v.d.Allowed && !v.d.Audit {
 		c.countRequest(v)
+		if v.limit.Limited() {
+			return c.limitRequest(v, method, path, rawQuery)
+		}
 		return nil
 	}
 	if v.pol.IsProbe(c.port, method, path, rawQuery) {
@@ -132,10 +140,30 @@ func (c *Conn) AuthorizeHTTP(method, path, rawQuery string) error {
 	attrs := append(c.attrs(v), "method", method, "path", path)
 	if v.d.Audit {
 		c.e.logLimited(c.e.log.Info, "inbound request would be denied; allowed by audit", attrs...)
+		if v.limit.Limited() {
+			return c.limitRequest(v, method, path, rawQuery)
+		}
 		return nil
 	}
 	c.e.logLimited(c.e.log.Info, "inbound request denied", attrs...)
 	return v.denial
+}
+
+// limitRequest asks the port's rate limit about a request authorization
+// let through: nil admits it, a *httpproxy.RateLimited holds it back,
+// counted and logged (at most one line a second, apart from the denials').
+func (c *Conn) limitRequest(v *verdict, method, path, rawQuery string) error {
+	if v.pol.IsProbe(c.port, method, path, rawQuery) {
+		return nil // a probe failing under load would restart a busy pod
+	}
+	r, ok := v.limit.Admit(c.e.now())
+	if ok {
+		return nil
+	}
+	c.e.rateLimited.counter(v.d.Server, r.Scope).Inc()
+	c.e.logRateLimited(append(c.attrs(v), "method", method, "path", path,
+		"scope", string(r.Scope), "requests_per_second", r.RequestsPerSecond, "retry_after", r.RetryAfter)...)
+	return &httpproxy.RateLimited{RetryAfter: r.RetryAfter, Scope: string(r.Scope), Server: v.d.Server, RequestsPerSecond: r.RequestsPerSecond}
 }
 
 func (c *Conn) attrs(v *verdict) []any {

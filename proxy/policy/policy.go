@@ -13,6 +13,13 @@
 //	c.AuthorizeTCP()         // opaque: once, before dialing the application
 //	c.AuthorizeRequest(req)  // HTTP: per request (httpproxy.Authorizer)
 //
+// A request authorization lets through then passes the rate limit of its
+// Server, if it has one (an HTTPLocalRateLimitPolicy): held back, it gets
+// a *httpproxy.RateLimited, which the forwarders answer with 429 and
+// Retry-After, counted in mesh_proxy_http_rate_limited_total{server,
+// scope}. The limiters live in the compiled policy (authz.Limiter) and
+// carry over to the next policy while the Server's limit is unchanged.
+//
 // A Conn decides once per policy: it caches its decision, with the
 // counter it is counted in, next to the policy it was made with, so a
 // request costs an atomic load, a pointer comparison and an atomic add
@@ -91,11 +98,16 @@ type Config struct {
 
 // Enforcer holds the pod's current policy and decides with it.
 type Enforcer struct {
-	cfg       Config
-	log       *slog.Logger
-	status    *metrics.PolicyStatus
-	graceEnds time.Time
-	limiter   logLimiter
+	cfg          Config
+	log          *slog.Logger
+	status       *metrics.PolicyStatus
+	rateLimited  *rateLimitMetrics
+	graceEnds    time.Time
+	limiter      logLimiter // denials, audits, refusals for want of a policy
+	rateLimitLog logLimiter // requests a rate limit held back
+	// now reads the clock rate limits count with; tests set it before
+	// any request.
+	now func() time.Time
 
 	cur       atomic.Pointer[authz.Policy] // nil until the first policy
 	first     chan struct{}                // closed when cur is first set
@@ -126,13 +138,20 @@ func New(cfg Config) (*Enforcer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	rl, err := newRateLimitMetrics(cfg.Metrics.Registry())
+	if err != nil {
+		return nil, err
+	}
 	return &Enforcer{
-		cfg:       cfg,
-		log:       log,
-		status:    cfg.Metrics.InboundPolicy(),
-		graceEnds: time.Now().Add(cfg.Grace),
-		limiter:   logLimiter{perSecond: cfg.LogsPerSecond},
-		first:     make(chan struct{}),
+		cfg:          cfg,
+		log:          log,
+		status:       cfg.Metrics.InboundPolicy(),
+		rateLimited:  rl,
+		graceEnds:    time.Now().Add(cfg.Grace),
+		limiter:      logLimiter{perSecond: cfg.LogsPerSecond},
+		rateLimitLog: logLimiter{perSecond: 1},
+		now:          time.Now,
+		first:        make(chan struct{}),
 	}, nil
 }
 
@@ -237,7 +256,10 @@ func (e *Enforcer) stream(ctx context.Context) (delivered bool, err error) {
 
 // apply compiles msg and puts it in force.
 func (e *Enforcer) apply(msg *inboundv1.PodPolicy) {
-	pol, dropped := authz.Compile(msg, authz.Options{TrustDomain: e.cfg.TrustDomain})
+	// The previous policy's rate limiters carry over where a Server's
+	// limit is unchanged. apply runs on Run's goroutine alone, so nothing
+	// swaps cur between this load and the Swap below.
+	pol, dropped := authz.Compile(msg, authz.Options{TrustDomain: e.cfg.TrustDomain, Previous: e.cur.Load()})
 	if len(dropped) > 0 {
 		e.log.Warn("the inbound policy has entries the proxy cannot use; they match no client",
 			"revision", pol.Revision(), "dropped", errors.Join(dropped...).Error())
