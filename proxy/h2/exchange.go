@@ -22,8 +22,10 @@ import (
 )
 
 // maxAttempts bounds the endpoints one balanced request is sent to: its
-// first, and up to two others of the same destination when no connection
-// could be made. Nothing was sent then, so this holds for any method.
+// first, and up to two others of the same destination when it provably
+// reached no application: no connection could be made, or the endpoint's
+// proxy refused the stream because it could not reach its own
+// (resend.go). That holds for any method.
 const maxAttempts = 3
 
 // maxRedraws bounds the picks that look for an endpoint the request has
@@ -40,7 +42,7 @@ type exchange struct {
 	start    time.Time
 	tried    [maxAttempts]netip.AddrPort
 	attempts int
-	resent   int                // times sent again after a target refused it unprocessed
+	resent   int                // times sent again to the same endpoint after a target refused it unprocessed
 	ep       httpproxy.Endpoint // Report nil once reported
 	key      metrics.RouteKey
 	route    *metrics.Route
@@ -93,6 +95,10 @@ func (s *stream) route(fl *flusher, lastErr error) {
 			s.noEndpoint(fl, err)
 			return
 		default:
+			if x.attempts > 0 {
+				cfg := &s.sc.p.cfg
+				cfg.Metrics.Retried(cfg.Direction, metrics.NotDelivered)
+			}
 			x.tried[x.attempts] = ep.Addr
 			x.attempts++
 			x.ep = ep
@@ -214,6 +220,10 @@ func (s *stream) attach(fl *flusher, uc *upConn) {
 	}
 	uc.nextID += 2
 	s.req.window = window
+	s.req.rec = nil
+	if uc.key.identity != "" && !s.kept.capped {
+		s.req.rec = &s.kept // a proven peer proxy may refuse it for want of its application
+	}
 	s.req.dst, s.req.dstID = uc.peer, s.upID
 	s.res.src, s.res.srcID = uc.peer, s.upID
 	uc.headersLocked(s.upID, end, s.fields, keepRequestField)
@@ -227,17 +237,17 @@ func (s *stream) attach(fl *flusher, uc *upConn) {
 
 // detach takes the stream off a connection that will not process it
 // (GOAWAY below its ID, REFUSED_STREAM), for another connection to the
-// same endpoint. Only a request none of whose body went out can be sent
-// again; it reports whether this one could. Called with s.mu held.
+// same endpoint. Only a request whose body went out, if any, is still in
+// hand can be sent again (resendable); it reports whether this one could.
+// Called with s.mu held.
 func (s *stream) detach() bool {
-	if s.req.sentData || s.resBegan || s.uc == nil || s.x.resent >= maxAttempts {
+	if !s.resendable() || s.uc == nil || s.x.resent >= maxAttempts {
 		return false // bounded: a target that refuses every stream is not asked for ever
 	}
 	s.x.resent++
-	s.uc.forget(s)
-	s.uc, s.upID = nil, 0
-	s.req.dst, s.req.dstID, s.req.window = nil, 0, 0
-	s.req.done = false
+	cfg := &s.sc.p.cfg
+	cfg.Metrics.Retried(cfg.Direction, metrics.NotDelivered)
+	s.takeOff()
 	go s.connect(poolKey{addr: s.x.ep.Addr, identity: s.identity(s.x.ep)})
 	return true
 }
@@ -389,9 +399,15 @@ func (s *stream) noEndpoint(fl *flusher, err error) {
 	s.answer(fl, http.StatusServiceUnavailable, 14, what, msg) // 14: UNAVAILABLE
 }
 
-// connectFailed answers a request no endpoint could be connected to.
+// connectFailed answers a request that reached no application: no
+// endpoint could be connected to, or their proxies refused it for want of
+// theirs (503). A peer proxy's stream is refused (resend.go).
 func (s *stream) connectFailed(fl *flusher, err error) {
 	s.x.unreached = metrics.ConnectFailed
+	if s.tellsPeer() {
+		s.refuseUndelivered(fl, err)
+		return
+	}
 	s.failed(fl, err)
 }
 
@@ -401,7 +417,10 @@ func (s *stream) failed(fl *flusher, err error) {
 	cfg := &s.sc.p.cfg
 	code, grpcCode, what := http.StatusBadGateway, 14, "unreachable"
 	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+	switch {
+	case errors.Is(err, errNotDelivered):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
 		code, grpcCode, what = http.StatusGatewayTimeout, 4, "timed out"
 	}
 	target := s.x.ep.Addr

@@ -77,7 +77,12 @@ func (s *stream) serveHTTP1() {
 	defer s.mu.Unlock()
 	defer s.requestOver()
 	if err != nil {
-		if !s.closed {
+		var oe *net.OpError
+		switch {
+		case s.closed:
+		case errors.As(err, &oe) && oe.Op == "dial":
+			s.connectFailed(nil, err) // not a byte of it was written
+		default:
 			s.failed(nil, err)
 		}
 		return

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -245,6 +246,17 @@ func (p *peer) reserve(want int32, h *half) int32 {
 	}
 	p.window -= int64(n)
 	return n
+}
+
+// unblock takes h off the halves waiting for the connection's window: it
+// leaves for another connection.
+func (p *peer) unblock(h *half) {
+	p.flowMu.Lock()
+	defer p.flowMu.Unlock()
+	if h.blocked {
+		p.blocked = slices.DeleteFunc(p.blocked, func(b *half) bool { return b == h })
+		h.blocked = false
+	}
 }
 
 // addWindow adds a connection-level WINDOW_UPDATE's increment and returns

@@ -530,10 +530,13 @@ func keepRequestField(name string) bool {
 }
 
 // keepResponseField drops the connection-specific fields a target may
-// send, which HTTP/2 forbids (RFC 9113 §8.2.2).
+// send, which HTTP/2 forbids (RFC 9113 §8.2.2), and the not-delivered
+// mark of the proxies' HTTP/1 (resend.go), which only the proxy's own
+// answer to a peer proxy may carry: never one a target sent, nor one to a
+// client.
 func keepResponseField(name string) bool {
 	switch name {
-	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", notDeliveredField:
 		return false
 	}
 	return true

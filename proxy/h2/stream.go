@@ -47,6 +47,9 @@ type stream struct {
 	rule       *route.Rule        // the route rule the request matched; nil for none
 	backend    string             // the authority of the rule's backend it goes to; "" for its target
 	cancel     context.CancelFunc // ends the HTTP/1.1 path's request; nil on the others
+	// kept is the request body forwarded to a proven peer proxy, for a
+	// resend when it refuses the stream (resend.go).
+	kept replay
 
 	x exchange
 }
@@ -73,7 +76,12 @@ type half struct {
 	credit   int32               // written onward, not yet credited to src
 	blocked  bool                // waits for dst's connection window; guarded by dst.flowMu
 	keep     func(string) bool   // which trailer fields go on
-	sentData bool                // DATA or trailers went to dst: the request cannot be sent again
+	sentData bool                // DATA or trailers went to dst: the request cannot be sent again, unless rec holds it
+	// rec, while set, keeps a copy of the DATA sent (resend.go); resent
+	// is how much of the queue's head was sent before, and credited to
+	// the source then.
+	rec    *replay
+	resent int
 	// cond, on the HTTP/1.1 path only, wakes its goroutine when the queue
 	// changes; nil on the others.
 	cond *sync.Cond
@@ -120,8 +128,9 @@ func (h *half) push(fl *flusher, data []byte, end bool) {
 			h.dst.dataLocked(h.dstID, data[:n], last)
 			h.dst.unlock(fl)
 			h.sentData = h.sentData || n > 0
+			h.keepSent(data[:n])
 			h.window -= int32(n)
-			h.credit += int32(n)
+			h.credit += h.creditFor(n)
 			data = data[n:]
 			if last {
 				h.end = true
@@ -162,9 +171,10 @@ func (h *half) drain(fl *flusher) {
 		h.dst.dataLocked(h.dstID, h.q[h.qoff:h.qoff+n], last)
 		h.dst.unlock(fl)
 		h.sentData = true
+		h.keepSent(h.q[h.qoff : h.qoff+n])
 		h.qoff += n
 		h.window -= int32(n)
-		h.credit += int32(n)
+		h.credit += h.creditFor(n)
 		if last {
 			h.releaseQueue()
 			h.finished()
@@ -261,6 +271,8 @@ func (s *stream) close() {
 	if s.cancel != nil {
 		s.cancel()
 	}
+	s.req.rec = nil
+	s.kept.release()
 	if s.req.cond != nil {
 		s.req.cond.Broadcast()
 	}

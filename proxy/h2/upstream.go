@@ -583,6 +583,8 @@ func (uc *upConn) processHeaders(f *headerBlock) {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
+	s.req.rec = nil // nothing is sent again once a response came
+	s.kept.release()
 	s.x.status, s.x.after = code, time.Since(s.x.start)
 	s.countRequest()
 	if f.StreamEnded() {
@@ -656,8 +658,16 @@ func (uc *upConn) processReset(f *http2.RSTStreamFrame) {
 	if s.closed || s.uc != uc {
 		return
 	}
-	if f.ErrCode == http2.ErrCodeRefusedStream && s.detach() {
-		return
+	if f.ErrCode == http2.ErrCodeRefusedStream && !s.resBegan {
+		if uc.key.identity != "" {
+			// A proven peer proxy that refuses a stream could not reach its
+			// application, or takes no more streams: another endpoint.
+			s.elsewhere(&uc.fl)
+			return
+		}
+		if s.detach() {
+			return
+		}
 	}
 	if !s.resBegan && f.ErrCode == http2.ErrCodeCancel {
 		// The target gave the stream up, as a gRPC server does once the
