@@ -36,7 +36,11 @@ func (e *RateLimited) Error() string {
 	case "override":
 		per = " to this client"
 	}
-	return fmt.Sprintf("server %q allows %d requests per second%s; retry after %s", e.Server, e.RequestsPerSecond, per, e.RetryAfterHeader()+"s")
+	requests := "requests"
+	if e.RequestsPerSecond == 1 {
+		requests = "request"
+	}
+	return fmt.Sprintf("server %q allows %d %s per second%s; retry after %ss", e.Server, e.RequestsPerSecond, requests, per, e.RetryAfterHeader())
 }
 
 // RetryAfterHeader is the value of the Retry-After header (RFC 9110

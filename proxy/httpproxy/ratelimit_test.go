@@ -25,4 +25,8 @@ func TestRateLimitedRetryAfter(t *testing.T) {
 	if got, want := e.Error(), `server "web" allows 100 requests per second in total; retry after 1s`; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
+	e = &RateLimited{RetryAfter: 1500 * time.Millisecond, Scope: "override", Server: "web", RequestsPerSecond: 1}
+	if got, want := e.Error(), `server "web" allows 1 request per second to this client; retry after 2s`; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
 }
