@@ -143,6 +143,11 @@ func parsePolicy(ann map[string]string, service bool) (policy, opt[FailureAccrua
 	var p policy
 	var errs []error
 	var fa balancer
+	// Every Service is read on every rebuild, and most have none of
+	// these: skip the sort for them.
+	if !hasTrafficAnnotation(ann) {
+		return p, opt[FailureAccrual]{}, nil
+	}
 	for _, name := range slices.Sorted(maps.Keys(ann)) {
 		value := ann[name]
 		var err error
@@ -165,6 +170,15 @@ func parsePolicy(ann map[string]string, service bool) (policy, opt[FailureAccrua
 		errs = append(errs, err)
 	}
 	return p, accrual, errs
+}
+
+func hasTrafficAnnotation(ann map[string]string) bool {
+	for name := range ann {
+		if strings.HasPrefix(name, names.RetryPrefix) || strings.HasPrefix(name, names.TimeoutPrefix) || strings.HasPrefix(name, names.BalancerPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // set parses one retry.mesh.dev or timeout.mesh.dev annotation into p.
