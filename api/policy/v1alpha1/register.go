@@ -32,6 +32,18 @@ var (
 	HTTPFaultsResource                 = SchemeGroupVersion.WithResource("httpfaults")
 )
 
+// Resources are the resources of every kind of the group: the CRDs mesh
+// install applies (install/manifests/crds, generated from these types)
+// and mesh check looks for.
+var Resources = []schema.GroupVersionResource{
+	ServersResource,
+	MeshTLSAuthenticationsResource,
+	NetworkAuthenticationsResource,
+	AuthorizationPoliciesResource,
+	HTTPLocalRateLimitPoliciesResource,
+	HTTPFaultsResource,
+}
+
 var (
 	// SchemeBuilder registers the kinds with a runtime.Scheme.
 	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
