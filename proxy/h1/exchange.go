@@ -428,7 +428,7 @@ func (x *exchange) relay(u *upstream, body *bodySender) bool {
 	upstreamKeep := !tunnel && f != closeBody && r.minor == 1 && !res.hasToken("connection", "close") &&
 		(res.minor == 1 || res.hasToken("connection", "keep-alive"))
 	dechunk := f == chunkedBody && r.minor == 0
-	keep := !tunnel && r.keepAlive && f != closeBody && !dechunk
+	keep := !tunnel && r.keepAlive && f != closeBody && !dechunk && !cc.p.shuttingDown()
 	res.dropHopByHop(tunnel && res.status == http.StatusSwitchingProtocols)
 	extra := ""
 	switch {
@@ -682,7 +682,7 @@ func (cc *clientConn) writeLocal(a local, closing bool) bool {
 	if r.body != noBody {
 		closing = true // its body is still on the wire, unread
 	}
-	if !r.keepAlive {
+	if !r.keepAlive || cc.p.shuttingDown() {
 		closing = true
 	}
 	w := cc.bw

@@ -25,7 +25,10 @@ type upstream struct {
 	raw    syscall.RawConn
 	peek   func(fd uintptr) bool
 	peekOK bool
-	since  time.Time // idle since, while pooled
+	// pending: the look found bytes waiting under mesh TLS, which only a
+	// read through TLS can tell apart.
+	pending bool
+	since   time.Time // idle since, while pooled
 	// reused is set once the connection has carried a request: a failure
 	// before the next response's first byte may then be the endpoint
 	// closing an idle connection, and a request without a body is sent
@@ -188,8 +191,8 @@ func (u *upstream) close() {
 // alive checks, without blocking, that the server has not closed a pooled
 // connection: a read of the TCP socket that finds EOF or an error means
 // it did. Bytes waiting on a plain-text connection before any request are
-// a broken server as well; under mesh TLS they may be a session ticket,
-// which the next read consumes.
+// a broken server as well; under mesh TLS they are read through TLS
+// (tlsAlive).
 func (u *upstream) alive() bool {
 	if u.br.Buffered() > 0 {
 		return false // the server spoke out of turn
@@ -197,9 +200,30 @@ func (u *upstream) alive() bool {
 	if u.raw == nil {
 		return true
 	}
-	u.peekOK = true
+	u.peekOK, u.pending = true, false
 	u.raw.Read(u.peek)
+	if u.peekOK && u.pending {
+		return u.tlsAlive()
+	}
 	return u.peekOK
+}
+
+// tlsPeekWait bounds the read tlsAlive makes. The bytes it reads are
+// already on the socket, so it waits this long only when they were a
+// message TLS consumes (a session ticket, a key update), which a
+// connection's first response has usually consumed already.
+const tlsPeekWait = time.Millisecond
+
+// tlsAlive reads the bytes waiting on an idle mesh TLS connection: a
+// TLS message that carries no data is consumed and the connection stays;
+// its peer's close_notify, an error or data out of turn mean it is
+// closing. A peer proxy closing an idle connection says close_notify
+// first, so this keeps a request from going out on it.
+func (u *upstream) tlsAlive() bool {
+	u.tc.readBy(time.Now().Add(tlsPeekWait))
+	_, err := u.br.Peek(1)
+	u.tc.readBy(time.Time{})
+	return isTimeout(err)
 }
 
 // peekSocket looks at the socket without taking a byte or waiting.
@@ -214,6 +238,8 @@ func (u *upstream) peekSocket(fd uintptr) bool {
 		u.peekOK = false
 	case u.key.identity == "":
 		u.peekOK = false
+	default:
+		u.pending = true
 	}
 	return true // never wait: this is a check, not a read
 }

@@ -18,6 +18,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
@@ -42,6 +43,9 @@ type Proxy struct {
 	conns   map[*clientConn]struct{}
 	closing bool
 	active  sync.WaitGroup // Serve calls in progress
+	// stopping mirrors closing, for the checks every response makes
+	// without the lock.
+	stopping atomic.Bool
 }
 
 // New returns a Proxy. Call Shutdown to stop it.
@@ -106,6 +110,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.closing {
 		p.closing = true
+		p.stopping.Store(true)
 		close(p.stop)
 	}
 	for cc := range p.conns {
@@ -131,8 +136,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	return err
 }
 
-func (p *Proxy) shuttingDown() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closing
-}
+// shuttingDown reports whether Shutdown was called: every response says
+// Connection: close from then on, so that no client, a client proxy's
+// pool least of all, sends another request on a connection about to
+// close.
+func (p *Proxy) shuttingDown() bool { return p.stopping.Load() }

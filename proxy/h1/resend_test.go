@@ -501,3 +501,104 @@ func readHeadLinesOrEOF(r *bufio.Reader) []string {
 		lines = append(lines, l)
 	}
 }
+
+// TestPooledMeshTLSConnectionClosedByPeer: a peer proxy closes a pooled
+// connection (close_notify, then FIN) while it is idle; the client proxy
+// reads the close through TLS before it sends the next request, which
+// then goes on a new connection, whatever its method, and is seen once.
+func TestPooledMeshTLSConnectionClosedByPeer(t *testing.T) {
+	mp := newMeshPeers(t)
+	var seen atomic.Int32
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", meshtls.ServerConfig(mp.apiSVID, mp.ca.Bundle(), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close() // one request a connection, then close_notify
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				seen.Add(1)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				// Closed once idle: close_notify comes apart from the
+				// response, not read with it.
+				time.Sleep(5 * time.Millisecond)
+			}()
+		}
+	}()
+	peer := netip.MustParseAddrPort(ln.Addr().String())
+	client := mp.clientProxy(t, &fakeBalancer{eps: []httpproxy.Endpoint{{Addr: peer, Identity: mp.api.String()}}})
+	c := dial(t, client.addr)
+	br := bufio.NewReader(c)
+	for i, req := range []string{
+		"POST /1 HTTP/1.1\r\nHost: api\r\nContent-Length: 5\r\n\r\norder",
+		"POST /2 HTTP/1.1\r\nHost: api\r\nContent-Length: 0\r\n\r\n",
+		"POST /3 HTTP/1.1\r\nHost: api\r\nContent-Length: 5\r\n\r\norder",
+	} {
+		io.WriteString(c, req)
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || seen.Load() != int32(i+1) {
+			t.Fatalf("POST %d: %d, the peer saw %d requests; want 200, %d", i+1, res.StatusCode, seen.Load(), i+1)
+		}
+		time.Sleep(30 * time.Millisecond) // the close reaches the client proxy
+	}
+}
+
+// TestShutdownSaysConnectionClose: a response relayed while the proxy
+// shuts down tells its client that the connection closes, so that a
+// client proxy does not pool it.
+func TestShutdownSaysConnectionClose(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan struct{})
+	app := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		io.WriteString(w, "ok")
+	}))
+	p := startTestProxy(t, app)
+	got := make(chan *http.Response, 1)
+	go func() {
+		res, err := http.Get("http://" + p.addr + "/")
+		if err != nil {
+			t.Error(err)
+			close(got)
+			return
+		}
+		got <- res
+	}()
+	<-arrived
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p.Shutdown(ctx)
+	}()
+	for !p.shuttingDown() {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	res, ok := <-got
+	if ok {
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || !res.Close {
+			t.Errorf("got %d, Connection: close %v; want 200 and Connection: close", res.StatusCode, res.Close)
+		}
+	}
+	<-stopped
+}

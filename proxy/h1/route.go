@@ -101,7 +101,7 @@ func (cc *clientConn) redirect(x *exchange, code int, location string) bool {
 	x.ep.Addr = cc.info.Target
 	x.publishTap()
 	r := &cc.req
-	closing := r.body != noBody || !r.keepAlive // an unread body cannot stay on the wire
+	closing := r.body != noBody || !r.keepAlive || cc.p.shuttingDown() // an unread body cannot stay on the wire
 	w := cc.bw
 	w.WriteString("HTTP/1.1 ")
 	w.WriteString(strconv.Itoa(code))
