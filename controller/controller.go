@@ -314,12 +314,19 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 
 	namespaces := factory.Core().V1().Namespaces().Lister()
+	// Made before the components that record Events; it starts sending
+	// them once the informers start.
+	broadcaster := cfg.events
+	if broadcaster == nil {
+		broadcaster = events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
+	}
 	// The route index and the destination service add their informers
 	// and indexes to the factory, so they must come before Start.
 	var routes *route.Index
 	var routeSource destination.RouteSource // nil: Routes answers UNIMPLEMENTED
 	if gwFactory != nil {
-		routes, err = route.New(route.Config{Informers: factory, Gateway: gwFactory, Client: gwClient, Log: log.With("component", "route")})
+		routes, err = route.New(route.Config{Informers: factory, Gateway: gwFactory, Client: gwClient,
+			Events: broadcaster.NewRecorder(scheme.Scheme, "mesh-controller"), Log: log.With("component", "route")})
 		if err != nil {
 			return fmt.Errorf("controller: %w", err)
 		}
@@ -343,10 +350,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	state.policy = pol.Ready
 	factory.Start(ctx.Done())
-	broadcaster := cfg.events
-	if broadcaster == nil {
-		broadcaster = events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
-	}
 	if err := broadcaster.StartRecordingToSinkWithContext(ctx); err != nil {
 		return fmt.Errorf("controller: events: %w", err)
 	}
