@@ -25,7 +25,8 @@ type clientConn struct {
 	bw   *bufio.Writer
 
 	// idle is set while the connection waits for a request's first byte:
-	// Shutdown may close it then.
+	// Shutdown may take it then, by swapping it to false before the
+	// connection's goroutine does (closeIfIdle).
 	idle atomic.Bool
 
 	req request
@@ -167,7 +168,7 @@ func (cc *clientConn) serve() {
 			cc.tc.idle = cc.p.cfg.BodyIdleTimeout
 			cc.tc.readBy(time.Time{})
 		}
-		if !cc.exchange() || cc.p.shuttingDown() {
+		if !cc.exchange() {
 			return
 		}
 		cc.release(false)
@@ -191,48 +192,78 @@ var crlfcrlf = []byte("\r\n\r\n")
 const idleGrace = time.Second
 
 // waitRequest waits for the first byte of the next request, up to the
-// idle timeout; false means the connection is over.
+// idle timeout; false means the connection is over. A peer proxy's
+// connection that ends while idle is told goodbye first (resend.go).
 func (cc *clientConn) waitRequest() bool {
+	if cc.p.shuttingDown() {
+		cc.farewell() // its last response said keep-alive
+		return false
+	}
+	cc.idle.Store(true)
+	got, timedOut := cc.awaitRequest()
+	if !cc.idle.CompareAndSwap(true, false) {
+		// Shutdown took the connection and told its client goodbye: what
+		// comes meanwhile is read off, never served, until it closes.
+		cc.readOff(time.Now().Add(2 * goodbyeLinger))
+		return false
+	}
+	if timedOut {
+		cc.farewell()
+	}
+	return got
+}
+
+// awaitRequest waits for the first byte of the next request, up to the
+// idle timeout; timedOut says that it passed first.
+func (cc *clientConn) awaitRequest() (got, timedOut bool) {
 	cc.tc.idle = 0
 	now := time.Now()
 	idleBy := now.Add(cc.p.cfg.IdleTimeout)
-	cc.idle.Store(true)
-	defer cc.idle.Store(false)
-	if cc.p.shuttingDown() {
-		return false
-	}
 	if cc.br != nil {
 		if cc.br.Buffered() > 0 {
-			return true // pipelined: the next request is here already
+			return true, false // pipelined: the next request is here already
 		}
 		cc.tc.readBy(earliest(now.Add(idleGrace), idleBy))
 		_, err := cc.br.Peek(1)
-		if err == nil {
-			return true
-		}
-		if !isTimeout(err) || !time.Now().Before(idleBy) {
-			return false
+		switch {
+		case err == nil:
+			return true, false
+		case !isTimeout(err):
+			return false, false
+		case !time.Now().Before(idleBy):
+			return false, true
 		}
 		cc.releaseReader()
 	}
 	cc.tc.readBy(idleBy)
-	n, err := cc.tc.Read(cc.one[:])
-	if n == 0 {
-		return err == nil && cc.waitRequest()
+	for {
+		n, err := cc.tc.Read(cc.one[:])
+		if n > 0 {
+			break
+		}
+		if err != nil {
+			return false, isTimeout(err)
+		}
 	}
 	cc.pre.b, cc.pre.has = cc.one[0], true
 	cc.br = readers.Get().(*bufio.Reader)
 	cc.br.Reset(&cc.pre)
 	cc.holdsReader.Store(true)
-	return true
+	return true, false
 }
 
-// closeIfIdle closes the connection if it waits for a request: called by
-// Shutdown, which then waits for the busy ones.
+// closeIfIdle ends the connection if it waits for a request: called by
+// Shutdown, which then waits for the busy ones. A peer proxy is told
+// goodbye first.
 func (cc *clientConn) closeIfIdle() {
-	if cc.idle.Load() {
-		cc.c.Close()
+	if !cc.idle.CompareAndSwap(true, false) {
+		return
 	}
+	if !cc.peerProxy() {
+		cc.c.Close()
+		return
+	}
+	go cc.goodbye()
 }
 
 // refuseMalformed answers a request head the proxy will not forward, when

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -190,12 +191,16 @@ func (x *exchange) dropAnswer(u *upstream, body *bodySender) bool {
 }
 
 // tellsPeer reports whether the proxy answers a request that reached no
-// application with a not-delivered answer: only inbound, to a client that
-// proved its identity over mesh TLS (a peer proxy), and when not a byte
-// of the request went to the application.
+// application with a not-delivered answer: only to a peer proxy, and when
+// not a byte of the request went to the application.
 func (x *exchange) tellsPeer() bool {
-	cc := x.cc
-	return cc.p.cfg.Direction == metrics.Inbound && cc.info.ClientID != "" && !x.written
+	return x.cc.peerProxy() && !x.written
+}
+
+// peerProxy reports whether the connection's client is a peer proxy:
+// inbound, a client that proved its identity over mesh TLS.
+func (cc *clientConn) peerProxy() bool {
+	return cc.p.cfg.Direction == metrics.Inbound && cc.info.ClientID != ""
 }
 
 // tellNotDelivered answers a peer proxy's request that could not reach the
@@ -207,6 +212,70 @@ func (x *exchange) tellNotDelivered(err error) bool {
 	cc.drainBody()
 	return x.answer(local{code: http.StatusServiceUnavailable, what: "unreachable", notDelivered: true,
 		msg: fmt.Sprintf("mesh-proxy: target %s unreachable, request not delivered: %v", x.ep.Addr, err)})
+}
+
+// A server proxy that closes a peer proxy's idle connection (shutting
+// down, or idle too long) could meet a request the peer sent just then,
+// which the close would reset: the peer could not tell whether it was
+// delivered, and a POST would fail. So it first writes goodbyeAnswer,
+// unasked: a not-delivered answer that stands for any request on the
+// connection it will not serve; then it half-closes and reads off what
+// comes for goodbyeLinger before it closes, so that the answer is read
+// rather than reset. A peer with a request in flight reads the answer
+// and sends it elsewhere; an idle one finds bytes waiting and drops the
+// connection (upstream.alive). The connection is either served or told
+// goodbye, never both: Shutdown takes an idle one only by swapping its
+// idle flag, which the connection's goroutine swaps back once a request
+// begins.
+
+// goodbyeAnswer is the answer a peer proxy's idle connection gets before
+// it closes.
+const goodbyeAnswer = "HTTP/1.1 503 Service Unavailable\r\n" +
+	"Content-Type: text/plain; charset=utf-8\r\nMesh-Proxy-Error: closing\r\n" +
+	"Mesh-Proxy-Not-Delivered: 1\r\nContent-Length: 44\r\nConnection: close\r\n\r\n" +
+	"mesh-proxy: closing, request not delivered\r\n"
+
+// goodbyeLinger is how long a connection told goodbye stays open: for the
+// answer to reach the peer, and what it sent meanwhile to arrive.
+const goodbyeLinger = 500 * time.Millisecond
+
+// farewell tells a peer proxy goodbye on an idle connection its goroutine
+// ends, and reads off what comes for a while. Others get nothing.
+func (cc *clientConn) farewell() {
+	if !cc.peerProxy() {
+		return
+	}
+	cc.c.SetWriteDeadline(time.Now().Add(goodbyeLinger))
+	if _, err := io.WriteString(cc.c, goodbyeAnswer); err != nil {
+		return
+	}
+	cc.tc.CloseWrite()
+	cc.readOff(time.Now().Add(goodbyeLinger))
+}
+
+// goodbye is farewell for Shutdown, which took the connection while its
+// goroutine waits in a read: that goroutine reads off what comes, until
+// the connection closes.
+func (cc *clientConn) goodbye() {
+	cc.c.SetWriteDeadline(time.Now().Add(goodbyeLinger))
+	if _, err := io.WriteString(cc.c, goodbyeAnswer); err == nil {
+		if cw, ok := cc.c.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+	}
+	time.AfterFunc(goodbyeLinger, func() { cc.c.Close() })
+}
+
+// readOff reads and drops what the client sends until it closes, or
+// until.
+func (cc *clientConn) readOff(until time.Time) {
+	cc.tc.readBy(until)
+	var buf [512]byte
+	for {
+		if _, err := cc.tc.Read(buf[:]); err != nil {
+			return
+		}
+	}
 }
 
 // drainBody reads off the body of a request the proxy answers without

@@ -53,12 +53,39 @@ func newMeshPeers(t testing.TB) *meshPeers {
 // app. It returns its address.
 func (mp *meshPeers) serverProxy(t testing.TB, app string) netip.AddrPort {
 	t.Helper()
-	p := New(Config{Direction: metrics.Inbound, Metrics: metrics.New(), Log: testLog()})
+	return mp.serverPod(t, app).addr
+}
+
+// serverPod is an api pod's server proxy, which a test may stop.
+type serverPod struct {
+	p    *Proxy
+	addr netip.AddrPort
+	ln   net.Listener
+}
+
+// stop shuts the server proxy down as mesh-proxy does: no more
+// connections, then Shutdown, in the background.
+func (s *serverPod) stop() {
+	s.ln.Close()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		s.p.Shutdown(ctx)
+	}()
+}
+
+func (mp *meshPeers) serverPod(t testing.TB, app string, opts ...func(*Config)) *serverPod {
+	t.Helper()
+	cfg := Config{Direction: metrics.Inbound, Metrics: metrics.New(), Log: testLog()}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	p := New(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := meshtls.ServerConfig(mp.apiSVID, mp.ca.Bundle(), nil)
+	tlsCfg := meshtls.ServerConfig(mp.apiSVID, mp.ca.Bundle(), nil)
 	target := netip.MustParseAddrPort(app)
 	var conns sync.WaitGroup
 	go func() {
@@ -68,7 +95,7 @@ func (mp *meshPeers) serverProxy(t testing.TB, app string) netip.AddrPort {
 				return
 			}
 			conns.Go(func() {
-				tc := tls.Server(c, cfg)
+				tc := tls.Server(c, tlsCfg)
 				if err := tc.Handshake(); err != nil {
 					c.Close()
 					return
@@ -89,7 +116,7 @@ func (mp *meshPeers) serverProxy(t testing.TB, app string) netip.AddrPort {
 		p.Shutdown(ctx)
 		conns.Wait()
 	})
-	return netip.MustParseAddrPort(ln.Addr().String())
+	return &serverPod{p: p, addr: netip.MustParseAddrPort(ln.Addr().String()), ln: ln}
 }
 
 // clientProxy starts web's client proxy, which balances the requests of
@@ -601,4 +628,122 @@ func TestShutdownSaysConnectionClose(t *testing.T) {
 		}
 	}
 	<-stopped
+}
+
+// TestGoodbyeToIdlePeer: a server proxy that ends a peer proxy's idle
+// connection, shutting down or idle too long, first answers not delivered
+// for whatever request the peer sends on it then, and never serves one;
+// a plain text client's connection just closes.
+func TestGoodbyeToIdlePeer(t *testing.T) {
+	mp := newMeshPeers(t)
+	for _, tc := range []struct {
+		name string
+		opts []func(*Config)
+		end  func(*serverPod)
+	}{
+		{name: "shutdown", end: (*serverPod).stop},
+		{name: "idle timeout", opts: []func(*Config){func(c *Config) { c.IdleTimeout = 100 * time.Millisecond }},
+			end: func(*serverPod) { time.Sleep(150 * time.Millisecond) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := startEchoApp(t)
+			pod := mp.serverPod(t, app.addr, tc.opts...)
+			c, err := tls.Dial("tcp", pod.addr.String(), meshtls.ClientConfig(mp.webSVID, mp.ca.Bundle(), mp.api))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			br := bufio.NewReader(c)
+			io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: api\r\n\r\n")
+			res, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			if res.StatusCode != 200 || res.Close {
+				t.Fatalf("GET: %d, Connection: close %v; want 200, kept alive", res.StatusCode, res.Close)
+			}
+			tc.end(pod)
+			time.Sleep(20 * time.Millisecond) // the goodbye is on its way: a request crosses it
+			io.WriteString(c, "POST /2 HTTP/1.1\r\nHost: api\r\nContent-Length: 5\r\n\r\norder")
+			res, err = http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("after the POST: %v, want the goodbye", err)
+			}
+			io.Copy(io.Discard, res.Body)
+			if res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Mesh-Proxy-Not-Delivered") != "1" || !res.Close {
+				t.Errorf("got %d %v, want 503 with Mesh-Proxy-Not-Delivered: 1 and Connection: close", res.StatusCode, res.Header)
+			}
+			if _, err := br.ReadByte(); err == nil {
+				t.Error("the connection goes on after the goodbye")
+			}
+			time.Sleep(300 * time.Millisecond) // a POST wrongly served would reach the application by now
+			if saw := app.take(); len(saw) != 1 {
+				t.Errorf("the application saw %q, want the GET alone", saw)
+			}
+		})
+	}
+
+	t.Run("plain text client", func(t *testing.T) {
+		p := startTestProxy(t, startEchoApp(t).addr, func(c *Config) { c.IdleTimeout = 100 * time.Millisecond })
+		c := dial(t, p.addr)
+		br := bufio.NewReader(c)
+		io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: api\r\n\r\n")
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		if b, err := br.ReadByte(); err == nil {
+			t.Errorf("got %q after the idle timeout, want the connection closed", b)
+		}
+	})
+}
+
+// TestScaleDown: POSTs one after the other to a destination of two pods,
+// while the first loses its application, then its proxy shuts down, as a
+// pod scaled down whose application exits at once on SIGTERM: every one
+// succeeds, seen once by the second pod's application.
+func TestScaleDown(t *testing.T) {
+	mp := newMeshPeers(t)
+	var goneApp *httptest.Server
+	goneApp = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "POST")
+	}))
+	t.Cleanup(goneApp.Close)
+	gone := mp.serverPod(t, goneApp.Listener.Addr().String())
+	live := startEchoApp(t)
+	b := &fakeBalancer{eps: []httpproxy.Endpoint{
+		{Addr: gone.addr, Identity: mp.api.String()},
+		{Addr: mp.serverProxy(t, live.addr), Identity: mp.api.String()},
+	}}
+	client := mp.clientProxy(t, b)
+	hc := &http.Client{Timeout: 10 * time.Second}
+	for i := range 30 {
+		switch i {
+		case 10:
+			goneApp.Listener.Close()
+			goneApp.CloseClientConnections()
+		case 20:
+			gone.stop()
+		}
+		body := fmt.Sprintf("order %d", i)
+		res, err := hc.Post("http://"+client.addr+"/orders", "text/plain", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("POST %d: %v", i, err)
+		}
+		got, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || !strings.HasPrefix(string(got), "POST") {
+			t.Errorf("POST %d: %d %q, want 200", i, res.StatusCode, got)
+		}
+	}
+	if n := len(live.take()); n < 20 {
+		t.Errorf("the second pod's application saw %d POSTs, want the 20 after the first lost its own, and more", n)
+	}
+	if n := retries(t, client.m); n < 10 {
+		t.Errorf("retries counted: %v, want at least 10: the first pod got POSTs after it lost its application", n)
+	}
 }
