@@ -707,8 +707,7 @@ func TestGoodbyeToIdlePeer(t *testing.T) {
 // succeeds, seen once by the second pod's application.
 func TestScaleDown(t *testing.T) {
 	mp := newMeshPeers(t)
-	var goneApp *httptest.Server
-	goneApp = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	goneApp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, "POST")
 	}))
