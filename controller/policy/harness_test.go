@@ -93,7 +93,8 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	logs := &logBuffer{}
 	srv, err := New(Config{
 		Informers: factory, DynamicInformers: dynFactory, StatusClient: dyn, DefaultInboundPolicy: o.defaultPolicy,
-		Registerer: reg, Log: slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
+		statusRetry: 50 * time.Millisecond,
+		Registerer:  reg, Log: slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)

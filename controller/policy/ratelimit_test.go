@@ -2,13 +2,16 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -248,6 +251,28 @@ func TestRateLimitStatus(t *testing.T) {
 		}
 	}
 	h.waitAccepted(t, "newer", metav1.ConditionTrue, policyv1alpha1.RateLimitReasonAccepted)
+}
+
+// TestRateLimitStatusRetried: a status write the API server fails (not
+// a conflict) is tried again without any event.
+func TestRateLimitStatusRetried(t *testing.T) {
+	h := newHarness(t, harnessOptions{objects: []runtime.Object{namespace(testNS, nil),
+		server("web-http", 0, intstr.FromInt32(8080), policyv1alpha1.ProtocolHTTP1, nil)}})
+	var failed atomic.Int32
+	h.dynamic.PrependReactor("patch", "httplocalratelimitpolicies", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if failed.Add(1) == 1 {
+			return true, nil, apierrors.NewInternalError(errors.New("etcd is having a bad day"))
+		}
+		return false, nil, nil
+	})
+	h.apply(t, rateLimitPolicy("rl", 0, "web-http", 10, 0))
+	h.waitAccepted(t, "rl", metav1.ConditionTrue, policyv1alpha1.RateLimitReasonAccepted)
+	if n := failed.Load(); n != 2 {
+		t.Errorf("%d status writes, want the failed one and its retry", n)
+	}
+	if h.logs.count("writing HTTPLocalRateLimitPolicy status; retrying") != 1 {
+		t.Error("the failed write is not logged")
+	}
 }
 
 // waitAccepted waits until the rate limit policy name of testNS has an

@@ -13,10 +13,10 @@ import (
 	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
 )
 
-// statusRetry is how long after a failed status write (other than a
-// conflict, which the newer version's event retries) its namespace is
+// defaultStatusRetry is how long after a failed status write (other than
+// a conflict, which the newer version's event retries) its namespace is
 // written again.
-const statusRetry = 5 * time.Second
+const defaultStatusRetry = 5 * time.Second
 
 // runStatus keeps the Accepted condition of the HTTPLocalRateLimitPolicies
 // of the namespaces marked for it current, until ctx is done. It runs on
@@ -101,8 +101,8 @@ func (s *Server) writeStatuses(ctx context.Context, ns string, written map[types
 		case ctx.Err() != nil:
 			return
 		default:
-			s.log.Error("writing HTTPLocalRateLimitPolicy status; retrying", "namespace", ns, "name", p.Name, "error", err, "retry_in", statusRetry)
-			time.AfterFunc(statusRetry, func() { s.ix.statusDirty.addNamespace(ns) })
+			s.log.Error("writing HTTPLocalRateLimitPolicy status; retrying", "namespace", ns, "name", p.Name, "error", err, "retry_in", s.statusRetry)
+			time.AfterFunc(s.statusRetry, func() { s.ix.statusDirty.addNamespace(ns) })
 		}
 	}
 }

@@ -56,6 +56,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -111,6 +112,10 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Log gets the server's logs; nil discards them.
 	Log *slog.Logger
+
+	// statusRetry is how long after a failed status write it is tried
+	// again; zero means defaultStatusRetry. Tests shorten it.
+	statusRetry time.Duration
 }
 
 // Server implements the InboundPolicy gRPC service. Create it with New,
@@ -121,6 +126,7 @@ type Server struct {
 
 	ix           *index
 	statusClient dynamic.Interface // nil: no status written
+	statusRetry  time.Duration
 	td           spiffeid.TrustDomain
 	defaults     defaults
 	metrics      *metrics
@@ -192,6 +198,7 @@ func New(cfg Config) (*Server, error) {
 	return &Server{
 		ix:           ix,
 		statusClient: cfg.StatusClient,
+		statusRetry:  cmp.Or(cfg.statusRetry, defaultStatusRetry),
 		td:           td,
 		defaults:     defaults{policy: def, clusterNetworks: networks(nets)},
 		metrics:      m,
