@@ -52,7 +52,7 @@ func newMeshPeers(t testing.TB) *meshPeers {
 
 // listenMeshTLS accepts api's mesh TLS connections and hands each, with
 // the identity its client proved, to serve.
-func (mp *meshPeers) listenMeshTLS(t testing.TB, serve func(c net.Conn, peer string)) netip.AddrPort {
+func (mp *meshPeers) listenMeshTLS(t testing.TB, serve func(c net.Conn, peer string)) (netip.AddrPort, net.Listener) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -85,7 +85,7 @@ func (mp *meshPeers) listenMeshTLS(t testing.TB, serve func(c net.Conn, peer str
 		ln.Close()
 		conns.Wait()
 	})
-	return netip.MustParseAddrPort(ln.Addr().String())
+	return netip.MustParseAddrPort(ln.Addr().String()), ln
 }
 
 // serverProxy starts an api pod's server proxy: an inbound Proxy behind
@@ -93,10 +93,34 @@ func (mp *meshPeers) listenMeshTLS(t testing.TB, serve func(c net.Conn, peer str
 // app. It returns its address.
 func (mp *meshPeers) serverProxy(t testing.TB, app string) netip.AddrPort {
 	t.Helper()
+	return mp.serverPod(t, app).addr
+}
+
+// serverPod is an api pod's server proxy, which a test may stop.
+type serverPod struct {
+	p    *Proxy
+	addr netip.AddrPort
+	ln   net.Listener
+}
+
+// stop shuts the server proxy down as mesh-proxy does: no more
+// connections, then Shutdown, in the background.
+func (s *serverPod) stop() {
+	s.ln.Close()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		s.p.Shutdown(ctx)
+	}()
+}
+
+func (mp *meshPeers) serverPod(t testing.TB, app string) *serverPod {
+	t.Helper()
 	p := New(Config{Direction: metrics.Inbound, Metrics: metrics.New(),
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))})
 	target := netip.MustParseAddrPort(app)
-	addr := mp.listenMeshTLS(t, func(c net.Conn, peer string) {
+	pod := &serverPod{p: p}
+	pod.addr, pod.ln = mp.listenMeshTLS(t, func(c net.Conn, peer string) {
 		p.Serve(c, httpproxy.ConnInfo{Target: target, ClientID: peer})
 	})
 	t.Cleanup(func() {
@@ -104,7 +128,7 @@ func (mp *meshPeers) serverProxy(t testing.TB, app string) netip.AddrPort {
 		defer cancel()
 		p.Shutdown(ctx)
 	})
-	return addr
+	return pod
 }
 
 // clientProxy starts web's client proxy, which balances the requests of
@@ -227,7 +251,7 @@ func (b *slowBody) Read(p []byte) (int, error) {
 // read its client's body before it found its application gone.
 func (mp *meshPeers) refusingPeer(t testing.TB, after int) netip.AddrPort {
 	t.Helper()
-	return mp.listenMeshTLS(t, func(c net.Conn, _ string) {
+	addr, _ := mp.listenMeshTLS(t, func(c net.Conn, _ string) {
 		defer c.Close()
 		buf := make([]byte, len(http2.ClientPreface))
 		if _, err := io.ReadFull(c, buf); err != nil {
@@ -270,6 +294,7 @@ func (mp *meshPeers) refusingPeer(t testing.TB, after int) netip.AddrPort {
 			}
 		}
 	})
+	return addr
 }
 
 // TestNotDeliveredGoesToAnotherEndpoint: a destination of two pods, the
@@ -459,5 +484,55 @@ func TestNotDeliveredLargeBodyIsNotReplayed(t *testing.T) {
 	}
 	if n := retries(t, client.m); n != 0 {
 		t.Errorf("retries counted: %v, want 0", n)
+	}
+}
+
+// TestScaleDown: POSTs one after the other to a destination of two pods,
+// while the first loses its application, then its proxy shuts down, as a
+// pod scaled down whose application exits at once on SIGTERM: every one
+// succeeds.
+func TestScaleDown(t *testing.T) {
+	mp := newMeshPeers(t)
+	goneApp := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "POST")
+	}))
+	goneApp.EnableHTTP2 = true
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	goneApp.Config.Protocols = &protocols
+	goneApp.Start()
+	t.Cleanup(goneApp.Close)
+	gone := mp.serverPod(t, goneApp.Listener.Addr().String())
+	live := startEchoApp(t)
+	b := &fakeBalancer{eps: []httpproxy.Endpoint{
+		{Addr: gone.addr, Identity: mp.api.String()},
+		{Addr: mp.serverProxy(t, live.addr), Identity: mp.api.String()},
+	}}
+	client := mp.clientProxy(t, b)
+	hc := h2cClient(t)
+	for i := range 30 {
+		switch i {
+		case 10:
+			goneApp.Listener.Close()
+			goneApp.CloseClientConnections()
+		case 20:
+			gone.stop()
+		}
+		res, err := hc.Post("http://"+client.addr+"/orders", "text/plain", strings.NewReader(fmt.Sprintf("order %d", i)))
+		if err != nil {
+			t.Fatalf("POST %d: %v", i, err)
+		}
+		got, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || !strings.HasPrefix(string(got), "POST") {
+			t.Errorf("POST %d: %d %q, want 200", i, res.StatusCode, got)
+		}
+	}
+	if n := len(live.take()); n < 20 {
+		t.Errorf("the second pod's application saw %d POSTs, want the 20 after the first lost its own, and more", n)
+	}
+	if n := retries(t, client.m); n < 10 {
+		t.Errorf("retries counted: %v, want at least 10: the first pod got POSTs after it lost its application", n)
 	}
 }
