@@ -181,6 +181,15 @@ func (r *Rule) compileFilters(fs []*destinationv1.Filter) error {
 				twice("rewrite")
 			}
 			r.Rewrite = rw
+		case *destinationv1.Filter_Fault:
+			ft, err := compileFault(k.Fault)
+			if err != nil {
+				return fmt.Errorf("filter %d: fault: %w", i, err)
+			}
+			if r.Fault != nil {
+				twice("fault")
+			}
+			r.Fault = ft
 		case *destinationv1.Filter_Fail:
 			st := k.Fail.GetStatus()
 			if st < 100 || st > 599 {
@@ -229,7 +238,7 @@ func (b *Backend) compileFilters(fs []*destinationv1.Filter) error {
 				return fmt.Errorf("%w: filter %d: fail status %d", ErrInvalid, i, st)
 			}
 			fail(Fail{Status: int(st), Message: k.Fail.GetMessage()})
-		case *destinationv1.Filter_ResponseHeaders, *destinationv1.Filter_Redirect, *destinationv1.Filter_Rewrite:
+		case *destinationv1.Filter_ResponseHeaders, *destinationv1.Filter_Redirect, *destinationv1.Filter_Rewrite, *destinationv1.Filter_Fault:
 			fail(Fail{Status: http.StatusInternalServerError, Message: "this proxy applies no " + filterKind(f) + " filter on a backendRef"})
 		default:
 			fail(unsupported)

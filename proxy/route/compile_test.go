@@ -124,6 +124,23 @@ func TestCompileRule(t *testing.T) {
 		},
 		want: &Rule{Route: ref, Name: "r", Fail: &Fail{Status: 503, Message: "unresolved filter x"}},
 	}, {
+		name: "fault",
+		in: func(r *destinationv1.Rule) {
+			r.Backends = nil
+			r.Filters = []*destinationv1.Filter{{Kind: &destinationv1.Filter_Fault{Fault: &destinationv1.Fault{
+				Abort: &destinationv1.Fault_Abort{PerMillion: 500_000, HttpStatus: 503},
+				Delay: &destinationv1.Fault_Delay{PerMillion: Million, Duration: durationpb.New(200 * time.Millisecond)},
+			}}}}
+		},
+		want: &Rule{Route: ref, Name: "r", Fault: &Fault{AbortPerMillion: 500_000, AbortStatus: 503, DelayPerMillion: Million, Delay: 200 * time.Millisecond}},
+	}, {
+		name: "fault of a delay alone",
+		in: func(r *destinationv1.Rule) {
+			r.Backends = nil
+			r.Filters = []*destinationv1.Filter{delayFault(10, 0)}
+		},
+		want: &Rule{Route: ref, Name: "r", Fault: &Fault{DelayPerMillion: 10}},
+	}, {
 		name: "invalid backend keeps its weight",
 		in: func(r *destinationv1.Rule) {
 			r.Backends = []*destinationv1.Backend{{Weight: 3, Filters: []*destinationv1.Filter{failFilter(500, "Service ns/gone not found")}}}
@@ -171,7 +188,17 @@ func TestCompileUnsupported(t *testing.T) {
 			filters:  []*destinationv1.Filter{responseHeaders(nil, hdrs("x-a", "1\r\nx-b: 2"))},
 			wantRule: &Fail{Status: 500, Message: "header filter: the value of x-a has a control character"},
 		},
+		{
+			name:     "fault twice",
+			filters:  []*destinationv1.Filter{abortFault(Million, 503), delayFault(Million, time.Second)},
+			wantRule: &Fail{Status: 500, Message: "filter fault given twice, which this proxy does not support"},
+		},
 		{name: "newer filter kind on a backend", backend: []*destinationv1.Filter{newerFilter(t)}, wantBackend: serverError},
+		{
+			name:        "fault on a backend",
+			backend:     []*destinationv1.Filter{abortFault(Million, 503)},
+			wantBackend: &Fail{Status: 500, Message: "this proxy applies no fault filter on a backendRef"},
+		},
 		{
 			name:        "response headers on a backend",
 			backend:     []*destinationv1.Filter{responseHeaders(hdrs("a", "1"), nil)},
@@ -249,6 +276,15 @@ func TestCompileInvalid(t *testing.T) {
 			r.Filters = []*destinationv1.Filter{requestHeaders(nil, nil, ":path")}
 		}},
 		{name: "backend without authority", edit: func(r *destinationv1.Rule) { r.Backends[0].Authority = "" }},
+		{name: "abort share above the whole", edit: func(r *destinationv1.Rule) {
+			r.Filters = []*destinationv1.Filter{abortFault(Million+1, 503)}
+		}},
+		{name: "abort status", edit: func(r *destinationv1.Rule) { r.Filters = []*destinationv1.Filter{abortFault(1, 199)} }},
+		{name: "abort without status", edit: func(r *destinationv1.Rule) { r.Filters = []*destinationv1.Filter{abortFault(0, 0)} }},
+		{name: "delay share above the whole", edit: func(r *destinationv1.Rule) {
+			r.Filters = []*destinationv1.Filter{delayFault(Million+1, time.Second)}
+		}},
+		{name: "negative delay", edit: func(r *destinationv1.Rule) { r.Filters = []*destinationv1.Filter{delayFault(1, -time.Second)} }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

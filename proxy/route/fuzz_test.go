@@ -28,6 +28,11 @@ func seedTables(tb testing.TB) []*destinationv1.RouteTable {
 		Path: &destinationv1.PathModifier{Replace: &destinationv1.PathModifier_Full{Full: "/s"}}})}
 	newer := httpRule("newer", prefix("/n"))
 	newer.Filters = []*destinationv1.Filter{newerFilter(tb)}
+	faulty := httpRule("faulty", prefix("/fault"))
+	faulty.Filters = []*destinationv1.Filter{{Kind: &destinationv1.Filter_Fault{Fault: &destinationv1.Fault{
+		Abort: &destinationv1.Fault_Abort{PerMillion: 500_000, HttpStatus: 503},
+		Delay: &destinationv1.Fault_Delay{PerMillion: Million, Duration: seconds(1)},
+	}}}}
 	retried := httpRule("retried", prefix("/"))
 	retried.Retry = &destinationv1.Retry{Http: statuses(500, 504, 429, 429), Grpc: []uint32{14, 4}, Limit: 2, PerTryTimeout: seconds(1)}
 	retried.Timeouts = &destinationv1.Timeouts{Response: seconds(1), Idle: seconds(5)}
@@ -55,7 +60,7 @@ func seedTables(tb testing.TB) []*destinationv1.RouteTable {
 			grpcRule("all", anyMatch()),
 		}},
 		{Version: 7, HttpRules: []*destinationv1.Rule{
-			filtered, redirected, newer,
+			filtered, redirected, newer, faulty,
 			httpRule("deep", prefix("/a/b/c/")),
 			httpRule("mid", prefix("/a/b"), exact("/a/b/c/d")),
 			httpRule("top", prefix("/a")),
@@ -143,6 +148,7 @@ func checkMatch(t *testing.T, pt *destinationv1.RouteTable, tab *Table, r reques
 	if clean && (hasControl(host) || hasControl(pathQ)) {
 		t.Fatalf("rewrite to %q %q has a control character", host, pathQ)
 	}
+	checkFault(t, protoRules[i], rule)
 	var f fields
 	rule.RequestHeaders.Apply(&f)
 	rule.ResponseHeaders.Apply(&f)
@@ -160,6 +166,42 @@ func checkMatch(t *testing.T, pt *destinationv1.RouteTable, tab *Table, r reques
 				t.Fatalf("a header filter wrote %q: %q", h.Name, h.Value)
 			}
 		}
+	}
+}
+
+// checkFault checks a draw of the rule's fault against the table's: a
+// delay is none or the fault's, never with a share of 0 and always with
+// the whole; likewise an abort, whose status is the fault's. A rule whose
+// filters hold two faults fails instead, and its Fault is not checked.
+func checkFault(t *testing.T, pr *destinationv1.Rule, rule *Rule) {
+	t.Helper()
+	var pf *destinationv1.Fault
+	for _, f := range pr.GetFilters() {
+		if f.GetFault() != nil {
+			if pf != nil {
+				return
+			}
+			pf = f.GetFault()
+		}
+	}
+	if (pf == nil) != (rule.Fault == nil) {
+		t.Fatalf("fault %v compiled to %+v", pf, rule.Fault)
+	}
+	delay, abort, status := rule.Fault.Draw()
+	want := pf.GetDelay().GetDuration().AsDuration()
+	switch share := pf.GetDelay().GetPerMillion(); {
+	case delay != 0 && delay != want:
+		t.Fatalf("Draw delayed %v, want 0 or %v", delay, want)
+	case share == 0 && delay != 0, share == Million && delay != want:
+		t.Fatalf("Draw delayed %v with a share of %d per million of %v", delay, share, want)
+	}
+	switch share := pf.GetAbort().GetPerMillion(); {
+	case abort && status != int(pf.GetAbort().GetHttpStatus()):
+		t.Fatalf("Draw aborted with %d, want %d", status, pf.GetAbort().GetHttpStatus())
+	case abort && (status < 200 || status > 599):
+		t.Fatalf("Draw aborted with status %d", status)
+	case share == 0 && abort, share == Million && !abort:
+		t.Fatalf("Draw aborted %v with a share of %d per million", abort, share)
 	}
 }
 

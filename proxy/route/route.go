@@ -121,6 +121,10 @@ type Rule struct {
 	// an unresolved filter (the spec's 500), or one this proxy does not
 	// know or cannot apply as given. It comes before Redirect.
 	Fail *Fail
+	// Fault, when set, is the HTTPFault the rule names (docs/traffic.md
+	// 3.7): the HTTP paths call Fault.Draw for each request the rule
+	// takes, after Fail and before everything else.
+	Fault *Fault
 
 	// RequestTimeout bounds the whole exchange from the request's
 	// arrival, retries included (timeouts.request, else

@@ -702,6 +702,7 @@ type Filter struct {
 	//	*Filter_ResponseHeaders
 	//	*Filter_Redirect
 	//	*Filter_Rewrite
+	//	*Filter_Fault
 	//	*Filter_Fail
 	Kind          isFilter_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
@@ -781,6 +782,15 @@ func (x *Filter) GetRewrite() *Rewrite {
 	return nil
 }
 
+func (x *Filter) GetFault() *Fault {
+	if x != nil {
+		if x, ok := x.Kind.(*Filter_Fault); ok {
+			return x.Fault
+		}
+	}
+	return nil
+}
+
 func (x *Filter) GetFail() *Fail {
 	if x != nil {
 		if x, ok := x.Kind.(*Filter_Fail); ok {
@@ -810,8 +820,14 @@ type Filter_Rewrite struct {
 	Rewrite *Rewrite `protobuf:"bytes,4,opt,name=rewrite,proto3,oneof"`
 }
 
+type Filter_Fault struct {
+	// fault is an HTTPFault (policy.mesh.dev) that an ExtensionRef filter
+	// of an HTTPRoute or GRPCRoute rule names; at most one per rule, and
+	// never on a backend.
+	Fault *Fault `protobuf:"bytes,5,opt,name=fault,proto3,oneof"`
+}
+
 type Filter_Fail struct {
-	// Field 5 (fault) is kept for HTTPFault, docs/traffic.md 3.7.
 	Fail *Fail `protobuf:"bytes,6,opt,name=fail,proto3,oneof"`
 }
 
@@ -822,6 +838,8 @@ func (*Filter_ResponseHeaders) isFilter_Kind() {}
 func (*Filter_Redirect) isFilter_Kind() {}
 
 func (*Filter_Rewrite) isFilter_Kind() {}
+
+func (*Filter_Fault) isFilter_Kind() {}
 
 func (*Filter_Fail) isFilter_Kind() {}
 
@@ -1151,6 +1169,62 @@ func (x *Rewrite) GetPath() *PathModifier {
 	return nil
 }
 
+// Fault injects faults into a rule's requests (docs/traffic.md 3.7). Each
+// request draws at random for the delay and for the abort, apart: a request
+// may be delayed, then aborted. A part that is absent, or has per_million
+// 0, never applies.
+type Fault struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Abort         *Fault_Abort           `protobuf:"bytes,1,opt,name=abort,proto3" json:"abort,omitempty"`
+	Delay         *Fault_Delay           `protobuf:"bytes,2,opt,name=delay,proto3" json:"delay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Fault) Reset() {
+	*x = Fault{}
+	mi := &file_destination_v1_destination_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fault) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fault) ProtoMessage() {}
+
+func (x *Fault) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fault.ProtoReflect.Descriptor instead.
+func (*Fault) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Fault) GetAbort() *Fault_Abort {
+	if x != nil {
+		return x.Abort
+	}
+	return nil
+}
+
+func (x *Fault) GetDelay() *Fault_Delay {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
 // Fail answers locally: an unresolved backend or ExtensionRef filter.
 type Fail struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1162,7 +1236,7 @@ type Fail struct {
 
 func (x *Fail) Reset() {
 	*x = Fail{}
-	mi := &file_destination_v1_destination_proto_msgTypes[12]
+	mi := &file_destination_v1_destination_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1248,7 @@ func (x *Fail) String() string {
 func (*Fail) ProtoMessage() {}
 
 func (x *Fail) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[12]
+	mi := &file_destination_v1_destination_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1261,7 @@ func (x *Fail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fail.ProtoReflect.Descriptor instead.
 func (*Fail) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{12}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Fail) GetStatus() uint32 {
@@ -1217,7 +1291,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_destination_v1_destination_proto_msgTypes[13]
+	mi := &file_destination_v1_destination_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1229,7 +1303,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[13]
+	mi := &file_destination_v1_destination_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1242,7 +1316,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{13}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Backend) GetAuthority() string {
@@ -1288,7 +1362,7 @@ type Timeouts struct {
 
 func (x *Timeouts) Reset() {
 	*x = Timeouts{}
-	mi := &file_destination_v1_destination_proto_msgTypes[14]
+	mi := &file_destination_v1_destination_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1374,7 @@ func (x *Timeouts) String() string {
 func (*Timeouts) ProtoMessage() {}
 
 func (x *Timeouts) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[14]
+	mi := &file_destination_v1_destination_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1387,7 @@ func (x *Timeouts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeouts.ProtoReflect.Descriptor instead.
 func (*Timeouts) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{14}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Timeouts) GetRequest() *durationpb.Duration {
@@ -1374,7 +1448,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_destination_v1_destination_proto_msgTypes[15]
+	mi := &file_destination_v1_destination_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1386,7 +1460,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[15]
+	mi := &file_destination_v1_destination_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1399,7 +1473,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{15}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Retry) GetHttp() []*StatusRange {
@@ -1455,7 +1529,7 @@ type StatusRange struct {
 
 func (x *StatusRange) Reset() {
 	*x = StatusRange{}
-	mi := &file_destination_v1_destination_proto_msgTypes[16]
+	mi := &file_destination_v1_destination_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1541,7 @@ func (x *StatusRange) String() string {
 func (*StatusRange) ProtoMessage() {}
 
 func (x *StatusRange) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[16]
+	mi := &file_destination_v1_destination_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1554,7 @@ func (x *StatusRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRange.ProtoReflect.Descriptor instead.
 func (*StatusRange) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{16}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatusRange) GetMin() uint32 {
@@ -1511,7 +1585,7 @@ type RetryBudget struct {
 
 func (x *RetryBudget) Reset() {
 	*x = RetryBudget{}
-	mi := &file_destination_v1_destination_proto_msgTypes[17]
+	mi := &file_destination_v1_destination_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1597,7 @@ func (x *RetryBudget) String() string {
 func (*RetryBudget) ProtoMessage() {}
 
 func (x *RetryBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[17]
+	mi := &file_destination_v1_destination_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1610,7 @@ func (x *RetryBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
 func (*RetryBudget) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{17}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RetryBudget) GetRatio() float64 {
@@ -1583,7 +1657,7 @@ type GetDestinationRequest struct {
 
 func (x *GetDestinationRequest) Reset() {
 	*x = GetDestinationRequest{}
-	mi := &file_destination_v1_destination_proto_msgTypes[18]
+	mi := &file_destination_v1_destination_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1669,7 @@ func (x *GetDestinationRequest) String() string {
 func (*GetDestinationRequest) ProtoMessage() {}
 
 func (x *GetDestinationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[18]
+	mi := &file_destination_v1_destination_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1682,7 @@ func (x *GetDestinationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDestinationRequest.ProtoReflect.Descriptor instead.
 func (*GetDestinationRequest) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{18}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetDestinationRequest) GetAuthority() string {
@@ -1640,7 +1714,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_destination_v1_destination_proto_msgTypes[19]
+	mi := &file_destination_v1_destination_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1726,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[19]
+	mi := &file_destination_v1_destination_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1739,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{19}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Update) GetKind() isUpdate_Kind {
@@ -1738,7 +1812,7 @@ type AddSet struct {
 
 func (x *AddSet) Reset() {
 	*x = AddSet{}
-	mi := &file_destination_v1_destination_proto_msgTypes[20]
+	mi := &file_destination_v1_destination_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1824,7 @@ func (x *AddSet) String() string {
 func (*AddSet) ProtoMessage() {}
 
 func (x *AddSet) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[20]
+	mi := &file_destination_v1_destination_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1837,7 @@ func (x *AddSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSet.ProtoReflect.Descriptor instead.
 func (*AddSet) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{20}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AddSet) GetEndpoints() []*Endpoint {
@@ -1784,7 +1858,7 @@ type RemoveSet struct {
 
 func (x *RemoveSet) Reset() {
 	*x = RemoveSet{}
-	mi := &file_destination_v1_destination_proto_msgTypes[21]
+	mi := &file_destination_v1_destination_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1870,7 @@ func (x *RemoveSet) String() string {
 func (*RemoveSet) ProtoMessage() {}
 
 func (x *RemoveSet) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[21]
+	mi := &file_destination_v1_destination_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +1883,7 @@ func (x *RemoveSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSet.ProtoReflect.Descriptor instead.
 func (*RemoveSet) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{21}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RemoveSet) GetAddresses() []string {
@@ -1833,7 +1907,7 @@ type NoEndpoints struct {
 
 func (x *NoEndpoints) Reset() {
 	*x = NoEndpoints{}
-	mi := &file_destination_v1_destination_proto_msgTypes[22]
+	mi := &file_destination_v1_destination_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +1919,7 @@ func (x *NoEndpoints) String() string {
 func (*NoEndpoints) ProtoMessage() {}
 
 func (x *NoEndpoints) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[22]
+	mi := &file_destination_v1_destination_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +1932,7 @@ func (x *NoEndpoints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoEndpoints.ProtoReflect.Descriptor instead.
 func (*NoEndpoints) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{22}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NoEndpoints) GetExists() bool {
@@ -1905,7 +1979,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_destination_v1_destination_proto_msgTypes[23]
+	mi := &file_destination_v1_destination_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1917,7 +1991,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_v1_destination_proto_msgTypes[23]
+	mi := &file_destination_v1_destination_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1930,7 +2004,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_destination_v1_destination_proto_rawDescGZIP(), []int{23}
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1971,6 +2045,119 @@ func (x *Endpoint) GetProtocolHint() ProtocolHint {
 func (x *Endpoint) GetLabels() map[string]string {
 	if x != nil {
 		return x.Labels
+	}
+	return nil
+}
+
+// Abort answers a share of the requests at once with http_status,
+// without sending them anywhere; gRPC requests get the gRPC status the
+// HTTP status maps to.
+type Fault_Abort struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// per_million is the share of requests aborted, 0 to 1000000 (100%).
+	PerMillion uint32 `protobuf:"varint,1,opt,name=per_million,json=perMillion,proto3" json:"per_million,omitempty"`
+	// http_status is 200 to 599.
+	HttpStatus    uint32 `protobuf:"varint,2,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Fault_Abort) Reset() {
+	*x = Fault_Abort{}
+	mi := &file_destination_v1_destination_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fault_Abort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fault_Abort) ProtoMessage() {}
+
+func (x *Fault_Abort) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fault_Abort.ProtoReflect.Descriptor instead.
+func (*Fault_Abort) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{12, 0}
+}
+
+func (x *Fault_Abort) GetPerMillion() uint32 {
+	if x != nil {
+		return x.PerMillion
+	}
+	return 0
+}
+
+func (x *Fault_Abort) GetHttpStatus() uint32 {
+	if x != nil {
+		return x.HttpStatus
+	}
+	return 0
+}
+
+// Delay holds a share of the requests for duration before the backend
+// is chosen; a client that leaves meanwhile cancels its request.
+type Fault_Delay struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// per_million is the share of requests delayed, 0 to 1000000.
+	PerMillion uint32 `protobuf:"varint,1,opt,name=per_million,json=perMillion,proto3" json:"per_million,omitempty"`
+	// duration is not negative; absent is zero.
+	Duration      *durationpb.Duration `protobuf:"bytes,2,opt,name=duration,proto3" json:"duration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Fault_Delay) Reset() {
+	*x = Fault_Delay{}
+	mi := &file_destination_v1_destination_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fault_Delay) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fault_Delay) ProtoMessage() {}
+
+func (x *Fault_Delay) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fault_Delay.ProtoReflect.Descriptor instead.
+func (*Fault_Delay) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{12, 1}
+}
+
+func (x *Fault_Delay) GetPerMillion() uint32 {
+	if x != nil {
+		return x.PerMillion
+	}
+	return 0
+}
+
+func (x *Fault_Delay) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
 	}
 	return nil
 }
@@ -2028,14 +2215,15 @@ const file_destination_v1_destination_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x05exact\x18\x02 \x01(\tH\x00R\x05exact\x12\x16\n" +
 	"\x05regex\x18\x03 \x01(\tH\x00R\x05regexB\a\n" +
-	"\x05value\"\xe0\x02\n" +
+	"\x05value\"\x8e\x03\n" +
 	"\x06Filter\x12N\n" +
 	"\x0frequest_headers\x18\x01 \x01(\v2#.mesh.destination.v1.HeaderModifierH\x00R\x0erequestHeaders\x12P\n" +
 	"\x10response_headers\x18\x02 \x01(\v2#.mesh.destination.v1.HeaderModifierH\x00R\x0fresponseHeaders\x12;\n" +
 	"\bredirect\x18\x03 \x01(\v2\x1d.mesh.destination.v1.RedirectH\x00R\bredirect\x128\n" +
-	"\arewrite\x18\x04 \x01(\v2\x1c.mesh.destination.v1.RewriteH\x00R\arewrite\x12/\n" +
+	"\arewrite\x18\x04 \x01(\v2\x1c.mesh.destination.v1.RewriteH\x00R\arewrite\x122\n" +
+	"\x05fault\x18\x05 \x01(\v2\x1a.mesh.destination.v1.FaultH\x00R\x05fault\x12/\n" +
 	"\x04fail\x18\x06 \x01(\v2\x19.mesh.destination.v1.FailH\x00R\x04failB\x06\n" +
-	"\x04kindJ\x04\b\x05\x10\x06\"\x86\x01\n" +
+	"\x04kind\"\x86\x01\n" +
 	"\x0eHeaderModifier\x12-\n" +
 	"\x03set\x18\x01 \x03(\v2\x1b.mesh.destination.v1.HeaderR\x03set\x12-\n" +
 	"\x03add\x18\x02 \x03(\v2\x1b.mesh.destination.v1.HeaderR\x03add\x12\x16\n" +
@@ -2056,7 +2244,19 @@ const file_destination_v1_destination_proto_rawDesc = "" +
 	"statusCode\"\\\n" +
 	"\aRewrite\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x125\n" +
-	"\x04path\x18\x02 \x01(\v2!.mesh.destination.v1.PathModifierR\x04path\"8\n" +
+	"\x04path\x18\x02 \x01(\v2!.mesh.destination.v1.PathModifierR\x04path\"\xa3\x02\n" +
+	"\x05Fault\x126\n" +
+	"\x05abort\x18\x01 \x01(\v2 .mesh.destination.v1.Fault.AbortR\x05abort\x126\n" +
+	"\x05delay\x18\x02 \x01(\v2 .mesh.destination.v1.Fault.DelayR\x05delay\x1aI\n" +
+	"\x05Abort\x12\x1f\n" +
+	"\vper_million\x18\x01 \x01(\rR\n" +
+	"perMillion\x12\x1f\n" +
+	"\vhttp_status\x18\x02 \x01(\rR\n" +
+	"httpStatus\x1a_\n" +
+	"\x05Delay\x12\x1f\n" +
+	"\vper_million\x18\x01 \x01(\rR\n" +
+	"perMillion\x125\n" +
+	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\"8\n" +
 	"\x04Fail\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\rR\x06status\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"v\n" +
@@ -2128,7 +2328,7 @@ func file_destination_v1_destination_proto_rawDescGZIP() []byte {
 }
 
 var file_destination_v1_destination_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_destination_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_destination_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_destination_v1_destination_proto_goTypes = []any{
 	(ProtocolHint)(0),             // 0: mesh.destination.v1.ProtocolHint
 	(*RouteTable)(nil),            // 1: mesh.destination.v1.RouteTable
@@ -2143,20 +2343,23 @@ var file_destination_v1_destination_proto_goTypes = []any{
 	(*PathModifier)(nil),          // 10: mesh.destination.v1.PathModifier
 	(*Redirect)(nil),              // 11: mesh.destination.v1.Redirect
 	(*Rewrite)(nil),               // 12: mesh.destination.v1.Rewrite
-	(*Fail)(nil),                  // 13: mesh.destination.v1.Fail
-	(*Backend)(nil),               // 14: mesh.destination.v1.Backend
-	(*Timeouts)(nil),              // 15: mesh.destination.v1.Timeouts
-	(*Retry)(nil),                 // 16: mesh.destination.v1.Retry
-	(*StatusRange)(nil),           // 17: mesh.destination.v1.StatusRange
-	(*RetryBudget)(nil),           // 18: mesh.destination.v1.RetryBudget
-	(*GetDestinationRequest)(nil), // 19: mesh.destination.v1.GetDestinationRequest
-	(*Update)(nil),                // 20: mesh.destination.v1.Update
-	(*AddSet)(nil),                // 21: mesh.destination.v1.AddSet
-	(*RemoveSet)(nil),             // 22: mesh.destination.v1.RemoveSet
-	(*NoEndpoints)(nil),           // 23: mesh.destination.v1.NoEndpoints
-	(*Endpoint)(nil),              // 24: mesh.destination.v1.Endpoint
-	nil,                           // 25: mesh.destination.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(*Fault)(nil),                 // 13: mesh.destination.v1.Fault
+	(*Fail)(nil),                  // 14: mesh.destination.v1.Fail
+	(*Backend)(nil),               // 15: mesh.destination.v1.Backend
+	(*Timeouts)(nil),              // 16: mesh.destination.v1.Timeouts
+	(*Retry)(nil),                 // 17: mesh.destination.v1.Retry
+	(*StatusRange)(nil),           // 18: mesh.destination.v1.StatusRange
+	(*RetryBudget)(nil),           // 19: mesh.destination.v1.RetryBudget
+	(*GetDestinationRequest)(nil), // 20: mesh.destination.v1.GetDestinationRequest
+	(*Update)(nil),                // 21: mesh.destination.v1.Update
+	(*AddSet)(nil),                // 22: mesh.destination.v1.AddSet
+	(*RemoveSet)(nil),             // 23: mesh.destination.v1.RemoveSet
+	(*NoEndpoints)(nil),           // 24: mesh.destination.v1.NoEndpoints
+	(*Endpoint)(nil),              // 25: mesh.destination.v1.Endpoint
+	(*Fault_Abort)(nil),           // 26: mesh.destination.v1.Fault.Abort
+	(*Fault_Delay)(nil),           // 27: mesh.destination.v1.Fault.Delay
+	nil,                           // 28: mesh.destination.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
 }
 var file_destination_v1_destination_proto_depIdxs = []int32{
 	3,  // 0: mesh.destination.v1.RouteTable.parent:type_name -> mesh.destination.v1.Resource
@@ -2164,49 +2367,53 @@ var file_destination_v1_destination_proto_depIdxs = []int32{
 	4,  // 2: mesh.destination.v1.RouteTable.grpc_rules:type_name -> mesh.destination.v1.Rule
 	4,  // 3: mesh.destination.v1.RouteTable.default_rule:type_name -> mesh.destination.v1.Rule
 	2,  // 4: mesh.destination.v1.RouteTable.failure_accrual:type_name -> mesh.destination.v1.FailureAccrual
-	26, // 5: mesh.destination.v1.FailureAccrual.min_backoff:type_name -> google.protobuf.Duration
-	26, // 6: mesh.destination.v1.FailureAccrual.max_backoff:type_name -> google.protobuf.Duration
+	29, // 5: mesh.destination.v1.FailureAccrual.min_backoff:type_name -> google.protobuf.Duration
+	29, // 6: mesh.destination.v1.FailureAccrual.max_backoff:type_name -> google.protobuf.Duration
 	3,  // 7: mesh.destination.v1.Rule.route:type_name -> mesh.destination.v1.Resource
 	5,  // 8: mesh.destination.v1.Rule.matches:type_name -> mesh.destination.v1.Match
 	7,  // 9: mesh.destination.v1.Rule.filters:type_name -> mesh.destination.v1.Filter
-	14, // 10: mesh.destination.v1.Rule.backends:type_name -> mesh.destination.v1.Backend
-	15, // 11: mesh.destination.v1.Rule.timeouts:type_name -> mesh.destination.v1.Timeouts
-	16, // 12: mesh.destination.v1.Rule.retry:type_name -> mesh.destination.v1.Retry
+	15, // 10: mesh.destination.v1.Rule.backends:type_name -> mesh.destination.v1.Backend
+	16, // 11: mesh.destination.v1.Rule.timeouts:type_name -> mesh.destination.v1.Timeouts
+	17, // 12: mesh.destination.v1.Rule.retry:type_name -> mesh.destination.v1.Retry
 	6,  // 13: mesh.destination.v1.Match.headers:type_name -> mesh.destination.v1.HeaderMatch
 	6,  // 14: mesh.destination.v1.Match.query:type_name -> mesh.destination.v1.HeaderMatch
 	8,  // 15: mesh.destination.v1.Filter.request_headers:type_name -> mesh.destination.v1.HeaderModifier
 	8,  // 16: mesh.destination.v1.Filter.response_headers:type_name -> mesh.destination.v1.HeaderModifier
 	11, // 17: mesh.destination.v1.Filter.redirect:type_name -> mesh.destination.v1.Redirect
 	12, // 18: mesh.destination.v1.Filter.rewrite:type_name -> mesh.destination.v1.Rewrite
-	13, // 19: mesh.destination.v1.Filter.fail:type_name -> mesh.destination.v1.Fail
-	9,  // 20: mesh.destination.v1.HeaderModifier.set:type_name -> mesh.destination.v1.Header
-	9,  // 21: mesh.destination.v1.HeaderModifier.add:type_name -> mesh.destination.v1.Header
-	10, // 22: mesh.destination.v1.Redirect.path:type_name -> mesh.destination.v1.PathModifier
-	10, // 23: mesh.destination.v1.Rewrite.path:type_name -> mesh.destination.v1.PathModifier
-	7,  // 24: mesh.destination.v1.Backend.filters:type_name -> mesh.destination.v1.Filter
-	26, // 25: mesh.destination.v1.Timeouts.request:type_name -> google.protobuf.Duration
-	26, // 26: mesh.destination.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
-	26, // 27: mesh.destination.v1.Timeouts.response:type_name -> google.protobuf.Duration
-	26, // 28: mesh.destination.v1.Timeouts.idle:type_name -> google.protobuf.Duration
-	17, // 29: mesh.destination.v1.Retry.http:type_name -> mesh.destination.v1.StatusRange
-	26, // 30: mesh.destination.v1.Retry.per_try_timeout:type_name -> google.protobuf.Duration
-	18, // 31: mesh.destination.v1.Retry.budget:type_name -> mesh.destination.v1.RetryBudget
-	26, // 32: mesh.destination.v1.RetryBudget.ttl:type_name -> google.protobuf.Duration
-	21, // 33: mesh.destination.v1.Update.add:type_name -> mesh.destination.v1.AddSet
-	22, // 34: mesh.destination.v1.Update.remove:type_name -> mesh.destination.v1.RemoveSet
-	23, // 35: mesh.destination.v1.Update.no_endpoints:type_name -> mesh.destination.v1.NoEndpoints
-	24, // 36: mesh.destination.v1.AddSet.endpoints:type_name -> mesh.destination.v1.Endpoint
-	0,  // 37: mesh.destination.v1.Endpoint.protocol_hint:type_name -> mesh.destination.v1.ProtocolHint
-	25, // 38: mesh.destination.v1.Endpoint.labels:type_name -> mesh.destination.v1.Endpoint.LabelsEntry
-	19, // 39: mesh.destination.v1.Destination.Get:input_type -> mesh.destination.v1.GetDestinationRequest
-	19, // 40: mesh.destination.v1.Destination.Routes:input_type -> mesh.destination.v1.GetDestinationRequest
-	20, // 41: mesh.destination.v1.Destination.Get:output_type -> mesh.destination.v1.Update
-	1,  // 42: mesh.destination.v1.Destination.Routes:output_type -> mesh.destination.v1.RouteTable
-	41, // [41:43] is the sub-list for method output_type
-	39, // [39:41] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	13, // 19: mesh.destination.v1.Filter.fault:type_name -> mesh.destination.v1.Fault
+	14, // 20: mesh.destination.v1.Filter.fail:type_name -> mesh.destination.v1.Fail
+	9,  // 21: mesh.destination.v1.HeaderModifier.set:type_name -> mesh.destination.v1.Header
+	9,  // 22: mesh.destination.v1.HeaderModifier.add:type_name -> mesh.destination.v1.Header
+	10, // 23: mesh.destination.v1.Redirect.path:type_name -> mesh.destination.v1.PathModifier
+	10, // 24: mesh.destination.v1.Rewrite.path:type_name -> mesh.destination.v1.PathModifier
+	26, // 25: mesh.destination.v1.Fault.abort:type_name -> mesh.destination.v1.Fault.Abort
+	27, // 26: mesh.destination.v1.Fault.delay:type_name -> mesh.destination.v1.Fault.Delay
+	7,  // 27: mesh.destination.v1.Backend.filters:type_name -> mesh.destination.v1.Filter
+	29, // 28: mesh.destination.v1.Timeouts.request:type_name -> google.protobuf.Duration
+	29, // 29: mesh.destination.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
+	29, // 30: mesh.destination.v1.Timeouts.response:type_name -> google.protobuf.Duration
+	29, // 31: mesh.destination.v1.Timeouts.idle:type_name -> google.protobuf.Duration
+	18, // 32: mesh.destination.v1.Retry.http:type_name -> mesh.destination.v1.StatusRange
+	29, // 33: mesh.destination.v1.Retry.per_try_timeout:type_name -> google.protobuf.Duration
+	19, // 34: mesh.destination.v1.Retry.budget:type_name -> mesh.destination.v1.RetryBudget
+	29, // 35: mesh.destination.v1.RetryBudget.ttl:type_name -> google.protobuf.Duration
+	22, // 36: mesh.destination.v1.Update.add:type_name -> mesh.destination.v1.AddSet
+	23, // 37: mesh.destination.v1.Update.remove:type_name -> mesh.destination.v1.RemoveSet
+	24, // 38: mesh.destination.v1.Update.no_endpoints:type_name -> mesh.destination.v1.NoEndpoints
+	25, // 39: mesh.destination.v1.AddSet.endpoints:type_name -> mesh.destination.v1.Endpoint
+	0,  // 40: mesh.destination.v1.Endpoint.protocol_hint:type_name -> mesh.destination.v1.ProtocolHint
+	28, // 41: mesh.destination.v1.Endpoint.labels:type_name -> mesh.destination.v1.Endpoint.LabelsEntry
+	29, // 42: mesh.destination.v1.Fault.Delay.duration:type_name -> google.protobuf.Duration
+	20, // 43: mesh.destination.v1.Destination.Get:input_type -> mesh.destination.v1.GetDestinationRequest
+	20, // 44: mesh.destination.v1.Destination.Routes:input_type -> mesh.destination.v1.GetDestinationRequest
+	21, // 45: mesh.destination.v1.Destination.Get:output_type -> mesh.destination.v1.Update
+	1,  // 46: mesh.destination.v1.Destination.Routes:output_type -> mesh.destination.v1.RouteTable
+	45, // [45:47] is the sub-list for method output_type
+	43, // [43:45] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_destination_v1_destination_proto_init() }
@@ -2228,13 +2435,14 @@ func file_destination_v1_destination_proto_init() {
 		(*Filter_ResponseHeaders)(nil),
 		(*Filter_Redirect)(nil),
 		(*Filter_Rewrite)(nil),
+		(*Filter_Fault)(nil),
 		(*Filter_Fail)(nil),
 	}
 	file_destination_v1_destination_proto_msgTypes[9].OneofWrappers = []any{
 		(*PathModifier_Full)(nil),
 		(*PathModifier_Prefix)(nil),
 	}
-	file_destination_v1_destination_proto_msgTypes[19].OneofWrappers = []any{
+	file_destination_v1_destination_proto_msgTypes[20].OneofWrappers = []any{
 		(*Update_Add)(nil),
 		(*Update_Remove)(nil),
 		(*Update_NoEndpoints)(nil),
@@ -2245,7 +2453,7 @@ func file_destination_v1_destination_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_destination_v1_destination_proto_rawDesc), len(file_destination_v1_destination_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
