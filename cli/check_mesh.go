@@ -451,12 +451,7 @@ var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Ver
 
 // policyResources are the policy.mesh.dev kinds the controller watches
 // and mesh authz explains; their CRDs are named RESOURCE.GROUP.
-var policyResources = []schema.GroupVersionResource{
-	policyv1alpha1.ServersResource,
-	policyv1alpha1.MeshTLSAuthenticationsResource,
-	policyv1alpha1.NetworkAuthenticationsResource,
-	policyv1alpha1.AuthorizationPoliciesResource,
-}
+var policyResources = policyv1alpha1.Resources
 
 func checkPolicyCRDs(ctx context.Context, c *checker) (string, error) {
 	var missing, problems []string

@@ -154,7 +154,7 @@ func TestCheckPolicyCRDs(t *testing.T) {
 	established := condition("Established", "True", "the initial names have been accepted")
 	all := func(replace map[string]*unstructured.Unstructured) []runtime.Object {
 		var objs []runtime.Object
-		for _, r := range []string{"servers", "meshtlsauthentications", "networkauthentications", "authorizationpolicies"} {
+		for _, r := range []string{"servers", "meshtlsauthentications", "networkauthentications", "authorizationpolicies", "httplocalratelimitpolicies", "httpfaults"} {
 			c, ok := replace[r]
 			if !ok {
 				c = crd(r, true, established)
@@ -171,10 +171,10 @@ func TestCheckPolicyCRDs(t *testing.T) {
 		wantDetail string
 		wantErr    []string
 	}{
-		{name: "all established", objs: all(nil), wantDetail: "4 established"},
+		{name: "all established", objs: all(nil), wantDetail: "6 established"},
 		{
 			name: "missing", objs: all(map[string]*unstructured.Unstructured{"servers": nil, "authorizationpolicies": nil}),
-			wantErr: []string{"2 of 4 policy CRDs are missing: servers.policy.mesh.dev, authorizationpolicies.policy.mesh.dev; run mesh install"},
+			wantErr: []string{"2 of 6 policy CRDs are missing: servers.policy.mesh.dev, authorizationpolicies.policy.mesh.dev; run mesh install"},
 		},
 		{
 			name: "names not accepted",

@@ -341,7 +341,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	state.destination = dst.Ready
 	pol, err := policy.New(policy.Config{
-		Informers: factory, DynamicInformers: dynFactory, TrustDomain: cfg.TrustDomain,
+		Informers: factory, DynamicInformers: dynFactory, StatusClient: dyn, TrustDomain: cfg.TrustDomain,
 		DefaultInboundPolicy: cfg.DefaultInboundPolicy, ClusterNetworks: cfg.ClusterNetworks,
 		Registerer: reg, Log: log.With("component", "policy"),
 	})

@@ -47,6 +47,8 @@ func find(t testing.TB, ms []Manifest, kind, name string) *unstructured.Unstruct
 func TestRenderOrderAndNames(t *testing.T) {
 	base := []string{
 		"customresourcedefinition/authorizationpolicies.policy.mesh.dev",
+		"customresourcedefinition/httpfaults.policy.mesh.dev",
+		"customresourcedefinition/httplocalratelimitpolicies.policy.mesh.dev",
 		"customresourcedefinition/meshtlsauthentications.policy.mesh.dev",
 		"customresourcedefinition/networkauthentications.policy.mesh.dev",
 		"customresourcedefinition/servers.policy.mesh.dev",
@@ -194,10 +196,12 @@ func TestCRDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{ // plural -> kind
-		policyv1alpha1.ServersResource.Resource:                policyv1alpha1.KindServer,
-		policyv1alpha1.MeshTLSAuthenticationsResource.Resource: policyv1alpha1.KindMeshTLSAuthentication,
-		policyv1alpha1.NetworkAuthenticationsResource.Resource: policyv1alpha1.KindNetworkAuthentication,
-		policyv1alpha1.AuthorizationPoliciesResource.Resource:  policyv1alpha1.KindAuthorizationPolicy,
+		policyv1alpha1.ServersResource.Resource:                    policyv1alpha1.KindServer,
+		policyv1alpha1.MeshTLSAuthenticationsResource.Resource:     policyv1alpha1.KindMeshTLSAuthentication,
+		policyv1alpha1.NetworkAuthenticationsResource.Resource:     policyv1alpha1.KindNetworkAuthentication,
+		policyv1alpha1.AuthorizationPoliciesResource.Resource:      policyv1alpha1.KindAuthorizationPolicy,
+		policyv1alpha1.HTTPLocalRateLimitPoliciesResource.Resource: policyv1alpha1.KindHTTPLocalRateLimitPolicy,
+		policyv1alpha1.HTTPFaultsResource.Resource:                 policyv1alpha1.KindHTTPFault,
 	}
 	got := map[string]string{}
 	for _, m := range ms {

@@ -574,7 +574,8 @@ func (x *exchange) publishTap() {
 }
 
 // refuse answers a request the connection's Authorizer denied with 403,
-// counted and tapped like any other.
+// or 429 with Retry-After for one a rate limit held back
+// (httpproxy.RateLimited), counted and tapped like any other.
 func (cc *clientConn) refuse(x *exchange, why error) bool {
 	x.key = metrics.RouteKey{Direction: cc.p.cfg.Direction, Authority: cc.authority(), Target: cc.target(), ClientID: cc.info.ClientID}
 	x.unreached = metrics.PolicyDenied
@@ -585,8 +586,14 @@ func (cc *clientConn) refuse(x *exchange, why error) bool {
 	}
 	x.ep.Addr = cc.info.Target
 	x.publishTap()
-	x.status, x.after = http.StatusForbidden, time.Since(x.start)
-	keep := cc.writeLocal(local{code: http.StatusForbidden, what: "unauthorized", msg: "mesh-proxy: unauthorized: " + why.Error()}, false)
+	a := local{code: http.StatusForbidden, what: "unauthorized", msg: "mesh-proxy: unauthorized: " + why.Error()}
+	var limited *httpproxy.RateLimited
+	if errors.As(why, &limited) {
+		a = local{code: http.StatusTooManyRequests, what: "rate limited", msg: "mesh-proxy: rate limited: " + limited.Error(),
+			retryAfter: limited.RetryAfterHeader()}
+	}
+	x.status, x.after = a.code, time.Since(x.start)
+	keep := cc.writeLocal(a, false)
 	x.done(true)
 	return cc.bw.Flush() == nil && keep
 }
@@ -671,6 +678,9 @@ type local struct {
 	// notDelivered adds Mesh-Proxy-Not-Delivered: 1, for a peer proxy
 	// (resend.go).
 	notDelivered bool
+	// retryAfter, when set, is the value of a Retry-After header (a 429
+	// for a rate limit, httpproxy.RateLimited).
+	retryAfter string
 }
 
 // writeLocal buffers a response of the proxy's own, for the caller to
@@ -694,6 +704,10 @@ func (cc *clientConn) writeLocal(a local, closing bool) bool {
 	w.WriteString(a.what)
 	if a.notDelivered {
 		w.WriteString("\r\nMesh-Proxy-Not-Delivered: 1")
+	}
+	if a.retryAfter != "" {
+		w.WriteString("\r\nRetry-After: ")
+		w.WriteString(a.retryAfter)
 	}
 	w.WriteString("\r\nContent-Length: ")
 	w.WriteString(strconv.Itoa(len(a.msg) + 1))

@@ -361,7 +361,9 @@ func (s *stream) authorize() error {
 }
 
 // refuse answers a request the connection's Authorizer denied: 403, or for
-// gRPC PERMISSION_DENIED, counted and tapped like any other.
+// gRPC PERMISSION_DENIED; one a rate limit held back
+// (httpproxy.RateLimited), 429 with Retry-After, or RESOURCE_EXHAUSTED;
+// counted and tapped like any other.
 func (s *stream) refuse(fl *flusher, why error) {
 	x := &s.x
 	x.key = metrics.RouteKey{Direction: s.sc.p.cfg.Direction, Authority: s.authority, Target: s.sc.target(), ClientID: s.sc.info.ClientID}
@@ -373,7 +375,14 @@ func (s *stream) refuse(fl *flusher, why error) {
 	x.unreached = metrics.PolicyDenied
 	x.ep.Addr = s.sc.info.Target
 	s.publishTap()
-	s.answer(fl, http.StatusForbidden, 7, "unauthorized", "mesh-proxy: unauthorized: "+why.Error()) // 7: PERMISSION_DENIED
+	var limited *httpproxy.RateLimited
+	if !errors.As(why, &limited) {
+		s.answer(fl, http.StatusForbidden, 7, "unauthorized", "mesh-proxy: unauthorized: "+why.Error()) // 7: PERMISSION_DENIED
+		return
+	}
+	// 8: RESOURCE_EXHAUSTED; Retry-After goes with gRPC's answer too.
+	s.answer(fl, http.StatusTooManyRequests, 8, "rate limited", "mesh-proxy: rate limited: "+limited.Error(),
+		hpack.HeaderField{Name: "retry-after", Value: limited.RetryAfterHeader()})
 }
 
 // noEndpoint answers 503 (gRPC: UNAVAILABLE) for a destination with no
@@ -438,10 +447,10 @@ func (s *stream) failed(fl *flusher, err error) {
 // answer is the proxy's own response: for gRPC a trailers-only response
 // with grpcCode, which a gRPC client reports as that status (gRPC over
 // HTTP/2, "Responses"); otherwise code with msg as text, as http.Error
-// writes it. A request still sending its body is reset with NO_ERROR once
-// answered (RFC 9113 §8.1), and its target's stream cancelled. Called with
-// s.mu held.
-func (s *stream) answer(fl *flusher, code, grpcCode int, what, msg string) {
+// writes it; extra fields go with either head. A request still sending
+// its body is reset with NO_ERROR once answered (RFC 9113 §8.1), and its
+// target's stream cancelled. Called with s.mu held.
+func (s *stream) answer(fl *flusher, code, grpcCode int, what, msg string, extra ...hpack.HeaderField) {
 	var fields []hpack.HeaderField
 	body := ""
 	if s.grpc {
@@ -463,7 +472,7 @@ func (s *stream) answer(fl *flusher, code, grpcCode int, what, msg string) {
 			{Name: "content-length", Value: strconv.Itoa(len(body))},
 		}
 	}
-	s.respond(fl, code, fields, body)
+	s.respond(fl, code, append(fields, extra...), body)
 }
 
 // respond sends the proxy's own response, its head fields with code and
