@@ -1,5 +1,8 @@
 // Package catalog is the demo's product catalog, a gRPC service (the
 // mesh.demo.catalog.v1.Catalog of api/demo/catalog/v1) served over h2c.
+// Every answer, an error included, carries the response header
+// x-served-by (ServedByKey) naming the pod that answered, so the mesh's
+// tests of gRPC routing can tell which backend a call reached.
 package catalog
 
 import (
@@ -7,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -14,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -25,6 +30,9 @@ import (
 type Config struct {
 	// Addr is where Run listens; ":9090" in the pod.
 	Addr string
+	// Name is who answers, in every answer's x-served-by header: the
+	// pod's name in the cluster. "" means the hostname.
+	Name string
 	// Fault fails RPCs with UNAVAILABLE and delays answers.
 	Fault fault.Fault
 	// FaultSwitch, if not nil, holds the fault in force, read on every
@@ -49,6 +57,10 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	c.Fault.AddFlags(fs)
 }
 
+// ServedByKey is the response header (gRPC metadata) of every answer that
+// names the server that gave it: Config.Name.
+const ServedByKey = "x-served-by"
+
 // Products is what the shop sells, ordered by id.
 var Products = []*catalogv1.Product{
 	{Id: "coffee", Name: "Coffee beans", Description: "1 kg, medium roast", PriceCents: 1899},
@@ -68,7 +80,16 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 	if faults == nil {
 		faults = fault.NewSwitch(cfg.Fault)
 	}
-	srv := grpc.NewServer()
+	name := cfg.Name
+	if name == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("catalog: name: %w", err)
+		}
+		name = host
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(servedBy(name)))
 	catalogv1.RegisterCatalogServer(srv, &server{faults: faults, log: log})
 
 	stopped := make(chan struct{})
@@ -90,6 +111,21 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 	}
 	srv.Stop()
 	return fmt.Errorf("catalog: %w", err)
+}
+
+// servedBy sets the ServedByKey header of every unary call to name before
+// the handler runs, so that the answer carries it whatever the handler
+// returns: grpc-go sends header metadata set this way with a message, or
+// in its own HEADERS frame before an error's trailers. Catalog has only
+// unary methods.
+func servedBy(name string) grpc.UnaryServerInterceptor {
+	md := metadata.Pairs(ServedByKey, name)
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := grpc.SetHeader(ctx, md); err != nil {
+			return nil, status.Errorf(codes.Internal, "set %s: %v", ServedByKey, err)
+		}
+		return handler(ctx, req)
+	}
 }
 
 // server implements catalogv1.CatalogServer; safe for concurrent use.

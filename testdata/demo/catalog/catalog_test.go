@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 
@@ -117,5 +119,61 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Errorf("Serve = %v", err)
+	}
+}
+
+// TestServedBy: every answer names the server in its x-served-by header,
+// successes and errors alike, each method, the pod's name or else the
+// hostname.
+func TestServedBy(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		cfg      Config
+		want     string
+		wantCode codes.Code
+		call     func(context.Context, catalogv1.CatalogClient, ...grpc.CallOption) error
+	}{
+		{name: "ListProducts", cfg: Config{Name: "catalog-v1-5d8c7b9f4-x2x7q"}, want: "catalog-v1-5d8c7b9f4-x2x7q",
+			call: func(ctx context.Context, c catalogv1.CatalogClient, opts ...grpc.CallOption) error {
+				_, err := c.ListProducts(ctx, &catalogv1.ListProductsRequest{}, opts...)
+				return err
+			}},
+		{name: "GetProduct", cfg: Config{Name: "catalog-v2-6f7d9c8b5-k3j9p"}, want: "catalog-v2-6f7d9c8b5-k3j9p",
+			call: func(ctx context.Context, c catalogv1.CatalogClient, opts ...grpc.CallOption) error {
+				_, err := c.GetProduct(ctx, &catalogv1.GetProductRequest{Id: "mug"}, opts...)
+				return err
+			}},
+		{name: "GetProduct not found", cfg: Config{Name: "catalog-v2-6f7d9c8b5-k3j9p"}, want: "catalog-v2-6f7d9c8b5-k3j9p",
+			wantCode: codes.NotFound,
+			call: func(ctx context.Context, c catalogv1.CatalogClient, opts ...grpc.CallOption) error {
+				_, err := c.GetProduct(ctx, &catalogv1.GetProductRequest{Id: "tea"}, opts...)
+				return err
+			}},
+		{name: "failed by the fault", cfg: Config{Name: "catalog-a", Fault: fault.Fault{FailRate: 1}}, want: "catalog-a",
+			wantCode: codes.Unavailable,
+			call: func(ctx context.Context, c catalogv1.CatalogClient, opts ...grpc.CallOption) error {
+				_, err := c.ListProducts(ctx, &catalogv1.ListProductsRequest{}, opts...)
+				return err
+			}},
+		{name: "hostname", want: host,
+			call: func(ctx context.Context, c catalogv1.CatalogClient, opts ...grpc.CallOption) error {
+				_, err := c.ListProducts(ctx, &catalogv1.ListProductsRequest{}, opts...)
+				return err
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var md metadata.MD
+			err := tc.call(t.Context(), client(t, tc.cfg), grpc.Header(&md))
+			if got := status.Code(err); got != tc.wantCode {
+				t.Fatalf("code = %v (%v), want %v", got, err, tc.wantCode)
+			}
+			if got := md.Get(ServedByKey); len(got) != 1 || got[0] != tc.want {
+				t.Errorf("%s = %q, want [%q]", ServedByKey, got, tc.want)
+			}
+		})
 	}
 }

@@ -5,14 +5,25 @@
 //	echo from echo-5d8c7b9f4-x2x7q
 //
 // over HTTP/1.1 and HTTP/2 cleartext with prior knowledge (h2c) on the same
-// port. A request failed by the fault gets the fault's Status (--fail-status)
-// and "injected fault from NAME". The fault is read from a switch on every
-// request, so the admin server's PUT /fault can change it while it runs.
+// port. It reads a request's body to its end before it answers, as an
+// application that parses its input does, so an upload is delivered whole
+// before any answer, a failure included. A request failed by the fault gets
+// the fault's Status (--fail-status) and "injected fault from NAME". The
+// fault is read from a switch on every request, so the admin server's PUT
+// /fault can change it while it runs.
+//
+// With ExitOnTerm (--exit-on-term) it stops at once when its context ends
+// (SIGTERM): no drain, the listener and every connection closed, requests
+// in flight cut, as an application that exits on SIGTERM does. The mesh's
+// tests of scaling down under load use it: such a pod's proxy may still get
+// requests after its application is gone.
 package echo
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -41,6 +52,10 @@ type Config struct {
 	// ShutdownGrace bounds how long requests in flight may take once
 	// Serve's context ends; zero means graceful.DefaultGrace.
 	ShutdownGrace time.Duration
+	// ExitOnTerm stops Serve at once when its context ends: no grace,
+	// every connection closed, requests in flight cut. False drains
+	// gracefully within ShutdownGrace.
+	ExitOnTerm bool
 	// Logger receives request logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -57,6 +72,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "address of the echo listener (HTTP/1.1 and h2c with prior knowledge)")
 	c.Fault.AddFlags(fs)
 	fs.IntVar(&c.Fault.FailStatus, "fail-status", c.Fault.FailStatus, "HTTP status (400-599) of a request failed by --fail-rate")
+	fs.BoolVar(&c.ExitOnTerm, "exit-on-term", c.ExitOnTerm, "on SIGTERM stop at once, cutting requests in flight, instead of draining within --shutdown-grace")
 }
 
 // Serve answers every request on ln, HTTP/1.1 or h2c, until ctx ends, then
@@ -88,7 +104,24 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 	// There is no h2c upgrade from HTTP/1.1, only prior knowledge.
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
+	if cfg.ExitOnTerm {
+		return serveUntilTerm(ctx, ln, srv)
+	}
 	return graceful.ServeHTTP(ctx, ln, srv, cfg.ShutdownGrace)
+}
+
+// serveUntilTerm serves srv on ln until ctx ends, then closes it at once:
+// the listener and every connection, idle or not. It returns nil after
+// that close, or the error that made srv stop on its own. It closes ln.
+func serveUntilTerm(ctx context.Context, ln net.Listener, srv *http.Server) error {
+	stop := context.AfterFunc(ctx, func() { srv.Close() })
+	defer stop()
+	err := srv.Serve(ln)
+	srv.Close()
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 }
 
 // handler answers every request; safe for concurrent use.
@@ -100,6 +133,12 @@ type handler struct {
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.log.Debug("request received", "method", r.Method, "path", r.URL.Path, "proto", r.Proto)
+	if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		// A broken body (bad chunking, cut short); if the client is gone
+		// this answer goes nowhere, which is fine.
+		http.Error(w, "echo: read the request body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
 	f := h.faults.Load()
 	fail, err := f.Apply(r.Context())
 	if err != nil {

@@ -2,11 +2,13 @@ package echo
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,5 +208,114 @@ func TestGracefulShutdown(t *testing.T) {
 				t.Errorf("Serve = %v", err)
 			}
 		})
+	}
+}
+
+// TestExitOnTerm: with ExitOnTerm, the end of Serve's context stops echo
+// at once, as a process exiting on SIGTERM would: the request in flight is
+// cut rather than answered, Serve returns long before the request's
+// latency or the shutdown grace is over, and nothing listens any more.
+func TestExitOnTerm(t *testing.T) {
+	const latency = 10 * time.Second // the request would be in flight this long
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := ln.Addr().String()
+			log, received := demotest.Logged("request received")
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			done := make(chan error, 1)
+			cfg := Config{Name: "echo-a", Fault: fault.Fault{Latency: latency}, Logger: log, ExitOnTerm: true,
+				ShutdownGrace: latency}
+			go func() { done <- Serve(ctx, ln, cfg) }()
+			c := newClient(t, m.h2c)
+			reply := make(chan error, 1)
+			go func() {
+				code, _, body, err := send(t.Context(), c, "GET", "http://"+addr)
+				if err == nil {
+					err = fmt.Errorf("answered %d %q", code, body)
+				}
+				reply <- err
+			}()
+			<-received // the request is in the injected latency
+			stopped := time.Now()
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Serve = %v", err)
+				}
+			case <-time.After(latency / 2):
+				t.Fatalf("Serve still running %s after its context ended", latency/2)
+			}
+			if err := <-reply; err == nil || strings.HasPrefix(err.Error(), "answered") {
+				t.Errorf("request in flight when the context ended: %v; want it cut (a connection error)", err)
+			}
+			t.Logf("Serve returned and the request in flight was cut %s after the context ended", time.Since(stopped).Round(time.Millisecond))
+			if conn, err := net.Dial("tcp", addr); err == nil {
+				conn.Close()
+				t.Errorf("dial %s after Serve returned: connected, want refused", addr)
+			}
+		})
+	}
+}
+
+// countingBody is a request body of n bytes that counts what the client
+// has read of it.
+type countingBody struct {
+	left int64
+	read atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), b.left)
+	clear(p[:n])
+	b.left -= n
+	b.read.Add(n)
+	return int(n), nil
+}
+
+// TestReadsBodyFirst: echo answers only once it has read the whole request
+// body, a failure included, so an upload is delivered whole before any
+// answer. The body is larger than what the kernel's socket buffers and
+// HTTP/2 flow-control windows would take in without echo reading it, so
+// an answer sent before reading would reach the client with part of the
+// body still unread.
+func TestReadsBodyFirst(t *testing.T) {
+	const size = 16 << 20
+	for _, m := range modes {
+		for _, f := range []fault.Fault{{}, {FailRate: 1, FailStatus: 503}} {
+			t.Run(fmt.Sprintf("%s/fail rate %v", m.name, f.FailRate), func(t *testing.T) {
+				url := start(t, Config{Name: "echo-a", Fault: f})
+				body := &countingBody{left: size}
+				req, err := http.NewRequestWithContext(t.Context(), "POST", url+"/upload", body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.ContentLength = size
+				resp, err := newClient(t, m.h2c).Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				read := body.read.Load() // when the answer's head came
+				resp.Body.Close()
+				want := http.StatusOK
+				if f.FailRate == 1 {
+					want = f.Status()
+				}
+				if resp.StatusCode != want {
+					t.Errorf("POST = %d, want %d", resp.StatusCode, want)
+				}
+				if read != size {
+					t.Errorf("echo answered %d when the client had sent %d of the body's %d bytes, want all of them", resp.StatusCode, read, size)
+				}
+			})
+		}
 	}
 }

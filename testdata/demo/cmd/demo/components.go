@@ -52,11 +52,14 @@ func newCatalogCmd(o *options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "catalog",
 		Short: "Serve the product catalog over gRPC, h2c (default :9090)",
-		Args:  cobra.NoArgs,
+		Long: "catalog serves mesh.demo.catalog.v1.Catalog over gRPC on h2c. Every answer carries the\n" +
+			"header x-served-by: NAME, NAME being $POD_NAME or the hostname.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := cfg.Fault.Validate(); err != nil {
 				return err
 			}
+			cfg.Name, _ = o.lookupEnv("POD_NAME") // "" means the hostname
 			cfg.FaultSwitch = fault.NewSwitch(cfg.Fault)
 			cfg.Logger, cfg.ShutdownGrace = o.logger("catalog"), o.ShutdownGrace
 			return o.run(cmd.Context(), o, component{name: "catalog", config: cfg, addr: cfg.Addr, faults: cfg.FaultSwitch,
@@ -114,7 +117,9 @@ func newEchoCmd(o *options) *cobra.Command {
 		Short: "Answer every request with the pod's name, HTTP/1.1 and h2c (default :8080)",
 		Long: "echo answers every request with 200 and \"echo from NAME\", NAME being $POD_NAME or\n" +
 			"the hostname, over HTTP/1.1 and h2c (prior knowledge) on one port. A request failed by\n" +
-			"--fail-rate gets --fail-status. PUT /fault on the admin port changes the fault at runtime.",
+			"--fail-rate gets --fail-status. PUT /fault on the admin port changes the fault at runtime.\n" +
+			"--exit-on-term makes it stop at once on SIGTERM, cutting requests in flight, like an\n" +
+			"application with no graceful shutdown.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := cfg.Fault.Validate(); err != nil {

@@ -62,6 +62,9 @@ func TestConfigs(t *testing.T) {
 			args: []string{"catalog"}, wantAddr: ":9090",
 			want: catalog.Config{Addr: ":9090", Fault: fault.Fault{FailRate: 0.25, Latency: 5 * time.Millisecond},
 				ShutdownGrace: 10 * time.Second}},
+		{name: "catalog in a pod", env: map[string]string{"POD_NAME": "catalog-v2-7c9d8b6f5-q4k2m"},
+			args: []string{"catalog"}, wantAddr: ":9090",
+			want: catalog.Config{Addr: ":9090", Name: "catalog-v2-7c9d8b6f5-q4k2m", ShutdownGrace: 10 * time.Second}},
 		{name: "flag wins over env", env: map[string]string{"DEMO_PAYMENTS_ADDR": "env:1", "DEMO_SHUTDOWN_GRACE": "3s"},
 			args: []string{"orders", "--payments-addr", "flag:2"}, wantAddr: ":8081",
 			want: orders.Config{Addr: ":8081", PaymentsAddr: "flag:2", PaymentTimeout: 5 * time.Second,
@@ -87,6 +90,11 @@ func TestConfigs(t *testing.T) {
 		{name: "echo status from env", env: map[string]string{"DEMO_FAIL_STATUS": "502"}, args: []string{"echo"},
 			wantAddr: ":8080",
 			want:     echo.Config{Addr: ":8080", Fault: fault.Fault{FailStatus: 502}, ShutdownGrace: 10 * time.Second}},
+		{name: "echo exiting on SIGTERM", args: []string{"echo", "--exit-on-term"}, wantAddr: ":8080",
+			want: echo.Config{Addr: ":8080", Fault: fault.Fault{FailStatus: 500}, ShutdownGrace: 10 * time.Second, ExitOnTerm: true}},
+		{name: "echo exiting on SIGTERM from env", env: map[string]string{"DEMO_EXIT_ON_TERM": "true"}, args: []string{"echo"},
+			wantAddr: ":8080",
+			want:     echo.Config{Addr: ":8080", Fault: fault.Fault{FailStatus: 500}, ShutdownGrace: 10 * time.Second, ExitOnTerm: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
