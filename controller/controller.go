@@ -325,7 +325,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var routes *route.Index
 	var routeSource destination.RouteSource // nil: Routes answers UNIMPLEMENTED
 	if gwFactory != nil {
-		routes, err = route.New(route.Config{Informers: factory, Gateway: gwFactory, Client: gwClient,
+		routes, err = route.New(route.Config{Informers: factory, Gateway: gwFactory, Policy: dynFactory, Client: gwClient,
 			Events: broadcaster.NewRecorder(scheme.Scheme, "mesh-controller"), Log: log.With("component", "route")})
 		if err != nil {
 			return fmt.Errorf("controller: %w", err)

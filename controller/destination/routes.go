@@ -323,6 +323,12 @@ func translateFilters(fs []route.Filter) ([]*destinationv1.Filter, error) {
 			pf = &destinationv1.Filter{Kind: &destinationv1.Filter_Rewrite{Rewrite: &destinationv1.Rewrite{
 				Hostname: f.Rewrite.Hostname, Path: translatePath(f.Rewrite.Path),
 			}}}
+		case route.FilterFault:
+			ft, err := translateFault(f.Fault)
+			if err != nil {
+				return nil, err
+			}
+			pf = &destinationv1.Filter{Kind: &destinationv1.Filter_Fault{Fault: ft}}
 		case route.FilterFail:
 			if f.Fail.Status < 100 || f.Fail.Status > 599 {
 				return nil, fmt.Errorf("%w: local answer with status %d", errBadTable, f.Fail.Status)
@@ -332,6 +338,32 @@ func translateFilters(fs []route.Filter) ([]*destinationv1.Filter, error) {
 			return nil, fmt.Errorf("%w: filter kind %d", errBadTable, f.Kind)
 		}
 		out = append(out, pf)
+	}
+	return out, nil
+}
+
+// million is a whole share in a Fault's per_million.
+const million = 1_000_000
+
+// translateFault translates an HTTPFault as controller/route checked it
+// against the CRD's schema: shares of at most the whole, an abort status
+// of 200-599, a delay not negative, and at least one of the two.
+func translateFault(f route.Fault) (*destinationv1.Fault, error) {
+	out := &destinationv1.Fault{}
+	if a := f.Abort; a != nil {
+		if a.PerMillion > million || a.Status < 200 || a.Status > 599 {
+			return nil, fmt.Errorf("%w: fault abort of %d per million with status %d", errBadTable, a.PerMillion, a.Status)
+		}
+		out.Abort = &destinationv1.Fault_Abort{PerMillion: a.PerMillion, HttpStatus: uint32(a.Status)}
+	}
+	if d := f.Delay; d != nil {
+		if d.PerMillion > million || d.Duration < 0 {
+			return nil, fmt.Errorf("%w: fault delay of %d per million for %v", errBadTable, d.PerMillion, d.Duration)
+		}
+		out.Delay = &destinationv1.Fault_Delay{PerMillion: d.PerMillion, Duration: durationpb.New(d.Duration)}
+	}
+	if out.Abort == nil && out.Delay == nil {
+		return nil, fmt.Errorf("%w: fault with neither abort nor delay", errBadTable)
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package destination
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -265,6 +266,48 @@ func TestTranslateRefusesBadTables(t *testing.T) {
 		mutate(&bad)
 		if _, err := translateTable(parent, &route.Table{Parent: parent, HTTP: []route.Rule{bad}}, "cluster.local"); err == nil {
 			t.Errorf("%s: translated, want refused", name)
+		}
+	}
+}
+
+// TestTranslateFault checks the translation of an HTTPFault filter and
+// the refusal of one its CRD's schema rules out.
+func TestTranslateFault(t *testing.T) {
+	parent := route.ServicePort{Service: types.NamespacedName{Namespace: testNS, Name: "web"}, Port: 80}
+	rule := func(f route.Fault) route.Rule {
+		return route.Rule{
+			Route: route.RouteRef{Kind: route.KindGRPCRoute, Namespace: testNS, Name: "g"}, Name: "0",
+			Filters:  []route.Filter{{Kind: route.FilterFault, Fault: f}},
+			Backends: []route.Backend{{Service: parent, Weight: 1}},
+		}
+	}
+	good := route.Fault{
+		Abort: &route.FaultAbort{PerMillion: 500_000, Status: 503},
+		Delay: &route.FaultDelay{PerMillion: 1_000_000, Duration: 200 * time.Millisecond},
+	}
+	got, err := translateTable(parent, &route.Table{Parent: parent, GRPC: []route.Rule{rule(good)}}, "cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &destinationv1.Filter{Kind: &destinationv1.Filter_Fault{Fault: &destinationv1.Fault{
+		Abort: &destinationv1.Fault_Abort{PerMillion: 500_000, HttpStatus: 503},
+		Delay: &destinationv1.Fault_Delay{PerMillion: 1_000_000, Duration: durationpb.New(200 * time.Millisecond)},
+	}}}
+	if len(got.GetGrpcRules()) != 1 || len(got.GrpcRules[0].GetFilters()) != 1 || !proto.Equal(got.GrpcRules[0].Filters[0], want) {
+		t.Errorf("table = %v\nwant the one filter %v", got, want)
+	}
+
+	for name, f := range map[string]route.Fault{
+		"neither":                   {},
+		"abort above the whole":     {Abort: &route.FaultAbort{PerMillion: 1_000_001, Status: 503}},
+		"abort status below 200":    {Abort: &route.FaultAbort{PerMillion: 1, Status: 100}},
+		"abort status above 599":    {Abort: &route.FaultAbort{PerMillion: 1, Status: 600}},
+		"delay above the whole":     {Delay: &route.FaultDelay{PerMillion: 1_000_001, Duration: time.Second}},
+		"negative delay":            {Delay: &route.FaultDelay{PerMillion: 1, Duration: -time.Second}},
+		"good delay with bad abort": {Delay: good.Delay, Abort: &route.FaultAbort{PerMillion: 1}},
+	} {
+		if _, err := translateTable(parent, &route.Table{Parent: parent, GRPC: []route.Rule{rule(f)}}, "cluster.local"); !errors.Is(err, errBadTable) {
+			t.Errorf("%s: translated with error %v, want errBadTable", name, err)
 		}
 	}
 }

@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
 )
 
 // Inputs are the objects a Snapshot is built from, as the caches hold
@@ -23,6 +25,9 @@ type Inputs struct {
 	Services   []*corev1.Service
 	HTTPRoutes []*gatewayv1.HTTPRoute
 	GRPCRoutes []*gatewayv1.GRPCRoute
+	// Faults are every HTTPFault of the cluster, which ExtensionRef
+	// filters of routes in their namespace may name.
+	Faults []*policyv1alpha1.HTTPFault
 }
 
 // Snapshot is the routing of every Service port with routes or a policy,
@@ -93,9 +98,13 @@ func Build(in Inputs) *Snapshot {
 		policyOnly: map[ServicePort]*Table{},
 		Status:     map[RouteRef]RouteStatus{},
 		Warnings:   map[types.NamespacedName][]string{},
-	}, entries: map[tableKey][]entry{}, services: map[types.NamespacedName]*corev1.Service{}, policies: map[types.NamespacedName]*servicePolicy{}}
+	}, entries: map[tableKey][]entry{}, services: map[types.NamespacedName]*corev1.Service{}, policies: map[types.NamespacedName]*servicePolicy{},
+		faults: map[types.NamespacedName]*policyv1alpha1.HTTPFault{}}
 	for _, s := range in.Services {
 		b.services[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
+	}
+	for _, f := range in.Faults {
+		b.faults[types.NamespacedName{Namespace: f.Namespace, Name: f.Name}] = f
 	}
 	for _, s := range in.Services {
 		b.addService(s)
@@ -145,6 +154,7 @@ type builder struct {
 	services map[types.NamespacedName]*corev1.Service
 	// policies are those of the Services whose annotations give one.
 	policies map[types.NamespacedName]*servicePolicy
+	faults   map[types.NamespacedName]*policyv1alpha1.HTTPFault
 }
 
 // servicePolicy is what a Service's traffic annotations set.

@@ -41,7 +41,7 @@ func (b *builder) fromHTTP(r *gatewayv1.HTTPRoute) route {
 	for i, in := range r.Spec.Rules {
 		where := fmt.Sprintf("rule %s", ruleName(in.Name, i))
 		rule := Rule{Route: rt.ref, Name: ruleName(in.Name, i)}
-		rule.Filters = b.httpFilters(in.Filters, where, &p)
+		rule.Filters = b.httpFilters(in.Filters, filterSite{ns: r.Namespace, where: where}, &p)
 		own := annotated
 		if t, err := timeouts(in.Timeouts); err != nil {
 			p.refuse(gatewayv1.RouteReasonUnsupportedValue, "%s: %v", where, err)
@@ -60,7 +60,7 @@ func (b *builder) fromHTTP(r *gatewayv1.HTTPRoute) route {
 			if !ok {
 				continue
 			}
-			be.Filters = append(b.httpFilters(br.Filters, bwhere, &p), be.Filters...)
+			be.Filters = append(b.httpFilters(br.Filters, filterSite{ns: r.Namespace, where: bwhere, backend: true}, &p), be.Filters...)
 			rule.Backends = append(rule.Backends, be)
 		}
 		var matches []Match
@@ -133,14 +133,22 @@ func valueMatch(name, value string, regex bool, where string, p *problems) Value
 	return ValueMatch{Name: name, Value: value, Regex: regex}
 }
 
+// filterSite is where filters are: the namespace of their route, where
+// in it for messages, and whether on a backendRef.
+type filterSite struct {
+	ns, where string
+	backend   bool
+}
+
 // httpFilters converts the filters of a rule or a backendRef. Kinds mesh
 // does not implement make the route UnsupportedValue; RequestRedirect
 // with URLRewrite is IncompatibleFilters (httproute_types.go: they "MUST
-// NOT be used together"); an ExtensionRef becomes a Fail filter and
-// unresolves the route (InvalidKind: mesh serves no extension kind yet).
-func (b *builder) httpFilters(in []gatewayv1.HTTPRouteFilter, where string, p *problems) []Filter {
+// NOT be used together"), and so are two HTTPFaults, which mesh would
+// have to merge; ExtensionRef filters are extensionRef's.
+func (b *builder) httpFilters(in []gatewayv1.HTTPRouteFilter, at filterSite, p *problems) []Filter {
 	var out []Filter
 	var redirect, rewrite bool
+	faults := 0
 	for _, f := range in {
 		switch f.Type {
 		case gatewayv1.HTTPRouteFilterRequestHeaderModifier:
@@ -154,29 +162,22 @@ func (b *builder) httpFilters(in []gatewayv1.HTTPRouteFilter, where string, p *p
 			rewrite = true
 			out = append(out, Filter{Kind: FilterRewrite, Rewrite: rewriteFilter(f.URLRewrite)})
 		case gatewayv1.HTTPRouteFilterExtensionRef:
-			out = append(out, extensionRef(f.ExtensionRef, where, p))
+			ext := b.extensionRef(f.ExtensionRef, at, p)
+			if ext.Kind == FilterFault {
+				faults++
+			}
+			out = append(out, ext)
 		default:
-			p.refuse(gatewayv1.RouteReasonUnsupportedValue, "%s: filter type %q is not supported by mesh", where, f.Type)
+			p.refuse(gatewayv1.RouteReasonUnsupportedValue, "%s: filter type %q is not supported by mesh", at.where, f.Type)
 		}
 	}
 	if redirect && rewrite {
-		p.refuse(gatewayv1.RouteReasonIncompatibleFilters, "%s: RequestRedirect and URLRewrite cannot be used together", where)
+		p.refuse(gatewayv1.RouteReasonIncompatibleFilters, "%s: RequestRedirect and URLRewrite cannot be used together", at.where)
+	}
+	if faults > 1 {
+		p.refuse(gatewayv1.RouteReasonIncompatibleFilters, "%s: %d HTTPFault filters: mesh applies at most one per rule", at.where, faults)
 	}
 	return out
-}
-
-// extensionRef resolves an ExtensionRef filter. Mesh serves no extension
-// kind yet (HTTPFault of policy.mesh.dev comes with fault injection), so
-// every one is unresolved, and the rule answers 500 rather than skip a
-// filter the user relies on, as httproute_types.go requires.
-func extensionRef(ref *gatewayv1.LocalObjectReference, where string, p *problems) Filter {
-	if ref == nil {
-		p.refuse(gatewayv1.RouteReasonUnsupportedValue, "%s: ExtensionRef filter without extensionRef", where)
-		return Filter{Kind: FilterFail, Fail: Fail{Status: http.StatusInternalServerError, Message: "invalid filter"}}
-	}
-	what := fmt.Sprintf("%s/%s %s", ref.Group, ref.Kind, ref.Name)
-	p.unresolve(gatewayv1.RouteReasonInvalidKind, "%s: extensionRef %s: mesh serves no filter of that kind", where, what)
-	return Filter{Kind: FilterFail, Fail: Fail{Status: http.StatusInternalServerError, Message: "unresolved filter " + what}}
 }
 
 func headerModifier(h *gatewayv1.HTTPHeaderFilter) HeaderModifier {

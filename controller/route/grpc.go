@@ -15,7 +15,7 @@ func (b *builder) fromGRPC(r *gatewayv1.GRPCRoute) route {
 	for i, in := range r.Spec.Rules {
 		where := fmt.Sprintf("rule %s", ruleName(in.Name, i))
 		rule := Rule{Route: rt.ref, Name: ruleName(in.Name, i)}
-		rule.Filters = b.grpcFilters(in.Filters, where, &p)
+		rule.Filters = b.grpcFilters(in.Filters, filterSite{ns: r.Namespace, where: where}, &p)
 		rt.policies = append(rt.policies, annotated)
 		for j, br := range in.BackendRefs {
 			bwhere := fmt.Sprintf("%s backendRef %d", where, j)
@@ -23,7 +23,7 @@ func (b *builder) fromGRPC(r *gatewayv1.GRPCRoute) route {
 			if !ok {
 				continue
 			}
-			be.Filters = append(b.grpcFilters(br.Filters, bwhere, &p), be.Filters...)
+			be.Filters = append(b.grpcFilters(br.Filters, filterSite{ns: r.Namespace, where: bwhere, backend: true}, &p), be.Filters...)
 			rule.Backends = append(rule.Backends, be)
 		}
 		var matches []Match
@@ -63,7 +63,7 @@ func grpcMatch(m gatewayv1.GRPCRouteMatch, where string, p *problems) Match {
 
 // grpcFilters converts a GRPCRoute's filters through httpFilters: the
 // types they share have the same names and fields.
-func (b *builder) grpcFilters(in []gatewayv1.GRPCRouteFilter, where string, p *problems) []Filter {
+func (b *builder) grpcFilters(in []gatewayv1.GRPCRouteFilter, at filterSite, p *problems) []Filter {
 	conv := make([]gatewayv1.HTTPRouteFilter, 0, len(in))
 	for _, f := range in {
 		conv = append(conv, gatewayv1.HTTPRouteFilter{
@@ -73,5 +73,5 @@ func (b *builder) grpcFilters(in []gatewayv1.GRPCRouteFilter, where string, p *p
 			ExtensionRef:           f.ExtensionRef,
 		})
 	}
-	return b.httpFilters(conv, where, p)
+	return b.httpFilters(conv, at, p)
 }

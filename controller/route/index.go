@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -21,6 +22,8 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 	gatewaylisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
+
+	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
 )
 
 // Config configures an Index.
@@ -32,6 +35,13 @@ type Config struct {
 	// Gateway is the factory of the Gateway API informers. Required; its
 	// owner shuts it down.
 	Gateway gatewayinformers.SharedInformerFactory
+	// Policy is the dynamic factory of the policy.mesh.dev informers, for
+	// the HTTPFaults that routes' ExtensionRef filters name. It may be
+	// shared with other components, which must not set a transform on the
+	// HTTPFault informer (the index sets its own), and its owner shuts it
+	// down. nil: the index watches no HTTPFault, so every ExtensionRef
+	// naming one is unresolved (its rule answers 500).
+	Policy dynamicinformer.DynamicSharedInformerFactory
 	// Client writes route status; nil means status is not written.
 	Client gatewayclient.Interface
 	// Events records a Warning Event on a Service for each bad traffic
@@ -54,7 +64,11 @@ type Index struct {
 	services corelisters.ServiceLister
 	http     gatewaylisters.HTTPRouteLister
 	grpc     gatewaylisters.GRPCRouteLister
-	// informers the handlers go on: Services, HTTPRoutes, GRPCRoutes.
+	// faults caches the HTTPFaults as *policyv1alpha1.HTTPFault; nil
+	// without Config.Policy.
+	faults cache.SharedIndexInformer
+	// informers the handlers go on: Services, HTTPRoutes, GRPCRoutes,
+	// HTTPFaults.
 	watched []cache.SharedIndexInformer
 	// wake holds a token while a change waits for a rebuild.
 	wake chan struct{}
@@ -97,6 +111,15 @@ func New(cfg Config) (*Index, error) {
 		changed:  make(chan struct{}),
 		warned:   map[types.NamespacedName][]string{},
 	}
+	if cfg.Policy != nil {
+		ix.faults = cfg.Policy.ForResource(policyv1alpha1.HTTPFaultsResource).Informer()
+		// Fails when the informer already runs: the factory must not
+		// have been started.
+		if err := ix.faults.SetTransform(typedFault(log)); err != nil {
+			return nil, fmt.Errorf("route: HTTPFault informer: %w", err)
+		}
+		ix.watched = append(ix.watched, ix.faults)
+	}
 	return ix, nil
 }
 
@@ -130,6 +153,9 @@ func (ix *Index) Run(ctx context.Context) error {
 	}
 	ix.cfg.Informers.Start(ctx.Done())
 	ix.cfg.Gateway.Start(ctx.Done())
+	if ix.cfg.Policy != nil {
+		ix.cfg.Policy.Start(ctx.Done())
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil // ctx ended first
 	}
@@ -179,6 +205,13 @@ func (ix *Index) rebuild() *Snapshot {
 	}
 	if in.GRPCRoutes, err = ix.grpc.List(labels.Everything()); err != nil {
 		ix.log.Error("listing GRPCRoutes from the cache", "error", err)
+	}
+	if ix.faults != nil {
+		for _, o := range ix.faults.GetStore().List() {
+			if f, ok := o.(*policyv1alpha1.HTTPFault); ok {
+				in.Faults = append(in.Faults, f)
+			}
+		}
 	}
 	return Build(in)
 }

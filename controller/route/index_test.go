@@ -6,7 +6,10 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/informers"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/events"
@@ -14,14 +17,16 @@ import (
 	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
 	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
+	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
 	"github.com/mesh-dev/mesh/internal/names"
 )
 
 // harness runs an Index against fake clientsets.
 type harness struct {
-	kube *kubefake.Clientset
-	gw   *gatewayfake.Clientset
-	ix   *Index
+	kube   *kubefake.Clientset
+	gw     *gatewayfake.Clientset
+	policy *dynamicfake.FakeDynamicClient
+	ix     *Index
 }
 
 func newHarness(t *testing.T, route *gatewayv1.HTTPRoute) *harness {
@@ -29,17 +34,31 @@ func newHarness(t *testing.T, route *gatewayv1.HTTPRoute) *harness {
 	return newHarnessWith(t, nil, route)
 }
 
-// newHarnessWith is newHarness with an event recorder, and routes that
-// may be none.
-func newHarnessWith(t *testing.T, rec events.EventRecorder, routes ...runtime.Object) *harness {
+// newHarnessWith is newHarness with an event recorder, and objects that
+// may be none: routes, and policy.mesh.dev objects.
+func newHarnessWith(t *testing.T, rec events.EventRecorder, objs ...runtime.Object) *harness {
 	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := policyv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	var routes, policies []runtime.Object
+	for _, o := range objs {
+		if _, _, err := scheme.ObjectKinds(o); err == nil {
+			policies = append(policies, o)
+		} else {
+			routes = append(routes, o)
+		}
+	}
 	h := &harness{
-		kube: kubefake.NewClientset(service("shop", "web", "10.0.0.1", 80), service("shop", "web-v2", "10.0.0.2", 80)),
-		gw:   gatewayfake.NewSimpleClientset(routes...),
+		kube:   kubefake.NewClientset(service("shop", "web", "10.0.0.1", 80), service("shop", "web-v2", "10.0.0.2", 80)),
+		gw:     gatewayfake.NewSimpleClientset(routes...),
+		policy: dynamicfake.NewSimpleDynamicClient(scheme, policies...),
 	}
 	f := informers.NewSharedInformerFactory(h.kube, 0)
 	g := gatewayinformers.NewSharedInformerFactory(h.gw, 0)
-	ix, err := New(Config{Informers: f, Gateway: g, Client: h.gw, Events: rec, Coalesce: 10 * time.Millisecond})
+	d := dynamicinformer.NewDynamicSharedInformerFactory(h.policy, 0)
+	ix, err := New(Config{Informers: f, Gateway: g, Policy: d, Client: h.gw, Events: rec, Coalesce: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +73,7 @@ func newHarnessWith(t *testing.T, rec events.EventRecorder, routes ...runtime.Ob
 		}
 		f.Shutdown()
 		g.Shutdown()
+		d.Shutdown()
 	})
 	return h
 }
@@ -225,4 +245,77 @@ func TestIndexServiceAnnotations(t *testing.T) {
 		s, _ := h.ix.Snapshot()
 		return s.Lookup(ServicePort{web, 80}, "x") == nil
 	})
+}
+
+// TestIndexFaultChanges checks that HTTPFaults are watched: a route's
+// rule answers 500 while the HTTPFault it names is missing, with
+// ResolvedRefs False; creating it resolves the route, changing it
+// changes the table, and deleting it makes the rule fail again.
+func TestIndexFaultChanges(t *testing.T) {
+	r := httpRoute("shop", "chaos", 0, []gatewayv1.ParentReference{svcParent("", "web", 80)},
+		gatewayv1.HTTPRouteRule{Filters: []gatewayv1.HTTPRouteFilter{faultRef("f")}, BackendRefs: []gatewayv1.HTTPBackendRef{backendRef("web", 80, 1)}})
+	h := newHarnessWith(t, nil, r)
+	ctx := t.Context()
+	filter := func() Filter {
+		s, _ := h.ix.Snapshot()
+		if tb := s.Lookup(ServicePort{web, 80}, "x"); tb != nil && len(tb.HTTP) == 1 && len(tb.HTTP[0].Filters) == 1 {
+			return tb.HTTP[0].Filters[0]
+		}
+		return Filter{}
+	}
+	resolvedRefs := func() metav1.ConditionStatus {
+		got, err := h.gw.GatewayV1().HTTPRoutes("shop").Get(ctx, "chaos", metav1.GetOptions{})
+		if err != nil || len(got.Status.Parents) != 1 {
+			return ""
+		}
+		for _, c := range got.Status.Parents[0].Conditions {
+			if c.Type == string(gatewayv1.RouteConditionResolvedRefs) {
+				return c.Status
+			}
+		}
+		return ""
+	}
+	faults := h.policy.Resource(policyv1alpha1.HTTPFaultsResource).Namespace("shop")
+
+	waitFor(t, "the rule failing", func() bool { return filter().Kind == FilterFail })
+	waitFor(t, "ResolvedRefs False", func() bool { return resolvedRefs() == metav1.ConditionFalse })
+
+	u := toUnstructured(t, abortFault("shop", "f", 50, 503))
+	if _, err := faults.Create(ctx, u, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the fault", func() bool {
+		f := filter()
+		return f.Kind == FilterFault && f.Fault.Abort != nil && f.Fault.Abort.PerMillion == 500_000
+	})
+	waitFor(t, "ResolvedRefs True", func() bool { return resolvedRefs() == metav1.ConditionTrue })
+
+	u = toUnstructured(t, abortFault("shop", "f", 10, 500))
+	if _, err := faults.Update(ctx, u, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the changed fault", func() bool {
+		f := filter()
+		return f.Kind == FilterFault && f.Fault.Abort != nil && *f.Fault.Abort == FaultAbort{PerMillion: 100_000, Status: 500}
+	})
+
+	if err := faults.Delete(ctx, "f", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the rule failing again", func() bool { return filter().Kind == FilterFail })
+	waitFor(t, "ResolvedRefs False again", func() bool { return resolvedRefs() == metav1.ConditionFalse })
+}
+
+// toUnstructured converts a policy.mesh.dev object for the dynamic
+// client.
+func toUnstructured(t *testing.T, f *policyv1alpha1.HTTPFault) *unstructured.Unstructured {
+	t.Helper()
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{Object: m}
+	u.SetAPIVersion(policyv1alpha1.SchemeGroupVersion.String())
+	u.SetKind(policyv1alpha1.KindHTTPFault)
+	return u
 }

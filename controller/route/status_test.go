@@ -7,6 +7,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
 )
 
 // TestStatusReasons checks every reason of docs/traffic.md 2.3 on the
@@ -63,15 +65,32 @@ func TestStatusReasons(t *testing.T) {
 				return gatewayv1.HTTPRouteRule{BackendRefs: []gatewayv1.HTTPBackendRef{b}}
 			}(),
 			wantAccepted: accepted, wantRefs: Condition{Reason: gatewayv1.RouteReasonInvalidKind}},
-		{name: "extensionRef", parent: svcParent("", "web", 80),
+		{name: "HTTPFault", parent: svcParent("", "web", 80),
+			rule: filter(faultRef("f")), wantAccepted: accepted, wantRefs: okRefs},
+		{name: "extensionRef of a kind mesh does not serve", parent: svcParent("", "web", 80),
 			rule: filter(gatewayv1.HTTPRouteFilter{Type: gatewayv1.HTTPRouteFilterExtensionRef,
-				ExtensionRef: &gatewayv1.LocalObjectReference{Group: "policy.mesh.dev", Kind: "HTTPFault", Name: "f"}}),
+				ExtensionRef: &gatewayv1.LocalObjectReference{Group: "example.com", Kind: "Filter", Name: "f"}}),
 			wantAccepted: accepted, wantRefs: Condition{Reason: gatewayv1.RouteReasonInvalidKind}},
+		{name: "missing HTTPFault", parent: svcParent("", "web", 80),
+			rule: filter(faultRef("gone")), wantAccepted: accepted, wantRefs: Condition{Reason: gatewayv1.RouteReasonBackendNotFound}},
+		{name: "HTTPFault mesh cannot apply", parent: svcParent("", "web", 80),
+			rule: filter(faultRef("empty")), wantAccepted: Condition{Reason: gatewayv1.RouteReasonUnsupportedValue}, wantRefs: okRefs},
+		{name: "two HTTPFaults in a rule", parent: svcParent("", "web", 80),
+			rule:         gatewayv1.HTTPRouteRule{Filters: []gatewayv1.HTTPRouteFilter{faultRef("f"), faultRef("f")}},
+			wantAccepted: Condition{Reason: gatewayv1.RouteReasonIncompatibleFilters}, wantRefs: okRefs},
+		{name: "HTTPFault on a backendRef", parent: svcParent("", "web", 80),
+			rule: func() gatewayv1.HTTPRouteRule {
+				b := backendRef("web", 80, 1)
+				b.Filters = []gatewayv1.HTTPRouteFilter{faultRef("f")}
+				return gatewayv1.HTTPRouteRule{BackendRefs: []gatewayv1.HTTPBackendRef{b}}
+			}(),
+			wantAccepted: Condition{Reason: gatewayv1.RouteReasonUnsupportedValue}, wantRefs: okRefs},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := Inputs{
 				Services:   services(service("shop", "web", "10.0.0.1", 80), service("shop", "headless", "None", 80)),
 				HTTPRoutes: []*gatewayv1.HTTPRoute{httpRoute("shop", "r", 0, []gatewayv1.ParentReference{tc.parent}, tc.rule)},
+				Faults:     []*policyv1alpha1.HTTPFault{abortFault("shop", "f", 50, 503), {ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "empty"}}},
 			}
 			if tc.grpc != nil {
 				in.GRPCRoutes = append(in.GRPCRoutes, tc.grpc)

@@ -117,6 +117,8 @@ const (
 	// ExtensionRef or an unresolvable backend turns into, as the spec asks
 	// (httproute_types.go: such a filter "MUST NOT be skipped").
 	FilterFail
+	// FilterFault injects the HTTPFault an ExtensionRef filter names.
+	FilterFault
 )
 
 // Filter is one filter of a rule or of a backend.
@@ -126,6 +128,7 @@ type Filter struct {
 	Redirect Redirect       // FilterRedirect
 	Rewrite  Rewrite        // FilterRewrite
 	Fail     Fail           // FilterFail
+	Fault    Fault          // FilterFault
 }
 
 // HeaderModifier is RequestHeaderModifier or ResponseHeaderModifier.
@@ -166,6 +169,25 @@ type Redirect struct {
 type Rewrite struct {
 	Hostname string
 	Path     PathModifier
+}
+
+// Fault is an HTTPFault of policy.mesh.dev as the proxies apply it
+// (docs/traffic.md 3.7): each part nil when the HTTPFault has none.
+type Fault struct {
+	Abort *FaultAbort
+	Delay *FaultDelay
+}
+
+// FaultAbort answers PerMillion of the requests with Status (200-599).
+type FaultAbort struct {
+	PerMillion uint32
+	Status     int
+}
+
+// FaultDelay holds PerMillion of the requests for Duration.
+type FaultDelay struct {
+	PerMillion uint32
+	Duration   time.Duration
 }
 
 // Fail is a local answer.
