@@ -12,8 +12,8 @@
 //
 // Each test works in namespaces of its own. Those that change the mesh for
 // everyone run one after another, first: TestMesh (install, uninstall),
-// TestBalancing and TestPolicy (the controller scaled to zero) and
-// TestRotation (a new trust anchor); so do the two that load the shared
+// TestBalancing, TestPolicy and TestTrafficControllerDown (the controller
+// scaled to zero) and TestRotation (a new trust anchor); so do the two that load the shared
 // machine or measure rates that its load disturbs: TestHardening (a port
 // sweep and 2,000 churned endpoints keep the controller busy past the
 // proxies' 1s wait for a new destination) and TestViz (the load pod's own

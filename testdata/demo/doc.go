@@ -11,7 +11,11 @@
 // mesh's load balancing: on :8080 it answers every request, HTTP/1.1 or h2c
 // (prior knowledge) on the same port, with 200 and "echo from NAME", NAME
 // being $POD_NAME or else the hostname; a request failed by --fail-rate gets
-// --fail-status (default 500) and "injected fault from NAME". loadgen loads
+// --fail-status (default 500) and "injected fault from NAME". It reads a
+// request's whole body before it answers, and with --exit-on-term it
+// closes every connection and exits at once on SIGTERM, as an app that
+// does not drain would (issue 14's scale-down test). The catalog names the
+// pod that answered in the response header x-served-by. loadgen loads
 // it with --target echo:8080 --path /: a page that lists no products gets
 // plain GETs, 2xx counting as success.
 //
