@@ -285,7 +285,7 @@ func TestBackoff(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := b.ejection.Delay(tc.n); got != tc.want {
+			if got := b.accrual.Load().ejection.Delay(tc.n); got != tc.want {
 				t.Errorf("ejection %d lasts %v, want %v", tc.n, got, tc.want)
 			}
 		})

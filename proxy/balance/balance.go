@@ -48,7 +48,7 @@
 // # Concurrency
 //
 // Pick, Pick.Observe, Pick.Done and Snapshot are safe for concurrent use.
-// Update is serialised internally. Pick never waits on a lock held by Update
+// Update and SetFailureAccrual are serialised internally. Pick never waits on a lock held by Update
 // or across I/O: Update publishes an immutable picker snapshot through an
 // atomic pointer, and each endpoint's load and latency live in atomics.
 package balance
@@ -151,19 +151,34 @@ type Config struct {
 	Rand func() uint64
 }
 
+// FailureAccrual is the part of a Config that SetFailureAccrual changes
+// on a running balancer; its fields mean what Config's of the same names
+// do, zero for the defaults.
+type FailureAccrual struct {
+	MaxFailures            int
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// FailureAccrual returns c's failure accrual fields.
+func (c Config) FailureAccrual() FailureAccrual {
+	return FailureAccrual{MaxFailures: c.MaxFailures, MinBackoff: c.MinBackoff, MaxBackoff: c.MaxBackoff}
+}
+
 // PeakEWMA is a latency-aware power-of-two-choices balancer over a set of
 // endpoints. Create it with New and feed it endpoint sets with Update.
 type PeakEWMA struct {
-	tau         float64 // Decay in nanoseconds
-	defaultRTT  float64 // nanoseconds
-	maxFailures int
-	ejection    backoff.Backoff // the schedule only; each endState counts its ejections
-	onDrained   func(Endpoint)
-	clock       func() time.Time
-	rand        func() uint64
-	epoch       time.Time // times are kept as nanoseconds since epoch so atomics can hold them
+	tau        float64 // Decay in nanoseconds
+	defaultRTT float64 // nanoseconds
+	jitter     float64 // Config.Jitter, for the ejection schedules
+	onDrained  func(Endpoint)
+	clock      func() time.Time
+	rand       func() uint64
+	epoch      time.Time // times are kept as nanoseconds since epoch so atomics can hold them
 
 	snap atomic.Pointer[picker]
+	// accrual is the current failure accrual; SetFailureAccrual replaces
+	// it whole, and accrue and eject load it once per outcome.
+	accrual atomic.Pointer[accrual]
 
 	mu       sync.Mutex                   // serialises Update and guards draining
 	draining map[netip.AddrPort]*endState // removed endpoints still in flight
@@ -173,6 +188,15 @@ type PeakEWMA struct {
 type picker struct {
 	entries []entry
 }
+
+// accrual is a failure accrual with its defaults applied. Immutable.
+type accrual struct {
+	maxFailures int             // negative: accrual is off
+	ejection    backoff.Backoff // the schedule only; each endState counts its ejections
+}
+
+// off reports whether no endpoint is ejected for failing.
+func (a *accrual) off() bool { return a.maxFailures < 0 }
 
 // entry pairs an endpoint's configuration, which changes only through
 // Update, with its runtime state, which outlives Updates.
@@ -186,25 +210,21 @@ type entry struct {
 // until Update supplies endpoints.
 func New(cfg Config) (*PeakEWMA, error) {
 	switch {
-	case cfg.DefaultRTT < 0, cfg.Decay < 0, cfg.MinBackoff < 0, cfg.MaxBackoff < 0:
+	case cfg.DefaultRTT < 0, cfg.Decay < 0:
 		return nil, fmt.Errorf("%w: negative duration", ErrInvalidConfig)
 	case cfg.Jitter > 1:
 		return nil, fmt.Errorf("%w: jitter %v above 1", ErrInvalidConfig, cfg.Jitter)
 	}
-	minBackoff := orDefault(cfg.MinBackoff, DefaultMinBackoff)
-	maxBackoff := orDefault(cfg.MaxBackoff, DefaultMaxBackoff)
-	if maxBackoff < minBackoff {
-		return nil, fmt.Errorf("%w: max backoff %v below min backoff %v",
-			ErrInvalidConfig, maxBackoff, minBackoff)
-	}
 	b := &PeakEWMA{
-		tau:         float64(orDefault(cfg.Decay, DefaultDecay)),
-		defaultRTT:  float64(orDefault(cfg.DefaultRTT, DefaultRTT)),
-		maxFailures: orDefault(cfg.MaxFailures, DefaultMaxFailures),
-		onDrained:   cfg.OnDrained,
-		clock:       cfg.Now,
-		rand:        cfg.Rand,
-		draining:    map[netip.AddrPort]*endState{},
+		tau:        float64(orDefault(cfg.Decay, DefaultDecay)),
+		defaultRTT: float64(orDefault(cfg.DefaultRTT, DefaultRTT)),
+		// A negative Jitter stays negative, which backoff also reads as
+		// none.
+		jitter:    orDefault(cfg.Jitter, DefaultJitter),
+		onDrained: cfg.OnDrained,
+		clock:     cfg.Now,
+		rand:      cfg.Rand,
+		draining:  map[netip.AddrPort]*endState{},
 	}
 	if b.clock == nil {
 		b.clock = time.Now
@@ -212,14 +232,76 @@ func New(cfg Config) (*PeakEWMA, error) {
 	if b.rand == nil {
 		b.rand = rand.Uint64
 	}
-	// A negative Jitter stays negative, which backoff also reads as none.
-	b.ejection = backoff.Backoff{
-		Min: minBackoff, Max: maxBackoff,
-		Jitter: orDefault(cfg.Jitter, DefaultJitter), Rand: b.rand,
+	a, err := b.newAccrual(cfg.FailureAccrual())
+	if err != nil {
+		return nil, err
 	}
+	b.accrual.Store(a)
 	b.epoch = b.clock()
 	b.snap.Store(&picker{})
 	return b, nil
+}
+
+// newAccrual checks fa and applies its defaults.
+func (b *PeakEWMA) newAccrual(fa FailureAccrual) (*accrual, error) {
+	if fa.MinBackoff < 0 || fa.MaxBackoff < 0 {
+		return nil, fmt.Errorf("%w: negative backoff", ErrInvalidConfig)
+	}
+	minBackoff := orDefault(fa.MinBackoff, DefaultMinBackoff)
+	maxBackoff := orDefault(fa.MaxBackoff, DefaultMaxBackoff)
+	if maxBackoff < minBackoff {
+		return nil, fmt.Errorf("%w: max backoff %v below min backoff %v",
+			ErrInvalidConfig, maxBackoff, minBackoff)
+	}
+	return &accrual{
+		maxFailures: orDefault(fa.MaxFailures, DefaultMaxFailures),
+		ejection:    backoff.Backoff{Min: minBackoff, Max: maxBackoff, Jitter: b.jitter, Rand: b.rand},
+	}, nil
+}
+
+// FailureAccrual returns the balancer's failure accrual with its
+// defaults applied: MaxFailures is negative when accrual is off.
+func (b *PeakEWMA) FailureAccrual() FailureAccrual {
+	a := b.accrual.Load()
+	return FailureAccrual{MaxFailures: a.maxFailures, MinBackoff: a.ejection.Min, MaxBackoff: a.ejection.Max}
+}
+
+// SetFailureAccrual changes how the balancer ejects failing endpoints
+// (per Service, docs/traffic.md 3.6), keeping every endpoint's latency
+// estimate, load and count of consecutive failures. An endpoint ejected
+// now keeps the backoff it got, and its next ejection follows the new
+// schedule; a lower MaxFailures ejects an endpoint past it at its next
+// failure. Turning accrual off (negative MaxFailures) puts every ejected
+// endpoint back in rotation at once. A FailureAccrual that New would
+// refuse returns an error wrapping ErrInvalidConfig and changes nothing.
+// Safe for concurrent use with every other method.
+func (b *PeakEWMA) SetFailureAccrual(fa FailureAccrual) error {
+	a, err := b.newAccrual(fa)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// Stored before the endpoints are healed below: an outcome accrued
+	// after an endpoint's heal holds its lock after the heal did, so it
+	// sees accrual off and cannot eject it again.
+	b.accrual.Store(a)
+	if !a.off() {
+		return nil
+	}
+	heal := func(st *endState) {
+		st.mu.Lock()
+		st.heal()
+		st.mu.Unlock()
+	}
+	p := b.snap.Load()
+	for i := range p.entries {
+		heal(p.entries[i].st)
+	}
+	for _, st := range b.draining {
+		heal(st)
+	}
+	return nil
 }
 
 // orDefault is v, or def where v is the zero value.

@@ -174,34 +174,42 @@ func classify(err error) outcome {
 
 // accrue feeds one outcome to failure accrual. Only the probe decides
 // whether an ejected endpoint returns: outcomes of requests sent before the
-// ejection, or sent while every endpoint was ejected, are ignored. Called
-// with st.mu held.
+// ejection, or sent while every endpoint was ejected, are ignored. A probe
+// that fails once accrual was turned off returns the endpoint all the
+// same. Called with st.mu held.
 func (b *PeakEWMA) accrue(st *endState, now int64, res outcome, probe bool) {
+	a := b.accrual.Load()
 	switch {
-	case probe && res == succeeded:
-		st.failures, st.ejections = 0, 0
-		st.health.Store(healthy)
+	case probe && (res == succeeded || a.off()):
+		st.heal()
 	case probe:
-		b.eject(st, now)
+		eject(st, a, now)
 	case st.health.Load() != healthy:
 		// Sent before the ejection or in panic mode: not the probe's say.
 	case res == succeeded:
 		st.failures = 0
 	default:
 		st.failures++
-		if b.maxFailures > 0 && (res == unreachable || st.failures >= b.maxFailures) {
-			b.eject(st, now)
+		if a.maxFailures > 0 && (res == unreachable || st.failures >= a.maxFailures) {
+			eject(st, a, now)
 		}
 	}
 }
 
-// eject takes st out of rotation for the next backoff: the n-th
+// eject takes st out of rotation for the next backoff of a: the n-th
 // consecutive ejection lasts MinBackoff doubled n−1 times, at most
 // MaxBackoff, less a random share of up to Jitter of it. until is stored
 // before health so that admit, seeing ejected, reads the new deadline.
 // Called with st.mu held.
-func (b *PeakEWMA) eject(st *endState, now int64) {
+func eject(st *endState, a *accrual, now int64) {
 	st.ejections++
-	st.until.Store(now + int64(b.ejection.Delay(st.ejections)))
+	st.until.Store(now + int64(a.ejection.Delay(st.ejections)))
 	st.health.Store(ejected)
+}
+
+// heal puts st back in rotation with no failure counted. Called with
+// st.mu held.
+func (st *endState) heal() {
+	st.failures, st.ejections = 0, 0
+	st.health.Store(healthy)
 }
