@@ -88,6 +88,9 @@ type Destination struct {
 	mu     sync.Mutex
 	set    map[netip.AddrPort]balance.Endpoint
 	closed bool
+	// accrual is the balancer's failure accrual, the cache's own until a
+	// route table says otherwise. Guarded by mu.
+	accrual balance.FailureAccrual
 }
 
 // newDestination returns an entry for authority with an empty set and no
@@ -111,6 +114,7 @@ func (c *Cache) newDestination(authority string, now time.Time) (*Destination, e
 		done:        make(chan struct{}),
 		lastUsed:    now,
 		set:         map[netip.AddrPort]balance.Endpoint{},
+		accrual:     bcfg.FailureAccrual(),
 	}
 	d.snap.Store(&[]balance.Endpoint{})
 	return d, nil
@@ -449,6 +453,7 @@ func (d *Destination) markNotFound() {
 	if !d.closed {
 		clear(d.set)
 		d.publish()
+		d.setAccrual(route.FailureAccrual{})
 	}
 	d.routes.Store(nil)
 	d.mu.Unlock()

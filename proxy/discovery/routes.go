@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -13,6 +14,7 @@ import (
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
 	"github.com/mesh-dev/mesh/internal/backoff"
+	"github.com/mesh-dev/mesh/proxy/balance"
 	"github.com/mesh-dev/mesh/proxy/route"
 )
 
@@ -151,8 +153,10 @@ func (d *Destination) noRoutes(err error) {
 	d.routesAnswered()
 }
 
-// setRoutes makes t the destination's table, unless the destination was
-// closed or found not to exist meanwhile: those clear the table for good.
+// setRoutes makes t the destination's table, and its failure accrual
+// the balancer's, unless the destination was closed or found not to exist
+// meanwhile: those clear the table for good. A nil table, or one without
+// failure accrual, gives the balancer the cache's own again.
 func (d *Destination) setRoutes(t *route.Table) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -160,6 +164,59 @@ func (d *Destination) setRoutes(t *route.Table) {
 		return
 	}
 	d.routes.Store(t)
+	d.setAccrual(t.FailureAccrual())
+}
+
+// setAccrual tunes the balancer by a Service's failure accrual
+// (balancer.mesh.dev/*, docs/traffic.md 3.6), in place: endpoints keep
+// their state. Called with d.mu held, which orders the changes.
+func (d *Destination) setAccrual(fa route.FailureAccrual) {
+	want := accrualOf(d.cache.cfg.Balance.FailureAccrual(), fa)
+	if want == d.accrual {
+		return
+	}
+	// route.Compile refuses backoffs in the wrong order and accrualOf
+	// widens the one a table leaves to the default, so this is a bug:
+	// the balancer keeps what it had.
+	if err := d.bal.SetFailureAccrual(want); err != nil {
+		d.cache.log.Error("balancer refused a failure accrual", "authority", d.authority, "failure_accrual", fa, "err", err)
+		return
+	}
+	d.accrual = want
+	d.cache.log.Debug("balancer failure accrual", "authority", d.authority, "max_failures", want.MaxFailures,
+		"min_backoff", want.MinBackoff, "max_backoff", want.MaxBackoff)
+}
+
+// accrualOf is the balancer's failure accrual for a table's fa: base,
+// the cache's own (Config.Balance), with what fa sets. Disabled is a
+// negative MaxFailures. A backoff fa sets alone may cross the other's
+// value in base: the other then moves to meet it, so that a Service that
+// asks for a first ejection of 5 minutes gets 5 minutes, not a refusal
+// for a maximum of 1.
+func accrualOf(base balance.FailureAccrual, fa route.FailureAccrual) balance.FailureAccrual {
+	out := base
+	if fa.Disabled {
+		out.MaxFailures = -1
+		return out
+	}
+	if fa.MaxFailures > 0 {
+		out.MaxFailures = fa.MaxFailures
+	}
+	if fa.MinBackoff > 0 {
+		out.MinBackoff = fa.MinBackoff
+	}
+	if fa.MaxBackoff > 0 {
+		out.MaxBackoff = fa.MaxBackoff
+	}
+	lo, hi := cmp.Or(out.MinBackoff, balance.DefaultMinBackoff), cmp.Or(out.MaxBackoff, balance.DefaultMaxBackoff)
+	switch {
+	case lo <= hi:
+	case fa.MaxBackoff == 0:
+		out.MaxBackoff = lo
+	case fa.MinBackoff == 0:
+		out.MinBackoff = hi
+	}
+	return out
 }
 
 // routesAnswered releases the Gets waiting for the Routes stream's first

@@ -3,6 +3,7 @@ package discovery
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
+	"github.com/mesh-dev/mesh/proxy/balance"
 	"github.com/mesh-dev/mesh/proxy/route"
 )
 
@@ -347,4 +349,123 @@ func TestNotFoundClosesRoutes(t *testing.T) {
 	if d.Routes() != nil {
 		t.Error("a destination not found has a table")
 	}
+}
+
+// TestRoutesFailureAccrual checks that each table's failure accrual
+// tunes the destination's balancer in place, endpoints keeping their
+// state, and that a table without one, or no table, restores the cache's
+// own.
+func TestRoutesFailureAccrual(t *testing.T) {
+	base := balance.Config{MaxFailures: 5, MinBackoff: 2 * time.Second} // MaxBackoff the default, 1m
+	e := newEnv(t, func(cfg *Config) {
+		cfg.Balance = base
+		cfg.NotFoundTTL = time.Hour
+	})
+	e.fake.set(web, answer{updates: []*destinationv1.Update{add("10.0.0.1:8080", "10.0.0.2:8080")}})
+	withAccrual := func(version uint64, fa *destinationv1.FailureAccrual) *destinationv1.RouteTable {
+		rt := routeTable(version, "a")
+		rt.FailureAccrual = fa
+		return rt
+	}
+	e.fake.setRoutes(web, routeAnswer{tables: []*destinationv1.RouteTable{withAccrual(1, &destinationv1.FailureAccrual{MaxFailures: 3})}})
+	d := mustGet(t, e.cache, web)
+	if got, want := d.bal.FailureAccrual(), (balance.FailureAccrual{MaxFailures: 3, MinBackoff: 2 * time.Second, MaxBackoff: time.Minute}); got != want {
+		t.Errorf("failure accrual after the first table = %+v, want %+v", got, want)
+	}
+	// An endpoint's state, which the changes below must keep.
+	p, ok := d.Pick()
+	if !ok {
+		t.Fatal("no endpoint")
+	}
+	p.Observe(time.Millisecond, errors.New("503"))
+	p.Done()
+	failing := p.Endpoint().Addr
+
+	rtt, failures := statsAt(t, d, failing).RTT, 1
+	steps := []struct {
+		name    string
+		fa      *destinationv1.FailureAccrual
+		want    balance.FailureAccrual
+		forgets bool // the step clears the endpoint's failures
+	}{
+		{name: "both backoffs", fa: &destinationv1.FailureAccrual{MinBackoff: durationpb.New(time.Second), MaxBackoff: durationpb.New(10 * time.Second)},
+			want: balance.FailureAccrual{MaxFailures: 5, MinBackoff: time.Second, MaxBackoff: 10 * time.Second}},
+		{name: "min backoff above the default max raises it", fa: &destinationv1.FailureAccrual{MinBackoff: durationpb.New(5 * time.Minute)},
+			want: balance.FailureAccrual{MaxFailures: 5, MinBackoff: 5 * time.Minute, MaxBackoff: 5 * time.Minute}},
+		{name: "max backoff below the base min lowers it", fa: &destinationv1.FailureAccrual{MaxBackoff: durationpb.New(500 * time.Millisecond)},
+			want: balance.FailureAccrual{MaxFailures: 5, MinBackoff: 500 * time.Millisecond, MaxBackoff: 500 * time.Millisecond}},
+		{name: "max failures", fa: &destinationv1.FailureAccrual{MaxFailures: 2},
+			want: balance.FailureAccrual{MaxFailures: 2, MinBackoff: 2 * time.Second, MaxBackoff: time.Minute}},
+		// Turning accrual off forgets every failure (balance's
+		// SetFailureAccrual): from here the endpoint has none.
+		{name: "disabled", fa: &destinationv1.FailureAccrual{Disabled: true, MaxFailures: 9}, forgets: true,
+			want: balance.FailureAccrual{MaxFailures: -1, MinBackoff: 2 * time.Second, MaxBackoff: time.Minute}},
+		{name: "none: the cache's own", fa: nil,
+			want: balance.FailureAccrual{MaxFailures: 5, MinBackoff: 2 * time.Second, MaxBackoff: time.Minute}},
+	}
+	for i, step := range steps {
+		e.fake.pushRoutes(t, web, withAccrual(uint64(i+2), step.fa))
+		waitVersion(t, d, int64(i+2))
+		if got := d.bal.FailureAccrual(); got != step.want {
+			t.Errorf("%s: failure accrual = %+v, want %+v", step.name, got, step.want)
+		}
+		if step.forgets {
+			failures = 0
+		}
+		if s := statsAt(t, d, failing); s.Failures != failures || s.RTT != rtt {
+			t.Errorf("%s: %v has %d failures and an estimate of %v, want %d and %v as before", step.name, s.Addr, s.Failures, s.RTT, failures, rtt)
+		}
+	}
+
+	// No table any more (a controller without routes): the cache's own.
+	e.fake.pushRoutes(t, web, withAccrual(20, &destinationv1.FailureAccrual{Disabled: true}))
+	waitVersion(t, d, 20)
+	e.fake.endRoutes(web, status.Error(codes.Unimplemented, "no routes"))
+	waitVersion(t, d, -1)
+	if got, want := d.bal.FailureAccrual(), (balance.FailureAccrual{MaxFailures: 5, MinBackoff: 2 * time.Second, MaxBackoff: time.Minute}); got != want {
+		t.Errorf("failure accrual without a table = %+v, want the cache's %+v", got, want)
+	}
+}
+
+func TestAccrualOf(t *testing.T) {
+	base := balance.FailureAccrual{MaxFailures: 7, MinBackoff: time.Second}
+	tests := []struct {
+		name string
+		fa   route.FailureAccrual
+		want balance.FailureAccrual
+	}{
+		{name: "nothing set", want: base},
+		{name: "disabled", fa: route.FailureAccrual{Disabled: true, MaxFailures: 3}, want: balance.FailureAccrual{MaxFailures: -1, MinBackoff: time.Second}},
+		{name: "all set", fa: route.FailureAccrual{MaxFailures: 3, MinBackoff: time.Minute, MaxBackoff: time.Hour},
+			want: balance.FailureAccrual{MaxFailures: 3, MinBackoff: time.Minute, MaxBackoff: time.Hour}},
+		{name: "min within the default max", fa: route.FailureAccrual{MinBackoff: 30 * time.Second},
+			want: balance.FailureAccrual{MaxFailures: 7, MinBackoff: 30 * time.Second}},
+		{name: "min above the default max", fa: route.FailureAccrual{MinBackoff: 2 * time.Minute},
+			want: balance.FailureAccrual{MaxFailures: 7, MinBackoff: 2 * time.Minute, MaxBackoff: 2 * time.Minute}},
+		{name: "max below the base min", fa: route.FailureAccrual{MaxBackoff: 100 * time.Millisecond},
+			want: balance.FailureAccrual{MaxFailures: 7, MinBackoff: 100 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := accrualOf(base, tc.fa)
+			if got != tc.want {
+				t.Errorf("accrualOf(%+v) = %+v, want %+v", tc.fa, got, tc.want)
+			}
+			if _, err := balance.New(balance.Config{MaxFailures: got.MaxFailures, MinBackoff: got.MinBackoff, MaxBackoff: got.MaxBackoff}); err != nil {
+				t.Errorf("the balancer refuses it: %v", err)
+			}
+		})
+	}
+}
+
+// statsAt is the balancer's view of d's endpoint at addr.
+func statsAt(t testing.TB, d *Destination, addr netip.AddrPort) balance.EndpointStats {
+	t.Helper()
+	for _, s := range d.Stats() {
+		if s.Addr == addr {
+			return s
+		}
+	}
+	t.Fatalf("%s has no endpoint %v", d.Authority(), addr)
+	return balance.EndpointStats{}
 }
