@@ -3,6 +3,8 @@ package h1
 import (
 	"net"
 	"time"
+
+	"github.com/mesh-dev/mesh/proxy/httpproxy"
 )
 
 // timedConn bounds each read and write of a connection: by idle (a body
@@ -25,7 +27,7 @@ type timedConn struct {
 	// tee, when set, keeps a copy of what is written: the request body
 	// sent to a proven peer proxy, for a resend (resend.go). Set and
 	// cleared by the goroutine that writes.
-	tee *replay
+	tee *httpproxy.Replay
 }
 
 // refresh is how stale a deadline may get before it is pushed forward:
@@ -67,7 +69,7 @@ func (c *timedConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	c.written += int64(n)
 	if c.tee != nil {
-		c.tee.add(b[:n])
+		c.tee.Add(b[:n])
 	}
 	return n, err
 }

@@ -59,13 +59,13 @@ type exchange struct {
 	routed    routed // what the target's route decided; zero without one
 
 	// What another attempt needs to know (resend.go).
-	hadBody   bool        // the request came with a body
-	place     bodyPlace   // where that body is now
-	replay    *replay     // the body as sent to a proven peer proxy; nil until kept
-	recording bool        // this attempt keeps its body in replay
-	sender    *bodySender // this attempt's, if it streams the body
-	written   bool        // a byte of this attempt went into a connection: it may have reached the target
-	informed  bool        // a 1xx response went to the client
+	hadBody   bool              // the request came with a body
+	place     bodyPlace         // where that body is now
+	replay    *httpproxy.Replay // the body as sent to a proven peer proxy; nil until kept
+	recording bool              // this attempt keeps its body in replay
+	sender    *bodySender       // this attempt's, if it streams the body
+	written   bool              // a byte of this attempt went into a connection: it may have reached the target
+	informed  bool              // a 1xx response went to the client
 }
 
 // exchange forwards the request in cc.req and relays its response. It
@@ -179,7 +179,7 @@ func (x *exchange) forward(u *upstream) (keep bool, again error) {
 	x.written = false
 	x.recording = x.hadBody && x.place == bodyUnsent && u.key.identity != ""
 	if x.recording && x.replay == nil {
-		x.replay = &replay{}
+		x.replay = &httpproxy.Replay{}
 	}
 	got := u.tc.got
 	body, err := x.send(u)
@@ -235,7 +235,7 @@ func (x *exchange) send(u *upstream) (*bodySender, error) {
 	writeHead(u.bw, &r.head, extra)
 	switch {
 	case x.place == bodyKept:
-		u.bw.Write(x.replay.bytes())
+		u.bw.Write(x.replay.Bytes())
 	case r.body == lengthBody && !r.expect && int64(cc.br.Buffered()) >= r.length:
 		// A small body already read with the head: one write for both.
 		b, _ := cc.br.Peek(int(r.length))

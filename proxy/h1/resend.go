@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/mesh-dev/mesh/proxy/balance"
+	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 )
 
@@ -38,8 +38,8 @@ const notDeliveredField = "mesh-proxy-not-delivered"
 
 // maxReplay bounds the request body kept for another attempt: past it, a
 // request that was not delivered is answered, not sent again (a 1 MB POST
-// is sent once). Linkerd keeps as much (linkerd/http/retry, replay.rs).
-const maxReplay = 64 << 10
+// is sent once).
+const maxReplay = httpproxy.DefaultReplayLimit
 
 // drainWait bounds how long a server proxy reads the body of a request it
 // answers as not delivered.
@@ -117,9 +117,9 @@ func (x *exchange) keep(b []byte) {
 		x.place = bodyLost
 		return
 	}
-	x.replay.add(b)
+	x.replay.Add(b)
 	x.place = bodyKept
-	if x.replay.capped {
+	if x.replay.Capped() {
 		x.place = bodyLost
 	}
 }
@@ -132,7 +132,7 @@ func (x *exchange) finishBody(b *bodySender) bool {
 	case !b.over:
 		x.place = bodyLost // still copying, into the replay too: dropReplay leaves it alone
 	case b.err == errNotSent:
-	case b.err == nil && x.recording && !x.replay.capped:
+	case b.err == nil && x.recording && !x.replay.Capped():
 		x.place = bodyKept
 	default:
 		x.place = bodyLost
@@ -144,7 +144,7 @@ func (x *exchange) finishBody(b *bodySender) bool {
 // unless a body sender may still write into it.
 func (x *exchange) dropReplay() {
 	if x.replay != nil && (x.sender == nil || x.sender.over) {
-		x.replay.release()
+		x.replay.Release()
 	}
 	x.replay = nil
 }
@@ -317,78 +317,4 @@ func (w *capWriter) Write(b []byte) (int, error) {
 	}
 	w.left -= len(b)
 	return len(b), nil
-}
-
-// replay keeps a request body as it went to a proven peer proxy, up to
-// maxReplay, in a pooled buffer grown by size classes, so that the small
-// bodies most requests have hold little memory. Used by one goroutine at a
-// time: the body's sender, then the exchange once the sender is over.
-type replay struct {
-	b      *[]byte
-	capped bool // the body went past maxReplay: it was not all kept
-}
-
-// replayClasses are the sizes of the pooled replay buffers.
-var replayClasses = [...]int{4 << 10, 16 << 10, maxReplay}
-
-var replayPools [len(replayClasses)]sync.Pool
-
-func (p *replay) add(b []byte) {
-	if p.capped || len(b) == 0 {
-		return
-	}
-	n := 0
-	if p.b != nil {
-		n = len(*p.b)
-	}
-	if n+len(b) > maxReplay {
-		p.capped = true
-		p.release()
-		return
-	}
-	if p.b == nil || n+len(b) > cap(*p.b) {
-		p.grow(n + len(b))
-	}
-	*p.b = append(*p.b, b...)
-}
-
-// grow moves the kept bytes to a pooled buffer of the smallest class that
-// holds need.
-func (p *replay) grow(need int) {
-	i := 0
-	for replayClasses[i] < need {
-		i++
-	}
-	nb, _ := replayPools[i].Get().(*[]byte)
-	if nb == nil {
-		b := make([]byte, 0, replayClasses[i])
-		nb = &b
-	}
-	if p.b != nil {
-		*nb = append((*nb)[:0], *p.b...)
-		p.release()
-	}
-	p.b = nb
-}
-
-func (p *replay) bytes() []byte {
-	if p.b == nil {
-		return nil
-	}
-	return *p.b
-}
-
-// release gives the buffer back to its pool.
-func (p *replay) release() {
-	if p.b == nil {
-		return
-	}
-	for i, size := range replayClasses {
-		if cap(*p.b) == size {
-			*p.b = (*p.b)[:0]
-			replayPools[i].Put(p.b)
-			break
-		}
-	}
-	p.b = nil
 }

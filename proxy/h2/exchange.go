@@ -221,7 +221,7 @@ func (s *stream) attach(fl *flusher, uc *upConn) {
 	uc.nextID += 2
 	s.req.window = window
 	s.req.rec = nil
-	if uc.key.identity != "" && !s.kept.capped {
+	if uc.key.identity != "" && !s.kept.Capped() {
 		s.req.rec = &s.kept // a proven peer proxy may refuse it for want of its application
 	}
 	s.req.dst, s.req.dstID = uc.peer, s.upID

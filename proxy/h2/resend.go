@@ -2,7 +2,6 @@ package h2
 
 import (
 	"net/http"
-	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -22,8 +21,8 @@ import (
 //     9113 §8.7 defines as closed before any processing. A client proxy
 //     that gets it from an endpoint whose identity its mesh TLS proved
 //     sends the request to another endpoint, its body, if any went out,
-//     from a replay buffer of at most maxReplay; a body past it is not
-//     kept, and the request is answered. A server proxy refusing streams
+//     from a replay buffer of at most httpproxy.DefaultReplayLimit; a body
+//     past it is not kept, and the request is answered. A server proxy refusing streams
 //     past its concurrency limit says REFUSED_STREAM too: another endpoint
 //     is as good for those, as the balancer picks.
 //   - Any other target's REFUSED_STREAM, and a GOAWAY below the stream's
@@ -33,10 +32,6 @@ import (
 // HTTP/1 peer proxy that a request reached no application (proxy/h1); no
 // response over HTTP/2 carries it on.
 const notDeliveredField = "mesh-proxy-not-delivered"
-
-// maxReplay bounds the request body kept for another attempt (a 1 MB POST
-// is sent once). Linkerd keeps as much (linkerd/http/retry, replay.rs).
-const maxReplay = 64 << 10
 
 // errNotDelivered is an endpoint's proxy that refused a stream for want of
 // its application: the balancer ejects the endpoint, as it does one that
@@ -54,7 +49,7 @@ func (notDelivered) Is(target error) bool { return target == balance.ErrUnreacha
 // resendable reports whether the request can be sent again: no response
 // began, and whatever of its body went out is kept. Called with s.mu held.
 func (s *stream) resendable() bool {
-	return !s.resBegan && (!s.req.sentData || (s.req.rec != nil && !s.req.rec.capped))
+	return !s.resBegan && (!s.req.sentData || (s.req.rec != nil && !s.req.rec.Capped()))
 }
 
 // takeOff takes the stream off its target connection, its body kept ready
@@ -119,7 +114,7 @@ func (s *stream) refuseUndelivered(fl *flusher, err error) {
 // held.
 func (h *half) keepSent(b []byte) {
 	if h.rec != nil {
-		h.rec.add(b)
+		h.rec.Add(b)
 	}
 }
 
@@ -138,93 +133,12 @@ func (h *half) rewind() {
 	if h.rec == nil {
 		return
 	}
-	if sent := h.rec.bytes(); len(sent) > 0 {
+	if sent := h.rec.Bytes(); len(sent) > 0 {
 		q := make([]byte, 0, len(sent)+h.queued())
 		q = append(append(q, sent...), h.q[h.qoff:]...)
 		h.releaseQueue()
 		h.q, h.qoff = q, 0
 		h.resent += len(sent)
 	}
-	h.rec.reset()
-}
-
-// replay keeps a request body as it went to a proven peer proxy, up to
-// maxReplay, in a pooled buffer grown by size classes, so that the small
-// bodies most requests have hold little memory. Guarded by its stream's
-// mu.
-type replay struct {
-	b      *[]byte
-	capped bool // the body went past maxReplay: it was not all kept
-}
-
-// replayClasses are the sizes of the pooled replay buffers.
-var replayClasses = [...]int{4 << 10, 16 << 10, maxReplay}
-
-var replayPools [len(replayClasses)]sync.Pool
-
-func (p *replay) add(b []byte) {
-	if p.capped || len(b) == 0 {
-		return
-	}
-	n := 0
-	if p.b != nil {
-		n = len(*p.b)
-	}
-	if n+len(b) > maxReplay {
-		p.capped = true
-		p.release()
-		return
-	}
-	if p.b == nil || n+len(b) > cap(*p.b) {
-		p.grow(n + len(b))
-	}
-	*p.b = append(*p.b, b...)
-}
-
-// grow moves the kept bytes to a pooled buffer of the smallest class that
-// holds need.
-func (p *replay) grow(need int) {
-	i := 0
-	for replayClasses[i] < need {
-		i++
-	}
-	nb, _ := replayPools[i].Get().(*[]byte)
-	if nb == nil {
-		b := make([]byte, 0, replayClasses[i])
-		nb = &b
-	}
-	if p.b != nil {
-		*nb = append((*nb)[:0], *p.b...)
-		p.release()
-	}
-	p.b = nb
-}
-
-func (p *replay) bytes() []byte {
-	if p.b == nil {
-		return nil
-	}
-	return *p.b
-}
-
-// reset empties the record, keeping its buffer.
-func (p *replay) reset() {
-	if p.b != nil {
-		*p.b = (*p.b)[:0]
-	}
-}
-
-// release gives the buffer back to its pool.
-func (p *replay) release() {
-	if p.b == nil {
-		return
-	}
-	for i, size := range replayClasses {
-		if cap(*p.b) == size {
-			*p.b = (*p.b)[:0]
-			replayPools[i].Put(p.b)
-			break
-		}
-	}
-	p.b = nil
+	h.rec.Reset()
 }

@@ -467,7 +467,7 @@ func TestNotDeliveredLargeBodyIsNotReplayed(t *testing.T) {
 	mp := newMeshPeers(t)
 	live := startEchoApp(t)
 	b := &fakeBalancer{eps: []httpproxy.Endpoint{
-		{Addr: mp.refusingPeer(t, 2*maxReplay), Identity: mp.api.String()},
+		{Addr: mp.refusingPeer(t, 2*httpproxy.DefaultReplayLimit), Identity: mp.api.String()},
 		{Addr: mp.serverProxy(t, live.addr), Identity: mp.api.String()},
 	}}
 	client := mp.clientProxy(t, b)

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/route"
 )
 
@@ -49,7 +50,7 @@ type stream struct {
 	cancel     context.CancelFunc // ends the HTTP/1.1 path's request; nil on the others
 	// kept is the request body forwarded to a proven peer proxy, for a
 	// resend when it refuses the stream (resend.go).
-	kept replay
+	kept httpproxy.Replay
 
 	x exchange
 }
@@ -80,7 +81,7 @@ type half struct {
 	// rec, while set, keeps a copy of the DATA sent (resend.go); resent
 	// is how much of the queue's head was sent before, and credited to
 	// the source then.
-	rec    *replay
+	rec    *httpproxy.Replay
 	resent int
 	// cond, on the HTTP/1.1 path only, wakes its goroutine when the queue
 	// changes; nil on the others.
@@ -272,7 +273,7 @@ func (s *stream) close() {
 		s.cancel()
 	}
 	s.req.rec = nil
-	s.kept.release()
+	s.kept.Release()
 	if s.req.cond != nil {
 		s.req.cond.Broadcast()
 	}

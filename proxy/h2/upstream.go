@@ -584,7 +584,7 @@ func (uc *upConn) processHeaders(f *headerBlock) {
 		s.timer.Stop()
 	}
 	s.req.rec = nil // nothing is sent again once a response came
-	s.kept.release()
+	s.kept.Release()
 	s.x.status, s.x.after = code, time.Since(s.x.start)
 	s.countRequest()
 	if f.StreamEnded() {
