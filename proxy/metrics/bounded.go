@@ -7,8 +7,9 @@ import (
 // The caps that bound the traffic series (docs/metrics.md derives the
 // bound on series per proxy from them). Label values are chosen by clients
 // (authority, target_addr through port sweeps) or churn with the cluster
-// (target_addr and dst_* behind a headless Service, identities), and every
-// label set is a handful of series held in memory until it expires.
+// (target_addr and dst_* behind a headless Service, identities, route_*
+// as routes come and go), and every label set is a handful of series held
+// in memory until it expires.
 const (
 	// maxLabelValues bounds the distinct values of each capped label in
 	// use at once; later values are exported as "other" until a label set
@@ -90,7 +91,7 @@ func (s *valueSet) release(v string) {
 // labelKey is the values of a label set in the families' label order;
 // positions past a kind's labels are empty. Comparable, so a lookup costs
 // a hash and no allocation.
-type labelKey [8]string
+type labelKey [12]string
 
 // activity is what expiry reads of a label set.
 type activity struct {

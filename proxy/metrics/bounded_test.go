@@ -88,8 +88,8 @@ func values(f *dto.MetricFamily, label string) map[string]bool {
 
 // TestSweepBounded is a port sweep and pod churn at once: 5,000 distinct
 // targets, each with a connection that reached its application and an
-// HTTP request, or a connection whose dial failed, with identities and
-// workloads that churn too. The exposition stays under MaxSeries, passes
+// HTTP request, or a connection whose dial failed, with identities,
+// workloads and routes that churn too. The exposition stays under MaxSeries, passes
 // promtool, and no failed dial left a series naming its target.
 func TestSweepBounded(t *testing.T) {
 	m := metrics.New()
@@ -108,7 +108,8 @@ func TestSweepBounded(t *testing.T) {
 		dst := metrics.Dst{Namespace: fmt.Sprintf("ns%d", i%300), Workload: fmt.Sprintf("deployment/w%d", i), Service: fmt.Sprintf("s%d", i)}
 		c.Open(metrics.ConnKey{Dst: dst, ClientID: fmt.Sprintf("spiffe://cluster.local/ns/n/sa/%d", i)})
 		r := m.Route(metrics.RouteKey{Direction: dir, Authority: fmt.Sprintf("h%d.example:%d", i, i), Target: target, Dst: dst,
-			ClientID: fmt.Sprintf("spiffe://cluster.local/ns/n/sa/%d", i), ServerID: fmt.Sprintf("spiffe://cluster.local/ns/m/sa/%d", i)})
+			ClientID: fmt.Sprintf("spiffe://cluster.local/ns/n/sa/%d", i), ServerID: fmt.Sprintf("spiffe://cluster.local/ns/m/sa/%d", i),
+			Route: metrics.RouteRef{Kind: "HTTPRoute", Namespace: fmt.Sprintf("ns%d", i%300), Name: fmt.Sprintf("route-%d", i), Rule: strconv.Itoa(i % 7)}})
 		r.Request()
 		for code := 100; code < 700; code += 100 { // every status class, both ways
 			r.Response(code, code%200 == 0, time.Duration(i)*time.Millisecond)
@@ -125,6 +126,9 @@ func TestSweepBounded(t *testing.T) {
 		t.Errorf("%d series, over the bound of %d (docs/metrics.md)", n, metrics.MaxSeries)
 	} else {
 		t.Logf("%d series (bound %d), %d bytes", n, metrics.MaxSeries, len(body))
+	}
+	if routes := values(fams["mesh_proxy_http_requests_total"], "route_name"); len(routes) > metrics.MaxLabelValues+2 {
+		t.Errorf("%d route_name values, want at most %d, other and none", len(routes), metrics.MaxLabelValues)
 	}
 	for _, name := range []string{"mesh_proxy_tcp_open_total", "mesh_proxy_http_requests_total"} {
 		targets := values(fams[name], "target_addr")
@@ -341,7 +345,8 @@ func TestBoundReached(t *testing.T) {
 		dir := dirs[i%2]
 		target := fmt.Sprintf("10.0.0.%d:80", i/2%20)
 		id := fmt.Sprintf("spiffe://cluster.local/ns/n/sa/%d", i/40)
-		r := m.Route(metrics.RouteKey{Direction: dir, Authority: "web", Target: target, ClientID: id})
+		r := m.Route(metrics.RouteKey{Direction: dir, Authority: "web", Target: target, ClientID: id,
+			Route: metrics.RouteRef{Kind: "HTTPRoute", Namespace: "shop", Name: "web", Rule: strconv.Itoa(i % 3)}})
 		for _, code := range []int{42, 101, 200, 302, 404, 503} {
 			for _, ok := range []bool{true, false} {
 				r.Request()

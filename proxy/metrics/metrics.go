@@ -36,7 +36,8 @@ var latencyBuckets = [...]float64{
 // Label names; docs/metrics.md says what each holds.
 var (
 	tcpLabels  = []string{"direction", "target_addr", "dst_namespace", "dst_workload", "client_id", "server_id"}
-	httpLabels = []string{"direction", "authority", "target_addr", "dst_namespace", "dst_workload", "dst_service", "client_id", "server_id"}
+	httpLabels = []string{"direction", "authority", "target_addr", "dst_namespace", "dst_workload", "dst_service", "client_id", "server_id",
+		"route_kind", "route_namespace", "route_name", "route_rule"}
 )
 
 // DefaultIdleTimeout is Config.IdleTimeout's default.
@@ -103,7 +104,7 @@ func NewWithConfig(cfg Config) *Metrics {
 	}, []string{"direction", "protocol", "reason"})
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mesh_proxy_http_requests_total",
-		Help: "HTTP requests received, by authority, target and destination workload.",
+		Help: "HTTP requests received, by authority, target, destination workload and route rule.",
 	}, httpLabels)
 	m.responses = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mesh_proxy_http_responses_total",
@@ -149,10 +150,13 @@ func NewWithConfig(cfg Config) *Metrics {
 }
 
 // newGroups makes the HTTP and TCP label sets, their labels capped by
-// value sets shared where the kinds share a label.
+// value sets shared where the kinds share a label. The route labels come
+// from the controller, bounded by the routes that exist, and are capped
+// all the same, each on its own.
 func (m *Metrics) newGroups() {
 	target, ns, workload, client, server := newValueSet(), newValueSet(), newValueSet(), newValueSet(), newValueSet()
-	m.routes = newGroup([]*valueSet{nil, newValueSet(), target, ns, workload, newValueSet(), client, server},
+	m.routes = newGroup([]*valueSet{nil, newValueSet(), target, ns, workload, newValueSet(), client, server,
+		newValueSet(), newValueSet(), newValueSet(), newValueSet()},
 		m.newRoute, (*Route).remove)
 	m.conns = newGroup([]*valueSet{nil, target, ns, workload, client, server},
 		m.newConnSet, m.removeConn)

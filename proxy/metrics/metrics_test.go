@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,8 @@ func exercise(m *metrics.Metrics) {
 	in.Response(500, false, 21*time.Millisecond)
 	out := m.Route(metrics.RouteKey{Direction: metrics.Outbound, Authority: "catalog.shop:9090", Target: "10.96.0.7:9090",
 		Dst:      metrics.Dst{Namespace: "shop", Workload: "deployment/catalog", Service: "catalog"},
-		ServerID: "spiffe://cluster.local/ns/shop/sa/catalog"})
+		ServerID: "spiffe://cluster.local/ns/shop/sa/catalog",
+		Route:    metrics.RouteRef{Kind: "HTTPRoute", Namespace: "shop", Name: "catalog-split", Rule: "canary"}})
 	out.Request()
 	out.Response(200, true, 3*time.Millisecond)
 	c := m.Conn(metrics.Outbound, "10.96.0.9:7000")
@@ -96,6 +98,9 @@ func TestSeries(t *testing.T) {
 		{"mesh_proxy_http_requests_total", []string{"direction", "inbound", "client_id", "spiffe://cluster.local/ns/shop/sa/loadgen", "dst_workload", ""}, 2},
 		{"mesh_proxy_http_responses_total", []string{"direction", "inbound", "classification", "failure", "status_class", "5xx"}, 1},
 		{"mesh_proxy_http_response_latency_seconds", []string{"direction", "outbound", "dst_workload", "deployment/catalog", "dst_service", "catalog"}, 1},
+		{"mesh_proxy_http_requests_total", []string{"direction", "outbound", "route_kind", "HTTPRoute", "route_namespace", "shop", "route_name", "catalog-split", "route_rule", "canary"}, 1},
+		{"mesh_proxy_http_responses_total", []string{"route_name", "catalog-split", "route_rule", "canary", "status_class", "2xx"}, 1},
+		{"mesh_proxy_http_requests_total", []string{"direction", "inbound", "route_kind", "", "route_namespace", "", "route_name", "", "route_rule", ""}, 2},
 		{"mesh_proxy_tcp_open_total", []string{"dst_workload", "deployment/payments", "server_id", "spiffe://cluster.local/ns/shop/sa/payments"}, 1},
 		{"mesh_proxy_tcp_close_total", []string{"dst_workload", "deployment/payments"}, 1},
 		{"mesh_proxy_tcp_write_bytes_total", []string{"dst_workload", "deployment/payments"}, 20},
@@ -192,5 +197,77 @@ func TestClientIDBounded(t *testing.T) {
 		if got := fams.Sum(tc.name, tc.labels...); got != tc.want {
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
 		}
+	}
+}
+
+// TestRouteLabels: the route rule a request matched labels its HTTP
+// series, each rule its own label set; a Service's own rule and no route
+// at all are told apart; and the route labels are capped like the others
+// (docs/metrics.md, Bounds).
+func TestRouteLabels(t *testing.T) {
+	m := metrics.New()
+	key := func(r metrics.RouteRef) metrics.RouteKey {
+		return metrics.RouteKey{Direction: metrics.Outbound, Authority: "web.shop:80", Target: "10.96.0.5:80",
+			Dst: metrics.Dst{Namespace: "shop", Workload: "deployment/web", Service: "web"}, Route: r}
+	}
+	count := func(r metrics.RouteRef, n int, code int) {
+		rt := m.Route(key(r))
+		for range n {
+			rt.Request()
+			rt.Response(code, code < 500, time.Millisecond)
+		}
+	}
+	v1 := metrics.RouteRef{Kind: "HTTPRoute", Namespace: "shop", Name: "web-split", Rule: "0"}
+	v2 := metrics.RouteRef{Kind: "HTTPRoute", Namespace: "shop", Name: "web-split", Rule: "canary"}
+	count(v1, 9, 200)
+	count(v2, 3, 503)
+	count(metrics.RouteRef{Kind: "Service", Namespace: "shop", Name: "web"}, 4, 200)
+	count(metrics.RouteRef{}, 2, 200)
+	// More route names than the cap: 100 are kept, later ones are other.
+	for i := range 150 {
+		count(metrics.RouteRef{Kind: "GRPCRoute", Namespace: "shop", Name: fmt.Sprintf("r%d", i), Rule: "0"}, 1, 200)
+	}
+	fams := parse(t, scrape(t, m))
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"mesh_proxy_http_requests_total", []string{"route_kind", "HTTPRoute", "route_namespace", "shop", "route_name", "web-split", "route_rule", "0"}, 9},
+		{"mesh_proxy_http_responses_total", []string{"route_name", "web-split", "route_rule", "canary", "classification", "failure"}, 3},
+		{"mesh_proxy_http_response_latency_seconds", []string{"route_name", "web-split"}, 12},
+		{"mesh_proxy_http_requests_total", []string{"route_kind", "Service", "route_namespace", "shop", "route_name", "web", "route_rule", ""}, 4},
+		{"mesh_proxy_http_requests_total", []string{"route_kind", "", "route_namespace", "", "route_name", "", "route_rule", ""}, 2},
+		{"mesh_proxy_http_requests_total", []string{"route_kind", "GRPCRoute", "route_name", "other", "route_rule", "0"}, 52},
+	} {
+		if got := fams.Sum(tc.name, tc.labels...); got != tc.want {
+			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
+		}
+	}
+	if names := values(fams["mesh_proxy_http_requests_total"], "route_name"); len(names) != metrics.MaxLabelValues+2 {
+		t.Errorf("%d route_name values, want the cap (%d: web-split, web, 98 GRPCRoutes), other, and none", len(names), metrics.MaxLabelValues)
+	}
+}
+
+// TestRouteLabelsOverflow: past maxLabelSets, a request is counted in its
+// direction's overflow set, whose route labels are other like the rest.
+func TestRouteLabelsOverflow(t *testing.T) {
+	m := metrics.New()
+	// 26 routes of 10 rules: 260 label sets, each label under its cap.
+	for i := range 26 {
+		for j := range 10 {
+			r := m.Route(metrics.RouteKey{Direction: metrics.Outbound, Authority: "web.shop:80", Target: "10.96.0.5:80",
+				Route: metrics.RouteRef{Kind: "HTTPRoute", Namespace: "shop", Name: fmt.Sprintf("route-%d", i), Rule: strconv.Itoa(j)}})
+			r.Request()
+			r.Response(200, true, time.Millisecond)
+		}
+	}
+	fams := parse(t, scrape(t, m))
+	if n := len(fams["mesh_proxy_http_requests_total"].GetMetric()); n != metrics.MaxLabelSets+1 {
+		t.Errorf("%d label sets, want %d and the overflow", n, metrics.MaxLabelSets)
+	}
+	overflow := []string{"direction", "outbound", "authority", "other", "route_kind", "other", "route_namespace", "other", "route_name", "other", "route_rule", "other"}
+	if got := fams.Sum("mesh_proxy_http_requests_total", overflow...); got != 260-metrics.MaxLabelSets {
+		t.Errorf("overflow = %v, want %d", got, 260-metrics.MaxLabelSets)
 	}
 }

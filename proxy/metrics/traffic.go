@@ -231,6 +231,26 @@ type RouteKey struct {
 	// ClientID and ServerID are the peer's SPIFFE ID proven over mesh TLS,
 	// inbound and outbound respectively; "" in plain text.
 	ClientID, ServerID string
+	// Route is the route rule the request matched, outbound; zero when it
+	// matched none.
+	Route RouteRef
+}
+
+// RouteRef names the route rule a request matched (docs/traffic.md 3.9):
+// the route_* labels. Its values come from the controller's route table,
+// so they are bounded by the routes that exist; the HTTP paths copy them
+// from the compiled rule, whose strings they share, so a key costs no
+// allocation.
+type RouteRef struct {
+	// Kind is "HTTPRoute" or "GRPCRoute"; "Service" for the rule of a
+	// Service's own retry and timeout policy (route.Table.Default), whose
+	// Namespace and Name are the Service's; "" for no route.
+	Kind      string
+	Namespace string
+	Name      string
+	// Rule is the rule's name (spec.rules[].name, else its index, "3");
+	// "" for a Service's own rule.
+	Rule string
 }
 
 // Route holds the HTTP series of one label set, shared by every request
@@ -271,7 +291,8 @@ const maxAuthority = 253 + len(":65535") // the longest DNS name, and a port
 // bounded in number (docs/metrics.md).
 func (m *Metrics) Route(k RouteKey) *Route {
 	raw := labelKey{string(k.Direction), authority(k.Authority), k.Target,
-		k.Dst.Namespace, k.Dst.Workload, k.Dst.Service, k.ClientID, k.ServerID}
+		k.Dst.Namespace, k.Dst.Workload, k.Dst.Service, k.ClientID, k.ServerID,
+		k.Route.Kind, k.Route.Namespace, k.Route.Name, k.Route.Rule}
 	return m.routes.get(m, raw, m.now(), false)
 }
 
