@@ -478,3 +478,8 @@ func sleep(ctx context.Context, d time.Duration) error {
 // Stats returns the balancer's view of each endpoint (cost inputs,
 // ejection), for the admin server.
 func (d *Destination) Stats() []balance.EndpointStats { return d.bal.Snapshot() }
+
+// FailureAccrual returns how the balancer ejects failing endpoints now,
+// defaults applied (a negative MaxFailures: never), for the admin server:
+// the cache's own, or what the route table of the destination says.
+func (d *Destination) FailureAccrual() balance.FailureAccrual { return d.bal.FailureAccrual() }
