@@ -40,7 +40,7 @@ const (
 // series (runtime, controller connections) are few and fixed.
 const MaxSeries = (maxLabelSets+directions)*(routeSeries+connSeries) +
 	directions*unreachedReasons +
-	directions*retryReasons +
+	retrySeries +
 	maxDetections + directions +
 	2*(maxAuthzSets+authzDecisions) +
 	2 + // the inbound policy watch

@@ -364,7 +364,15 @@ func TestBoundReached(t *testing.T) {
 		for i := range 40 {
 			m.Detected(dir, "p", strconv.Itoa(i))
 		}
-		m.Retried(dir, metrics.NotDelivered)
+		for _, why := range []metrics.RetryReason{metrics.NotDelivered, metrics.RetryHTTP, metrics.RetryGRPC, metrics.RetryTimeout} {
+			m.Retried(dir, why)
+		}
+		for _, why := range []metrics.RetrySkip{metrics.SkipBudget, metrics.SkipBody, metrics.SkipLimit} {
+			m.RetrySkipped(dir, why)
+		}
+		for _, t := range []metrics.FaultType{metrics.FaultAbort, metrics.FaultDelay} {
+			m.Fault(dir, t)
+		}
 	}
 	for i := range 1000 {
 		for _, d := range []metrics.AuthzDecision{metrics.Allow, metrics.Deny, metrics.Audit} {

@@ -74,7 +74,7 @@ type Metrics struct {
 	readBytes  *prometheus.CounterVec
 	writeBytes *prometheus.CounterVec
 	unreached  *prometheus.CounterVec
-	retries    *prometheus.CounterVec
+	retry      retryMetrics
 	authz      *authzMetrics
 
 	// mu guards the maps of routes, conns and their valueSets, detected,
@@ -143,7 +143,7 @@ func NewWithConfig(cfg Config) *Metrics {
 		m.tcpOpen, m.tcpClose, m.tcpActive, m.readBytes, m.writeBytes, m.unreached,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector())
-	m.retries = newRetries(m.reg)
+	m.retry = newRetryMetrics(m.reg)
 	m.authz = newAuthzMetrics(m.reg)
 	m.newGroups()
 	return m
