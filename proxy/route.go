@@ -179,32 +179,10 @@ func (r *router) httpPicker(ctx context.Context, target netip.AddrPort, backend 
 }
 
 // destinationsJSON is GET /destinations on the admin port: what the proxy
-// knows of each destination it asked about, and what its balancer thinks
-// of each endpoint.
+// knows of each destination it asked about, its route table and what its
+// balancer thinks of each endpoint.
 func (r *router) destinationsJSON(w http.ResponseWriter, _ *http.Request) {
-	type endpoint struct {
-		Addr     string            `json:"addr"`
-		Identity string            `json:"identity,omitempty"`
-		Hint     string            `json:"protocol_hint,omitempty"`
-		Zone     string            `json:"zone,omitempty"`
-		Labels   map[string]string `json:"labels,omitempty"`
-		RTTms    float64           `json:"rtt_estimate_ms"`
-		Pending  int64             `json:"pending"`
-		Failures int               `json:"consecutive_failures"`
-		Ejected  bool              `json:"ejected"`
-		Draining bool              `json:"draining"`
-	}
-	type routes struct {
-		Version uint64   `json:"version"`
-		Rules   []string `json:"rules"` // kind/namespace/name rule, in precedence order
-	}
-	type destination struct {
-		Authority string     `json:"authority"`
-		NotFound  bool       `json:"not_found"`
-		Endpoints []endpoint `json:"endpoints"`
-		Routes    *routes    `json:"routes,omitempty"`
-	}
-	out := []destination{}
+	out := []destinationView{}
 	for _, d := range r.cache.Destinations() {
 		meta := map[netip.AddrPort]discovery.EndpointMeta{}
 		for _, ep := range d.Endpoints() {
@@ -212,16 +190,16 @@ func (r *router) destinationsJSON(w http.ResponseWriter, _ *http.Request) {
 				meta[ep.Addr] = m
 			}
 		}
-		dst := destination{Authority: d.Authority(), NotFound: d.NotFound(), Endpoints: []endpoint{}}
-		if t := d.Routes(); t != nil {
-			dst.Routes = &routes{Version: t.Version(), Rules: []string{}}
-			for _, rule := range slices.Concat(t.HTTPRules(), t.GRPCRules()) {
-				dst.Routes.Rules = append(dst.Routes.Rules, fmt.Sprintf("%s/%s/%s %s", rule.Route.Kind, rule.Route.Namespace, rule.Route.Name, rule.Name))
-			}
+		fa := d.FailureAccrual()
+		dst := destinationView{
+			Authority: d.Authority(), NotFound: d.NotFound(), Endpoints: []endpointView{},
+			Routes: routesViewOf(d.Routes()),
+			Balancer: accrualView{Disabled: fa.MaxFailures < 0, MaxFailures: max(fa.MaxFailures, 0),
+				MinBackoff: durationView(fa.MinBackoff), MaxBackoff: durationView(fa.MaxBackoff)},
 		}
 		for _, st := range d.Stats() {
 			m := meta[st.Addr]
-			ep := endpoint{
+			ep := endpointView{
 				Addr: st.Addr.String(), Identity: m.Identity, Zone: m.Zone, Labels: m.Labels,
 				RTTms: float64(st.RTT) / float64(time.Millisecond), Pending: st.Pending,
 				Failures: st.Failures, Ejected: st.Ejected, Draining: st.Draining,
@@ -237,6 +215,103 @@ func (r *router) destinationsJSON(w http.ResponseWriter, _ *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(out)
+}
+
+// destinationView and the types below are the JSON of /destinations.
+type destinationView struct {
+	Authority string         `json:"authority"`
+	NotFound  bool           `json:"not_found"`
+	Endpoints []endpointView `json:"endpoints"`
+	Routes    *routesView    `json:"routes,omitempty"`
+	// Balancer is the failure accrual the balancer applies now: the
+	// proxy's own, or what the route table says.
+	Balancer accrualView `json:"balancer_failure_accrual"`
+}
+
+type endpointView struct {
+	Addr     string            `json:"addr"`
+	Identity string            `json:"identity,omitempty"`
+	Hint     string            `json:"protocol_hint,omitempty"`
+	Zone     string            `json:"zone,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	RTTms    float64           `json:"rtt_estimate_ms"`
+	Pending  int64             `json:"pending"`
+	Failures int               `json:"consecutive_failures"`
+	Ejected  bool              `json:"ejected"`
+	Draining bool              `json:"draining"`
+}
+
+type routesView struct {
+	Version uint64   `json:"version"`
+	Rules   []string `json:"rules"` // kind/namespace/name rule, in precedence order
+	// Default is the Service's own rule, which every request takes when
+	// Rules is empty; absent when the Service sets no policy.
+	Default *ruleView `json:"default_rule,omitempty"`
+	// FailureAccrual is what the table asks of the balancer, the fields
+	// it leaves to the proxy absent; absent when it asks nothing.
+	FailureAccrual *accrualView `json:"failure_accrual,omitempty"`
+}
+
+// ruleView is a rule's policy: its timeouts and retries.
+type ruleView struct {
+	Route                 string     `json:"route"` // kind/namespace/name
+	RequestTimeout        string     `json:"request_timeout,omitempty"`
+	BackendRequestTimeout string     `json:"backend_request_timeout,omitempty"`
+	ResponseTimeout       string     `json:"response_timeout,omitempty"`
+	IdleTimeout           string     `json:"idle_timeout,omitempty"`
+	Retry                 *retryView `json:"retry,omitempty"`
+}
+
+type retryView struct {
+	HTTP          []string `json:"http,omitempty"` // status ranges, "500-599"
+	GRPC          []int    `json:"grpc,omitempty"`
+	Limit         int      `json:"limit"`
+	PerTryTimeout string   `json:"per_try_timeout,omitempty"`
+}
+
+type accrualView struct {
+	Disabled    bool   `json:"disabled,omitempty"`
+	MaxFailures int    `json:"max_failures,omitempty"`
+	MinBackoff  string `json:"min_backoff,omitempty"`
+	MaxBackoff  string `json:"max_backoff,omitempty"`
+}
+
+// routesViewOf is the view of t; nil for none.
+func routesViewOf(t *route.Table) *routesView {
+	if t == nil {
+		return nil
+	}
+	v := &routesView{Version: t.Version(), Rules: []string{}}
+	for _, rule := range slices.Concat(t.HTTPRules(), t.GRPCRules()) {
+		v.Rules = append(v.Rules, fmt.Sprintf("%s/%s/%s %s", rule.Route.Kind, rule.Route.Namespace, rule.Route.Name, rule.Name))
+	}
+	if def := t.Default(); def != nil {
+		v.Default = &ruleView{
+			Route:          fmt.Sprintf("%s/%s/%s", def.Route.Kind, def.Route.Namespace, def.Route.Name),
+			RequestTimeout: durationView(def.RequestTimeout), BackendRequestTimeout: durationView(def.BackendRequestTimeout),
+			ResponseTimeout: durationView(def.ResponseTimeout), IdleTimeout: durationView(def.IdleTimeout),
+		}
+		if rp := def.Retry; rp != nil {
+			rv := &retryView{GRPC: rp.GRPC, Limit: rp.Limit, PerTryTimeout: durationView(rp.PerTryTimeout)}
+			for _, sr := range rp.HTTP {
+				rv.HTTP = append(rv.HTTP, fmt.Sprintf("%d-%d", sr.Min, sr.Max))
+			}
+			v.Default.Retry = rv
+		}
+	}
+	if fa := t.FailureAccrual(); fa != (route.FailureAccrual{}) {
+		v.FailureAccrual = &accrualView{Disabled: fa.Disabled, MaxFailures: fa.MaxFailures,
+			MinBackoff: durationView(fa.MinBackoff), MaxBackoff: durationView(fa.MaxBackoff)}
+	}
+	return v
+}
+
+// durationView is d as Go writes it ("1m30s"), "" for zero.
+func durationView(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
 }
 
 // dstOf is the metrics view of an endpoint the destination service

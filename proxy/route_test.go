@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
 	"github.com/mesh-dev/mesh/proxy/discovery"
@@ -31,6 +33,21 @@ type fakeDestination struct {
 	sets map[string][]string // authority -> endpoint addresses; empty: NoEndpoints
 	// identities are the endpoints' SPIFFE IDs, by address; none: unmeshed.
 	identities map[string]string
+	// tables are the route tables of authorities; none: UNIMPLEMENTED, as
+	// from a controller without routes.
+	tables map[string]*destinationv1.RouteTable
+}
+
+func (f *fakeDestination) Routes(req *destinationv1.GetDestinationRequest, stream grpc.ServerStreamingServer[destinationv1.RouteTable]) error {
+	t, ok := f.tables[req.GetAuthority()]
+	if !ok {
+		return status.Error(codes.Unimplemented, "no routes")
+	}
+	if err := stream.Send(t); err != nil {
+		return err
+	}
+	<-stream.Context().Done()
+	return nil
 }
 
 func (f *fakeDestination) Get(req *destinationv1.GetDestinationRequest, stream grpc.ServerStreamingServer[destinationv1.Update]) error {
@@ -382,5 +399,67 @@ func TestSelfEndpointInPlainText(t *testing.T) {
 		if a.IsLoopback() {
 			t.Errorf("localAddrs holds loopback %s", a)
 		}
+	}
+}
+
+// TestDestinationsShowPolicy checks that /destinations shows a table's
+// default rule and failure accrual, and the failure accrual the balancer
+// applies because of it.
+func TestDestinationsShowPolicy(t *testing.T) {
+	ep := backend(t, named("ep", 0))
+	service := backend(t, named("original", 0))
+	table := &destinationv1.RouteTable{
+		Version: 3,
+		DefaultRule: &destinationv1.Rule{
+			Route:    &destinationv1.Resource{Kind: "Service", Namespace: "shop", Name: "web"},
+			Timeouts: &destinationv1.Timeouts{Request: durationpb.New(2 * time.Second)},
+			Retry: &destinationv1.Retry{Http: []*destinationv1.StatusRange{{Min: 500, Max: 599}}, Grpc: []uint32{14}, Limit: 2,
+				PerTryTimeout: durationpb.New(500 * time.Millisecond)},
+		},
+		FailureAccrual: &destinationv1.FailureAccrual{MaxFailures: 3, MinBackoff: durationpb.New(5 * time.Minute)},
+	}
+	controller := startDestination(t, &fakeDestination{sets: map[string][]string{service: {ep}}, tables: map[string]*destinationv1.RouteTable{service: table}})
+	p := startProxy(t, service, func(c *Config) { c.DestinationAddr = controller })
+	_, out, admin := p.Addrs()
+	res, err := h1Client(t).Get("http://" + out.String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if string(b) != "ep" {
+		t.Fatalf("the request got %d %q, want the endpoint's answer", res.StatusCode, b)
+	}
+
+	res, err = http.Get("http://" + admin.String() + "/destinations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var got []destinationView
+	if err := json.NewDecoder(res.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	want := []destinationView{{
+		Authority: service,
+		Endpoints: []endpointView{{Addr: ep}},
+		Routes: &routesView{
+			Version: 3, Rules: []string{},
+			Default: &ruleView{Route: "Service/shop/web", RequestTimeout: "2s",
+				Retry: &retryView{HTTP: []string{"500-599"}, GRPC: []int{14}, Limit: 2, PerTryTimeout: "500ms"}},
+			FailureAccrual: &accrualView{MaxFailures: 3, MinBackoff: "5m0s"},
+		},
+		// The default maximum of a minute is raised to the minimum.
+		Balancer: accrualView{MaxFailures: 3, MinBackoff: "5m0s", MaxBackoff: "5m0s"},
+	}}
+	ignore := cmp.FilterPath(func(p cmp.Path) bool {
+		switch p.Last().String() {
+		case ".Labels", ".RTTms", ".Pending", ".Identity":
+			return true
+		}
+		return false
+	}, cmp.Ignore())
+	if diff := cmp.Diff(want, got, ignore); diff != "" {
+		t.Errorf("/destinations (-want +got):\n%s", diff)
 	}
 }
