@@ -76,6 +76,11 @@ type Config struct {
 	// Tap receives every request and response while someone watches
 	// (mesh viz tap); nil means none is published.
 	Tap *tap.Hub
+	// RetryBudgets are the retry budgets of the routes' backends
+	// (docs/traffic.md 3.4), per client proxy: give h1 and h2 the same,
+	// so that a backend's budget covers both protocols. Nil means each
+	// forwarder keeps its own.
+	RetryBudgets *RetryBudgets
 }
 
 // WithDefaults returns c with each zero field that has a default set to
@@ -98,6 +103,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxConcurrentStreams == 0 {
 		c.MaxConcurrentStreams = 1000
+	}
+	if c.RetryBudgets == nil {
+		c.RetryBudgets = &RetryBudgets{}
 	}
 	return c
 }

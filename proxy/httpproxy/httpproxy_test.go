@@ -12,6 +12,7 @@ import (
 
 	"github.com/mesh-dev/mesh/proxy/balance"
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
+	"github.com/mesh-dev/mesh/proxy/route"
 )
 
 // TestWithDefaults: zero fields get their documented defaults, set ones
@@ -43,7 +44,10 @@ func TestWithDefaults(t *testing.T) {
 			if got.Log == nil {
 				t.Error("Log is nil, want slog.Default()")
 			}
-			if diff := cmp.Diff(tc.want, got, cmpopts.IgnoreFields(httpproxy.Config{}, "Log")); diff != "" {
+			if got.RetryBudgets == nil {
+				t.Error("RetryBudgets is nil, want the forwarder's own")
+			}
+			if diff := cmp.Diff(tc.want, got, cmpopts.IgnoreFields(httpproxy.Config{}, "Log", "RetryBudgets")); diff != "" {
 				t.Errorf("WithDefaults (-want +got):\n%s", diff)
 			}
 		})
@@ -66,5 +70,48 @@ func TestConnectError(t *testing.T) {
 	}
 	if err.Error() != dialErr.Error() {
 		t.Errorf("Error() = %q, want the wrapped %q", err.Error(), dialErr.Error())
+	}
+}
+
+// TestTimeoutsOf: a rule's timeouts, the per-try timeout the smaller of
+// its backend request timeout and its retry policy's, and the proxy's
+// ResponseTimeout where the rule sets no response timeout.
+func TestTimeoutsOf(t *testing.T) {
+	cfg := httpproxy.Config{ResponseTimeout: 9 * time.Second}
+	tests := []struct {
+		name string
+		rule *route.Rule
+		want httpproxy.Timeouts
+	}{
+		{name: "no route", want: httpproxy.Timeouts{Response: 9 * time.Second}},
+		{name: "none", rule: &route.Rule{}, want: httpproxy.Timeouts{Response: 9 * time.Second}},
+		{
+			name: "all",
+			rule: &route.Rule{RequestTimeout: 5 * time.Second, BackendRequestTimeout: 2 * time.Second,
+				ResponseTimeout: time.Second, IdleTimeout: 3 * time.Second},
+			want: httpproxy.Timeouts{Request: 5 * time.Second, Attempt: 2 * time.Second, Response: time.Second, Idle: 3 * time.Second},
+		},
+		{
+			name: "per try shorter",
+			rule: &route.Rule{BackendRequestTimeout: 2 * time.Second, Retry: &route.RetryPolicy{PerTryTimeout: time.Second}},
+			want: httpproxy.Timeouts{Attempt: time.Second, Response: 9 * time.Second},
+		},
+		{
+			name: "per try longer",
+			rule: &route.Rule{BackendRequestTimeout: 2 * time.Second, Retry: &route.RetryPolicy{PerTryTimeout: 3 * time.Second}},
+			want: httpproxy.Timeouts{Attempt: 2 * time.Second, Response: 9 * time.Second},
+		},
+		{
+			name: "per try alone",
+			rule: &route.Rule{Retry: &route.RetryPolicy{PerTryTimeout: 3 * time.Second}},
+			want: httpproxy.Timeouts{Attempt: 3 * time.Second, Response: 9 * time.Second},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, cfg.TimeoutsOf(tc.rule)); diff != "" {
+				t.Errorf("TimeoutsOf (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
