@@ -1,5 +1,7 @@
 package v1alpha1
 
+import gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
 // The group of a reference may be left out, as Linkerd's manifests do;
 // these say what a reference names with that taken into account, so no
 // caller compares groups itself.
@@ -12,6 +14,15 @@ func (r TargetRef) TargetsServer() bool {
 // TargetsNamespace reports whether r names a Namespace.
 func (r TargetRef) TargetsNamespace() bool {
 	return r.Kind == "Namespace" && r.Group == ""
+}
+
+// TargetsRoute reports whether r names an HTTPRoute or a GRPCRoute of the
+// Gateway API, and which kind.
+func (r TargetRef) TargetsRoute() (kind string, ok bool) {
+	if (r.Kind == "HTTPRoute" || r.Kind == "GRPCRoute") && (r.Group == "" || r.Group == gatewayv1.GroupName) {
+		return r.Kind, true
+	}
+	return "", false
 }
 
 // IsMeshTLSAuthentication reports whether r names a MeshTLSAuthentication.

@@ -7,6 +7,7 @@ func TestRefs(t *testing.T) {
 		name             string
 		target           TargetRef
 		server, ns       bool
+		route            string // the kind TargetsRoute reports, "" for none
 		authn            AuthenticationRef
 		meshTLS, network bool
 		sa               bool
@@ -21,6 +22,10 @@ func TestRefs(t *testing.T) {
 			authn: AuthenticationRef{Group: "policy.linkerd.io", Kind: KindMeshTLSAuthentication}},
 		{name: "namespace in a group", target: TargetRef{Group: GroupName, Kind: "Namespace"},
 			authn: AuthenticationRef{Group: GroupName, Kind: "ServiceAccount"}},
+		{name: "HTTPRoute", target: TargetRef{Group: "gateway.networking.k8s.io", Kind: "HTTPRoute"}, route: "HTTPRoute"},
+		{name: "GRPCRoute without group", target: TargetRef{Kind: "GRPCRoute"}, route: "GRPCRoute"},
+		{name: "Linkerd's HTTPRoute", target: TargetRef{Group: "policy.linkerd.io", Kind: "HTTPRoute"}},
+		{name: "a route of our group", target: TargetRef{Group: GroupName, Kind: "HTTPRoute"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -29,6 +34,9 @@ func TestRefs(t *testing.T) {
 			}
 			if got := tc.target.TargetsNamespace(); got != tc.ns {
 				t.Errorf("TargetsNamespace = %v, want %v", got, tc.ns)
+			}
+			if kind, ok := tc.target.TargetsRoute(); kind != tc.route || ok != (tc.route != "") {
+				t.Errorf("TargetsRoute = %q, %v, want %q", kind, ok, tc.route)
 			}
 			if got := tc.authn.IsMeshTLSAuthentication(); got != tc.meshTLS {
 				t.Errorf("IsMeshTLSAuthentication = %v, want %v", got, tc.meshTLS)

@@ -180,7 +180,9 @@ type AuthorizationPolicy struct {
 // AuthorizationPolicySpec names what is allowed, and for whom.
 type AuthorizationPolicySpec struct {
 	// TargetRef is a Server of this namespace, or this Namespace itself,
-	// meaning every Server in it.
+	// meaning every Server in it, or an HTTPRoute or GRPCRoute of this
+	// namespace attached to a Server (an inbound route), meaning the
+	// requests that match it.
 	TargetRef TargetRef `json:"targetRef"`
 	// RequiredAuthenticationRefs must all match a client for it to be
 	// allowed: MeshTLSAuthentications and NetworkAuthentications (group
@@ -192,16 +194,17 @@ type AuthorizationPolicySpec struct {
 }
 
 // TargetRef names what a policy applies to.
-// +kubebuilder:validation:XValidation:rule="(self.kind == 'Server' && (!has(self.group) || self.group == 'policy.mesh.dev')) || (self.kind == 'Namespace' && (!has(self.group) || size(self.group) == 0))",message="targetRef must be a Server (group policy.mesh.dev) or a Namespace (group \"\" or none)"
+// +kubebuilder:validation:XValidation:rule="(self.kind == 'Server' && (!has(self.group) || self.group == 'policy.mesh.dev')) || (self.kind == 'Namespace' && (!has(self.group) || size(self.group) == 0)) || ((self.kind == 'HTTPRoute' || self.kind == 'GRPCRoute') && (!has(self.group) || self.group == 'gateway.networking.k8s.io'))",message="targetRef must be a Server (group policy.mesh.dev), a Namespace (group \"\" or none), or an HTTPRoute or GRPCRoute (group gateway.networking.k8s.io)"
 type TargetRef struct {
-	// Group is policy.mesh.dev for a Server, "" for a Namespace. It may
-	// be left out (as Linkerd's manifests do): the kind says which.
+	// Group is policy.mesh.dev for a Server, "" for a Namespace,
+	// gateway.networking.k8s.io for an HTTPRoute or GRPCRoute. It may be
+	// left out (as Linkerd's manifests do): the kind says which.
 	// +optional
 	Group string `json:"group,omitempty"`
-	// Kind is Server or Namespace.
-	// +kubebuilder:validation:Enum=Server;Namespace
+	// Kind is Server, Namespace, HTTPRoute or GRPCRoute.
+	// +kubebuilder:validation:Enum=Server;Namespace;HTTPRoute;GRPCRoute
 	Kind string `json:"kind"`
-	// Name of the Server, or of the policy's own Namespace.
+	// Name of the Server, of the policy's own Namespace, or of the route.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	Name string `json:"name"`
