@@ -342,6 +342,7 @@ func Run(ctx context.Context, cfg Config) error {
 	state.destination = dst.Ready
 	pol, err := policy.New(policy.Config{
 		Informers: factory, DynamicInformers: dynFactory, StatusClient: dyn, TrustDomain: cfg.TrustDomain,
+		Gateway: gwFactory, GatewayClient: gwClient,
 		DefaultInboundPolicy: cfg.DefaultInboundPolicy, ClusterNetworks: cfg.ClusterNetworks,
 		Registerer: reg, Log: log.With("component", "policy"),
 	})

@@ -28,6 +28,9 @@ import (
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
+	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
 	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
@@ -36,8 +39,9 @@ import (
 
 // This file holds the test harness: the real Server behind a real gRPC
 // server on 127.0.0.1:0, a real client, and informers over client-go's
-// fake clientset and fake dynamic client, changed through their APIs so
-// the informers see real watch events. The real API server (RBAC, CRD
+// fake clientset, fake dynamic client and the Gateway API's fake
+// clientset, changed through their APIs so the informers see real watch
+// events. The real API server (RBAC, CRD
 // schemas and CEL rules) is the end-to-end suite's.
 
 func TestMain(m *testing.M) {
@@ -49,6 +53,7 @@ const waitTimeout = 20 * time.Second
 type harness struct {
 	client  *fake.Clientset
 	dynamic *dynamicfake.FakeDynamicClient
+	gateway *gatewayfake.Clientset
 	srv     *Server
 	reg     *prometheus.Registry
 	logs    *logBuffer
@@ -62,7 +67,8 @@ type harness struct {
 }
 
 type harnessOptions struct {
-	// objects are Namespaces, Pods and policy.mesh.dev objects.
+	// objects are Namespaces, Pods, policy.mesh.dev objects and Gateway
+	// API routes.
 	objects       []runtime.Object
 	defaultPolicy string
 	noRun         bool // leave the Server not running: its caches never sync
@@ -70,7 +76,7 @@ type harnessOptions struct {
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
-	var core, policies []runtime.Object
+	var core, policies, routes []runtime.Object
 	for _, obj := range o.objects {
 		if _, ok := obj.(metav1.Object); !ok {
 			t.Fatalf("newHarness: %T is not an object", obj)
@@ -78,28 +84,34 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		switch obj.(type) {
 		case *corev1.Namespace, *corev1.Pod:
 			core = append(core, obj)
+		case *gatewayv1.HTTPRoute, *gatewayv1.GRPCRoute:
+			routes = append(routes, obj)
 		default:
 			policies = append(policies, obj)
 		}
 	}
 	client := fake.NewClientset(core...)
 	dyn := dynamicfake.NewSimpleDynamicClient(testScheme(t), policies...)
+	gw := gatewayfake.NewSimpleClientset(routes...)
 	factory := informers.NewSharedInformerFactory(client, 0)
 	dynFactory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	gwFactory := gatewayinformers.NewSharedInformerFactory(gw, 0)
 	// Cleanups run last first: the factories go after Run has returned.
 	t.Cleanup(factory.Shutdown)
 	t.Cleanup(dynFactory.Shutdown)
+	t.Cleanup(gwFactory.Shutdown)
 	reg := prometheus.NewRegistry()
 	logs := &logBuffer{}
 	srv, err := New(Config{
 		Informers: factory, DynamicInformers: dynFactory, StatusClient: dyn, DefaultInboundPolicy: o.defaultPolicy,
+		Gateway: gwFactory, GatewayClient: gw,
 		statusRetry: 50 * time.Millisecond,
 		Registerer:  reg, Log: slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	h := &harness{client: client, dynamic: dyn, srv: srv, reg: reg, logs: logs, done: make(chan error, 1)}
+	h := &harness{client: client, dynamic: dyn, gateway: gw, srv: srv, reg: reg, logs: logs, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stop = cancel
 	if o.noRun {
@@ -266,6 +278,16 @@ func (h *harness) apply(t *testing.T, obj runtime.Object) {
 		if _, err = h.client.CoreV1().Pods(o.Namespace).Create(ctx, o, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
 			_, err = h.client.CoreV1().Pods(o.Namespace).Update(ctx, o, metav1.UpdateOptions{})
 		}
+	case *gatewayv1.HTTPRoute:
+		c := h.gateway.GatewayV1().HTTPRoutes(o.Namespace)
+		if _, err = c.Create(ctx, o, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+			_, err = c.Update(ctx, o, metav1.UpdateOptions{})
+		}
+	case *gatewayv1.GRPCRoute:
+		c := h.gateway.GatewayV1().GRPCRoutes(o.Namespace)
+		if _, err = c.Create(ctx, o, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+			_, err = c.Update(ctx, o, metav1.UpdateOptions{})
+		}
 	default:
 		u, gvr := h.unstructured(t, obj)
 		r := h.dynamic.Resource(gvr).Namespace(u.GetNamespace())
@@ -285,6 +307,10 @@ func (h *harness) delete(t *testing.T, obj runtime.Object) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
 		err = h.client.CoreV1().Pods(o.Namespace).Delete(ctx, o.Name, metav1.DeleteOptions{})
+	case *gatewayv1.HTTPRoute:
+		err = h.gateway.GatewayV1().HTTPRoutes(o.Namespace).Delete(ctx, o.Name, metav1.DeleteOptions{})
+	case *gatewayv1.GRPCRoute:
+		err = h.gateway.GatewayV1().GRPCRoutes(o.Namespace).Delete(ctx, o.Name, metav1.DeleteOptions{})
 	default:
 		u, gvr := h.unstructured(t, obj)
 		err = h.dynamic.Resource(gvr).Namespace(u.GetNamespace()).Delete(ctx, u.GetName(), metav1.DeleteOptions{})

@@ -18,6 +18,8 @@ import (
 	"k8s.io/client-go/informers"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
 	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
 	"github.com/mesh-dev/mesh/internal/names"
@@ -33,8 +35,8 @@ type index struct {
 	log     *slog.Logger
 	dirty   *dirtySet
 	// statusDirty marks the namespaces whose HTTPLocalRateLimitPolicies'
-	// status may have to change: those whose Servers or rate limit
-	// policies changed, subscribed pods or not.
+	// or routes' status may have to change: those whose Servers, rate
+	// limit policies or routes changed, subscribed pods or not.
 	statusDirty *dirtySet
 
 	pods              corelisters.PodLister
@@ -44,9 +46,13 @@ type index struct {
 	// The policy.mesh.dev informers; their caches hold the typed objects
 	// (*policyv1alpha1.Server etc.), converted on the way in.
 	servers, meshTLS, networks, authorizations, rateLimits cache.SharedIndexInformer
+	// gateway is the factory of the Gateway API informers; it and the
+	// route informers are nil when the cluster serves no Gateway API.
+	gateway                gatewayinformers.SharedInformerFactory
+	httpRoutes, grpcRoutes cache.SharedIndexInformer
 }
 
-func newIndex(f informers.SharedInformerFactory, d dynamicinformer.DynamicSharedInformerFactory, log *slog.Logger) (*index, error) {
+func newIndex(f informers.SharedInformerFactory, d dynamicinformer.DynamicSharedInformerFactory, gw gatewayinformers.SharedInformerFactory, log *slog.Logger) (*index, error) {
 	if f == nil || d == nil {
 		return nil, errors.New("policy: Config.Informers and Config.DynamicInformers are required")
 	}
@@ -66,6 +72,11 @@ func newIndex(f informers.SharedInformerFactory, d dynamicinformer.DynamicShared
 		networks:          d.ForResource(policyv1alpha1.NetworkAuthenticationsResource).Informer(),
 		authorizations:    d.ForResource(policyv1alpha1.AuthorizationPoliciesResource).Informer(),
 		rateLimits:        d.ForResource(policyv1alpha1.HTTPLocalRateLimitPoliciesResource).Informer(),
+	}
+	if gw != nil {
+		ix.gateway = gw
+		ix.httpRoutes = gw.Gateway().V1().HTTPRoutes().Informer()
+		ix.grpcRoutes = gw.Gateway().V1().GRPCRoutes().Informer()
 	}
 	for _, t := range []struct {
 		informer  cache.SharedIndexInformer
@@ -126,10 +137,10 @@ func (ix *index) start(ctx context.Context) ([]cache.InformerSynced, error) {
 		UpdateFunc: func(_, obj any) { ix.onPolicyObject(obj) },
 		DeleteFunc: ix.onPolicyObject,
 	}
-	// A rate limit policy's status writes (ours) change nothing a pod's
-	// policy is built from: only spec changes, which bump the generation,
-	// mark it.
-	rateLimitHandler := cache.ResourceEventHandlerFuncs{
+	// Status writes to a rate limit policy or a route (ours, or another
+	// controller's) change nothing a pod's policy is built from: only spec
+	// changes, which bump the generation, mark it.
+	specHandler := cache.ResourceEventHandlerFuncs{
 		AddFunc: ix.onPolicyObject,
 		UpdateFunc: func(oldObj, obj any) {
 			old, okOld := object[metav1.Object](oldObj)
@@ -146,19 +157,27 @@ func (ix *index) start(ctx context.Context) ([]cache.InformerSynced, error) {
 		UpdateFunc: func(_, obj any) { ix.onStatusInput(obj) },
 		DeleteFunc: ix.onStatusInput,
 	}
-	hooks := []struct {
+	type hook struct {
 		informer cache.SharedIndexInformer
 		handler  cache.ResourceEventHandler
-	}{
+	}
+	hooks := []hook{
 		{ix.podInformer, cache.ResourceEventHandlerFuncs{AddFunc: ix.onPod, UpdateFunc: ix.onPodUpdate, DeleteFunc: ix.onPod}},
 		{ix.namespaceInformer, cache.ResourceEventHandlerFuncs{AddFunc: ix.onNamespace, UpdateFunc: ix.onNamespaceUpdate, DeleteFunc: ix.onNamespace}},
 		{ix.servers, policyHandler},
 		{ix.meshTLS, policyHandler},
 		{ix.networks, policyHandler},
 		{ix.authorizations, policyHandler},
-		{ix.rateLimits, rateLimitHandler},
+		{ix.rateLimits, specHandler},
 		{ix.servers, statusHandler},
 		{ix.rateLimits, statusHandler},
+	}
+	if ix.gateway != nil {
+		// Any status write may have changed our entries (another
+		// controller's too): the status writer sees every update and
+		// writes only what differs.
+		hooks = append(hooks, hook{ix.httpRoutes, specHandler}, hook{ix.grpcRoutes, specHandler},
+			hook{ix.httpRoutes, statusHandler}, hook{ix.grpcRoutes, statusHandler})
 	}
 	synced := make([]cache.InformerSynced, 0, len(hooks))
 	for _, h := range hooks {
@@ -171,6 +190,9 @@ func (ix *index) start(ctx context.Context) ([]cache.InformerSynced, error) {
 	}
 	ix.factory.Start(ctx.Done())
 	ix.dynamic.Start(ctx.Done())
+	if ix.gateway != nil {
+		ix.gateway.Start(ctx.Done())
+	}
 	return synced, nil
 }
 
@@ -187,8 +209,8 @@ func (ix *index) onPolicyObject(obj any) {
 	}
 }
 
-// onStatusInput marks the namespace of a changed Server or
-// HTTPLocalRateLimitPolicy for the status writer. A status write is an
+// onStatusInput marks the namespace of a changed Server,
+// HTTPLocalRateLimitPolicy or route for the status writer. A status write is an
 // update of the policy too, which marks it once more; the writer then
 // finds nothing to change.
 func (ix *index) onStatusInput(obj any) {
@@ -263,6 +285,10 @@ func (ix *index) namespaceInputs(ns string) namespaceInputs {
 		meshTLS:    inNamespace[*policyv1alpha1.MeshTLSAuthentication](ix.meshTLS, ns),
 		networks:   inNamespace[*policyv1alpha1.NetworkAuthentication](ix.networks, ns),
 		rateLimits: inNamespace[*policyv1alpha1.HTTPLocalRateLimitPolicy](ix.rateLimits, ns),
+	}
+	if ix.gateway != nil {
+		in.httpRoutes = inNamespace[*gatewayv1.HTTPRoute](ix.httpRoutes, ns)
+		in.grpcRoutes = inNamespace[*gatewayv1.GRPCRoute](ix.grpcRoutes, ns)
 	}
 	if n, err := ix.namespaces.Get(ns); err == nil {
 		in.annotations = n.Annotations

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
 	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
@@ -29,6 +30,11 @@ type namespaceInputs struct {
 	meshTLS     []*policyv1alpha1.MeshTLSAuthentication
 	networks    []*policyv1alpha1.NetworkAuthentication
 	rateLimits  []*policyv1alpha1.HTTPLocalRateLimitPolicy
+	// httpRoutes and grpcRoutes are the namespace's Gateway API routes,
+	// those with a Server parent among them; none when the cluster
+	// serves no Gateway API.
+	httpRoutes []*gatewayv1.HTTPRoute
+	grpcRoutes []*gatewayv1.GRPCRoute
 }
 
 // namespacePolicy is everything of a namespace's policy that does not
@@ -49,6 +55,9 @@ type namespacePolicy struct {
 	// rateLimits are the limits of the Servers an HTTPLocalRateLimitPolicy
 	// applies to, by Server name.
 	rateLimits map[string]*inboundv1.RateLimit
+	// routes are the inbound routes of the Servers that have any, by
+	// Server name.
+	routes map[string]*serverRoutes
 }
 
 // serverRule is a Server as pods are matched against it.
@@ -73,13 +82,14 @@ func buildNamespace(in namespaceInputs, td spiffeid.TrustDomain) (*namespacePoli
 		np.defaultPolicy = p
 	}
 	np.servers = b.servers()
-	byServer, namespaceWide := b.authorizations()
+	byServer, namespaceWide, byRoute := b.authorizations()
 	for _, s := range np.servers {
 		authz := slices.Concat(byServer[s.name], namespaceWide)
-		slices.SortFunc(authz, func(a, b *inboundv1.Authorization) int { return strings.Compare(a.GetName(), b.GetName()) })
+		slices.SortFunc(authz, byName)
 		np.authorizations[s.name] = authz
 	}
 	np.rateLimits, _ = b.rateLimits(np.servers)
+	np.routes, _ = b.routes(np.servers, byRoute)
 	return np, b.warnings
 }
 
@@ -144,24 +154,29 @@ func olderFirst[T metav1.Object](a, b T) int {
 }
 
 // authorizations resolves the namespace's AuthorizationPolicies into those
-// of each Server (by name) and those of every Server (the ones targeting
-// the namespace). A policy that cannot be satisfied as written (a
-// reference to a missing object, to one without a usable entry, or of an
-// unknown kind) is left out, so that it denies rather than allows.
-func (b *nsBuilder) authorizations() (byServer map[string][]*inboundv1.Authorization, namespaceWide []*inboundv1.Authorization) {
+// of each Server (by name), those of every Server (the ones targeting the
+// namespace) and those of each route (the ones targeting an HTTPRoute or
+// GRPCRoute, by route, sorted by name). A policy that cannot be satisfied
+// as written (a reference to a missing object, to one without a usable
+// entry, or of an unknown kind) is left out, so that it denies rather
+// than allows.
+func (b *nsBuilder) authorizations() (byServer map[string][]*inboundv1.Authorization, namespaceWide []*inboundv1.Authorization, byRoute map[routeKey][]*inboundv1.Authorization) {
 	byServer = map[string][]*inboundv1.Authorization{}
+	byRoute = map[routeKey][]*inboundv1.Authorization{}
 	for _, ap := range b.in.policies {
 		ref := ap.Spec.TargetRef
 		var toNamespace bool
+		routeKind, toRoute := ref.TargetsRoute()
 		switch {
-		case ref.TargetsServer():
+		case ref.TargetsServer(), toRoute:
 		case ref.TargetsNamespace() && ref.Name == ap.Namespace:
 			toNamespace = true
 		case ref.TargetsNamespace():
 			b.warn("AuthorizationPolicy %s/%s is ignored: its targetRef is Namespace %s, and a policy may only target its own namespace", ap.Namespace, ap.Name, ref.Name)
 			continue
 		default:
-			b.warn("AuthorizationPolicy %s/%s is ignored: its targetRef %s is neither a Server (group %s) nor a Namespace", ap.Namespace, ap.Name, groupKind(ref.Group, ref.Kind), policyv1alpha1.GroupName)
+			b.warn("AuthorizationPolicy %s/%s is ignored: its targetRef %s is neither a Server (group %s), a Namespace, nor an HTTPRoute or GRPCRoute (group %s)",
+				ap.Namespace, ap.Name, groupKind(ref.Group, ref.Kind), policyv1alpha1.GroupName, gatewayv1.GroupName)
 			continue
 		}
 		a, err := b.authorization(ap)
@@ -169,14 +184,23 @@ func (b *nsBuilder) authorizations() (byServer map[string][]*inboundv1.Authoriza
 			b.warn("AuthorizationPolicy %s/%s is left out and allows nobody: %v", ap.Namespace, ap.Name, err)
 			continue
 		}
-		if toNamespace {
+		switch {
+		case toNamespace:
 			namespaceWide = append(namespaceWide, a)
-		} else {
+		case toRoute:
+			key := routeKey{routeKind, ref.Name}
+			byRoute[key] = append(byRoute[key], a)
+		default:
 			byServer[ref.Name] = append(byServer[ref.Name], a)
 		}
 	}
-	return byServer, namespaceWide
+	for _, authz := range byRoute {
+		slices.SortFunc(authz, byName)
+	}
+	return byServer, namespaceWide, byRoute
 }
+
+func byName(a, b *inboundv1.Authorization) int { return strings.Compare(a.GetName(), b.GetName()) }
 
 func groupKind(group, kind string) string {
 	if group == "" {

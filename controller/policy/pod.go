@@ -73,6 +73,8 @@ func (d *defaults) podPolicy(pod *corev1.Pod, np *namespacePolicy) (*inboundv1.P
 				Protocol:       s.protocol,
 				Authorizations: np.authorizations[s.name],
 				RateLimit:      np.rateLimits[s.name],
+				Routes:         np.routes[s.name].GetRoutes(),
+				RouteRules:     np.routes[s.name].GetRules(),
 			})
 		}
 	}

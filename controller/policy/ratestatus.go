@@ -19,13 +19,15 @@ import (
 const defaultStatusRetry = 5 * time.Second
 
 // runStatus keeps the Accepted condition of the HTTPLocalRateLimitPolicies
-// of the namespaces marked for it current, until ctx is done. It runs on
-// a goroutine of its own so that a slow API server never holds up the
-// policies sent to proxies. Every replica of the controller writes the
-// same status from the same objects, and only when it differs from what
-// the object has, so replicas do not fight over it.
+// and the Server parents' entries of the routes of the namespaces marked
+// for it current, until ctx is done. It runs on a goroutine of its own so
+// that a slow API server never holds up the policies sent to proxies.
+// Every replica of the controller writes the same status from the same
+// objects, and only when it differs from what the object has, so replicas
+// do not fight over it.
 func (s *Server) runStatus(ctx context.Context) {
 	written := map[types.NamespacedName]statusWrite{}
+	routesWritten := map[routeStatusKey]routeWrite{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -33,7 +35,12 @@ func (s *Server) runStatus(ctx context.Context) {
 		case <-s.ix.statusDirty.wake:
 			namespaces, _ := s.ix.statusDirty.take()
 			for ns := range namespaces {
-				s.writeStatuses(ctx, ns, written)
+				if s.statusClient != nil {
+					s.writeStatuses(ctx, ns, written)
+				}
+				if s.gatewayClient != nil && s.ix.gateway != nil {
+					s.writeRouteStatuses(ctx, ns, routesWritten)
+				}
 			}
 		}
 	}

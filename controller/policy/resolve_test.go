@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
 	policyv1alpha1 "github.com/mesh-dev/mesh/api/policy/v1alpha1"
@@ -53,6 +54,10 @@ func inputs(t testing.TB, objs []runtime.Object) namespaceInputs {
 			in.networks = append(in.networks, o)
 		case *policyv1alpha1.HTTPLocalRateLimitPolicy:
 			in.rateLimits = append(in.rateLimits, o)
+		case *gatewayv1.HTTPRoute:
+			in.httpRoutes = append(in.httpRoutes, o)
+		case *gatewayv1.GRPCRoute:
+			in.grpcRoutes = append(in.grpcRoutes, o)
 		default:
 			t.Fatalf("inputs: unexpected %T", o)
 		}
@@ -484,9 +489,15 @@ func TestAuthorizations(t *testing.T) {
 		},
 		{
 			name:         "a target of another kind is ignored",
+			objs:         []runtime.Object{authzPolicy("svc", policyv1alpha1.TargetRef{Kind: "Service", Name: "web"})},
+			want:         on(),
+			wantWarnings: []string{"AuthorizationPolicy shop/svc is ignored: its targetRef Service is neither"},
+		},
+		{
+			name:         "a route that is attached to no Server allows nothing",
 			objs:         []runtime.Object{authzPolicy("route", policyv1alpha1.TargetRef{Group: "gateway.networking.k8s.io", Kind: "HTTPRoute", Name: "web"})},
 			want:         on(),
-			wantWarnings: []string{"AuthorizationPolicy shop/route is ignored: its targetRef HTTPRoute.gateway.networking.k8s.io is neither"},
+			wantWarnings: []string{"AuthorizationPolicy shop/route allows nothing: HTTPRoute web is attached to no Server"},
 		},
 		{
 			name: "groups may be left out, as in Linkerd's manifests",

@@ -26,6 +26,17 @@
 //     policy gets an Accepted condition saying whether it applies, and
 //     why not (TargetNotFound, Conflicted, Invalid), written by a
 //     goroutine of its own so that the API server never holds up proxies.
+//   - HTTPRoutes and GRPCRoutes whose parentRefs name a Server of their
+//     namespace are its inbound routes: its ports carry their matches in
+//     precedence order, each route with the AuthorizationPolicies that
+//     target it. A proxy answers 404 to a request none matches, and
+//     allows one that matches a route if the route's policies or the
+//     Server's allow its client. A Server with a GRPCRoute takes no
+//     HTTPRoute (GEP-1426); a route with filters or hostnames, or naming
+//     a missing, opaque or TLS Server, is refused. Each route gets
+//     Accepted and ResolvedRefs entries for its Server parents under
+//     controller/route's controller name, written by the status
+//     goroutine; entries for other parents are never touched.
 //   - Ports no Server selects get the default policy spelt out
 //     (defaultAuthorizations); the kubelet's HTTP and gRPC probes of the
 //     application's containers are listed so a proxy always lets them
@@ -70,6 +81,8 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
 	"github.com/mesh-dev/mesh/identity/certify"
@@ -97,6 +110,15 @@ type Config struct {
 	// StatusClient writes the status of HTTPLocalRateLimitPolicies (their
 	// Accepted condition); nil means it is not written.
 	StatusClient dynamic.Interface
+	// Gateway is the factory of the Gateway API informers, for the
+	// HTTPRoutes and GRPCRoutes attached to Servers (inbound routes). It
+	// may be shared with other components and already started; its owner
+	// shuts it down. Nil: the cluster serves no Gateway API, and no
+	// Server has routes.
+	Gateway gatewayinformers.SharedInformerFactory
+	// GatewayClient writes the status entries of routes for their Server
+	// parents; nil means they are not written.
+	GatewayClient gatewayclient.Interface
 	// TrustDomain is the SPIFFE trust domain ServiceAccount identities are
 	// in; "" means cluster.local.
 	TrustDomain string
@@ -125,12 +147,14 @@ type Server struct {
 	inboundv1.UnimplementedInboundPolicyServer
 
 	ix           *index
-	statusClient dynamic.Interface // nil: no status written
-	statusRetry  time.Duration
-	td           spiffeid.TrustDomain
-	defaults     defaults
-	metrics      *metrics
-	log          *slog.Logger
+	statusClient dynamic.Interface // nil: no rate limit policy status written
+	// gatewayClient writes routes' status; nil: none written.
+	gatewayClient gatewayclient.Interface
+	statusRetry   time.Duration
+	td            spiffeid.TrustDomain
+	defaults      defaults
+	metrics       *metrics
+	log           *slog.Logger
 
 	synced   atomic.Bool
 	syncedCh chan struct{} // closed once the caches are filled
@@ -185,7 +209,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	ix, err := newIndex(cfg.Informers, cfg.DynamicInformers, cfg.Log)
+	ix, err := newIndex(cfg.Informers, cfg.DynamicInformers, cfg.Gateway, cfg.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -196,17 +220,18 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	return &Server{
-		ix:           ix,
-		statusClient: cfg.StatusClient,
-		statusRetry:  cmp.Or(cfg.statusRetry, defaultStatusRetry),
-		td:           td,
-		defaults:     defaults{policy: def, clusterNetworks: networks(nets)},
-		metrics:      m,
-		log:          cfg.Log,
-		syncedCh:     make(chan struct{}),
-		stopping:     make(chan struct{}),
-		pods:         map[string]map[string]*podState{},
-		namespaces:   map[string]*namespaceState{},
+		ix:            ix,
+		statusClient:  cfg.StatusClient,
+		gatewayClient: cfg.GatewayClient,
+		statusRetry:   cmp.Or(cfg.statusRetry, defaultStatusRetry),
+		td:            td,
+		defaults:      defaults{policy: def, clusterNetworks: networks(nets)},
+		metrics:       m,
+		log:           cfg.Log,
+		syncedCh:      make(chan struct{}),
+		stopping:      make(chan struct{}),
+		pods:          map[string]map[string]*podState{},
+		namespaces:    map[string]*namespaceState{},
 	}, nil
 }
 
@@ -265,7 +290,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.synced.Store(true)
 	close(s.syncedCh)
 	s.log.Info("policy caches synced")
-	if s.statusClient != nil {
+	if s.statusClient != nil || s.gatewayClient != nil {
 		statusDone := make(chan struct{})
 		go func() {
 			defer close(statusDone)
