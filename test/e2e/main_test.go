@@ -16,8 +16,9 @@
 // scaled to zero) and TestRotation (a new trust anchor); so do the two that load the shared
 // machine or measure rates that its load disturbs: TestHardening (a port
 // sweep and 2,000 churned endpoints keep the controller busy past the
-// proxies' 1s wait for a new destination) and TestViz (the load pod's own
-// rate). The others call t.Parallel and then run together, sharing one
+// proxies' 1s wait for a new destination), TestViz (the load pod's own
+// rate) and TestTrafficUnderLoad (retries, rate limits and a scale-down,
+// counted to the request). The others call t.Parallel and then run together, sharing one
 // install (ensureInstalled); `make test-e2e` lets up to eight run at once
 // (-parallel), as most of their time is spent waiting for pods.
 package e2e
