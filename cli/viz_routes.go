@@ -2,13 +2,12 @@ package cli
 
 import (
 	"bytes"
-	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -21,56 +20,66 @@ import (
 // routesOptions are the flags of `mesh viz routes`. An empty Namespace
 // means the kubeconfig context's.
 type routesOptions struct {
-	Namespace string
-	Direction string
-	Window    string
-	Output    string
-	Watch     bool
+	Namespace     string
+	AllNamespaces bool
+	Window        string
+	Output        string
+	Watch         bool
 }
 
 // routesQuery is the query of PathRoutes. Empty fields are left out.
 type routesQuery struct {
 	Kind, Namespace, Name string
-	Direction             string
 	Window                string
 }
 
 func (q routesQuery) values() url.Values {
-	return queryValues("kind", q.Kind, "namespace", q.Namespace, "name", q.Name,
-		"direction", q.Direction, "window", q.Window)
+	return queryValues("kind", q.Kind, "namespace", q.Namespace, "name", q.Name, "window", q.Window)
 }
 
+// defaultRoute stands for the requests that matched no route, as
+// Linkerd's `linkerd viz routes` shows them.
+const defaultRoute = "[default]"
+
 func newVizRoutesCmd(e *vizEnv) *cobra.Command {
-	opts := routesOptions{Direction: vizv1.DirectionInbound, Window: "1m", Output: "table"}
+	opts := routesOptions{Window: "1m", Output: "table"}
 	cmd := &cobra.Command{
-		Use:   "routes KIND/NAME | KIND NAME",
-		Short: "Show success rate, requests per second and latency per route of a resource",
-		Long: "routes splits the traffic of a deployment, pod or namespace over the last\n" +
-			"--time-window by route: the authority (host:port) of the requests, as the resource's\n" +
-			"own proxies count it. Inbound routes are the requests it served; outbound ones those\n" +
-			"it sent, per destination workload (DST, \"-\" for a destination outside the mesh). A\n" +
-			"proxy keeps at most 100 authorities; later ones are counted under \"other\". The busiest\n" +
-			"routes come first.\n\n" +
+		Use:   "routes KIND [NAME] | KIND/NAME",
+		Short: "Show success rate, requests per second and latency per route of the requests a resource sends",
+		Long: "routes splits the requests that deployments, pods or namespaces sent over the last\n" +
+			"--time-window by the route rule they matched and the Service they went to, as the\n" +
+			"senders' own proxies counted them: the client's view of its routes. ROUTE is the\n" +
+			"HTTPRoute or GRPCRoute, RULE its rule (spec.rules[].name, else its index from 0), and\n" +
+			"PARENT the Service the route is attached to. Requests that matched no route, sent to a\n" +
+			"Service without one or with only its own retry and timeout policy, are " + defaultRoute + "; a\n" +
+			"PARENT of \"-\" is an address mesh-viz knows no Service of (outside the mesh). A proxy\n" +
+			"keeps 100 values of each route label, and at most 250 label sets; later ones are\n" +
+			"counted under \"other\".\n\n" +
+			"Without NAME, every resource of KIND in the namespace, named in a first column;\n" +
+			"ns with --all-namespaces, every namespace. -o wide adds the route's kind and\n" +
+			"namespace, the Service's namespace, and the requests counted.\n\n" +
 			"KIND is deploy, pod or ns, or any name kubectl accepts for them.",
 		Example: "  mesh viz routes deploy/web -n shop\n" +
-			"  mesh viz routes deploy web -n shop --direction outbound -t 5m\n" +
-			"  mesh viz routes ns/shop --direction all --watch",
+			"  mesh viz routes deploy -n shop -t 5m -o wide\n" +
+			"  mesh viz routes ns -A --watch",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			q, err := opts.query(args)
 			if err != nil {
 				return err
 			}
-			if q.Namespace, err = e.namespace(q.Namespace); err != nil {
-				return err
+			if !opts.AllNamespaces && q.Namespace == "" {
+				if q.Namespace, err = e.namespace(""); err != nil {
+					return err
+				}
 			}
 			return runRoutes(cmd.Context(), e, opts, q)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&opts.Namespace, "namespace", "n", "", "namespace of the resource (default: the kubeconfig context's, else default)")
-	f.StringVar(&opts.Direction, "direction", opts.Direction, "inbound (requests served), outbound (requests sent) or all")
+	f.StringVarP(&opts.Namespace, "namespace", "n", "", "namespace of the resources (default: the kubeconfig context's, else default)")
+	f.BoolVarP(&opts.AllNamespaces, "all-namespaces", "A", false, "with kind ns: every namespace")
 	f.StringVarP(&opts.Window, "time-window", "t", opts.Window, "how far back the figures go, e.g. 30s, 1m, 10m")
-	f.StringVarP(&opts.Output, "output", "o", opts.Output, "output format: table, wide (adds the requests counted, and the destination's namespace) or json")
+	f.StringVarP(&opts.Output, "output", "o", opts.Output, "output format: table, wide (adds the route's kind and namespace, the Service's namespace and the requests counted), json or yaml")
 	f.BoolVarP(&opts.Watch, "watch", "w", false, "refresh every 2s until interrupted")
 	return cmd
 }
@@ -78,29 +87,62 @@ func newVizRoutesCmd(e *vizEnv) *cobra.Command {
 // query checks the arguments and flags, all but the namespace's default,
 // and turns them into the API's query.
 func (opts routesOptions) query(args []string) (routesQuery, error) {
-	if err := checkOutput(opts.Output, "table", "wide", "json"); err != nil {
+	if err := checkOutput(opts.Output, "table", "wide", "json", "yaml"); err != nil {
 		return routesQuery{}, err
 	}
 	if err := checkWindow(opts.Window); err != nil {
 		return routesQuery{}, err
 	}
-	switch opts.Direction {
-	case vizv1.DirectionInbound, vizv1.DirectionOutbound, vizv1.DirectionAll:
-	default:
-		return routesQuery{}, fmt.Errorf("--direction %q: want inbound, outbound or all", opts.Direction)
-	}
-	kind, name, err := tapTarget(args, "mesh viz routes")
+	kind, name, err := routesTarget(args)
 	if err != nil {
 		return routesQuery{}, err
 	}
-	q := routesQuery{Kind: kind, Name: name, Namespace: opts.Namespace, Direction: opts.Direction, Window: opts.Window}
-	if kind == "ns" {
+	q := routesQuery{Kind: kind, Name: name, Namespace: opts.Namespace, Window: opts.Window}
+	if opts.AllNamespaces {
+		if kind != "ns" {
+			return routesQuery{}, fmt.Errorf("--all-namespaces works with kind ns only: the viz API answers %s one namespace at a time; pass -n NAMESPACE", kindPlurals[kind])
+		}
+		if name != "" || opts.Namespace != "" {
+			return routesQuery{}, errors.New("name a namespace or pass --all-namespaces, not both")
+		}
+	}
+	if kind == "ns" && name != "" {
 		if opts.Namespace != "" && opts.Namespace != name {
 			return routesQuery{}, fmt.Errorf("-n %s and ns/%s name different namespaces: pass one of them", opts.Namespace, name)
 		}
 		q.Namespace = name
 	}
 	return q, nil
+}
+
+// routesTarget reads KIND, KIND NAME or KIND/NAME, of kind deploy, pod or
+// ns: a service sends nothing, its clients do.
+func routesTarget(args []string) (kind, name string, err error) {
+	const usage = "mesh viz routes deploy|pod|ns [NAME]"
+	var k string
+	switch len(args) {
+	case 0:
+		return "", "", fmt.Errorf("name a kind: %s", usage)
+	case 1:
+		var found bool
+		if k, name, found = strings.Cut(args[0], "/"); found && (name == "" || strings.Contains(name, "/")) {
+			return "", "", fmt.Errorf("%q: want KIND/NAME, e.g. deploy/web", args[0])
+		}
+	case 2:
+		if strings.Contains(args[0], "/") {
+			return "", "", fmt.Errorf("%q %q: name the resource as KIND NAME or KIND/NAME, not both", args[0], args[1])
+		}
+		k, name = args[0], args[1]
+	default:
+		return "", "", fmt.Errorf("too many arguments: %s", usage)
+	}
+	switch kind = vizKind(k); kind {
+	case "deploy", "pod", "ns":
+		return kind, name, nil
+	case "svc":
+		return "", "", fmt.Errorf("kind %q: routes are the requests a resource sends, and a service sends none; name a deploy, pod or ns of its clients", k)
+	}
+	return "", "", fmt.Errorf("unknown kind %q: want %s", k, allowedKinds([]string{"deploy", "pod", "ns"}))
 }
 
 // fetchRoutes asks PathRoutes.
@@ -149,86 +191,93 @@ func (opts routesOptions) frame(ctx context.Context, conn *vizConn, q routesQuer
 	}
 	var buf bytes.Buffer
 	switch {
-	case opts.Output == "json":
-		err = writeJSON(&buf, list)
+	case opts.Output == "json" || opts.Output == "yaml":
+		err = writeStructured(&buf, list, opts.Output)
 	case len(list.Routes) == 0:
 		empty = true
 		fmt.Fprintln(&buf, noRoutes(q))
 	default:
-		err = writeRoutesTable(&buf, list.Routes, q.Direction, opts.Output == "wide")
+		err = writeRoutesTable(&buf, list.Routes, routesLead(q), opts.Output == "wide")
 	}
 	return buf.Bytes(), empty, err
 }
 
-// noRoutes says that q's resource had no request in the window.
-func noRoutes(q routesQuery) string {
-	what := map[string]string{
-		vizv1.DirectionInbound:  "to",
-		vizv1.DirectionOutbound: "from",
-		vizv1.DirectionAll:      "to or from",
-	}[q.Direction]
-	where := " in namespace " + q.Namespace
-	if q.Kind == "ns" {
-		where = ""
+// routesLead is the first column of q's table, naming each route's
+// resource, when q asks for more than one: "" when it names one.
+func routesLead(q routesQuery) string {
+	switch {
+	case q.Name != "":
+		return ""
+	case q.Kind == "ns":
+		if q.Namespace != "" {
+			return "" // the one namespace -n names
+		}
+		return "NAMESPACE"
 	}
-	return fmt.Sprintf("No requests %s %s/%s%s in the last %s.", what, q.Kind, q.Name, where, q.Window)
+	return "NAME"
 }
 
-// writeRoutesTable prints routes, the busiest first. The DIRECTION
-// column is there when direction is all, DST when outbound routes may
-// be; wide adds the requests counted, and DST_NS.
-func writeRoutesTable(w io.Writer, routes []vizv1.Route, direction string, wide bool) error {
-	routes = slices.Clone(routes)
-	slices.SortStableFunc(routes, func(a, b vizv1.Route) int {
-		return cmp.Or(cmp.Compare(b.RPS, a.RPS), strings.Compare(a.Authority, b.Authority),
-			strings.Compare(a.Direction, b.Direction), strings.Compare(dstRef(a.Dst), dstRef(b.Dst)))
-	})
-	both, dst := direction == vizv1.DirectionAll, direction != vizv1.DirectionInbound
-	header := []string{"ROUTE"}
-	if both {
-		header = append(header, "DIRECTION")
+// noRoutes says that q's resources sent no request in the window.
+func noRoutes(q routesQuery) string {
+	what := q.Kind + "/" + q.Name + " in namespace " + q.Namespace
+	switch {
+	case q.Kind == "ns" && q.Name != "":
+		what = "ns/" + q.Name
+	case q.Kind == "ns" && q.Namespace != "":
+		what = "ns/" + q.Namespace
+	case q.Kind == "ns":
+		what = "any namespace"
+	case q.Name == "":
+		what = kindPlurals[q.Kind] + " in namespace " + q.Namespace
 	}
-	if dst {
-		header = append(header, "DST")
+	return fmt.Sprintf("No requests from %s in the last %s.", what, q.Window)
+}
+
+// writeRoutesTable prints routes in the API's order: by resource, then
+// Service, route ([default] last) and rule. lead, when not "", heads a
+// first column naming each route's resource. wide adds the route's kind
+// and namespace, the Service's namespace, and the requests counted.
+func writeRoutesTable(w io.Writer, routes []vizv1.Route, lead string, wide bool) error {
+	var header []string
+	if lead != "" {
+		header = append(header, lead)
 	}
-	header = append(header, "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99")
+	header = append(header, "ROUTE", "RULE", "PARENT", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99")
 	if wide {
-		if dst {
-			header = append(header, "DST_NS")
-		}
-		header = append(header, "REQUESTS")
+		header = append(header, "KIND", "ROUTE_NS", "PARENT_NS", "REQUESTS")
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, r := range routes {
-		cells := []string{safeValue(r.Authority)}
-		if both {
-			cells = append(cells, r.Direction)
+		var cells []string
+		if lead != "" {
+			cells = append(cells, safeValue(r.Resource.Name))
 		}
-		if dst {
-			cells = append(cells, dstRef(r.Dst))
+		route, kind, routeNS := defaultRoute, "-", "-"
+		if r.Route != nil {
+			route, kind, routeNS = safeValue(r.Route.Name), routeKind(r.Route.Kind), safeValue(r.Route.Namespace)
 		}
-		cells = append(cells, fmtSuccess(r.SuccessRate), fmtRPS(r.RPS),
+		parent, parentNS := "-", "-"
+		if r.Parent != nil {
+			parent, parentNS = safeValue(r.Parent.Name), safeValue(r.Parent.Namespace)
+		}
+		cells = append(cells, route, safeValue(r.Rule), parent, fmtSuccess(r.SuccessRate), fmtRPS(r.RPS),
 			fmtLatency(r.LatencyP50), fmtLatency(r.LatencyP95), fmtLatency(r.LatencyP99))
 		if wide {
-			if dst {
-				ns := "-"
-				if r.Dst != nil {
-					ns = orDash(r.Dst.Namespace)
-				}
-				cells = append(cells, ns)
-			}
-			cells = append(cells, strconv.FormatUint(r.Requests, 10))
+			cells = append(cells, kind, routeNS, parentNS, strconv.FormatUint(r.Requests, 10))
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
 }
 
-// dstRef writes a route's destination, "-" for none.
-func dstRef(dst *vizv1.Resource) string {
-	if dst == nil {
-		return "-"
+// routeKind writes a route's kind as the Gateway API spells it.
+func routeKind(kind string) string {
+	switch kind {
+	case vizv1.KindHTTPRoute:
+		return "HTTPRoute"
+	case vizv1.KindGRPCRoute:
+		return "GRPCRoute"
 	}
-	return resourceRef(*dst)
+	return safeValue(kind)
 }

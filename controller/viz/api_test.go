@@ -43,8 +43,8 @@ func newShop(t testing.TB) *shop {
 	s.webB = c.addPod(t, podSpec{ns: "shop", deploy: "web", suffix: "b", sa: "web", ip: "10.0.0.2", meshed: true})
 	s.backend = c.addPod(t, podSpec{ns: "shop", deploy: "backend", suffix: "a", sa: "backend", ip: "10.0.0.3", meshed: true})
 	c.addPod(t, podSpec{ns: "shop", deploy: "legacy", suffix: "a", sa: "legacy", ip: "10.0.0.4"})
-	c.addService("shop", "web", map[string]string{"app": "web"})
-	c.addService("shop", "backend", map[string]string{"app": "backend"})
+	c.addService("shop", "web", "10.96.0.10", map[string]string{"app": "web"})
+	c.addService("shop", "backend", "10.96.0.20", map[string]string{"app": "backend"})
 	return s
 }
 
@@ -324,13 +324,13 @@ func TestAPIErrors(t *testing.T) {
 		{name: "series of a missing pod", path: vizv1.PathSeries, q: values("kind", "pod", "namespace", "shop", "name", "nope"), wantCode: 404, wantMsg: "pod/nope not found"},
 		{name: "edges bad window", path: vizv1.PathEdges, q: values("window", "-1m"), wantCode: 400, wantMsg: "must be between"},
 		{name: "routes without kind", path: vizv1.PathRoutes, q: values("namespace", "shop"), wantCode: 400, wantMsg: "kind is required: deploy, pod, svc or ns"},
-		{name: "routes of a service", path: vizv1.PathRoutes, q: values("kind", "svc", "namespace", "shop", "name", "web"), wantCode: 400, wantMsg: "kind svc: a service has no proxies to count its routes; use deploy, pod or ns"},
-		{name: "routes bad direction", path: vizv1.PathRoutes, q: values("kind", "deploy", "direction", "both"), wantCode: 400, wantMsg: `direction "both": use inbound, outbound or all`},
-		{name: "routes with stat's from", path: vizv1.PathRoutes, q: values("kind", "deploy", "namespace", "shop", "from", "deploy/web"), wantCode: 400, wantMsg: `unknown parameter "from": /api/v1/routes takes kind, namespace, name, direction, window`},
+		{name: "routes of a service", path: vizv1.PathRoutes, q: values("kind", "svc", "namespace", "shop", "name", "web"), wantCode: 400, wantMsg: "kind svc: routes are counted by the clients' proxies, and a service sends nothing; use the deploy, pod or ns"},
+		{name: "routes with a direction", path: vizv1.PathRoutes, q: values("kind", "deploy", "direction", "inbound"), wantCode: 400, wantMsg: `unknown parameter "direction": /api/v1/routes takes kind, namespace, name, window`},
+		{name: "routes with stat's from", path: vizv1.PathRoutes, q: values("kind", "deploy", "namespace", "shop", "from", "deploy/web"), wantCode: 400, wantMsg: `unknown parameter "from": /api/v1/routes takes kind, namespace, name, window`},
 		{name: "routes window too long", path: vizv1.PathRoutes, q: values("kind", "deploy", "window", "1h"), wantCode: 400, wantMsg: "window 1h: must be between 5s and 16m"},
 		{name: "routes bad name", path: vizv1.PathRoutes, q: values("kind", "deploy", "name", "Web"), wantCode: 400, wantMsg: "is not a valid name"},
 		{name: "routes of a missing deployment", path: vizv1.PathRoutes, q: values("kind", "deploy", "namespace", "shop", "name", "nope"), wantCode: 404, wantMsg: "deployment/nope not found in namespace shop"},
-		{name: "routes of a missing namespace", path: vizv1.PathRoutes, q: values("kind", "ns", "name", "nope", "direction", "all"), wantCode: 404, wantMsg: "namespace/nope not found"},
+		{name: "routes of a missing namespace", path: vizv1.PathRoutes, q: values("kind", "ns", "name", "nope"), wantCode: 404, wantMsg: "namespace/nope not found"},
 		// Tap needs the caller's right to tap, which only the tap API
 		// checks: the plain API refuses it, whatever the query.
 		{name: "tap", path: vizv1.PathTap, q: values("namespace", "shop", "resource", "deploy/web"), wantCode: 404, wantMsg: "tap is not served here: mesh viz tap reaches it through the Kubernetes API"},

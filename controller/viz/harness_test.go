@@ -33,7 +33,8 @@ func TestMain(m *testing.M) {
 
 // Label names of the proxies' series (docs/metrics.md).
 var (
-	httpLabelNames  = []string{"direction", "authority", "target_addr", "dst_namespace", "dst_workload", "dst_service", "client_id", "server_id"}
+	httpLabelNames = []string{"direction", "authority", "target_addr", "dst_namespace", "dst_workload", "dst_service", "client_id", "server_id",
+		"route_kind", "route_namespace", "route_name", "route_rule"}
 	tcpLabelNames   = []string{"direction", "target_addr", "dst_namespace", "dst_workload", "client_id", "server_id"}
 	authzLabelNames = []string{"server", "authz", "client_id", "decision"}
 	// latencyBuckets are the proxies' 19 buckets, in seconds.
@@ -90,6 +91,7 @@ func (l labels) http() prometheus.Labels {
 		"direction": l.Direction, "authority": l.Authority, "target_addr": l.TargetAddr,
 		"dst_namespace": l.DstNamespace, "dst_workload": l.DstWorkload, "dst_service": l.DstService,
 		"client_id": l.ClientID, "server_id": l.ServerID,
+		"route_kind": l.RouteKind, "route_namespace": l.RouteNamespace, "route_name": l.RouteName, "route_rule": l.RouteRule,
 	}
 }
 
@@ -220,10 +222,12 @@ func (c *cluster) addPod(t testing.TB, s podSpec) *proxy {
 	return p
 }
 
-func (c *cluster) addService(ns, name string, selector map[string]string) {
+// addService adds a Service of cluster IP clusterIP ("None": headless)
+// selecting the pods of selector (nil: none).
+func (c *cluster) addService(ns, name, clusterIP string, selector map[string]string) {
 	c.objs = append(c.objs, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       corev1.ServiceSpec{Selector: selector},
+		Spec:       corev1.ServiceSpec{Selector: selector, ClusterIP: clusterIP, ClusterIPs: []string{clusterIP}},
 	})
 }
 

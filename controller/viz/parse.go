@@ -157,17 +157,22 @@ const (
 	lDstService
 	lClientID
 	lServerID
+	lRouteKind
+	lRouteNamespace
+	lRouteName
+	lRouteRule
 	lClassification
 	lDecision
 	lLE
 	numLabels
-	setLabels = lServerID + 1
+	setLabels = lRouteRule + 1
 )
 
 var labelNames = map[string]label{
 	"direction": lDirection, "authority": lAuthority, "target_addr": lTargetAddr,
 	"dst_namespace": lDstNamespace, "dst_workload": lDstWorkload, "dst_service": lDstService,
 	"client_id": lClientID, "server_id": lServerID,
+	"route_kind": lRouteKind, "route_namespace": lRouteNamespace, "route_name": lRouteName, "route_rule": lRouteRule,
 	"classification": lClassification, "decision": lDecision, "le": lLE,
 }
 
@@ -205,7 +210,7 @@ type parser struct {
 	scratch []byte
 	pairs   []labelPair
 	known   [numLabels][]byte
-	has     uint16
+	has     uint16 // numLabels bits
 	key     []byte // a map key being built
 
 	start    float64
@@ -591,6 +596,8 @@ func (p *parser) lineSet() labels {
 		Direction: string(k[lDirection]), Authority: string(k[lAuthority]), TargetAddr: string(k[lTargetAddr]),
 		DstNamespace: string(k[lDstNamespace]), DstWorkload: string(k[lDstWorkload]), DstService: string(k[lDstService]),
 		ClientID: string(k[lClientID]), ServerID: string(k[lServerID]),
+		RouteKind: string(k[lRouteKind]), RouteNamespace: string(k[lRouteNamespace]),
+		RouteName: string(k[lRouteName]), RouteRule: string(k[lRouteRule]),
 	}
 }
 

@@ -92,6 +92,12 @@ func TestParseBusyGolden(t *testing.T) {
 			t.Errorf("authority %q, escaped in the exposition: %+v", authority, c)
 		}
 	}
+	canary := labels{Direction: outbound, Authority: "backend.shop.svc.cluster.local:9090", TargetAddr: "10.96.0.20:9090",
+		DstNamespace: "shop", DstWorkload: "deployment/backend-v2", DstService: "backend-v2", ServerID: "spiffe://cluster.local/ns/shop/sa/backend",
+		RouteKind: "HTTPRoute", RouteNamespace: "shop", RouteName: "backend-split", RouteRule: "canary"}
+	if c := series[canary]; c == nil || c.Responses != 17 || c.Successes != 17 || c.Latency.Counts[len(c.Latency.Counts)-1] != 17 {
+		t.Errorf("the route rule canary's requests: %+v", c)
+	}
 	if c := series[authzLabels]; c == nil || c.Denied != 6+3+4 {
 		t.Errorf("denials: %+v, want 13", c)
 	}

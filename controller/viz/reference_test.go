@@ -114,6 +114,14 @@ func labelsOf(m *dto.Metric) labels {
 			l.ClientID = v
 		case "server_id":
 			l.ServerID = v
+		case "route_kind":
+			l.RouteKind = v
+		case "route_namespace":
+			l.RouteNamespace = v
+		case "route_name":
+			l.RouteName = v
+		case "route_rule":
+			l.RouteRule = v
 		}
 	}
 	return l

@@ -29,8 +29,8 @@ type podInfo struct {
 
 // labels is one label set of a proxy's HTTP or TCP series
 // (docs/metrics.md), without status_class and classification, which the
-// store folds into its response counts. TCP series leave Authority and
-// DstService empty.
+// store folds into its response counts. TCP series leave Authority,
+// DstService and the route labels empty.
 type labels struct {
 	Direction    string
 	Authority    string
@@ -40,6 +40,12 @@ type labels struct {
 	DstService   string
 	ClientID     string
 	ServerID     string
+	// The route rule an outbound request matched: route_kind,
+	// route_namespace, route_name and route_rule.
+	RouteKind      string
+	RouteNamespace string
+	RouteName      string
+	RouteRule      string
 }
 
 // Values of labels.Direction.

@@ -80,6 +80,11 @@
 // percentiles interpolated inside the summed buckets as Prometheus'
 // histogram_quantile does. See api/viz/v1 for what each answer means.
 //
+// Routes group a resource's outbound series by the route rule the proxies
+// label them with (route_*, docs/metrics.md) and by the Service they were
+// sent to, which no label names: viz finds it in its Service cache, by
+// the cluster IP the requests were sent to (routes.go).
+//
 // # Tap
 //
 // TapHandler relays the tap streams (api/tap/v1) of a resource's pods:
@@ -197,8 +202,11 @@ type Viz struct {
 	pods       corelisters.PodLister
 	services   corelisters.ServiceLister
 	namespaces corelisters.NamespaceLister
-	synced     []cache.InformerSynced
-	ready      atomic.Bool // the caches synced
+	// serviceIndex finds Services by cluster IP (clusterIPIndex): the
+	// parent of a route's requests.
+	serviceIndex cache.Indexer
+	synced       []cache.InformerSynced
+	ready        atomic.Bool // the caches synced
 
 	store   *store
 	client  *http.Client
@@ -243,14 +251,18 @@ func New(cfg Config) (*Viz, error) {
 	pods := cfg.Informers.Core().V1().Pods()
 	services := cfg.Informers.Core().V1().Services()
 	namespaces := cfg.Informers.Core().V1().Namespaces()
+	if err := services.Informer().AddIndexers(cache.Indexers{clusterIPIndex: serviceClusterIPs}); err != nil {
+		return nil, fmt.Errorf("viz: index services by cluster IP: %w", err)
+	}
 	v := &Viz{
-		cfg:        cfg,
-		pods:       pods.Lister(),
-		services:   services.Lister(),
-		namespaces: namespaces.Lister(),
-		synced:     []cache.InformerSynced{pods.Informer().HasSynced, services.Informer().HasSynced, namespaces.Informer().HasSynced},
-		store:      newStore(cfg.Retention, cfg.MaxSeries),
-		metrics:    m,
+		cfg:          cfg,
+		pods:         pods.Lister(),
+		services:     services.Lister(),
+		namespaces:   namespaces.Lister(),
+		serviceIndex: services.Informer().GetIndexer(),
+		synced:       []cache.InformerSynced{pods.Informer().HasSynced, services.Informer().HasSynced, namespaces.Informer().HasSynced},
+		store:        newStore(cfg.Retention, cfg.MaxSeries),
+		metrics:      m,
 	}
 	v.client = newScrapeClient(cfg)
 	return v, nil

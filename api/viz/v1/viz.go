@@ -27,16 +27,14 @@ const (
 	PathStat = "/api/v1/stat"
 	// PathEdges answers an EdgeList. Query: namespace ("" for all), window.
 	PathEdges = "/api/v1/edges"
-	// PathRoutes answers a RouteList: the traffic of a resource's pods
-	// per route. A route is the requests of one authority (the proxies'
-	// authority label, docs/metrics.md: at most 100 values per proxy,
-	// later ones counted under "other") in one direction, and outbound to
-	// one destination workload. Query: kind (deploy|pod|ns, also sts,
-	// ds, job and rs; required; not svc, which has no proxies of its
-	// own: ask for its clients' outbound routes), namespace ("": every
-	// namespace), name (optional: one resource), direction (inbound, the
-	// default: the requests the pods served; outbound: those they sent;
-	// all: both), window (default 1m, at most the retention).
+	// PathRoutes answers a RouteList: the requests a resource's pods
+	// sent, per route rule they matched and Service they went to, as
+	// their own proxies counted them (the route_* labels,
+	// docs/metrics.md): the client's view, as Linkerd's `linkerd viz
+	// routes` shows it. Query: kind (deploy|pod|ns, also sts, ds, job and
+	// rs; required; not svc, which sends nothing: ask for its clients),
+	// namespace ("": every namespace), name (optional: one resource),
+	// window (default 1m, at most the retention).
 	PathRoutes = "/api/v1/routes"
 	// PathSeries answers a Series for one resource. Query: kind,
 	// namespace, name (all required), window (default 10m), step
@@ -157,39 +155,45 @@ type EdgeList struct {
 	Edges     []Edge    `json:"edges"`
 }
 
-// Values of Route.Direction and of PathRoutes' direction parameter.
+// Kinds of Route.Route: the Gateway API's HTTPRoute and GRPCRoute, lower
+// case like every Resource kind.
 const (
-	// DirectionInbound is the requests a resource's pods served.
-	DirectionInbound = "inbound"
-	// DirectionOutbound is the requests they sent.
-	DirectionOutbound = "outbound"
-	// DirectionAll asks PathRoutes for both; no Route has it.
-	DirectionAll = "all"
+	KindHTTPRoute = "httproute"
+	KindGRPCRoute = "grpcroute"
 )
 
-// Route is the traffic of one route of a resource's pods, as their own
-// proxies counted it. Its Stats are HTTP figures only: TCP series carry
-// no authority (docs/metrics.md), so TCPConnections and the byte rates
-// are 0.
+// Route is the traffic of one route rule that a resource's pods sent
+// requests through, to one Service, as their own proxies counted it. Its
+// Stats are HTTP figures only: TCP series carry no route (docs/metrics.md),
+// so TCPConnections and the byte rates are 0.
 type Route struct {
 	// Resource is the workload, pod or namespace of the pods.
 	Resource Resource `json:"resource"`
-	// Direction is DirectionInbound or DirectionOutbound.
-	Direction string `json:"direction"`
-	// Authority is the requests' :authority or Host as the proxies label
-	// it: cut to 259 bytes, "other" past a proxy's 100th distinct value,
-	// "" for requests without one.
-	Authority string `json:"authority"`
-	// Dst is the workload outbound requests went to; nil inbound, and
-	// outbound when the proxy did not know the destination (an address
-	// outside the mesh's service discovery).
-	Dst *Resource `json:"dst,omitempty"`
+	// Route is the HTTPRoute or GRPCRoute the requests matched (Kind
+	// KindHTTPRoute or KindGRPCRoute); nil for those that matched none,
+	// which `mesh viz routes` shows as [default]: sent to a Service with
+	// no route, or with only its own retry and timeout policy. A proxy
+	// keeps 100 values of each route label; later ones are counted under
+	// "other", in Kind, Namespace and Name alike when its label sets
+	// overflowed.
+	Route *Resource `json:"route,omitempty"`
+	// Rule is the rule's name (spec.rules[].name, else its index, "0"):
+	// "" when Route is nil.
+	Rule string `json:"rule,omitempty"`
+	// Parent is the Service (Kind "service") the requests were sent to,
+	// the route's parent, which viz finds from its Service cache: the
+	// Service of a Service's own rule, else the one whose cluster IP the
+	// requests' target was, else, without a route, the one their
+	// endpoint serves, else the one their authority names in the
+	// cluster's DNS (requests the proxy answered itself name no
+	// target). nil when none is known: an address outside the mesh's
+	// Services, or labels the proxy folded into "other".
+	Parent *Resource `json:"parent,omitempty"`
 	Stats
 }
 
-// RouteList answers PathRoutes, ordered by resource, direction,
-// authority and destination. A route without a request in the window is
-// left out.
+// RouteList answers PathRoutes, ordered by resource, parent, route (nil
+// last) and rule. A route without a request in the window is left out.
 type RouteList struct {
 	Window    string    `json:"window"`
 	Collected time.Time `json:"collected"`

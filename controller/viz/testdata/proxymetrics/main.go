@@ -11,9 +11,10 @@
 // It writes:
 //
 //   - proxy-metrics.txt: a busy pod's proxy, serving web and calling a
-//     backend, a database and an address outside the mesh; among its
-//     clients one sending authorities with quotes, backslashes and a
-//     newline, which the exposition escapes.
+//     backend through the rules of an HTTPRoute, a database and an
+//     address outside the mesh; among its clients one sending
+//     authorities with quotes, backslashes and a newline, which the
+//     exposition escapes.
 //   - proxy-metrics-bound.txt.gz: a proxy whose every cap is reached
 //     (docs/metrics.md, Bounds), with names of the lengths a cluster's
 //     usually have: the largest exposition a proxy serves in practice,
@@ -117,10 +118,13 @@ func busy() []byte {
 	request(m, in("web\nshop", ""), 1, 400, true, time.Millisecond)
 	back := metrics.RouteKey{Direction: metrics.Outbound, Authority: "backend.shop.svc.cluster.local:9090", Target: "10.96.0.20:9090",
 		Dst:      metrics.Dst{Namespace: "shop", Workload: "deployment/backend", Service: "backend"},
-		ServerID: backendID}
+		ServerID: backendID, Route: metrics.RouteRef{Kind: "HTTPRoute", Namespace: "shop", Name: "backend-split", Rule: "0"}}
 	request(m, back, 150, 200, true, 8*time.Millisecond)
 	request(m, back, 5, 500, false, 30*time.Millisecond)
 	request(m, back, 1, 504, false, 10*time.Second)
+	canary := back
+	canary.Dst, canary.Route.Rule = metrics.Dst{Namespace: "shop", Workload: "deployment/backend-v2", Service: "backend-v2"}, "canary"
+	request(m, canary, 17, 200, true, 9*time.Millisecond)
 	ext := metrics.RouteKey{Direction: metrics.Outbound, Authority: "api.example.com", Target: "93.184.216.34:80"}
 	request(m, ext, 9, 302, true, 90*time.Millisecond)
 
@@ -170,7 +174,8 @@ func busy() []byte {
 
 // bound is a proxy whose every cap is reached, with the names of a
 // cluster: namespaces of about 10 characters, workloads and services of
-// about 20, identities of about 50, authorities of about 35.
+// about 20, identities of about 50, authorities of about 35, routes of
+// about 20 and rules of about 10.
 func bound() []byte {
 	m := metrics.New()
 	m.CountTapDrops(func() uint64 { return 0 })
@@ -181,7 +186,8 @@ func bound() []byte {
 		target := fmt.Sprintf("10.244.%d.%d:8080", i%20, i/20%250)
 		dst := metrics.Dst{Namespace: fmt.Sprintf("shop-%d", i%20), Workload: fmt.Sprintf("deployment/backend-%d", i%40), Service: fmt.Sprintf("backend-%d", i%40)}
 		k := metrics.RouteKey{Direction: dirs[i%2], Authority: fmt.Sprintf("svc-%d.shop.svc.cluster.local:8080", i%100), Target: target,
-			Dst: dst, ClientID: id, ServerID: strings.Replace(id, "frontend", "backend", 1)}
+			Dst: dst, ClientID: id, ServerID: strings.Replace(id, "frontend", "backend", 1),
+			Route: metrics.RouteRef{Kind: "HTTPRoute", Namespace: dst.Namespace, Name: fmt.Sprintf("backend-%d-split", i%40), Rule: fmt.Sprintf("rule-%d", i%10)}}
 		for _, code := range []int{42, 101, 200, 302, 404, 503} {
 			request(m, k, 1, code, true, time.Millisecond)
 			request(m, k, 1, code, false, time.Second)
