@@ -35,7 +35,7 @@ const (
 
 // maxScrapeBytes bounds the body of one scrape, enforced while it is
 // read. It fits the largest /metrics a proxy serves: at its series bound
-// (docs/metrics.md: 10,639 series, plus about 100 of the Go runtime and
+// (docs/metrics.md: 10,655 series, plus about 100 of the Go runtime and
 // the process) with the names of a cluster, a proxy serves 4.1 MiB
 // (testdata/proxy-metrics-bound.txt.gz), the HTTP series' route labels
 // included; 8 MiB is 780 bytes for each of those 10,750 lines, of which
