@@ -36,7 +36,9 @@ type timedConn struct {
 func (c *timedConn) refresh() time.Duration { return c.idle / 16 }
 
 func (c *timedConn) Read(b []byte) (int, error) {
-	if c.idle > 0 || !c.readUntil.IsZero() {
+	// A deadline set before and bounding nothing now (a route's idle
+	// timeout, over with its request) is cleared here too.
+	if c.idle > 0 || !c.readUntil.IsZero() || !c.readSet.IsZero() {
 		var d time.Time
 		if c.idle > 0 {
 			now := time.Now()
@@ -59,12 +61,18 @@ func (c *timedConn) Read(b []byte) (int, error) {
 }
 
 func (c *timedConn) Write(b []byte) (int, error) {
-	if c.idle > 0 {
+	switch {
+	case c.idle > 0:
 		now := time.Now()
 		if c.writeSet.IsZero() || c.writeSet.Sub(now) < c.idle-c.refresh() {
 			c.writeSet = now.Add(c.idle)
 			c.Conn.SetWriteDeadline(c.writeSet)
 		}
+	case !c.writeSet.IsZero():
+		// The request that bounded writes is over: a deadline it left
+		// must not cut a later response.
+		c.writeSet = time.Time{}
+		c.Conn.SetWriteDeadline(time.Time{})
 	}
 	n, err := c.Conn.Write(b)
 	c.written += int64(n)

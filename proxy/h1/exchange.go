@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
@@ -58,10 +59,18 @@ type exchange struct {
 	unreached metrics.UnreachedReason
 	routed    routed // what the target's route decided; zero without one
 
+	// The request's bounds (docs/traffic.md 3.3, retry.go): its rule's
+	// timeouts, the request's deadline from them, and the attempt's.
+	timeouts httpproxy.Timeouts
+	deadline time.Time // start + timeouts.Request; zero: none
+	tryStart time.Time // when this attempt began
+	tryBy    time.Time // this attempt's bound to its response head; zero: none
+	retry    httpproxy.Retry
+
 	// What another attempt needs to know (resend.go).
 	hadBody   bool              // the request came with a body
 	place     bodyPlace         // where that body is now
-	replay    *httpproxy.Replay // the body as sent to a proven peer proxy; nil until kept
+	replay    *httpproxy.Replay // the body as sent, to a proven peer proxy or under a retry policy; nil until kept
 	recording bool              // this attempt keeps its body in replay
 	sender    *bodySender       // this attempt's, if it streams the body
 	written   bool              // a byte of this attempt went into a connection: it may have reached the target
@@ -71,7 +80,6 @@ type exchange struct {
 // exchange forwards the request in cc.req and relays its response. It
 // returns whether the client connection may carry another request.
 func (cc *clientConn) exchange() bool {
-	p := cc.p
 	x := &exchange{cc: cc, start: time.Now(), hadBody: cc.req.body != noBody}
 	defer x.dropReplay()
 	if cc.info.Authz != nil {
@@ -79,31 +87,59 @@ func (cc *clientConn) exchange() bool {
 			return cc.refuse(x, why)
 		}
 	}
+	x.timeouts.Response = cc.p.cfg.ResponseTimeout
 	if ok, keep := cc.route(x); !ok {
 		return keep
 	}
-	var tried [maxAttempts]netip.AddrPort
-	var lastErr error
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		ep, err := cc.pick(tried[:attempt], x.routed.backend)
+	if x.timeouts.Idle > 0 {
+		cc.tc.idle = minTimeout(cc.tc.idle, x.timeouts.Idle)
+	}
+	return x.attempts()
+}
+
+// attempts sends the request to endpoints until one answers it: the
+// first, others of the same destination when it provably reached no
+// application (resend.go), and as its rule's retry policy allows
+// (retry.go). It returns whether the client connection may go on.
+func (x *exchange) attempts() bool {
+	cc, p := x.cc, x.cc.p
+	var triedBuf [maxAttempts]netip.AddrPort
+	tried := triedBuf[:0]
+	var lastErr error // why the last attempt reached no application
+	undelivered := 0
+	for {
+		if x.expired() {
+			if lastErr != nil {
+				x.unreached = metrics.ConnectFailed
+			}
+			return x.answerFailure(x.timeoutError())
+		}
+		// A configured retry may go back to an endpoint it tried, when the
+		// balancer offers no other; a request that reached none may not.
+		ep, err := cc.pick(tried, x.routed.backend, lastErr == nil)
 		if err != nil {
 			if lastErr != nil {
 				break // the failure held is the answer
 			}
 			return cc.noEndpoint(x, err)
 		}
-		if attempt > 0 {
+		if lastErr != nil {
 			p.cfg.Metrics.Retried(p.cfg.Direction, metrics.NotDelivered)
 		}
-		tried[attempt] = ep.Addr
+		tried = append(tried, ep.Addr)
 		x.ep = ep
 		x.key = cc.routeKey(ep)
-		u, err := p.pool.get(context.Background(), poolKey{addr: ep.Addr, identity: cc.identity(ep)}, x.careful())
+		x.beginTry(len(tried) == 1)
+		u, err := x.connect(poolKey{addr: ep.Addr, identity: cc.identity(ep)}, false)
 		if err == nil {
 			x.publishTap()
 			keep, again := x.forward(u)
 			if again == nil {
 				return keep
+			}
+			if again == errRetry {
+				lastErr = nil
+				continue
 			}
 			err = again
 		}
@@ -115,39 +151,61 @@ func (cc *clientConn) exchange() bool {
 		}
 		x.ep.Report(0, err) // ejects it (balance.ErrUnreachable) before the next pick
 		x.ep.Report = nil
+		if undelivered++; undelivered >= maxAttempts {
+			break
+		}
 	}
 	return x.connectFailed(lastErr)
 }
 
 // pick chooses an endpoint not in tried, of backend ("" for the target's
-// own endpoints).
-func (cc *clientConn) pick(tried []netip.AddrPort, backend string) (httpproxy.Endpoint, error) {
+// own endpoints); with again, one in tried when the balancer offers no
+// other.
+func (cc *clientConn) pick(tried []netip.AddrPort, backend string, again bool) (httpproxy.Endpoint, error) {
 	target := cc.info.Target
 	if cc.p.cfg.Pick == nil {
-		if len(tried) > 0 {
+		if len(tried) > 0 && !again {
 			return httpproxy.Endpoint{}, errTriedAll
 		}
 		return httpproxy.Endpoint{Addr: target}, nil
 	}
+	var seen httpproxy.Endpoint // one tried before, for again
+	haveSeen := false
 	for range maxRedraws {
 		ep, err := cc.p.cfg.Pick(context.Background(), target, backend)
 		if errors.Is(err, httpproxy.ErrNoEndpoints) || errors.Is(err, httpproxy.ErrUnavailable) {
+			unused(seen)
 			return ep, err
 		}
 		if err != nil {
 			ep = httpproxy.Endpoint{Addr: target} // not the mesh's: as it was addressed
 		}
 		if !slices.Contains(tried, ep.Addr) {
+			unused(seen)
 			return ep, nil
 		}
-		if ep.Report != nil {
-			ep.Report(0, context.Canceled) // unused: no outcome, no longer pending
+		balanced := ep.Report != nil
+		if again && !haveSeen {
+			seen, haveSeen = ep, true
+		} else {
+			unused(ep)
 		}
-		if ep.Report == nil {
+		if !balanced {
 			break
 		}
 	}
+	if haveSeen {
+		return seen, nil
+	}
 	return httpproxy.Endpoint{}, errTriedAll
+}
+
+// unused tells the balancer that a pick it made is not used: it has no
+// outcome, and is no longer pending.
+func unused(ep httpproxy.Endpoint) {
+	if ep.Report != nil {
+		ep.Report(0, context.Canceled)
+	}
 }
 
 // errTriedAll ends the attempts of a request when the balancer offers no
@@ -173,13 +231,17 @@ func (cc *clientConn) routeKey(ep httpproxy.Endpoint) metrics.RouteKey {
 // forward sends the request on u and relays the response; it returns
 // whether the client connection may go on. When the request provably
 // reached no application through u, it answers nothing and returns why,
-// for the caller to try another endpoint or answer (resend.go).
+// for the caller to try another endpoint or answer (resend.go); when its
+// retry policy sends it again, errRetry (retry.go).
 func (x *exchange) forward(u *upstream) (keep bool, again error) {
 	cc := x.cc
 	x.written = false
-	x.recording = x.hadBody && x.place == bodyUnsent && u.key.identity != ""
+	x.recording = x.hadBody && x.place == bodyUnsent && (u.key.identity != "" || x.retry.Policy != nil)
 	if x.recording && x.replay == nil {
-		x.replay = &httpproxy.Replay{}
+		x.replay = &httpproxy.Replay{Limit: x.retry.ReplayLimit()}
+	}
+	if x.timeouts.Idle > 0 {
+		u.tc.idle = minTimeout(u.tc.idle, x.timeouts.Idle) // until the pool has it back
 	}
 	got := u.tc.got
 	body, err := x.send(u)
@@ -190,7 +252,7 @@ func (x *exchange) forward(u *upstream) (keep bool, again error) {
 		// The endpoint had closed the pooled connection: send the request
 		// once more on a new one.
 		u.close()
-		fresh, derr := cc.p.pool.fresh(context.Background(), u.key)
+		fresh, derr := x.connect(u.key, true)
 		if derr != nil {
 			if !x.written {
 				return false, derr
@@ -201,11 +263,17 @@ func (x *exchange) forward(u *upstream) (keep bool, again error) {
 			cc.p.cfg.Metrics.Retried(cc.p.cfg.Direction, metrics.NotDelivered)
 		}
 		u = fresh
+		if x.timeouts.Idle > 0 {
+			u.tc.idle = minTimeout(u.tc.idle, x.timeouts.Idle)
+		}
 		if body, err = x.send(u); err == nil {
 			err = x.readResponse(u, body)
 		}
 	}
 	if err != nil {
+		if x.retryTimeout(u, body, err) {
+			return false, errRetry
+		}
 		u.close()
 		if body != nil {
 			body.abandon()
@@ -218,6 +286,9 @@ func (x *exchange) forward(u *upstream) (keep bool, again error) {
 	}
 	if x.notDeliveredBy(u) && x.dropAnswer(u, body) {
 		return false, errNotDelivered
+	}
+	if x.retryStatus(u, body) {
+		return false, errRetry
 	}
 	return x.relay(u, body), nil
 }
@@ -252,7 +323,8 @@ func (x *exchange) send(u *upstream) (*bodySender, error) {
 	if r.body == noBody || x.place == bodyKept {
 		return nil, nil
 	}
-	b := &bodySender{cc: cc, done: make(chan error, 1), proceed: make(chan struct{}), stop: make(chan struct{})}
+	b := &bodySender{cc: cc, done: make(chan error, 1), proceed: make(chan struct{}), stop: make(chan struct{}),
+		respond: x.timeouts.Response}
 	if x.recording {
 		u.tc.tee = x.replay // cleared by the sender once the body is over
 	}
@@ -276,6 +348,11 @@ type bodySender struct {
 	// it did not come in time.
 	over, gaveUp bool
 	err          error
+	// respond, when set, bounds the wait for the response head from the
+	// end of the body (docs/traffic.md 3.3): the sender starts it, and
+	// head says whether the head came first (retry.go).
+	respond time.Duration
+	head    atomic.Int32
 }
 
 func (b *bodySender) run(cc *clientConn, u *upstream) {
@@ -299,6 +376,9 @@ func (b *bodySender) run(cc *clientConn, u *upstream) {
 		}
 	}
 	u.tc.tee = nil
+	if err == nil {
+		b.awaitHead(u)
+	}
 	var we *writeError
 	if err != nil && !errors.As(err, &we) {
 		// The client's body broke off: close the target's connection, so
@@ -351,22 +431,24 @@ func (b *bodySender) abandon() {
 
 // readResponse reads the response head, passing 1xx heads on to the
 // client (but to HTTP/1.0 ones, which cannot take them), until the final
-// one or a 101 for an upgrade.
+// one or a 101 for an upgrade. The head is awaited until the request's
+// deadline, the attempt's, or the response timeout from the end of the
+// body, whichever comes first (retry.go); the response's body then until
+// the request's deadline.
 func (x *exchange) readResponse(u *upstream, body *bodySender) error {
 	cc := x.cc
-	deadline := x.routed.deadline
-	if t := cc.p.cfg.ResponseTimeout; t > 0 {
-		if d := time.Now().Add(t); deadline.IsZero() || d.Before(deadline) {
-			deadline = d
-		}
-	}
-	if !deadline.IsZero() {
-		u.tc.readBy(deadline)
+	if by := x.headBy(body == nil); !by.IsZero() {
+		u.tc.readBy(by)
 	}
 	for {
 		if err := readHead(u.br, &cc.res, maxResponseHead); err != nil {
-			if errors.Is(err, io.EOF) {
+			switch {
+			case body != nil && body.late():
+				return x.responseLate()
+			case errors.Is(err, io.EOF):
 				return errClosedFirst
+			case isTimeout(err):
+				return x.timedOut(err)
 			}
 			return err
 		}
@@ -375,7 +457,13 @@ func (x *exchange) readResponse(u *upstream, body *bodySender) error {
 		}
 		code := cc.res.status
 		if code >= 200 || (code == http.StatusSwitchingProtocols && cc.req.upgrade) {
+			if body != nil && !body.headCame() {
+				return x.responseLate()
+			}
 			u.tc.readBy(time.Time{})
+			if !x.deadline.IsZero() {
+				u.tc.readBy(x.deadline) // the body too, and its client connection closes past it
+			}
 			return nil
 		}
 		if code == http.StatusSwitchingProtocols {
@@ -451,7 +539,10 @@ func (x *exchange) relay(u *upstream, body *bodySender) bool {
 	}
 	writeHead(cc.bw, res, extra)
 	if tunnel {
-		x.report(nil) // the balancer learns from the head; a tunnel lasts
+		// A tunnel lasts: the request's deadline was for its head, and the
+		// balancer learns from that.
+		u.tc.readBy(time.Time{})
+		x.report(nil)
 		if err := cc.bw.Flush(); err != nil {
 			u.close()
 			x.done(false)
@@ -550,10 +641,15 @@ func (x *exchange) done(ok bool) {
 	x.report(err)
 }
 
-// report tells the balancer how the request went, once.
+// report tells the balancer how the request went, once: the time to its
+// response head from when the attempt that got it began.
 func (x *exchange) report(err error) {
 	if x.ep.Report != nil {
-		x.ep.Report(x.after, err)
+		rtt := x.after
+		if !x.tryStart.IsZero() {
+			rtt -= x.tryStart.Sub(x.start)
+		}
+		x.ep.Report(rtt, err)
 		x.ep.Report = nil
 	}
 }
@@ -709,14 +805,19 @@ func (cc *clientConn) writeLocal(a local, closing bool) bool {
 		w.WriteString("\r\nRetry-After: ")
 		w.WriteString(a.retryAfter)
 	}
-	w.WriteString("\r\nContent-Length: ")
-	w.WriteString(strconv.Itoa(len(a.msg) + 1))
+	bodyless := a.code == http.StatusNoContent || a.code == http.StatusNotModified // a fault's abort may be either
+	if !bodyless {
+		w.WriteString("\r\nContent-Length: ")
+		w.WriteString(strconv.Itoa(len(a.msg) + 1))
+	}
 	if closing {
 		w.WriteString("\r\nConnection: close")
 	}
 	w.WriteString("\r\n\r\n")
-	w.WriteString(a.msg)
-	w.WriteString("\n")
+	if !bodyless {
+		w.WriteString(a.msg)
+		w.WriteString("\n")
+	}
 	return !closing
 }
 

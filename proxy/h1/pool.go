@@ -162,6 +162,7 @@ func (p *pool) put(u *upstream) {
 	u.reused = true
 	u.since = time.Now()
 	u.tc.readBy(time.Time{})
+	u.tc.idle = p.idle // a route's idle timeout was its request's
 	p.mu.Lock()
 	if p.closed || p.nfree >= maxIdleConns || len(p.free[u.key]) >= maxIdlePerKey {
 		p.mu.Unlock()

@@ -172,21 +172,7 @@ func (x *exchange) dropAnswer(u *upstream, body *bodySender) bool {
 	if x.place == bodyLost {
 		return false
 	}
-	r, res := &x.cc.req, &x.cc.res
-	f, n, err := responseFraming(r, res)
-	reuse := err == nil && (f == noBody || (f == lengthBody && n <= maxDropped)) &&
-		r.minor == 1 && res.minor == 1 && !res.hasToken("connection", "close") &&
-		(body == nil || body.err == nil) // an unsent body leaves the connection expecting it
-	if reuse && f == lengthBody {
-		u.tc.readBy(time.Now().Add(earlyResponseWait))
-		_, err := u.br.Discard(int(n))
-		reuse = err == nil
-	}
-	if reuse {
-		x.cc.p.pool.put(u)
-	} else {
-		u.close()
-	}
+	x.readOffResponse(u, body, maxDropped)
 	return true
 }
 

@@ -13,18 +13,20 @@ import (
 )
 
 // routed is what a route decided for one request (docs/traffic.md 3.1):
-// the backend its endpoints come from, the response filter, and the
-// deadline of its response head. The zero value is no route.
+// the backend its endpoints come from, and the rule, for its response
+// filter. The zero value is no route.
 type routed struct {
-	rule     *route.Rule
-	backend  string    // the backend's authority; "" for the target's own endpoints
-	deadline time.Time // zero: none
+	rule    *route.Rule
+	backend string // the backend's authority; "" for the target's own endpoints
 }
 
-// route matches the request against its target's route table and applies
-// the rule's request filters. It returns false when it answered the
-// request itself (no rule matched, a redirect, a rule that fails or has
-// no backend), with whether the connection may go on in keep.
+// route matches the request against its target's route table and does
+// what the rule says: its timeouts and retry policy become the request's,
+// its fault is drawn, and its request filters edit the head. It returns
+// false when it answered the request itself (no rule matched, a redirect,
+// a rule that fails or has no backend, a fault's abort, a client that
+// left during a fault's delay), with whether the connection may go on in
+// keep.
 func (cc *clientConn) route(x *exchange) (ok, keep bool) {
 	routes := cc.p.cfg.Routes
 	if routes == nil {
@@ -41,10 +43,19 @@ func (cc *clientConn) route(x *exchange) (ok, keep bool) {
 			fmt.Sprintf("mesh-proxy: no route of %s matches %s %s", cc.authority(), methodString(r.get(r.method)), r.path))
 	}
 	rule := m.Rule
-	switch {
-	case rule.Fail != nil:
+	x.timeouts = cc.p.cfg.TimeoutsOf(rule)
+	if x.timeouts.Request > 0 {
+		x.deadline = x.start.Add(x.timeouts.Request)
+	}
+	if rule.Fail != nil {
 		return false, cc.routeAnswer(x, rule.Fail.Status, "route failed", "mesh-proxy: "+rule.Fail.Message)
-	case rule.Redirect != nil:
+	}
+	if rule.Fault != nil {
+		if ok, keep := cc.fault(x, rule); !ok {
+			return false, keep
+		}
+	}
+	if rule.Redirect != nil {
 		loc := rule.Redirect.Location("http", string(r.host), headRequest{r}.Path(), m.Prefix)
 		return false, cc.redirect(x, rule.Redirect.StatusCode, loc)
 	}
@@ -67,10 +78,105 @@ func (cc *clientConn) route(x *exchange) (ok, keep bool) {
 		b.RequestHeaders.Apply(reqEditor(r))
 	}
 	x.routed = routed{rule: rule, backend: b.Authority}
-	if d := minTimeout(rule.RequestTimeout, rule.BackendRequestTimeout); d > 0 {
-		x.routed.deadline = x.start.Add(d)
+	if rule.Retry != nil {
+		budget := b.Authority
+		if budget == "" {
+			budget = cc.target() // a Service's own policy: its endpoints are the target's
+		}
+		x.retry = cc.p.cfg.RetryBudgets.Start(rule.Retry, budget)
 	}
 	return true, false
+}
+
+// fault applies the rule's HTTPFault (docs/traffic.md 3.7): the request
+// waits out its delay, unless its client leaves or its deadline comes
+// first, then is answered with its abort's status. It returns false when
+// the request was answered (or its client left), with whether the
+// connection may go on.
+func (cc *clientConn) fault(x *exchange, rule *route.Rule) (ok, keep bool) {
+	delay, abort, status := rule.Fault.Draw()
+	cfg := &cc.p.cfg
+	if delay > 0 {
+		cfg.Metrics.Fault(cfg.Direction, metrics.FaultDelay)
+		wait, expires := delay, false
+		if !x.deadline.IsZero() {
+			if rest := time.Until(x.deadline); rest <= wait {
+				wait, expires = rest, true
+			}
+		}
+		if !cc.hold(wait) {
+			return false, cc.clientLeft(x)
+		}
+		if expires {
+			x.key = metrics.RouteKey{Direction: cfg.Direction, Authority: cc.authority(), Target: cc.target(), ClientID: cc.info.ClientID}
+			x.unreached = metrics.RouteAnswered
+			x.ep.Addr = cc.info.Target
+			return false, x.answerFailure(x.timeoutError())
+		}
+	}
+	if abort {
+		cfg.Metrics.Fault(cfg.Direction, metrics.FaultAbort)
+		return false, cc.routeAnswer(x, status, "fault",
+			fmt.Sprintf("mesh-proxy: aborted by a fault of route %s/%s rule %s", rule.Route.Namespace, rule.Route.Name, rule.Name))
+	}
+	return true, false
+}
+
+// hold waits d before the request goes on, and reports false if its
+// client closed the connection meanwhile. The connection is watched by a
+// read into its buffer (what comes is kept for the exchange to read),
+// which a deadline in the past ends once the wait is over.
+func (cc *clientConn) hold(d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	left, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			n := cc.br.Buffered()
+			if n >= cc.br.Size() {
+				return // full: nothing more to learn until the exchange reads
+			}
+			if _, err := cc.br.Peek(n + 1); err != nil {
+				if !isTimeout(err) {
+					close(left) // closed or reset
+				}
+				return
+			}
+		}
+	}()
+	t := time.NewTimer(d)
+	select {
+	case <-t.C:
+	case <-left:
+	}
+	t.Stop()
+	cc.c.SetReadDeadline(aLongTimeAgo)
+	<-done
+	cc.c.SetReadDeadline(time.Time{})
+	cc.tc.readSet = time.Time{}
+	select {
+	case <-left:
+		return false
+	default:
+		return true
+	}
+}
+
+// clientLeft records a request whose client closed its connection before
+// the request went anywhere: counted as the 502 of a request whose client
+// went away, as h2 counts a stream reset before its response. The
+// connection is over.
+func (cc *clientConn) clientLeft(x *exchange) bool {
+	x.key = metrics.RouteKey{Direction: cc.p.cfg.Direction, Authority: cc.authority(), Target: cc.target(), ClientID: cc.info.ClientID}
+	x.unreached = metrics.RouteAnswered
+	x.status, x.after, x.failed = http.StatusBadGateway, time.Since(x.start), true
+	x.ep.Addr = cc.info.Target
+	x.countRequest()
+	x.publishTap()
+	x.done(false)
+	return false
 }
 
 // minTimeout is the smallest of the non-zero durations; zero if none.
