@@ -89,7 +89,7 @@ func TestViz(t *testing.T) {
 	time.Sleep(time.Until(loadStart.Add(75 * time.Second)))
 	t.Run("stat reports the known load", func(t *testing.T) { testStatAccuracy(t, ctx) })
 	t.Run("stat --from the load pod sees the same edge", func(t *testing.T) { testStatFrom(t, ctx, loadPod) })
-	t.Run("routes break the load down by authority", func(t *testing.T) { testRoutes(t, ctx) })
+	t.Run("routes: the load's requests to echo, without a route", func(t *testing.T) { testRoutes(t, ctx, loadPod) })
 	t.Run("dashboard in Chromium", func(t *testing.T) { testDashboard(t, ctx) })
 	t.Run("a proxy exports few series", func(t *testing.T) { testSeriesCount(t, ctx) })
 
@@ -223,18 +223,19 @@ func testStatFrom(t *testing.T, ctx context.Context, loadPod *corev1.Pod) {
 	}
 }
 
-// testRoutes: echo's one inbound route is loadgen's authority, with the
-// whole load on it.
-func testRoutes(t *testing.T, ctx context.Context) {
+// testRoutes: the load pod's requests to echo, whose Service has no
+// route, are one [default] route whose parent is svc/echo, with the
+// whole load on it (the client's view, from the load pod's proxy).
+func testRoutes(t *testing.T, ctx context.Context, loadPod *corev1.Pod) {
 	var list vizv1.RouteList
-	vizJSON(t, ctx, &list, "routes", "deploy/echo", "-n", vizNS)
+	vizJSON(t, ctx, &list, "routes", "po/"+loadPod.Name, "-n", vizNS)
 	if len(list.Routes) != 1 {
-		t.Fatalf("routes of deploy/echo: %+v, want one", list.Routes)
+		t.Fatalf("routes of po/%s: %+v, want one", loadPod.Name, list.Routes)
 	}
 	r := list.Routes[0]
-	t.Logf("route %s %s: rps %.1f success %s p50 %s", r.Direction, r.Authority, r.RPS, pct(r.SuccessRate), ms(r.LatencyP50))
-	if r.Authority != "echo:8080" || r.Direction != "inbound" || r.RPS < 45 || r.RPS > 55 {
-		t.Errorf("route %s %s at %.1f rps, want inbound echo:8080 at 45-55", r.Direction, r.Authority, r.RPS)
+	t.Logf("route %v rule %q to %v: rps %.1f success %s p50 %s", r.Route, r.Rule, r.Parent, r.RPS, pct(r.SuccessRate), ms(r.LatencyP50))
+	if r.Route != nil || r.Parent == nil || r.Parent.Name != "echo" || r.RPS < 45 || r.RPS > 55 {
+		t.Errorf("route %v to %v at %.1f rps, want [default] to svc/echo at 45-55", r.Route, r.Parent, r.RPS)
 	}
 }
 

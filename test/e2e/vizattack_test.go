@@ -39,7 +39,7 @@ const (
 	// (install/manifests/35-viz.yaml).
 	vizAdminPort = 9990
 	// vizMemorySlack is how far mesh-viz's resident memory may rise above
-	// its baseline while it is attacked. A scrape keeps at most 6 MiB of
+	// its baseline while it is attacked. A scrape keeps at most 8 MiB of
 	// body in flight and 1 MiB of label values (controller/viz), so even
 	// 16 scrapes at once stay under it; a parse that held a 50 MB body
 	// would not.
