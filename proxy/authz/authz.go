@@ -14,7 +14,10 @@
 //
 // A Server may also carry a rate limit (an HTTPLocalRateLimitPolicy),
 // compiled into a Limiter (ratelimit.go) that the proxy asks about each
-// HTTP request authorization let through.
+// HTTP request authorization let through, and inbound routes (HTTPRoutes
+// or GRPCRoutes attached to it), compiled into Routes (routes.go): an
+// HTTP request on its port must match one, and is allowed by the route's
+// authorizations or the port's.
 //
 // A Policy is safe for concurrent use: nothing in it changes after
 // Compile but the counts of its Limiters, which guard themselves. A new
@@ -123,6 +126,7 @@ type server struct {
 	protocol Protocol
 	authzs   []authorization
 	limiter  *Limiter // nil: the Server's requests are not rate limited
+	routes   *Routes  // nil: the Server has no inbound routes
 }
 
 type authorization struct {
@@ -319,6 +323,7 @@ func Compile(msg *inboundv1.PodPolicy, opts Options) (p *Policy, dropped []error
 		s := &server{name: pp.GetServer(), protocol: c.protocol(pp)}
 		s.authzs = c.authorizations("server "+s.name, pp.GetAuthorizations())
 		s.limiter = c.limiter(s.name, pp.GetRateLimit())
+		s.routes = c.routes(pp)
 		p.ports[port] = s
 	}
 	p.probes = c.probes(msg.GetProbes())

@@ -101,7 +101,8 @@ type Enforcer struct {
 	cfg          Config
 	log          *slog.Logger
 	status       *metrics.PolicyStatus
-	rateLimited  *rateLimitMetrics
+	rateLimited  *serverCounters // by server and scope
+	noRoute      *serverCounters // by server
 	graceEnds    time.Time
 	limiter      logLimiter // denials, audits, refusals for want of a policy
 	rateLimitLog logLimiter // requests a rate limit held back
@@ -142,11 +143,16 @@ func New(cfg Config) (*Enforcer, error) {
 	if err != nil {
 		return nil, err
 	}
+	nr, err := newNoRouteMetrics(cfg.Metrics.Registry())
+	if err != nil {
+		return nil, err
+	}
 	return &Enforcer{
 		cfg:          cfg,
 		log:          log,
 		status:       cfg.Metrics.InboundPolicy(),
 		rateLimited:  rl,
+		noRoute:      nr,
 		graceEnds:    time.Now().Add(cfg.Grace),
 		limiter:      logLimiter{perSecond: cfg.LogsPerSecond},
 		rateLimitLog: logLimiter{perSecond: 1},

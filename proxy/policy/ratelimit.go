@@ -7,33 +7,49 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/mesh-dev/mesh/proxy/authz"
 )
 
-// maxRateLimitServers bounds the server label of
-// mesh_proxy_http_rate_limited_total, as on the authorization series:
-// later values are counted as "other". With its three scopes the family
-// has at most (100 + 1) × 3 series (docs/metrics.md).
-const maxRateLimitServers = 100
+// maxServers bounds the server label of the families serverCounters
+// count in, as on the authorization series: later values are counted as
+// "other". mesh_proxy_http_rate_limited_total, with its three scopes, has
+// at most (100 + 1) × 3 series (docs/metrics.md).
+const maxServers = 100
 
-// rateLimitMetrics counts the requests a rate limit held back.
-type rateLimitMetrics struct {
-	vec *prometheus.CounterVec
+// serverCounters is a counter family whose first label is a Server, with
+// at most maxServers of them, and at most one label more.
+type serverCounters struct {
+	vec    *prometheus.CounterVec
+	labels int // 1 or 2
 
 	mu       sync.RWMutex
-	counters map[[2]string]prometheus.Counter // by server and scope; guarded by mu
-	servers  map[string]struct{}              // at most maxRateLimitServers; guarded by mu
+	counters map[[2]string]prometheus.Counter // by label values; guarded by mu
+	servers  map[string]struct{}              // at most maxServers; guarded by mu
 }
 
-// newRateLimitMetrics registers mesh_proxy_http_rate_limited_total on r,
-// or takes the one already there (two Enforcers on one registry, as in
-// tests, count in one family).
-func newRateLimitMetrics(r prometheus.Registerer) (*rateLimitMetrics, error) {
-	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+// newRateLimitMetrics registers mesh_proxy_http_rate_limited_total{server,
+// scope} on r: the requests a rate limit held back.
+func newRateLimitMetrics(r prometheus.Registerer) (*serverCounters, error) {
+	return newServerCounters(r, prometheus.CounterOpts{
 		Name: "mesh_proxy_http_rate_limited_total",
 		Help: "Inbound HTTP requests a Server's rate limit (HTTPLocalRateLimitPolicy) held back with 429 or RESOURCE_EXHAUSTED, by Server and the limit that held them: total, identity or override.",
-	}, []string{"server", "scope"})
+	}, "server", "scope")
+}
+
+// newNoRouteMetrics registers
+// mesh_proxy_inbound_http_route_not_found_total{server} on r: the requests
+// no inbound route of their Server matched.
+func newNoRouteMetrics(r prometheus.Registerer) (*serverCounters, error) {
+	return newServerCounters(r, prometheus.CounterOpts{
+		Name: "mesh_proxy_inbound_http_route_not_found_total",
+		Help: "Inbound HTTP requests answered 404 (gRPC: UNIMPLEMENTED) because no inbound route (HTTPRoute or GRPCRoute attached to the port's Server) matched them, by Server.",
+	}, "server")
+}
+
+// newServerCounters registers the family on r, or takes the one already
+// there (two Enforcers on one registry, as in tests, count in one
+// family).
+func newServerCounters(r prometheus.Registerer, opts prometheus.CounterOpts, labels ...string) (*serverCounters, error) {
+	vec := prometheus.NewCounterVec(opts, labels)
 	if err := r.Register(vec); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if !errors.As(err, &are) {
@@ -45,12 +61,13 @@ func newRateLimitMetrics(r prometheus.Registerer) (*rateLimitMetrics, error) {
 		}
 		vec = existing
 	}
-	return &rateLimitMetrics{vec: vec, counters: map[[2]string]prometheus.Counter{}, servers: map[string]struct{}{}}, nil
+	return &serverCounters{vec: vec, labels: len(labels), counters: map[[2]string]prometheus.Counter{}, servers: map[string]struct{}{}}, nil
 }
 
-// counter returns the counter of requests of server that scope held back.
-func (m *rateLimitMetrics) counter(server string, scope authz.Scope) prometheus.Counter {
-	key := [2]string{server, string(scope)}
+// counter returns the counter of server, and of the second label's value
+// (ignored for a family of one label).
+func (m *serverCounters) counter(server, second string) prometheus.Counter {
+	key := [2]string{server, second}
 	m.mu.RLock()
 	c, ok := m.counters[key]
 	m.mu.RUnlock()
@@ -60,7 +77,7 @@ func (m *rateLimitMetrics) counter(server string, scope authz.Scope) prometheus.
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, known := m.servers[server]; !known {
-		if len(m.servers) >= maxRateLimitServers {
+		if len(m.servers) >= maxServers {
 			key[0] = "other"
 		} else {
 			m.servers[server] = struct{}{}
@@ -69,7 +86,7 @@ func (m *rateLimitMetrics) counter(server string, scope authz.Scope) prometheus.
 	if c, ok := m.counters[key]; ok {
 		return c
 	}
-	c = m.vec.WithLabelValues(key[:]...)
+	c = m.vec.WithLabelValues(key[:m.labels]...)
 	m.counters[key] = c
 	return c
 }

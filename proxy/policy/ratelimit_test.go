@@ -191,17 +191,17 @@ func TestRateLimitAcrossPolicies(t *testing.T) {
 // then counts under "other".
 func TestRateLimitServerLabelBounded(t *testing.T) {
 	h := start(t, time.Second)
-	for i := range maxRateLimitServers + 10 {
-		h.e.rateLimited.counter(fmt.Sprintf("s%d", i), authz.ScopeTotal).Inc()
+	for i := range maxServers + 10 {
+		h.e.rateLimited.counter(fmt.Sprintf("s%d", i), string(authz.ScopeTotal)).Inc()
 	}
-	h.e.rateLimited.counter("s0", authz.ScopeIdentity).Inc()
+	h.e.rateLimited.counter("s0", string(authz.ScopeIdentity)).Inc()
 	if got := h.sum(t, "mesh_proxy_http_rate_limited_total", "server", "other"); got != 10 {
 		t.Errorf("other = %v, want 10", got)
 	}
 	if got := h.sum(t, "mesh_proxy_http_rate_limited_total", "server", "s0"); got != 2 {
 		t.Errorf("s0 = %v, want 2 (a known server keeps its label)", got)
 	}
-	if got := h.sum(t, "mesh_proxy_http_rate_limited_total"); got != maxRateLimitServers+11 {
+	if got := h.sum(t, "mesh_proxy_http_rate_limited_total"); got != maxServers+11 {
 		t.Errorf("total = %v, want every request counted", got)
 	}
 }
