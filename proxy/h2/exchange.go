@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,18 +38,19 @@ var errTriedAll = errors.New("no endpoint left that the request has not tried")
 // exchange is a stream's request on its way: where it went and how it
 // went, for the metrics, tap and the balancer. Guarded by its stream's mu.
 type exchange struct {
-	start    time.Time
-	tried    [maxAttempts]netip.AddrPort
-	attempts int
-	resent   int                // times sent again to the same endpoint after a target refused it unprocessed
-	ep       httpproxy.Endpoint // Report nil once reported
-	key      metrics.RouteKey
-	route    *metrics.Route
-	tapped   *tap.Pending
-	status   int           // of the final response, or the proxy's answer
-	after    time.Duration // time to the response head
-	failed   bool          // the response broke off after it began
-	canceled bool          // the client reset the stream before its response ended
+	start       time.Time
+	tried       [maxAttempts]netip.AddrPort // the first endpoints picked; limits.tried has those of retries past them
+	attempts    int                         // endpoints picked
+	undelivered int                         // attempts that provably reached no application
+	resent      int                         // times sent again to the same endpoint after a target refused it unprocessed
+	ep          httpproxy.Endpoint          // Report nil once reported
+	key         metrics.RouteKey
+	route       *metrics.Route
+	tapped      *tap.Pending
+	status      int           // of the final response, or the proxy's answer
+	after       time.Duration // time to the response head
+	failed      bool          // the response broke off after it began
+	canceled    bool          // the client reset the stream before its response ended
 	// unreached says why the proxy answered itself, "" once the request
 	// reached an application.
 	unreached metrics.UnreachedReason
@@ -71,23 +71,36 @@ func (s *stream) dispatch(fl *flusher) {
 			return
 		}
 	}
+	if d := s.sc.p.cfg.ResponseTimeout; d > 0 {
+		s.limits().timeouts.Response = d
+	}
 	if routes := s.sc.p.cfg.Routes; routes != nil && s.method != "CONNECT" { // a tunnel has no path to route by
 		if t := routes(s.sc.info.Target); !t.Empty() && !s.applyRoute(fl, t) {
 			return
 		}
 	}
-	s.armTimer()
+	s.send(fl)
+}
+
+// send sends the request on its first attempt. Called with s.mu held.
+func (s *stream) send(fl *flusher) {
+	s.beginTry(true)
 	s.route(fl, nil)
 }
 
-// route picks an endpoint the request has not tried and sends it there:
-// at once on a pooled connection with a stream free, or from a goroutine
-// of its own that connects first. lastErr is the previous attempt's
-// connect failure. Called with s.mu held.
+// route picks an endpoint and sends the request there: at once on a
+// pooled connection with a stream free, or from a goroutine of its own
+// that connects first. lastErr is the previous attempt's failure to reach
+// an application: the endpoint must be one the request has not tried; nil
+// for the first attempt, or a retry of its policy, which may go back to
+// one. Called with s.mu held.
 func (s *stream) route(fl *flusher, lastErr error) {
 	x := &s.x
-	if x.attempts < maxAttempts {
-		ep, err := s.pick()
+	if lastErr != nil {
+		x.undelivered++
+	}
+	if x.undelivered < maxAttempts {
+		ep, err := s.pick(lastErr == nil)
 		switch {
 		case err != nil && lastErr != nil:
 			// The connect failure held is the answer.
@@ -95,12 +108,12 @@ func (s *stream) route(fl *flusher, lastErr error) {
 			s.noEndpoint(fl, err)
 			return
 		default:
-			if x.attempts > 0 {
+			if lastErr != nil {
 				cfg := &s.sc.p.cfg
 				cfg.Metrics.Retried(cfg.Direction, metrics.NotDelivered)
+				s.beginTry(false)
 			}
-			x.tried[x.attempts] = ep.Addr
-			x.attempts++
+			s.noteTried(ep.Addr)
 			x.ep = ep
 			x.key = s.routeKey(ep)
 			k := poolKey{addr: ep.Addr, identity: s.identity(ep)}
@@ -108,7 +121,7 @@ func (s *stream) route(fl *flusher, lastErr error) {
 				s.attach(fl, uc)
 				return
 			}
-			go s.connect(k)
+			go s.connect(k, s.attempt())
 			return
 		}
 	}
@@ -116,8 +129,9 @@ func (s *stream) route(fl *flusher, lastErr error) {
 }
 
 // connect waits for a connection to k, which it may have to dial, and
-// sends the request on it, or tries another endpoint.
-func (s *stream) connect(k poolKey) {
+// sends the request on it, or tries another endpoint; unless the attempt
+// it was for, gen, was given up meanwhile (a per-try timeout).
+func (s *stream) connect(k poolKey, gen int) {
 	p := s.sc.p
 	uc, err := p.pool.get(k)
 	// Flushed once the stream's lock is let go: an answer is counted
@@ -126,8 +140,9 @@ func (s *stream) connect(k poolKey) {
 	defer fl.flushAll()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.resBegan {
-		// Closed, or answered meanwhile (timed out while connecting).
+	if s.closed || s.resBegan || gen != s.attempt() {
+		// Closed, answered meanwhile (timed out while connecting), or
+		// sent elsewhere.
 		if uc != nil {
 			uc.release()
 		}
@@ -149,41 +164,62 @@ func (s *stream) connect(k poolKey) {
 }
 
 // pick chooses an endpoint the request has not tried: one of its route's
-// backend, or of its target.
-func (s *stream) pick() (httpproxy.Endpoint, error) {
+// backend, or of its target; with again, one it tried when the balancer
+// offers no other.
+func (s *stream) pick(again bool) (httpproxy.Endpoint, error) {
 	cfg, target := &s.sc.p.cfg, s.sc.info.Target
-	tried := s.x.tried[:s.x.attempts]
 	if cfg.Pick == nil {
 		if s.backend != "" {
 			// Only the mesh resolves a backend's authority.
 			return httpproxy.Endpoint{}, fmt.Errorf("%w: nothing resolves backend %s", httpproxy.ErrNoEndpoints, s.backend)
 		}
-		if len(tried) > 0 {
+		if s.x.attempts > 0 && !again {
 			return httpproxy.Endpoint{}, errTriedAll
 		}
 		return httpproxy.Endpoint{Addr: target}, nil
 	}
+	var seen httpproxy.Endpoint // one tried before, for again
+	haveSeen := false
 	for range maxRedraws {
 		ep, err := cfg.Pick(context.Background(), target, s.backend)
 		if errors.Is(err, httpproxy.ErrNoEndpoints) || errors.Is(err, httpproxy.ErrUnavailable) {
+			unused(seen)
 			return ep, err
 		}
 		switch {
 		case err != nil && s.backend != "":
 			// A backend is the mesh's by definition (httpproxy.Picker).
+			unused(seen)
 			return ep, fmt.Errorf("%w: backend %s: %v", httpproxy.ErrNoEndpoints, s.backend, err)
 		case err != nil:
 			ep = httpproxy.Endpoint{Addr: target} // not the mesh's: as it was addressed
 		}
-		if !slices.Contains(tried, ep.Addr) {
+		if !s.triedBefore(ep.Addr) {
+			unused(seen)
 			return ep, nil
 		}
-		if ep.Report == nil {
+		balanced := ep.Report != nil
+		if again && !haveSeen {
+			seen, haveSeen = ep, true
+		} else {
+			unused(ep)
+		}
+		if !balanced {
 			break
 		}
-		ep.Report(0, context.Canceled) // unused: no outcome, no longer pending
+	}
+	if haveSeen {
+		return seen, nil
 	}
 	return httpproxy.Endpoint{}, errTriedAll
+}
+
+// unused tells the balancer that a pick it made is not used: it has no
+// outcome, and is no longer pending.
+func unused(ep httpproxy.Endpoint) {
+	if ep.Report != nil {
+		ep.Report(0, context.Canceled)
+	}
 }
 
 // identity is the mesh TLS identity a connection to ep must prove.
@@ -215,14 +251,20 @@ func (s *stream) attach(fl *flusher, uc *upConn) {
 		uc.unlock(fl)
 		s.uc, s.upID = nil, 0
 		uc.release()
-		go s.connect(uc.key)
+		go s.connect(uc.key, s.attempt())
 		return
 	}
 	uc.nextID += 2
 	s.req.window = window
 	s.req.rec = nil
-	if uc.key.identity != "" && !s.kept.Capped() {
-		s.req.rec = &s.kept // a proven peer proxy may refuse it for want of its application
+	retries := s.lim != nil && s.lim.retry.Policy != nil
+	if (uc.key.identity != "" || retries) && !s.kept.Capped() {
+		// A proven peer proxy may refuse it for want of its application;
+		// a retry policy may send it again.
+		if retries {
+			s.kept.Limit = s.lim.retry.ReplayLimit()
+		}
+		s.req.rec = &s.kept
 	}
 	s.req.dst, s.req.dstID = uc.peer, s.upID
 	s.res.src, s.res.srcID = uc.peer, s.upID
@@ -248,25 +290,8 @@ func (s *stream) detach() bool {
 	cfg := &s.sc.p.cfg
 	cfg.Metrics.Retried(cfg.Direction, metrics.NotDelivered)
 	s.takeOff()
-	go s.connect(poolKey{addr: s.x.ep.Addr, identity: s.identity(s.x.ep)})
+	go s.connect(poolKey{addr: s.x.ep.Addr, identity: s.identity(s.x.ep)}, s.attempt())
 	return true
-}
-
-// responseTimedOut answers a request whose response head did not come in
-// time, and cancels its target stream; one still connecting is let go by
-// connect.
-func (s *stream) responseTimedOut() {
-	var fl flusher
-	defer fl.flushAll()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed || s.resBegan {
-		return
-	}
-	if s.uc != nil {
-		s.uc.writeRST(&fl, s.upID, http2.ErrCodeCancel)
-	}
-	s.failed(&fl, fmt.Errorf("no response within %v: %w", s.timeout, context.DeadlineExceeded))
 }
 
 // publishTap shows the request to tap watchers, once it has somewhere to go.
@@ -321,6 +346,10 @@ func (x *exchange) finish(s *stream) {
 	if x.ep.Report == nil {
 		return
 	}
+	rtt := x.after // from the start of the attempt that got the response
+	if s.lim != nil && !s.lim.tryStart.IsZero() {
+		rtt -= s.lim.tryStart.Sub(x.start)
+	}
 	var err error
 	switch {
 	case x.canceled:
@@ -330,7 +359,7 @@ func (x *exchange) finish(s *stream) {
 	case x.status >= 500:
 		err = fmt.Errorf("%w: %d", httpproxy.ErrServerError, x.status)
 	}
-	x.ep.Report(x.after, err)
+	x.ep.Report(rtt, err)
 	x.ep.Report = nil
 }
 
@@ -463,13 +492,15 @@ func (s *stream) answer(fl *flusher, code, grpcCode int, what, msg string, extra
 			{Name: "mesh-proxy-error", Value: what},
 		}
 	} else {
-		body = msg + "\n"
 		fields = []hpack.HeaderField{
 			{Name: ":status", Value: strconv.Itoa(code)},
 			{Name: "content-type", Value: "text/plain; charset=utf-8"},
 			{Name: "x-content-type-options", Value: "nosniff"},
 			{Name: "mesh-proxy-error", Value: what},
-			{Name: "content-length", Value: strconv.Itoa(len(body))},
+		}
+		if code != http.StatusNoContent && code != http.StatusNotModified { // a fault's abort may be either
+			body = msg + "\n"
+			fields = append(fields, hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
 		}
 	}
 	s.respond(fl, code, append(fields, extra...), body)

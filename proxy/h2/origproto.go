@@ -57,14 +57,14 @@ func (s *stream) serveHTTP1() {
 			return
 		}
 	}
-	ep, err := s.pick()
+	ep, err := s.pick(false)
 	if err != nil {
 		s.noEndpoint(nil, err)
 		s.mu.Unlock()
 		return
 	}
 	s.x.ep, s.x.key = ep, s.routeKey(ep)
-	s.x.attempts = 1
+	s.noteTried(ep.Addr)
 	s.publishTap()
 	req := s.http1Request(ep.Addr.String())
 	ctx, cancel := context.WithCancel(context.Background())

@@ -9,22 +9,25 @@ import (
 
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/route"
 )
 
 // Routing (docs/traffic.md 3): an outbound request whose target's Service
 // has HTTPRoutes or GRPCRoutes is matched once, as it is dispatched, before
-// its first pick. The rule it matched answers it, or edits its head and
+// its first pick. The rule it matched sets its timeouts and retry policy
+// (retry.go), draws its fault, then answers it, or edits its head and
 // chooses the backend whose endpoints it goes to; the connect-failure
-// attempts and GOAWAY resends that follow keep both. The rule's response
-// header filter edits the response head as it goes to the client, and its
-// timeouts bound the wait for that head from the request's arrival.
+// attempts, GOAWAY resends and retries that follow keep both. The rule's
+// response header filter edits the response head as it goes to the
+// client.
 
 // applyRoute matches the request against t, a table with rules, and does
-// what the rule says: it reports whether the request goes on, with its head
-// edited and s.rule and s.backend set, or was answered. Called with s.mu
-// held, before the request is sent anywhere.
+// what the rule says: it reports whether the request goes on now, with its
+// head edited and s.rule and s.backend set. When it does not, the request
+// was answered, or a fault's delay holds it and sends it on when it is
+// over. Called with s.mu held, before the request is sent anywhere.
 func (s *stream) applyRoute(fl *flusher, t *route.Table) bool {
 	m, ok := t.Match(routeRequest{s}, s.grpc)
 	if !ok {
@@ -33,11 +36,69 @@ func (s *stream) applyRoute(fl *flusher, t *route.Table) bool {
 		return false
 	}
 	r := m.Rule
-	switch {
-	case r.Fail != nil:
+	if t := s.sc.p.cfg.TimeoutsOf(r); t != (httpproxy.Timeouts{}) || r.Retry != nil || r.Fault != nil {
+		l := s.limits()
+		l.timeouts = t
+		if t.Request > 0 {
+			l.deadline = s.x.start.Add(t.Request) // through a fault's delay too
+			s.armTimer()
+		}
+	}
+	if r.Fail != nil {
 		s.routeAnswer(fl, r.Fail.Status, "route failed", "mesh-proxy: "+r.Fail.Message)
 		return false
-	case r.Redirect != nil:
+	}
+	if r.Fault != nil {
+		delay, abort, status := r.Fault.Draw()
+		if delay > 0 {
+			cfg := &s.sc.p.cfg
+			cfg.Metrics.Fault(cfg.Direction, metrics.FaultDelay)
+			s.lim.held = time.AfterFunc(delay, func() { s.afterDelay(m, abort, status) })
+			return false
+		}
+		if abort {
+			s.abort(fl, r, status)
+			return false
+		}
+	}
+	return s.applyRule(fl, m)
+}
+
+// afterDelay sends on a request a fault's delay held, or answers it with
+// the fault's abort, unless it was answered (timed out) or reset
+// meanwhile.
+func (s *stream) afterDelay(m route.Match, abort bool, status int) {
+	var fl flusher
+	defer fl.flushAll()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.resBegan {
+		return
+	}
+	switch {
+	case abort:
+		s.abort(&fl, m.Rule, status)
+	case s.applyRule(&fl, m):
+		s.send(&fl)
+	}
+}
+
+// abort answers a request with its fault's status, counted. Called with
+// s.mu held.
+func (s *stream) abort(fl *flusher, r *route.Rule, status int) {
+	cfg := &s.sc.p.cfg
+	cfg.Metrics.Fault(cfg.Direction, metrics.FaultAbort)
+	s.routeAnswer(fl, status, "fault",
+		fmt.Sprintf("mesh-proxy: aborted by a fault of route %s/%s rule %s", r.Route.Namespace, r.Route.Name, r.Name))
+}
+
+// applyRule does what the rule m matched says of the request once its
+// fault let it go: answers it (a redirect, no backend), or edits its head,
+// chooses its backend and readies its retries; it reports whether the
+// request goes on. Called with s.mu held.
+func (s *stream) applyRule(fl *flusher, m route.Match) bool {
+	r := m.Rule
+	if r.Redirect != nil {
 		s.routeLocal()
 		s.respond(fl, r.Redirect.StatusCode, []hpack.HeaderField{
 			{Name: ":status", Value: strconv.Itoa(r.Redirect.StatusCode)},
@@ -78,6 +139,13 @@ func (s *stream) applyRoute(fl *flusher, t *route.Table) bool {
 	}
 	s.fields = e.fields
 	s.rule, s.backend = r, b.Authority
+	if r.Retry != nil {
+		budget := b.Authority
+		if budget == "" {
+			budget = s.sc.target() // a Service's own policy: its endpoints are the target's
+		}
+		s.lim.retry = s.sc.p.cfg.RetryBudgets.Start(r.Retry, budget)
+	}
 	return true
 }
 
@@ -123,26 +191,6 @@ func grpcCodeOf(code int) int {
 		return 14 // UNAVAILABLE
 	}
 	return 2 // UNKNOWN
-}
-
-// armTimer starts the bound on the wait for the response head: the
-// smallest of the rule's request and backend request timeouts and
-// ResponseTimeout that is set, from the request's arrival. It runs across
-// the request's connect attempts and resends. Called with s.mu held, once.
-func (s *stream) armTimer() {
-	d := s.sc.p.cfg.ResponseTimeout
-	if r := s.rule; r != nil {
-		for _, t := range [...]time.Duration{r.RequestTimeout, r.BackendRequestTimeout} {
-			if t > 0 && (d == 0 || t < d) {
-				d = t
-			}
-		}
-	}
-	if d <= 0 {
-		return
-	}
-	s.timeout = d
-	s.timer = time.AfterFunc(d-time.Since(s.x.start), s.responseTimedOut)
 }
 
 // routeRequest is the stream's request as a route table matches it.

@@ -384,6 +384,7 @@ func (sc *serverConn) processData(f *http2.DataFrame) error {
 		s.resetBoth(&sc.fl, http2.ErrCodeProtocol, http2.ErrCodeCancel, true, true)
 		return nil
 	}
+	s.noteMove()
 	s.req.push(&sc.fl, data, f.StreamEnded())
 	return nil
 }

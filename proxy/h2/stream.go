@@ -3,7 +3,6 @@ package h2
 import (
 	"context"
 	"sync"
-	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -43,14 +42,18 @@ type stream struct {
 	resBegan   bool               // a final response head went to the client
 	grpcStatus int                // from the response, -1 for none
 	closed     bool               // over both ways; removed from its connections
-	timer      *time.Timer        // the response timeout, while the response head is awaited
-	timeout    time.Duration      // its duration, from the request's arrival
+	informed   bool               // an informational (1xx) head went to the client
 	rule       *route.Rule        // the route rule the request matched; nil for none
 	backend    string             // the authority of the rule's backend it goes to; "" for its target
 	cancel     context.CancelFunc // ends the HTTP/1.1 path's request; nil on the others
-	// kept is the request body forwarded to a proven peer proxy, for a
-	// resend when it refuses the stream (resend.go).
+	// kept is the request body forwarded to a proven peer proxy, or under
+	// a retry policy, for a resend when it refuses the stream (resend.go)
+	// or a retry (retry.go).
 	kept httpproxy.Replay
+
+	// lim is what bounds the request (retry.go): timeouts, retries, a
+	// fault's delay; nil for a request that has none, as most have.
+	lim *limits
 
 	x exchange
 }
@@ -215,8 +218,12 @@ func (h *half) releaseQueue() {
 }
 
 // finished marks END_STREAM sent; the stream closes once both halves are.
+// The request's end starts its response timeout.
 func (h *half) finished() {
 	h.done = true
+	if h == &h.s.req {
+		h.s.requestSent()
+	}
 	h.s.closeIfDone()
 }
 
@@ -266,8 +273,8 @@ func (s *stream) close() {
 		return
 	}
 	s.closed = true
-	if s.timer != nil {
-		s.timer.Stop()
+	if l := s.lim; l != nil {
+		l.stop()
 	}
 	if s.cancel != nil {
 		s.cancel()

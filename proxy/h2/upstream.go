@@ -574,14 +574,20 @@ func (uc *upConn) processHeaders(f *headerBlock) {
 			s.broken(&uc.fl, errors.New("malformed response: an informational head ends the stream"))
 			return
 		}
+		s.informed = true
+		s.noteMove()
 		sc.lock()
 		sc.headersLocked(s.id, false, f.Fields, keepResponseField)
 		sc.unlock(&uc.fl)
 		return
 	}
+	if s.lim != nil && s.lim.retry.Policy != nil && s.retryHead(&uc.fl, f, code) {
+		return
+	}
 	s.resBegan = true
-	if s.timer != nil {
-		s.timer.Stop()
+	if s.lim != nil {
+		s.noteMove()
+		s.armTimer() // the request's and the idle bounds go on
 	}
 	s.req.rec = nil // nothing is sent again once a response came
 	s.kept.Release()
@@ -640,6 +646,7 @@ func (uc *upConn) processData(f *http2.DataFrame) error {
 	s.res.recv -= int32(f.Length)
 	data := f.Data()
 	s.res.credit += int32(int(f.Length) - len(data))
+	s.noteMove()
 	s.res.push(&uc.fl, data, f.StreamEnded())
 	return nil
 }
