@@ -54,7 +54,7 @@ test-e2e: images ## end-to-end on the local Kubernetes: install, check, demo tra
 	@# Before the timed tests: a first build of Kubernetes takes ~13 minutes.
 	$(GO) run ./hack/cluster prepare
 	@# The cluster is shared with make soak, bench-mesh and bench-controller runs: one at a time.
-	set -o pipefail; flock /tmp/mesh-e2e.lock $(GO) test -count=1 -timeout 40m -parallel 8 -v ./test/e2e/... 2>&1 | tee build/test-e2e.log | grep -E '^(ok|FAIL|---|panic|e2e|cluster)|^\s+--- |_test.go:'
+	set -o pipefail; flock /tmp/mesh-e2e.lock $(GO) test -count=1 -timeout 55m -parallel 8 -v ./test/e2e/... 2>&1 | tee build/test-e2e.log | grep -E '^(ok|FAIL|---|panic|e2e|cluster)|^\s+--- |_test.go:'
 	@$(call no-skips,build/test-e2e.log)
 
 FUZZTIME ?= 30s
