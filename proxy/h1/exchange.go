@@ -75,6 +75,7 @@ type exchange struct {
 	sender    *bodySender       // this attempt's, if it streams the body
 	written   bool              // a byte of this attempt went into a connection: it may have reached the target
 	informed  bool              // a 1xx response went to the client
+	hinted    bool              // one other than 100 Continue, which a retry could contradict
 }
 
 // exchange forwards the request in cc.req and relays its response. It
@@ -474,6 +475,7 @@ func (x *exchange) readResponse(u *upstream, body *bodySender) error {
 		}
 		if cc.req.minor == 1 {
 			x.informed = true
+			x.hinted = x.hinted || code != http.StatusContinue
 			writeHead(cc.bw, &cc.res, "")
 			if err := cc.bw.Flush(); err != nil {
 				return &clientGone{err}

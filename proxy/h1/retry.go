@@ -19,8 +19,10 @@ import (
 // response's body is read off when small (the connection then goes back
 // to the pool) or its connection closed, and the request goes to a new
 // pick of the same backend, an endpoint it has not tried when the
-// balancer offers one. Otherwise the response goes to the client as it
-// is.
+// balancer offers one. Otherwise, or once an informational head other
+// than 100 Continue went to the client (several 100s a client takes, RFC
+// 9110 15.2; another backend's 103 could contradict the first's), the
+// response goes to the client as it is.
 //
 // Timeouts (docs/traffic.md 3.3, httpproxy.Timeouts): the request's bounds
 // the whole of it from its arrival, connecting and every attempt
@@ -134,7 +136,7 @@ func (x *exchange) tryTimedOut(err error) bool {
 // closes u) and tells the balancer how the attempt went.
 func (x *exchange) retryStatus(u *upstream, body *bodySender) bool {
 	p, code := x.retry.Policy, x.cc.res.status
-	if p == nil || code < 200 || x.informed || !p.RetryHTTP(code) {
+	if p == nil || code < 200 || x.hinted || !p.RetryHTTP(code) {
 		return false
 	}
 	if body != nil {
@@ -156,7 +158,7 @@ func (x *exchange) retryStatus(u *upstream, body *bodySender) bool {
 // come within its per-try bound goes again. If so, u is closed, which
 // cancels the attempt at its target.
 func (x *exchange) retryTimeout(u *upstream, body *bodySender, err error) bool {
-	if x.retry.Policy == nil || x.informed || !x.tryTimedOut(err) {
+	if x.retry.Policy == nil || x.hinted || !x.tryTimedOut(err) {
 		return false
 	}
 	u.close()

@@ -468,6 +468,15 @@ func TestFaultAbort(t *testing.T) {
 			t.Errorf("%v requests counted, %v at the target; want 5, none at the target", total, atTarget)
 		}
 	})
+	t.Run("no content", func(t *testing.T) {
+		p, _ := ruleProxy(t, faultRule(&destinationv1.Fault{Abort: &destinationv1.Fault_Abort{PerMillion: route.Million, HttpStatus: 204}}), backend.addr)
+		c := testClient(t)
+		for range 2 { // the connection goes on: nothing is left on it
+			if code, body, err := do(t, c, p, "GET", "/", nil); err != nil || code != 204 || body != "" {
+				t.Errorf("got %d %q %v, want a 204 without a body", code, body, err)
+			}
+		}
+	})
 	t.Run("half", func(t *testing.T) {
 		p, _ := ruleProxy(t, faultRule(&destinationv1.Fault{Abort: &destinationv1.Fault_Abort{PerMillion: route.Million / 2, HttpStatus: 500}}), backend.addr)
 		c := testClient(t)
@@ -615,5 +624,39 @@ func TestRouteIdleTimeoutIsPerRequest(t *testing.T) {
 	}
 	if got := backend.n.Load(); got != 3 {
 		t.Errorf("the backend saw %d requests, want 3", got)
+	}
+}
+
+// TestRetryAfterContinue: a request with Expect: 100-continue, whose
+// first attempt's 100 went to the client, is still retried: a client
+// takes more than one 100 (RFC 9110 15.2), and gets the retry's answer.
+func TestRetryAfterContinue(t *testing.T) {
+	backend := startCounting(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	p, _ := ruleProxy(t, retryRule(1), backend.addr)
+	tr := &http.Transport{ExpectContinueTimeout: 5 * time.Second}
+	t.Cleanup(tr.CloseIdleConnections)
+	req, err := http.NewRequest("POST", "http://"+p.addr+"/upload", bytes.NewReader(bytes.Repeat([]byte("x"), 5000)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "web.shop:8080"
+	req.Header.Set("Expect", "100-continue")
+	res, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(body) != "ok" {
+		t.Errorf("got %d %q, want the retry's 200", res.StatusCode, body)
+	}
+	if seen := backend.seen(); len(seen) != 2 || seen[0] != 5000 || seen[1] != 5000 {
+		t.Errorf("the backend saw bodies of %v bytes, want two of 5000", seen)
 	}
 }

@@ -279,9 +279,10 @@ func (s *stream) retryHead(fl *flusher, f *headerBlock, code int) bool {
 
 // mayRetry asks the request's Retry whether it goes again for why: it
 // must have all its body (the client ended it) and all of it kept, and no
-// informational head went to the client. Called with s.mu held.
+// informational head but 100 Continue went to the client (a client takes
+// several of those, RFC 9110 15.2). Called with s.mu held.
 func (s *stream) mayRetry(why metrics.RetryReason) bool {
-	if s.lim == nil || s.lim.retry.Policy == nil || s.informed {
+	if s.lim == nil || s.lim.retry.Policy == nil || s.hinted {
 		return false
 	}
 	n := s.req.queued()

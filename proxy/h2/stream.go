@@ -42,7 +42,7 @@ type stream struct {
 	resBegan   bool               // a final response head went to the client
 	grpcStatus int                // from the response, -1 for none
 	closed     bool               // over both ways; removed from its connections
-	informed   bool               // an informational (1xx) head went to the client
+	hinted     bool               // an informational head other than 100 Continue went to the client: no retry may contradict it
 	rule       *route.Rule        // the route rule the request matched; nil for none
 	backend    string             // the authority of the rule's backend it goes to; "" for its target
 	cancel     context.CancelFunc // ends the HTTP/1.1 path's request; nil on the others

@@ -574,7 +574,7 @@ func (uc *upConn) processHeaders(f *headerBlock) {
 			s.broken(&uc.fl, errors.New("malformed response: an informational head ends the stream"))
 			return
 		}
-		s.informed = true
+		s.hinted = s.hinted || code != 100
 		s.noteMove()
 		sc.lock()
 		sc.headersLocked(s.id, false, f.Fields, keepResponseField)
