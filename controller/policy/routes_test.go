@@ -418,7 +418,10 @@ func TestRouteStatus(t *testing.T) {
 	h.waitRouteAccepted(t, "api", metav1.ConditionFalse, string(gatewayv1.RouteReasonNoMatchingParent))
 
 	// The route leaves the Server: its entry goes, controller/route's stays.
+	// (The fake clientset does not refuse a write over an older version,
+	// as the API server does: the update waits for the writer to settle.)
 	h.apply(t, srv)
+	h.waitRouteAccepted(t, "api", metav1.ConditionTrue, string(gatewayv1.RouteReasonAccepted))
 	cur, err := h.gateway.GatewayV1().HTTPRoutes(testNS).Get(context.Background(), "api", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -491,4 +494,20 @@ func (h *harness) routeStatusWrites() int {
 		}
 	}
 	return n
+}
+
+// TestFingerprint: equal outcomes built apart have one fingerprint, so a
+// status already written is not written again before the cache has it.
+func TestFingerprint(t *testing.T) {
+	out := func(name, msg string) []parentOutcome {
+		return []parentOutcome{{ref: serverParent(name), accepted: routeCondition{ok: true, reason: "Accepted", message: msg}}}
+	}
+	if a, b := fingerprint(out("web", "m")), fingerprint(out("web", "m")); a != b {
+		t.Errorf("fingerprints %q and %q of equal outcomes", a, b)
+	}
+	for _, other := range [][]parentOutcome{out("api", "m"), out("web", "n"), nil} {
+		if fingerprint(other) == fingerprint(out("web", "m")) {
+			t.Errorf("%v has the fingerprint of another outcome", other)
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -31,7 +32,19 @@ type routeStatusKey struct{ namespace, kind, name string }
 // conflict).
 type routeWrite struct {
 	resourceVersion string
-	want            string // the outcomes written, as %v prints them
+	want            string // the outcomes written (fingerprint)
+}
+
+// fingerprint spells outcomes out, the parentRefs' pointed-to values
+// rather than their addresses, so that equal outcomes compare equal.
+func fingerprint(outcomes []parentOutcome) string {
+	var b strings.Builder
+	for _, o := range outcomes {
+		r := o.ref
+		fmt.Fprintf(&b, "%s/%s/%s/%s/%s/%d:%v;", deref(r.Group, ""), deref(r.Kind, ""), deref(r.Namespace, ""), r.Name,
+			deref(r.SectionName, ""), deref(r.Port, 0), o.accepted)
+	}
+	return b.String()
 }
 
 // writeRouteStatuses writes the Server parents' entries of the routes of
@@ -82,7 +95,7 @@ func (s *Server) writeRouteStatuses(ctx context.Context, ns string, written map[
 func (s *Server) writeRouteStatus(ctx context.Context, key routeStatusKey, meta *metav1.ObjectMeta, current []gatewayv1.RouteParentStatus,
 	outcomes map[routeKey][]parentOutcome, written map[routeStatusKey]routeWrite, now metav1.Time, update func([]gatewayv1.RouteParentStatus) error) {
 	want := outcomes[routeKey{key.kind, key.name}]
-	this := routeWrite{resourceVersion: meta.ResourceVersion, want: fmt.Sprint(want)}
+	this := routeWrite{resourceVersion: meta.ResourceVersion, want: fingerprint(want)}
 	if written[key] == this {
 		return // the event of that write is on its way
 	}
