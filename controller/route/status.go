@@ -18,7 +18,9 @@ import (
 func parentStatuses(current []gatewayv1.RouteParentStatus, want RouteStatus, now metav1.Time) (out []gatewayv1.RouteParentStatus, changed bool) {
 	var ours []gatewayv1.RouteParentStatus
 	for _, p := range current {
-		if p.ControllerName == ControllerName {
+		// Entries of ours for a Server parent are controller/policy's
+		// (inbound routes): kept as they are, like another controller's.
+		if p.ControllerName == ControllerName && serviceParent(p.ParentRef) {
 			ours = append(ours, p)
 		} else {
 			out = append(out, p)

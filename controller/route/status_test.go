@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -182,5 +183,21 @@ func TestParentStatusesTimeInsensitive(t *testing.T) {
 	// Removing mesh's entries (no Service parent any more) is a change.
 	if out, changed := parentStatuses(next, RouteStatus{}, t1); !changed || len(out) != 0 {
 		t.Errorf("dropping mesh's entry: changed %v, parents %+v", changed, out)
+	}
+}
+
+// TestParentStatusesKeepServerParents: an entry of ours for a Server
+// parent is controller/policy's (an inbound route); the Service writer
+// keeps it as it is, or the two writers would undo each other for ever.
+func TestParentStatusesKeepServerParents(t *testing.T) {
+	now := metav1.NewTime(epoch)
+	server := gatewayv1.RouteParentStatus{
+		ParentRef:      gatewayv1.ParentReference{Group: ptr(gatewayv1.Group("policy.mesh.dev")), Kind: ptr(gatewayv1.Kind("Server")), Name: "web-http"},
+		ControllerName: ControllerName,
+		Conditions:     []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", LastTransitionTime: now}},
+	}
+	out, changed := parentStatuses([]gatewayv1.RouteParentStatus{server}, RouteStatus{}, now)
+	if changed || len(out) != 1 || !equality.Semantic.DeepEqual(out[0], server) {
+		t.Errorf("a Server parent's entry: changed %v, parents %+v", changed, out)
 	}
 }
