@@ -113,8 +113,10 @@ func newSide(sc sideConfig) *side {
 		maxConnsPerHost = sc.cfg.MaxConnsPerHost
 	}
 	cfg := httpproxy.Config{
-		Pick:            pick,
-		Routes:          routes,
+		Pick:   pick,
+		Routes: routes,
+		// One budget per backend, whichever protocol its requests came in.
+		RetryBudgets:    &httpproxy.RetryBudgets{},
 		MeshTLS:         meshTLS,
 		Tap:             sc.tap,
 		Direction:       sc.dir,

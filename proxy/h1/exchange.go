@@ -15,6 +15,7 @@ import (
 
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/metrics"
+	"github.com/mesh-dev/mesh/proxy/route"
 	"github.com/mesh-dev/mesh/proxy/tap"
 )
 
@@ -129,7 +130,7 @@ func (x *exchange) attempts() bool {
 		}
 		tried = append(tried, ep.Addr)
 		x.ep = ep
-		x.key = cc.routeKey(ep)
+		x.key = cc.routeKey(ep, x.routed.rule)
 		x.beginTry(len(tried) == 1)
 		u, err := x.connect(poolKey{addr: ep.Addr, identity: cc.identity(ep)}, false)
 		if err == nil {
@@ -222,10 +223,10 @@ func (cc *clientConn) identity(ep httpproxy.Endpoint) string {
 }
 
 // routeKey is the request's HTTP series once it goes to ep.
-func (cc *clientConn) routeKey(ep httpproxy.Endpoint) metrics.RouteKey {
+func (cc *clientConn) routeKey(ep httpproxy.Endpoint, rule *route.Rule) metrics.RouteKey {
 	return metrics.RouteKey{
 		Direction: cc.p.cfg.Direction, Authority: cc.authority(), Target: cc.target(),
-		Dst: ep.Dst, ClientID: cc.info.ClientID, ServerID: cc.identity(ep),
+		Dst: ep.Dst, ClientID: cc.info.ClientID, ServerID: cc.identity(ep), Route: httpproxy.RouteRef(rule),
 	}
 }
 
@@ -690,6 +691,10 @@ func (cc *clientConn) refuse(x *exchange, why error) bool {
 		a = local{code: http.StatusTooManyRequests, what: "rate limited", msg: "mesh-proxy: rate limited: " + limited.Error(),
 			retryAfter: limited.RetryAfterHeader()}
 	}
+	var noRoute *httpproxy.NoInboundRoute
+	if errors.As(why, &noRoute) {
+		a = local{code: http.StatusNotFound, what: "no route", msg: "mesh-proxy: " + noRoute.Error()}
+	}
 	x.status, x.after = a.code, time.Since(x.start)
 	keep := cc.writeLocal(a, false)
 	x.done(true)
@@ -708,7 +713,7 @@ func (cc *clientConn) noEndpoint(x *exchange, err error) bool {
 	}
 	cc.p.cfg.Log.Info("request failed", "direction", cc.p.cfg.Direction, "target", cc.info.Target.String(),
 		"authority", host, "status", http.StatusServiceUnavailable, "err", err)
-	x.key = metrics.RouteKey{Direction: cc.p.cfg.Direction, Authority: host, ClientID: cc.info.ClientID}
+	x.key = metrics.RouteKey{Direction: cc.p.cfg.Direction, Authority: host, ClientID: cc.info.ClientID, Route: httpproxy.RouteRef(x.routed.rule)}
 	x.unreached = metrics.NoEndpoint
 	return x.answer(local{code: http.StatusServiceUnavailable, what: what, msg: msg})
 }
@@ -833,6 +838,11 @@ type headAuthorizer interface {
 // it reads is the decoded one, as net/http's URL.Path is.
 func (cc *clientConn) authorize() error {
 	r := &cc.req
+	if a, ok := cc.info.Authz.(httpproxy.RouteAuthorizer); ok {
+		// The raw path and query and the head's fields: the policy
+		// decodes the path itself, and matches inbound routes on them.
+		return a.AuthorizeRoute(headRequest{r})
+	}
 	path := string(r.path)
 	if p, err := url.PathUnescape(path); err == nil {
 		path = p

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/route"
 )
@@ -43,6 +44,7 @@ func (cc *clientConn) route(x *exchange) (ok, keep bool) {
 			fmt.Sprintf("mesh-proxy: no route of %s matches %s %s", cc.authority(), methodString(r.get(r.method)), r.path))
 	}
 	rule := m.Rule
+	x.routed.rule = rule // its labels go on every answer from here on
 	x.timeouts = cc.p.cfg.TimeoutsOf(rule)
 	if x.timeouts.Request > 0 {
 		x.deadline = x.start.Add(x.timeouts.Request)
@@ -108,7 +110,7 @@ func (cc *clientConn) fault(x *exchange, rule *route.Rule) (ok, keep bool) {
 			return false, cc.clientLeft(x)
 		}
 		if expires {
-			x.key = metrics.RouteKey{Direction: cfg.Direction, Authority: cc.authority(), Target: cc.target(), ClientID: cc.info.ClientID}
+			x.key = cc.localKey(x)
 			x.unreached = metrics.RouteAnswered
 			x.ep.Addr = cc.info.Target
 			return false, x.answerFailure(x.timeoutError())
@@ -169,7 +171,7 @@ func (cc *clientConn) hold(d time.Duration) bool {
 // went away, as h2 counts a stream reset before its response. The
 // connection is over.
 func (cc *clientConn) clientLeft(x *exchange) bool {
-	x.key = metrics.RouteKey{Direction: cc.p.cfg.Direction, Authority: cc.authority(), Target: cc.target(), ClientID: cc.info.ClientID}
+	x.key = cc.localKey(x)
 	x.unreached = metrics.RouteAnswered
 	x.status, x.after, x.failed = http.StatusBadGateway, time.Since(x.start), true
 	x.ep.Addr = cc.info.Target
@@ -190,17 +192,24 @@ func minTimeout(ds ...time.Duration) time.Duration {
 	return m
 }
 
+// localKey is the series of a request the proxy answers itself before it
+// goes anywhere, under the rule it matched, if any.
+func (cc *clientConn) localKey(x *exchange) metrics.RouteKey {
+	return metrics.RouteKey{Direction: cc.p.cfg.Direction, Authority: cc.authority(), Target: cc.target(),
+		ClientID: cc.info.ClientID, Route: httpproxy.RouteRef(x.routed.rule)}
+}
+
 // routeAnswer is a route's own answer to the request, counted as one that
 // reached no application.
 func (cc *clientConn) routeAnswer(x *exchange, code int, what, msg string) bool {
-	x.key = metrics.RouteKey{Direction: cc.p.cfg.Direction, Authority: cc.authority(), Target: cc.target(), ClientID: cc.info.ClientID}
+	x.key = cc.localKey(x)
 	x.unreached = metrics.RouteAnswered
 	return x.answer(local{code: code, what: what, msg: msg})
 }
 
 // redirect answers a RequestRedirect rule: its status, Location, no body.
 func (cc *clientConn) redirect(x *exchange, code int, location string) bool {
-	x.key = metrics.RouteKey{Direction: cc.p.cfg.Direction, Authority: cc.authority(), Target: cc.target(), ClientID: cc.info.ClientID}
+	x.key = cc.localKey(x)
 	x.unreached = metrics.RouteAnswered
 	x.status, x.after = code, time.Since(x.start)
 	x.countRequest()

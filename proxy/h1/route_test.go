@@ -204,3 +204,33 @@ func TestEmptyRouteTableIsNoRoute(t *testing.T) {
 		t.Errorf("%d %q, want the target's answer", res.StatusCode, body)
 	}
 }
+
+// TestRouteLabels: a routed request is counted under its route and rule
+// (docs/metrics.md, route_*), a route's own answer too.
+func TestRouteLabels(t *testing.T) {
+	p := routedProxy(t, svcRoute(rule("main", prefix("/app"), "v1")), map[string]string{"v1": versionBackend(t, "v1", 0)})
+	get(t, p, "/app", nil)
+	get(t, p, "/elsewhere", nil) // no rule: 404, no route labels
+	mfs, err := p.m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, mf := range mfs {
+		if mf.GetName() != "mesh_proxy_http_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			seen[labels["route_kind"]+" "+labels["route_namespace"]+"/"+labels["route_name"]+" "+labels["route_rule"]] = true
+		}
+	}
+	for _, want := range []string{"HTTPRoute shop/web main", " / "} {
+		if !seen[want] {
+			t.Errorf("no request series with route %q; have %v", want, seen)
+		}
+	}
+}

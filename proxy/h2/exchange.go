@@ -233,7 +233,7 @@ func (s *stream) identity(ep httpproxy.Endpoint) string {
 func (s *stream) routeKey(ep httpproxy.Endpoint) metrics.RouteKey {
 	return metrics.RouteKey{
 		Direction: s.sc.p.cfg.Direction, Authority: s.authority, Target: s.sc.target(),
-		Dst: ep.Dst, ClientID: s.sc.info.ClientID, ServerID: s.identity(ep),
+		Dst: ep.Dst, ClientID: s.sc.info.ClientID, ServerID: s.identity(ep), Route: httpproxy.RouteRef(s.rule),
 	}
 }
 
@@ -335,7 +335,7 @@ func (x *exchange) finish(s *stream) {
 		x.status, x.after, x.failed = http.StatusBadGateway, time.Since(x.start), true
 	}
 	if x.key.Direction == "" {
-		x.key = metrics.RouteKey{Direction: s.sc.p.cfg.Direction, Authority: s.authority, Target: s.sc.target(), ClientID: s.sc.info.ClientID}
+		x.key = metrics.RouteKey{Direction: s.sc.p.cfg.Direction, Authority: s.authority, Target: s.sc.target(), ClientID: s.sc.info.ClientID, Route: httpproxy.RouteRef(s.rule)}
 	}
 	s.countRequest()
 	success := !x.failed && x.status < 500 && s.grpcStatus <= 0
@@ -372,6 +372,11 @@ type headAuthorizer interface {
 // authorize asks the connection's Authorizer about the request. The path
 // it reads is the decoded one, as net/http's URL.Path is.
 func (s *stream) authorize() error {
+	if a, ok := s.sc.info.Authz.(httpproxy.RouteAuthorizer); ok {
+		// The raw :path and the fields: the policy decodes the path
+		// itself, and matches inbound routes on them.
+		return a.AuthorizeRoute(routeRequest{s})
+	}
 	path, query, _ := strings.Cut(s.path, "?")
 	if p, err := url.PathUnescape(path); err == nil {
 		path = p
@@ -404,6 +409,11 @@ func (s *stream) refuse(fl *flusher, why error) {
 	x.unreached = metrics.PolicyDenied
 	x.ep.Addr = s.sc.info.Target
 	s.publishTap()
+	var noRoute *httpproxy.NoInboundRoute
+	if errors.As(why, &noRoute) {
+		s.answer(fl, http.StatusNotFound, 12, "no route", "mesh-proxy: "+noRoute.Error()) // 12: UNIMPLEMENTED, as grpcCodeOf(404)
+		return
+	}
 	var limited *httpproxy.RateLimited
 	if !errors.As(why, &limited) {
 		s.answer(fl, http.StatusForbidden, 7, "unauthorized", "mesh-proxy: unauthorized: "+why.Error()) // 7: PERMISSION_DENIED
@@ -429,7 +439,7 @@ func (s *stream) noEndpoint(fl *flusher, err error) {
 	}
 	cfg.Log.Info("request failed", "direction", cfg.Direction, "target", target.String(),
 		"authority", s.authority, "status", http.StatusServiceUnavailable, "err", err)
-	s.x.key = metrics.RouteKey{Direction: cfg.Direction, Authority: s.authority, ClientID: s.sc.info.ClientID}
+	s.x.key = metrics.RouteKey{Direction: cfg.Direction, Authority: s.authority, ClientID: s.sc.info.ClientID, Route: httpproxy.RouteRef(s.rule)}
 	s.x.unreached = metrics.NoEndpoint
 	s.x.ep.Addr = target
 	s.countRequest()

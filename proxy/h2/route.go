@@ -36,6 +36,7 @@ func (s *stream) applyRoute(fl *flusher, t *route.Table) bool {
 		return false
 	}
 	r := m.Rule
+	s.rule = r // its labels go on every answer from here on
 	if t := s.sc.p.cfg.TimeoutsOf(r); t != (httpproxy.Timeouts{}) || r.Retry != nil || r.Fault != nil {
 		l := s.limits()
 		l.timeouts = t
@@ -153,7 +154,7 @@ func (s *stream) applyRule(fl *flusher, m route.Match) bool {
 // tapped like the proxy's other answers, as one that reached nothing.
 func (s *stream) routeLocal() {
 	x := &s.x
-	x.key = metrics.RouteKey{Direction: s.sc.p.cfg.Direction, Authority: s.authority, ClientID: s.sc.info.ClientID}
+	x.key = metrics.RouteKey{Direction: s.sc.p.cfg.Direction, Authority: s.authority, ClientID: s.sc.info.ClientID, Route: httpproxy.RouteRef(s.rule)}
 	x.unreached = metrics.RouteAnswered
 	x.ep.Addr = s.sc.info.Target
 	s.countRequest()

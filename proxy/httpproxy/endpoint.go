@@ -8,6 +8,7 @@ import (
 
 	"github.com/mesh-dev/mesh/proxy/balance"
 	"github.com/mesh-dev/mesh/proxy/metrics"
+	"github.com/mesh-dev/mesh/proxy/route"
 )
 
 // Endpoint is where one request goes, and where its outcome is reported.
@@ -59,3 +60,13 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 
 // Is makes a connect failure eject its endpoint from the balancer at once.
 func (e *ConnectError) Is(target error) bool { return target == balance.ErrUnreachable }
+
+// RouteRef is the route_* labels of the requests a rule took
+// (docs/metrics.md); zero for none. It shares the compiled rule's strings,
+// so building a key allocates nothing.
+func RouteRef(r *route.Rule) metrics.RouteRef {
+	if r == nil {
+		return metrics.RouteRef{}
+	}
+	return metrics.RouteRef{Kind: r.Route.Kind, Namespace: r.Route.Namespace, Name: r.Route.Name, Rule: r.Name}
+}
