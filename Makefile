@@ -76,6 +76,13 @@ BENCH_MTLS_FLAGS ?= -count 5
 bench-mtls: ## mesh TLS between two in-process proxies vs plain text: handshakes/s per core, a request, a new connection
 	$(GO) test -run '^$$' -bench '^BenchmarkMesh' -benchmem -cpu 1 $(BENCH_MTLS_FLAGS) ./proxy/
 
+# BENCH_ROUTES_FLAGS passes more flags: --rounds, --duration, --warmup,
+# --loads; see `go run ./bench/routes --help`.
+BENCH_ROUTES_FLAGS ?=
+.PHONY: bench-routes
+bench-routes: build ## outbound routes' cost: CPU per request through mesh-proxy to a Service with 100 HTTPRoutes x 10 rules (by path, by header) vs none, alternating, and its ratio; BENCH_WRITE=1 updates docs/benchmarks.md (root)
+	$(GO) run ./bench/routes --proxy $(BIN)/mesh-proxy $(if $(filter 1,$(BENCH_WRITE)),--write docs/benchmarks.md) $(BENCH_ROUTES_FLAGS)
+
 # BENCH_CONTROLLER_FLAGS passes more flags: sizes (--services, --endpoints,
 # --watchers, --changes), --namespace; see `go run ./bench/destination --help`.
 BENCH_CONTROLLER_FLAGS ?=
