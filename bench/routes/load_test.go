@@ -69,14 +69,17 @@ Stopped all clients for thread #0
 
 finished in 1.00s, %RATE% req/s, 1.23MB/s
 requests: %DONE% total, 19031 started, %DONE% done, %OK% succeeded, %FAILED% failed, 0 errored, 0 timeout
-status codes: %OK% 2xx, 0 3xx, %4XX% 4xx, 0 5xx
+status codes: %2XX% 2xx, 0 3xx, %4XX% 4xx, 0 5xx
 traffic: 1.23MB (1293934) total, 891.89KB (913296) headers (space savings 51.02%), 37.16KB (38054) data
                      min         max         mean         sd        +/- sd
 time for request:       64us     11.33ms       185us       374us    98.01%
 `
 
-func h2load(rate, done, ok, failed, clientErr string) string {
-	return strings.NewReplacer("%RATE%", rate, "%DONE%", done, "%OK%", ok, "%FAILED%", failed, "%4XX%", clientErr).Replace(h2loadOutput)
+// h2load fills h2loadOutput in: the rate, the requests done, succeeded
+// and failed, and the answers with status 2xx and 4xx.
+func h2load(rate, done, ok, failed, s2xx, s4xx string) string {
+	return strings.NewReplacer("%RATE%", rate, "%DONE%", done, "%OK%", ok, "%FAILED%", failed,
+		"%2XX%", s2xx, "%4XX%", s4xx).Replace(h2loadOutput)
 }
 
 func TestParseH2load(t *testing.T) {
@@ -88,23 +91,35 @@ func TestParseH2load(t *testing.T) {
 	}{
 		{
 			name: "clean",
-			out:  h2load("19027.00", "19027", "19027", "0", "0"),
+			out:  h2load("19027.00", "19027", "19027", "0", "19027", "0"),
+			want: clientResult{requests: 19027, rps: 19027},
+		},
+		{
+			// The status of a response that ended after the measured
+			// time is counted, its request is not done.
+			name: "a status after the end",
+			out:  h2load("19027.00", "19027", "19027", "0", "19028", "0"),
 			want: clientResult{requests: 19027, rps: 19027},
 		},
 		{
 			// h2load counts a 421 as failed and as 4xx: one error each.
 			name: "misrouted",
-			out:  h2load("12040.00", "12040", "0", "12040", "12040"),
+			out:  h2load("12040.00", "12040", "0", "12040", "0", "12040"),
 			want: clientResult{requests: 12040, rps: 12040, errors: 12040},
 		},
 		{
+			name: "broken streams",
+			out:  h2load("100.00", "100", "97", "3", "97", "0"),
+			want: clientResult{requests: 100, rps: 100, errors: 3},
+		},
+		{
 			name:    "no status codes",
-			out:     strings.Split(h2load("1", "1", "1", "0", "0"), "status codes")[0],
+			out:     strings.Split(h2load("1", "1", "1", "0", "1", "0"), "status codes")[0],
 			wantErr: "without its status codes line",
 		},
 		{
 			name:    "not a number",
-			out:     h2load("fast", "1", "1", "0", "0"),
+			out:     h2load("fast", "1", "1", "0", "1", "0"),
 			wantErr: `h2load output "finished in 1.00s, fast req/s`,
 		},
 	}

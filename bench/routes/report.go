@@ -1,6 +1,7 @@
 package main
 
 import (
+	_ "embed"
 	"fmt"
 	"slices"
 	"strings"
@@ -248,34 +249,15 @@ func noisyRounds(samples []sample) string {
 	return strings.Join(out, ", ")
 }
 
-// docBlock is the generated block of docs/benchmarks.md, and the section
-// it is appended under when the file has none.
+// section is the fixed text of docs/benchmarks.md's section on this
+// benchmark, which Update appends the block under when the file has none.
+//
+//go:embed section.md
+var section string
+
+// docBlock is the generated block of docs/benchmarks.md.
 var docBlock = benchdoc.Block{
-	Begin: "<!-- BEGIN bench-routes",
-	End:   "<!-- END bench-routes -->",
-	Heading: "## Outbound routes: CPU per request (`make bench-routes`)\n\n" +
-		"The goal (issue 14, docs/traffic.md 4.3): a request through the proxy to a Service with 100 HTTPRoutes of 10 rules " +
-		"each costs under 3 % more CPU than to one with no route. `make bench-routes` (program: `bench/routes`) measures it " +
-		"on the real bin/mesh-proxy, on the loopback of a network namespace of its own, the way `make bench-proxy` measures " +
-		"a hop: the client connects to a Service's cluster IP, a nat `REDIRECT` sends the connection to the proxy's " +
-		"outbound listener, and the proxy asks a destination service about the original destination, as in a pod. The " +
-		"destination service is the benchmark's own (`routes controller`, plain text, no Kubernetes): it serves `Get` and " +
-		"`Routes` (api/destination/v1) for three Services whose endpoint is the same nginx, and differ by their table alone:\n\n" +
-		"- **none**: no route, the table the controller sends for such a Service (its parent alone);\n" +
-		"- **100×10, by path**: 100 HTTPRoutes of 10 rules, each rule its own path prefix (`/api/svcRR/opN`), which the " +
-		"proxy's index files by path, so a request looks only at its own path's candidates;\n" +
-		"- **100×10, by header**: as many rules on the prefix `/`, told apart by the header `x-route` alone, as header canaries " +
-		"are: the index cannot narrow them by path, and a request is checked against all 1,000 in order.\n\n" +
-		"Every load sends every Service the same request, `GET /api/svc99/op9` with `x-route: 99-9`, which matches the last rule " +
-		"of the last route of both tables: the worst case for the controller's order. Every other rule's backend is a decoy " +
-		"answering 421, so a request matched to the wrong rule is an error; the run also checks, row by row, that the " +
-		"proxy's own metrics counted the client's requests with the route labels expected, and fails without writing " +
-		"this file if not. Loads are HTTP/1.1 keep-alive (`wrk`) and h2c (`h2load`), as in the hop rows. The three Services " +
-		"run in turn, round after round, the order rotating, and the ratio is the median of the rounds' ratios, so the " +
-		"neighbours' load falls on all three alike. It needs root:\n\n" +
-		"```sh\n" +
-		"sudo make bench-routes                                          # build, then 8 rounds of 5 s rows: about 5 minutes\n" +
-		"sudo BENCH_WRITE=1 make bench-routes                            # ... and rewrite the generated block below\n" +
-		"sudo make bench-routes BENCH_ROUTES_FLAGS='--rounds 20 --loads http1'\n" +
-		"```",
+	Begin:   "<!-- BEGIN bench-routes",
+	End:     "<!-- END bench-routes -->",
+	Heading: strings.TrimRight(section, "\n"),
 }
