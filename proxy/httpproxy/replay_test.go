@@ -61,10 +61,14 @@ func TestReplay(t *testing.T) {
 }
 
 // TestReplayPooled: recording and releasing a small body, again and
-// again, allocates nothing once the pool holds a buffer.
+// again, allocates nothing once the pool holds a buffer. Under the race
+// detector sync.Pool drops a quarter of what is put back, at random, so
+// there the bound is under one of the two buffers a recording takes
+// without a pool.
 func TestReplayPooled(t *testing.T) {
+	want := 0.0
 	if raceEnabled {
-		t.Skip("the race detector drops pooled items at random")
+		want = 1
 	}
 	b := make([]byte, 3000)
 	allocs := testing.AllocsPerRun(100, func() {
@@ -73,7 +77,7 @@ func TestReplayPooled(t *testing.T) {
 		r.Add(b) // grows to the next class
 		r.Release()
 	})
-	if allocs > 0 {
-		t.Errorf("%v allocations per recording, want none", allocs)
+	if allocs > want {
+		t.Errorf("%v allocations per recording, want at most %v (two without the pool)", allocs, want)
 	}
 }
