@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
@@ -245,16 +244,31 @@ func (q headRequest) Path() string {
 	return string(q.r.path) + "?" + string(q.r.query)
 }
 
+// Header joins repeated fields with ", ". A field that is not repeated,
+// as nearly all are, costs the one string of its value.
 func (q headRequest) Header(name string) (string, bool) {
 	h := &q.r.head
-	var vals []string
+	var first []byte
+	var joined []byte // nil until a second field of name
+	found := false
 	for i := range h.fields {
 		f := &h.fields[i]
-		if !f.drop && h.is(f, name) {
-			vals = append(vals, string(h.get(f.value)))
+		if f.drop || !h.is(f, name) {
+			continue
+		}
+		switch v := h.get(f.value); {
+		case !found:
+			first, found = v, true
+		case joined == nil:
+			joined = append(append(append(make([]byte, 0, len(first)+2+len(v)), first...), ", "...), v...)
+		default:
+			joined = append(append(joined, ", "...), v...)
 		}
 	}
-	return strings.Join(vals, ", "), vals != nil
+	if joined != nil {
+		return string(joined), true
+	}
+	return string(first), found
 }
 
 // fieldEditor edits a head's fields for route filters: removed fields

@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -231,6 +232,27 @@ func TestRouteLabels(t *testing.T) {
 	for _, want := range []string{"HTTPRoute shop/web main", " / "} {
 		if !seen[want] {
 			t.Errorf("no request series with route %q; have %v", want, seen)
+		}
+	}
+}
+
+// TestHeadRequestHeader checks the header values a route matches on: a
+// field's value, repeated fields joined with ", " in order whatever the
+// case of their names, nothing for a field a filter dropped.
+func TestHeadRequestHeader(t *testing.T) {
+	var r request
+	in := "GET /a?b=1 HTTP/1.1\r\nX-A: 1\r\nHost: h\r\nx-a: 2\r\nX-A: 3\r\nOne: v\r\nGone: x\r\nEmpty:\r\n\r\n"
+	if err := readHead(bufio.NewReader(strings.NewReader(in)), &r.head, 1<<12); err != nil {
+		t.Fatal(err)
+	}
+	r.dropFields("gone")
+	q := headRequest{&r}
+	for _, tc := range []struct {
+		name, want string
+		ok         bool
+	}{{"x-a", "1, 2, 3", true}, {"one", "v", true}, {"empty", "", true}, {"gone", "", false}, {"absent", "", false}} {
+		if v, ok := q.Header(tc.name); v != tc.want || ok != tc.ok {
+			t.Errorf("Header(%q) = %q, %v; want %q, %v", tc.name, v, ok, tc.want, tc.ok)
 		}
 	}
 }

@@ -67,6 +67,7 @@ func compileRules(in []*destinationv1.Rule) ([]*Rule, *index, error) {
 		}
 		rules = append(rules, r)
 	}
+	ix.seal()
 	return rules, ix, nil
 }
 

@@ -59,6 +59,30 @@ func seedTables(tb testing.TB) []*destinationv1.RouteTable {
 			grpcRule("regex", with(anyMatch(), "service=pkg\\..*", "method-of=Get|List", "grpc-regex")),
 			grpcRule("all", anyMatch()),
 		}},
+		// Rules told apart by a header, long enough stretches of them
+		// to be runs (see list.seal): values repeated, a method beside
+		// the header, a regex on the header, a stretch broken by a rule
+		// whose first exact header is another, one on another path in
+		// the middle, and a rule whose header is not the first it names.
+		{HttpRules: []*destinationv1.Rule{
+			httpRule("h0", with(prefix("/"), "header:version=one", "method=POST")),
+			httpRule("h1", with(prefix("/"), "header:version=two")),
+			httpRule("h2", with(prefix("/"), "header:version=one")),
+			httpRule("h3", with(prefix("/a"), "header:version=two")),
+			httpRule("h4", with(prefix("/"), "header:version=three")),
+			httpRule("h5", with(prefix("/"), "header:version~o.*", "header:x-first=two")),
+			httpRule("h6", with(prefix("/"), "header:x-first=one", "header:version=one")),
+			httpRule("h7", with(prefix("/"), "header:x-first=two")),
+			httpRule("h8", with(prefix("/"), "header:x-first=one")),
+			httpRule("h9", with(prefix("/"), "header:x-first~.*", "header:x-first=one")),
+			httpRule("h10", with(prefix("/"), "header:x-first=")),
+			httpRule("h11", with(exact("/a"), "header:version=one")),
+			httpRule("h12", with(exact("/a"), "header:version=two")),
+			httpRule("h13", with(exact("/a"), "header:version=one", "header:x-first=one")),
+			httpRule("h14", with(exact("/a"), "header:version=three")),
+			httpRule("h15", with(regex("/a.*"), "header:version=two")),
+			httpRule("h16", prefix("/")),
+		}},
 		{Version: 7, HttpRules: []*destinationv1.Rule{
 			filtered, redirected, newer, faulty,
 			httpRule("deep", prefix("/a/b/c/")),
@@ -249,7 +273,7 @@ func referenceMatch(t *testing.T, rules []*destinationv1.Rule, r request) (int, 
 				base := strings.TrimSuffix(p.Prefix, "/")
 				held = base == "" || path == base || strings.HasPrefix(path, base+"/")
 			}
-			if held && c.holds(r, path, query) {
+			if held && c.holds(r, path, query, "") {
 				return i, prefix
 			}
 		}
@@ -271,15 +295,20 @@ func TestIndexAgreesWithReference(t *testing.T) {
 		tab := mustCompile(t, pt)
 		for _, p := range paths {
 			for _, method := range []string{"GET", "POST", "DELETE"} {
-				for _, version := range []string{"", "one", "two"} {
-					t.Run(fmt.Sprintf("table %d %s %s %s", ti, method, p, version), func(t *testing.T) {
-						r := req(method, p)
-						if version != "" {
-							r.header["version"] = version
-						}
-						checkMatch(t, pt, tab, r, false)
-						checkMatch(t, pt, tab, r, true)
-					})
+				for _, version := range []string{"", "one", "two", "three"} {
+					for _, first := range []string{"-", "", "one", "two"} {
+						t.Run(fmt.Sprintf("table %d %s %s %s %s", ti, method, p, version, first), func(t *testing.T) {
+							r := req(method, p)
+							if version != "" {
+								r.header["version"] = version
+							}
+							if first != "-" {
+								r.header["x-first"] = first
+							}
+							checkMatch(t, pt, tab, r, false)
+							checkMatch(t, pt, tab, r, true)
+						})
+					}
 				}
 			}
 		}

@@ -111,8 +111,9 @@ func grpcMethod(path string) (service, method string, ok bool) {
 }
 
 // holds evaluates what the index did not already: everything but exact
-// and prefix paths. path and query are the request's, split.
-func (c *candidate) holds(req Request, path, query string) bool {
+// and prefix paths, and the header named checked when a run found c by
+// it. path and query are the request's, split.
+func (c *candidate) holds(req Request, path, query, checked string) bool {
 	if c.method != "" && req.Method() != c.method {
 		return false
 	}
@@ -123,6 +124,9 @@ func (c *candidate) holds(req Request, path, query string) bool {
 		return false
 	}
 	for i := range c.headers {
+		if c.headers[i].name == checked {
+			continue
+		}
 		v, ok := req.Header(c.headers[i].name)
 		if !ok || !c.headers[i].holds(v) {
 			return false
@@ -167,20 +171,106 @@ func unescapeQuery(s string) string {
 // index holds the candidates of one list of rules by path.
 type index struct {
 	next  int // the order of the next candidate added
-	exact map[string][]*candidate
+	exact map[string]*list
 	// root is the trie of prefixes by path element: the prefix "/" at
 	// the root, "/a/b" at root.children["a"].children["b"].
 	root  trieNode
-	other []*candidate
+	other list
 }
 
 type trieNode struct {
-	candidates []*candidate
-	children   map[string]*trieNode
+	list
+	children map[string]*trieNode
+}
+
+// list is the candidates filed under one path (or under none), in the
+// controller's order. Rules told apart by a header alone (x-canary: 1,
+// x-tenant: a ... z on one path) would make a request try every one of
+// them, each asking the request for the header again: seal cuts the list
+// into steps, where a long enough stretch of candidates that each need one
+// header to equal a value becomes a run, a map from value to the run's
+// candidates that need it. A request then looks the header up once per
+// run and tries only the candidates its value could satisfy.
+type list struct {
+	cands []*candidate
+	steps []step
+}
+
+// step is a stretch of a list: its candidates as they are, or a run.
+type step struct {
+	cands []*candidate
+	run   *headerRun
+}
+
+// headerRun is a stretch of candidates that each have an exact match on
+// the header name (their first exact header match), by that value.
+type headerRun struct {
+	name    string
+	byValue map[string][]*candidate
+}
+
+// minRun is the shortest stretch made a run: below it, comparing values
+// in turn costs less than the map.
+const minRun = 4
+
+func (l *list) add(c *candidate) { l.cands = append(l.cands, c) }
+
+// seal cuts the list into steps; the list is not added to after.
+func (l *list) seal() {
+	l.steps = nil
+	plain := 0 // where the stretch of candidates not in a run starts
+	for i := 0; i < len(l.cands); {
+		name, ok := runHeader(l.cands[i])
+		j := i + 1
+		for ok && j < len(l.cands) {
+			if n, ok := runHeader(l.cands[j]); !ok || n != name {
+				break
+			}
+			j++
+		}
+		if !ok || j-i < minRun {
+			i = j
+			continue
+		}
+		if plain < i {
+			l.steps = append(l.steps, step{cands: l.cands[plain:i]})
+		}
+		run := &headerRun{name: name, byValue: map[string][]*candidate{}}
+		for _, c := range l.cands[i:j] {
+			v := c.exactHeader(name)
+			run.byValue[v] = append(run.byValue[v], c)
+		}
+		l.steps = append(l.steps, step{run: run})
+		i, plain = j, j
+	}
+	if plain < len(l.cands) {
+		l.steps = append(l.steps, step{cands: l.cands[plain:]})
+	}
+}
+
+// runHeader is the name of c's first exact header match, the header a run
+// would file it under.
+func runHeader(c *candidate) (string, bool) {
+	for i := range c.headers {
+		if c.headers[i].re == nil {
+			return c.headers[i].name, true
+		}
+	}
+	return "", false
+}
+
+// exactHeader is the value c's first match on the header name must equal.
+func (c *candidate) exactHeader(name string) string {
+	for i := range c.headers {
+		if c.headers[i].name == name {
+			return c.headers[i].exact
+		}
+	}
+	return ""
 }
 
 func newIndex() *index {
-	return &index{exact: map[string][]*candidate{}}
+	return &index{exact: map[string]*list{}}
 }
 
 // add compiles and files the matches of r, after those added before.
@@ -194,7 +284,7 @@ func (ix *index) add(r *Rule, ms []*destinationv1.Match) error {
 		ix.next++
 		switch p := pm.GetPath().(type) {
 		case *destinationv1.Match_Exact:
-			ix.exact[p.Exact] = append(ix.exact[p.Exact], c)
+			ix.addExact(p.Exact, c)
 		case *destinationv1.Match_Prefix:
 			c.prefix = p.Prefix
 			ix.addPrefix(strings.TrimSuffix(p.Prefix, "/"), c)
@@ -203,6 +293,15 @@ func (ix *index) add(r *Rule, ms []*destinationv1.Match) error {
 		}
 	}
 	return nil
+}
+
+func (ix *index) addExact(path string, c *candidate) {
+	l := ix.exact[path]
+	if l == nil {
+		l = &list{}
+		ix.exact[path] = l
+	}
+	l.add(c)
 }
 
 // addPrefix files c under prefix, whose trailing "/" is gone ("/" is "").
@@ -221,7 +320,7 @@ func (ix *index) addPrefix(prefix string, c *candidate) {
 			n = child
 		}
 	}
-	n.candidates = append(n.candidates, c)
+	n.add(c)
 }
 
 // addOther files a candidate without an exact or prefix path. A gRPC
@@ -231,12 +330,27 @@ func (ix *index) addPrefix(prefix string, c *candidate) {
 func (ix *index) addOther(c *candidate) {
 	switch g := c.grpc; {
 	case c.pathRE != nil || g == nil || g.service == "":
-		ix.other = append(ix.other, c)
+		ix.other.add(c)
 	case g.method != "":
-		path := "/" + g.service + "/" + g.method
-		ix.exact[path] = append(ix.exact[path], c)
+		ix.addExact("/"+g.service+"/"+g.method, c)
 	default:
 		ix.addPrefix("/"+g.service, c)
+	}
+}
+
+// seal cuts every list of the index into steps, once all are added.
+func (ix *index) seal() {
+	for _, l := range ix.exact {
+		l.seal()
+	}
+	ix.root.sealAll()
+	ix.other.seal()
+}
+
+func (n *trieNode) sealAll() {
+	n.seal()
+	for _, c := range n.children {
+		c.sealAll()
 	}
 }
 
@@ -245,18 +359,50 @@ func (ix *index) addOther(c *candidate) {
 // depth of maxLists-2 path elements.
 const maxLists = 16
 
+// cursor walks one list for a request: sub is what is left of the step
+// being walked (for a run, the candidates the request's header value
+// satisfies, checked the header's name), steps the steps after it.
+type cursor struct {
+	sub     []*candidate
+	checked string
+	steps   []step
+}
+
+// head is the cursor's next candidate, nil at the end of its list. A run
+// is looked up when it comes to the head, and not before: a request that
+// matches earlier never asks for its header.
+func (cu *cursor) head(req Request) *candidate {
+	for len(cu.sub) == 0 {
+		if len(cu.steps) == 0 {
+			return nil
+		}
+		s := cu.steps[0]
+		cu.steps = cu.steps[1:]
+		cu.sub, cu.checked = s.cands, ""
+		if s.run != nil {
+			if v, ok := req.Header(s.run.name); ok {
+				cu.sub, cu.checked = s.run.byValue[v], s.run.name
+			}
+		}
+	}
+	return cu.sub[0]
+}
+
 // match returns the first candidate that holds for req, nil for none.
 func (ix *index) match(req Request) *candidate {
 	path, query, _ := strings.Cut(req.Path(), "?")
-	var buf [maxLists][]*candidate
-	lists := buf[:0]
-	if l := ix.exact[path]; len(l) > 0 {
-		lists = append(lists, l)
+	var buf [maxLists]cursor
+	cursors := buf[:0]
+	gather := func(l *list) {
+		if len(l.steps) > 0 {
+			cursors = append(cursors, cursor{steps: l.steps})
+		}
+	}
+	if l := ix.exact[path]; l != nil {
+		gather(l)
 	}
 	n := &ix.root
-	if len(n.candidates) > 0 {
-		lists = append(lists, n.candidates)
-	}
+	gather(&n.list)
 	if path != "" && path[0] == '/' {
 		for rest, more := path[1:], true; more && n.children != nil; {
 			var elem string
@@ -264,28 +410,24 @@ func (ix *index) match(req Request) *candidate {
 			if n = n.children[elem]; n == nil {
 				break
 			}
-			if len(n.candidates) > 0 {
-				lists = append(lists, n.candidates)
-			}
+			gather(&n.list)
 		}
 	}
-	if len(ix.other) > 0 {
-		lists = append(lists, ix.other)
-	}
+	gather(&ix.other)
 	for {
-		best := -1
-		for i, l := range lists {
-			if len(l) > 0 && (best < 0 || l[0].order < lists[best][0].order) {
-				best = i
+		var best *cursor
+		var bestC *candidate
+		for i := range cursors {
+			if c := cursors[i].head(req); c != nil && (bestC == nil || c.order < bestC.order) {
+				best, bestC = &cursors[i], c
 			}
 		}
-		if best < 0 {
+		if best == nil {
 			return nil
 		}
-		c := lists[best][0]
-		lists[best] = lists[best][1:]
-		if c.holds(req, path, query) {
-			return c
+		best.sub = best.sub[1:]
+		if bestC.holds(req, path, query, best.checked) {
+			return bestC
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"fmt"
 	"testing"
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
@@ -248,6 +249,45 @@ func TestMatchHeaders(t *testing.T) {
 		{name: "empty value present", req: get("/", "x-empty", ""), want: "empty value", prefix: "/"},
 		{name: "absent", req: get("/"), want: ""},
 	})
+}
+
+// countingRequest counts the header lookups of a match.
+type countingRequest struct {
+	request
+	lookups int
+}
+
+func (r *countingRequest) Header(name string) (string, bool) {
+	r.lookups++
+	return r.request.Header(name)
+}
+
+// TestMatchHeaderRunsLookUpOnce checks that rules on one path told apart
+// by a header cost a request one lookup of it, not one per rule: a
+// canary by header across 1,000 rules costs what one does (the routes
+// benchmark's header case, docs/traffic.md 4.3).
+func TestMatchHeaderRunsLookUpOnce(t *testing.T) {
+	pt := &destinationv1.RouteTable{}
+	for i := range 1000 {
+		pt.HttpRules = append(pt.HttpRules, httpRule(fmt.Sprint(i), with(prefix("/"), fmt.Sprintf("header:x-route=%d", i))))
+	}
+	pt.HttpRules = append(pt.HttpRules, httpRule("rest", prefix("/")))
+	tab := mustCompile(t, pt)
+	for _, tc := range []struct {
+		value, want string // value "": the request has no x-route
+	}{{"999", "999"}, {"0", "0"}, {"1000", "rest"}, {"", "rest"}} {
+		r := &countingRequest{request: get("/api/items/42")}
+		if tc.value != "" {
+			r.header["x-route"] = tc.value
+		}
+		m, ok := tab.Match(r, false)
+		if !ok || m.Rule.Name != tc.want {
+			t.Errorf("x-route %q matched %v %v, want rule %s", tc.value, m.Rule, ok, tc.want)
+		}
+		if r.lookups != 1 {
+			t.Errorf("x-route %q: %d header lookups, want 1", tc.value, r.lookups)
+		}
+	}
 }
 
 // TestMatchGRPC checks GRPCRoute method matches (the conformance test
