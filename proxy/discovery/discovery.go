@@ -293,9 +293,6 @@ func (c *Cache) Run(ctx context.Context) error {
 // Routes stream never makes it fail. A Destination with no endpoints is
 // returned without error: the destination exists, and Pick reports false.
 func (c *Cache) Get(ctx context.Context, authority string) (*Destination, error) {
-	if err := checkAuthority(authority); err != nil {
-		return nil, err
-	}
 	select {
 	case <-c.started:
 	case <-ctx.Done():
@@ -342,6 +339,12 @@ func (c *Cache) lookup(authority string) (*Destination, error) {
 		return nil, ErrClosed
 	case d != nil && !d.expired():
 		return d, nil
+	}
+	// Checked only here: an authority with an entry passed when the
+	// entry was made, and every request asks for one (the checks cost
+	// more than the map).
+	if err := checkAuthority(authority); err != nil {
+		return nil, err
 	}
 
 	c.mu.Lock()
