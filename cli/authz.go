@@ -413,6 +413,40 @@ type authzPort struct {
 	Protocol string `json:"protocol"`
 	// Authorizations allow clients; none denies every client.
 	Authorizations []authzAuthorization `json:"authorizations"`
+	// Routes are the HTTPRoutes or GRPCRoutes attached to the Server: with
+	// any, a request must match one of their rules (else 404), and is
+	// allowed by its route's authorizations or the port's.
+	Routes []authzRoute `json:"routes,omitempty"`
+	// RateLimit is the HTTPLocalRateLimitPolicy on the Server; nil: none.
+	RateLimit *authzRateLimit `json:"rateLimit,omitempty"`
+}
+
+// authzRoute is an inbound route of a port.
+type authzRoute struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+	// Rules are the names of the route's rules the proxy matches, in the
+	// order it tries them ("3" for an unnamed rule, its index).
+	Rules []string `json:"rules"`
+	// Authorizations allow clients on the requests that match the route,
+	// besides the port's own.
+	Authorizations []authzAuthorization `json:"authorizations"`
+}
+
+// authzRateLimit is a port's rate limit, in requests per second; 0: no
+// such limit.
+type authzRateLimit struct {
+	Name        string              `json:"name"`
+	TotalRPS    uint32              `json:"totalRequestsPerSecond,omitempty"`
+	IdentityRPS uint32              `json:"identityRequestsPerSecond,omitempty"`
+	Overrides   []authzRateOverride `json:"overrides,omitempty"`
+}
+
+// authzRateOverride is a limit shared by the clients whose identity
+// matches one of Identities, instead of IdentityRPS.
+type authzRateOverride struct {
+	RPS        uint32   `json:"requestsPerSecond"`
+	Identities []string `json:"identities"`
 }
 
 // authzAuthorization allows the clients that match all its
@@ -476,6 +510,7 @@ func newAuthzReport(pod *corev1.Pod, picked *pickedPod, p *inboundv1.PodPolicy) 
 		r.Ports = append(r.Ports, authzPort{
 			Port: pp.GetPort(), Name: names[pp.GetPort()], Server: pp.GetServer(),
 			Protocol: protocolName(pp.GetProtocol()), Authorizations: authorizations(pp.GetAuthorizations()),
+			Routes: inboundRoutes(pp), RateLimit: rateLimit(pp.GetRateLimit()),
 		})
 	}
 	for port, name := range names {
@@ -491,6 +526,40 @@ func newAuthzReport(pod *corev1.Pod, picked *pickedPod, p *inboundv1.PodPolicy) 
 		r.Probes = append(r.Probes, authzProbe{Port: pr.GetPort(), Path: pr.GetPath()})
 	}
 	return r
+}
+
+// inboundRoutes lays out the routes of pp with the names of their rules,
+// each once, in the order the proxy tries their matches.
+func inboundRoutes(pp *inboundv1.PortPolicy) []authzRoute {
+	var out []authzRoute
+	for _, ir := range pp.GetRoutes() {
+		out = append(out, authzRoute{Kind: ir.GetKind(), Name: ir.GetName(), Rules: []string{},
+			Authorizations: authorizations(ir.GetAuthorizations())})
+	}
+	for _, rr := range pp.GetRouteRules() {
+		i := int(rr.GetRoute())
+		if i >= len(out) {
+			continue // names a route the policy does not carry: nothing to show it under
+		}
+		if !slices.Contains(out[i].Rules, rr.GetRuleName()) {
+			out[i].Rules = append(out[i].Rules, rr.GetRuleName())
+		}
+	}
+	return out
+}
+
+// rateLimit lays out rl; nil for none.
+func rateLimit(rl *inboundv1.RateLimit) *authzRateLimit {
+	if rl == nil {
+		return nil
+	}
+	out := &authzRateLimit{Name: rl.GetName(), TotalRPS: rl.GetTotalRps(), IdentityRPS: rl.GetIdentityRps()}
+	for _, o := range rl.GetOverrides() {
+		if o.GetRps() > 0 { // ignored by the proxy, as the API says
+			out.Overrides = append(out.Overrides, authzRateOverride{RPS: o.GetRps(), Identities: o.GetIdentities()})
+		}
+	}
+	return out
 }
 
 // containerPorts returns the TCP ports the pod's containers declare
@@ -595,6 +664,12 @@ func writeAuthzTable(w io.Writer, r authzReport) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := writeAuthzRoutes(w, r.Ports); err != nil {
+		return err
+	}
+	if err := writeAuthzRateLimits(w, r.Ports); err != nil {
+		return err
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "Default policy: %s, for every port no Server selects (PORT *)\n", cmp.Or(r.DefaultPolicy, "unknown"))
 	if r.Audit {
@@ -612,6 +687,74 @@ func writeAuthzTable(w io.Writer, r authzReport) error {
 	}
 	_, err := fmt.Fprintf(w, "Probes always allowed: %s\n", probes)
 	return err
+}
+
+// writeAuthzRoutes writes the table of the ports' inbound routes, a row
+// per route and authorization; nothing when no port has routes.
+func writeAuthzRoutes(w io.Writer, ports []authzPort) error {
+	if !slices.ContainsFunc(ports, func(p authzPort) bool { return len(p.Routes) > 0 }) {
+		return nil
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Inbound routes: a request to the port must match one of its routes' rules, else 404 (gRPC: UNIMPLEMENTED);")
+	fmt.Fprintln(w, "it is allowed by its route's authorizations or by the port's above.")
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PORT\tROUTE\tRULES\tAUTHORIZATION\tAUTHENTICATIONS")
+	for _, p := range ports {
+		port := strconv.FormatUint(uint64(p.Port), 10)
+		for _, rt := range p.Routes {
+			route := safeValue(rt.Kind + "/" + rt.Name)
+			rules := make([]string, len(rt.Rules))
+			for i, name := range rt.Rules {
+				rules[i] = safeValue(name)
+			}
+			ruleList := cmp.Or(strings.Join(rules, ", "), "-")
+			if len(rt.Authorizations) == 0 {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t-\tonly the port's authorizations\n", port, route, ruleList)
+			}
+			for _, a := range rt.Authorizations {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", port, route, ruleList, safeValue(a.Name), describeAuthentications(a.Authentications))
+			}
+		}
+	}
+	return tw.Flush()
+}
+
+// writeAuthzRateLimits writes the table of the ports' rate limits;
+// nothing when no port has one.
+func writeAuthzRateLimits(w io.Writer, ports []authzPort) error {
+	if !slices.ContainsFunc(ports, func(p authzPort) bool { return p.RateLimit != nil }) {
+		return nil
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Rate limits: a request past one gets 429 with Retry-After (gRPC: RESOURCE_EXHAUSTED).")
+	fmt.Fprintln(w)
+	rps := func(n uint32) string {
+		if n == 0 {
+			return "-"
+		}
+		return strconv.FormatUint(uint64(n), 10) + "/s"
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PORT\tPOLICY\tTOTAL\tPER IDENTITY\tOVERRIDES")
+	for _, p := range ports {
+		rl := p.RateLimit
+		if rl == nil {
+			continue
+		}
+		overrides := make([]string, len(rl.Overrides))
+		for i, o := range rl.Overrides {
+			ids := make([]string, len(o.Identities))
+			for j, id := range o.Identities {
+				ids[j] = safeValue(id)
+			}
+			overrides[i] = rps(o.RPS) + " for " + strings.Join(ids, ", ")
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", p.Port, safeValue(rl.Name), rps(rl.TotalRPS), rps(rl.IdentityRPS),
+			cmp.Or(strings.Join(overrides, "; "), "-"))
+	}
+	return tw.Flush()
 }
 
 // writeAuthzRows writes a row per authorization of a port, or one saying

@@ -118,6 +118,35 @@ func authzCases() []authzCase {
 			Revision: "7f3a9c",
 		},
 	}, {
+		name: "routes",
+		pod:  authzPod("api-0", corev1.ContainerPort{Name: "http", ContainerPort: 8080}),
+		policy: &inboundv1.PodPolicy{
+			Ports: []*inboundv1.PortPolicy{{
+				Port: 8080, Server: "api", Protocol: inboundv1.ProxyProtocol_PROXY_PROTOCOL_HTTP1,
+				Authorizations: []*inboundv1.Authorization{
+					authorization("ops", meshTLS("ServiceAccount/ops/admin", "spiffe://cluster.local/ns/ops/sa/admin")),
+				},
+				Routes: []*inboundv1.InboundRoute{{
+					Kind: "HTTPRoute", Name: "api-read",
+					Authorizations: []*inboundv1.Authorization{
+						authorization("readers", meshTLS("MeshTLSAuthentication/readers", "spiffe://cluster.local/ns/shop/sa/*")),
+					},
+				}, {
+					Kind: "HTTPRoute", Name: "api-write",
+				}},
+				RouteRules: []*inboundv1.InboundRouteRule{
+					{Route: 1, RuleName: "orders"}, {Route: 0, RuleName: "items"}, {Route: 0, RuleName: "1"},
+					{Route: 1, RuleName: "orders"}, {Route: 7, RuleName: "stray"},
+				},
+				RateLimit: &inboundv1.RateLimit{Name: "api-limit", TotalRps: 100, Overrides: []*inboundv1.RateLimitOverride{
+					{Rps: 50, Identities: []string{"spiffe://cluster.local/ns/shop/sa/web", "spiffe://cluster.local/ns/shop/sa/batch"}},
+					{Rps: 0, Identities: []string{"spiffe://cluster.local/ns/shop/sa/ignored"}},
+				}},
+			}},
+			DefaultPolicy: "deny",
+			Revision:      "21",
+		},
+	}, {
 		name: "deny",
 		pod: authzPod("payments-0",
 			corev1.ContainerPort{Name: "http", ContainerPort: 8080},
