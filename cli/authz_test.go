@@ -229,7 +229,7 @@ func TestAuthzOutput(t *testing.T) {
 // TestAuthzReportJSON pins the structure's field names, which scripts
 // read, and that empty lists are [] rather than null.
 func TestAuthzReportJSON(t *testing.T) {
-	c := authzCases()[2] // audit: a Server without policy, no probes
+	c := authzCases()[3] // audit: a Server without policy, no probes
 	b, err := json.Marshal(newAuthzReport(c.pod, nil, c.policy))
 	if err != nil {
 		t.Fatal(err)
