@@ -161,6 +161,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Proxy, err error
 
 		Destinations: destinations,
 		Identity:     identityInfo,
+		Policy:       p.policy.Handler(), // nil without a policy
 		Profiling:    p.cfg.AdminProfiling,
 	})
 	return p, nil

@@ -28,6 +28,9 @@ type Config struct {
 	Destinations http.Handler
 	// Identity serves /identity, the proxy's certificate; nil without one.
 	Identity http.Handler
+	// Policy serves /policy, the inbound policy the proxy enforces; nil
+	// when it enforces none (no controller or no pod name).
+	Policy http.Handler
 	// Profiling serves the Go runtime's profiles under /debug/pprof/ to
 	// loopback clients (net/http/pprof), for finding where a proxy's CPU
 	// and memory go on a real node. Off (false) by default: a profile
@@ -90,6 +93,8 @@ func NewServer(cfg Config) *http.Server {
 //	                balancing state (with a controller only)
 //	GET  /identity  JSON: the proxy's SPIFFE ID and certificate (with an
 //	                identity service only)
+//	GET  /policy    JSON: the inbound policy in force (when the proxy
+//	                enforces one)
 //	POST /shutdown  graceful shutdown
 //	GET  /debug/pprof/...  the runtime's profiles (net/http/pprof), with
 //	                Profiling only; a CPU profile or trace lasts at most
@@ -118,6 +123,11 @@ func Handler(cfg Config) http.Handler {
 	}
 	if cfg.Identity != nil {
 		local.Handle("GET /identity", cfg.Identity)
+	}
+	// The policy names the pod's servers, and who may reach them: what an
+	// attacker in another pod would like to read first.
+	if cfg.Policy != nil {
+		local.Handle("GET /policy", cfg.Policy)
 	}
 	local.HandleFunc("POST /shutdown", func(w http.ResponseWriter, _ *http.Request) {
 		cfg.Shutdown()

@@ -44,6 +44,9 @@ func startAdmin(t *testing.T, idle time.Duration, profiling bool) *adminServer {
 		Identity: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			io.WriteString(w, `{"spiffe_id": "spiffe://cluster.local/ns/shop/sa/web"}`+"\n")
 		}),
+		Policy: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			io.WriteString(w, `{"namespace": "shop", "pod": "web-0", "received": true}`+"\n")
+		}),
 		Profiling:   profiling,
 		IdleTimeout: idle,
 	})
@@ -142,6 +145,7 @@ func TestOnlyProbesAndMetricsToTheNetwork(t *testing.T) {
 		{method: "GET", path: "/live", wantLocal: 200, wantNetwork: 200, wantBody: "live"},
 		{method: "GET", path: "/destinations", wantLocal: 200, wantNetwork: 404, wantBody: "[]"},
 		{method: "GET", path: "/identity", wantLocal: 200, wantNetwork: 404, wantBody: "spiffe://cluster.local/ns/shop/sa/web"},
+		{method: "GET", path: "/policy", wantLocal: 200, wantNetwork: 404, wantBody: `"pod": "web-0"`},
 		{method: "POST", path: "/shutdown", wantLocal: 200, wantNetwork: 404, wantBody: "shutting down"},
 		{method: "GET", path: "/shutdown", wantLocal: 405, wantNetwork: 404},
 		{method: "GET", path: "/debug/pprof/", wantLocal: 404, wantNetwork: 404},
