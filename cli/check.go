@@ -147,6 +147,7 @@ func checkList(pre bool) []check {
 		check{category: "data-plane", name: "data-plane proxies run the control-plane version", run: checkProxyVersions},
 		check{category: "data-plane", name: "data-plane proxies have received an inbound policy", run: checkProxyPolicies},
 		check{category: "data-plane", name: "pods of meshed namespaces run a proxy", run: checkUnmeshedPods},
+		check{category: "data-plane", name: "no mesh annotation was ignored lately", run: checkInvalidAnnotations},
 	)
 }
 
