@@ -32,6 +32,12 @@ const (
 	envMaxProcs = "MESH_PROXY_MAX_PROCS"
 	// The Go runtime's debugging settings, read once at start.
 	envGoDebug = "GODEBUG"
+	// The access log's format, "" for none (names.AnnotationAccessLog).
+	envAccessLog = "MESH_PROXY_ACCESS_LOG"
+	// Where the proxy exports spans (OTLP/gRPC host:port), and the share of
+	// requests without a sampling decision it traces.
+	envTracingCollector  = "MESH_PROXY_TRACING_COLLECTOR"
+	envTracingSampleRate = "MESH_PROXY_TRACING_SAMPLE_RATE"
 )
 
 // proxyGoDebug keeps the Go runtime's monitor thread (sysmon) from its
@@ -146,6 +152,15 @@ func proxyContainer(o overrides, cfg Config) corev1.Container {
 	}
 	if o.opaquePorts != nil {
 		env = append(env, corev1.EnvVar{Name: envOpaquePorts, Value: o.opaquePorts.String()})
+	}
+	for _, e := range []corev1.EnvVar{
+		{Name: envAccessLog, Value: o.accessLog},
+		{Name: envTracingCollector, Value: o.tracingCollector},
+		{Name: envTracingSampleRate, Value: o.tracingSampleRate},
+	} {
+		if e.Value != "" { // unset: the proxy's default, off
+			env = append(env, e)
+		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(o.limits)) {
 		env = append(env, corev1.EnvVar{Name: name, Value: o.limits[name]})

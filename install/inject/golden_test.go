@@ -29,6 +29,9 @@ func TestGolden(t *testing.T) {
 		nsAnnotation string // mesh.dev/inject on the namespace; "" for none
 		wantWarnings int
 		identity     bool // the control plane has trust anchors
+		// Config annotations of the namespace, and the install's
+		// defaults (Config.Defaults).
+		nsDefaults, installDefaults map[string]string
 	}{
 		{name: "defaults", nsAnnotation: names.Enabled},
 		// The defaults pod again, as a controller that `mesh install` ran
@@ -39,6 +42,21 @@ func TestGolden(t *testing.T) {
 		{name: "overrides"},
 		{name: "malformed", wantWarnings: 8},
 		{name: "job", nsAnnotation: names.Disabled},
+		// Access log and tracing from the three layers: the install's
+		// collector, the namespace's access log and sample rate, the pod's
+		// own access log format over the namespace's.
+		{
+			name: "observe", nsAnnotation: names.Enabled,
+			installDefaults: map[string]string{
+				names.AnnotationTracingCollector: "mesh-jaeger.mesh-system.svc.cluster.local.:4317",
+				names.AnnotationProxyLogLevel:    "warn",
+			},
+			nsDefaults: map[string]string{
+				names.AnnotationAccessLog:          names.AccessLogJSON,
+				names.AnnotationTracingSampleRate:  "0.25",
+				names.AnnotationProxyMemoryRequest: "64Mi",
+			},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,6 +71,10 @@ func TestGolden(t *testing.T) {
 			if tc.nsAnnotation != "" {
 				ns.Annotations = map[string]string{names.AnnotationInject: tc.nsAnnotation}
 			}
+			for k, v := range tc.nsDefaults {
+				ns.Annotations[k] = v
+			}
+			cfg.Defaults = tc.installDefaults
 			res, err := Pod(pod, ns, cfg)
 			if err != nil {
 				t.Fatal(err)

@@ -6,8 +6,10 @@
 //
 // The rules are those of DESIGN.md: a pod is injected when it or its
 // namespace is annotated mesh.dev/inject=enabled, unless the pod says
-// disabled; per-pod overrides are config.mesh.dev/* annotations. A bad
-// override never blocks a pod: it is ignored with a warning.
+// disabled; per-pod overrides are config.mesh.dev/* annotations, of which
+// those of DefaultAnnotations may also be set on the namespace and, by
+// `mesh install`, for every pod (Config.Defaults). A bad override never
+// blocks a pod: it is ignored with a warning.
 package inject
 
 import (
@@ -81,6 +83,15 @@ type Config struct {
 	// InitResources of mesh-init; the zero value means requests cpu 10m and
 	// memory 10Mi, limits cpu 100m and memory 64Mi.
 	InitResources corev1.ResourceRequirements
+	// Defaults are the install's defaults for every pod: annotations of
+	// DefaultAnnotations, which a namespace's and a pod's override, as
+	// `mesh install` writes them on the control-plane namespace (the
+	// webhook passes that namespace's annotations). A value here that is
+	// malformed or not one of DefaultAnnotations is a warning, like a
+	// namespace's, so that a namespace edited by hand cannot stop pods
+	// from being injected. Nil means none: ProxyLogLevel and
+	// ProxyResources, and the proxy's own defaults, apply.
+	Defaults map[string]string
 	// ClusterNetworks are the cluster's pod, service and node networks,
 	// given to every proxy (MESH_PROXY_CLUSTER_NETWORKS): traffic inside
 	// them never falls back to plain text when the controller cannot say
@@ -251,8 +262,7 @@ func PodTemplate(meta *metav1.ObjectMeta, spec *corev1.PodSpec, ns *corev1.Names
 	if !ok {
 		return res, nil
 	}
-	o := parseOverrides(meta.Annotations, cfg, &res)
-	checkNamespaceOverrides(ns, &res)
+	o := parseOverrides(podLayers(meta.Annotations, ns, cfg), cfg, &res)
 	mutate(meta, spec, o, cfg)
 	res.Injected = true
 	return res, nil

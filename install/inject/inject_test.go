@@ -371,10 +371,11 @@ func TestPodConfigErrors(t *testing.T) {
 
 func TestConfigAnnotations(t *testing.T) {
 	want := []string{
-		names.AnnotationDefaultInboundPolicy, names.AnnotationOpaquePorts, names.AnnotationProxyAdminProfiling, names.AnnotationProxyCPULimit, names.AnnotationProxyCPURequest, names.AnnotationProxyHTTP1BodyIdleTimeout,
+		names.AnnotationAccessLog, names.AnnotationDefaultInboundPolicy, names.AnnotationOpaquePorts, names.AnnotationProxyAdminProfiling, names.AnnotationProxyCPULimit, names.AnnotationProxyCPURequest, names.AnnotationProxyHTTP1BodyIdleTimeout,
 		names.AnnotationProxyLogLevel, names.AnnotationProxyMaxConnections, names.AnnotationProxyMaxConnsPerHost,
 		names.AnnotationProxyMaxProcs, names.AnnotationProxyMemoryLimit, names.AnnotationProxyMemoryRequest, names.AnnotationProxyOpaqueIdleTimeout, names.AnnotationSkipInboundPorts,
 		names.AnnotationSkipOutboundPorts, names.AnnotationSkipOutboundSubnets,
+		names.AnnotationTracingCollector, names.AnnotationTracingSampleRate,
 	}
 	if diff := cmp.Diff(want, ConfigAnnotations()); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)

@@ -33,6 +33,11 @@ type overrides struct {
 	logLevel     string
 	resources    corev1.ResourceRequirements // of mesh-proxy
 	limits       map[string]string           // mesh-proxy env name to value; nil: the proxy's defaults
+	// The observability settings (names.AnnotationAccessLog and the
+	// tracing ones); "" leaves the proxy's default, off.
+	accessLog         string
+	tracingCollector  string
+	tracingSampleRate string
 }
 
 // limitParser carries a limit annotation to mesh-proxy's env as it is,
@@ -130,6 +135,30 @@ var parsers = map[string]parser{
 		}
 		return nil
 	}},
+	names.AnnotationAccessLog: {"apache or json", func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+		f, err := names.ParseAccessLog(v)
+		if err != nil {
+			return errors.New("unknown format")
+		}
+		o.accessLog = f
+		return nil
+	}},
+	names.AnnotationTracingCollector: {"the host:port of an OTLP/gRPC collector, like jaeger.mesh-system.svc.cluster.local:4317", func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+		addr, err := names.ParseTracingCollector(v)
+		if err != nil {
+			return errors.New("not host:port")
+		}
+		o.tracingCollector = addr
+		return nil
+	}},
+	names.AnnotationTracingSampleRate: {"a number from 0 to 1, like 0.01", func(o *overrides, _ map[quantityKey]resource.Quantity, v string) error {
+		rate, err := names.ParseTracingSampleRate(v)
+		if err != nil {
+			return errors.New("not a rate")
+		}
+		o.tracingSampleRate = strconv.FormatFloat(rate, 'g', -1, 64)
+		return nil
+	}},
 	names.AnnotationProxyCPURequest:    quantityParser(quantityKey{corev1.ResourceCPU, false}),
 	names.AnnotationProxyCPULimit:      quantityParser(quantityKey{corev1.ResourceCPU, true}),
 	names.AnnotationProxyMemoryRequest: quantityParser(quantityKey{corev1.ResourceMemory, false}),
@@ -155,47 +184,134 @@ func ConfigAnnotations() []string {
 	return slices.Sorted(maps.Keys(parsers))
 }
 
-// parseOverrides reads the config.mesh.dev/* annotations, warning in res
-// about each one it cannot use. Keys are read in sorted order so warnings
-// come out the same every time.
-func parseOverrides(annotations map[string]string, cfg Config, res *Result) overrides {
+// defaultAnnotations are the overrides a namespace may set for its pods,
+// and the install for every pod (Config.Defaults): the pod's own value
+// wins over its namespace's, which wins over the install's. They are
+// those that only tell the proxy how to run. The others stay per pod:
+// the controller reads opaque-ports from the pod itself, and a port or
+// subnet skipped for a whole namespace is rarely what was meant.
+var defaultAnnotations = []string{
+	names.AnnotationAccessLog,
+	names.AnnotationProxyCPULimit,
+	names.AnnotationProxyCPURequest,
+	names.AnnotationProxyLogLevel,
+	names.AnnotationProxyMemoryLimit,
+	names.AnnotationProxyMemoryRequest,
+	names.AnnotationTracingCollector,
+	names.AnnotationTracingSampleRate,
+}
+
+// DefaultAnnotations returns the config.mesh.dev/* annotations a
+// namespace may set as its pods' defaults, and `mesh install` as every
+// pod's, sorted.
+func DefaultAnnotations() []string { return slices.Clone(defaultAnnotations) }
+
+// scope is where a layer of annotations comes from.
+type scope int
+
+const (
+	scopePod scope = iota
+	scopeNamespace
+	scopeInstall
+)
+
+// layer is one set of annotations parseOverrides reads: the install's
+// defaults, the namespace's, the pod's, applied in that order.
+type layer struct {
+	scope       scope
+	annotations map[string]string
+	// whose names the owner in warnings ("" for the pod) and fallback
+	// what applies instead of a value it ignores.
+	whose, fallback string
+}
+
+func podLayers(meta map[string]string, ns *corev1.Namespace, cfg Config) []layer {
+	return []layer{
+		{scope: scopeInstall, annotations: cfg.Defaults,
+			whose:    " in the install's defaults (namespace " + cfg.ControlPlaneNamespace + ")",
+			fallback: "the built-in default"},
+		{scope: scopeNamespace, annotations: ns.Annotations, whose: " on namespace " + ns.Name, fallback: "the install's default"},
+		{scope: scopePod, annotations: meta, fallback: "the default"},
+	}
+}
+
+// takes reports whether a layer of scope s reads key.
+func (s scope) takes(key string) bool {
+	switch s {
+	case scopeInstall:
+		return slices.Contains(defaultAnnotations, key)
+	case scopeNamespace:
+		// The controller reads a namespace's default inbound policy; the
+		// injector checks it, so pod creation is where a mistake is heard.
+		return slices.Contains(defaultAnnotations, key) || key == names.AnnotationDefaultInboundPolicy
+	}
+	return true
+}
+
+// parseOverrides reads the config.mesh.dev/* annotations of layers, the
+// least specific first, warning in res about each one it cannot use: a
+// value it ignores leaves the one of the layer below. Keys are read in
+// sorted order, and the pod's warnings come before its namespace's and
+// the install's, so warnings come out the same every time.
+func parseOverrides(layers []layer, cfg Config, res *Result) overrides {
 	o := overrides{logLevel: cfg.ProxyLogLevel}
-	quantities := map[quantityKey]resource.Quantity{}
-	for _, key := range slices.Sorted(maps.Keys(annotations)) {
-		if !strings.HasPrefix(key, names.ConfigPrefix) {
-			continue
-		}
-		value := annotations[key]
-		p, known := parsers[key]
-		switch {
-		case !known:
-			res.warn(key, "annotation %s is unknown and ignored; %s", quote(key), suggest(key))
-		default:
-			saved := o
-			if err := p.parse(&o, quantities, value); err != nil {
-				o = saved
-				res.warn(key, "annotation %s=%s is ignored and the default used: %v; want %s", key, quote(value), err, p.accepted)
+	resources := cfg.ProxyResources
+	warned := make([]Result, len(layers))
+	for i, l := range layers {
+		lres := &warned[i]
+		quantities := map[quantityKey]resource.Quantity{}
+		for _, key := range slices.Sorted(maps.Keys(l.annotations)) {
+			if !strings.HasPrefix(key, names.ConfigPrefix) {
+				continue
+			}
+			value := l.annotations[key]
+			p, known := parsers[key]
+			switch {
+			case !known:
+				lres.warn(key, "annotation %s%s is unknown and ignored; %s", quote(key), l.whose, suggest(key))
+			case !l.scope.takes(key):
+				lres.warn(key, "annotation %s%s is ignored: it is read on pods only; a namespace, and the install, may set %s",
+					key, l.whose, strings.Join(trimPrefix(defaultAnnotations), ", "))
+			default:
+				saved := o
+				if err := p.parse(&o, quantities, value); err != nil {
+					o = saved
+					lres.warn(key, "annotation %s=%s%s is ignored and %s used: %v; want %s", key, quote(value), l.whose, l.fallback, err, p.accepted)
+				}
 			}
 		}
+		resources = proxyResources(resources, quantities, l, lres)
 	}
-	o.resources = proxyResources(cfg.ProxyResources, quantities, res)
+	for _, w := range slices.Backward(warned) {
+		for _, d := range w.Details {
+			res.warn(d.Annotation, "%s", d.Message)
+		}
+	}
+	o.resources = resources
 	return o
 }
 
-// checkNamespaceOverrides warns in res about a namespace's malformed
-// AnnotationDefaultInboundPolicy, the one override a namespace may carry:
-// the controller ignores it for every pod of the namespace, and pod
-// creation is where its owner hears about it.
-func checkNamespaceOverrides(ns *corev1.Namespace, res *Result) {
-	key := names.AnnotationDefaultInboundPolicy
-	value, ok := ns.Annotations[key]
-	if !ok {
-		return
+// CheckDefaults returns what the injector would warn about in
+// annotations set on namespace (the control-plane namespace when
+// install), as its pods' defaults or, for install, every pod's: for
+// `mesh check` and `mesh install` to say before any pod is created.
+func CheckDefaults(annotations map[string]string, namespace string, install bool) []Warning {
+	l := layer{scope: scopeNamespace, annotations: annotations, whose: " on namespace " + namespace, fallback: "the install's default"}
+	if install {
+		l = layer{scope: scopeInstall, annotations: annotations,
+			whose: " in the install's defaults (namespace " + namespace + ")", fallback: "the built-in default"}
 	}
-	if _, err := names.ParseDefaultInboundPolicy(value); err != nil {
-		res.warn(key, "annotation %s=%s on namespace %s is ignored and the install's default used; want %s",
-			key, quote(value), ns.Name, names.DefaultInboundPoliciesAccepted())
+	var res Result
+	parseOverrides([]layer{l}, Config{}.withDefaults(), &res)
+	return res.Details
+}
+
+func trimPrefix(keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = strings.TrimPrefix(k, names.ConfigPrefix)
 	}
+	return out
 }
 
 func quantityParser(k quantityKey) parser {
@@ -219,11 +335,12 @@ func quantityParser(k quantityKey) parser {
 	}}
 }
 
-// proxyResources puts the annotated quantities over the defaults. A default
-// gives way to an annotated value it conflicts with (a request of 128Mi
+// proxyResources puts the quantities of layer l over the defaults, which
+// are the built-in ones with the layers below l's already applied. A
+// default gives way to a value of l it conflicts with (a request of 128Mi
 // raises the default limit of 64Mi), as Kubernetes defaults a missing
-// request to its limit; two annotated values that conflict are both ignored.
-func proxyResources(defaults corev1.ResourceRequirements, q map[quantityKey]resource.Quantity, res *Result) corev1.ResourceRequirements {
+// request to its limit; two values of l that conflict are both ignored.
+func proxyResources(defaults corev1.ResourceRequirements, q map[quantityKey]resource.Quantity, l layer, res *Result) corev1.ResourceRequirements {
 	r := *defaults.DeepCopy()
 	set := func(l *corev1.ResourceList, name corev1.ResourceName, v resource.Quantity) {
 		if *l == nil {
@@ -236,8 +353,8 @@ func proxyResources(defaults corev1.ResourceRequirements, q map[quantityKey]reso
 		lim, hasLim := q[quantityKey{name, true}]
 		if hasReq && hasLim && req.Cmp(lim) > 0 {
 			reqKey, limKey := resourceAnnotation(name, false), resourceAnnotation(name, true)
-			res.warn(reqKey, "annotations %s=%s and %s=%s are ignored and the defaults used: the request is above the limit",
-				reqKey, quote(req.String()), limKey, quote(lim.String()))
+			res.warn(reqKey, "annotations %s=%s and %s=%s%s are ignored and the defaults used: the request is above the limit",
+				reqKey, quote(req.String()), limKey, quote(lim.String()), l.whose)
 			continue
 		}
 		if hasReq {
