@@ -113,7 +113,7 @@ func TestLayeredDefaults(t *testing.T) {
 			name:          "conflicting values of one namespace are both ignored",
 			ns:            map[string]string{names.AnnotationProxyMemoryRequest: "256Mi", names.AnnotationProxyMemoryLimit: "64Mi"},
 			wantResources: "requests cpu=10m memory=20Mi; limits memory=128Mi",
-			wantWarnings: []string{`annotations config.mesh.dev/proxy-memory-request="256Mi" and config.mesh.dev/proxy-memory-limit="64Mi" on namespace shop are ignored and the defaults used: the request is above the limit`},
+			wantWarnings:  []string{`annotations config.mesh.dev/proxy-memory-request="256Mi" and config.mesh.dev/proxy-memory-limit="64Mi" on namespace shop are ignored and the defaults used: the request is above the limit`},
 		},
 	}
 	for _, tc := range tests {
