@@ -130,8 +130,10 @@ func (h *handler) admit(req *admissionv1.AdmissionRequest) (resp *admissionv1.Ad
 		return resp
 	}
 
+	cfg := h.inject
+	cfg.Defaults = h.installDefaults(log)
 	mutated := pod.DeepCopy()
-	res, err := inject.Pod(mutated, ns, h.inject)
+	res, err := inject.Pod(mutated, ns, cfg)
 	if err != nil {
 		log.Error("injector misconfigured; pod admitted as it is", "err", err)
 		h.metrics.injection(resultError, reasonConfig)
@@ -178,6 +180,27 @@ func (h *handler) namespace(name string, log *slog.Logger) *corev1.Namespace {
 		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	}
 	return ns
+}
+
+// installDefaults returns the install's proxy defaults: the annotations
+// of the control-plane namespace, where `mesh install` writes them
+// (--proxy-log-level, --tracing-collector ...). Read on every request from
+// the cache, so `kubectl annotate namespace` there changes the next pod's
+// proxy without a restart. A miss means none, with a warning in the log:
+// the namespace holds this very process, so the cache lags it only at
+// start.
+func (h *handler) installDefaults(log *slog.Logger) map[string]string {
+	name := h.inject.ControlPlaneNamespace
+	if name == "" {
+		name = names.DefaultControlPlaneNamespace
+	}
+	ns, err := h.namespaces.Get(name)
+	if err != nil {
+		log.Warn("control-plane namespace not in the cache; the install's proxy defaults are not applied", "control_plane_namespace", name, "err", err)
+		return nil
+	}
+	// The cache's map, read only: inject.Pod never writes to it.
+	return ns.Annotations
 }
 
 // record turns the warnings into Warning events on the pod's owner, or on
