@@ -129,6 +129,12 @@ type Values struct {
 	// gives every proxy it injects; empty means
 	// clusternet.Default().
 	ClusterNetworks []netip.Prefix
+	// Proxy and Tracing are the install's defaults for every injected
+	// proxy, written on the control-plane namespace (ProxyAnnotations);
+	// Tracing.Jaeger deploys Jaeger (60-jaeger.yaml). Their zero values
+	// set nothing and deploy nothing.
+	Proxy   ProxyDefaults
+	Tracing Tracing
 }
 
 // withDefaults fills the zero fields that have a default.
@@ -215,6 +221,9 @@ func (v Values) Validate() error {
 		if !p.IsValid() || p != p.Masked() {
 			errs = append(errs, fmt.Errorf("cluster network %s: want a CIDR without host bits, like 10.0.0.0/8", p))
 		}
+	}
+	if err := v.validateProxyDefaults(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
