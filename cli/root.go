@@ -80,6 +80,7 @@ func NewRootCmd(o *Options) *cobra.Command {
 		newInjectCmd(o),
 		newIdentityCmd(o),
 		newAuthzCmd(o),
+		newDiagnosticsCmd(o),
 		newVizCmd(o),
 		newVersionCmd(o),
 	)
