@@ -5,6 +5,7 @@ package proxy
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -18,6 +19,7 @@ import (
 	"github.com/mesh-dev/mesh/internal/clusternet"
 	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/internal/ports"
+	"github.com/mesh-dev/mesh/proxy/accesslog"
 	"github.com/mesh-dev/mesh/proxy/detect"
 )
 
@@ -68,6 +70,14 @@ type Config struct {
 	// MaxConnsPerHost bounds the inbound side's HTTP/1 connections to the
 	// application, per address; requests past it wait. Zero means no limit.
 	MaxConnsPerHost int
+
+	// AccessLog writes a line per HTTP request and per opaque TCP
+	// connection to stderr, in this format (config.mesh.dev/access-log).
+	// Off, the default, writes none.
+	AccessLog accesslog.Format
+	// AccessLogOut is where the access log goes; nil means stderr. No
+	// flag sets it: tests read the log from it.
+	AccessLogOut io.Writer
 
 	// DestinationAddr is the controller's gRPC address (host:port) the
 	// proxy asks for the endpoints behind each outbound destination. Empty
@@ -190,6 +200,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.HTTP1BodyIdleTimeout, "http1-body-idle-timeout", c.HTTP1BodyIdleTimeout, "end an HTTP/1 request whose request or response body makes no progress for this long (0: none)")
 	fs.IntVar(&c.MaxConnsPerHost, "max-conns-per-host", c.MaxConnsPerHost, "most HTTP/1 connections from the inbound side to one application address; more requests wait (0: unlimited)")
 	fs.IntVar(&c.MaxConnections, "max-connections", c.MaxConnections, "most connections each side (inbound, outbound) holds at once; past it new ones are reset (0: unlimited)")
+	fs.Var((*formatValue)(&c.AccessLog), "access-log", "write a line per HTTP request and TCP connection to stderr: apache or json (empty: off)")
 	fs.StringVar(&c.DestinationAddr, "destination-addr", c.DestinationAddr, "controller's gRPC address for endpoint discovery and balancing (empty: forward to original destinations)")
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "the pod's namespace, for the controller to expand short names")
 	fs.StringVar(&c.PodName, "pod-name", c.PodName, "the pod's name, to watch its inbound policy (empty: no inbound policy, every client allowed)")
@@ -276,6 +287,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("tap-addr %q: want host:port: %w", c.TapAddr, err)
 		}
 	}
+	if _, err := accesslog.ParseFormat(string(c.AccessLog)); err != nil {
+		return fmt.Errorf("access-log: %w", err)
+	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return fmt.Errorf("log-format must be json or text, got %q", c.LogFormat)
 	}
@@ -313,3 +327,19 @@ func (v *prefixesValue) Set(s string) error {
 }
 
 func (v *prefixesValue) Type() string { return "cidrs" }
+
+// formatValue is a pflag.Value of an access log format.
+type formatValue accesslog.Format
+
+func (v *formatValue) String() string { return string(*v) }
+
+func (v *formatValue) Set(s string) error {
+	f, err := accesslog.ParseFormat(s)
+	if err != nil {
+		return err
+	}
+	*v = formatValue(f)
+	return nil
+}
+
+func (v *formatValue) Type() string { return "format" }

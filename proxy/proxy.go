@@ -20,6 +20,7 @@ import (
 
 	destinationv1 "github.com/mesh-dev/mesh/api/destination/v1"
 	inboundv1 "github.com/mesh-dev/mesh/api/inbound/v1"
+	"github.com/mesh-dev/mesh/proxy/accesslog"
 	"github.com/mesh-dev/mesh/proxy/admin"
 	"github.com/mesh-dev/mesh/proxy/balance"
 	"github.com/mesh-dev/mesh/proxy/detect"
@@ -59,6 +60,10 @@ type Proxy struct {
 	tapHub *tap.Hub
 	tapSrv *tap.Server
 	tapLn  net.Listener
+
+	// accessLog gets a record of every request and opaque connection;
+	// nil when --access-log is off.
+	accessLog *accesslog.Logger
 }
 
 // New binds the proxy's listeners, so that once it returns, connections
@@ -77,6 +82,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Proxy, err error
 		}
 	}()
 	p.metrics.CountTapDrops(p.tapHub.Dropped)
+	logOut := cfg.AccessLogOut
+	if logOut == nil {
+		logOut = os.Stderr
+	}
+	if p.accessLog, err = accesslog.New(accesslog.Config{Format: cfg.AccessLog, Out: logOut, Registry: p.metrics.Registry()}); err != nil {
+		return nil, err
+	}
 	var lc net.ListenConfig
 	listen := func(what, addr string) (net.Listener, error) {
 		ln, err := lc.Listen(context.Background(), "tcp", addr)
@@ -145,6 +157,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Proxy, err error
 		}
 		sc.id = p.id
 		sc.tap = p.tapHub
+		sc.accessLog = p.accessLog
 		p.sides = append(p.sides, newSide(sc))
 	}
 	var destinations, identityInfo http.Handler
@@ -315,6 +328,13 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	// the admin server goes last so probes and scrapes see the drain.
 	stopTap()
 	<-tapDone
+	// The log's last lines get a second of their own, past the grace
+	// period if need be: they tell how the drain went.
+	logCtx, cancelLog := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancelLog()
+	if cerr := p.accessLog.Close(logCtx); cerr != nil {
+		p.log.Warn("access log not all written", "err", cerr)
+	}
 	p.admin.Close()
 	return err
 }
@@ -442,6 +462,7 @@ func (p *Proxy) release(ctx context.Context) {
 	if p.id != nil {
 		p.id.conn.Close()
 	}
+	p.accessLog.Close(context.WithoutCancel(ctx))
 }
 
 // Run is the whole life of mesh-proxy: build, serve, drain.

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mesh-dev/mesh/identity/meshtls"
+	"github.com/mesh-dev/mesh/proxy/accesslog"
 	"github.com/mesh-dev/mesh/proxy/authz"
 	"github.com/mesh-dev/mesh/proxy/balance"
 	"github.com/mesh-dev/mesh/proxy/detect"
@@ -51,6 +52,9 @@ type sideConfig struct {
 	// policy decides who may connect, inbound; nil allows every client
 	// (outbound, and a proxy without a controller or a pod name).
 	policy *policy.Enforcer
+	// accessLog gets a record of every request and opaque connection; nil
+	// logs none.
+	accessLog *accesslog.Logger
 }
 
 // side is one direction of the proxy: a listener whose connections were
@@ -119,6 +123,7 @@ func newSide(sc sideConfig) *side {
 		RetryBudgets:    &httpproxy.RetryBudgets{},
 		MeshTLS:         meshTLS,
 		Tap:             sc.tap,
+		AccessLog:       sc.accessLog,
 		Direction:       sc.dir,
 		Metrics:         sc.metrics,
 		Log:             sc.log,
@@ -745,6 +750,7 @@ func (s *side) connectOpaque(mc *meteredConn, dst netip.AddrPort, key metrics.Co
 func (s *side) relayOpaque(mc *meteredConn, client net.Conn, up target, first []byte) {
 	defer up.close()
 	mc.m.Open(up.key)
+	start := time.Now()
 	var sent int64
 	if len(first) > 0 {
 		n, err := client.Write(first)
@@ -763,6 +769,13 @@ func (s *side) relayOpaque(mc *meteredConn, client net.Conn, up target, first []
 		s.log.Debug("opaque stream ended with an error", "target", up.conn.RemoteAddr().String(), "err", err)
 	}
 	mc.closeWithStats(st.FromClient, st.ToClient+sent)
+	if s.accessLog != nil {
+		s.accessLog.LogTCP(&accesslog.TCP{
+			Start: start, Direction: s.dir, Client: mc.RemoteAddr().String(), Destination: up.conn.RemoteAddr().String(),
+			Duration: time.Since(start), FromClient: st.FromClient, ToClient: st.ToClient + sent,
+			ClientID: up.key.ClientID, ServerID: up.key.ServerID,
+		})
+	}
 }
 
 // pickConn chooses where an opaque connection to dst goes: an endpoint of

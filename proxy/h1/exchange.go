@@ -77,6 +77,11 @@ type exchange struct {
 	written   bool              // a byte of this attempt went into a connection: it may have reached the target
 	informed  bool              // a 1xx response went to the client
 	hinted    bool              // one other than 100 Continue, which a retry could contradict
+
+	// For the access log: the body bytes each way, and the attempts
+	// after the first.
+	reqBytes, resBytes int64
+	retries            int
 }
 
 // exchange forwards the request in cc.req and relays its response. It
@@ -309,11 +314,13 @@ func (x *exchange) send(u *upstream) (*bodySender, error) {
 	switch {
 	case x.place == bodyKept:
 		u.bw.Write(x.replay.Bytes())
+		x.reqBytes = int64(len(x.replay.Bytes()))
 	case r.body == lengthBody && !r.expect && int64(cc.br.Buffered()) >= r.length:
 		// A small body already read with the head: one write for both.
 		b, _ := cc.br.Peek(int(r.length))
 		u.bw.Write(b)
 		x.keep(b)
+		x.reqBytes = r.length
 		cc.br.Discard(int(r.length))
 		r.body = noBody // sent
 	}
@@ -355,6 +362,8 @@ type bodySender struct {
 	// head says whether the head came first (retry.go).
 	respond time.Duration
 	head    atomic.Int32
+	// n is the body bytes copied, set before done is sent.
+	n int64
 }
 
 func (b *bodySender) run(cc *clientConn, u *upstream) {
@@ -371,7 +380,8 @@ func (b *bodySender) run(cc *clientConn, u *upstream) {
 		}
 		t.Stop()
 	}
-	_, err := copyBody(u.bw, cc.br, r.body, r.length)
+	n, err := copyBody(u.bw, cc.br, r.body, r.length)
+	b.n = n
 	if err == nil {
 		if ferr := u.bw.Flush(); ferr != nil {
 			err = &writeError{ferr}
@@ -556,9 +566,9 @@ func (x *exchange) relay(u *upstream, body *bodySender) bool {
 	}
 	var copyErr error
 	if dechunk {
-		_, copyErr = copyChunked(cc.bw, u.br, true)
+		x.resBytes, copyErr = copyChunked(cc.bw, u.br, true)
 	} else {
-		_, copyErr = copyBody(cc.bw, u.br, f, n)
+		x.resBytes, copyErr = copyBody(cc.bw, u.br, f, n)
 	}
 	sent := body == nil || x.finishBody(body)
 	// Back to the pool, and counted, before the client has the last byte:
@@ -634,6 +644,9 @@ func (x *exchange) done(ok bool) {
 	if x.tapped != nil {
 		x.tapped.Response(tap.Response{Status: x.status, GRPCStatus: -1, Latency: x.after, Success: success})
 	}
+	if l := x.cc.p.cfg.AccessLog; l != nil {
+		x.logAccess(l)
+	}
 	var err error
 	switch {
 	case x.failed:
@@ -696,6 +709,7 @@ func (cc *clientConn) refuse(x *exchange, why error) bool {
 		a = local{code: http.StatusNotFound, what: "no route", msg: "mesh-proxy: " + noRoute.Error()}
 	}
 	x.status, x.after = a.code, time.Since(x.start)
+	x.resBytes = a.bodyLen()
 	keep := cc.writeLocal(a, false)
 	x.done(true)
 	return cc.bw.Flush() == nil && keep
@@ -763,6 +777,7 @@ func (x *exchange) answerFailure(err error) bool {
 // answer is the proxy's own response to the request, counted and tapped.
 func (x *exchange) answer(a local) bool {
 	x.status, x.after = a.code, time.Since(x.start)
+	x.resBytes = a.bodyLen()
 	x.countRequest()
 	if x.tapped == nil {
 		x.ep.Addr = x.cc.info.Target

@@ -51,6 +51,7 @@ func (x *exchange) beginTry(first bool) {
 		x.tryStart = x.start // no clock read on the common path
 	} else {
 		x.tryStart = time.Now()
+		x.retries++
 	}
 	x.tryBy = time.Time{}
 	if d := x.timeouts.Attempt; d > 0 {

@@ -58,6 +58,7 @@ type exchange struct {
 	// header list too long): net/http's server never showed those to the
 	// proxy either.
 	uncounted bool
+	retries   int // attempts after the first, for the access log
 }
 
 // dispatch decides the stream's request and sends it on its way: its
@@ -342,6 +343,9 @@ func (x *exchange) finish(s *stream) {
 	x.route.Response(x.status, success, x.after)
 	if x.tapped != nil {
 		x.tapped.Response(tap.Response{Status: x.status, GRPCStatus: s.grpcStatus, Latency: x.after, Success: success})
+	}
+	if l := s.sc.p.cfg.AccessLog; l != nil {
+		s.logAccess(l)
 	}
 	if x.ep.Report == nil {
 		return

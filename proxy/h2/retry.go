@@ -104,6 +104,9 @@ func (s *stream) triedBefore(addr netip.AddrPort) bool {
 // beginTry starts an attempt's clock: its per-try bound runs from now.
 // Called with s.mu held.
 func (s *stream) beginTry(first bool) {
+	if !first {
+		s.x.retries++
+	}
 	l := s.lim
 	if l == nil {
 		return

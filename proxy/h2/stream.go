@@ -86,6 +86,8 @@ type half struct {
 	// the source then.
 	rec    *httpproxy.Replay
 	resent int
+	// moved counts the DATA bytes the source sent, for the access log.
+	moved int64
 	// cond, on the HTTP/1.1 path only, wakes its goroutine when the queue
 	// changes; nil on the others.
 	cond *sync.Cond
@@ -116,6 +118,7 @@ func (h *half) push(fl *flusher, data []byte, end bool) {
 	if h.done {
 		return
 	}
+	h.moved += int64(len(data))
 	if h.dst != nil && h.queued() == 0 {
 		for len(data) > 0 || end {
 			n := 0

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/mesh-dev/mesh/proxy/accesslog"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/route"
 	"github.com/mesh-dev/mesh/proxy/tap"
@@ -76,6 +77,9 @@ type Config struct {
 	// Tap receives every request and response while someone watches
 	// (mesh viz tap); nil means none is published.
 	Tap *tap.Hub
+	// AccessLog gets a record of every request once it is over; nil
+	// (the default) logs none.
+	AccessLog *accesslog.Logger
 	// RetryBudgets are the retry budgets of the routes' backends
 	// (docs/traffic.md 3.4), per client proxy: give h1 and h2 the same,
 	// so that a backend's budget covers both protocols. Nil means each
