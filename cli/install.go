@@ -15,8 +15,10 @@ import (
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/version"
 
@@ -58,6 +60,11 @@ type installOptions struct {
 	DefaultInboundPolicy string
 	// ClusterNetworks are comma-separated CIDRs (clusternet.Parse), at least one.
 	ClusterNetworks string
+	// Proxy are the install's defaults for every injected proxy, and
+	// Tracing where proxies send spans and whether Jaeger is deployed;
+	// their zero values set nothing (manifests.ProxyDefaults, Tracing).
+	Proxy   manifests.ProxyDefaults
+	Tracing manifests.Tracing
 }
 
 func defaultInstallOptions() installOptions {
@@ -87,6 +94,90 @@ func (opts *installOptions) addFlags(f *pflag.FlagSet) {
 		"what proxies allow on ports no Server selects, unless the namespace or pod is annotated "+names.AnnotationDefaultInboundPolicy+": "+strings.Join(names.DefaultInboundPolicies, ", "))
 	f.StringVar(&opts.ClusterNetworks, "cluster-networks", opts.ClusterNetworks,
 		"the cluster's pod, service and node networks, comma-separated CIDRs: inside them proxies never fall back to plain text")
+
+	// The install's proxy defaults: a namespace's or pod's annotation of
+	// the same name wins.
+	f.StringVar(&opts.Proxy.LogLevel, "proxy-log-level", "",
+		"proxies' log level unless the namespace or pod is annotated "+names.AnnotationProxyLogLevel+": debug, info, warn or error (default info)")
+	f.StringVar(&opts.Proxy.CPURequest, "proxy-cpu-request", "",
+		"proxies' CPU request unless the namespace or pod is annotated "+names.AnnotationProxyCPURequest+", like 100m (default 10m)")
+	f.StringVar(&opts.Proxy.CPULimit, "proxy-cpu-limit", "",
+		"proxies' CPU limit unless the namespace or pod is annotated "+names.AnnotationProxyCPULimit+", like 1 (default none)")
+	f.StringVar(&opts.Proxy.MemoryRequest, "proxy-memory-request", "",
+		"proxies' memory request unless the namespace or pod is annotated "+names.AnnotationProxyMemoryRequest+", like 64Mi (default 20Mi)")
+	f.StringVar(&opts.Proxy.MemoryLimit, "proxy-memory-limit", "",
+		"proxies' memory limit unless the namespace or pod is annotated "+names.AnnotationProxyMemoryLimit+", like 256Mi (default 128Mi)")
+	f.StringVar(&opts.Tracing.Collector, "tracing-collector", "",
+		"host:port of the OTLP/gRPC collector proxies send spans to, unless the namespace or pod is annotated "+names.AnnotationTracingCollector+
+			" (default: Jaeger's with --with-jaeger, else none)")
+	f.StringVar(&opts.Tracing.SampleRate, "tracing-sample-rate", "",
+		"share of requests arriving without a sampling decision that proxies trace, 0 to 1, unless the namespace or pod is annotated "+
+			names.AnnotationTracingSampleRate+" (default: the proxy's)")
+	f.BoolVar(&opts.Tracing.Jaeger, "with-jaeger", false,
+		"deploy Jaeger (spans kept in memory) in the control-plane namespace, and send proxies' spans to it unless --tracing-collector says otherwise")
+}
+
+// validateProxyDefaults checks the proxy default flags and writes them
+// back as the injector reads them (trimmed, the log level in lower case),
+// so the control-plane namespace says exactly what is in force.
+func (opts *installOptions) validateProxyDefaults() error {
+	p := &opts.Proxy
+	if p.LogLevel != "" {
+		switch l := strings.ToLower(strings.TrimSpace(p.LogLevel)); l {
+		case "debug", "info", "warn", "error":
+			p.LogLevel = l
+		default:
+			return fmt.Errorf("--proxy-log-level %q: want debug, info, warn or error", p.LogLevel)
+		}
+	}
+	quantities := []struct {
+		flag    string
+		value   *string
+		memory  bool
+		example string
+	}{
+		{"proxy-cpu-request", &p.CPURequest, false, "100m or 1"},
+		{"proxy-cpu-limit", &p.CPULimit, false, "100m or 1"},
+		{"proxy-memory-request", &p.MemoryRequest, true, "64Mi or 1Gi"},
+		{"proxy-memory-limit", &p.MemoryLimit, true, "64Mi or 1Gi"},
+	}
+	parsed := map[string]resource.Quantity{}
+	for _, q := range quantities {
+		if *q.value == "" {
+			continue
+		}
+		v, err := resource.ParseQuantity(strings.TrimSpace(*q.value))
+		switch {
+		case err != nil || v.Sign() <= 0:
+			return fmt.Errorf("--%s %q: want a positive quantity, like %s", q.flag, *q.value, q.example)
+		case q.memory && v.MilliValue()%1000 != 0:
+			return fmt.Errorf("--%s %q: want a whole number of bytes, like 64Mi", q.flag, *q.value)
+		}
+		*q.value = strings.TrimSpace(*q.value)
+		parsed[q.flag] = v
+	}
+	for _, kind := range []string{"cpu", "memory"} {
+		req, hasReq := parsed["proxy-"+kind+"-request"]
+		lim, hasLim := parsed["proxy-"+kind+"-limit"]
+		if hasReq && hasLim && req.Cmp(lim) > 0 {
+			return fmt.Errorf("--proxy-%s-request %s is above --proxy-%s-limit %s", kind, req.String(), kind, lim.String())
+		}
+	}
+	t := &opts.Tracing
+	if t.Collector != "" {
+		addr, err := names.ParseTracingCollector(t.Collector)
+		if err != nil {
+			return fmt.Errorf("--tracing-collector: %w", err)
+		}
+		t.Collector = addr
+	}
+	if t.SampleRate != "" {
+		if _, err := names.ParseTracingSampleRate(t.SampleRate); err != nil {
+			return fmt.Errorf("--tracing-sample-rate: %w", err)
+		}
+		t.SampleRate = strings.TrimSpace(t.SampleRate)
+	}
+	return nil
 }
 
 // validate checks the flags that need no cluster.
@@ -119,6 +210,9 @@ func (opts *installOptions) validate(cmd *cobra.Command, namespace string) error
 	if err != nil {
 		return fmt.Errorf("--cluster-networks: %w", err)
 	}
+	if err := opts.validateProxyDefaults(); err != nil {
+		return err
+	}
 	return opts.Identity.validate()
 }
 
@@ -142,6 +236,8 @@ func (opts *installOptions) values(namespace string) manifests.Values {
 		TrustDomain:          opts.TrustDomain,
 		DefaultInboundPolicy: opts.DefaultInboundPolicy,
 		ClusterNetworks:      networks,
+		Proxy:                opts.Proxy,
+		Tracing:              opts.Tracing,
 	}
 }
 
@@ -164,6 +260,7 @@ func newInstallCmd(o *Options) *cobra.Command {
 		Example: "  mesh install\n" +
 			"  mesh install --ha --wait 10m\n" +
 			"  mesh install --default-inbound-policy all-authenticated --cluster-networks 10.0.0.0/8\n" +
+			"  mesh install --with-jaeger --tracing-sample-rate 0.1 --proxy-log-level warn\n" +
 			"  mesh install --dry-run -o yaml > mesh.yaml",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -287,6 +384,16 @@ func (opts *installOptions) run(ctx context.Context, o *Options) error {
 	changed += n
 	if err != nil {
 		return err
+	}
+	if !opts.Tracing.Jaeger {
+		pruned, err := pruneJaeger(ctx, k, ns)
+		if err != nil {
+			return err
+		}
+		for _, name := range pruned {
+			changed++
+			p.line(okMark, "%s deleted (only --with-jaeger needs it)", name)
+		}
 	}
 	if !opts.HA {
 		pruned, err := prunePDB(ctx, k, ns)
@@ -482,6 +589,10 @@ func (opts *installOptions) summary(w io.Writer, ns string, changed int) {
 	if opts.Wait == 0 {
 		fmt.Fprintln(w, "Not waited for: run `mesh check` to see when the control plane is ready.")
 	}
+	if opts.Tracing.Jaeger {
+		fmt.Fprintf(w, "Jaeger: kubectl -n %s port-forward service/%s %d, then open http://localhost:%d.\n",
+			ns, manifests.JaegerName, manifests.JaegerQueryPort, manifests.JaegerQueryPort)
+	}
 	fmt.Fprintln(w, "Next: kubectl annotate namespace NAME mesh.dev/inject=enabled, then restart its workloads; `mesh check` verifies the mesh.")
 }
 
@@ -510,7 +621,54 @@ func (opts *installOptions) waitReady(ctx context.Context, k *kube, p *progress,
 		return fmt.Errorf("%s is not available after %s: %w\ninspect with: kubectl -n %s describe deployment %s; kubectl -n %s logs deployment/%s\nthen run mesh install again (it picks up where it stopped)",
 			vizName, opts.Wait, err, ns, vizName, ns, vizName)
 	}
+	if opts.Tracing.Jaeger {
+		name := manifests.JaegerName
+		if err := p.run(ctx, "deployment/"+name+" available", func(ctx context.Context, status func(string)) (string, error) {
+			return poll(ctx, status, rolloutOf(k, ns, name, jaegerSelector.String()))
+		}); err != nil {
+			return fmt.Errorf("%s is not available after %s: %w\ninspect with: kubectl -n %s describe deployment %s; kubectl -n %s logs deployment/%s\n"+
+				"is its image, %s, on the nodes (make images)? then run mesh install again",
+				name, opts.Wait, err, ns, name, ns, name, opts.values(ns).JaegerImage())
+		}
+	}
 	return nil
+}
+
+// jaegerSelector selects the pods of --with-jaeger's Deployment.
+var jaegerSelector = labels.SelectorFromSet(labels.Set{
+	manifests.NameLabel:   manifests.JaegerName,
+	manifests.PartOfLabel: manifests.PartOf,
+})
+
+// pruneJaeger deletes the Jaeger an earlier `install --with-jaeger` made,
+// and names what it deleted: without the flag the proxies are no longer
+// pointed at it.
+func pruneJaeger(ctx context.Context, k *kube, ns string) ([]string, error) {
+	var pruned []string
+	deployments, services := k.client.AppsV1().Deployments(ns), k.client.CoreV1().Services(ns)
+	d, err := deployments.Get(ctx, manifests.JaegerName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return nil, fmt.Errorf("read deployment/%s: %w", manifests.JaegerName, err)
+	case d.Labels[manifests.PartOfLabel] == manifests.PartOf:
+		if err := deployments.Delete(ctx, manifests.JaegerName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("delete deployment/%s: %w", manifests.JaegerName, err)
+		}
+		pruned = append(pruned, "deployment/"+manifests.JaegerName)
+	}
+	svc, err := services.Get(ctx, manifests.JaegerName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return nil, fmt.Errorf("read service/%s: %w", manifests.JaegerName, err)
+	case svc.Labels[manifests.PartOfLabel] == manifests.PartOf:
+		if err := services.Delete(ctx, manifests.JaegerName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("delete service/%s: %w", manifests.JaegerName, err)
+		}
+		pruned = append(pruned, "service/"+manifests.JaegerName)
+	}
+	return pruned, nil
 }
 
 // rolloutOf is a poll condition: Deployment name, whose pods selector
