@@ -80,6 +80,10 @@ var errChecksFailed = errors.New("checks failed")
 type checkOptions struct {
 	Pre    bool
 	Output string
+	// Proxy adds the checks that ask each meshed pod's proxy
+	// (check_proxy.go), of Namespace only when it is set.
+	Proxy     bool
+	Namespace string
 }
 
 func newCheckCmd(o *Options) *cobra.Command {
@@ -89,13 +93,25 @@ func newCheckCmd(o *Options) *cobra.Command {
 		Short: "Check that the mesh works, or can be installed (--pre)",
 		Long: "check runs a list of tests against the cluster and prints one line each:\n" +
 			"√ passed, ‼ passed with a warning, × failed, with what to do below a failure.\n" +
-			"It exits non-zero when a test failed. --pre checks that install can run.",
+			"It exits non-zero when a test failed. --pre checks that install can run.\n" +
+			"--proxy also asks every running meshed pod's proxy (of -n NAMESPACE only, if given),\n" +
+			"through a port-forward each, for its version, certificate, inbound policy and readiness.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(co.Output, "table", "json"); err != nil {
 				return err
 			}
-			report := runChecks(cmd.Context(), o, checkList(co.Pre))
+			if co.Proxy && co.Pre {
+				return errors.New("--proxy checks an installed mesh; --pre checks that it can be installed: pass one")
+			}
+			if co.Namespace != "" && !co.Proxy {
+				return errors.New("--namespace selects the proxies of --proxy; pass --proxy too")
+			}
+			checks := checkList(co.Pre)
+			if co.Proxy {
+				checks = append(checks, proxyCheckList(co.Namespace, openForward)...)
+			}
+			report := runChecks(cmd.Context(), o, checks)
 			if co.Output == "json" {
 				if err := writeJSON(o.Out, report); err != nil {
 					return err
@@ -111,6 +127,8 @@ func newCheckCmd(o *Options) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&co.Pre, "pre", false, "check that the cluster is ready for mesh install")
 	cmd.Flags().StringVarP(&co.Output, "output", "o", co.Output, "output format: table or json")
+	cmd.Flags().BoolVar(&co.Proxy, "proxy", false, "also check every meshed pod's proxy: version, certificate, inbound policy, readiness")
+	cmd.Flags().StringVarP(&co.Namespace, "namespace", "n", "", "with --proxy: check only the proxies of this namespace")
 	return cmd
 }
 

@@ -29,7 +29,6 @@ import (
 	"github.com/mesh-dev/mesh/identity/identitytest"
 	"github.com/mesh-dev/mesh/proxy/admin"
 	"github.com/mesh-dev/mesh/proxy/authz"
-	"github.com/mesh-dev/mesh/proxy/policy"
 )
 
 // The tests of `mesh diagnostics` run the command against apiStandIn
@@ -93,6 +92,7 @@ func diagPolicy() *inboundv1.PodPolicy {
 type diagProxy struct {
 	identity []byte // nil: no identity (no /identity)
 	policy   []byte // nil: no policy (no /policy)
+	notReady error  // why /ready answers 503; nil: ready
 }
 
 func (p diagProxy) start(t testing.TB) string {
@@ -108,7 +108,7 @@ func (p diagProxy) start(t testing.TB) string {
 	}
 	srv := httptest.NewServer(admin.Handler(admin.Config{
 		Metrics:      http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, diagMetrics) }),
-		Ready:        func() error { return nil },
+		Ready:        func() error { return p.notReady },
 		Shutdown:     func() {},
 		Destinations: body([]byte(diagDestinations)),
 		Identity:     body(p.identity),
@@ -121,7 +121,14 @@ func (p diagProxy) start(t testing.TB) string {
 // policyBody is GET /policy of a proxy holding msg (nil: none yet).
 func policyBody(t testing.TB, msg *inboundv1.PodPolicy) []byte {
 	t.Helper()
-	v := policy.PolicyView{Namespace: "shop", Pod: "web-1"}
+	// proxy/policy.PolicyView's shape; that package is not imported for
+	// it, since it brings in the proxy's HTTP forwarding.
+	v := struct {
+		Namespace string      `json:"namespace"`
+		Pod       string      `json:"pod"`
+		Received  bool        `json:"received"`
+		Policy    *authz.View `json:"policy"`
+	}{Namespace: "shop", Pod: "web-1"}
 	if msg != nil {
 		p, dropped := authz.Compile(msg, authz.Options{TrustDomain: "cluster.local"})
 		if len(dropped) > 0 {
