@@ -33,7 +33,7 @@ const (
 	proxyScanConcurrency = 4
 	proxyScanTimeout     = 15 * time.Second
 	// certRenewBefore: a certificate closer than this to its end should
-	// have been renewed (the proxy renews at about half its lifetime, hours
+	// have been renewed (the proxy renews at 70% of its lifetime, hours
 	// before).
 	certRenewBefore = time.Hour
 )
