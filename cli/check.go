@@ -166,6 +166,8 @@ func checkList(pre bool) []check {
 		check{category: "data-plane", name: "data-plane proxies have received an inbound policy", run: checkProxyPolicies},
 		check{category: "data-plane", name: "pods of meshed namespaces run a proxy", run: checkUnmeshedPods},
 		check{category: "data-plane", name: "no mesh annotation was ignored lately", run: checkInvalidAnnotations},
+		check{category: "data-plane", name: "proxy defaults of the install and namespaces are valid", run: checkProxyDefaults},
+		check{category: "tracing", name: "Jaeger is available, if installed", run: checkJaeger},
 	)
 }
 
