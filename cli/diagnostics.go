@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -101,6 +102,11 @@ func newDiagnosticsCmd(o *Options) *cobra.Command {
 	})
 }
 
+// viaForward ends the help of the subcommands that read a loopback-only
+// endpoint.
+const viaForward = "\n\nIt reads through a port-forward to the pod (create on pods/portforward), which reaches the proxy\n" +
+	"on the pod's loopback, the only address it serves this on; see mesh diagnostics --help."
+
 // diagSub is one subcommand of `mesh diagnostics`.
 type diagSub struct {
 	use, short, long string
@@ -129,22 +135,24 @@ func newDiagnosticsCommand(e *diagEnv) *cobra.Command {
 	subs := []diagSub{
 		{
 			use: "proxy-metrics", short: "Show the proxy's Prometheus metrics",
-			long:    "proxy-metrics prints the proxy's /metrics as Prometheus text, or parsed into metric families with -o json|yaml.",
+			long: "proxy-metrics prints the proxy's /metrics as Prometheus text, or parsed into metric families with -o json|yaml.\n\n" +
+				"It reads through the API server's pods/proxy subresource (get on pods/proxy), which reaches the\n" +
+				"proxy on the pod's IP, where it serves /metrics to anyone.",
 			formats: []string{"text", "json", "yaml"}, run: runProxyMetrics,
 		},
 		{
 			use: "endpoints", short: "Show the destinations the proxy balances over and its view of each endpoint",
-			long:    "endpoints shows the proxy's /destinations: each destination it asked the controller about, its endpoints\nwith their identities and balancing state (RTT estimate, requests pending, failures), and its routes.",
+			long:    "endpoints shows the proxy's /destinations: each destination it asked the controller about, its endpoints\nwith their identities and balancing state (RTT estimate, requests pending, failures), and its routes." + viaForward,
 			formats: []string{"table", "json", "yaml"}, run: runEndpoints,
 		},
 		{
 			use: "policy", short: "Show the inbound policy the proxy enforces",
-			long:    "policy shows the proxy's /policy: the inbound policy it received from the controller, as it enforces it\n(what it could not use is left out): servers, authorizations, routes, rate limits, the default policy.",
+			long:    "policy shows the proxy's /policy: the inbound policy it received from the controller, as it enforces it\n(what it could not use is left out): servers, authorizations, routes, rate limits, the default policy." + viaForward,
 			formats: []string{"table", "json", "yaml"}, run: runPolicy,
 		},
 		{
 			use: "identity", short: "Show the proxy's certificate chain and trust anchors",
-			long:    "identity shows the proxy's /identity: its SPIFFE ID, each certificate of its chain (subject, SANs,\nvalidity) and the SHA-256 fingerprints of the trust anchors it holds. The proxy never serves its key.",
+			long:    "identity shows the proxy's /identity: its SPIFFE ID, each certificate of its chain (subject, SANs,\nvalidity) and the SHA-256 fingerprints of the trust anchors it holds. The proxy never serves its key." + viaForward,
 			formats: []string{"table", "json", "yaml"}, run: runDiagIdentity,
 		},
 	}
@@ -194,20 +202,10 @@ func newDiagSubCmd(e *diagEnv, s diagSub) *cobra.Command {
 
 // joinOr lists formats as "a, b or c".
 func joinOr(items []string) string {
-	switch len(items) {
-	case 0:
-		return ""
-	case 1:
-		return items[0]
+	if len(items) < 2 {
+		return strings.Join(items, "")
 	}
-	var b bytes.Buffer
-	for i, it := range items[:len(items)-1] {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(it)
-	}
-	return b.String() + " or " + items[len(items)-1]
+	return strings.Join(items[:len(items)-1], ", ") + " or " + items[len(items)-1]
 }
 
 // diagnosable returns why the pod's proxy cannot be asked anything, nil
