@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+
+	"github.com/mesh-dev/mesh/testdata/demo/tracectx"
 )
 
 // ErrUnavailable wraps every failure to get an answer from the orders
@@ -54,6 +56,7 @@ func (c *Client) Create(ctx context.Context, o Order) (Receipt, error) {
 		return Receipt{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	tracectx.Forward(ctx, req) // the web request's trace goes on through orders
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return Receipt{}, fmt.Errorf("%w: %w", ErrUnavailable, err)

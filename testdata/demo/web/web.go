@@ -30,6 +30,7 @@ import (
 	"github.com/mesh-dev/mesh/testdata/demo/fault"
 	"github.com/mesh-dev/mesh/testdata/demo/graceful"
 	"github.com/mesh-dev/mesh/testdata/demo/orders"
+	"github.com/mesh-dev/mesh/testdata/demo/tracectx"
 )
 
 // Config configures the web front end.
@@ -75,7 +76,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 // Serve answers HTTP/1.1 on ln until ctx ends, then shuts down gracefully
 // and closes its backend connections. It closes ln.
 func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
-	conn, err := grpc.NewClient(cfg.CatalogAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(cfg.CatalogAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUnaryInterceptor(tracectx.UnaryClientInterceptor))
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("web: catalog client: %w", err)
@@ -99,7 +101,7 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 	mux.HandleFunc("GET /{$}", h.index)
 	mux.HandleFunc("POST /buy", h.buy)
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           tracectx.Middleware(mux),
 		Protocols:         new(http.Protocols),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
