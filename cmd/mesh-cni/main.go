@@ -19,7 +19,8 @@ import (
 
 func main() {
 	if os.Getenv("CNI_COMMAND") != "" {
-		cni.Main(&cni.Plugin{}) // exits
+		cni.Main(&cni.Plugin{})
+		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

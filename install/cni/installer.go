@@ -84,8 +84,16 @@ func (c InstallConfig) Entry() (map[string]any, error) {
 		return nil, err
 	}
 	var m map[string]any
-	err = json.Unmarshal(raw, &m)
-	return m, err
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	// types.PluginConf marshals its ipam and dns as {} even when unset.
+	for k, v := range m {
+		if obj, ok := v.(map[string]any); ok && len(obj) == 0 {
+			delete(m, k)
+		}
+	}
+	return m, nil
 }
 
 // Install keeps the plugin installed on the node until ctx is done, then

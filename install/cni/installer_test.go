@@ -188,7 +188,9 @@ func TestInstallFlags(t *testing.T) {
 		entry["type"] != PluginType || cfg.BinDir != "/host/opt/cni/bin" || cfg.Interval != 5*time.Second {
 		t.Errorf("entry %v, config %+v", entry, cfg)
 	}
-	if _, ok := entry["cniVersion"]; ok {
-		t.Errorf("entry has a cniVersion: %v", entry)
+	for _, k := range []string{"cniVersion", "name", "ipam", "dns"} {
+		if _, ok := entry[k]; ok {
+			t.Errorf("entry has %s: %v", k, entry)
+		}
 	}
 }

@@ -136,7 +136,9 @@ type Plugin struct {
 	Stdout, Stderr io.Writer
 }
 
-// Main runs the plugin as the runtime invokes it, and exits.
+// Main carries out the command the runtime's CNI_* environment names. On
+// failure it prints the CNI error and exits with status 1; on success it
+// returns, and the caller exits 0.
 func Main(p *Plugin) {
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add:   p.Add,
