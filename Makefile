@@ -153,8 +153,8 @@ test-generated: ## the committed deepcopy code and CRDs are what controller-gen 
 demo: images build ## the quick start: local cluster, mesh install, the demo shop meshed and ready (root)
 	bash hack/demo.sh
 
-images: ## build static binaries and write one image tarball per image under build/images/
-	$(GO) run ./hack/images --out build/images --version $(VERSION) --ldflags '$(LDFLAGS)'
+images: ## build static binaries and write one image tarball per image under build/images/: an OCI image index with linux/amd64 and linux/arm64 variants (IMAGE_ARCHES=amd64 for one); jaeger the host's only
+	$(GO) run ./hack/images --out build/images --version $(VERSION) --ldflags '$(LDFLAGS)' $(if $(IMAGE_ARCHES),--arches $(IMAGE_ARCHES))
 
 cluster-up: ## start the local single-node Kubernetes (root; first run builds Kubernetes, ~13 min on 2 cores)
 	$(GO) run ./hack/cluster up

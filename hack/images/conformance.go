@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/mesh-dev/mesh/install/image"
 )
@@ -48,39 +46,30 @@ func echoSpec(version, binary string) image.Spec {
 	}
 }
 
-// buildEcho builds the echo binary in the nested module and writes its
-// image to o.OutDir, as BuildAll does for the main module's images. o's
-// empty fields mean what they mean for BuildAll.
+// buildEcho builds the echo binary in the nested module, once per
+// architecture of o.Arches, and writes its image index to o.OutDir, as
+// BuildAll does for the main module's images. o's empty fields mean what
+// they mean for BuildAll.
 func buildEcho(ctx context.Context, o image.Options) (image.Built, error) {
-	start := time.Now()
 	root := o.RepoRoot
 	if root == "" {
 		root = "."
-	}
-	out := o.OutDir
-	if out == "" {
-		out = filepath.Join(root, "build", "images")
 	}
 	bin, err := os.MkdirTemp("", "mesh-conformance-echo-")
 	if err != nil {
 		return image.Built{}, err
 	}
 	defer os.RemoveAll(bin)
-	binary := filepath.Join(bin, echoName)
-	gb := image.GoBuild{Go: o.Go, Dir: filepath.Join(root, echoModule), LDFlags: o.LDFlags}
-	if err := gb.Build(ctx, binary, echoPkg); err != nil {
-		return image.Built{}, fmt.Errorf("images: build %s: %w", echoName, err)
+	if o.OutDir == "" {
+		o.OutDir = filepath.Join(root, "build", "images")
 	}
-	s := echoSpec(o.Version, binary)
-	path := filepath.Join(out, echoName+".tar")
-	if err := os.MkdirAll(out, 0o755); err != nil {
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
 		return image.Built{}, err
 	}
-	if err := image.Write(path, s); err != nil {
-		return image.Built{}, err
-	}
-	if o.Log != nil {
-		fmt.Fprintf(o.Log, "images: %-60s %s (%.1fs)\n", s.Ref, path, time.Since(start).Seconds())
-	}
-	return image.Built{Name: echoName, Ref: s.Ref, Path: path}, nil
+	return image.BuildMultiArch(ctx, o, echoName, filepath.Join(root, echoModule), echoPkg, bin,
+		func(version, binary, arch string) (image.Spec, error) {
+			s := echoSpec(version, binary)
+			s.Arch = arch
+			return s, nil
+		})
 }

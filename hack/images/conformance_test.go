@@ -9,12 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/mesh-dev/mesh/install/image"
 )
@@ -48,9 +47,23 @@ func TestEchoImage(t *testing.T) {
 	if built.Ref != "ghcr.io/mesh-dev/conformance-echo:v0.0.0-test" || built.Path != filepath.Join(out, "conformance-echo.tar") {
 		t.Errorf("built %+v", built)
 	}
-	img, err := tarball.ImageFromPath(built.Path, nil)
+	idx, ann, err := image.ReadIndex(built.Path, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ann[image.AnnotationImageName] != built.Ref {
+		t.Errorf("the archive names the image %q, want %q", ann[image.AnnotationImageName], built.Ref)
+	}
+	arches, imgs, err := image.Platforms(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(arches, image.DefaultArches) {
+		t.Errorf("variants %q, want %q", arches, image.DefaultArches)
+	}
+	img := imgs[runtime.GOARCH]
+	if img == nil {
+		t.Fatalf("no variant for this machine's %s", runtime.GOARCH)
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {

@@ -1,5 +1,7 @@
-// Command images writes one image tarball per image under --out, each
-// importable with `ctr -n k8s.io images import`:
+// Command images writes one image tarball per image under --out, each an
+// OCI image layout archive holding an image index with a variant per
+// architecture (--arches, amd64 and arm64 by default), importable with
+// `ctr -n k8s.io images import`:
 //
 //	go run ./hack/images --out build/images --version $(cat VERSION)
 //
@@ -14,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -25,8 +28,12 @@ func main() {
 	flag.StringVar(&o.OutDir, "out", "build/images", "directory receiving <image>.tar files")
 	flag.StringVar(&o.Version, "version", "", "tag of the project's images; empty means the VERSION file")
 	flag.StringVar(&o.LDFlags, "ldflags", "", "-ldflags for the project's binaries (default -s -w)")
-	flag.StringVar(&o.CacheDir, "cache-dir", image.DefaultCacheDir, "directory caching the CoreDNS binary")
+	flag.StringVar(&o.CacheDir, "cache-dir", image.DefaultCacheDir, "directory caching the CoreDNS and Jaeger binaries and Debian's packages for other architectures")
+	arches := flag.String("arches", strings.Join(image.DefaultArches, ","), "comma-separated GOARCHes: one variant of every image each")
+	jaegerArches := flag.String("jaeger-arches", runtime.GOARCH, "comma-separated GOARCHes of the Jaeger image (minutes of build each, once per machine)")
 	flag.Parse()
+	o.Arches = strings.Split(*arches, ",")
+	o.JaegerArches = strings.Split(*jaegerArches, ",")
 	if o.Version == "" {
 		b, err := os.ReadFile("VERSION")
 		if err != nil {

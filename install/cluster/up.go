@@ -137,8 +137,8 @@ func prepareHost(ctx context.Context, c Config, pr *progress, version string) er
 	if k8sCached(c, version) {
 		return nil
 	}
-	pr.say("building Kubernetes %s into %s (about 13 minutes on 2 cores, once per machine)", version, k8sBinDir(c, version))
-	return pr.step("build Kubernetes "+version, func() error { return buildK8s(ctx, c, version) })
+	pr.say("building Kubernetes %s into %s (about 11 minutes on 2 cores, once per machine)", version, k8sBinDir(c, version))
+	return pr.step("build Kubernetes "+version, func() error { return buildK8s(ctx, c, pr, version) })
 }
 
 func coreDNSCached(c Config) bool {

@@ -26,21 +26,39 @@ var ErrLibraryNotFound = errors.New("shared library not found")
 // reported at the path where it was found, which is the path the loader in a
 // FROM-scratch image will look at too.
 func Libraries(path string) ([]string, error) {
-	dirs := searchDirs()
+	return LibrariesIn("", path)
+}
+
+// LibrariesIn is Libraries for a program of the system whose root is the
+// host directory root (empty means the host's own /): path and the results
+// are absolute paths of that system, read under root. Its loader
+// directories come from root/etc/ld.so.conf, or from root/etc/ld.so.conf.d
+// when unpacked packages have no ld.so.conf (libc-bin ships that file, libc6
+// the directory).
+func LibrariesIn(root, path string) ([]string, error) {
+	r := sysroot(root)
+	dirs := r.searchDirs()
 	seen := map[string]bool{}
 	queue := []string{path}
 	for len(queue) > 0 {
 		p := queue[0]
 		queue = queue[1:]
-		needed, interp, rpath, err := dynamicInfo(p)
+		host, err := r.host(p)
+		if err != nil {
+			return nil, err
+		}
+		needed, interp, rpath, err := dynamicInfo(host)
 		if err != nil {
 			return nil, err
 		}
 		if interp != "" {
+			if _, err := r.stat(interp); err != nil {
+				return nil, fmt.Errorf("%s needs its loader %s: %w: %v", p, interp, ErrLibraryNotFound, err)
+			}
 			seen[interp] = true
 		}
 		for _, lib := range needed {
-			found, err := findLibrary(lib, expandOrigin(rpath, p), dirs)
+			found, err := r.findLibrary(lib, expandOrigin(rpath, p), dirs)
 			if err != nil {
 				return nil, fmt.Errorf("%s needs %s: %w", p, lib, err)
 			}
@@ -56,6 +74,40 @@ func Libraries(path string) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// sysroot maps the absolute paths of a system to host paths: itself when
+// empty (the host), else under that directory.
+type sysroot string
+
+// host returns where p of the system is on the host. Under a root, p must
+// resolve (symlinks followed) inside the root: an absolute link out of
+// unpacked packages would pick up the host's file of another architecture.
+func (r sysroot) host(p string) (string, error) {
+	if r == "" {
+		return p, nil
+	}
+	h := filepath.Join(string(r), p)
+	real, err := filepath.EvalSymlinks(h)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", h, err)
+	}
+	rootReal, err := filepath.EvalSymlinks(string(r))
+	if err != nil {
+		return "", err
+	}
+	if !inside(rootReal, real) {
+		return "", fmt.Errorf("%s resolves to %s, outside %s", h, real, r)
+	}
+	return real, nil
+}
+
+func (r sysroot) stat(p string) (os.FileInfo, error) {
+	h, err := r.host(p)
+	if err != nil {
+		return nil, err
+	}
+	return os.Stat(h)
 }
 
 // dynamicInfo reads an ELF file's DT_NEEDED entries, program interpreter and
@@ -117,37 +169,69 @@ func expandOrigin(dirs []string, file string) []string {
 	return out
 }
 
-func findLibrary(lib string, rpath, dirs []string) (string, error) {
+func (r sysroot) findLibrary(lib string, rpath, dirs []string) (string, error) {
 	if strings.Contains(lib, "/") {
-		if _, err := os.Stat(lib); err != nil {
+		if _, err := r.stat(lib); err != nil {
 			return "", fmt.Errorf("%w: %v", ErrLibraryNotFound, err)
 		}
 		return lib, nil
 	}
 	for _, d := range append(rpath, dirs...) {
 		p := filepath.Join(d, lib)
-		if info, err := os.Stat(p); err == nil && info.Mode().IsRegular() {
+		if info, err := r.stat(p); err == nil && info.Mode().IsRegular() {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%w in %s", ErrLibraryNotFound, strings.Join(append(rpath, dirs...), ":"))
+	return "", fmt.Errorf("%w in %s%s", ErrLibraryNotFound, strings.Join(append(rpath, dirs...), ":"), r.under())
+}
+
+func (r sysroot) under() string {
+	if r == "" {
+		return ""
+	}
+	return " under " + string(r)
 }
 
 // searchDirs returns the loader's directories: /etc/ld.so.conf (with its
 // include lines) first, then the defaults glibc always searches.
-func searchDirs() []string {
-	dirs := readLdSoConf("/etc/ld.so.conf", 0)
+func (r sysroot) searchDirs() []string {
+	dirs := r.readLdSoConf("/etc/ld.so.conf", 0)
+	if _, err := r.stat("/etc/ld.so.conf"); r != "" && err != nil {
+		dirs = r.include("/etc/ld.so.conf.d/*.conf", 0)
+	}
 	return append(dirs, "/lib", "/usr/lib", "/lib64", "/usr/lib64")
 }
 
-// readLdSoConf parses one ld.so.conf file; depth stops include loops.
-func readLdSoConf(path string, depth int) []string {
+// include reads the files an ld.so.conf include pattern matches, in order.
+func (r sysroot) include(pattern string, depth int) []string {
+	matches, _ := filepath.Glob(filepath.Join(string(r), pattern)) // only ErrBadPattern, which finds nothing
+	sort.Strings(matches)
+	var dirs []string
+	for _, m := range matches {
+		rel, err := filepath.Rel(string(r), m)
+		if r == "" {
+			rel, err = m, nil
+		}
+		if err == nil {
+			dirs = append(dirs, r.readLdSoConf("/"+strings.TrimPrefix(rel, "/"), depth+1)...)
+		}
+	}
+	return dirs
+}
+
+// readLdSoConf parses one ld.so.conf file of the system; depth stops
+// include loops.
+func (r sysroot) readLdSoConf(path string, depth int) []string {
 	if depth > 4 {
 		return nil
 	}
-	f, err := os.Open(path)
+	h, err := r.host(path)
 	if err != nil {
 		return nil // a missing ld.so.conf means only the default directories
+	}
+	f, err := os.Open(h)
+	if err != nil {
+		return nil
 	}
 	defer f.Close()
 	var dirs []string
@@ -164,11 +248,7 @@ func readLdSoConf(path string, depth int) []string {
 			if !filepath.IsAbs(pattern) {
 				pattern = filepath.Join(filepath.Dir(path), pattern)
 			}
-			matches, _ := filepath.Glob(pattern) // only ErrBadPattern, which finds nothing
-			sort.Strings(matches)
-			for _, m := range matches {
-				dirs = append(dirs, readLdSoConf(m, depth+1)...)
-			}
+			dirs = append(dirs, r.include(pattern, depth)...)
 		case filepath.IsAbs(line):
 			dirs = append(dirs, line)
 		}

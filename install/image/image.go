@@ -47,6 +47,12 @@ type File struct {
 	// dynamically linked host program runs in a FROM-scratch image.
 	// Non-ELF files are copied as they are.
 	Libs bool
+	// Root, when set, is a directory standing for the root of another
+	// system, such as Debian packages of another architecture unpacked:
+	// Src is an absolute path read under Root, Libs looks libraries up in
+	// Root's loader directories, and every file lands at its path relative
+	// to Root. Symlinks under Root must resolve inside it.
+	Root string
 }
 
 // Symlink is a symbolic link inside the image.
@@ -82,6 +88,14 @@ type Spec struct {
 	Labels map[string]string
 	// Arch is the GOARCH-style architecture; empty means runtime.GOARCH.
 	Arch string
+}
+
+// arch is the image's architecture: Arch, or the host's.
+func (s Spec) arch() string {
+	if s.Arch == "" {
+		return runtime.GOARCH
+	}
+	return s.Arch
 }
 
 // ParseRef checks that ref is a valid reference with an explicit, non-latest
@@ -154,10 +168,7 @@ func withConfig(img v1.Image, spec Spec) (v1.Image, error) {
 	}
 	cf = cf.DeepCopy()
 	cf.OS = "linux"
-	cf.Architecture = spec.Arch
-	if cf.Architecture == "" {
-		cf.Architecture = runtime.GOARCH
-	}
+	cf.Architecture = spec.arch()
 	cf.Config.Entrypoint = spec.Entrypoint
 	cf.Config.Cmd = spec.Cmd
 	cf.Config.User = spec.User

@@ -1,6 +1,8 @@
 package image
 
 import (
+	_ "embed"
+	"runtime"
 	"strconv"
 
 	"github.com/mesh-dev/mesh/internal/names"
@@ -30,6 +32,7 @@ const (
 	PauseName      = "pause"
 	CoreDNSName    = "coredns"
 	DemoName       = "mesh-demo"
+	JaegerName     = "jaeger"
 )
 
 // Ref returns Registry/name:tag.
@@ -44,27 +47,39 @@ var iptablesTools = []string{
 	"ip6tables-nft", "ip6tables-nft-save", "ip6tables-nft-restore",
 }
 
-// Host paths of Debian's iptables (package iptables, nf_tables backend).
-const (
-	xtablesMulti = "/usr/sbin/xtables-nft-multi"
-	// xtablesLibDir holds the match and target extensions (libxt_owner.so,
-	// libxt_REDIRECT.so ...) that iptables loads at run time to parse rules;
-	// without them `-m owner` or `-j REDIRECT` fail inside the image.
-	xtablesLibDir = "/usr/lib/x86_64-linux-gnu/xtables"
-)
+// xtablesMulti is where Debian's iptables (package iptables, nf_tables
+// backend) puts its one binary.
+const xtablesMulti = "/usr/sbin/xtables-nft-multi"
 
-// Proxy describes the mesh-proxy image: the static proxy binary plus Debian's
-// iptables with its libraries, for the `mesh-proxy init` container.
-func Proxy(version, binary string) Spec {
+// multiarch are Debian's library directory names (multiarch tuples) of the
+// architectures the images are built for.
+var multiarch = map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
+
+// xtablesLibDir holds the match and target extensions (libxt_owner.so,
+// libxt_REDIRECT.so ...) that iptables loads at run time to parse rules;
+// without them `-m owner` or `-j REDIRECT` fail inside the image.
+func xtablesLibDir(arch string) string { return "/usr/lib/" + multiarch[arch] + "/xtables" }
+
+// Proxy describes the mesh-proxy image for the host's architecture with the
+// host's iptables: ProxyFor(version, binary, runtime.GOARCH, "").
+func Proxy(version, binary string) Spec { return ProxyFor(version, binary, runtime.GOARCH, "") }
+
+// ProxyFor describes the mesh-proxy image for arch: the static proxy binary
+// plus Debian's iptables with its libraries, for the `mesh-proxy init`
+// container. root is where Debian's packages for arch are unpacked
+// (DebianRoot with iptablesPackages); empty means the host's own iptables,
+// which only serves the host's architecture.
+func ProxyFor(version, binary, arch, root string) Spec {
 	s := Spec{
 		Ref: Ref(ProxyName, version),
 		Files: []File{
 			{Path: "/usr/local/bin/mesh-proxy", Src: binary, Mode: 0o755},
-			{Src: xtablesMulti, Libs: true},
-			{Src: xtablesLibDir, Libs: true},
+			{Src: xtablesMulti, Libs: true, Root: root},
+			{Src: xtablesLibDir(arch), Libs: true, Root: root},
 			// iptables asks getprotobyname for "-p tcp" before its own table.
-			{Src: "/etc/protocols"},
+			{Src: "/etc/protocols", Root: root},
 		},
+		Arch:       arch,
 		Dirs:       []string{"/tmp", "/run"},
 		Entrypoint: []string{"/usr/local/bin/mesh-proxy"},
 		// names.ProxyUID, whose traffic `mesh-proxy init` exempts from
@@ -101,6 +116,40 @@ func Pause(version, binary string) Spec {
 func CoreDNS(binary string) Spec {
 	s := staticSpec(Ref(CoreDNSName, CoreDNSVersion), "/coredns", binary, "0:0", CoreDNSVersion)
 	s.Cmd = []string{"-conf", "/etc/coredns/Corefile"}
+	return s
+}
+
+// Jaeger v2 (github.com/jaegertracing/jaeger/cmd/jaeger), the tracing
+// backend `mesh install --with-jaeger` deploys. Its tag is the release's
+// number without the "v", as Jaeger's own images are tagged.
+const (
+	JaegerVersion = "1.75.0"
+	jaegerPkg     = "github.com/jaegertracing/jaeger/cmd/jaeger"
+	jaegerBin     = "/jaeger"
+	// JaegerConfigPath is where the image keeps jaeger.yaml: the all-in-one
+	// configuration, spans in memory.
+	JaegerConfigPath = "/etc/jaeger/config.yaml"
+)
+
+// jaegerConfig receives OTLP (gRPC :4317, HTTP :4318), keeps traces in
+// memory and serves the query API and UI on :16686, health on :13133, all
+// on $JAEGER_LISTEN_HOST.
+//
+//go:embed jaeger.yaml
+var jaegerConfig []byte
+
+// jaegerLDFlags stamp the version Jaeger reports (its internal/version).
+const jaegerLDFlags = "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=v" + JaegerVersion
+
+// Jaeger describes the Jaeger image around a static jaeger binary for
+// arch. It listens on every address of the pod and runs as non-root.
+func Jaeger(binary, arch string) Spec {
+	s := staticSpec(Ref(JaegerName, JaegerVersion), jaegerBin, binary, NonRootUID, JaegerVersion)
+	s.Files = append(s.Files, File{Path: JaegerConfigPath, Data: jaegerConfig})
+	s.Cmd = []string{"--config", JaegerConfigPath}
+	s.Env = []string{"JAEGER_LISTEN_HOST=0.0.0.0"}
+	s.Arch = arch
+	s.Labels["org.opencontainers.image.source"] = "https://github.com/jaegertracing/jaeger"
 	return s
 }
 

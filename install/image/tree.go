@@ -127,20 +127,28 @@ func (t *tree) addFile(f File) error {
 		}
 		return t.add(entry{name: dst, typ: tar.TypeReg, mode: mode, data: f.Data})
 	}
-	info, err := os.Stat(f.Src)
+	r := sysroot(f.Root)
+	if r != "" && !path.IsAbs(f.Src) {
+		return fmt.Errorf("copy %s: a path under %s must be absolute", f.Src, r)
+	}
+	info, err := r.stat(f.Src)
 	if err != nil {
 		return fmt.Errorf("copy %s: %w", f.Src, err)
 	}
 	if info.IsDir() {
 		return t.addHostDir(dst, f)
 	}
-	return t.addHostFile(dst, f.Src, f.Mode, f.Libs)
+	return t.addHostFile(dst, f.Src, f.Mode, f.Libs, r)
 }
 
-// addHostFile copies one host file (following symlinks) to dst and, with
-// libs, the shared libraries it needs.
-func (t *tree) addHostFile(dst, src string, mode fs.FileMode, libs bool) error {
-	info, err := os.Stat(src)
+// addHostFile copies the file src of the system r (following symlinks) to
+// dst and, with libs, the shared libraries it needs.
+func (t *tree) addHostFile(dst, src string, mode fs.FileMode, libs bool, r sysroot) error {
+	host, err := r.host(src)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	info, err := os.Stat(host)
 	if err != nil {
 		return fmt.Errorf("copy %s: %w", src, err)
 	}
@@ -150,29 +158,34 @@ func (t *tree) addHostFile(dst, src string, mode fs.FileMode, libs bool) error {
 	if mode == 0 {
 		mode = info.Mode().Perm()
 	}
-	if err := t.add(entry{name: dst, typ: tar.TypeReg, mode: mode, src: src}); err != nil {
+	if err := t.add(entry{name: dst, typ: tar.TypeReg, mode: mode, src: host}); err != nil {
 		return err
 	}
 	if !libs {
 		return nil
 	}
-	deps, err := Libraries(src)
+	deps, err := LibrariesIn(string(r), src)
 	if err != nil {
 		return err
 	}
 	for _, d := range deps {
-		if err := t.addHostFile(d, d, 0, false); err != nil {
+		if err := t.addHostFile(d, d, 0, false, r); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// addHostDir copies the directory f.Src to dst. Relative symlinks that stay
-// inside the directory are kept (iptables' extension directory links
-// libxt_state.so to libxt_conntrack.so); any other symlink is followed.
+// addHostDir copies the directory f.Src (under f.Root) to dst. Relative
+// symlinks that stay inside the directory are kept (iptables' extension
+// directory links libxt_state.so to libxt_conntrack.so); any other symlink
+// is followed.
 func (t *tree) addHostDir(dst string, f File) error {
-	root := filepath.Clean(f.Src)
+	r := sysroot(f.Root)
+	root, err := r.host(filepath.Clean(f.Src))
+	if err != nil {
+		return err
+	}
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -194,7 +207,8 @@ func (t *tree) addHostDir(dst string, f File) error {
 				return t.addSymlink(target, filepath.ToSlash(link))
 			}
 		}
-		return t.addHostFile(target, p, 0, f.Libs)
+		// The file's path in its system, for its libraries' $ORIGIN.
+		return t.addHostFile(target, filepath.Join(filepath.Clean(f.Src), rel), 0, f.Libs, r)
 	})
 }
 
