@@ -80,7 +80,9 @@ func maskGenerated(t testing.TB, docs []map[string]any) {
 			}
 		case "Deployment":
 			for _, a := range []string{manifests.InjectorTLSChecksumAnnotation, manifests.IdentityChecksumAnnotation} {
-				_ = unstructured.SetNestedField(d, masked, "spec", "template", "metadata", "annotations", a)
+				if _, ok, _ := unstructured.NestedString(d, "spec", "template", "metadata", "annotations", a); ok {
+					_ = unstructured.SetNestedField(d, masked, "spec", "template", "metadata", "annotations", a)
+				}
 			}
 		case manifests.CRDKind:
 			// Their schemas are controller-gen's (install/manifests/crds)
@@ -111,6 +113,12 @@ func TestInstallDryRunGolden(t *testing.T) {
 	}{
 		{name: "default", args: []string{"install", "--dry-run", "-o", "yaml"}, golden: "install_default.golden.yaml"},
 		{name: "ha", args: []string{"install", "--dry-run", "-o", "yaml", "--ha"}, golden: "install_ha.golden.yaml"},
+		{
+			name: "observe",
+			args: []string{"install", "--dry-run", "-o", "yaml", "--with-jaeger", "--tracing-sample-rate", "0.1",
+				"--proxy-log-level", "warn", "--proxy-cpu-request", "20m", "--proxy-memory-limit", "256Mi"},
+			golden: "install_observe.golden.yaml",
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
