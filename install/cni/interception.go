@@ -68,6 +68,11 @@ func ParseInterception(s string) (Interception, error) {
 	if in.ProxyUID < 0 {
 		return Interception{}, fmt.Errorf("annotation %s: proxy UID %d is not a UID", AnnotationInterception, in.ProxyUID)
 	}
+	for _, p := range in.SkipOutboundSubnets {
+		if !p.IsValid() { // netip reads "" as the zero Prefix without error
+			return Interception{}, fmt.Errorf("annotation %s: skipOutboundSubnets has an empty subnet", AnnotationInterception)
+		}
+	}
 	return in, nil
 }
 

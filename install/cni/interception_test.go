@@ -86,6 +86,11 @@ func TestDecide(t *testing.T) {
 			wantErr: AnnotationInterception,
 		},
 		{
+			name:    "an empty subnet fails the pod",
+			pod:     meshedPod(map[string]string{AnnotationInterception: `{"skipOutboundSubnets":[""]}`}),
+			wantErr: "empty subnet",
+		},
+		{
 			name:    "a negative UID fails the pod",
 			pod:     meshedPod(map[string]string{AnnotationInterception: `{"proxyUID":-1}`}),
 			wantErr: "not a UID",

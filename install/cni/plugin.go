@@ -277,10 +277,32 @@ func (p *Plugin) install(conf *NetConf, netns string, cfg iptables.Config, log *
 	if _, err := exec.LookPath(binary(mode, "ip6tables-restore")); err != nil {
 		cfg.NoIPv6 = true // proxy/iptables trusts a custom Command to have it
 	}
+	// proxy/iptables logs every rule at info, which in an init
+	// container's log is useful, but would be a dozen lines per pod in the
+	// runtime's log: ADD logs one line, and the rules only at debug.
+	if !log.Enabled(context.Background(), slog.LevelDebug) {
+		log = slog.New(floor{log.Handler(), slog.LevelWarn})
+	}
 	return ns.WithNetNSPath(netns, func(ns.NetNS) error {
 		return iptables.Install(context.Background(), cfg, log)
 	})
 }
+
+// floor is a slog.Handler that drops records below min.
+type floor struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (f floor) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.Handler.Enabled(ctx, l)
+}
+
+func (f floor) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return floor{f.Handler.WithAttrs(attrs), f.min}
+}
+
+func (f floor) WithGroup(name string) slog.Handler { return floor{f.Handler.WithGroup(name), f.min} }
 
 // binary names the iptables tool for mode: iptables-restore becomes
 // iptables-legacy-restore in "legacy" mode, ip6tables becomes

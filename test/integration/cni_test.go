@@ -185,6 +185,11 @@ func TestCNIPlugin(t *testing.T) {
 				t.Errorf("rule %q appears %d times, want once:\n%s", want, n, rules)
 			}
 		}
+		if _, err := exec.LookPath("ip6tables-save"); err == nil {
+			if rules6 := app.Run(t, "ip6tables-save", "-t", "nat"); !strings.Contains(rules6, "-A OUTPUT -p tcp -j MESH_PROXY_OUTPUT") {
+				t.Errorf("no IPv6 rules:\n%s", rules6)
+			}
+		}
 		if _, err := cniRun(t, bin, "CHECK", app.NSPath(), "web-1", conf); err != nil {
 			t.Errorf("CHECK after ADD: %v", err)
 		}
@@ -227,6 +232,14 @@ func TestCNIPlugin(t *testing.T) {
 	}) {
 		return
 	}
+
+	t.Run("CHECK finds missing rules", func(t *testing.T) {
+		app.Run(t, "iptables", "-w", "-t", "nat", "-D", "OUTPUT", "-p", "tcp", "-j", "MESH_PROXY_OUTPUT")
+		_, err := cniRun(t, bin, "CHECK", app.NSPath(), "web-1", conf)
+		if err == nil || !strings.Contains(err.Error(), "delete the pod") {
+			t.Errorf("CHECK without the OUTPUT jump: %v, want an error saying to delete the pod", err)
+		}
+	})
 
 	t.Run("DEL succeeds", func(t *testing.T) {
 		if _, err := cniRun(t, bin, "DEL", app.NSPath(), "web-1", conf); err != nil {
