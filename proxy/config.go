@@ -78,6 +78,17 @@ type Config struct {
 	// AccessLogOut is where the access log goes; nil means stderr. No
 	// flag sets it: tests read the log from it.
 	AccessLogOut io.Writer
+	// TracingCollector is the host:port of an OTLP/gRPC collector the
+	// proxy exports request spans to (config.mesh.dev/tracing-collector);
+	// empty, the default, traces nothing and leaves trace headers as they
+	// came.
+	TracingCollector string
+	// TracingSampleRate is the share, 0 to 1, of the requests arriving
+	// without a sampling decision that are sampled; requests with one
+	// follow it. Default 1: tracing is off until a collector is set, and
+	// whoever sets one wants to see traces (Istio's 1% default is the
+	// usual "where are my traces"); lower it where traffic is heavy.
+	TracingSampleRate float64
 
 	// DestinationAddr is the controller's gRPC address (host:port) the
 	// proxy asks for the endpoints behind each outbound destination. Empty
@@ -179,6 +190,7 @@ func DefaultConfig() Config {
 		TapAddr:              hostPort("", names.TapPort),
 		LogLevel:             slog.LevelInfo,
 		LogFormat:            "json",
+		TracingSampleRate:    1,
 	}
 }
 
@@ -201,6 +213,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxConnsPerHost, "max-conns-per-host", c.MaxConnsPerHost, "most HTTP/1 connections from the inbound side to one application address; more requests wait (0: unlimited)")
 	fs.IntVar(&c.MaxConnections, "max-connections", c.MaxConnections, "most connections each side (inbound, outbound) holds at once; past it new ones are reset (0: unlimited)")
 	fs.Var((*formatValue)(&c.AccessLog), "access-log", "write a line per HTTP request and TCP connection to stderr: apache or json (empty: off)")
+	fs.StringVar(&c.TracingCollector, "tracing-collector", c.TracingCollector, "host:port of an OTLP/gRPC trace collector to export request spans to (empty: no tracing)")
+	fs.Float64Var(&c.TracingSampleRate, "tracing-sample-rate", c.TracingSampleRate, "share (0 to 1) of requests arriving without a sampling decision that are traced; others follow their caller's decision")
 	fs.StringVar(&c.DestinationAddr, "destination-addr", c.DestinationAddr, "controller's gRPC address for endpoint discovery and balancing (empty: forward to original destinations)")
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "the pod's namespace, for the controller to expand short names")
 	fs.StringVar(&c.PodName, "pod-name", c.PodName, "the pod's name, to watch its inbound policy (empty: no inbound policy, every client allowed)")
@@ -290,6 +304,14 @@ func (c Config) Validate() error {
 	if _, err := accesslog.ParseFormat(string(c.AccessLog)); err != nil {
 		return fmt.Errorf("access-log: %w", err)
 	}
+	if c.TracingCollector != "" {
+		if _, _, err := net.SplitHostPort(c.TracingCollector); err != nil {
+			return fmt.Errorf("tracing-collector %q: want host:port: %w", c.TracingCollector, err)
+		}
+	}
+	if c.TracingSampleRate < 0 || c.TracingSampleRate > 1 || c.TracingSampleRate != c.TracingSampleRate {
+		return fmt.Errorf("tracing-sample-rate must be between 0 and 1, got %v", c.TracingSampleRate)
+	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return fmt.Errorf("log-format must be json or text, got %q", c.LogFormat)
 	}
@@ -343,3 +365,15 @@ func (v *formatValue) Set(s string) error {
 }
 
 func (v *formatValue) Type() string { return "format" }
+
+// traceServiceName is the proxy's workload as traces name it:
+// "<pod>.<namespace>", the pod's owner being unknown to the proxy.
+func (c Config) traceServiceName() string {
+	switch {
+	case c.PodName != "" && c.Namespace != "":
+		return c.PodName + "." + c.Namespace
+	case c.Namespace != "":
+		return "mesh-proxy." + c.Namespace
+	}
+	return "mesh-proxy"
+}

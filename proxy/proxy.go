@@ -30,6 +30,7 @@ import (
 	"github.com/mesh-dev/mesh/proxy/origdst"
 	"github.com/mesh-dev/mesh/proxy/policy"
 	"github.com/mesh-dev/mesh/proxy/tap"
+	"github.com/mesh-dev/mesh/proxy/trace"
 )
 
 // Proxy is a running sidecar. Build it with New, then call Serve.
@@ -64,6 +65,9 @@ type Proxy struct {
 	// accessLog gets a record of every request and opaque connection;
 	// nil when --access-log is off.
 	accessLog *accesslog.Logger
+	// tracer gives requests spans and exports them; nil without
+	// --tracing-collector.
+	tracer *trace.Tracer
 }
 
 // New binds the proxy's listeners, so that once it returns, connections
@@ -88,6 +92,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Proxy, err error
 	}
 	if p.accessLog, err = accesslog.New(accesslog.Config{Format: cfg.AccessLog, Out: logOut, Registry: p.metrics.Registry()}); err != nil {
 		return nil, err
+	}
+	if cfg.TracingCollector != "" {
+		if p.tracer, err = newTracer(cfg, p.metrics.Registry(), log); err != nil {
+			return nil, err
+		}
 	}
 	var lc net.ListenConfig
 	listen := func(what, addr string) (net.Listener, error) {
@@ -158,6 +167,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Proxy, err error
 		sc.id = p.id
 		sc.tap = p.tapHub
 		sc.accessLog = p.accessLog
+		sc.tracer = p.tracer
 		p.sides = append(p.sides, newSide(sc))
 	}
 	var destinations, identityInfo http.Handler
@@ -335,6 +345,9 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	if cerr := p.accessLog.Close(logCtx); cerr != nil {
 		p.log.Warn("access log not all written", "err", cerr)
 	}
+	if terr := p.tracer.Shutdown(logCtx); terr != nil {
+		p.log.Warn("trace spans not all exported", "err", terr)
+	}
 	p.admin.Close()
 	return err
 }
@@ -463,6 +476,11 @@ func (p *Proxy) release(ctx context.Context) {
 		p.id.conn.Close()
 	}
 	p.accessLog.Close(context.WithoutCancel(ctx))
+	if p.tracer != nil {
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		p.tracer.Shutdown(tctx)
+	}
 }
 
 // Run is the whole life of mesh-proxy: build, serve, drain.

@@ -29,6 +29,7 @@ import (
 	"github.com/mesh-dev/mesh/proxy/route"
 	"github.com/mesh-dev/mesh/proxy/tap"
 	"github.com/mesh-dev/mesh/proxy/tcp"
+	"github.com/mesh-dev/mesh/proxy/trace"
 )
 
 type sideConfig struct {
@@ -55,6 +56,8 @@ type sideConfig struct {
 	// accessLog gets a record of every request and opaque connection; nil
 	// logs none.
 	accessLog *accesslog.Logger
+	// tracer gives each HTTP request a span; nil traces none.
+	tracer *trace.Tracer
 }
 
 // side is one direction of the proxy: a listener whose connections were
@@ -124,6 +127,7 @@ func newSide(sc sideConfig) *side {
 		MeshTLS:         meshTLS,
 		Tap:             sc.tap,
 		AccessLog:       sc.accessLog,
+		Tracer:          sc.tracer,
 		Direction:       sc.dir,
 		Metrics:         sc.metrics,
 		Log:             sc.log,

@@ -24,7 +24,7 @@ func (x *exchange) logAccess(l *accesslog.Logger) {
 		Status: x.status, GRPCStatus: -1, Duration: time.Since(x.start),
 		RequestBytes: x.reqBytes, ResponseBytes: x.resBytes,
 		ClientID: cc.info.ClientID, ServerID: x.key.ServerID, Route: x.key.Route,
-		Retries: x.retries,
+		Retries: x.retries, TraceID: x.span.TraceID(),
 	}
 	if x.unreached == "" && x.ep.Addr.IsValid() {
 		rec.Upstream = x.ep.Addr.String()

@@ -17,6 +17,7 @@ import (
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/route"
 	"github.com/mesh-dev/mesh/proxy/tap"
+	"github.com/mesh-dev/mesh/proxy/trace"
 )
 
 // maxAttempts bounds the endpoints one balanced request is sent to: its
@@ -82,6 +83,8 @@ type exchange struct {
 	// after the first.
 	reqBytes, resBytes int64
 	retries            int
+
+	span *trace.Span // nil without a tracer
 }
 
 // exchange forwards the request in cc.req and relays its response. It
@@ -89,6 +92,9 @@ type exchange struct {
 func (cc *clientConn) exchange() bool {
 	x := &exchange{cc: cc, start: time.Now(), hadBody: cc.req.body != noBody}
 	defer x.dropReplay()
+	if t := cc.p.cfg.Tracer; t != nil {
+		x.startSpan(t)
+	}
 	if cc.info.Authz != nil {
 		if why := cc.authorize(); why != nil {
 			return cc.refuse(x, why)
@@ -643,6 +649,9 @@ func (x *exchange) done(ok bool) {
 	x.route.Response(x.status, success, x.after)
 	if x.tapped != nil {
 		x.tapped.Response(tap.Response{Status: x.status, GRPCStatus: -1, Latency: x.after, Success: success})
+	}
+	if x.span != nil {
+		x.endSpan()
 	}
 	if l := x.cc.p.cfg.AccessLog; l != nil {
 		x.logAccess(l)

@@ -18,6 +18,7 @@ import (
 	"github.com/mesh-dev/mesh/proxy/httpproxy"
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/tap"
+	"github.com/mesh-dev/mesh/proxy/trace"
 )
 
 // maxAttempts bounds the endpoints one balanced request is sent to: its
@@ -58,7 +59,8 @@ type exchange struct {
 	// header list too long): net/http's server never showed those to the
 	// proxy either.
 	uncounted bool
-	retries   int // attempts after the first, for the access log
+	retries   int         // attempts after the first, for the access log
+	span      *trace.Span // nil without a tracer
 }
 
 // dispatch decides the stream's request and sends it on its way: its
@@ -66,6 +68,9 @@ type exchange struct {
 // outbound side), then its endpoint. Called with s.mu held; fl is nil off
 // the client's reader goroutine.
 func (s *stream) dispatch(fl *flusher) {
+	if t := s.sc.p.cfg.Tracer; t != nil {
+		s.startSpan(t)
+	}
 	if s.sc.info.Authz != nil {
 		if why := s.authorize(); why != nil {
 			s.refuse(fl, why)
@@ -326,6 +331,9 @@ func (s *stream) countRequest() {
 func (x *exchange) finish(s *stream) {
 	if !x.canceled {
 		s.sc.completed.Add(1)
+	}
+	if x.span != nil {
+		s.endSpan()
 	}
 	if x.uncounted {
 		return

@@ -19,6 +19,7 @@ import (
 	"github.com/mesh-dev/mesh/proxy/metrics"
 	"github.com/mesh-dev/mesh/proxy/route"
 	"github.com/mesh-dev/mesh/proxy/tap"
+	"github.com/mesh-dev/mesh/proxy/trace"
 )
 
 // Config configures the HTTP forwarders, h1 and h2 alike; a field that
@@ -80,6 +81,10 @@ type Config struct {
 	// AccessLog gets a record of every request once it is over; nil
 	// (the default) logs none.
 	AccessLog *accesslog.Logger
+	// Tracer gives every request a span, child of the trace context it
+	// came with, and passes the context on with it; nil (the default)
+	// leaves trace headers as they came.
+	Tracer *trace.Tracer
 	// RetryBudgets are the retry budgets of the routes' backends
 	// (docs/traffic.md 3.4), per client proxy: give h1 and h2 the same,
 	// so that a backend's budget covers both protocols. Nil means each
