@@ -43,7 +43,8 @@ type fakeAPIServer struct {
 	requests atomic.Int64
 }
 
-func newFakeAPIServer(t testing.TB, pods ...*corev1.Pod) *fakeAPIServer {
+// newFakeAPIServer serves pods on ln, or on loopback when ln is nil.
+func newFakeAPIServer(t testing.TB, ln net.Listener, pods ...*corev1.Pod) *fakeAPIServer {
 	t.Helper()
 	f := &fakeAPIServer{}
 	byPath := map[string]*corev1.Pod{}
@@ -51,7 +52,7 @@ func newFakeAPIServer(t testing.TB, pods ...*corev1.Pod) *fakeAPIServer {
 		p.APIVersion, p.Kind = "v1", "Pod"
 		byPath["/api/v1/namespaces/"+p.Namespace+"/pods/"+p.Name] = p
 	}
-	f.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.requests.Add(1)
 		if r.Header.Get("Authorization") != "Bearer cni-token" {
 			http.Error(w, "no token", http.StatusUnauthorized)
@@ -69,6 +70,11 @@ func newFakeAPIServer(t testing.TB, pods ...*corev1.Pod) *fakeAPIServer {
 		}
 		json.NewEncoder(w).Encode(pod)
 	}))
+	if ln != nil {
+		f.Listener.Close()
+		f.Listener = ln
+	}
+	f.StartTLS()
 	t.Cleanup(f.Close)
 	return f
 }
@@ -105,24 +111,13 @@ func cniRun(t testing.TB, bin, command, netns, podArgs string, conf []byte) (str
 func TestCNIPlugin(t *testing.T) {
 	lab := netnstest.New(t)
 	netnstestRequire(t, "iptables", "iptables-save", "setpriv", "curl")
-	bin := filepath.Join(t.TempDir(), cni.PluginType)
-	build := exec.Command("go", "build", "-o", bin, "github.com/mesh-dev/mesh/cmd/mesh-cni")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building mesh-cni: %v\n%s", err, out)
-	}
-
-	proxy := corev1.Container{Name: names.ProxyContainerName}
-	meshed := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1",
-			Annotations: map[string]string{cni.AnnotationInterception: `{"skipInboundPorts":"9090"}`}},
-		Spec: corev1.PodSpec{InitContainers: []corev1.Container{proxy}, Containers: []corev1.Container{{Name: "web"}}},
-	}
+	bin := buildCNI(t)
+	meshed := meshedCNIPod()
 	plain := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "plain"},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web"}}},
 	}
-	api := newFakeAPIServer(t, meshed, plain)
+	api := newFakeAPIServer(t, nil, meshed, plain)
 	kubeconfig := filepath.Join(t.TempDir(), "mesh-cni.kubeconfig")
 	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw})
 	kc, err := cni.Kubeconfig{Server: api.URL, CA: ca, Token: "cni-token"}.Marshal()
@@ -273,6 +268,30 @@ func TestCNIPlugin(t *testing.T) {
 			t.Errorf("rules installed after a failure:\n%s", rules)
 		}
 	})
+}
+
+// buildCNI builds mesh-cni from this tree.
+func buildCNI(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), cni.PluginType)
+	build := exec.Command("go", "build", "-o", bin, "github.com/mesh-dev/mesh/cmd/mesh-cni")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building mesh-cni: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// meshedCNIPod is shop/web-1 as the injector leaves it in CNI mode.
+func meshedCNIPod() *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1",
+			Annotations: map[string]string{cni.AnnotationInterception: `{"skipInboundPorts":"9090"}`}},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: names.ProxyContainerName}},
+			Containers:     []corev1.Container{{Name: "web"}},
+		},
+	}
 }
 
 // fakeProxyPort listens in pod on port as the proxy does, and answers each
