@@ -219,3 +219,38 @@ func TestDefaultAnnotations(t *testing.T) {
 		t.Error("DefaultAnnotations returns the package's own slice")
 	}
 }
+
+// FuzzLayeredDefaults puts arbitrary values of the default annotations on
+// the install, the namespace and the pod. Whatever they say, the pod is
+// injected, each warning names one of the keys set, and mesh-proxy
+// accepts its environment.
+//
+//	go test ./install/inject -run '^$' -fuzz FuzzLayeredDefaults -fuzztime 1m
+func FuzzLayeredDefaults(f *testing.F) {
+	// Arguments: a key index and a value for each of the install, the
+	// namespace and the pod.
+	f.Add(uint8(0), "json", uint8(6), "otel:4317", uint8(7), "0.5")
+	f.Add(uint8(1), "1", uint8(2), "2", uint8(5), "64Mi")     // a limit under the namespace's request
+	f.Add(uint8(4), "1Gi", uint8(5), "2Gi", uint8(4), "64Mi") // a pod's limit under the namespace's request
+	f.Add(uint8(3), "LOUD", uint8(0), "xml", uint8(6), "[::1]:0")
+	f.Add(uint8(7), "NaN", uint8(7), "-0", uint8(7), "1e-320")
+	f.Fuzz(func(t *testing.T, ki uint8, install string, kn uint8, ns string, kp uint8, pod string) {
+		keys := DefaultAnnotations()
+		key := func(i uint8) string { return keys[int(i)%len(keys)] }
+		cfg := testConfig
+		cfg.Defaults = map[string]string{key(ki): install}
+		namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{key(kn): ns}}}
+		p := newPod(map[string]string{names.AnnotationInject: names.Enabled, key(kp): pod})
+		res, err := Pod(p, namespace, cfg)
+		if err != nil || !res.Injected {
+			t.Fatalf("Pod: %v, %+v", err, res)
+		}
+		for _, d := range res.Details {
+			if d.Annotation != key(ki) && d.Annotation != key(kn) && d.Annotation != key(kp) &&
+				!strings.HasPrefix(d.Annotation, names.ConfigPrefix+"proxy-") {
+				t.Errorf("warning about %s, which no layer set: %s", d.Annotation, d.Message)
+			}
+		}
+		checkProxyAccepts(t, p)
+	})
+}
