@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/mesh-dev/mesh/install/image"
 	"github.com/mesh-dev/mesh/install/inject"
 	"github.com/mesh-dev/mesh/internal/names"
 )
@@ -185,5 +186,15 @@ func TestJaeger(t *testing.T) {
 	}
 	if !strings.HasPrefix(JaegerCollectorAddr(v.Namespace), JaegerName+"."+v.Namespace+".svc.") {
 		t.Errorf("JaegerCollectorAddr %s does not name the Service", JaegerCollectorAddr(v.Namespace))
+	}
+}
+
+// TestJaegerImageIsBuilt: the image --with-jaeger runs is the one make
+// images builds, at the default registry; the constants live apart so the
+// CLI does not link the image builder.
+func TestJaegerImageIsBuilt(t *testing.T) {
+	v := testValues()
+	if got, want := v.JaegerImage(), image.Ref(image.JaegerName, image.JaegerVersion); got != want || DefaultRegistry != image.Registry {
+		t.Errorf("JaegerImage = %s at registry %s; make images builds %s at %s", got, DefaultRegistry, want, image.Registry)
 	}
 }
