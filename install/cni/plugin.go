@@ -272,7 +272,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 func (p *Plugin) install(conf *NetConf, netns string, cfg iptables.Config, log *slog.Logger) error {
 	mode := conf.IPTablesMode
 	cfg.Command = func(ctx context.Context, name string, args ...string) *exec.Cmd {
-		return exec.CommandContext(ctx, binary(mode, name), args...)
+		return exec.CommandContext(ctx, binary(mode, name), restoreWaits(name, args)...)
 	}
 	if _, err := exec.LookPath(binary(mode, "ip6tables-restore")); err != nil {
 		cfg.NoIPv6 = true // proxy/iptables trusts a custom Command to have it
@@ -303,6 +303,18 @@ func (f floor) WithAttrs(attrs []slog.Attr) slog.Handler {
 }
 
 func (f floor) WithGroup(name string) slog.Handler { return floor{f.Handler.WithGroup(name), f.min} }
+
+// restoreWaits adds -w to an iptables-restore command. On the node, unlike
+// in an init container with its own /run, the legacy backend's lock
+// (/run/xtables.lock) is shared with kube-proxy and with other pods' ADDs,
+// and a restore that does not wait for it fails at once. The nft backend
+// takes no lock and ignores -w.
+func restoreWaits(name string, args []string) []string {
+	if !strings.HasSuffix(name, "-restore") || slices.Contains(args, "-w") {
+		return args
+	}
+	return append([]string{"-w"}, args...)
+}
 
 // binary names the iptables tool for mode: iptables-restore becomes
 // iptables-legacy-restore in "legacy" mode, ip6tables becomes

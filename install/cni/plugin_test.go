@@ -193,3 +193,20 @@ func TestBinary(t *testing.T) {
 		}
 	}
 }
+
+func TestRestoreWaits(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		args, want []string
+	}{
+		{"iptables-restore", []string{"--noflush"}, []string{"-w", "--noflush"}},
+		{"ip6tables-legacy-restore", []string{"--noflush"}, []string{"-w", "--noflush"}},
+		{"iptables-restore", []string{"-w", "--noflush"}, []string{"-w", "--noflush"}},
+		{"iptables", []string{"-w", "-t", "nat", "-C", "OUTPUT"}, []string{"-w", "-t", "nat", "-C", "OUTPUT"}},
+		{"iptables-save", []string{"-t", "nat"}, []string{"-t", "nat"}},
+	} {
+		if diff := cmp.Diff(tc.want, restoreWaits(tc.name, tc.args)); diff != "" {
+			t.Errorf("%s %q (-want +got):\n%s", tc.name, tc.args, diff)
+		}
+	}
+}

@@ -96,7 +96,10 @@ func cniRun(t testing.TB, bin, command, netns, podArgs string, conf []byte) (str
 	cmd.Stdin = bytes.NewReader(conf)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("mesh-cni %s for pod %s took %v", command, podArgs, time.Since(start).Round(time.Millisecond))
+	if err != nil {
 		return stdout.String(), fmt.Errorf("mesh-cni %s: %w\nstdout: %s\nstderr: %s", command, err, stdout.String(), stderr.String())
 	}
 	return stdout.String(), nil
@@ -233,6 +236,21 @@ func TestCNIPlugin(t *testing.T) {
 		_, err := cniRun(t, bin, "CHECK", app.NSPath(), "web-1", conf)
 		if err == nil || !strings.Contains(err.Error(), "delete the pod") {
 			t.Errorf("CHECK without the OUTPUT jump: %v, want an error saying to delete the pod", err)
+		}
+	})
+
+	t.Run("iptablesMode legacy programs the legacy backend", func(t *testing.T) {
+		netnstestRequire(t, "iptables-legacy-save", "iptables-legacy-restore")
+		legacyPod := lab.Pod("cnilegacy")
+		legacy := []byte(strings.Replace(string(conf), `"type":"mesh-cni",`, `"type":"mesh-cni","iptablesMode":"legacy",`, 1))
+		if _, err := cniRun(t, bin, "ADD", legacyPod.NSPath(), "web-1", legacy); err != nil {
+			t.Fatal(err)
+		}
+		if rules := legacyPod.Run(t, "iptables-legacy-save", "-t", "nat"); !strings.Contains(rules, "-A OUTPUT -p tcp -j MESH_PROXY_OUTPUT") {
+			t.Errorf("the legacy nat table lacks the jump:\n%s", rules)
+		}
+		if _, err := cniRun(t, bin, "CHECK", legacyPod.NSPath(), "web-1", legacy); err != nil {
+			t.Errorf("CHECK in legacy mode: %v", err)
 		}
 	})
 
