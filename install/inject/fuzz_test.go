@@ -3,6 +3,7 @@ package inject
 import (
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -156,6 +157,15 @@ func checkProxyAccepts(t testing.TB, pod *corev1.Pod) {
 	}
 	if v, ok := env[envOpaquePorts]; ok && pc.OpaquePorts.String() != v {
 		t.Errorf("opaque ports %q read back as %q", v, pc.OpaquePorts)
+	}
+	if v := env[envAccessLog]; string(pc.AccessLog) != v {
+		t.Errorf("access log %q read back as %q", v, pc.AccessLog)
+	}
+	if v := env[envTracingCollector]; pc.TracingCollector != v {
+		t.Errorf("tracing collector %q read back as %q", v, pc.TracingCollector)
+	}
+	if v, ok := env[envTracingSampleRate]; ok && strconv.FormatFloat(pc.TracingSampleRate, 'g', -1, 64) != v {
+		t.Errorf("tracing sample rate %q read back as %v", v, pc.TracingSampleRate)
 	}
 	if err := pc.Validate(); err != nil {
 		t.Errorf("mesh-proxy config: %v", err)
