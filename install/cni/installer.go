@@ -119,14 +119,21 @@ func Install(ctx context.Context, cfg InstallConfig, log *slog.Logger) (err erro
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
 	for {
-		if err := i.sync(); err != nil {
-			if !errors.Is(err, ErrNoNetwork) {
-				return err
-			}
+		switch err := i.sync(); {
+		case errors.Is(err, ErrNoNetwork):
 			if !i.waiting {
 				log.Info("waiting for the cluster's network configuration", "dir", cfg.ConfDir)
 			}
 			i.waiting = true
+		case err != nil && !i.synced:
+			// Before anything worked, an error is the installer's
+			// configuration: exit, so the pod's status shows why.
+			return err
+		case err != nil:
+			// Afterwards it is something passing, such as a conflist
+			// another writer left half-written: retry. Exiting would
+			// take the plugin out of the chain meanwhile.
+			log.Warn("keeping the plugin installed failed; retrying", "err", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -3,6 +3,7 @@ package cni
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -78,7 +79,9 @@ func TestInstall(t *testing.T) {
 		Plugin:   NetConf{IPTablesMode: "nft", ExcludeNamespaces: []string{"kube-system"}},
 		Interval: 10 * time.Millisecond,
 	}
-	go func() { done <- Install(ctx, cfg, discard()) }()
+	// Read only after Install returns.
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	go func() { done <- Install(ctx, cfg, log) }()
 
 	conf := filepath.Join(n.conf, "10-bridge.conf")
 	conflist := filepath.Join(n.conf, "10-bridge.conflist")
@@ -125,6 +128,15 @@ func TestInstall(t *testing.T) {
 		return strings.Contains(read(first), PluginType) && !strings.Contains(read(conflist), PluginType)
 	})
 
+	// A writer leaves the conflist broken for a while: the installer
+	// keeps running, and chains itself in again once it is whole.
+	write(t, first, `{"plugins": [`)
+	time.Sleep(5 * cfg.Interval)
+	write(t, first, strings.Replace(bridgeConflist, "cbr0", "k8s-pod-network", 1))
+	eventually(t, "the entry is back after the conflist was broken", func() bool {
+		return strings.Contains(read(first), PluginType)
+	})
+
 	// Someone deletes the binary.
 	os.Remove(filepath.Join(n.bin, PluginType))
 	eventually(t, "the binary is back", func() bool { return read(filepath.Join(n.bin, PluginType)) != "" })
@@ -132,6 +144,9 @@ func TestInstall(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Install: %v\n%s", err, logs.String())
+	}
+	if !strings.Contains(logs.String(), "retrying") {
+		t.Errorf("the broken conflist was not logged:\n%s", logs.String())
 	}
 	for _, f := range []string{first, conflist} {
 		if strings.Contains(read(f), PluginType) {

@@ -106,6 +106,8 @@ func (c *NetConf) apiTimeout() (time.Duration, error) {
 // PodRef names the pod of a CNI call, from CNI_ARGS.
 type PodRef struct{ Namespace, Name string }
 
+func (r PodRef) String() string { return r.Namespace + "/" + r.Name }
+
 // ParseArgs reads K8S_POD_NAMESPACE and K8S_POD_NAME from CNI_ARGS
 // ("K=V;K=V"). ok is false when the runtime is not Kubernetes'.
 func ParseArgs(args string) (ref PodRef, ok bool) {
@@ -121,8 +123,8 @@ func ParseArgs(args string) (ref PodRef, ok bool) {
 	return ref, ref.Namespace != "" && ref.Name != ""
 }
 
-// PodGetter reads one pod; *kubernetes.Clientset satisfies it through
-// clientPods.
+// PodGetter reads one pod. clientPods makes the real one, from a
+// kubeconfig; tests substitute their own.
 type PodGetter func(ctx context.Context, ref PodRef) (*corev1.Pod, error)
 
 // Plugin carries out CNI commands. The zero value reads pods with the
@@ -165,7 +167,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	log = log.With("container", shortID(args.ContainerID), "netns", args.Netns)
 	dec, ref, err := p.decide(conf, args, log)
 	if err != nil {
-		log.Error("ADD failed", "pod", ref, "err", err)
+		log.Error("ADD failed", "pod", ref.String(), "err", err)
 		return err
 	}
 	if dec.Mesh {
@@ -177,7 +179,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 			log.Error("ADD failed", "err", err)
 			return err
 		}
-		log.Info("pod meshed", "pod", ref.Namespace+"/"+ref.Name, "from", dec.Reason, "took", time.Since(start))
+		log.Info("pod meshed", "pod", ref.String(), "from", dec.Reason, "took", time.Since(start))
 	}
 	return p.printResult(conf)
 }
@@ -190,7 +192,7 @@ func (p *Plugin) decide(conf *NetConf, args *skel.CmdArgs, log *slog.Logger) (De
 		log.Debug("not a Kubernetes pod (no K8S_POD_NAMESPACE/K8S_POD_NAME in CNI_ARGS)")
 		return Decision{}, ref, nil
 	case slices.Contains(conf.ExcludeNamespaces, ref.Namespace):
-		log.Debug("namespace excluded", "pod", ref)
+		log.Debug("namespace excluded", "pod", ref.String())
 		return Decision{}, ref, nil
 	}
 	get := p.Pods
@@ -206,7 +208,7 @@ func (p *Plugin) decide(conf *NetConf, args *skel.CmdArgs, log *slog.Logger) (De
 	pod, err := get(ctx, ref)
 	if apierrors.IsNotFound(err) {
 		// Deleted before its sandbox was made: nothing will run in it.
-		log.Info("pod not found; leaving its network as it is", "pod", ref)
+		log.Info("pod not found; leaving its network as it is", "pod", ref.String())
 		return Decision{}, ref, nil
 	}
 	if err != nil {
@@ -223,7 +225,7 @@ func (p *Plugin) decide(conf *NetConf, args *skel.CmdArgs, log *slog.Logger) (De
 			ref.Namespace, ref.Name, err, PluginType)
 	}
 	if !dec.Mesh {
-		log.Debug("pod not meshed", "pod", ref, "reason", dec.Reason)
+		log.Debug("pod not meshed", "pod", ref.String(), "reason", dec.Reason)
 	}
 	return dec, ref, nil
 }
