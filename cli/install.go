@@ -112,7 +112,7 @@ func (opts *installOptions) addFlags(f *pflag.FlagSet) {
 			" (default: Jaeger's with --with-jaeger, else none)")
 	f.StringVar(&opts.Tracing.SampleRate, "tracing-sample-rate", "",
 		"share of requests arriving without a sampling decision that proxies trace, 0 to 1, unless the namespace or pod is annotated "+
-			names.AnnotationTracingSampleRate+" (default: the proxy's)")
+			names.AnnotationTracingSampleRate+" (default: the proxy's, 1: every request)")
 	f.BoolVar(&opts.Tracing.Jaeger, "with-jaeger", false,
 		"deploy Jaeger (spans kept in memory) in the control-plane namespace, and send proxies' spans to it unless --tracing-collector says otherwise")
 }
