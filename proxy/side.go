@@ -761,6 +761,7 @@ func (s *side) relayOpaque(mc *meteredConn, client net.Conn, up target, first []
 		if sent = int64(n); err != nil {
 			client.Close()
 			mc.closeWithStats(0, sent)
+			s.logTCP(mc, up, start, tcp.Stats{}, sent)
 			return
 		}
 	}
@@ -773,13 +774,20 @@ func (s *side) relayOpaque(mc *meteredConn, client net.Conn, up target, first []
 		s.log.Debug("opaque stream ended with an error", "target", up.conn.RemoteAddr().String(), "err", err)
 	}
 	mc.closeWithStats(st.FromClient, st.ToClient+sent)
-	if s.accessLog != nil {
-		s.accessLog.LogTCP(&accesslog.TCP{
-			Start: start, Direction: s.dir, Client: mc.RemoteAddr().String(), Destination: up.conn.RemoteAddr().String(),
-			Duration: time.Since(start), FromClient: st.FromClient, ToClient: st.ToClient + sent,
-			ClientID: up.key.ClientID, ServerID: up.key.ServerID,
-		})
+	s.logTCP(mc, up, start, st, sent)
+}
+
+// logTCP writes the access log line of an opaque connection relayed from
+// start: st's bytes, and sent to the client before them.
+func (s *side) logTCP(mc *meteredConn, up target, start time.Time, st tcp.Stats, sent int64) {
+	if s.accessLog == nil {
+		return
 	}
+	s.accessLog.LogTCP(&accesslog.TCP{
+		Start: start, Direction: s.dir, Client: mc.RemoteAddr().String(), Destination: up.conn.RemoteAddr().String(),
+		Duration: time.Since(start), FromClient: st.FromClient, ToClient: st.ToClient + sent,
+		ClientID: up.key.ClientID, ServerID: up.key.ServerID,
+	})
 }
 
 // pickConn chooses where an opaque connection to dst goes: an endpoint of

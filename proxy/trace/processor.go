@@ -37,6 +37,9 @@ type processor struct {
 	log      *slog.Logger
 	dropped  atomic.Uint64
 	exported atomic.Uint64
+	// failing is set while exports fail, so that a collector that is down
+	// is logged once, not per batch; touched by run only.
+	failing bool
 }
 
 func newProcessor(exp sdktrace.SpanExporter, queue int, reg prometheus.Registerer, log *slog.Logger) (*processor, error) {
@@ -138,8 +141,16 @@ func (p *processor) export(batch []sdktrace.ReadOnlySpan) {
 	defer cancel()
 	if err := p.exp.ExportSpans(ctx, batch); err != nil {
 		p.dropped.Add(uint64(len(batch)))
-		p.log.Debug("trace spans not exported", "spans", len(batch), "err", err)
+		if !p.failing {
+			p.failing = true
+			p.log.Warn("trace collector did not take spans; dropping them until it does (mesh_proxy_trace_spans_dropped_total)",
+				"spans", len(batch), "err", err)
+		}
 		return
+	}
+	if p.failing {
+		p.failing = false
+		p.log.Info("trace collector takes spans again")
 	}
 	p.exported.Add(uint64(len(batch)))
 }
