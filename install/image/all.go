@@ -167,7 +167,15 @@ func BuildMultiArch(ctx context.Context, o Options, name, dir, pkg, binDir strin
 	for _, arch := range o.Arches {
 		binary := filepath.Join(binDir, name+"-linux-"+arch)
 		gb := GoBuild{Go: o.Go, Dir: dir, LDFlags: o.LDFlags, Arch: arch}
-		if err := gb.Build(ctx, binary, pkg); err != nil {
+		// A first build for an architecture compiles every dependency for
+		// it (minutes for mesh-controller's Kubernetes client): say so.
+		t := time.Now()
+		stop := reportEvery(o.Log, 10*time.Second, func() string {
+			return fmt.Sprintf("images: still building %s for %s (%.0fs; a first build for an architecture compiles its dependencies)", name, arch, time.Since(t).Seconds())
+		})
+		err := gb.Build(ctx, binary, pkg)
+		stop()
+		if err != nil {
 			return Built{}, fmt.Errorf("images: build %s for %s: %w", name, arch, err)
 		}
 		s, err := spec(o.Version, binary, arch)

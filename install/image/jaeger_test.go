@@ -17,8 +17,8 @@ import (
 // from the cache after a first build of minutes) and runs what it holds:
 // the binary with the embedded configuration, as the image's entrypoint and
 // command say, in a network namespace of its own so its fixed ports meet
-// nothing else on the machine; its query API must answer on :16686. It
-// needs root (unshare).
+// nothing else on the machine; its query API must answer on :16686 and its
+// health on :13133/status. It needs root (unshare).
 func TestJaegerImage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds Jaeger (-short)")
@@ -85,7 +85,12 @@ JAEGER_LISTEN_HOST=127.0.0.1 ./jaeger --config ./config.yaml >jaeger.log 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
 for i in $(seq 120); do
-	if out=$(curl -fsS http://127.0.0.1:16686/api/services 2>/dev/null); then echo "$out"; exit 0; fi
+	if out=$(curl -fsS http://127.0.0.1:16686/api/services 2>/dev/null); then
+		echo "$out"
+		# The health endpoint the manifests' probes ask (install/manifests/60-jaeger.yaml).
+		curl -fsS -o /dev/null -w 'health %{http_code}\n' http://127.0.0.1:13133/status
+		exit 0
+	fi
 	kill -0 $pid 2>/dev/null || { echo "jaeger exited"; cat jaeger.log; exit 1; }
 	sleep 0.5
 done
@@ -95,7 +100,7 @@ echo "no answer on :16686 in 60 s"; cat jaeger.log; exit 1`
 		t.Fatalf("jaeger: %v\n%s", err, got)
 	}
 	// No spans were sent: the query API answers with no services.
-	if !strings.Contains(string(got), `"data"`) {
-		t.Errorf("/api/services answered %s", got)
+	if !strings.Contains(string(got), `"data"`) || !strings.Contains(string(got), "health 200") {
+		t.Errorf("/api/services and /status answered %s", got)
 	}
 }
