@@ -145,7 +145,9 @@ func (w *buildWatch) read(r io.Reader) []string {
 func (w *buildWatch) status() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done >= w.total && w.total > 0 {
+	if w.done >= w.total {
+		// Every package the go command named is compiled, or the build
+		// cache had them all: what is left is linking.
 		return fmt.Sprintf("%d/%d packages compiled; linking the binaries", w.done, w.total)
 	}
 	pct := 0
