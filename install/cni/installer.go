@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"time"
@@ -111,6 +112,11 @@ func Install(ctx context.Context, cfg InstallConfig, log *slog.Logger) (err erro
 	if err != nil {
 		return err
 	}
+	// An entry the plugin rejects would fail every pod's ADD on the node,
+	// meshed or not: refuse it here instead.
+	if err := checkEntry(entry); err != nil {
+		return fmt.Errorf("install: %w", err)
+	}
 	defer func() {
 		// Whatever ended the loop, take out what it put in.
 		err = errors.Join(err, uninstall(cfg, log))
@@ -141,6 +147,18 @@ func Install(ctx context.Context, cfg InstallConfig, log *slog.Logger) (err erro
 		case <-tick.C:
 		}
 	}
+}
+
+// checkEntry parses entry as the plugin will, in a chain.
+func checkEntry(entry map[string]any) error {
+	withVersion := maps.Clone(entry)
+	withVersion["cniVersion"] = "1.0.0"
+	raw, err := json.Marshal(withVersion)
+	if err != nil {
+		return err
+	}
+	_, err = ParseNetConf(raw)
+	return err
 }
 
 // installer is the state of one Install; used from one goroutine.

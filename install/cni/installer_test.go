@@ -182,6 +182,13 @@ func TestInstallFailsClearly(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(n.bin, PluginType)); !os.IsNotExist(err) {
 		t.Errorf("the binary was left behind: %v", err)
 	}
+	err = Install(context.Background(), InstallConfig{
+		Binary: n.plugin, BinDir: n.bin, ConfDir: n.conf, Server: "https://x", TokenFile: n.token,
+		Plugin: NetConf{IPTablesMode: "iptables-nft"},
+	}, discard())
+	if err == nil || !strings.Contains(err.Error(), "iptablesMode") {
+		t.Errorf("Install with a mode the plugin rejects: %v", err)
+	}
 	err = Install(context.Background(), InstallConfig{Binary: n.plugin, ConfDir: n.conf}, discard())
 	if err == nil || !strings.Contains(err.Error(), "bin dir") {
 		t.Errorf("Install without a bin dir: %v", err)
