@@ -27,7 +27,7 @@ func FirstConfFile(dir string) (string, error) {
 	for _, e := range entries { // ReadDir sorts by name
 		switch filepath.Ext(e.Name()) {
 		case ".conflist", ".conf", ".json":
-			if e.Type().IsRegular() {
+			if !e.IsDir() { // symlinks count, as in libcni
 				return filepath.Join(dir, e.Name()), nil
 			}
 		}

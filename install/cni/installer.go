@@ -291,7 +291,7 @@ func removeEntries(dir, keep string, log *slog.Logger) error {
 	var errs []error
 	for _, e := range entries {
 		path := filepath.Join(dir, e.Name())
-		if path == keep || !e.Type().IsRegular() {
+		if path == keep || e.IsDir() {
 			continue
 		}
 		switch filepath.Ext(path) {
