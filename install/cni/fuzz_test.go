@@ -4,14 +4,15 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/mesh-dev/mesh/install/cni/interception"
 	"github.com/mesh-dev/mesh/proxy/iptables"
 )
 
-// FuzzParseInterception: the annotation is written by the injector but
+// FuzzInterceptionParse: the annotation is written by the injector but
 // sits on a pod anyone who can create pods can annotate, so the parser
 // must never panic, and whatever it accepts must render rules that read
 // back the same after a round trip.
-func FuzzParseInterception(f *testing.F) {
+func FuzzInterceptionParse(f *testing.F) {
 	for _, seed := range []string{
 		`{}`, // mesh-proxy init's defaults
 		`{"inboundPort":5143,"outboundPort":5140,"adminPort":5191,"tapPort":5190,"proxyUID":3000}`,
@@ -26,7 +27,7 @@ func FuzzParseInterception(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		in, err := ParseInterception(s)
+		in, err := interception.Parse(s)
 		if err != nil {
 			return
 		}
@@ -35,16 +36,16 @@ func FuzzParseInterception(f *testing.F) {
 				t.Fatalf("accepted %q with an invalid subnet", s)
 			}
 		}
-		rules := iptables.Rules(in.IPTables(), false) + iptables.Rules(in.IPTables(), true)
+		rules := iptables.Rules(rulesConfig(in), false) + iptables.Rules(rulesConfig(in), true)
 		raw, err := json.Marshal(in)
 		if err != nil {
 			t.Fatalf("accepted %q but cannot marshal it: %v", s, err)
 		}
-		again, err := ParseInterception(string(raw))
+		again, err := interception.Parse(string(raw))
 		if err != nil {
 			t.Fatalf("accepted %q, marshalled %s, which it rejects: %v", s, raw, err)
 		}
-		if got := iptables.Rules(again.IPTables(), false) + iptables.Rules(again.IPTables(), true); got != rules {
+		if got := iptables.Rules(rulesConfig(again), false) + iptables.Rules(rulesConfig(again), true); got != rules {
 			t.Fatalf("%q and its round trip %s render different rules:\n%s\n%s", s, raw, rules, got)
 		}
 	})

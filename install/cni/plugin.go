@@ -172,7 +172,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	if dec.Mesh {
 		start := time.Now()
-		if err := p.install(conf, args.Netns, dec.Rules.IPTables(), log); err != nil {
+		if err := p.install(conf, args.Netns, rulesConfig(dec.Rules), log); err != nil {
 			err = fmt.Errorf("pod %s/%s: installing the mesh's interception rules: %w "+
 				"(the pod is meshed, so it cannot start without them; check the node's iptables or set iptablesMode in the %s conflist entry)",
 				ref.Namespace, ref.Name, err, PluginType)

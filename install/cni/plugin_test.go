@@ -13,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/mesh-dev/mesh/install/cni/interception"
 )
 
 // prevResult is what a bridge plugin hands on: an interface, an address
@@ -139,7 +141,7 @@ func TestAddFailsMeshedPods(t *testing.T) {
 	}{
 		{name: "rules fail", pod: meshedPod(nil), wantErr: []string{"shop/web-1", "installing the mesh's interception rules", "iptablesMode"}},
 		{name: "API server down", err: errors.New("connection refused"), wantErr: []string{"connection refused", "kubelet retries"}},
-		{name: "malformed annotation", pod: meshedPod(map[string]string{AnnotationInterception: "{"}), wantErr: []string{"re-create the pod"}},
+		{name: "malformed annotation", pod: meshedPod(map[string]string{interception.Annotation: "{"}), wantErr: []string{"re-create the pod"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/mesh-dev/mesh/install/cni"
+	"github.com/mesh-dev/mesh/install/cni/interception"
 	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/proxy/origdst"
 	"github.com/mesh-dev/mesh/test/netnstest"
@@ -304,7 +305,7 @@ func buildCNI(t testing.TB) string {
 func meshedCNIPod() *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1",
-			Annotations: map[string]string{cni.AnnotationInterception: `{"skipInboundPorts":"9090"}`}},
+			Annotations: map[string]string{interception.Annotation: `{"skipInboundPorts":"9090"}`}},
 		Spec: corev1.PodSpec{
 			InitContainers: []corev1.Container{{Name: names.ProxyContainerName}},
 			Containers:     []corev1.Container{{Name: "web"}},

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/mesh-dev/mesh/install/cni/interception"
 	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/internal/ports"
 	"github.com/mesh-dev/mesh/proxy/iptables"
@@ -35,7 +36,7 @@ func TestDecide(t *testing.T) {
 		name     string
 		pod      *corev1.Pod
 		wantMesh bool
-		want     Interception
+		want     interception.Settings
 		wantErr  string
 	}{
 		{
@@ -66,33 +67,33 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name: "the injector's annotation",
-			pod: meshedPod(map[string]string{AnnotationInterception: `{"inboundPort":5143,"proxyUID":3000,
+			pod: meshedPod(map[string]string{interception.Annotation: `{"inboundPort":5143,"proxyUID":3000,
 				"skipInboundPorts":"22,9000-9010","skipOutboundSubnets":["192.0.2.7/24"],"fromTheFuture":true}`}),
 			wantMesh: true,
-			want: Interception{
+			want: interception.Settings{
 				InboundPort: 5143, ProxyUID: 3000, SkipInboundPorts: ports.MustParse("22,9000-9010"),
 				SkipOutboundSubnets: []netip.Prefix{netip.MustParsePrefix("192.0.2.7/24")},
 			},
 		},
 		{
 			name: "the annotation wins over the overrides",
-			pod: meshedPod(map[string]string{AnnotationInterception: `{}`,
+			pod: meshedPod(map[string]string{interception.Annotation: `{}`,
 				names.AnnotationSkipInboundPorts: "22"}),
 			wantMesh: true,
 		},
 		{
 			name:    "a malformed annotation fails the pod",
-			pod:     meshedPod(map[string]string{AnnotationInterception: `{"skipInboundPorts":"22-"}`}),
-			wantErr: AnnotationInterception,
+			pod:     meshedPod(map[string]string{interception.Annotation: `{"skipInboundPorts":"22-"}`}),
+			wantErr: interception.Annotation,
 		},
 		{
 			name:    "an empty subnet fails the pod",
-			pod:     meshedPod(map[string]string{AnnotationInterception: `{"skipOutboundSubnets":[""]}`}),
+			pod:     meshedPod(map[string]string{interception.Annotation: `{"skipOutboundSubnets":[""]}`}),
 			wantErr: "empty subnet",
 		},
 		{
 			name:    "a negative UID fails the pod",
-			pod:     meshedPod(map[string]string{AnnotationInterception: `{"proxyUID":-1}`}),
+			pod:     meshedPod(map[string]string{interception.Annotation: `{"proxyUID":-1}`}),
 			wantErr: "not a UID",
 		},
 		{
@@ -103,7 +104,7 @@ func TestDecide(t *testing.T) {
 				names.AnnotationSkipOutboundSubnets: "10.0.0.0/8, fd00::/8",
 			}),
 			wantMesh: true,
-			want: Interception{
+			want: interception.Settings{
 				SkipInboundPorts:  ports.MustParse("22"),
 				SkipOutboundPorts: ports.MustParse("25,587"),
 				SkipOutboundSubnets: []netip.Prefix{
@@ -119,7 +120,7 @@ func TestDecide(t *testing.T) {
 				names.AnnotationSkipOutboundSubnets: "10.0.0.0/33",
 			}),
 			wantMesh: true,
-			want:     Interception{SkipOutboundPorts: ports.MustParse("25")},
+			want:     interception.Settings{SkipOutboundPorts: ports.MustParse("25")},
 		},
 	}
 	for _, tc := range tests {
@@ -142,7 +143,7 @@ func TestDecide(t *testing.T) {
 			}
 			// Compare what reaches iptables: the rules both would install.
 			for _, v6 := range []bool{false, true} {
-				want, have := iptables.Rules(tc.want.IPTables(), v6), iptables.Rules(got.Rules.IPTables(), v6)
+				want, have := iptables.Rules(rulesConfig(tc.want), v6), iptables.Rules(rulesConfig(got.Rules), v6)
 				if diff := cmp.Diff(want, have); diff != "" {
 					t.Errorf("rules (v6 %v) (-want +got):\n%s", v6, diff)
 				}
@@ -154,7 +155,7 @@ func TestDecide(t *testing.T) {
 // TestInterceptionRoundTrip: what the injector marshals, the plugin reads
 // back as the same rules.
 func TestInterceptionRoundTrip(t *testing.T) {
-	in := Interception{
+	in := interception.Settings{
 		OutboundPort: 5140, AdminPort: 5191, TapPort: 5190,
 		SkipInboundPorts: ports.MustParse("22"), SkipOutboundPorts: ports.MustParse("1000-2000"),
 		SkipOutboundSubnets: []netip.Prefix{netip.MustParsePrefix("fd00::/8")},
@@ -163,14 +164,14 @@ func TestInterceptionRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ParseInterception(string(raw))
+	got, err := interception.Parse(string(raw))
 	if err != nil {
 		t.Fatalf("%s: %v", raw, err)
 	}
-	if diff := cmp.Diff(iptables.Rules(in.IPTables(), true), iptables.Rules(got.IPTables(), true)); diff != "" {
+	if diff := cmp.Diff(iptables.Rules(rulesConfig(in), true), iptables.Rules(rulesConfig(got), true)); diff != "" {
 		t.Errorf("%s: rules (-want +got):\n%s", raw, diff)
 	}
-	if raw, _ := json.Marshal(Interception{}); string(raw) != "{}" {
+	if raw, _ := json.Marshal(interception.Settings{}); string(raw) != "{}" {
 		t.Errorf("the defaults marshal as %s, want {}", raw)
 	}
 }

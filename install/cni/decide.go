@@ -1,46 +1,19 @@
 package cni
 
 import (
-	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/mesh-dev/mesh/install/cni/interception"
 	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/internal/ports"
 	"github.com/mesh-dev/mesh/proxy/iptables"
 )
 
-// AnnotationInterception is the pod annotation the injector writes in CNI
-// mode: the settings `mesh-proxy init` would have taken as flags, as JSON
-// (Interception). It belongs with the other shared names in internal/names
-// once the injector writes it; it is spelled here until then.
-const AnnotationInterception = "mesh.dev/interception"
-
-// Interception is the JSON of AnnotationInterception. Every field is
-// optional and its zero value means mesh-proxy init's default, so `{}`
-// installs the same rules as `mesh-proxy init` with no flags. Fields this
-// version does not know are ignored, so an injector newer than the plugin
-// does not stop pods from starting.
-//
-//	{"inboundPort":4143,"outboundPort":4140,"adminPort":4191,"tapPort":4190,
-//	 "proxyUID":2102,"skipInboundPorts":"22,9000-9010","skipOutboundPorts":"25",
-//	 "skipOutboundSubnets":["10.0.0.0/8"]}
-type Interception struct {
-	InboundPort         uint16         `json:"inboundPort,omitempty"`
-	OutboundPort        uint16         `json:"outboundPort,omitempty"`
-	AdminPort           uint16         `json:"adminPort,omitempty"`
-	TapPort             uint16         `json:"tapPort,omitempty"`
-	ProxyUID            int            `json:"proxyUID,omitempty"`
-	SkipInboundPorts    ports.Set      `json:"skipInboundPorts,omitzero"`
-	SkipOutboundPorts   ports.Set      `json:"skipOutboundPorts,omitzero"`
-	SkipOutboundSubnets []netip.Prefix `json:"skipOutboundSubnets,omitempty"`
-}
-
-// IPTables is the iptables.Config of these settings.
-func (in Interception) IPTables() iptables.Config {
+// rulesConfig is the iptables.Config of the settings.
+func rulesConfig(in interception.Settings) iptables.Config {
 	subnets := make([]netip.Prefix, len(in.SkipOutboundSubnets))
 	for i, p := range in.SkipOutboundSubnets {
 		subnets[i] = p.Masked()
@@ -57,37 +30,18 @@ func (in Interception) IPTables() iptables.Config {
 	}
 }
 
-// ParseInterception reads the annotation's value. The injector wrote it, so
-// a value that does not parse is an error: guessing could leave a meshed
-// pod's traffic unintercepted.
-func ParseInterception(s string) (Interception, error) {
-	var in Interception
-	if err := json.Unmarshal([]byte(s), &in); err != nil {
-		return Interception{}, fmt.Errorf("annotation %s: %w", AnnotationInterception, err)
-	}
-	if in.ProxyUID < 0 {
-		return Interception{}, fmt.Errorf("annotation %s: proxy UID %d is not a UID", AnnotationInterception, in.ProxyUID)
-	}
-	for _, p := range in.SkipOutboundSubnets {
-		if !p.IsValid() { // netip reads "" as the zero Prefix without error
-			return Interception{}, fmt.Errorf("annotation %s: skipOutboundSubnets has an empty subnet", AnnotationInterception)
-		}
-	}
-	return in, nil
-}
-
 // Decision is what ADD does with one pod.
 type Decision struct {
 	// Mesh is false when the pod keeps its network as it is; Reason says why.
 	Mesh   bool
 	Reason string
 	// Rules are the pod's interception settings when Mesh is true.
-	Rules Interception
+	Rules interception.Settings
 }
 
 // Decide says whether pod is meshed and with which rules. A pod is meshed
 // when it carries the mesh-proxy container, does not opt out and has its
-// own network namespace. Its settings come from AnnotationInterception
+// own network namespace. Its settings come from interception.Annotation
 // when the injector wrote it, or else from the same config.mesh.dev/skip-*
 // annotations mesh-init's flags are derived from, where a malformed value
 // is logged and ignored as the injector ignores it.
@@ -100,14 +54,14 @@ func Decide(pod *corev1.Pod, log *slog.Logger) (Decision, error) {
 	case !hasProxy(pod):
 		return Decision{Reason: "the pod has no " + names.ProxyContainerName + " container"}, nil
 	}
-	if v, ok := pod.Annotations[AnnotationInterception]; ok {
-		in, err := ParseInterception(v)
+	if v, ok := pod.Annotations[interception.Annotation]; ok {
+		in, err := interception.Parse(v)
 		if err != nil {
 			return Decision{}, err
 		}
-		return Decision{Mesh: true, Reason: "annotation " + AnnotationInterception, Rules: in}, nil
+		return Decision{Mesh: true, Reason: "annotation " + interception.Annotation, Rules: in}, nil
 	}
-	var in Interception
+	var in interception.Settings
 	for _, a := range []struct {
 		name string
 		set  *ports.Set
