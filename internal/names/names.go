@@ -26,6 +26,11 @@ const (
 	// AnnotationProxyVersion marks an injected pod with the proxy's
 	// version; viz scrapes only pods that carry it.
 	AnnotationProxyVersion = "mesh.dev/proxy-version"
+	// AnnotationInterception on a pod injected in CNI mode holds, as JSON,
+	// the interception settings the mesh CNI plugin applies when the pod's
+	// network is created, in place of mesh-init's flags
+	// (install/cni/interception.Settings is its shape).
+	AnnotationInterception = "mesh.dev/interception"
 	// LabelControlPlaneNamespace marks an injected pod with the namespace of
 	// the control plane it belongs to.
 	LabelControlPlaneNamespace = "mesh.dev/control-plane-ns"

@@ -1,9 +1,9 @@
 // Package interception is the contract between the proxy injector and the
 // mesh CNI plugin: the pod annotation in which the injector, in CNI mode,
 // hands the plugin the settings `mesh-proxy init` would have taken as
-// flags. It is a leaf of the standard library and internal/ports, so the
-// injector can write it without depending on the plugin's libraries or on
-// proxy/.
+// flags. It imports only the standard library, internal/names and
+// internal/ports, so the injector can write it without depending on the
+// plugin's libraries or on proxy/.
 package interception
 
 import (
@@ -11,13 +11,12 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/mesh-dev/mesh/internal/names"
 	"github.com/mesh-dev/mesh/internal/ports"
 )
 
-// Annotation is the pod annotation that holds Settings as JSON. It belongs
-// with the other shared names in internal/names once the injector writes
-// it; it is spelled here until then.
-const Annotation = "mesh.dev/interception"
+// Annotation is the pod annotation that holds Settings as JSON.
+const Annotation = names.AnnotationInterception
 
 // Settings is the JSON of Annotation. Every field is optional and its zero
 // value means mesh-proxy init's default, so `{}` installs the same rules as
