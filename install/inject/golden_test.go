@@ -26,9 +26,11 @@ var testConfig = Config{
 func TestGolden(t *testing.T) {
 	tests := []struct {
 		name         string
+		input        string // testdata/INPUT.input.yaml; "" means name's
 		nsAnnotation string // mesh.dev/inject on the namespace; "" for none
 		wantWarnings int
 		identity     bool // the control plane has trust anchors
+		cni          bool // Config.CNI
 		// Config annotations of the namespace, and the install's
 		// defaults (Config.Defaults).
 		nsDefaults, installDefaults map[string]string
@@ -38,8 +40,11 @@ func TestGolden(t *testing.T) {
 		// injects it: SPIFFE identity (the token volume, the Workload API
 		// socket shared with the app, the proxy's env) and the cluster
 		// networks.
-		{name: "identity", nsAnnotation: names.Enabled, identity: true},
+		{name: "identity", input: "defaults", nsAnnotation: names.Enabled, identity: true},
 		{name: "overrides"},
+		// The overrides pod as the CNI mode injects it: no mesh-init and
+		// no lock volume; its skips in the interception annotation.
+		{name: "cni", input: "overrides", cni: true},
 		{name: "malformed", wantWarnings: 8},
 		{name: "job", nsAnnotation: names.Disabled},
 		// Access log and tracing from the three layers: the install's
@@ -60,9 +65,12 @@ func TestGolden(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			input, cfg := tc.name, testConfig
+			input, cfg := tc.input, testConfig
+			if input == "" {
+				input = tc.name
+			}
+			cfg.CNI = tc.cni
 			if tc.identity {
-				input = "defaults"
 				cfg.TrustAnchors = "-----BEGIN CERTIFICATE-----\nMIIB (a test anchor)\n-----END CERTIFICATE-----\n"
 				cfg.ClusterNetworks = clusternet.Default()
 			}

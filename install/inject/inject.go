@@ -1,5 +1,6 @@
 // Package inject adds the mesh sidecar to a pod: the mesh-init container that
-// installs the interception rules and the mesh-proxy native sidecar. It is
+// installs the interception rules (or, in CNI mode, the annotation from which
+// the mesh CNI plugin installs them) and the mesh-proxy native sidecar. It is
 // pure logic on Kubernetes API types, shared by the proxy-injector webhook
 // (controller/injector) and `mesh inject --manual`, so that both write
 // exactly the same pod.
@@ -13,6 +14,7 @@
 package inject
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -23,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/mesh-dev/mesh/identity/pki"
+	"github.com/mesh-dev/mesh/install/cni/interception"
 	"github.com/mesh-dev/mesh/internal/names"
 )
 
@@ -98,6 +101,13 @@ type Config struct {
 	// whether its destination is meshed. Empty means the proxy's default,
 	// the RFC 1918 and ULA ranges.
 	ClusterNetworks []netip.Prefix
+	// CNI is the install's CNI mode (`mesh install --cni`): the mesh CNI
+	// plugin on every node installs a pod's interception rules when its
+	// network is created, so the pod gets no mesh-init container (nor its
+	// xtables lock volume) and needs no NET_ADMIN; its skips travel to the
+	// plugin in the names.AnnotationInterception annotation instead of
+	// mesh-init's flags.
+	CNI bool
 }
 
 // ErrConfig is wrapped by every error about a Config.
@@ -357,11 +367,36 @@ func mutate(meta *metav1.ObjectMeta, spec *corev1.PodSpec, o overrides, cfg Conf
 		offerWorkloadAPI(spec) // before the proxy joins the list
 		spec.Volumes = append(spec.Volumes, identityVolumes()...)
 	}
+	if cfg.CNI {
+		// The plugin has installed the rules before any container starts.
+		meta.Annotations[names.AnnotationInterception] = interceptionAnnotation(o)
+		spec.InitContainers = append([]corev1.Container{proxyContainer(o, cfg)}, spec.InitContainers...)
+		return
+	}
 	spec.InitContainers = append([]corev1.Container{initContainer(o, cfg), proxyContainer(o, cfg)}, spec.InitContainers...)
 	spec.Volumes = append(spec.Volumes, corev1.Volume{
 		Name:         LockVolumeName,
 		VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
 	})
+}
+
+// interceptionAnnotation is the value of names.AnnotationInterception: the
+// pod's skips, the only settings of mesh-init's that a pod chooses. The
+// ports and the proxy's UID are left to the plugin's defaults, which are
+// the names package's constants the proxy container is written with.
+func interceptionAnnotation(o overrides) string {
+	s := interception.Settings{
+		SkipInboundPorts:    o.skipInbound,
+		SkipOutboundPorts:   o.skipOutbound,
+		SkipOutboundSubnets: o.skipSubnets,
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		// Settings holds port sets and prefixes that parsed, whose JSON
+		// cannot fail; a failure is a bug in this package.
+		panic(fmt.Sprintf("inject: marshalling %s: %v", names.AnnotationInterception, err))
+	}
+	return string(b)
 }
 
 func withEntry(m map[string]string, k, v string) map[string]string {
