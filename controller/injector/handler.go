@@ -131,7 +131,7 @@ func (h *handler) admit(req *admissionv1.AdmissionRequest) (resp *admissionv1.Ad
 	}
 
 	cfg := h.inject
-	cfg.Defaults = h.installDefaults(log)
+	cfg.Defaults, cfg.CNI = h.installSettings(log)
 	mutated := pod.DeepCopy()
 	res, err := inject.Pod(mutated, ns, cfg)
 	if err != nil {
@@ -182,14 +182,16 @@ func (h *handler) namespace(name string, log *slog.Logger) *corev1.Namespace {
 	return ns
 }
 
-// installDefaults returns the install's proxy defaults: the annotations
-// of the control-plane namespace, where `mesh install` writes them
-// (--proxy-log-level, --tracing-collector ...). Read on every request from
-// the cache, so `kubectl annotate namespace` there changes the next pod's
-// proxy without a restart. A miss means none, with a warning in the log:
-// the namespace holds this very process, so the cache lags it only at
-// start.
-func (h *handler) installDefaults(log *slog.Logger) map[string]string {
+// installSettings returns the install's proxy defaults and its CNI mode:
+// the annotations of the control-plane namespace, where `mesh install`
+// writes them (--proxy-log-level, --tracing-collector ..., and
+// names.AnnotationCNI for --cni). Read on every request from the cache, so
+// `kubectl annotate namespace` there changes the next pod's proxy without
+// a restart, and an install that switches to or from CNI mode changes how
+// the next pod is injected without restarting the controller. A miss means
+// no defaults and no CNI mode, with a warning in the log: the namespace
+// holds this very process, so the cache lags it only at start.
+func (h *handler) installSettings(log *slog.Logger) (defaults map[string]string, cni bool) {
 	name := h.inject.ControlPlaneNamespace
 	if name == "" {
 		name = names.DefaultControlPlaneNamespace
@@ -197,10 +199,10 @@ func (h *handler) installDefaults(log *slog.Logger) map[string]string {
 	ns, err := h.namespaces.Get(name)
 	if err != nil {
 		log.Warn("control-plane namespace not in the cache; the install's proxy defaults are not applied", "control_plane_namespace", name, "err", err)
-		return nil
+		return nil, false
 	}
 	// The cache's map, read only: inject.Pod never writes to it.
-	return ns.Annotations
+	return ns.Annotations, ns.Annotations[names.AnnotationCNI] == names.Enabled
 }
 
 // record turns the warnings into Warning events on the pod's owner, or on

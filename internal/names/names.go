@@ -31,6 +31,11 @@ const (
 	// network is created, in place of mesh-init's flags
 	// (install/cni/interception.Settings is its shape).
 	AnnotationInterception = "mesh.dev/interception"
+	// AnnotationCNI set to Enabled on the control-plane namespace says the
+	// install is in CNI mode (`mesh install --cni`): the injector writes
+	// AnnotationInterception instead of the mesh-init container, and
+	// `mesh check` checks the CNI plugin's DaemonSet.
+	AnnotationCNI = "mesh.dev/cni"
 	// LabelControlPlaneNamespace marks an injected pod with the namespace of
 	// the control plane it belongs to.
 	LabelControlPlaneNamespace = "mesh.dev/control-plane-ns"
