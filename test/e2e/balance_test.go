@@ -59,6 +59,13 @@ var installs struct {
 	users int
 }
 
+// installArgs is the shared install: with the Jaeger of --with-jaeger,
+// which every proxy exports its spans to, and a sample rate of 0, so that
+// only requests that arrive sampled, or in a namespace that says
+// otherwise (TestTracing's), are traced: the other tests' traffic costs
+// Jaeger nothing.
+var installArgs = []string{"install", "--with-jaeger", "--tracing-sample-rate", "0"}
+
 // ensureInstalled runs `mesh install` (a no-op when installed) and
 // uninstalls when the test ends, unless a test running alongside still
 // needs the mesh.
@@ -66,7 +73,7 @@ func ensureInstalled(t *testing.T, ctx context.Context) {
 	t.Helper()
 	installs.Lock()
 	defer installs.Unlock()
-	mustRun(t, ctx, nil, e2e.mesh, "install")
+	mustRun(t, ctx, nil, e2e.mesh, installArgs...)
 	installs.users++
 	t.Cleanup(func() {
 		installs.Lock()

@@ -92,14 +92,15 @@ func TestDiagnostics(t *testing.T) {
 		}
 	})
 	t.Run("endpoints", func(t *testing.T) {
-		// The caller's proxy asks for echo's endpoints on its first request;
-		// its authority is how the caller named it, a name of echo's Service.
-		want := "echo."
+		// The caller's proxy asks for echo's endpoints on its first request,
+		// by the address the connection was going to: echo's Service's
+		// cluster IP and port (a route's backend would be asked for by name).
+		want := serviceAddr(t, ctx, diagNS, "echo")
 		poll(t, ctx, time.Minute, "the caller's proxy to show echo's endpoint", func(context.Context) (bool, string, error) {
 			got := diagJSON(t, "endpoints", caller.Name)
 			for _, d := range got["destinations"].([]any) {
 				d := d.(map[string]any)
-				if !strings.HasPrefix(d["authority"].(string), want) {
+				if d["authority"] != want {
 					continue
 				}
 				for _, ep := range d["endpoints"].([]any) {
