@@ -135,6 +135,10 @@ type Values struct {
 	// set nothing and deploy nothing.
 	Proxy   ProxyDefaults
 	Tracing Tracing
+	// CNI is the CNI mode: the mesh CNI plugin's DaemonSet (55-cni.yaml)
+	// and the control-plane namespace's names.AnnotationCNI, which tells
+	// the injector. The zero value is off.
+	CNI CNI
 }
 
 // withDefaults fills the zero fields that have a default.
@@ -145,6 +149,7 @@ func (v Values) withDefaults() Values {
 	if len(v.ClusterNetworks) == 0 {
 		v.ClusterNetworks = clusternet.Default()
 	}
+	v.CNI = v.CNI.withDefaults()
 	return v
 }
 
@@ -223,6 +228,9 @@ func (v Values) Validate() error {
 		}
 	}
 	if err := v.validateProxyDefaults(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := v.CNI.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
