@@ -82,6 +82,9 @@ func WriteIndex(path string, specs ...Spec) error {
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644) // CreateTemp's 0600 would keep others from importing it
+	}
 	if err != nil {
 		return fmt.Errorf("image %s: write %s: %w", specs[0].Ref, path, err)
 	}
