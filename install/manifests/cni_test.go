@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/mesh-dev/mesh/install/image"
 	"github.com/mesh-dev/mesh/internal/names"
 )
 
@@ -121,5 +122,14 @@ func TestCNIDefaultsAndValidation(t *testing.T) {
 		if _, err := Render(v); err == nil || !strings.Contains(err.Error(), "CNI") {
 			t.Errorf("Render with %+v: err %v, want one about the CNI dir", bad, err)
 		}
+	}
+}
+
+// TestCNIImageIsBuilt: the DaemonSet's image is the one `make images`
+// builds.
+func TestCNIImageIsBuilt(t *testing.T) {
+	v := testValues()
+	if got, want := v.CNIImage(), image.Ref(image.CNIName, v.Version); got != want {
+		t.Errorf("CNIImage = %s; make images builds %s", got, want)
 	}
 }
