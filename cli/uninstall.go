@@ -173,7 +173,9 @@ func (uo *uninstallOptions) run(ctx context.Context, o *Options) error {
 // order: the webhook first, so no pod creation waits on a dying injector;
 // namespaces last. notes say what is left in place and why.
 func uninstallTargets(ctx context.Context, k *kube, ns string) ([]target, []string, error) {
-	v := manifests.Values{Namespace: ns, Registry: manifests.DefaultRegistry, Version: "v0.0.0", HA: true, TrustDomain: "cluster.local"}
+	v := manifests.Values{Namespace: ns, Registry: manifests.DefaultRegistry, Version: "v0.0.0", HA: true, TrustDomain: "cluster.local",
+		// Every optional part, so that whatever an install made is listed.
+		Tracing: manifests.Tracing{Jaeger: true}}
 	ms, err := manifests.Render(v)
 	if err != nil {
 		return nil, nil, err
