@@ -258,8 +258,9 @@ func dash(s string) string {
 
 // policyAnswer is what the policy table shows of GET /policy.
 type policyAnswer struct {
-	Received bool `json:"received"`
-	Policy   *struct {
+	Received   bool       `json:"received"`
+	ReceivedAt *time.Time `json:"received_at"`
+	Policy     *struct {
 		Revision              string              `json:"revision"`
 		DefaultPolicy         string              `json:"default_policy"`
 		Audit                 bool                `json:"audit"`
@@ -356,7 +357,11 @@ func runPolicy(ctx context.Context, e *diagEnv, pod *corev1.Pod, r adminReader, 
 	if p.Audit {
 		audit = " (audit: denials are only logged)"
 	}
-	fmt.Fprintf(w, "Revision %s; default policy %s%s\n\n", dash(p.Revision), dash(p.DefaultPolicy), audit)
+	received := ""
+	if a.ReceivedAt != nil {
+		received = "; received " + a.ReceivedAt.UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(w, "Revision %s%s; default policy %s%s\n\n", dash(p.Revision), received, dash(p.DefaultPolicy), audit)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PORT\tSERVER\tPROTOCOL\tAUTHORIZATION\tALLOWS")
 	authzRows := func(port, server, protocol string, as []policyAuthzAnswer) {

@@ -111,6 +111,7 @@ type Enforcer struct {
 	now func() time.Time
 
 	cur       atomic.Pointer[authz.Policy] // nil until the first policy
+	received  atomic.Pointer[time.Time]    // when cur was last set, for GET /policy
 	first     chan struct{}                // closed when cur is first set
 	firstOnce sync.Once
 }
@@ -271,6 +272,8 @@ func (e *Enforcer) apply(msg *inboundv1.PodPolicy) {
 			"revision", pol.Revision(), "dropped", errors.Join(dropped...).Error())
 	}
 	prev := e.cur.Swap(pol)
+	now := time.Now()
+	e.received.Store(&now)
 	e.status.Updated()
 	e.firstOnce.Do(func() { close(e.first) })
 	attrs := []any{"revision", pol.Revision(), "servers", pol.Servers(), "default", pol.DefaultPolicy(),

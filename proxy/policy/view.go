@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/mesh-dev/mesh/proxy/authz"
 )
@@ -15,6 +16,8 @@ type PolicyView struct {
 	// Received: the proxy holds a policy from the controller. Before the
 	// first, it refuses inbound connections once the grace ends.
 	Received bool `json:"received"`
+	// ReceivedAt is when the policy in force came; nil before the first.
+	ReceivedAt *time.Time `json:"received_at,omitempty"`
 	// Policy is what the proxy enforces; nil before the first policy.
 	Policy *authz.View `json:"policy"`
 }
@@ -34,6 +37,10 @@ func (e *Enforcer) serveView(w http.ResponseWriter, _ *http.Request) {
 	if p := e.cur.Load(); p != nil {
 		view := p.View()
 		v.Received, v.Policy = true, &view
+		if at := e.received.Load(); at != nil {
+			t := at.UTC()
+			v.ReceivedAt = &t
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)

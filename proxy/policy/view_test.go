@@ -30,13 +30,16 @@ func getView(t *testing.T, e *Enforcer) PolicyView {
 func TestHandler(t *testing.T) {
 	h := start(t, time.Second)
 	v := getView(t, h.e)
-	if v.Received || v.Policy != nil || v.Namespace != "shop" || v.Pod != "api-0" {
+	if v.Received || v.Policy != nil || v.ReceivedAt != nil || v.Namespace != "shop" || v.Pod != "api-0" {
 		t.Errorf("before a policy: %+v, want shop/api-0 with none received", v)
 	}
 	h.set(t, at.AllowAll())
 	v = getView(t, h.e)
 	if !v.Received || v.Policy == nil || v.Policy.DefaultPolicy != "all-unauthenticated" {
 		t.Fatalf("after all-unauthenticated: %+v", v)
+	}
+	if v.ReceivedAt == nil || time.Since(*v.ReceivedAt) > time.Minute || time.Until(*v.ReceivedAt) > 0 {
+		t.Errorf("received_at %v, want the moment the policy came", v.ReceivedAt)
 	}
 	h.set(t, at.Large(2, 2, 8080))
 	v = getView(t, h.e)
