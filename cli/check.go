@@ -168,6 +168,8 @@ func checkList(pre bool) []check {
 		check{category: "data-plane", name: "no mesh annotation was ignored lately", run: checkInvalidAnnotations},
 		check{category: "data-plane", name: "proxy defaults of the install and namespaces are valid", run: checkProxyDefaults},
 		check{category: "tracing", name: "Jaeger is available, if installed", run: checkJaeger},
+		check{category: "cni", name: "CNI plugin is ready on every node, in CNI mode", run: checkCNIPlugin},
+		check{category: "cni", name: "meshed pods are intercepted the way the install says", run: checkInterceptionMode},
 	)
 }
 

@@ -65,6 +65,9 @@ type installOptions struct {
 	// their zero values set nothing (manifests.ProxyDefaults, Tracing).
 	Proxy   manifests.ProxyDefaults
 	Tracing manifests.Tracing
+	// CNI is the CNI mode and the nodes' CNI directories (--cni,
+	// --cni-bin-dir, --cni-conf-dir).
+	CNI manifests.CNI
 }
 
 func defaultInstallOptions() installOptions {
@@ -115,6 +118,14 @@ func (opts *installOptions) addFlags(f *pflag.FlagSet) {
 			names.AnnotationTracingSampleRate+" (default: the proxy's, 1: every request)")
 	f.BoolVar(&opts.Tracing.Jaeger, "with-jaeger", false,
 		"deploy Jaeger (spans kept in memory) in the control-plane namespace, and send proxies' spans to it unless --tracing-collector says otherwise")
+	f.BoolVar(&opts.CNI.Enabled, "cni", false,
+		"install the interception rules with the mesh CNI plugin (a DaemonSet in namespace "+manifests.CNINamespace+
+			") instead of a mesh-init container with NET_ADMIN in every meshed pod, so namespaces enforcing Pod Security restricted can be meshed")
+	// Their defaults are the manifests', so the options' zero value means them.
+	f.StringVar(&opts.CNI.BinDir, "cni-bin-dir", "",
+		"with --cni: the nodes' CNI plugin directory, containerd's bin_dir (default "+manifests.DefaultCNIBinDir+")")
+	f.StringVar(&opts.CNI.ConfDir, "cni-conf-dir", "",
+		"with --cni: the nodes' CNI network configuration directory, containerd's conf_dir (default "+manifests.DefaultCNIConfDir+")")
 }
 
 // validateProxyDefaults checks the proxy default flags and writes them
@@ -213,7 +224,27 @@ func (opts *installOptions) validate(cmd *cobra.Command, namespace string) error
 	if err := opts.validateProxyDefaults(); err != nil {
 		return err
 	}
+	if err := opts.validateCNI(cmd); err != nil {
+		return err
+	}
 	return opts.Identity.validate()
+}
+
+// validateCNI refuses CNI directories without --cni, which would be
+// silently ignored, and directories a hostPath volume cannot name.
+func (opts *installOptions) validateCNI(cmd *cobra.Command) error {
+	if !opts.CNI.Enabled {
+		for _, f := range []string{"cni-bin-dir", "cni-conf-dir"} {
+			if cmd.Flags().Changed(f) {
+				return fmt.Errorf("--%s goes with --cni", f)
+			}
+		}
+		return nil
+	}
+	if err := (manifests.Values{CNI: opts.CNI}).CNIError(); err != nil {
+		return fmt.Errorf("--cni-bin-dir or --cni-conf-dir: %w", err)
+	}
+	return nil
 }
 
 // checkNamespace refuses a control-plane namespace uninstall must not delete.
@@ -238,6 +269,7 @@ func (opts *installOptions) values(namespace string) manifests.Values {
 		ClusterNetworks:      networks,
 		Proxy:                opts.Proxy,
 		Tracing:              opts.Tracing,
+		CNI:                  opts.CNI,
 	}
 }
 
@@ -251,6 +283,9 @@ func newInstallCmd(o *Options) *cobra.Command {
 			"until the controller is available and the injector answers. Running it again upgrades\n" +
 			"in place and keeps the certificates that are still valid; objects that did not change\n" +
 			"are reported unchanged. With --dry-run it prints the manifests instead.\n\n" +
+			"With --cni it first rolls out the mesh CNI plugin on every node and waits until it is\n" +
+			"ready everywhere, then tells the injector to leave out mesh-init: pods created before\n" +
+			"the plugin is chained would start unintercepted. Without --cni it removes the plugin.\n\n" +
 			"It installs the Gateway API CRDs the mesh routes with (HTTPRoute and GRPCRoute of the\n" +
 			"standard channel " + manifests.GatewayAPIBundleVersion + ") where the cluster has none, and upgrades\n" +
 			"older ones it installed itself. It never downgrades them, and leaves alone those\n" +
@@ -261,6 +296,7 @@ func newInstallCmd(o *Options) *cobra.Command {
 			"  mesh install --ha --wait 10m\n" +
 			"  mesh install --default-inbound-policy all-authenticated --cluster-networks 10.0.0.0/8\n" +
 			"  mesh install --with-jaeger --tracing-sample-rate 0.1 --proxy-log-level warn\n" +
+			"  mesh install --cni --cni-bin-dir /usr/lib/cni\n" +
 			"  mesh install --dry-run -o yaml > mesh.yaml",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -353,11 +389,13 @@ func (opts *installOptions) run(ctx context.Context, o *Options) error {
 	// The CRDs go first: the controller watches their kinds from its
 	// start. The webhook goes last, once the injector answers (see
 	// 40-webhook.yaml).
-	var crds, first, last []manifests.Manifest
+	var crds, cni, first, last []manifests.Manifest
 	for _, m := range ms {
 		switch {
 		case m.IsCRD():
 			crds = append(crds, m)
+		case isCNIObject(m):
+			cni = append(cni, m)
 		case m.Object.GetKind() == "MutatingWebhookConfiguration":
 			last = append(last, m)
 		default:
@@ -380,6 +418,20 @@ func (opts *installOptions) run(ctx context.Context, o *Options) error {
 	if err := opts.waitEstablished(ctx, k, p, slices.Concat(crds, gw)); err != nil {
 		return err
 	}
+	// The plugin is on every node before the control-plane namespace
+	// says CNI mode (in first): from then on the injector leaves out
+	// mesh-init, and a pod started where the plugin is not chained yet
+	// would run unintercepted.
+	n, err = applyAll(ctx, k, p, cni)
+	changed += n
+	if err != nil {
+		return err
+	}
+	if len(cni) > 0 && opts.Wait > 0 {
+		if err := opts.waitCNI(ctx, k, p); err != nil {
+			return err
+		}
+	}
 	n, err = applyAll(ctx, k, p, first)
 	changed += n
 	if err != nil {
@@ -393,6 +445,18 @@ func (opts *installOptions) run(ctx context.Context, o *Options) error {
 		for _, name := range pruned {
 			changed++
 			p.line(okMark, "%s deleted (only --with-jaeger needs it)", name)
+		}
+	}
+	if !opts.CNI.Enabled {
+		// After first: the namespace no longer says CNI mode, so no pod is
+		// injected for a plugin about to go.
+		pruned, err := pruneCNI(ctx, k)
+		if err != nil {
+			return err
+		}
+		for _, name := range pruned {
+			changed++
+			p.line(okMark, "%s deleted (only --cni needs it)", name)
 		}
 	}
 	if !opts.HA {
@@ -632,6 +696,75 @@ func (opts *installOptions) waitReady(ctx context.Context, k *kube, p *progress,
 		}
 	}
 	return nil
+}
+
+// isCNIObject reports whether m is one of the CNI plugin's objects
+// (55-cni.yaml), which install rolls out before the rest.
+func isCNIObject(m manifests.Manifest) bool {
+	return m.Object.GetLabels()[manifests.NameLabel] == manifests.CNIName
+}
+
+// waitCNI waits, for at most opts.Wait, until the CNI plugin's DaemonSet
+// is ready on every node.
+func (opts *installOptions) waitCNI(ctx context.Context, k *kube, p *progress) error {
+	ctx, cancel := context.WithTimeout(ctx, opts.Wait)
+	defer cancel()
+	ns, name := manifests.CNINamespace, manifests.CNIName
+	if err := p.run(ctx, "daemonset/"+name+" ready on every node", func(ctx context.Context, status func(string)) (string, error) {
+		return poll(ctx, status, cniRollout(k))
+	}); err != nil {
+		return fmt.Errorf("the CNI plugin is not ready on every node after %s: %w\n"+
+			"inspect with: kubectl -n %s describe daemonset %s; kubectl -n %s logs daemonset/%s\n"+
+			"are --cni-bin-dir %s and --cni-conf-dir %s the nodes' (containerd's bin_dir and conf_dir)? is its image, %s, on the nodes (make images)?\n"+
+			"then run mesh install --cni again: the injector is told CNI mode only once the plugin is ready",
+			opts.Wait, err, ns, name, ns, name, opts.CNI.BinDir, opts.CNI.ConfDir, opts.values("").CNIImage())
+	}
+	return nil
+}
+
+// pruneCNI deletes the CNI plugin an earlier `install --cni` made: its
+// namespace, whose deletion stops the DaemonSet's pods, each taking the
+// plugin out of its node's chain, and its cluster-wide RBAC. It names what
+// it deleted; objects without the part-of label are not install's and are
+// left alone.
+func pruneCNI(ctx context.Context, k *kube) ([]string, error) {
+	var pruned []string
+	name := manifests.CNIName
+	nsObj, err := k.client.CoreV1().Namespaces().Get(ctx, manifests.CNINamespace, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return nil, fmt.Errorf("read namespace/%s: %w", manifests.CNINamespace, err)
+	case nsObj.Labels[manifests.PartOfLabel] == manifests.PartOf && nsObj.DeletionTimestamp == nil:
+		if err := k.client.CoreV1().Namespaces().Delete(ctx, manifests.CNINamespace, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("delete namespace/%s: %w", manifests.CNINamespace, err)
+		}
+		pruned = append(pruned, "namespace/"+manifests.CNINamespace)
+	}
+	rbac := k.client.RbacV1()
+	crb, err := rbac.ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return nil, fmt.Errorf("read clusterrolebinding/%s: %w", name, err)
+	case crb.Labels[manifests.PartOfLabel] == manifests.PartOf:
+		if err := rbac.ClusterRoleBindings().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("delete clusterrolebinding/%s: %w", name, err)
+		}
+		pruned = append(pruned, "clusterrolebinding/"+name)
+	}
+	cr, err := rbac.ClusterRoles().Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return nil, fmt.Errorf("read clusterrole/%s: %w", name, err)
+	case cr.Labels[manifests.PartOfLabel] == manifests.PartOf:
+		if err := rbac.ClusterRoles().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("delete clusterrole/%s: %w", name, err)
+		}
+		pruned = append(pruned, "clusterrole/"+name)
+	}
+	return pruned, nil
 }
 
 // jaegerSelector selects the pods of --with-jaeger's Deployment.

@@ -59,5 +59,9 @@ func (c CNI) validate() error {
 	return nil
 }
 
+// CNIError is what Validate says about the CNI directories, for `mesh
+// install` to name its flags; nil when they are fine.
+func (v Values) CNIError() error { return v.CNI.validate() }
+
 // CNIImage is the mesh-cni image reference.
 func (v Values) CNIImage() string { return v.Registry + "/" + CNIImageName + ":" + v.Version }
