@@ -56,7 +56,7 @@ type Built struct {
 }
 
 // BuildAll builds the static binaries and writes the tarballs of the
-// project images (mesh-proxy, mesh-controller, mesh-demo) and of the images
+// project images (mesh-proxy, mesh-controller, mesh-cni, mesh-demo) and of the images
 // the local cluster and its extensions need (pause, coredns, jaeger), each
 // an OCI image index with a variant per architecture. A project command that
 // does not exist yet is skipped with a message rather than failing the rest.
@@ -82,6 +82,7 @@ func BuildAll(ctx context.Context, o Options) ([]Built, error) {
 			return o.proxySpec(ctx, version, binary, arch)
 		}},
 		{ControllerName, "./cmd/mesh-controller", forArch(Controller)},
+		{CNIName, "./cmd/mesh-cni", forArch(CNI)},
 		{PauseName, "./install/cluster/pause", forArch(Pause)},
 		{DemoName, "./testdata/demo/cmd/demo", forArch(Demo)},
 	}
