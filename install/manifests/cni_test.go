@@ -1,12 +1,13 @@
 package manifests
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/mesh-dev/mesh/install/image"
 	"github.com/mesh-dev/mesh/internal/names"
@@ -55,9 +56,17 @@ func TestCNIOn(t *testing.T) {
 			t.Errorf("%s/%s %s=%q, want %s", kind, CNIName, PartOfLabel, got, PartOf)
 		}
 	}
+	// Strictly: a misspelt field would be dropped by the API server, and
+	// the DaemonSet would run without it.
 	var ds appsv1.DaemonSet
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(find(t, ms, "DaemonSet", CNIName).Object, &ds); err != nil {
+	raw, err := json.Marshal(find(t, ms, "DaemonSet", CNIName).Object)
+	if err != nil {
 		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ds); err != nil {
+		t.Fatalf("DaemonSet: %v", err)
 	}
 	if ds.Namespace != CNINamespace {
 		t.Errorf("DaemonSet in %q, want %s", ds.Namespace, CNINamespace)
