@@ -90,7 +90,7 @@ func TestCNIOn(t *testing.T) {
 		t.Errorf("image %s", c.Image)
 	}
 	args := strings.Join(c.Args, " ")
-	for _, want := range []string{"install ", "--host-cni-conf-dir=/var/lib/mesh-cluster/cni/net.d", "--exclude-namespaces=kube-system," + CNINamespace} {
+	for _, want := range []string{"install ", "--host-cni-conf-dir=/var/lib/mesh-cluster/cni/net.d", "--exclude-namespaces=kube-system," + CNINamespace + "," + DefaultNamespace} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %q lack %q", args, want)
 		}
