@@ -165,3 +165,28 @@ func TestPruneCNI(t *testing.T) {
 		t.Errorf("on an empty cluster: pruned %q, err %v", pruned, err)
 	}
 }
+
+// TestCNIObjectsGoFirst: install applies and waits for exactly the
+// plugin's objects before the rest, and the control-plane namespace, whose
+// annotation switches the injector to CNI mode, is not among them.
+func TestCNIObjectsGoFirst(t *testing.T) {
+	ms, err := manifests.Render(manifests.Values{Namespace: manifests.DefaultNamespace, Registry: manifests.DefaultRegistry,
+		Version: "v0.0.0", TrustDomain: "cluster.local", CNI: manifests.CNI{Enabled: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first []string
+	for _, m := range ms {
+		plugin := m.Object.GetNamespace() == manifests.CNINamespace || m.Object.GetName() == manifests.CNIName
+		if isCNIObject(m) != plugin {
+			t.Errorf("%s (namespace %q): isCNIObject %v, want %v", m.Name(), m.Object.GetNamespace(), !plugin, plugin)
+		}
+		if isCNIObject(m) {
+			first = append(first, m.Name())
+		}
+	}
+	want := "namespace/mesh-cni serviceaccount/mesh-cni clusterrole/mesh-cni clusterrolebinding/mesh-cni daemonset/mesh-cni"
+	if got := strings.Join(first, " "); got != want {
+		t.Errorf("applied first: %s; want %s", got, want)
+	}
+}
