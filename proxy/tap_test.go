@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
@@ -18,6 +19,7 @@ import (
 
 	tapv1 "github.com/mesh-dev/mesh/api/tap/v1"
 	"github.com/mesh-dev/mesh/proxy/tap"
+	"github.com/mesh-dev/mesh/proxy/trace/tracetest"
 )
 
 // tapClient connects to p's tap server proving identity as, and checking
@@ -144,4 +146,108 @@ func TestTapOff(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTapTraceID: a tapped request carries the trace ID of the proxy's
+// span when that span is exported, over HTTP/1.1 and h2c alike; a request
+// whose context says "not sampled" carries none, whatever trace ID its
+// header names.
+func TestTapTraceID(t *testing.T) {
+	const clientTrace = "0af7651916cd43dd8448eb211c80319c"
+	for _, mode := range []struct {
+		name   string
+		client func(testing.TB) *http.Client
+	}{{"http1", h1Client}, {"h2c", h2cClient}} {
+		t.Run(mode.name, func(t *testing.T) {
+			pki := startPKI(t)
+			col := tracetest.Start(t)
+			app := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.WriteString(w, r.Header.Get("Traceparent"))
+			}))
+			controller := pki.ca.ID("mesh-system", "mesh-controller")
+			p := startProxy(t, app, pki.withIdentity(t, "shop", "api"), func(c *Config) {
+				c.TapAddr, c.TapClientID = "127.0.0.1:0", controller.String()
+				c.TracingCollector, c.PodName, c.Namespace = col.Addr, "api-1", "shop"
+			})
+			waitReady(t, p)
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			stream, err := tapClient(t, pki, p, controller, pki.ca.ID("shop", "api")).Watch(ctx, &tapv1.WatchRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for p.tapHub.Watchers() != 1 {
+				if time.Now().After(deadline) {
+					t.Fatal("the controller's watch never reached the hub")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+
+			hc := mode.client(t)
+			send := func(path, traceparent string) string {
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.inbound+path, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if traceparent != "" {
+					req.Header.Set("Traceparent", traceparent)
+				}
+				res, err := hc.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer res.Body.Close()
+				got, _ := io.ReadAll(res.Body)
+				return string(got)
+			}
+			sentOn := send("/fresh", "")                                        // the proxy starts the trace, sampled at rate 1
+			send("/unsampled", "00-"+clientTrace+"-b7ad6b7169203331-00")        // the client decided: not sampled
+			childOn := send("/child", "00-"+clientTrace+"-b7ad6b7169203331-01") // the proxy's span joins the client's trace
+			p.tapHub.Request(tap.Request{Path: "/end"}).Response(tap.Response{GRPCStatus: -1})
+
+			got := map[string][]string{} // path: trace IDs of its request and response
+			for {
+				ev, err := stream.Recv()
+				if err != nil {
+					t.Fatalf("Recv after %v: %v", got, err)
+				}
+				if ev.GetPath() == "/end" && ev.GetType() == tapv1.Event_RESPONSE {
+					break
+				}
+				got[ev.GetPath()] = append(got[ev.GetPath()], ev.GetTraceId())
+			}
+			fresh := traceIDIn(t, sentOn)
+			want := map[string][]string{
+				"/fresh":     {fresh, fresh},
+				"/unsampled": {"", ""},
+				"/child":     {clientTrace, clientTrace},
+				"/end":       {""},
+			}
+			if traceIDIn(t, childOn) != clientTrace {
+				t.Errorf("traceparent sent on %q, want the client's trace %s", childOn, clientTrace)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("trace IDs per tapped path (-want +got):\n%s", diff)
+			}
+			// The linked traces exist: the proxy exported their spans.
+			exported := map[string]bool{}
+			for _, s := range col.Wait(t, 2, 10*time.Second) {
+				exported[s.TraceID] = true
+			}
+			if !exported[fresh] || !exported[clientTrace] {
+				t.Errorf("exported traces %v, want %s and %s", exported, fresh, clientTrace)
+			}
+		})
+	}
+}
+
+// traceIDIn returns the trace ID of a W3C traceparent.
+func traceIDIn(t testing.TB, traceparent string) string {
+	t.Helper()
+	parts := strings.Split(traceparent, "-")
+	if len(parts) != 4 || len(parts[1]) != 32 {
+		t.Fatalf("traceparent %q: want version-traceid-spanid-flags", traceparent)
+	}
+	return parts[1]
 }

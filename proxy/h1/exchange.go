@@ -690,7 +690,7 @@ func (x *exchange) publishTap() {
 		Direction: string(cc.p.cfg.Direction), Src: cc.c.RemoteAddr().String(), Dst: x.ep.Addr.String(),
 		DstWorkload: x.key.Dst.Workload, ClientID: x.key.ClientID, ServerID: x.key.ServerID,
 		Method: methodString(cc.req.get(cc.req.method)), Scheme: "http", Authority: x.key.Authority,
-		Path: string(cc.req.path),
+		Path: string(cc.req.path), TraceID: tap.TraceIDOf(x.span),
 	})
 }
 

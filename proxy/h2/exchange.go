@@ -314,6 +314,7 @@ func (s *stream) publishTap() {
 		Direction: string(s.sc.p.cfg.Direction), Src: s.sc.c.RemoteAddr().String(), Dst: s.x.ep.Addr.String(),
 		DstWorkload: s.x.key.Dst.Workload, ClientID: s.x.key.ClientID, ServerID: s.x.key.ServerID,
 		Method: s.method, Scheme: "http", Authority: s.authority, Path: path,
+		TraceID: tap.TraceIDOf(s.x.span),
 	})
 }
 

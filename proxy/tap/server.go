@@ -204,6 +204,7 @@ func toProto(ev *Event) *tapv1.Event {
 		Scheme:      r.Scheme,
 		Authority:   r.Authority,
 		Path:        r.Path,
+		TraceId:     r.TraceID,
 	}
 	if resp := ev.Response; resp != nil {
 		out.Type = tapv1.Event_RESPONSE

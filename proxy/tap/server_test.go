@@ -120,25 +120,31 @@ func TestWatchAuthorized(t *testing.T) {
 		Direction: "outbound", Src: "10.0.0.1:40000", Dst: "10.0.0.2:8080",
 		DstWorkload: "deployment/api", ServerID: "spiffe://cluster.local/ns/shop/sa/api",
 		Method: "POST", Scheme: "http", Authority: "api.shop:8080", Path: "/api/orders",
+		TraceID: "4bf92f3577b34da6a3ce929d0e0e4736",
 	}
 	p := s.hub.Request(req)
 	p.Response(tap.Response{Status: 200, GRPCStatus: 14, Latency: 25 * time.Millisecond})
-	s.hub.Request(req).Response(tap.Response{Status: 503, GRPCStatus: -1})
+	untraced := req
+	untraced.TraceID = ""
+	s.hub.Request(untraced).Response(tap.Response{Status: 503, GRPCStatus: -1})
 
 	common := func(typ tapv1.Event_Type) *tapv1.Event {
 		return &tapv1.Event{
 			Type: typ, Direction: "outbound", SrcAddr: "10.0.0.1:40000", DstAddr: "10.0.0.2:8080",
 			DstWorkload: "deployment/api", ServerId: "spiffe://cluster.local/ns/shop/sa/api",
 			Method: "POST", Scheme: "http", Authority: "api.shop:8080", Path: "/api/orders",
+			TraceId: "4bf92f3577b34da6a3ce929d0e0e4736",
 		}
 	}
 	grpcUnavailable := uint32(14)
 	wantResp := common(tapv1.Event_RESPONSE)
 	wantResp.HttpStatus, wantResp.GrpcStatus = 200, &grpcUnavailable
 	wantResp.Latency = durationpb.New(25 * time.Millisecond)
+	wantUntraced := common(tapv1.Event_REQUEST)
+	wantUntraced.TraceId = ""
 	wantFail := common(tapv1.Event_RESPONSE)
-	wantFail.HttpStatus, wantFail.Latency = 503, durationpb.New(0)
-	want := []*tapv1.Event{common(tapv1.Event_REQUEST), wantResp, common(tapv1.Event_REQUEST), wantFail}
+	wantFail.HttpStatus, wantFail.Latency, wantFail.TraceId = 503, durationpb.New(0), ""
+	want := []*tapv1.Event{common(tapv1.Event_REQUEST), wantResp, wantUntraced, wantFail}
 
 	var got []*tapv1.Event
 	for range want {

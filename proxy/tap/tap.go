@@ -24,6 +24,28 @@ type Request struct {
 	Src, Dst                        string // ip:port of client and of the server the request goes to
 	DstWorkload, ClientID, ServerID string
 	Method, Scheme, Authority, Path string
+	// TraceID is the hex trace ID of the proxy's span of the request when
+	// that span is sampled (its trace is exported); "" otherwise, so that
+	// a watcher never links to a trace that does not exist.
+	TraceID string
+}
+
+// Span is what tap needs of the proxy's own span of a request
+// (*trace.Span, whose methods accept a nil receiver).
+type Span interface {
+	TraceID() string
+	Sampled() bool
+}
+
+// TraceIDOf returns the trace ID for Request.TraceID: sp's when sp is
+// sampled, "" otherwise (no tracer, or a trace nobody exports). It reads
+// the proxy's span, not the request's headers: the span's trace ID is the
+// one the proxy exports and sends on.
+func TraceIDOf(sp Span) string {
+	if sp == nil || !sp.Sampled() {
+		return ""
+	}
+	return sp.TraceID()
 }
 
 // Response is what the HTTP proxy knows when the response headers came (or

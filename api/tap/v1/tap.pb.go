@@ -195,7 +195,13 @@ type Event struct {
 	Latency *durationpb.Duration `protobuf:"bytes,16,opt,name=latency,proto3" json:"latency,omitempty"`
 	// success is the proxy's classification: not 5xx, gRPC status OK, the
 	// stream not broken (docs/metrics.md).
-	Success       bool `protobuf:"varint,17,opt,name=success,proto3" json:"success,omitempty"`
+	Success bool `protobuf:"varint,17,opt,name=success,proto3" json:"success,omitempty"`
+	// trace_id is the W3C trace ID (32 lower-case hex digits) of the span
+	// this proxy made for the request, on both event types, when the
+	// request was sampled and so its trace is exported; empty otherwise. It
+	// comes from the proxy's own span, never from what the client sent
+	// unchecked (docs/observability.md).
+	TraceId       string `protobuf:"bytes,18,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -349,6 +355,13 @@ func (x *Event) GetSuccess() bool {
 	return false
 }
 
+func (x *Event) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
 var File_tap_v1_tap_proto protoreflect.FileDescriptor
 
 const file_tap_v1_tap_proto_rawDesc = "" +
@@ -359,7 +372,7 @@ const file_tap_v1_tap_proto_rawDesc = "" +
 	"\tauthority\x18\x02 \x01(\tR\tauthority\x12\x1f\n" +
 	"\vpath_prefix\x18\x03 \x01(\tR\n" +
 	"pathPrefix\x12\x17\n" +
-	"\amax_rps\x18\x04 \x01(\rR\x06maxRps\"\xf0\x04\n" +
+	"\amax_rps\x18\x04 \x01(\rR\x06maxRps\"\x8b\x05\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12+\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x17.mesh.tap.v1.Event.TypeR\x04type\x128\n" +
@@ -380,7 +393,8 @@ const file_tap_v1_tap_proto_rawDesc = "" +
 	"\vgrpc_status\x18\x0f \x01(\rH\x00R\n" +
 	"grpcStatus\x88\x01\x01\x123\n" +
 	"\alatency\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x18\n" +
-	"\asuccess\x18\x11 \x01(\bR\asuccess\"7\n" +
+	"\asuccess\x18\x11 \x01(\bR\asuccess\x12\x19\n" +
+	"\btrace_id\x18\x12 \x01(\tR\atraceId\"7\n" +
 	"\x04Type\x12\x14\n" +
 	"\x10TYPE_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aREQUEST\x10\x01\x12\f\n" +
