@@ -233,6 +233,7 @@ func tapEvent(pod *corev1.Pod, self string, ev *tapv1.Event) (vizv1.TapEvent, bo
 		Scheme:      ev.GetScheme(),
 		Authority:   ev.GetAuthority(),
 		Path:        ev.GetPath(),
+		TraceID:     ev.GetTraceId(),
 	}
 	switch {
 	case out.Direction == "inbound" && out.ClientID != "" && out.ServerID == "":

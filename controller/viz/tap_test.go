@@ -68,6 +68,7 @@ func (s *tapServer) Watch(req *tapv1.WatchRequest, stream grpc.ServerStreamingSe
 			Id: 7, Type: typ, Timestamp: timestamppb.New(now), Direction: "inbound",
 			SrcAddr: "10.0.0.9:41000", DstAddr: "10.0.0.1:8080", ClientId: "spiffe://cluster.local/ns/shop/sa/client",
 			Method: "GET", Scheme: "http", Authority: "web.shop:80", Path: "/books",
+			TraceId: "4bf92f3577b34da6a3ce929d0e0e4736",
 		}
 	}
 	resp := event(tapv1.Event_RESPONSE)
@@ -167,6 +168,11 @@ func TestTap(t *testing.T) {
 		got.Status != 200 || got.LatencyMs == nil || *got.LatencyMs != 12.5 || got.GRPCStatus == nil || *got.GRPCStatus != 0 ||
 		got.Success == nil || !*got.Success || got.Path != "/books" || got.ClientID != "spiffe://cluster.local/ns/shop/sa/client" {
 		t.Errorf("response event %+v", got)
+	}
+	for _, ev := range []vizv1.TapEvent{byType["request"][0], got} {
+		if ev.TraceID != "4bf92f3577b34da6a3ce929d0e0e4736" {
+			t.Errorf("%s event's trace ID %q, want the proxy's", ev.Type, ev.TraceID)
+		}
 	}
 	if e := byType["error"][0].Error; !strings.Contains(e, "pod shop/web-5d8f7c-b") {
 		t.Errorf("error event %q does not name the pod", e)

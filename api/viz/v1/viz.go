@@ -242,6 +242,10 @@ type TapEvent struct {
 	Scheme    string `json:"scheme,omitempty"`
 	Authority string `json:"authority"`
 	Path      string `json:"path"`
+	// TraceID is the W3C trace ID (32 hex digits) of the request's trace
+	// when the proxy sampled it, so its spans are in the tracing backend
+	// (Jaeger's /trace/<TraceID>); "" otherwise.
+	TraceID string `json:"traceId,omitempty"`
 
 	// Response only: HTTP status, gRPC status when the response carried
 	// one, time from the request to the response headers, and whether
