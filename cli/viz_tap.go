@@ -391,6 +391,9 @@ func formatTapEvent(ev *vizv1.TapEvent) string {
 	}
 	kv("pod", ev.Pod)
 	kv("proxy", proxyDirection(ev.Direction))
+	if ev.TraceID != "" {
+		kv("trace_id", ev.TraceID) // only for a sampled request: its trace is in the tracing backend
+	}
 	return b.String()
 }
 

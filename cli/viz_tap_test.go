@@ -34,11 +34,12 @@ var tapFixture = []vizv1.TapEvent{{
 	Type: tapRequest, ID: "7", Time: testNow, Namespace: "shop", Pod: "web-1", Direction: "inbound",
 	Src: "10.0.0.9:41234", Dst: "10.0.0.7:8080", ClientID: "spiffe://cluster.local/ns/shop/sa/frontend",
 	Method: "GET", Scheme: "http", Authority: "web.shop:8080", Path: "/api/items?page=2",
+	TraceID: "4bf92f3577b34da6a3ce929d0e0e4736",
 }, {
 	Type: tapResponse, ID: "7", Time: testNow.Add(20 * time.Millisecond), Namespace: "shop", Pod: "web-1", Direction: "inbound",
 	Src: "10.0.0.9:41234", Dst: "10.0.0.7:8080", ClientID: "spiffe://cluster.local/ns/shop/sa/frontend",
 	Method: "GET", Authority: "web.shop:8080", Path: "/api/items?page=2",
-	Status: 500, LatencyMs: f64(20), Success: boolp(false),
+	Status: 500, LatencyMs: f64(20), Success: boolp(false), TraceID: "4bf92f3577b34da6a3ce929d0e0e4736",
 }, {
 	Type: tapError, Error: "proxy web-2: no tap server",
 }, {
@@ -160,8 +161,8 @@ func TestVizTap(t *testing.T) {
 		t.Errorf("interrupted tap returned %v, want nil", err)
 	}
 	want := "" +
-		"req id=7 :method=GET :authority=web.shop:8080 :path=/api/items?page=2 src=10.0.0.9:41234 dst=10.0.0.7:8080 tls=true client_id=spiffe://cluster.local/ns/shop/sa/frontend pod=web-1 proxy=in\n" +
-		"rsp id=7 :status=500 latency=20ms success=false src=10.0.0.9:41234 dst=10.0.0.7:8080 tls=true client_id=spiffe://cluster.local/ns/shop/sa/frontend pod=web-1 proxy=in\n" +
+		"req id=7 :method=GET :authority=web.shop:8080 :path=/api/items?page=2 src=10.0.0.9:41234 dst=10.0.0.7:8080 tls=true client_id=spiffe://cluster.local/ns/shop/sa/frontend pod=web-1 proxy=in trace_id=4bf92f3577b34da6a3ce929d0e0e4736\n" +
+		"rsp id=7 :status=500 latency=20ms success=false src=10.0.0.9:41234 dst=10.0.0.7:8080 tls=true client_id=spiffe://cluster.local/ns/shop/sa/frontend pod=web-1 proxy=in trace_id=4bf92f3577b34da6a3ce929d0e0e4736\n" +
 		`req id=8 :method=POST :authority=db.shop:9090 :path="/q\x1b[2J" src=10.0.0.7:50000 dst=10.0.0.8:9090 dst_workload=deploy/db tls=true server_id=spiffe://cluster.local/ns/shop/sa/db pod=web-1 proxy=out` + "\n" +
 		"rsp id=8 :status=200 grpc-status=0 latency=0.4ms success=true src=10.0.0.7:50000 dst=10.0.0.8:9090 dst_workload=deploy/db tls=true server_id=spiffe://cluster.local/ns/shop/sa/db pod=web-1 proxy=out\n"
 	if diff := cmp.Diff(want, out); diff != "" {
@@ -183,6 +184,9 @@ func TestVizTapJSON(t *testing.T) {
 	}
 	if diff := cmp.Diff(strings.Join(lines, "\n")+"\n", out); diff != "" {
 		t.Errorf("stdout is not the stream as sent (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(out, `"traceId":"4bf92f3577b34da6a3ce929d0e0e4736"`) {
+		t.Errorf("stdout %q has no traceId of the sampled request", out)
 	}
 	if !strings.Contains(r.errOut.String(), "tap: proxy web-2: no tap server") {
 		t.Errorf("stderr = %q, want the error event", r.errOut.String())
