@@ -494,7 +494,10 @@ func TestInstallDryRunPolicy(t *testing.T) {
 // uninstall searches.
 func fakeKube(t testing.TB, objs ...runtime.Object) *kube {
 	t.Helper()
-	ms, err := manifests.Render(manifests.Values{Namespace: "mesh-system", Registry: manifests.DefaultRegistry, Version: "v0.0.0", HA: true, TrustDomain: "cluster.local"})
+	// Every optional part, as uninstallTargets renders them: the API
+	// server serves every kind an install may make.
+	ms, err := manifests.Render(manifests.Values{Namespace: "mesh-system", Registry: manifests.DefaultRegistry, Version: "v0.0.0", HA: true, TrustDomain: "cluster.local",
+		Tracing: manifests.Tracing{Jaeger: true}, CNI: manifests.CNI{Enabled: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

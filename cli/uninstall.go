@@ -175,7 +175,7 @@ func (uo *uninstallOptions) run(ctx context.Context, o *Options) error {
 func uninstallTargets(ctx context.Context, k *kube, ns string) ([]target, []string, error) {
 	v := manifests.Values{Namespace: ns, Registry: manifests.DefaultRegistry, Version: "v0.0.0", HA: true, TrustDomain: "cluster.local",
 		// Every optional part, so that whatever an install made is listed.
-		Tracing: manifests.Tracing{Jaeger: true}}
+		Tracing: manifests.Tracing{Jaeger: true}, CNI: manifests.CNI{Enabled: true}}
 	ms, err := manifests.Render(v)
 	if err != nil {
 		return nil, nil, err
