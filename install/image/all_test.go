@@ -48,7 +48,7 @@ func TestBuildAll(t *testing.T) {
 	for _, b := range built {
 		names = append(names, b.Name)
 	}
-	want := []string{ProxyName, ControllerName, PauseName, DemoName, CoreDNSName}
+	want := []string{ProxyName, ControllerName, CNIName, PauseName, DemoName, CoreDNSName}
 	if !slices.Equal(names, want) {
 		t.Errorf("built %q, want %q", names, want)
 	}
