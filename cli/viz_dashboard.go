@@ -18,13 +18,30 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
+	"github.com/mesh-dev/mesh/install/manifests"
 	"github.com/mesh-dev/mesh/web/dashboard"
 )
 
 // defaultDashboardPort is the dashboard's local port, Linkerd's.
 const defaultDashboardPort = 50750
+
+// dashboardConfigPath is where the page reads what the CLI tells it
+// (dashboardConfig); it is not under /api/, which is mesh-viz's.
+const dashboardConfigPath = "/config.json"
+
+// dashboardConfig is what the page learns from the CLI rather than from
+// the viz API. web/dashboard/src/api.ts has its TypeScript shape.
+type dashboardConfig struct {
+	// JaegerURL is the local URL of the Jaeger UI of mesh install
+	// --with-jaeger, through a port-forward; "" without Jaeger. The page
+	// links a tapped request with a trace ID to JaegerURL/trace/<ID>.
+	JaegerURL string `json:"jaegerUrl,omitempty"`
+}
 
 // dashboardShutdown bounds how long the dashboard waits for its requests
 // to finish when it stops.
@@ -44,7 +61,9 @@ func newVizDashboardCmd(e *vizEnv) *cobra.Command {
 		Short: "Serve the web dashboard on localhost and open it in a browser",
 		Long: "dashboard serves the web page of live stats, the service graph and tap on\n" +
 			"http://127.0.0.1:PORT, and passes the page's API requests to mesh-viz through\n" +
-			"a port-forward. It opens the page in a browser when there is one (a desktop session\n" +
+			"a port-forward. With the Jaeger of mesh install --with-jaeger, it port-forwards to\n" +
+			"Jaeger's UI too, and tap links each traced request to its trace. It opens the page\n" +
+			"in a browser when there is one (a desktop session\n" +
 			"on Linux, or macOS), and runs until interrupted.",
 		Example: "  mesh viz dashboard\n  mesh viz dashboard --port 0 --show=false",
 		Args:    cobra.NoArgs,
@@ -88,8 +107,18 @@ func runDashboard(ctx context.Context, e *vizEnv, opts dashboardOptions) error {
 	if tapConn != nil {
 		defer tapConn.close()
 	}
+	var cfg dashboardConfig
+	switch jaeger, err := forwardJaeger(conn.ctx, e.Options); {
+	case err != nil:
+		// Tap, stats and the graph work without it: say so, go on.
+		fmt.Fprintf(e.Err, "mesh viz dashboard: tap will not link to traces: %v\n", err)
+	case jaeger != nil:
+		defer jaeger.Close()
+		cfg.JaegerURL = jaeger.URL
+	}
+	backends := dashboardBackends{viz: target, transport: conn.client.Transport, tap: dashboardTap(tapConn, tapErr), config: cfg}
 	srv := &http.Server{
-		Handler:           dashboardHandler(dashboard.Files(), target, conn.client.Transport, addr, dashboardTap(tapConn, tapErr)),
+		Handler:           dashboardHandler(dashboard.Files(), addr, backends),
 		ReadHeaderTimeout: 10 * time.Second,
 		// Requests end with the connection, so open tap streams do not
 		// hold up the shutdown.
@@ -131,15 +160,60 @@ func listenDashboard(port int) (net.Listener, error) {
 	return ln, nil
 }
 
-// dashboardHandler serves files and passes /api/ to the viz API at
-// target, but tap to the tap handler. It answers only requests
+// forwardJaeger port-forwards a free local port to the query port (UI)
+// of a ready pod of the Jaeger of mesh install --with-jaeger, found as its
+// Service in the control-plane namespace. Without that Service it returns
+// nil and no error: Jaeger is optional. The forward lasts until ctx ends
+// or it is closed.
+func forwardJaeger(ctx context.Context, o *Options) (*forward, error) {
+	k, err := o.kube()
+	if err != nil {
+		return nil, err
+	}
+	ns := o.ControlPlaneNamespace
+	pod, err := jaegerPod(ctx, k, ns)
+	if pod == "" || err != nil {
+		return nil, err
+	}
+	return portForward(ctx, k.rest, ns, pod, manifests.JaegerQueryPort)
+}
+
+// jaegerPod returns a ready pod of Jaeger's Service in ns, "" and no
+// error when there is no such Service.
+func jaegerPod(ctx context.Context, k *kube, ns string) (string, error) {
+	svc, err := k.client.CoreV1().Services(ns).Get(ctx, manifests.JaegerName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("find Service %s in namespace %s: %w", manifests.JaegerName, ns, err)
+	}
+	if len(svc.Spec.Selector) == 0 {
+		return "", fmt.Errorf("the Service %s in namespace %s selects no pods: reinstall it with mesh install --with-jaeger", manifests.JaegerName, ns)
+	}
+	return readyPod(ctx, k, ns, manifests.JaegerName, labels.SelectorFromSet(svc.Spec.Selector).String())
+}
+
+// dashboardBackends are what the dashboard's handler passes requests to,
+// and what it tells the page.
+type dashboardBackends struct {
+	// viz is the viz API's base URL, reached with transport.
+	viz       *url.URL
+	transport http.RoundTripper
+	// tap serves vizv1.PathTap.
+	tap    http.Handler
+	config dashboardConfig
+}
+
+// dashboardHandler serves files and dashboardConfigPath, and passes /api/
+// to the viz API, but tap to the tap handler. It answers only requests
 // addressed to addr, its own address by IP or as localhost, so that a
 // page elsewhere cannot read the API through a DNS name rebound to
 // 127.0.0.1.
-func dashboardHandler(files fs.FS, target *url.URL, transport http.RoundTripper, addr string, tap http.Handler) http.Handler {
+func dashboardHandler(files fs.FS, addr string, b dashboardBackends) http.Handler {
 	proxy := &httputil.ReverseProxy{
-		Rewrite:       func(r *httputil.ProxyRequest) { r.SetURL(target) },
-		Transport:     transport,
+		Rewrite:       func(r *httputil.ProxyRequest) { r.SetURL(b.viz) },
+		Transport:     b.transport,
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
@@ -156,10 +230,16 @@ func dashboardHandler(files fs.FS, target *url.URL, transport http.RoundTripper,
 			return
 		}
 		if r.URL.Path == vizv1.PathTap {
-			tap.ServeHTTP(w, r)
+			b.tap.ServeHTTP(w, r)
 			return
 		}
 		proxy.ServeHTTP(w, r)
+	})
+	config, _ := json.Marshal(b.config) // strings only: it cannot fail
+	mux.HandleFunc("GET "+dashboardConfigPath, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store") // the port changes with every run
+		w.Write(config)
 	})
 	mux.Handle("/", http.FileServerFS(files))
 

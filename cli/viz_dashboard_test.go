@@ -7,14 +7,20 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
 
 	vizv1 "github.com/mesh-dev/mesh/api/viz/v1"
+	"github.com/mesh-dev/mesh/install/manifests"
 	"github.com/mesh-dev/mesh/web/dashboard"
 )
 
@@ -96,8 +102,25 @@ func TestVizDashboard(t *testing.T) {
 		if diff := cmp.Diff(statFixture, got); diff != "" {
 			t.Errorf("StatList (-want +got):\n%s", diff)
 		}
-		if q := api.requests()[0].RawQuery; q != "kind=deploy&namespace=shop" {
-			t.Errorf("the API got query %s, want it passed on", q)
+		var q []string
+		for _, u := range api.requests() {
+			if u.Path == vizv1.PathStat {
+				q = append(q, u.RawQuery)
+			}
+		}
+		if diff := cmp.Diff([]string{"kind=deploy&namespace=shop"}, q); diff != "" {
+			t.Errorf("the API's stat queries (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("config without jaeger", func(t *testing.T) {
+		// The stand-in API server has no Service mesh-jaeger: no link, and
+		// nothing to complain about.
+		resp, body := get(t, c, base+dashboardConfigPath)
+		if resp.StatusCode != http.StatusOK || string(body) != "{}" {
+			t.Errorf("GET %s = %d %s, want 200 {}", dashboardConfigPath, resp.StatusCode, body)
+		}
+		if e := r.errOut.String(); e != "" {
+			t.Errorf("stderr %q, want nothing", e)
 		}
 	})
 	t.Run("stream", func(t *testing.T) { checkDashboardStreams(t, c, base, next) })
@@ -242,6 +265,74 @@ func TestBrowserCommand(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if diff := cmp.Diff(tc.want, browserCommand(tc.goos, tc.env, u)); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestJaegerPod: the dashboard forwards to a ready pod of the Service
+// mesh-jaeger of the control-plane namespace; without that Service there
+// is nothing to forward to, and no error.
+func TestJaegerPod(t *testing.T) {
+	const ns = "mesh-system"
+	selector := map[string]string{"app.kubernetes.io/name": manifests.JaegerName, "app.kubernetes.io/part-of": "mesh"}
+	service := func(sel map[string]string) *corev1.Service {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: manifests.JaegerName}, Spec: corev1.ServiceSpec{Selector: sel}}
+	}
+	pod := func(name string, ready corev1.ConditionStatus) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: selector},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning,
+				Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: ready}}},
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		objects []runtime.Object
+		want    string
+		wantErr string
+	}{
+		{name: "no jaeger", objects: []runtime.Object{pod("mesh-jaeger-1", corev1.ConditionTrue)}},
+		{name: "ready", objects: []runtime.Object{service(selector), pod("mesh-jaeger-0", corev1.ConditionFalse), pod("mesh-jaeger-1", corev1.ConditionTrue)}, want: "mesh-jaeger-1"},
+		{name: "not ready", objects: []runtime.Object{service(selector), pod("mesh-jaeger-0", corev1.ConditionFalse)}, wantErr: "no mesh-jaeger pod in namespace mesh-system is ready"},
+		{name: "no selector", objects: []runtime.Object{service(nil)}, wantErr: "selects no pods"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := jaegerPod(t.Context(), &kube{client: fake.NewClientset(tc.objects...)}, ns)
+			if got != tc.want || (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Errorf("jaegerPod = %q, %v; want %q and an error with %q", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestDashboardConfig: the page learns Jaeger's local URL, or that there
+// is none, from the dashboard itself, under the same guard as the API.
+func TestDashboardConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  dashboardConfig
+		want string
+	}{
+		{"jaeger", dashboardConfig{JaegerURL: "http://127.0.0.1:41234"}, `{"jaegerUrl":"http://127.0.0.1:41234"}`},
+		{"no jaeger", dashboardConfig{}, `{}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const addr = "127.0.0.1:50750"
+			h := dashboardHandler(dashboard.Files(), addr, dashboardBackends{config: tc.cfg})
+			for _, host := range []string{addr, "localhost:50750"} {
+				req := httptest.NewRequest(http.MethodGet, "http://"+host+dashboardConfigPath, nil)
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK || rec.Body.String() != tc.want || rec.Header().Get("Content-Type") != "application/json" {
+					t.Errorf("GET %s from %s = %d %q (%s), want 200 %s", dashboardConfigPath, host, rec.Code, rec.Body, rec.Header().Get("Content-Type"), tc.want)
+				}
+			}
+			req := httptest.NewRequest(http.MethodGet, "http://evil.example:50750"+dashboardConfigPath, nil)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusForbidden {
+				t.Errorf("GET %s with Host evil.example = %d, want 403", dashboardConfigPath, rec.Code)
 			}
 		})
 	}
