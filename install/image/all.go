@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -164,22 +165,34 @@ func forArch(spec func(version, binary string) Spec) func(version, binary, arch 
 func BuildMultiArch(ctx context.Context, o Options, name, dir, pkg, binDir string, spec func(version, binary, arch string) (Spec, error)) (Built, error) {
 	o = o.withDefaults()
 	start := time.Now()
-	var specs []Spec
-	for _, arch := range o.Arches {
-		binary := filepath.Join(binDir, name+"-linux-"+arch)
+	// The architectures build at once: each go command spends much of a
+	// warm build linking, on one core.
+	binaries := make([]string, len(o.Arches))
+	errs := make([]error, len(o.Arches))
+	var wg sync.WaitGroup
+	for i, arch := range o.Arches {
+		binaries[i] = filepath.Join(binDir, name+"-linux-"+arch)
 		gb := GoBuild{Go: o.Go, Dir: dir, LDFlags: o.LDFlags, Arch: arch}
-		// A first build for an architecture compiles every dependency for
-		// it (minutes for mesh-controller's Kubernetes client): say so.
-		t := time.Now()
-		stop := reportEvery(o.Log, 10*time.Second, func() string {
-			return fmt.Sprintf("images: still building %s for %s (%.0fs; a first build for an architecture compiles its dependencies)", name, arch, time.Since(t).Seconds())
+		wg.Go(func() {
+			// A first build for an architecture compiles every dependency
+			// for it (minutes for mesh-controller's Kubernetes client): say so.
+			t := time.Now()
+			stop := reportEvery(o.Log, 10*time.Second, func() string {
+				return fmt.Sprintf("images: still building %s for %s (%.0fs; a first build for an architecture compiles its dependencies)", name, arch, time.Since(t).Seconds())
+			})
+			defer stop()
+			if err := gb.Build(ctx, binaries[i], pkg); err != nil {
+				errs[i] = fmt.Errorf("images: build %s for %s: %w", name, arch, err)
+			}
 		})
-		err := gb.Build(ctx, binary, pkg)
-		stop()
-		if err != nil {
-			return Built{}, fmt.Errorf("images: build %s for %s: %w", name, arch, err)
-		}
-		s, err := spec(o.Version, binary, arch)
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return Built{}, err
+	}
+	var specs []Spec
+	for i, arch := range o.Arches {
+		s, err := spec(o.Version, binaries[i], arch)
 		if err != nil {
 			return Built{}, err
 		}
