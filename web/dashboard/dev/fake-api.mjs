@@ -7,13 +7,16 @@
 // the real mesh-controller on the local cluster (test/e2e).
 //
 //   node dev/fake-api.mjs [--port 8086] [--host 127.0.0.1] [--dist DIR] [--down]
-//                         [--tap-error-after N] [--verbose]
+//                         [--tap-error-after N] [--jaeger URL] [--verbose]
 //
 // --port 0 picks a free port. The first line on stdout is the page's URL.
 // --down answers every API request with 503 and a vizv1.Error body, to see
 // the error banner; --tap-error-after N ends every tap after N events with
 // an event of type "error", the way the real API reports a failure after
-// the stream started. `npm run dev` (Vite) proxies /api/ here by default.
+// the stream started. --jaeger URL answers /config.json as `mesh viz
+// dashboard` does with a Jaeger: tapped requests with a trace ID (about
+// half of them) link to URL/trace/<ID>; without it they show the ID only.
+// `npm run dev` (Vite) proxies /api/ here by default.
 
 import { createServer } from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
@@ -28,6 +31,7 @@ const { values: flags } = parseArgs({
     dist: { type: 'string', default: join(dirname(fileURLToPath(import.meta.url)), '..', 'dist') },
     down: { type: 'boolean', default: false },
     'tap-error-after': { type: 'string', default: '0' },
+    jaeger: { type: 'string', default: '' },
     verbose: { type: 'boolean', default: false },
   },
 });
@@ -512,6 +516,8 @@ function handleTap(q, res) {
       scheme: 'http',
       authority: auth,
       path,
+      // The proxies sample a share of requests; only those carry a trace ID.
+      traceId: Math.random() < 0.5 ? traceID() : undefined,
     };
     send({ type: 'request', time: new Date().toISOString(), ...base });
     const lat = e.p50 * (0.4 + Math.random() * Math.random() * 4);
@@ -561,6 +567,13 @@ async function serveStatic(pathname, res) {
   }
 }
 
+/** traceID makes a random W3C trace ID: 32 lower-case hex digits. */
+function traceID() {
+  let id = '';
+  while (id.length < 32) id += Math.floor(Math.random() * 16).toString(16);
+  return id;
+}
+
 function sendJSON(res, status, body) {
   res.writeHead(status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
   res.end(`${JSON.stringify(body)}\n`);
@@ -570,6 +583,9 @@ const server = createServer(async (req, res) => {
   const url = new URL(req.url ?? '/', 'http://fake');
   if (flags.verbose) console.log(req.method, url.pathname + url.search);
   try {
+    if (url.pathname === '/config.json') {
+      return sendJSON(res, 200, flags.jaeger ? { jaegerUrl: flags.jaeger } : {});
+    }
     if (!url.pathname.startsWith('/api/')) {
       await serveStatic(url.pathname, res);
       return;

@@ -77,6 +77,8 @@ export interface TapEvent {
   scheme?: string;
   authority: string;
   path: string;
+  /** traceId is set when the proxy sampled the request: its trace is in the tracing backend. */
+  traceId?: string;
   status?: number;
   grpcStatus?: number;
   latencyMs?: number;
@@ -159,7 +161,46 @@ async function getJSON<T>(path: string, query: Query, signal: AbortSignal): Prom
   }
 }
 
+/**
+ * DashboardConfig is what `mesh viz dashboard` itself tells the page (cli
+ * dashboardConfig), at paths.config: jaegerUrl is the local URL of the
+ * mesh's Jaeger UI when it has one.
+ */
+export interface DashboardConfig {
+  jaegerUrl?: string;
+}
+
+/** getConfig reads the dashboard's config; a page served without it (npm run dev) gets {}. */
+export async function getConfig(signal: AbortSignal): Promise<DashboardConfig> {
+  try {
+    return await getJSON<DashboardConfig>(paths.config, {}, signal);
+  } catch (err) {
+    if (isAbort(err)) throw err;
+    return {};
+  }
+}
+
+const TRACE_ID = /^[0-9a-f]{32}$/;
+
+/**
+ * traceURL is the page of trace traceId in the Jaeger UI at jaegerUrl, or
+ * undefined when either is missing or not what the dashboard sends: a
+ * link is built only from an http(s) base and a W3C trace ID.
+ */
+export function traceURL(jaegerUrl: string | undefined, traceId: string | undefined): string | undefined {
+  if (!jaegerUrl || !traceId || !TRACE_ID.test(traceId) || /^0+$/.test(traceId)) return undefined;
+  let base: URL;
+  try {
+    base = new URL(jaegerUrl);
+  } catch {
+    return undefined;
+  }
+  if (base.protocol !== 'http:' && base.protocol !== 'https:') return undefined;
+  return `${base.origin}${base.pathname.replace(/\/+$/, '')}/trace/${traceId}`;
+}
+
 export const paths = {
+  config: '/config.json',
   stat: '/api/v1/stat',
   edges: '/api/v1/edges',
   series: '/api/v1/series',

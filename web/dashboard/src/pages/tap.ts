@@ -1,7 +1,7 @@
 // Tap: live requests and responses of a resource, read from the NDJSON
 // stream of PathTap with fetch and a stream reader, newest first.
 
-import { ApiError, getStat, isAbort, tap, type TapEvent, type TapQuery } from '../api';
+import { ApiError, getConfig, getStat, isAbort, tap, traceURL, type TapEvent, type TapQuery } from '../api';
 import { clearError, setError } from '../banner';
 import { h } from '../dom';
 import * as fmt from '../format';
@@ -90,6 +90,7 @@ export function tapPage(root: HTMLElement, query: URLSearchParams): Page {
           ),
           h('th', { class: 'num' }, 'Status'),
           h('th', { class: 'num' }, 'Latency'),
+          h('th', {}, 'Trace'),
         ),
       ),
       tbody,
@@ -99,7 +100,7 @@ export function tapPage(root: HTMLElement, query: URLSearchParams): Page {
     h(
       'tr',
       { class: 'placeholder' },
-      h('td', { colspan: 11, class: 'empty' }, 'No event yet. Start a tap to see requests as they happen.'),
+      h('td', { colspan: 12, class: 'empty' }, 'No event yet. Start a tap to see requests as they happen.'),
     );
   tbody.append(emptyRow());
 
@@ -114,6 +115,8 @@ export function tapPage(root: HTMLElement, query: URLSearchParams): Page {
   let failed = false;
   let pending: TapEvent[] = [];
   let flushTimer: number | undefined;
+  /** jaegerUrl, once the dashboard said, makes trace IDs links to Jaeger. */
+  let jaegerUrl: string | undefined;
 
   function setState(s: State, detail = ''): void {
     status.dataset.state = s;
@@ -129,7 +132,7 @@ export function tapPage(root: HTMLElement, query: URLSearchParams): Page {
     flushTimer = undefined;
     if (pending.length === 0) return;
     tbody.querySelector('tr.placeholder')?.remove();
-    const rows = pending.reverse().map(eventRow);
+    const rows = pending.reverse().map((ev) => eventRow(ev, jaegerUrl));
     pending = [];
     tbody.prepend(...rows);
     while (tbody.childElementCount > MAX_ROWS) tbody.lastElementChild!.remove();
@@ -197,6 +200,11 @@ export function tapPage(root: HTMLElement, query: URLSearchParams): Page {
 
   // Offer the namespaces the API knows, once; failing here is not worth a banner.
   const nsCtl = new AbortController();
+  getConfig(nsCtl.signal)
+    .then((cfg) => {
+      jaegerUrl = cfg.jaegerUrl;
+    })
+    .catch(() => {});
   getStat({ kind: 'ns' }, nsCtl.signal)
     .then((list) => {
       nsList.replaceChildren(...(list.rows ?? []).map((r) => h('option', { value: r.resource.name })));
@@ -212,13 +220,41 @@ export function tapPage(root: HTMLElement, query: URLSearchParams): Page {
   };
 }
 
-function eventRow(ev: TapEvent): HTMLTableRowElement {
+/**
+ * traceCell shows a sampled request's trace ID, short, as a link to its
+ * trace in Jaeger when the dashboard has Jaeger: a new tab, with no
+ * window.opener and no Referer for it.
+ */
+function traceCell(ev: TapEvent, jaegerUrl: string | undefined): HTMLTableCellElement {
+  const id = ev.traceId;
+  if (!id) return h('td', { class: 'trace' });
+  const short = id.slice(0, 8);
+  const href = traceURL(jaegerUrl, id);
+  if (!href) return h('td', { class: 'trace', title: `trace ${id}` }, short);
+  return h(
+    'td',
+    { class: 'trace' },
+    h(
+      'a',
+      {
+        href,
+        target: '_blank',
+        rel: 'noopener noreferrer',
+        title: `trace ${id} in Jaeger`,
+        'data-testid': 'tap-trace',
+      },
+      short,
+    ),
+  );
+}
+
+function eventRow(ev: TapEvent, jaegerUrl: string | undefined): HTMLTableRowElement {
   if (ev.type === 'error') {
     return h(
       'tr',
       { 'data-testid': 'tap-row', 'data-type': 'error', class: 'tap-error' },
       h('td', { class: 'time' }, ev.time ? fmt.clockMs(ev.time) : fmt.NONE),
-      h('td', { colspan: 10 }, `error: ${ev.error ?? ''}`),
+      h('td', { colspan: 11 }, `error: ${ev.error ?? ''}`),
     );
   }
   const id = ev.direction === 'inbound' ? ev.clientId : ev.serverId;
@@ -254,5 +290,6 @@ function eventRow(ev: TapEvent): HTMLTableRowElement {
     ),
     h('td', { class: `num ${statusCls}` }, statusText),
     h('td', { class: 'num' }, isRsp ? fmt.latency(ev.latencyMs) : ''),
+    traceCell(ev, jaegerUrl),
   );
 }
