@@ -33,7 +33,7 @@ test: lint test-unit test-generated test-dashboard test-integration test-e2e ## 
 
 test-unit: ## unit and fuzz-seed tests, race detector on; no root needed
 	@mkdir -p build
-	set -o pipefail; $(GO) test -race -count=1 -v $$($(GO) list ./... ./testdata/demo/... | grep -v '/test/') 2>&1 | tee build/test-unit.log | grep -E '^(ok|FAIL|panic)|--- (FAIL|SKIP)|_test.go:[0-9]+: '
+	set -o pipefail; $(GO) test -race -count=1 -timeout 30m -v $$($(GO) list ./... ./testdata/demo/... | grep -v '/test/') 2>&1 | tee build/test-unit.log | grep -E '^(ok|FAIL|panic)|--- (FAIL|SKIP)|_test.go:[0-9]+: '
 	@$(call no-skips,build/test-unit.log)
 	@# The conformance echo app and runner options, a module of their own.
 	set -o pipefail; (cd test/conformance && $(GO) test -race -count=1 -v ./...) 2>&1 | tee build/test-unit-conformance.log | grep -E '^(ok|FAIL|panic)|--- (FAIL|SKIP)|_test.go:[0-9]+: '
@@ -51,7 +51,7 @@ test-e2e: images ## end-to-end on the local Kubernetes: install, check, demo tra
 		echo "test-e2e needs root (it runs a local Kubernetes): run 'sudo make test', or MESH_REQUIRE_ROOT_TESTS=0 to skip it" >&2; exit 1; fi
 	@mkdir -p build
 	cd test/e2e/dashboard && npm ci --no-audit --no-fund --loglevel=error
-	@# Before the timed tests: a first build of Kubernetes takes ~13 minutes.
+	@# Before the timed tests: a first build of Kubernetes takes ~11 minutes (640 s on 2 cores).
 	$(GO) run ./hack/cluster prepare
 	@# The cluster is shared with make soak, bench-mesh and bench-controller runs: one at a time.
 	set -o pipefail; flock /tmp/mesh-e2e.lock $(GO) test -count=1 -timeout 55m -parallel 8 -v ./test/e2e/... 2>&1 | tee build/test-e2e.log | grep -E '^(ok|FAIL|---|panic|e2e|cluster)|^\s+--- |_test.go:'
@@ -156,7 +156,7 @@ demo: images build ## the quick start: local cluster, mesh install, the demo sho
 images: ## build static binaries and write one image tarball per image under build/images/: an OCI image index with linux/amd64 and linux/arm64 variants (IMAGE_ARCHES=amd64 for one); jaeger the host's only
 	$(GO) run ./hack/images --out build/images --version $(VERSION) --ldflags '$(LDFLAGS)' $(if $(IMAGE_ARCHES),--arches $(IMAGE_ARCHES))
 
-cluster-up: ## start the local single-node Kubernetes (root; first run builds Kubernetes, ~13 min on 2 cores)
+cluster-up: ## start the local single-node Kubernetes (root; first run builds Kubernetes, ~11 min (640 s) on 2 cores)
 	$(GO) run ./hack/cluster up
 
 cluster-down: ## stop the local cluster and remove everything it made (root)
