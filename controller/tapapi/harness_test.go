@@ -374,12 +374,16 @@ type tapStandIn struct {
 	next chan struct{}
 }
 
+// tapRequestLine is the stand-in's first event: a sampled request, whose
+// trace ID must reach the user as viz sent it.
+const tapRequestLine = `{"type":"request","id":"web-1:1","traceId":"4bf92f3577b34da6a3ce929d0e0e4736"}`
+
 func (s *tapStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.got = append(s.got, r)
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/x-ndjson")
-	for i, line := range []string{`{"type":"request","id":"web-1:1"}`, `{"type":"response","id":"web-1:1"}`} {
+	for i, line := range []string{tapRequestLine, `{"type":"response","id":"web-1:1"}`} {
 		if i > 0 {
 			select {
 			case <-s.next:

@@ -157,8 +157,8 @@ func TestTap(t *testing.T) {
 		t.Fatalf("status %d, want 200", resp.StatusCode)
 	}
 	lines := bufio.NewReader(resp.Body)
-	if first, err := lines.ReadString('\n'); err != nil || !strings.Contains(first, `"request"`) {
-		t.Fatalf("first line %q, %v; want the request event before the next is sent", first, err)
+	if first, err := lines.ReadString('\n'); err != nil || first != tapRequestLine+"\n" {
+		t.Fatalf("first line %q, %v; want the request event as viz sent it, before the next is sent", first, err)
 	}
 	close(tap.next)
 	if second, err := lines.ReadString('\n'); err != nil || !strings.Contains(second, `"response"`) {
