@@ -204,6 +204,15 @@ const (
 	SkipDisabled        Skip = "disabled"
 	SkipNotEnabled      Skip = "not-enabled"
 	SkipHostNetwork     Skip = "host-network"
+	SkipNotLinux        Skip = "not-linux"
+)
+
+// osLabel is the node label kubelet sets to its operating system, and
+// linux its value on the only nodes the proxy and its init container run
+// on.
+const (
+	osLabel = "kubernetes.io/os"
+	linux   = "linux"
 )
 
 // Warning is one thing about a pod its owner should fix. It never stops a
@@ -316,6 +325,11 @@ func shouldInject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, ns *corev1.Name
 		res.skip(SkipHostNetwork, "the pod uses the node's network (hostNetwork: true)")
 		res.warn("", "%s=%s is ignored: the pod uses hostNetwork, and intercepting its traffic would intercept the node's", names.AnnotationInject, names.Enabled)
 		return res, false
+	case spec.NodeSelector[osLabel] != "" && spec.NodeSelector[osLabel] != linux:
+		os := spec.NodeSelector[osLabel]
+		res.skip(SkipNotLinux, "the pod runs on %s nodes (nodeSelector %s=%s)", os, osLabel, os)
+		res.warn("", "%s=%s is ignored: the pod selects %s nodes, and the proxy runs on Linux only", names.AnnotationInject, names.Enabled, quote(os))
+		return res, false
 	}
 	return res, true
 }
@@ -360,6 +374,9 @@ func injected(meta *metav1.ObjectMeta, spec *corev1.PodSpec) bool {
 func mutate(meta *metav1.ObjectMeta, spec *corev1.PodSpec, o overrides, cfg Config) {
 	meta.Annotations = withEntry(meta.Annotations, names.AnnotationProxyVersion, cfg.Version)
 	meta.Labels = withEntry(meta.Labels, names.LabelControlPlaneNamespace, cfg.ControlPlaneNamespace)
+	// The proxy's image is Linux only (amd64 and arm64): on a cluster with
+	// Windows nodes, a pod the scheduler put there would never start.
+	spec.NodeSelector = withEntry(spec.NodeSelector, osLabel, linux)
 	// mesh-init runs first; mesh-proxy, a native sidecar, starts next and
 	// must be ready before the pod's own init containers and containers
 	// start, so their traffic is proxied from their first connection.

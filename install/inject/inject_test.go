@@ -67,6 +67,22 @@ func TestPodOptIn(t *testing.T) {
 			pod: func() *corev1.Pod { p := newPod(nil); p.Spec.HostNetwork = true; return p }(),
 		},
 		{
+			name: "windows node", wantSkip: SkipNotLinux, wantWarning: []string{""}, ns: namespace("shop", names.Enabled),
+			pod: func() *corev1.Pod {
+				p := newPod(nil)
+				p.Spec.NodeSelector = map[string]string{"kubernetes.io/os": "windows"}
+				return p
+			}(),
+		},
+		{
+			name: "linux node selected already", ns: namespace("shop", names.Enabled),
+			pod: func() *corev1.Pod {
+				p := newPod(nil)
+				p.Spec.NodeSelector = map[string]string{"kubernetes.io/os": "linux", "disk": "ssd"}
+				return p
+			}(),
+		},
+		{
 			name: "already injected: annotation", wantSkip: SkipAlreadyInjected, ns: namespace("shop", names.Enabled),
 			pod: newPod(map[string]string{names.AnnotationProxyVersion: "v0.0.9"}),
 		},
