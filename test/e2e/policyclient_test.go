@@ -116,15 +116,26 @@ func (a answer) fromApp() bool {
 // get sends GET path to addr (an IP:port) with Host host, on a connection
 // of its own, as an application of the pod would.
 func (c *podClient) get(ctx context.Context, addr, host, path string) answer {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	return c.do(ctx, http.MethodGet, addr, host, path, nil)
+}
+
+// do sends method path to addr with Host host (addr's own when "") and
+// header, on a connection of its own, within 10 seconds.
+func (c *podClient) do(ctx context.Context, method, addr, host, path string, header http.Header) answer {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	tr := &http.Transport{DialContext: c.dial, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
 	if err != nil {
 		return answer{err: err}
 	}
-	req.Host = host
+	if host != "" {
+		req.Host = host
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
 	start := time.Now()
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {

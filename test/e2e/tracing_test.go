@@ -347,27 +347,13 @@ func jaegerGet(ctx context.Context, url string, into any) error {
 }
 
 // sendTraced sends method path to addr from c's pod with traceparent, if
-// not "", on a connection of its own.
+// not "".
 func sendTraced(ctx context.Context, c *podClient, method, addr, path, traceparent string) answer {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	tr := &http.Transport{DialContext: c.dial, DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
-	if err != nil {
-		return answer{err: err}
-	}
+	h := http.Header{}
 	if traceparent != "" {
-		req.Header.Set("traceparent", traceparent)
+		h.Set("traceparent", traceparent)
 	}
-	start := time.Now()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return answer{err: err, elapsed: time.Since(start)}
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	return answer{status: resp.StatusCode, body: string(body), err: err, elapsed: time.Since(start)}
+	return c.do(ctx, method, addr, "", path, h)
 }
 
 // traceHex is n random bytes in lower-case hex: a trace or span ID.
