@@ -120,9 +120,9 @@ func (c *podClient) get(ctx context.Context, addr, host, path string) answer {
 }
 
 // do sends method path to addr with Host host (addr's own when "") and
-// header, on a connection of its own, within 10 seconds.
+// header, on a connection of its own, within 5 seconds.
 func (c *podClient) do(ctx context.Context, method, addr, host, path string, header http.Header) answer {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	tr := &http.Transport{DialContext: c.dial, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
