@@ -41,7 +41,23 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 		Version:       version.Version,
 	}
-	cmd.AddCommand(newInstallCmd())
+	cmd.AddCommand(newInstallCmd(), newReadyCmd())
+	return cmd
+}
+
+// newReadyCmd is the DaemonSet's readiness probe: the image has no shell
+// to test for the installer's ready file with.
+func newReadyCmd() *cobra.Command {
+	readyFile := cni.DefaultReadyFile
+	cmd := &cobra.Command{
+		Use:   "ready",
+		Short: "Exit 0 once `mesh-cni install` has chained the plugin (its ready file exists)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return cni.Ready(readyFile)
+		},
+	}
+	cmd.Flags().StringVar(&readyFile, "ready-file", readyFile, "the ready file of `mesh-cni install`")
 	return cmd
 }
 

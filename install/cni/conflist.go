@@ -1,9 +1,11 @@
 package cni
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -136,15 +138,15 @@ func conflistName(path string) string {
 	return strings.TrimSuffix(path, filepath.Ext(path)) + ".conflist"
 }
 
-// writeFileAtomic replaces path with data in one rename, so the runtime
-// never reads a half-written file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+// copyFileAtomic replaces path with what r reads in one rename, so the
+// runtime never reads a half-written file.
+func copyFileAtomic(path string, r io.Reader, perm os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename, a no-op
-	if _, err := tmp.Write(data); err != nil {
+	if _, err := io.Copy(tmp, r); err != nil {
 		tmp.Close()
 		return err
 	}
@@ -156,4 +158,9 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// writeFileAtomic is copyFileAtomic of data.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return copyFileAtomic(path, bytes.NewReader(data), perm)
 }

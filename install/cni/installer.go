@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"os"
@@ -45,6 +44,12 @@ type InstallConfig struct {
 	// Interval is how often the installer checks that everything is still
 	// in place; 0 means 2s.
 	Interval time.Duration
+	// ReadyFile, when set, is written once the plugin is in the chain and
+	// removed before it is taken out: the DaemonSet's readiness probe
+	// (`mesh-cni ready`) reads it, so that `mesh install --cni`, which
+	// waits for the DaemonSet, lets no meshed pod start before the plugin
+	// can intercept it.
+	ReadyFile string
 }
 
 func (c InstallConfig) withDefaults() (InstallConfig, error) {
@@ -182,6 +187,11 @@ func (i *installer) sync() error {
 		return err
 	}
 	if !i.synced {
+		if i.cfg.ReadyFile != "" {
+			if err := os.WriteFile(i.cfg.ReadyFile, []byte("ready\n"), 0o644); err != nil {
+				return fmt.Errorf("writing the ready file: %w", err)
+			}
+		}
 		i.log.Info("installed", "plugin", filepath.Join(i.cfg.BinDir, PluginType), "conf_dir", i.cfg.ConfDir)
 		i.synced = true
 	}
@@ -204,11 +214,9 @@ func (i *installer) syncBinary() error {
 	if dt, err := os.Stat(dst); err == nil && dt.Size() == st.Size() && i.copied {
 		return nil
 	}
-	data, err := io.ReadAll(src)
-	if err != nil {
-		return fmt.Errorf("plugin binary: %w", err)
-	}
-	if err := writeFileAtomic(dst, data, 0o755); err != nil {
+	// Streamed: the binary is tens of MB, and the container's memory limit
+	// is small; its page cache counts against it already.
+	if err := copyFileAtomic(dst, src, 0o755); err != nil {
 		return fmt.Errorf("copying the plugin into %s: %w", i.cfg.BinDir, err)
 	}
 	// The first copy is unconditional, so an upgraded installer replaces
@@ -321,6 +329,12 @@ func removeEntries(dir, keep string, log *slog.Logger) error {
 // network configuration naming a plugin or kubeconfig that is gone.
 func uninstall(cfg InstallConfig, log *slog.Logger) error {
 	var errs []error
+	if cfg.ReadyFile != "" {
+		// Not ready first: nothing should count on the plugin from now on.
+		if err := os.Remove(cfg.ReadyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
 	if err := removeEntries(cfg.ConfDir, "", log); err != nil {
 		errs = append(errs, err)
 	}
@@ -348,10 +362,24 @@ func (c *InstallConfig) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.TokenFile, "token-file", serviceAccountDir+"/token", "the ServiceAccount token the plugin reads pods with")
 	fs.StringVar(&c.CAFile, "ca-file", serviceAccountDir+"/ca.crt", "the API server's CA bundle")
 	fs.DurationVar(&c.Interval, "interval", 2*time.Second, "how often to check that the plugin is still installed")
+	fs.StringVar(&c.ReadyFile, "ready-file", DefaultReadyFile, "a file written once the plugin is chained, for `mesh-cni ready` (empty: none)")
 	fs.StringVar(&c.Plugin.IPTablesMode, "iptables-mode", "", "the node's iptables: legacy, nft, or empty for the iptables on the node's PATH")
 	fs.StringSliceVar(&c.Plugin.ExcludeNamespaces, "exclude-namespaces", nil, "namespaces whose pods the plugin never looks up or meshes")
 	fs.StringVar(&c.Plugin.LogLevel, "plugin-log-level", "info", "the plugin's log level: debug, info, warn, error")
 	fs.StringVar(&c.Plugin.LogFile, "plugin-log-file", "", "a file on the node the plugin logs to (default: stderr, which the runtime logs)")
+}
+
+// DefaultReadyFile is where the DaemonSet's installer says it is ready: an
+// emptyDir of its pod.
+const DefaultReadyFile = "/run/mesh-cni/ready"
+
+// Ready returns nil when the installer has chained the plugin: the ready
+// file exists.
+func Ready(readyFile string) error {
+	if _, err := os.Stat(readyFile); err != nil {
+		return fmt.Errorf("the plugin is not chained yet (%w)", err)
+	}
+	return nil
 }
 
 // serviceAccountDir is where Kubernetes mounts a pod's ServiceAccount.

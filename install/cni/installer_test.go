@@ -76,8 +76,9 @@ func TestInstall(t *testing.T) {
 	cfg := InstallConfig{
 		Binary: n.plugin, BinDir: n.bin, ConfDir: n.conf, HostConfDir: "/etc/cni/net.d",
 		Server: "https://10.96.0.1:443", TokenFile: n.token, CAFile: n.ca,
-		Plugin:   NetConf{IPTablesMode: "nft", ExcludeNamespaces: []string{"kube-system"}},
-		Interval: 10 * time.Millisecond,
+		Plugin:    NetConf{IPTablesMode: "nft", ExcludeNamespaces: []string{"kube-system"}},
+		Interval:  10 * time.Millisecond,
+		ReadyFile: filepath.Join(t.TempDir(), "ready"),
 	}
 	// Read only after Install returns.
 	log := slog.New(slog.NewTextHandler(&logs, nil))
@@ -89,10 +90,15 @@ func TestInstall(t *testing.T) {
 	eventually(t, "the binary and kubeconfig are in place", func() bool {
 		return read(filepath.Join(n.bin, PluginType)) == "#!/bin/true\n" && strings.Contains(read(kubeconfig), "token-1")
 	})
+	// No network yet, so the plugin is in no chain: not ready.
+	if err := Ready(cfg.ReadyFile); err == nil {
+		t.Error("ready before the plugin is in any chain")
+	}
 
 	// The network plugin writes a single .conf: it becomes a conflist.
 	write(t, conf, `{"cniVersion":"1.0.0","name":"cbr0","type":"bridge","ipam":{"type":"host-local"}}`)
 	eventually(t, "the .conf is converted", func() bool { return read(conflist) != "" })
+	eventually(t, "ready once chained", func() bool { return Ready(cfg.ReadyFile) == nil })
 	if _, err := os.Stat(conf); !os.IsNotExist(err) {
 		t.Errorf("the .conf is still there next to its conflist: %v", err)
 	}
@@ -153,7 +159,7 @@ func TestInstall(t *testing.T) {
 			t.Errorf("%s still names the plugin:\n%s", f, read(f))
 		}
 	}
-	for _, f := range []string{kubeconfig, filepath.Join(n.bin, PluginType)} {
+	for _, f := range []string{kubeconfig, filepath.Join(n.bin, PluginType), cfg.ReadyFile} {
 		if _, err := os.Stat(f); !os.IsNotExist(err) {
 			t.Errorf("%s left behind: %v", f, err)
 		}

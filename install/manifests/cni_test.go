@@ -116,7 +116,9 @@ func TestCNIDefaultsAndValidation(t *testing.T) {
 	got := map[string]any{}
 	for _, vol := range vols {
 		m := vol.(map[string]any)
-		got[m["name"].(string)] = m["hostPath"].(map[string]any)["path"]
+		if hp, ok := m["hostPath"].(map[string]any); ok {
+			got[m["name"].(string)] = hp["path"]
+		}
 	}
 	if got["cni-bin"] != DefaultCNIBinDir || got["cni-conf"] != DefaultCNIConfDir {
 		t.Errorf("default dirs %v", got)
