@@ -13,7 +13,8 @@
 // Each test works in namespaces of its own. Those that change the mesh for
 // everyone run one after another, first: TestMesh (install, uninstall),
 // TestBalancing, TestPolicy and TestTrafficControllerDown (the controller
-// scaled to zero) and TestRotation (a new trust anchor); so do the two that load the shared
+// scaled to zero), TestRotation (a new trust anchor) and TestCNI (an install
+// in CNI mode); so do the two that load the shared
 // machine or measure rates that its load disturbs: TestHardening (a port
 // sweep and 2,000 churned endpoints keep the controller busy past the
 // proxies' 1s wait for a new destination), TestViz (the load pod's own
