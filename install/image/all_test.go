@@ -6,6 +6,7 @@ import (
 	"context"
 	"debug/elf"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -52,7 +53,7 @@ func TestBuildAll(t *testing.T) {
 	if !slices.Equal(names, want) {
 		t.Errorf("built %q, want %q", names, want)
 	}
-	leaks := buildPaths(root)
+	leaks := buildPaths(t, root)
 	for _, b := range built {
 		t.Run(b.Name, func(t *testing.T) {
 			idx, ann, err := ReadIndex(b.Path, t.TempDir())
@@ -82,9 +83,17 @@ func TestBuildAll(t *testing.T) {
 // buildPaths are strings a binary or file built on this machine could leak:
 // the checkout, the toolchain's and the module cache's sources, the
 // temporary and the cache directories binaries are built in.
-func buildPaths(root string) []string {
+func buildPaths(t *testing.T, root string) []string {
+	t.Helper()
+	// The toolchain's root as the go command that builds the images sees
+	// it (runtime.GOROOT is the test binary's, and deprecated).
+	out, err := exec.Command(FindGo(), "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatalf("go env GOROOT: %v", err)
+	}
+	goroot := strings.TrimSpace(string(out))
 	gomodcache := filepath.Join(os.Getenv("HOME"), "go", "pkg", "mod")
-	return []string{root, runtime.GOROOT() + "/src", gomodcache, os.TempDir() + "/mesh-images-", DefaultCacheDir}
+	return []string{root, goroot + "/src", gomodcache, os.TempDir() + "/mesh-images-", DefaultCacheDir}
 }
 
 // etcAllowed are the only /etc files an image may hold, by image: none come

@@ -58,7 +58,7 @@ func TestJaegerImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkVariant(t, JaegerName, runtime.GOARCH, img, buildPaths(root))
+	checkVariant(t, JaegerName, runtime.GOARCH, img, buildPaths(t, root))
 	cf, err := img.ConfigFile()
 	if err != nil {
 		t.Fatal(err)

@@ -121,7 +121,7 @@ func TestSpanAndPropagation(t *testing.T) {
 			}
 			attrs := map[string]string{}
 			for _, kv := range got.Attributes {
-				attrs[string(kv.Key)] = kv.Value.Emit()
+				attrs[string(kv.Key)] = kv.Value.String()
 			}
 			if attrs["mesh.peer.identity"] != "spiffe://x/ns/a/sa/b" || attrs["http.response.status_code"] != "200" || attrs["mesh.retries"] != "1" {
 				t.Errorf("attributes %v", attrs)
