@@ -192,7 +192,13 @@ func testTapReviewed(t *testing.T, ctx context.Context, viewer string) {
 	mustRun(t, ctx, nil, e2e.kubectl, "create", "rolebinding", "tap-path-only", "-n", tapNS,
 		"--role=tap-path-only", "--serviceaccount=default:mesh-e2e-viewer")
 	defer command(context.WithoutCancel(ctx), nil, nil, e2e.kubectl, "delete", "-n", tapNS, "rolebinding/tap-path-only", "role/tap-path-only")
-	stderr := tapRefusal(t, ctx, viewer, "ns/"+tapNS)
+	// RBAC takes effect within moments, not at once: until the API
+	// server's authorizer sees the binding, it refuses the path itself.
+	var stderr string
+	poll(t, ctx, time.Minute, "the API server to let the path through to mesh-viz", func(ctx context.Context) (bool, string, error) {
+		stderr = tapRefusal(t, ctx, viewer, "ns/"+tapNS)
+		return !strings.Contains(stderr, "cannot watch resource"), "the API server still refuses the path", nil
+	})
 	for _, w := range []string{
 		`user "` + viewerUser + `" may not tap namespaces/` + tapNS,
 		`it needs the "watch" verb on "namespaces/tap" in group tap.mesh.dev`,
