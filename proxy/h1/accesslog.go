@@ -14,20 +14,13 @@ func (x *exchange) logAccess(l *accesslog.Logger) {
 	if s := x.sender; s != nil && s.over {
 		x.reqBytes = s.n // the sender is done with it: finish received its outcome
 	}
-	path := string(r.path)
-	if len(r.query) > 0 {
-		path += "?" + string(r.query)
-	}
 	rec := accesslog.HTTP{
 		Start: x.start, Direction: cc.p.cfg.Direction, Client: cc.c.RemoteAddr().String(),
-		Method: methodString(r.get(r.method)), Authority: cc.authority(), Path: path, Proto: proto(r.minor),
+		Method: methodString(r.get(r.method)), Authority: cc.authority(), Path: headRequest{r}.Path(), Proto: proto(r.minor),
 		Status: x.status, GRPCStatus: -1, Duration: time.Since(x.start),
 		RequestBytes: x.reqBytes, ResponseBytes: x.resBytes,
 		ClientID: cc.info.ClientID, ServerID: x.key.ServerID, Route: x.key.Route,
-		Retries: x.retries, TraceID: x.span.TraceID(),
-	}
-	if x.unreached == "" && x.ep.Addr.IsValid() {
-		rec.Upstream = x.ep.Addr.String()
+		Retries: x.retries, TraceID: x.span.TraceID(), Upstream: x.upstream(),
 	}
 	l.LogHTTP(&rec)
 }

@@ -24,8 +24,15 @@ func (x *exchange) endSpan() {
 	if out.Direction == metrics.Outbound {
 		out.PeerID = x.key.ServerID
 	}
-	if x.unreached == "" && x.ep.Addr.IsValid() {
-		out.Upstream = x.ep.Addr.String()
-	}
+	out.Upstream = x.upstream()
 	x.span.End(&out)
+}
+
+// upstream is the endpoint the request went to, for its span and access
+// log line; "" when it reached none.
+func (x *exchange) upstream() string {
+	if x.unreached == "" && x.ep.Addr.IsValid() {
+		return x.ep.Addr.String()
+	}
+	return ""
 }

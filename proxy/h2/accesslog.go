@@ -20,10 +20,7 @@ func (s *stream) logAccess(l *accesslog.Logger) {
 		Status: x.status, GRPCStatus: s.grpcStatus, Duration: time.Since(x.start),
 		RequestBytes: s.req.moved, ResponseBytes: s.res.moved,
 		ClientID: s.sc.info.ClientID, ServerID: x.key.ServerID, Route: x.key.Route,
-		Retries: x.retries + x.resent, TraceID: x.span.TraceID(),
-	}
-	if x.unreached == "" && x.ep.Addr.IsValid() {
-		rec.Upstream = x.ep.Addr.String()
+		Retries: x.retries + x.resent, TraceID: x.span.TraceID(), Upstream: x.upstream(),
 	}
 	l.LogHTTP(&rec)
 }
